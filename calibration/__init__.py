@@ -1,0 +1,1 @@
+"""Images in, preprocessed float tensors out: sources, preprocessing, calibration sets."""

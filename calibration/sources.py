@@ -1,0 +1,267 @@
+"""Where images come from: a folder (flat or one subfolder per class), a `.npz` with `x`/`y`,
+or CIFAR-10. Every source opens to the same `ImageSet`, so calibration, evaluation and parity
+never care which one the user named."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from calibration.preprocess import to_rgb
+from vitedge.errors import VitedgeError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold, enforced as an error
+SHOWN_SKIPPED = 3
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """N RGB images, optionally labelled; images decode on demand so a folder costs no memory."""
+
+    name: str
+    count: int
+    get: Callable[[int], np.ndarray]  # index -> uint8 H×W×3 RGB
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    identities: tuple[str, ...] = ()  # a stable name per image (file path or "name[index]")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def identity(self, index: int) -> str:
+        return self.identities[index] if self.identities else f"{self.name}[{index}]"
+
+
+def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, class_names: tuple[str, ...]) -> ImageSet:
+    """An ImageSet over an in-memory uint8 N×H×W×3 array."""
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise VitedgeError(
+            f"{name}: expected uint8 images shaped N×H×W×3, got {pixels.dtype} {pixels.shape}",
+            "save the array as uint8 RGB in HWC order under the key 'x'",
+        )
+    if labels is not None and len(labels) != len(pixels):
+        raise VitedgeError(f"{name}: {len(pixels)} images but {len(labels)} labels", "x and y must have the same length")
+    return ImageSet(name, len(pixels), pixels.__getitem__, labels, class_names)
+
+
+def decode_image(data: bytes | Path) -> np.ndarray:
+    """Decode one image file to uint8 H×W×3 RGB; raises ValueError with a short reason."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS} limit (decompression bomb guard)")
+            image.load()
+            return np.asarray(to_rgb(image))
+    except ValueError:
+        raise
+    except (OSError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def folder_image_set(folder: Path) -> ImageSet:
+    """A folder of images: flat, or one subfolder per class (labels sorted by folder name)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_names = tuple(subdirs) if subdirs else ()
+    good: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((str(path), "not an image file"))
+            continue
+        try:
+            decode_image(path)
+        except ValueError as exc:
+            skipped.append((str(path), str(exc)))
+            continue
+        good.append(path)
+    if skipped:
+        shown = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:SHOWN_SKIPPED])
+        more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {shown}{more}", stacklevel=2)
+    labels = None
+    if class_names:
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = np.array([index[p.relative_to(folder).parts[0]] if len(p.relative_to(folder).parts) > 1 else -1 for p in good])
+        if (labels < 0).any():
+            labels = None  # loose files beside class folders: no trustworthy labels
+    return ImageSet(
+        name=str(folder),
+        count=len(good),
+        get=lambda i: decode_image(good[i]),
+        labels=labels,
+        class_names=class_names,
+        skipped=tuple(skipped),
+        identities=tuple(str(p) for p in good),
+    )
+
+
+def npz_image_set(path: Path) -> ImageSet:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data:
+                raise VitedgeError(f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})", "store images as x (uint8 N×H×W×3) and labels as y")
+            pixels = data["x"]
+            labels = data["y"].astype(np.int64) if "y" in data else None
+    except (OSError, ValueError) as exc:
+        raise VitedgeError(f"cannot read {path}: {exc}", "pass a .npz written by numpy.savez with arrays x and y") from None
+    return array_image_set(str(path), pixels, labels, ())
+
+
+def _repo_shared_cifar10() -> Path:
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+
+
+def cifar10_search_paths() -> list[Path]:
+    """Where the CIFAR-10 arrays are looked for, in order."""
+    paths = []
+    if os.environ.get("VITEDGE_DATA"):
+        root = Path(os.environ["VITEDGE_DATA"])
+        paths += [root / "cifar10", root]
+    paths += [_repo_shared_cifar10(), Path.cwd().parent / "shared" / "data" / "cifar10"]
+    return paths
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VITEDGE_CACHE", Path.home() / ".cache" / "vitedge"))
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """The CIFAR-10 python batches are pickles; allow only what numpy arrays need."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_cifar10_tarball(path: Path, split: str, expected_md5: str | None = CIFAR10_MD5) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical `cifar-10-python.tar.gz` → (uint8 N×32×32×3, int64 labels)."""
+    if expected_md5 is not None and _md5(path) != expected_md5:
+        raise VitedgeError(f"{path} is not the canonical CIFAR-10 archive (md5 mismatch)", f"download it again from {CIFAR10_URL}")
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    xs, ys = [], []
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+            for name in names:
+                handle = archive.extractfile(members[name])
+                batch = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
+                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    except (tarfile.TarError, KeyError, OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise VitedgeError(f"cannot read CIFAR-10 archive {path}: {exc}", f"download it again from {CIFAR10_URL}") from None
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
+
+
+def download_cifar10(target: Path) -> Path:
+    """Download the canonical archive to `target`, verify its md5, rename into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(CIFAR10_URL, timeout=60) as response:  # noqa: S310
+            shutil.copyfileobj(response, out)
+        if _md5(Path(tmp)) != CIFAR10_MD5:
+            raise VitedgeError("downloaded CIFAR-10 archive failed its md5 check", "retry; if it persists, download it by hand and pass its path")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise VitedgeError(
+            f"CIFAR-10 not found locally and the download failed: {exc}",
+            "set VITEDGE_DATA to a folder with cifar10_test.npz/cifar10_train.npz, or pass --data path/to/cifar-10-python.tar.gz",
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def cifar10_arrays(split: str = "test", *, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from the first place that has it; download only as the last resort."""
+    if split not in ("test", "train"):
+        raise VitedgeError(f"unknown CIFAR-10 split {split!r}", "use cifar10 (test) or cifar10:train")
+    for folder in cifar10_search_paths():
+        npz = folder / f"cifar10_{split}.npz"
+        if npz.is_file():
+            with np.load(npz, allow_pickle=False) as data:
+                return data["x"], data["y"].astype(np.int64)
+    tarball = cache_dir() / "cifar-10-python.tar.gz"
+    if not tarball.is_file():
+        if not download:
+            looked = ", ".join(str(p) for p in cifar10_search_paths())
+            raise VitedgeError(f"CIFAR-10 not found (looked in {looked} and {tarball})", "set VITEDGE_DATA or pass the archive's path")
+        download_cifar10(tarball)
+    return read_cifar10_tarball(tarball, split)
+
+
+def open_source(spec: str) -> ImageSet:
+    """`cifar10`, `cifar10:train`, a folder, a `.npz`, or a `cifar-10-python.tar.gz` path."""
+    if spec in ("cifar10", "cifar10:test", "cifar10:train"):
+        split = spec.partition(":")[2] or "test"
+        pixels, labels = cifar10_arrays(split)
+        return array_image_set(spec, pixels, labels, CIFAR10_CLASSES)
+    path = Path(spec).expanduser()
+    if path.name.endswith(".tar.gz") and path.is_file():
+        pixels, labels = read_cifar10_tarball(path, "test")
+        return array_image_set(str(path), pixels, labels, CIFAR10_CLASSES)
+    if path.suffix == ".npz" and path.is_file():
+        return npz_image_set(path)
+    if path.is_dir():
+        images = folder_image_set(path)
+        if images.count == 0:
+            found = f"{len(images.skipped)} unreadable or non-image file(s)" if images.skipped else "no files"
+            raise VitedgeError(f"no readable images in {path} ({found})", f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)})")
+        return images
+    raise VitedgeError(f"data source {spec!r} does not exist", "pass cifar10, cifar10:train, a folder of images, or a .npz with x/y")
+
+
+def subset_indices(images: ImageSet, count: int | None, *, seed: int = 0) -> np.ndarray:
+    """`count` indices drawn reproducibly; class-balanced when labels exist; all when None."""
+    if count is None or count >= images.count:
+        return np.arange(images.count)
+    rng = np.random.default_rng(seed)
+    if images.labels is None:
+        return np.sort(rng.choice(images.count, size=count, replace=False))
+    classes = np.unique(images.labels)
+    per_class = [rng.permutation(np.flatnonzero(images.labels == c)) for c in classes]
+    picked: list[int] = []
+    round_index = 0
+    while len(picked) < count:
+        for members in per_class:
+            if round_index < len(members) and len(picked) < count:
+                picked.append(int(members[round_index]))
+        round_index += 1
+    return np.sort(np.array(picked))

@@ -1,0 +1,199 @@
+"""The one training loop: `vitedge train`, distillation and recovery fine-tunes all run here.
+
+AdamW, linear warm-up then cosine decay per step, label smoothing, reflect-pad random crop +
+horizontal flip, a checkpoint every epoch (atomic) and `resume`. Runs data-parallel under
+`torchrun` (DDP: gloo on CPU, NCCL on GPUs): every rank draws the same seeded permutation and
+augmentation for the global batch and trains on its slice, so N processes compute the same
+update as one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from vitedge.errors import VitedgeError
+
+# (student logits, teacher-or-None inputs, labels, batch images) -> loss
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    crop_padding: int = 4
+    flip: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    loss: float
+    train_top1: float
+    test_top1: float | None
+    lr: float
+    seconds: float
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when run plainly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed() -> None:
+    rank, size = world()
+    if size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=size)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, padding: int, flip: bool) -> torch.Tensor:
+    """Reflect-pad random crop + random horizontal flip of a float N×C×H×W batch."""
+    n, _, height, width = batch.shape
+    if padding:
+        padded = F.pad(batch, (padding,) * 4, mode="reflect")
+        tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        batch = torch.stack([padded[i, :, t : t + height, l : l + width] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist()))])
+    if flip:
+        flips = torch.rand(n, generator=generator) < 0.5
+        batch = torch.where(flips[:, None, None, None], batch.flip(-1), batch)
+    return batch
+
+
+def to_normalized_tensor(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 N×H×W×3 → float32 N×3×H×W normalized (the same math as calibration.preprocess)."""
+    from calibration.preprocess import DataConfig, normalize
+
+    config = DataConfig(input_size=(3, pixels.shape[1], pixels.shape[2]), mean=tuple(mean), std=tuple(std), crop_pct=1.0, num_classes=0)
+    return torch.from_numpy(normalize(pixels, config))
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(inputs), batch_size):
+        logits = model(inputs[start : start + batch_size])
+        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
+    return 100.0 * correct / max(1, len(inputs))
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def default_loss(label_smoothing: float) -> LossFn:
+    def loss(logits: torch.Tensor, _inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def train(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    show_progress: bool = True,
+) -> tuple[nn.Module, list[EpochLog]]:
+    """Train `model` in place on normalized N×3×H×W inputs; returns it and the epoch logs."""
+    import time
+
+    init_distributed()
+    rank, size = world()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.batch_size % size:
+        raise VitedgeError(f"batch size {config.batch_size} does not split over {size} processes", "pick a batch size divisible by --nproc-per-node")
+    torch.manual_seed(config.seed)
+    loss_fn = loss_fn or default_loss(config.label_smoothing)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and "pos_embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or "pos_embed" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    wrapped: nn.Module = nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    steps_per_epoch = len(train_x) // config.batch_size
+    if steps_per_epoch == 0:
+        raise VitedgeError(f"{len(train_x)} training images is fewer than one batch of {config.batch_size}", "lower --batch-size or add data")
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    start_epoch, logs = 0, []
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        logs = [EpochLog(**log) for log in state["logs"]]
+    local = config.batch_size // size
+    with Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), disable=not show_progress or rank != 0) as progress:
+        task = progress.add_task("train", total=total_steps, completed=start_epoch * steps_per_epoch, epoch=start_epoch + 1, loss=float("nan"))
+        for epoch in range(start_epoch, config.epochs):
+            began = time.perf_counter()
+            generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+            order = torch.randperm(len(train_x), generator=generator)
+            wrapped.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step in range(steps_per_epoch):
+                lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                index = order[step * config.batch_size : (step + 1) * config.batch_size]
+                batch = augment(train_x[index], generator, config.crop_padding, config.flip)
+                labels = train_y[index]
+                mine = slice(rank * local, (rank + 1) * local)
+                logits = wrapped(batch[mine])
+                loss = loss_fn(logits, batch[mine], labels[mine])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach()) * local
+                correct += int((logits.argmax(-1) == labels[mine]).sum())
+                seen += local
+                progress.update(task, advance=1, epoch=epoch + 1, loss=loss_sum / seen)
+            test_top1 = evaluate_top1(model, *test) if test is not None and rank == 0 else None
+            log = EpochLog(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_top1, lr, time.perf_counter() - began)
+            logs.append(log)
+            if checkpoint is not None and rank == 0:
+                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "logs": [asdict(x) for x in logs]}, checkpoint)
+            if on_epoch is not None and rank == 0:
+                on_epoch(log)
+    model.eval()
+    return model, logs

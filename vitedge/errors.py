@@ -1,0 +1,13 @@
+"""The one exception type for mistakes a user can fix; the CLI turns it into one red line."""
+
+
+class VitedgeError(Exception):
+    """A user error: what is wrong (message) and how to fix it (hint)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -1,0 +1,247 @@
+"""One way to turn a model spec into a torch module and its DataConfig, used by every command.
+
+Specs: the embedded default `vitedge-cifar10`; a timm name (`vit_base_patch16_224`, with
+`pretrained=True` going through timm's normal hub/cache loading); `hf-hub:org/name`; a local
+`.safetensors` (our own checkpoints carry architecture, DataConfig and compression records in
+the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary pickles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from calibration.preprocess import DataConfig
+from compress.step import StepRecord
+from vitedge.errors import VitedgeError
+
+DEFAULT_MODEL = "vitedge-cifar10"
+EMBEDDED = {DEFAULT_MODEL: Path(__file__).with_name("weights") / "vitedge-cifar10.safetensors"}
+METADATA_KEY = "vitedge"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build the empty module: a timm model name plus keyword overrides."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+        return cls(str(data["name"]), dict(data.get("kwargs", {})))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    data_config: DataConfig
+    spec: str
+    architecture: Architecture
+    steps: tuple[StepRecord, ...] = ()
+    source_sha256: str = ""
+
+    def with_module(self, module: nn.Module, record: StepRecord | None = None) -> "LoadedModel":
+        steps = self.steps + ((record,) if record is not None else ())
+        return LoadedModel(module, self.data_config, self.spec, self.architecture, steps, self.source_sha256)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_vit(module: nn.Module) -> bool:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(module, VisionTransformer)
+
+
+def require_vit(loaded: LoadedModel, what: str) -> None:
+    if not is_vit(loaded.module):
+        raise VitedgeError(
+            f"{what} needs a Vision Transformer, but {loaded.spec} is a {type(loaded.module).__name__}",
+            "use a timm ViT/DeiT model (e.g. vit_small_patch16_224) or vitedge-cifar10",
+        )
+
+
+def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Module:
+    import timm
+
+    if not arch.name.startswith("hf-hub:") and not timm.is_model(arch.name):
+        close = timm.list_models(f"*{arch.name.split('.')[0][:8]}*")[:5]
+        raise VitedgeError(
+            f"unknown model {arch.name!r}",
+            f"did you mean {', '.join(close)}?" if close else "see timm.list_models('vit*') for names, or pass a .safetensors file",
+        )
+    try:
+        return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise VitedgeError(f"cannot build {arch.name} with {arch.kwargs}: {exc}", "check the architecture options") from None
+    except (OSError, RuntimeError) as exc:
+        if not pretrained:
+            raise
+        raise VitedgeError(
+            f"could not fetch pretrained weights for {arch.name} (offline and not in the cache?): {str(exc).splitlines()[0]}",
+            f"pass a local file instead: --model weights.safetensors --arch {arch.name}",
+        ) from None
+
+
+def data_config_for(module: nn.Module, labels: tuple[str, ...] = ()) -> DataConfig:
+    """timm's pretrained config → our DataConfig (ImageNet labels when it has 1000 classes)."""
+    import timm.data
+
+    resolved = timm.data.resolve_data_config({}, model=module)
+    num_classes = int(getattr(module, "num_classes", 0) or 0)
+    if not labels and num_classes == 1000:
+        labels = tuple(timm.data.ImageNetInfo().label_descriptions(as_dict=False)) if hasattr(timm.data, "ImageNetInfo") else ()
+        labels = tuple(name.split(",")[0] for name in labels)
+    return DataConfig(
+        input_size=tuple(int(v) for v in resolved["input_size"]),
+        interpolation=str(resolved.get("interpolation", "bicubic")),
+        mean=tuple(float(v) for v in resolved["mean"]),
+        std=tuple(float(v) for v in resolved["std"]),
+        crop_pct=float(resolved.get("crop_pct", 0.875)),
+        crop_mode=str(resolved.get("crop_mode", "center")),
+        num_classes=num_classes,
+        labels=labels,
+    )
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise VitedgeError(f"{path} is not a readable .safetensors file: {exc}", "the file is corrupt or truncated; save or download it again") from None
+    return tensors, metadata
+
+
+def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; all mean "refused"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise VitedgeError(
+            f"refused to load {path}: not a plain weights file ({reason})",
+            "vitedge loads .pth files with weights_only=True; re-save the state_dict, or convert to .safetensors",
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VitedgeError(f"{path} does not hold a state_dict of tensors", "save model.state_dict() with torch.save")
+    return state
+
+
+def _sidecar_metadata(path: Path) -> dict[str, Any]:
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        return json.loads(sidecar.read_text())
+    except json.JSONDecodeError as exc:
+        raise VitedgeError(f"{sidecar} is not valid JSON: {exc}", "fix or delete the metadata file beside the weights") from None
+
+
+def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: Architecture) -> None:
+    try:
+        result = module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "Missing" in line or "Unexpected" in line), str(exc)[:200])
+        raise VitedgeError(
+            f"the weights in {path.name} do not fit {arch.name}: {first}",
+            "pass the architecture the weights were trained with (--arch NAME)",
+        ) from None
+    del result
+
+
+def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | None = None) -> LoadedModel:
+    """A local checkpoint: our own metadata wins; otherwise `arch_name` is required."""
+    from compress.registry import restore_after_load, restore_before_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise VitedgeError(f"model file {path} does not exist", "check the path")
+    if path.suffix == ".safetensors":
+        state, header = _read_safetensors(path)
+        metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else _sidecar_metadata(path)
+    else:
+        state = _read_torch_checkpoint(path)
+        metadata = _sidecar_metadata(path)
+    if "architecture" in metadata:
+        arch = Architecture.from_dict(metadata["architecture"])
+    elif arch_name:
+        arch = Architecture(arch_name, {})
+    else:
+        raise VitedgeError(f"{path.name} does not say which architecture it holds", "pass --arch with the timm model name, e.g. --arch vit_small_patch16_224")
+    if arch_name and arch_name != arch.name:
+        arch = Architecture(arch_name, arch.kwargs)
+    if "num_classes" not in arch.kwargs and "head.weight" in state:
+        arch = Architecture(arch.name, {**arch.kwargs, "num_classes": int(state["head.weight"].shape[0])})
+    records = list(metadata.get("steps", []))
+    module = restore_before_load(build_architecture(arch), records)
+    _load_weights(module, state, path, arch)
+    module = restore_after_load(module, records).eval()
+    config = DataConfig.from_dict(metadata["data_config"]) if "data_config" in metadata else data_config_for(module)
+    return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
+
+
+def load_model(spec: str, *, pretrained: bool = False, arch: str | None = None) -> LoadedModel:
+    """Resolve any model spec the CLI accepts."""
+    if spec in EMBEDDED:
+        if not EMBEDDED[spec].is_file():
+            raise VitedgeError(f"the embedded weights of {spec} are missing ({EMBEDDED[spec]})", "reinstall vitedge, or train them with `vitedge train`")
+        return load_checkpoint(EMBEDDED[spec], spec=spec)
+    path = Path(spec).expanduser()
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
+        return load_checkpoint(path, arch_name=arch)
+    architecture = Architecture(spec, {})
+    module = build_architecture(architecture, pretrained=pretrained or spec.startswith("hf-hub:")).eval()
+    return LoadedModel(module, data_config_for(module), spec, architecture)
+
+
+def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
+    return {
+        "architecture": loaded.architecture.to_dict(),
+        "data_config": loaded.data_config.to_dict(),
+        "steps": list(loaded.steps),
+        "source": loaded.spec,
+        **extra,
+    }
+
+
+def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
+    """Write weights + our metadata as .safetensors, atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous() for key, value in loaded.module.state_dict().items() if isinstance(value, torch.Tensor)}
+    metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(loaded, **extra), sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
