@@ -112,3 +112,7 @@ def run() -> None:
             sys.exit(exc.exit_code)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# Each area's commands live in vitedge/commands/; importing a module registers its commands.
+from vitedge.commands import compress, edge, export, measure  # noqa: E402,F401

@@ -8,7 +8,6 @@ the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ import torch.nn as nn
 
 from calibration.preprocess import DataConfig
 from compress.step import StepRecord
+from targets.manifest import sha256_file
 from vitedge.errors import VitedgeError
 
 DEFAULT_MODEL = "vitedge-cifar10"
@@ -56,14 +56,6 @@ class LoadedModel:
     def with_module(self, module: nn.Module, record: StepRecord | None = None) -> "LoadedModel":
         steps = self.steps + ((record,) if record is not None else ())
         return LoadedModel(module, self.data_config, self.spec, self.architecture, steps, self.source_sha256)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_vit(module: nn.Module) -> bool:

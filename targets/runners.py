@@ -1,0 +1,28 @@
+"""Open a runner for an artifact folder (by its manifest's format) on a target device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from targets.base import Runner
+from targets.manifest import read_manifest, verify_checksums
+from vitedge.errors import VitedgeError
+
+
+def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = None, batch: int = 1, check: bool = True) -> Runner:
+    """Read the manifest, check every file's sha256, and load the model for `target`."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if check:
+        verify_checksums(folder, manifest)
+    model_path = folder / manifest["model_file"]
+    precision = manifest["precision"]
+    if manifest["format"] == "onnx":
+        from targets.onnxruntime import open_onnx
+
+        return open_onnx(model_path, precision=precision, device=target, threads=threads)
+    if manifest["format"] == "openvino":
+        from targets.openvino import open_openvino
+
+        return open_openvino(model_path, precision=precision, device=target, threads=threads, batch=batch)
+    raise VitedgeError(f"{folder}: unknown artifact format {manifest['format']!r}", "re-export it with `vitedge export`")

@@ -1,0 +1,3 @@
+"""`vitedge` commands: export."""
+
+from vitedge.cli import app, console, out  # noqa: F401

@@ -1,0 +1,3 @@
+"""`vitedge` commands: measure."""
+
+from vitedge.cli import app, console, out  # noqa: F401
