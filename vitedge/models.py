@@ -186,7 +186,7 @@ def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | Non
     else:
         raise VitedgeError(f"{path.name} does not say which architecture it holds", "pass --arch with the timm model name, e.g. --arch vit_small_patch16_224")
     if arch_name and arch_name != arch.name:
-        arch = Architecture(arch_name, arch.kwargs)
+        arch = Architecture(arch_name, {})
     if "num_classes" not in arch.kwargs and "head.weight" in state:
         arch = Architecture(arch.name, {**arch.kwargs, "num_classes": int(state["head.weight"].shape[0])})
     records = list(metadata.get("steps", []))

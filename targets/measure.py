@@ -1,0 +1,270 @@
+"""Accuracy, speed, latency, size and memory of one runner, recorded with the machine facts
+needed to compare the number later (CPU model, ISA flags, threads, batch, runtime versions).
+
+Speed protocol: warm-up calls, then at least `runs` timed calls (median, and p50/p90/p99 of
+per-call latency). A row is measured in its own process (`measure_isolated`) so that peak RSS
+belongs to that runner alone and one runtime's thread pools cannot slow another's timing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from targets.base import Runner
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float  # percent
+    top5: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    batch: int
+    runs: int
+    median_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    it_per_s: float  # batches per second
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    runtime: str
+    device: str
+    precision: str
+    threads: int | None
+    accuracy: Accuracy | None
+    timings: tuple[Timing, ...]
+    size_mb: float
+    peak_rss_mb: float
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        accuracy = Accuracy(**data["accuracy"]) if data.get("accuracy") else None
+        timings = tuple(Timing(**t) for t in data.get("timings", ()))
+        return cls(**{**data, "accuracy": accuracy, "timings": timings})
+
+    def timing(self, batch: int) -> Timing | None:
+        return next((t for t in self.timings if t.batch == batch), None)
+
+
+def batched_logits(runner: Runner, inputs: np.ndarray, *, batch_size: int = 50) -> np.ndarray:
+    return np.concatenate([runner(np.asarray(inputs[start : start + batch_size])) for start in range(0, len(inputs), batch_size)])
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
+    """Top-1 and top-5 in percent."""
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    top1_hits = top5[:, 0] == labels
+    top5_hits = (top5 == labels[:, None]).any(axis=1)
+    return Accuracy(float(100.0 * top1_hits.mean()), float(100.0 * top5_hits.mean()), int(len(labels)))
+
+
+def time_runner(runner: Runner, batch: np.ndarray, *, warmup: int = 5, runs: int = 20, min_seconds: float = 1.0, max_runs: int = 2000, clock: Clock = time.perf_counter) -> Timing:
+    """Warm up, then time calls until both `runs` calls and `min_seconds` have passed."""
+    for _ in range(warmup):
+        runner(batch)
+    durations: list[float] = []
+    began = clock()
+    while len(durations) < max_runs and (len(durations) < runs or clock() - began < min_seconds):
+        start = clock()
+        runner(batch)
+        durations.append(clock() - start)
+    samples = np.asarray(durations)
+    median = float(np.median(samples))
+    p50, p90, p99 = (float(v) * 1000.0 for v in np.percentile(samples, [50, 90, 99]))
+    size = int(batch.shape[0])
+    return Timing(size, len(durations), median, p50, p90, p99, 1.0 / median, size / median)
+
+
+def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
+    """The instruction-set extensions that decide int8/fp16 speed, from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    interesting = {
+        "avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+        "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
+        "asimd": "NEON", "asimddp": "DOTPROD", "i8mm": "I8MM", "fphp": "FP16", "sve": "SVE",
+    }
+    return [name for flag, name in interesting.items() if flag in flags]
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "isa": cpu_isa_flags(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What a child process needs to open a runner: an artifact folder, or a vitedge
+    checkpoint (+ compress step names to reapply, e.g. PyTorch dynamic int8)."""
+
+    name: str
+    kind: str  # "artifact" | "torch"
+    path: str
+    precision: str = "fp32"
+    target: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    spec: RunnerSpec
+    inputs_path: str  # .npy float32 N×3×H×W (preprocessed once, in the parent)
+    labels_path: str | None
+    batches: tuple[int, ...] = (1, 8)
+    runs: int = 20
+    min_seconds: float = 1.0
+    logits_path: str | None = None  # where to save the logits of every input (for parity)
+
+
+def disk_size_mb(path: Path) -> float:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "manifest.json") / 1e6
+    return path.stat().st_size / 1e6
+
+
+def serialized_mb(module: Any) -> float:
+    """What the module's weights take when saved (torch.save of the state dict): the size the
+    study reports, and the only honest one for packed int8 modules."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return buffer.tell() / 1e6
+
+
+def open_spec(spec: RunnerSpec, batch: int = 1) -> Runner:
+    if spec.kind == "artifact":
+        from targets.runners import open_artifact
+
+        return open_artifact(Path(spec.path), target=spec.target, threads=spec.threads, batch=batch)
+    from targets.torch import open_torch
+    from vitedge.models import load_model
+
+    return open_torch(load_model(spec.path).module, precision=spec.precision, device=spec.target, threads=spec.threads)
+
+
+def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Measurement:
+    """Measure one runner in this process."""
+    spec = request.spec
+    inputs = np.load(request.inputs_path, mmap_mode="r")
+    runner = open_spec(spec, batch=max(request.batches))
+    result_accuracy = None
+    if request.labels_path is not None or request.logits_path:
+        logits = batched_logits(runner, inputs)
+        if request.labels_path is not None:
+            result_accuracy = top_k_accuracy(logits, np.load(request.labels_path))
+        if request.logits_path:
+            np.save(request.logits_path, logits)
+    timings = []
+    for batch in request.batches:
+        sample = np.ascontiguousarray(np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:])))
+        timings.append(time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock))
+    info = runner.info
+    return Measurement(
+        name=spec.name,
+        runtime=info.runtime,
+        device=info.device,
+        precision=info.precision,
+        threads=info.threads,
+        accuracy=result_accuracy,
+        timings=tuple(timings),
+        size_mb=serialized_mb(runner.module) if spec.kind == "torch" else disk_size_mb(Path(spec.path)),
+        peak_rss_mb=peak_rss_mb(),
+        machine=machine_facts(),
+        versions=dict(info.versions),
+        detail=dict(info.detail),
+    )
+
+
+def _child(request: MeasureRequest, queue: "multiprocessing.Queue[Any]") -> None:
+    from vitedge.errors import VitedgeError
+
+    try:
+        queue.put(("ok", measure(request).to_dict()))
+    except VitedgeError as exc:
+        queue.put(("user", (exc.message, exc.hint)))
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which re-raises
+        queue.put(("bug", f"{type(exc).__name__}: {exc}"))
+
+
+def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Measurement:
+    """Measure one runner in a fresh process (clean peak RSS, no shared thread pools)."""
+    from vitedge.errors import VitedgeError
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(request, queue), daemon=True)
+    process.start()
+    try:
+        status, payload = queue.get(timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - queue.Empty or a dead child
+        process.kill()
+        raise RuntimeError(f"measuring {request.spec.name} produced no result (exit code {process.exitcode})") from exc
+    finally:
+        process.join(timeout=30)
+    if status == "user":
+        raise VitedgeError(*payload)
+    if status == "bug":
+        raise RuntimeError(f"measuring {request.spec.name} failed: {payload}")
+    return Measurement.from_dict(payload)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from targets.base import RunnerInfo
+from targets.measure import (
+    MeasureRequest,
+    RunnerSpec,
+    cpu_isa_flags,
+    measure,
+    measure_isolated,
+    time_runner,
+    top_k_accuracy,
+)
+from targets.torch import open_torch
+from vitedge.models import save_checkpoint
+
+X86_VNNI = "model name\t: Intel(R) Xeon(R) Platinum 8375C\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+PI5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+
+
+class FakeClock:
+    """Each call advances time; a runner call takes `step` seconds of fake time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SleepyRunner:
+    info = RunnerInfo("fake", "cpu", "fp32", 1)
+
+    def __init__(self, clock: FakeClock, durations: list[float]) -> None:
+        self.clock, self.durations, self.calls = clock, durations, 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.clock.now += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+        return np.zeros((len(batch), 10), np.float32)
+
+
+def test_timing_on_a_fake_clock() -> None:
+    clock = FakeClock()
+    # 5 warm-up calls, then 20 timed calls: 18 × 10 ms and two slow 50 ms outliers
+    durations = [0.010] * 5 + [0.010] * 18 + [0.050, 0.050]
+    runner = SleepyRunner(clock, durations)
+    timing = time_runner(runner, np.zeros((4, 3, 8, 8), np.float32), warmup=5, runs=20, min_seconds=0.0, clock=clock)
+    assert runner.calls == 25 and timing.runs == 20
+    assert timing.median_s == pytest.approx(0.010)
+    assert timing.it_per_s == pytest.approx(100.0)
+    assert timing.images_per_s == pytest.approx(400.0)
+    assert timing.p50_ms == pytest.approx(10.0)
+    assert timing.p99_ms == pytest.approx(50.0)
+    assert 10.0 <= timing.p90_ms <= 50.0
+
+
+def test_timing_runs_at_least_min_seconds() -> None:
+    clock = FakeClock()
+    runner = SleepyRunner(clock, [0.1])
+    timing = time_runner(runner, np.zeros((1, 3, 8, 8), np.float32), warmup=0, runs=3, min_seconds=2.0, clock=clock)
+    assert timing.runs == 20  # 3 runs would take 0.3 s; it keeps going to 2 s
+
+
+def test_top_k_accuracy() -> None:
+    logits = np.array([[0.0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, -1, 9, 0, 0, 1]], np.float32)
+    labels = np.array([5, 4, 1])
+    result = top_k_accuracy(logits, labels)
+    assert result.top1 == pytest.approx(100 / 3)
+    assert result.top5 == pytest.approx(200 / 3)  # label 1 of row 3 ranks sixth
+    assert result.samples == 3
+
+
+def test_isa_flags_from_cpuinfo() -> None:
+    assert cpu_isa_flags(X86_VNNI) == ["AVX2", "AVX512F", "AVX512-VNNI"]
+    assert cpu_isa_flags(PI5) == ["NEON", "DOTPROD", "FP16"]
+
+
+def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tmp_path: Path) -> None:
+    inputs, labels = cifar_batch
+    np.save(tmp_path / "x.npy", inputs[:32])
+    np.save(tmp_path / "y.npy", labels[:32])
+    path = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
+    request = MeasureRequest(RunnerSpec("tiny", "torch", str(path), threads=1), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), (1, 4), runs=5, min_seconds=0.0, logits_path=str(tmp_path / "logits.npy"))
+    isolated = measure_isolated(request)
+    here = measure(request)
+    expected = open_torch(tiny_vit.module)(inputs[:32])
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-5)
+    assert isolated.accuracy == here.accuracy
+    assert isolated.accuracy.top1 == pytest.approx(100.0 * float((expected.argmax(1) == labels[:32]).mean()))
+    assert [t.batch for t in isolated.timings] == [1, 4]
+    assert all(t.runs >= 5 and t.it_per_s > 0 for t in isolated.timings)
+    assert isolated.size_mb == pytest.approx(sum(p.numel() * 4 for p in tiny_vit.module.state_dict().values()) / 1e6, rel=0.1)
+    assert isolated.peak_rss_mb > 50
+    assert isolated.machine["cores"] >= 1 and "torch" in isolated.versions

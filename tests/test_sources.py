@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import pickle
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calibration.sources import (
+    CIFAR10_CLASSES,
+    cifar10_arrays,
+    decode_image,
+    open_source,
+    read_cifar10_tarball,
+    subset_indices,
+)
+from vitedge.errors import VitedgeError
+
+
+def _real_pixels(cifar_test, index: int, size: int = 48) -> np.ndarray:
+    return np.asarray(Image.fromarray(cifar_test.get(index)).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def make_messy_folder(folder: Path, cifar_test) -> dict[str, np.ndarray]:
+    """One good image of each awkward kind plus a broken JPEG and a text file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = _real_pixels(cifar_test, 0)
+    Image.fromarray(rgb).save(folder / "plain.jpg", quality=95)
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    gray16 = (rgb[..., 0].astype(np.uint16) * 257)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    wide = _real_pixels(cifar_test, 1)[:, :32]  # 48 tall, 32 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    Image.fromarray(wide).save(folder / "rotated.jpg", exif=exif, quality=95)
+    good = (folder / "plain.jpg").read_bytes()
+    (folder / "broken.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "notes.txt").write_text("not an image")
+    return {"rgb": rgb, "gray16": gray16, "wide": wide}
+
+
+def test_messy_folder_loads_good_images_and_reports_bad_ones(tmp_path: Path, cifar_test) -> None:
+    made = make_messy_folder(tmp_path / "imgs", cifar_test)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = open_source(str(tmp_path / "imgs"))
+    assert images.count == 5
+    skipped = {Path(p).name for p, _ in images.skipped}
+    assert skipped == {"broken.jpg", "notes.txt"}
+    assert any("skipped 2 unreadable" in str(w.message) for w in caught)
+    by_name = {Path(images.identity(i)).name: images.get(i) for i in range(images.count)}
+    assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in by_name.values())
+    assert by_name["rotated.jpg"].shape == (32, 48, 3)  # EXIF orientation applied
+    assert by_name["gray16.png"][..., 0].tolist() == made["rgb"][..., 0].tolist()  # 16-bit scaled, not clipped
+    np.testing.assert_array_equal(by_name["rgba.png"], made["rgb"])
+    assert np.abs(by_name["cmyk.jpg"].astype(int) - made["rgb"].astype(int)).mean() < 6
+
+
+def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(cifar_test.get(0)).save(tmp_path / label / "a.png")
+    images = open_source(str(tmp_path))
+    assert images.class_names == ("cat", "dog")
+    assert images.labels.tolist() == [0, 1]
+
+
+def test_empty_and_missing_sources_are_user_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VitedgeError, match="no readable images"):
+        open_source(str(tmp_path / "empty"))
+    with pytest.raises(VitedgeError, match="does not exist"):
+        open_source(str(tmp_path / "nowhere"))
+
+
+def test_decompression_bomb_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (12000, 8000)).save(path, optimize=True)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        decode_image(path)
+
+
+def test_cifar10_is_the_real_data_set(cifar_test) -> None:
+    assert cifar_test.count == 10_000
+    assert np.bincount(cifar_test.labels).tolist() == [1000] * 10
+    assert cifar_test.class_names == CIFAR10_CLASSES
+    x, _ = cifar10_arrays("test")
+    assert x.shape == (10_000, 32, 32, 3) and x.dtype == np.uint8
+
+
+def test_canonical_tarball_reader(tmp_path: Path, cifar_test) -> None:
+    """A tarball in the canonical layout (python pickles, CHW rows) decodes to HWC pixels."""
+    x, y = cifar10_arrays("test")
+    rows = x[:20].transpose(0, 3, 1, 2).reshape(20, -1)
+    member = tmp_path / "test_batch"
+    member.write_bytes(pickle.dumps({b"data": rows, b"labels": y[:20].tolist()}, protocol=2))
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(member, arcname="cifar-10-batches-py/test_batch")
+    pixels, labels = read_cifar10_tarball(archive, "test", expected_md5=None)
+    np.testing.assert_array_equal(pixels, x[:20])
+    assert labels.tolist() == y[:20].tolist()
+    with pytest.raises(VitedgeError, match="md5"):
+        read_cifar10_tarball(archive, "test")
+
+
+def test_tarball_with_code_is_refused(tmp_path: Path) -> None:
+    sentinel = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (sentinel,))
+
+    member = tmp_path / "test_batch"
+    member.write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(member, arcname="cifar-10-batches-py/test_batch")
+    with pytest.raises(VitedgeError, match="refusing"):
+        read_cifar10_tarball(archive, "test", expected_md5=None)
+    assert not sentinel.exists()
+
+
+def test_subset_is_reproducible_and_class_balanced(cifar_test) -> None:
+    first = subset_indices(cifar_test, 100, seed=3)
+    assert first.tolist() == subset_indices(cifar_test, 100, seed=3).tolist()
+    assert np.bincount(cifar_test.labels[first], minlength=10).tolist() == [10] * 10
+    assert first.tolist() != subset_indices(cifar_test, 100, seed=4).tolist()

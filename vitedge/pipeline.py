@@ -1,0 +1,221 @@
+"""The main job: recipe → model → compression steps → artifacts → parity → measurements →
+report. `vitedge run` is a thin wrapper around `run_pipeline`.
+
+The whole output folder is staged and renamed into place at the end, so an interrupted run
+leaves nothing half-written. Every row is measured in its own process on the same
+preprocessed inputs; parity compares each row's logits with the fp32 PyTorch row's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from calibration.preprocess import DataConfig, preprocess_batch
+from calibration.sources import ImageSet, open_source, subset_indices
+from exporter.artifact import atomic_folder
+from targets.measure import Accuracy, MeasureRequest, Measurement, RunnerSpec, measure_isolated
+from vitedge.errors import VitedgeError
+from vitedge.models import LoadedModel, load_model, save_checkpoint
+from vitedge.recipe import ROW_KINDS, Recipe
+from vitedge.report import Parity, ResultRow, write_reports
+
+REFERENCE_ROW = "torch:fp32"
+
+
+@dataclass(frozen=True)
+class EvalData:
+    inputs: np.ndarray  # float32 N×3×H×W
+    labels: np.ndarray | None
+    identities: tuple[str, ...]
+    indices: np.ndarray
+
+
+def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
+    indices = subset_indices(images, samples, seed=seed)
+    inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
+    labels = np.asarray(images.labels)[indices] if images.labels is not None else None
+    return EvalData(inputs, labels, tuple(images.identity(int(i)) for i in indices), indices)
+
+
+def _apply_steps(loaded: LoadedModel, steps: Sequence[tuple[str, dict[str, Any]]]) -> LoadedModel:
+    from compress.registry import apply_steps
+
+    return apply_steps(loaded, list(steps))
+
+
+def _torch_spec(loaded: LoadedModel, kind: str, folder: Path, threads: int, target: str) -> RunnerSpec:
+    precision = kind.split(":")[1]
+    model = _apply_steps(loaded, [("quantize-dynamic", {})]) if precision == "int8-dynamic" else loaded
+    path = save_checkpoint(model, folder / f"{kind.replace(':', '-')}.safetensors")
+    return RunnerSpec(ROW_KINDS[kind], "torch", str(path), precision=precision, target=target, threads=threads)
+
+
+def _artifact_spec(loaded: LoadedModel, kind: str, folder: Path, recipe: Recipe, calibration: Any) -> RunnerSpec:
+    from exporter.export import ExportOptions, export_artifact
+
+    fmt, precision = kind.split(":")
+    needs_calibration = precision in ("int8-static", "int8")
+    path = export_artifact(
+        loaded,
+        to=fmt,
+        precision=precision,
+        out=folder / kind.replace(":", "-"),
+        calibration=calibration if needs_calibration else None,
+        options=ExportOptions(calib_method=recipe.calibration_method),
+    )
+    return RunnerSpec(ROW_KINDS[kind], "artifact", str(path), precision=precision, target=recipe.target, threads=recipe.threads)
+
+
+def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -> Any:
+    from calibration.calibset import build_calibration_set
+
+    images = open_source(recipe.calibration)
+    exclude = eval_data.indices if recipe.calibration == recipe.data else ()
+    return build_calibration_set(images, loaded.data_config, recipe.calibration_samples, seed=recipe.seed, exclude=exclude)
+
+
+def _parity(reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str]) -> Parity:
+    from exporter.parity import compare_logits
+
+    report = compare_logits(reference, logits, precision=precision, identities=identities)
+    return Parity(report.cosine_mean, report.cosine_min, report.top1_agreement, report.max_abs, report.passed)
+
+
+def run_pipeline(
+    recipe: Recipe,
+    out: Path,
+    *,
+    console: Console | None = None,
+    force: bool = False,
+    measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
+) -> list[ResultRow]:
+    """Run the whole recipe; write results.json, report.md, pareto.png (and the artifacts)
+    into `out`; return the rows in recipe order."""
+    if REFERENCE_ROW not in recipe.rows:
+        raise VitedgeError("a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup", 'add "torch:fp32" to [export] rows')
+    console = console or Console(stderr=True)
+    loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
+    if recipe.steps:
+        loaded = _apply_steps(loaded, recipe.steps)
+    eval_data = prepare_eval_data(open_source(recipe.data), loaded.data_config, recipe.samples, seed=recipe.seed)
+    needs_calibration = any(kind.endswith(("int8-static", ":int8")) for kind in recipe.rows)
+    rows: list[ResultRow] = []
+    with atomic_folder(out, force=force) as staging, Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        calibration = _calibration_set(recipe, loaded, eval_data) if needs_calibration else None
+        np.save(staging / "inputs.npy", eval_data.inputs)
+        labels_path = None
+        if eval_data.labels is not None:
+            np.save(staging / "labels.npy", eval_data.labels)
+            labels_path = str(staging / "labels.npy")
+        build = progress.add_task("export", total=len(recipe.rows), item="")
+        specs: dict[str, RunnerSpec] = {}
+        for kind in recipe.rows:
+            progress.update(build, item=ROW_KINDS[kind])
+            if kind.startswith("torch:"):
+                specs[kind] = _torch_spec(loaded, kind, staging / "models", recipe.threads, recipe.target)
+            else:
+                specs[kind] = _artifact_spec(loaded, kind, staging / "artifacts", recipe, calibration)
+            progress.advance(build)
+        bench = progress.add_task("measure", total=len(recipe.rows), item="")
+        logits: dict[str, np.ndarray] = {}
+        measurements: dict[str, Measurement] = {}
+        for kind in [REFERENCE_ROW] + [k for k in recipe.rows if k != REFERENCE_ROW]:
+            progress.update(bench, item=ROW_KINDS[kind])
+            logits_path = staging / f".logits-{kind.replace(':', '-')}.npy"
+            request = MeasureRequest(specs[kind], str(staging / "inputs.npy"), labels_path, recipe.batches, recipe.runs, logits_path=str(logits_path))
+            measurements[kind] = measure(request)
+            logits[kind] = np.load(logits_path)
+            logits_path.unlink(missing_ok=True)
+            progress.advance(bench)
+        for kind in recipe.rows:
+            parity = None if kind == REFERENCE_ROW else _parity(logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities)
+            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}"))
+        extra = {"recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]}, "model": loaded.spec, "samples": int(len(eval_data.inputs))}
+        if calibration is not None:
+            extra["calibration"] = {"source": recipe.calibration, "count": len(calibration.inputs), "seed": recipe.seed, "disjoint_from_eval": True}
+        write_reports(rows, staging, title=recipe.name, extra=extra)
+        (staging / "inputs.npy").unlink()
+        if labels_path:
+            Path(labels_path).unlink()
+    return rows
+
+
+
+def evaluate(spec: str, source: str, samples: int | None, *, arch: str | None = None, pretrained: bool = False, threads: int | None = None, seed: int = 0, console: Console | None = None) -> Accuracy:
+    """Top-1/top-5 of a PyTorch model (`vitedge eval`)."""
+    from targets.measure import top_k_accuracy
+    from targets.torch import open_torch
+
+    loaded = load_model(spec, pretrained=pretrained, arch=arch)
+    images = open_source(source)
+    if images.labels is None:
+        raise VitedgeError(f"{source} has no labels, so accuracy cannot be measured", "use cifar10, a .npz with y, or a folder with one subfolder per class")
+    data = prepare_eval_data(images, loaded.data_config, samples, seed=seed)
+    runner = open_torch(loaded.module, threads=threads)
+    chunks = []
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console or Console(stderr=True)) as progress:
+        task = progress.add_task("eval", total=len(data.inputs))
+        for start in range(0, len(data.inputs), 100):
+            chunks.append(runner(data.inputs[start : start + 100]))
+            progress.advance(task, len(chunks[-1]))
+    return top_k_accuracy(np.concatenate(chunks), data.labels)
+
+
+def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataConfig]:
+    from targets.manifest import read_manifest
+
+    path = Path(item)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        return RunnerSpec(path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads), DataConfig.from_dict(manifest["data_config"])
+    loaded = load_model(item)
+    return RunnerSpec(f"{item} (PyTorch)", "torch", item, precision="fp32", target=target, threads=threads), loaded.data_config
+
+
+def bench(
+    items: Sequence[str],
+    *,
+    target: str = "cpu",
+    data: str | None = "cifar10",
+    samples: int | None = 1000,
+    batches: tuple[int, ...] = (1, 8),
+    threads: int = 2,
+    runs: int = 20,
+    identity: Path | None = None,
+    accept_new_host_key: bool = False,
+    console: Console | None = None,
+    measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
+) -> list[ResultRow]:
+    """Measure each artifact or model on `target`, each in its own process (`vitedge bench`)."""
+    import tempfile
+
+    if target.startswith("ssh://"):
+        from targets.remote import bench_remote
+
+        return [ResultRow(bench_remote(Path(item), target, identity=identity, accept_new_host_key=accept_new_host_key, batches=batches, data=data, samples=samples, console=console)) for item in items]
+    images = open_source(data) if data else None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vitedge-bench-") as scratch:
+        for number, item in enumerate(items):
+            spec, config = _bench_spec(item, target, threads)
+            if images is not None:
+                eval_data = prepare_eval_data(images, config, samples)
+            else:
+                height, width = config.image_size
+                eval_data = EvalData(np.random.default_rng(0).standard_normal((8, 3, height, width)).astype(np.float32), None, (), np.arange(8))
+            inputs_path = Path(scratch) / f"inputs-{number}.npy"
+            np.save(inputs_path, eval_data.inputs)
+            labels_path = None
+            if eval_data.labels is not None:
+                labels_path = Path(scratch) / f"labels-{number}.npy"
+                np.save(labels_path, eval_data.labels)
+            rows.append(ResultRow(measure(MeasureRequest(spec, str(inputs_path), str(labels_path) if labels_path else None, batches, runs))))
+    return rows

@@ -1,0 +1,154 @@
+"""Recipes: a whole run (model, compression steps, artifacts, data, bench settings) as one TOML
+file that can be committed and rerun. Unknown tables or keys are errors that name the line and
+the valid choices, because a typo that silently falls back to a default wastes a whole run."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitedge.errors import VitedgeError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+ROW_KINDS = {
+    "torch:fp32": "PyTorch fp32",
+    "torch:int8-dynamic": "PyTorch dynamic int8",
+    "torch:fp16": "PyTorch fp16",
+    "onnx:fp32": "ONNX fp32",
+    "onnx:int8-dynamic": "ONNX int8 dynamic",
+    "onnx:int8-static": "ONNX int8 static",
+    "openvino:fp32": "OpenVINO fp32",
+    "openvino:fp16": "OpenVINO fp16",
+    "openvino:int8": "OpenVINO int8",
+}
+DEFAULT_ROWS = tuple(k for k in ROW_KINDS if k != "torch:fp16")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "vitedge-cifar10"
+    pretrained: bool = False
+    arch: str | None = None
+    steps: tuple[tuple[str, dict[str, Any]], ...] = ()
+    rows: tuple[str, ...] = DEFAULT_ROWS
+    data: str = "cifar10"
+    samples: int | None = 1000  # None: every image
+    calibration: str = "cifar10:train"
+    calibration_samples: int = 256
+    calibration_method: str = "minmax"
+    seed: int = 0
+    batches: tuple[int, ...] = (1, 8)
+    threads: int = 2
+    runs: int = 20
+    target: str = "cpu"
+    name: str = "vitedge-cifar10 on CIFAR-10"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "model": {"spec": str, "pretrained": bool, "arch": str},
+    "export": {"rows": list},
+    "data": {"source": str, "samples": (int, str)},
+    "calibration": {"source": str, "samples": int, "method": str, "seed": int},
+    "bench": {"batches": list, "threads": int, "runs": int, "target": str},
+    "run": {"name": str},
+}
+TOP_LEVEL = set(SCHEMA) | {"compress"}
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith(needle) and (len(stripped) == len(needle) or stripped[len(needle)] in " =]."):
+            return number
+    return None
+
+
+def _unknown(kind: str, name: str, valid: list[str], source: str, text: str, needle: str) -> VitedgeError:
+    line = _line_of(text, needle)
+    where = f"{source}:{line}" if line else source
+    close = difflib.get_close_matches(name, valid, n=1)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    return VitedgeError(f"{where}: unknown {kind} {name!r}", f"{suggestion}valid: {', '.join(sorted(valid))}")
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VitedgeError(f"{source}: not valid TOML: {exc}", "check the quoting and brackets on that line") from None
+    for table, body in data.items():
+        if table not in TOP_LEVEL:
+            raise _unknown("table", table, sorted(TOP_LEVEL), source, text, f"[{table}" if isinstance(body, dict) else table)
+        if table == "compress":
+            continue
+        if not isinstance(body, dict):
+            raise VitedgeError(f"{source}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines")
+        for key, value in body.items():
+            if key not in SCHEMA[table]:
+                raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
+            expected = SCHEMA[table][key]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                line = _line_of(text, key)
+                raise VitedgeError(f"{source}:{line or '?'}: [{table}] {key} has the wrong type ({type(value).__name__})", f"expected {getattr(expected, '__name__', expected)}")
+    model, export, data_table = data.get("model", {}), data.get("export", {}), data.get("data", {})
+    calibration, bench = data.get("calibration", {}), data.get("bench", {})
+    rows = tuple(export.get("rows", DEFAULT_ROWS))
+    for row in rows:
+        if row not in ROW_KINDS:
+            raise _unknown("export row", str(row), list(ROW_KINDS), source, text, "rows")
+    samples = data_table.get("samples", 1000)
+    if isinstance(samples, str) and samples != "all":
+        raise VitedgeError(f"{source}:{_line_of(text, 'samples') or '?'}: [data] samples must be a number or \"all\"", 'e.g. samples = 1000 or samples = "all"')
+    steps = []
+    for index, entry in enumerate(data.get("compress", [])):
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise VitedgeError(f"{source}: [[compress]] entry {index + 1} has no 'step'", 'write step = "prune-heads" and its options, e.g. ratio = 0.25')
+        options = {k: v for k, v in entry.items() if k != "step"}
+        steps.append((str(entry["step"]), options))
+    _check_steps(steps, source, text)
+    return Recipe(
+        model=model.get("spec", "vitedge-cifar10"),
+        pretrained=model.get("pretrained", False),
+        arch=model.get("arch"),
+        steps=tuple(steps),
+        rows=rows,
+        data=data_table.get("source", "cifar10"),
+        samples=None if samples == "all" else int(samples),
+        calibration=calibration.get("source", "cifar10:train"),
+        calibration_samples=calibration.get("samples", 256),
+        calibration_method=calibration.get("method", "minmax"),
+        seed=calibration.get("seed", 0),
+        batches=tuple(int(b) for b in bench.get("batches", (1, 8))),
+        threads=bench.get("threads", 2),
+        runs=bench.get("runs", 20),
+        target=bench.get("target", "cpu"),
+        name=data.get("run", {}).get("name", Recipe.name),
+    )
+
+
+def _check_steps(steps: list[tuple[str, dict[str, Any]]], source: str, text: str) -> None:
+    if not steps:
+        return
+    from compress.registry import STEPS
+
+    for name, options in steps:
+        if name not in STEPS:
+            raise _unknown("compress step", name, list(STEPS), source, text, "step")
+        valid = STEPS[name].options
+        for key in options:
+            if key not in valid:
+                raise _unknown(f"option of step {name!r}", key, list(valid), source, text, key)
+
+
+def load_recipe(path: Path | None) -> Recipe:
+    """A recipe file; none means the defaults, which `recipes/default.toml` spells out."""
+    if path is None:
+        return Recipe()
+    path = Path(path)
+    if not path.is_file():
+        raise VitedgeError(f"recipe {path} does not exist", f"pass a TOML file; examples are in {RECIPES_DIR}")
+    return parse_recipe(path.read_text(), str(path))
