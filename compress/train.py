@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vitedge.errors import VitedgeError
 
-# (student logits, teacher-or-None inputs, labels, batch images) -> loss
+# (model output on this rank's batch, that batch's augmented inputs, its labels) -> loss; the
+# output is a tuple (class, distillation) for a model with a distillation token.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -115,6 +116,12 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _prediction_logits(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A model with a distillation head returns (class, distillation) logits while training;
+    it predicts with their mean, as timm's VisionTransformerDistilled does at inference."""
+    return torch.stack(output).mean(0) if isinstance(output, tuple) else output
+
+
 def default_loss(label_smoothing: float) -> LossFn:
     def loss(logits: torch.Tensor, _inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -185,7 +192,7 @@ def train(
                 loss.backward()
                 optimizer.step()
                 loss_sum += float(loss.detach()) * local
-                correct += int((logits.argmax(-1) == labels[mine]).sum())
+                correct += int((_prediction_logits(logits).argmax(-1) == labels[mine]).sum())
                 seen += local
                 progress.update(task, advance=1, epoch=epoch + 1, loss=loss_sum / seen)
             test_top1 = evaluate_top1(model, *test) if test is not None and rank == 0 else None

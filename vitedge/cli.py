@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vitedge import __version__
 from vitedge.errors import VitedgeError
@@ -88,16 +90,21 @@ def train_command(
     out.print(f"saved {out_path} ({len(logs)} epochs)")
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+    console.print(f"[yellow]warning:[/] {escape(str(message).splitlines()[0])}", highlight=False, soft_wrap=True)
+
+
 def run() -> None:
     """Console-script entry: user errors become one red line and exit code 2."""
+    warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
     except VitedgeError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -115,4 +122,4 @@ def run() -> None:
 
 
 # Each area's commands live in vitedge/commands/; importing a module registers its commands.
-from vitedge.commands import compress, edge, export, measure  # noqa: E402,F401
+from vitedge.commands import compress, edge, export, int8, measure, study  # noqa: E402,F401

@@ -191,6 +191,7 @@ def bench(
     runs: int = 20,
     identity: Path | None = None,
     accept_new_host_key: bool = False,
+    known_hosts: Path | None = None,
     console: Console | None = None,
     measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
 ) -> list[ResultRow]:
@@ -198,9 +199,7 @@ def bench(
     import tempfile
 
     if target.startswith("ssh://"):
-        from targets.remote import bench_remote
-
-        return [ResultRow(bench_remote(Path(item), target, identity=identity, accept_new_host_key=accept_new_host_key, batches=batches, data=data, samples=samples, console=console)) for item in items]
+        return [_bench_remote(Path(item), target, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, batches=batches, threads=threads, data=data, samples=samples, console=console) for item in items]
     images = open_source(data) if data else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="vitedge-bench-") as scratch:
@@ -219,3 +218,55 @@ def bench(
                 np.save(labels_path, eval_data.labels)
             rows.append(ResultRow(measure(MeasureRequest(spec, str(inputs_path), str(labels_path) if labels_path else None, batches, runs))))
     return rows
+
+
+def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
+    """A labelled source as a PNG ImageFolder (one subfolder per class), the form a board's
+    torch-free runner reads."""
+    from PIL import Image
+
+    images = open_source(source)
+    if Path(source).is_dir():
+        return Path(source)
+    if images.labels is None:
+        raise VitedgeError(f"{source} has no labels", "pass a folder with one subfolder per class, or cifar10")
+    names = images.class_names or tuple(str(i) for i in range(int(images.labels.max()) + 1))
+    for index in subset_indices(images, samples):
+        target = folder / names[int(images.labels[index])]
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images.get(int(index))).save(target / f"{int(index):06d}.png")
+    return folder
+
+
+def _bench_remote(item: Path, target: str, *, identity: Path | None, accept_new_host_key: bool, known_hosts: Path | None, batches: tuple[int, ...], threads: int, data: str | None, samples: int | None, console: Console | None) -> ResultRow:
+    """One artifact on a board over SSH, as a row like any other target's."""
+    import tempfile
+
+    from targets.measure import Timing, disk_size_mb
+    from targets.remote import bench_remote
+
+    console = console or Console(stderr=True)
+    timings, board, top1 = [], {}, None
+    with tempfile.TemporaryDirectory(prefix="vitedge-board-data-") as scratch:
+        folder = _image_folder(data, samples, Path(scratch)) if data else None
+        for number, batch in enumerate(batches):
+            row = bench_remote(item, target, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, batch=batch, threads=threads, data=folder if number == 0 else None, on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False))
+            latency = row["latency_ms"]
+            timings.append(Timing(batch, int(row["runs"]), 1.0 / row["it_per_s"], latency["p50"], latency["p90"], latency["p99"], row["it_per_s"], row["it_per_s"] * batch))
+            board = row["board"]
+            if row.get("top1") is not None:
+                top1 = Accuracy(float(row["top1"]), float("nan"), int(row["eval_count"]))
+    measurement = Measurement(
+        name=f"{item.name} @ {target.removeprefix('ssh://')}",
+        runtime=row["runtime"],
+        device=target,
+        precision=row["precision"],
+        threads=row["threads"],
+        accuracy=top1,
+        timings=tuple(timings),
+        size_mb=disk_size_mb(item),
+        peak_rss_mb=float("nan"),
+        machine={"cpu": board.get("cpu", "?"), "cores": board.get("cpu_count"), "machine": board.get("machine"), "isa": [], "python": board.get("python")},
+        versions=dict(board.get("versions", {})),
+    )
+    return ResultRow(measurement)

@@ -98,11 +98,19 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     calibration, bench = data.get("calibration", {}), data.get("bench", {})
     rows = tuple(export.get("rows", DEFAULT_ROWS))
     for row in rows:
-        if row not in ROW_KINDS:
+        if not isinstance(row, str) or row not in ROW_KINDS:
             raise _unknown("export row", str(row), list(ROW_KINDS), source, text, "rows")
     samples = data_table.get("samples", 1000)
     if isinstance(samples, str) and samples != "all":
         raise VitedgeError(f"{source}:{_line_of(text, 'samples') or '?'}: [data] samples must be a number or \"all\"", 'e.g. samples = 1000 or samples = "all"')
+    for table, key, value in (("data", "samples", samples if samples != "all" else 1), ("calibration", "samples", calibration.get("samples", 1)), ("bench", "threads", bench.get("threads", 1)), ("bench", "runs", bench.get("runs", 1))):
+        if value < 1:
+            raise VitedgeError(f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}", "use a whole number of at least 1")
+    batches = bench.get("batches", [1, 8])
+    if not batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
+        raise VitedgeError(f"{source}:{_line_of(text, 'batches') or '?'}: [bench] batches must be a list of positive integers, got {batches!r}", "e.g. batches = [1, 8]")
+    if not isinstance(data.get("compress", []), list):
+        raise VitedgeError(f"{source}:{_line_of(text, 'compress') or '?'}: compress must be an array of tables", 'write each step as [[compress]] followed by step = "NAME" and its options')
     steps = []
     for index, entry in enumerate(data.get("compress", [])):
         if not isinstance(entry, dict) or "step" not in entry:
@@ -122,7 +130,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         calibration_samples=calibration.get("samples", 256),
         calibration_method=calibration.get("method", "minmax"),
         seed=calibration.get("seed", 0),
-        batches=tuple(int(b) for b in bench.get("batches", (1, 8))),
+        batches=tuple(batches),
         threads=bench.get("threads", 2),
         runs=bench.get("runs", 20),
         target=bench.get("target", "cpu"),

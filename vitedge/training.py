@@ -18,7 +18,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def cifar_vit_architecture(*, img_size: int = 32, patch_size: int = 4, embed_dim: int = 128, depth: int = 6, num_heads: int = 4, mlp_ratio: float = 2.0, num_classes: int = 10) -> Architecture:
+def cifar_vit_architecture(*, img_size: int = 32, patch_size: int = 4, embed_dim: int = 128, depth: int = 6, num_heads: int = 4, mlp_ratio: float = 2.0, num_classes: int = 10, class_token: bool = False, global_pool: str = "avg") -> Architecture:
     """A small timm ViT for low-resolution images: no class token, average-pooled tokens
     (64 tokens at 32×32/patch 4, which token merging and Nyström landmarks divide evenly)."""
     return Architecture(
@@ -31,8 +31,8 @@ def cifar_vit_architecture(*, img_size: int = 32, patch_size: int = 4, embed_dim
             "num_heads": num_heads,
             "mlp_ratio": mlp_ratio,
             "num_classes": num_classes,
-            "class_token": False,
-            "global_pool": "avg",
+            "class_token": class_token,
+            "global_pool": global_pool,
         },
     )
 

@@ -1,3 +1,159 @@
-"""`vitedge` commands: export."""
+"""`vitedge export` (torch → ONNX / OpenVINO artifact, then a parity check) and `vitedge verify`."""
 
-from vitedge.cli import app, console, out  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from vitedge.cli import app, console, out
+from vitedge.errors import VitedgeError
+
+
+def _parse_batch(value: str) -> str | int:
+    if value == "dynamic":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise VitedgeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}", "use --batch dynamic or --batch 8")
+    return number
+
+
+def _parity_table(report, title: str) -> Table:  # noqa: ANN001 - ParityReport
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "value", "bound", "ok"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    bounds = report.tolerance
+    for name in ("max_abs", "mean_abs", "cosine_mean", "cosine_min", "top1_agreement", "top5_overlap"):
+        value = getattr(report, name)
+        shown = f"{value:.3e}" if name.endswith("_abs") else f"{value:.6f}" if name.startswith("cosine") else f"{100 * value:.2f}%"
+        if name in bounds:
+            sign = "<=" if name.endswith("_abs") else ">="
+            bound = f"{sign} {bounds[name]:g}"
+            ok = "[red]no[/]" if any(f.startswith(name + " ") for f in report.failures) else "[green]yes[/]"
+        else:
+            bound, ok = "", ""
+        table.add_row(name, shown, bound, ok)
+    return table
+
+
+def _worst_table(report) -> Table:  # noqa: ANN001 - ParityReport
+    table = Table(title="worst samples", title_justify="left")
+    table.add_column("image")
+    table.add_column("cosine", justify="right")
+    table.add_column("max abs", justify="right")
+    for identity, cosine, max_abs in report.worst:
+        table.add_row(identity, f"{cosine:.6f}", f"{max_abs:.3e}")
+    return table
+
+
+def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> None:  # noqa: ANN001 - ParityReport
+    if as_json:
+        out.print_json(json.dumps({**(extra or {}), "artifact": str(folder), "parity": report.to_dict()}))
+    else:
+        out.print(_parity_table(report, f"parity of {folder} ({report.precision}, {report.samples} images)"))
+        if not report.passed:
+            out.print(_worst_table(report))
+    if not report.passed:
+        console.print(f"[bold red]outside tolerance:[/] {'; '.join(report.failures)}; worst: {', '.join(w[0] for w in report.worst[:3])}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`)."),
+    to: str = typer.Option(..., "--to", help="Format: onnx or openvino."),
+    precision: str = typer.Option("fp32", help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, int8."),
+    out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
+    calib: Optional[str] = typer.Option(None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."),
+    calib_samples: int = typer.Option(256, help="Number of calibration images (class-balanced when labelled)."),
+    calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
+    calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
+    batch: str = typer.Option("dynamic", help="Batch axis: dynamic, or a fixed size N."),
+    per_channel: bool = typer.Option(False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."),
+    reduce_range: bool = typer.Option(False, help="ONNX int8: 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)."),
+    smooth_quant: bool = typer.Option(True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."),
+    arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity against PyTorch after exporting."),
+    verify_data: str = typer.Option("cifar10", help="Images for the parity check (disjoint from the calibration images)."),
+    verify_samples: int = typer.Option(1000, help="Number of parity images."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the parity check."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
+) -> None:
+    """Export MODEL to an ONNX or OpenVINO artifact folder, then verify it against PyTorch."""
+    from calibration.calibset import build_calibration_set
+    from calibration.sources import open_source
+    from exporter.export import NEEDS_CALIBRATION, ExportOptions, check_request, export_artifact
+    from exporter.parity import verify_folder
+    from targets.manifest import read_manifest
+    from vitedge.models import load_model, require_vit
+
+    from exporter.quantize import CALIB_METHODS
+
+    if calib_method not in CALIB_METHODS:
+        raise VitedgeError(f"unknown calibration method {calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}")
+    options = ExportOptions(opset=opset, batch=_parse_batch(batch), calib_method=calib_method, per_channel=per_channel, reduce_range=reduce_range, smooth_quant=smooth_quant)
+    needs_calibration = (to, precision) in NEEDS_CALIBRATION
+    check_request(to, precision, calib is not None)
+    loaded = load_model(model, arch=arch)
+    require_vit(loaded, "export")
+    calibration = None
+    if needs_calibration:
+        with console.status(f"preparing {calib_samples} calibration images from {calib}"):
+            calibration = build_calibration_set(open_source(calib), loaded.data_config, calib_samples, seed=calib_seed)
+    with console.status(f"exporting {model} to {to} {precision}"):
+        folder = export_artifact(loaded, to=to, precision=precision, out=out_dir, calibration=calibration, options=options, force=force)
+    manifest = read_manifest(folder)
+    size = sum(entry["bytes"] for entry in manifest["files"])
+    summary = {"artifact": str(folder), "format": to, "precision": precision, "bytes": size, "files": [e["path"] for e in manifest["files"]]}
+    if not as_json:
+        out.print(f"wrote {folder} ({to} {precision}, {size / 1e6:.2f} MB: {', '.join(summary['files'])})")
+    if not verify:
+        if as_json:
+            out.print_json(json.dumps(summary))
+        return
+    with console.status(f"verifying on {verify_samples} images from {verify_data}"):
+        report = verify_folder(folder, reference=loaded, data=verify_data, samples=verify_samples, threads=threads)
+    _show(report, folder, as_json, summary)
+
+
+@app.command("verify")
+def verify_command(
+    artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`."),
+    model: Optional[str] = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),
+    arch: Optional[str] = typer.Option(None, help="timm architecture of a reference checkpoint that does not record it."),
+    data: str = typer.Option("cifar10", help="Real images to compare on (never the artifact's calibration images)."),
+    samples: int = typer.Option(1000, help="Number of images."),
+    max_abs: Optional[float] = typer.Option(None, help="Override: largest allowed |logit difference|."),
+    min_cosine: Optional[float] = typer.Option(None, help="Override: smallest allowed mean cosine similarity."),
+    min_cosine_each: Optional[float] = typer.Option(None, help="Override: smallest allowed per-image cosine similarity."),
+    min_top1: Optional[float] = typer.Option(None, help="Override: smallest allowed top-1 agreement (0..1)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the parity report as JSON."),
+) -> None:
+    """Compare an artifact's logits with PyTorch's on real images; exit 1 outside tolerance."""
+    from exporter.parity import verify_folder
+    from targets.manifest import read_manifest, verify_checksums
+    from vitedge.models import load_model
+
+    manifest = read_manifest(artifact)
+    verify_checksums(artifact, manifest)
+    spec = model or manifest.get("source", {}).get("spec")
+    if not spec:
+        raise VitedgeError(f"{artifact} does not record its source model", "pass --model REF")
+    reference = load_model(spec, arch=arch)
+    recorded = manifest.get("source", {}).get("sha256")
+    if recorded and reference.source_sha256 and recorded != reference.source_sha256:
+        console.print(f"[yellow]warning:[/] {spec} is not the file this artifact was exported from (sha256 differs)", highlight=False)
+    overrides = {"max_abs": max_abs, "cosine_mean": min_cosine, "cosine_min": min_cosine_each, "top1_agreement": min_top1}
+    with console.status(f"verifying {artifact} on {samples} images from {data}"):
+        report = verify_folder(artifact, reference=reference, data=data, samples=samples, tolerances={k: v for k, v in overrides.items() if v is not None}, threads=threads)
+    _show(report, artifact, as_json)

@@ -67,13 +67,14 @@ def bench_command(
     runs: int = typer.Option(20, help="Timed calls per batch size (at least 1 s), after warm-up."),
     identity: Optional[Path] = typer.Option(None, help="SSH private key for an ssh:// target."),
     accept_new_host_key: bool = typer.Option(False, help="ssh:// only: trust a board's host key on first contact."),
+    known_hosts: Optional[Path] = typer.Option(None, help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Measure accuracy, it/s, latency, size and peak memory of artifacts or models."""
     from vitedge.pipeline import bench
     from vitedge.report import print_table
 
-    rows = bench(items, target=target, data=data or None, samples=_samples(samples), batches=_batches(batch), threads=threads, runs=runs, identity=identity, accept_new_host_key=accept_new_host_key, console=console)
+    rows = bench(items, target=target, data=data or None, samples=_samples(samples), batches=_batches(batch), threads=threads, runs=runs, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, console=console)
     if as_json:
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
     else:

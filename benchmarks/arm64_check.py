@@ -1,0 +1,232 @@
+"""arm64 proof: run a bundle's `run_bundle.py classify` and `eval` on aarch64 (Debian arm64
+Python + the aarch64 numpy, Pillow and onnxruntime wheels, under qemu-aarch64 user
+emulation) and compare with the same bundle on this x86 machine. Correctness only: emulated
+speed means nothing.
+
+    sudo python benchmarks/arm64_check.py [--artifact ARTIFACT ...] [--work ~/.cache/vitedge/arm64]
+
+Exit 0: every artifact gives the same top-5 on arm64 as on x86 (probabilities within 1e-4)
+and the same top-1 on the ImageFolder; 1: a mismatch; 2: it cannot run here (and why).
+Without --artifact it checks the tiny test ViT exported to ONNX fp32 and ORT dynamic int8
+(the int8 one matters most: ARM runs different int8 kernels).
+
+How: `debootstrap --foreign --arch=arm64` fetches Debian bookworm's arm64 packages, which are
+unpacked with `dpkg-deb -x` (no second stage, so no binfmt registration is needed);
+`pip download --platform manylinux_2_28_aarch64` fetches the wheels (the host's versions),
+unzipped into a site folder. Each board is emulated as its CPU (`-cpu cortex-a76` for a
+Raspberry Pi 5, `cortex-a72` for a Pi 4). qemu 7.2 passes the host's x86 /proc/cpuinfo
+through, on which onnxruntime's cpuinfo library crashes at import, and the kernels it picks
+must match the emulated CPU, so each emulated process runs in a private mount namespace
+(`unshare --mount`) with that board's /proc/cpuinfo bound over the real one; nothing
+outside that process sees it. Needs root (debootstrap, unshare), the Debian mirror and
+PyPI; the first run downloads about 150 MB into --work, later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT_DIR))
+
+# board -> (qemu CPU model, /proc/cpuinfo Features, CPU part): the emulated CPU and the
+# cpuinfo it shows must agree, or onnxruntime picks kernels the CPU lacks (SIGILL).
+BOARDS = {
+    "pi5": ("cortex-a76", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp", 0xD0B),
+    "pi4": ("cortex-a72", "fp asimd evtstrm crc32 cpuid", 0xD08),
+}
+
+
+def board_cpuinfo(board: str) -> str:
+    _, features, part = BOARDS[board]
+    return "".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\n"
+        f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part:#x}\nCPU revision\t: 1\n\n"
+        for i in range(os.cpu_count() or 1)
+    )
+PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
+
+
+def cannot_run() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (debootstrap unpacks a Debian arm64 tree; unshare --mount gives qemu its own /proc/cpuinfo)"
+    for tool, package in (("qemu-aarch64-static", "qemu-user-static"), ("debootstrap", "debootstrap"), ("dpkg-deb", "dpkg"), ("unshare", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing (apt-get install {package})"
+    return None
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def arm64_python(work: Path, mirror: str) -> Path:
+    """Debian bookworm's arm64 python3.11 unpacked under work/root (once)."""
+    root = work / "root"
+    ready = root / ".vitedge-ready"
+    if not ready.is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"debootstrap arm64 bookworm into {root} (first run only)")
+        subprocess.run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3.11,libstdc++6", "bookworm", str(root), mirror], check=True, stdout=subprocess.DEVNULL)
+        for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        ready.touch()
+    return root / "usr/bin/python3.11"
+
+
+def arm64_site(work: Path, versions: dict[str, str]) -> Path:
+    """numpy, Pillow and onnxruntime aarch64 wheels (the host's versions) unzipped (once)."""
+    tag = "-".join(f"{k}{v}" for k, v in sorted(versions.items()))
+    site = work / f"site-{tag}"
+    if not (site / ".vitedge-ready").is_file():
+        shutil.rmtree(site, ignore_errors=True)
+        wheels = work / f"wheels-{tag}"
+        say(f"pip download aarch64 wheels: {', '.join(f'{k}=={v}' for k, v in versions.items())}")
+        platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "-d", str(wheels), *(f"{k}=={v}" for k, v in versions.items())],
+            check=True,
+        )
+        for wheel in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+        (site / ".vitedge-ready").touch()
+    return site
+
+
+def run_emulated(work: Path, board: str, python: Path, site: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """python ARGS on an emulated board CPU, in a private mount namespace whose /proc/cpuinfo
+    describes that CPU."""
+    cpuinfo = work / f"cpuinfo.{board}"
+    cpuinfo.write_text(board_cpuinfo(board))
+    root = python.parents[2]
+    script = 'mount --bind "$1" /proc/cpuinfo && shift && exec "$@"'
+    argv = ["unshare", "--mount", "--", "sh", "-c", script, "sh", str(cpuinfo), "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={site}", "qemu-aarch64-static", "-cpu", BOARDS[board][0], "-L", str(root), str(python), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+
+
+def tiny_artifacts(folder: Path) -> list[Path]:
+    """The test suite's tiny ViT as ONNX fp32 and ORT dynamic int8 artifacts."""
+    sys.path.insert(0, str(ROOT_DIR / "tests"))
+    from test_bundle import make_onnx_artifact
+
+    return [make_onnx_artifact(folder / "tiny-fp32"), make_onnx_artifact(folder / "tiny-int8", int8=True)]
+
+
+def sample_images(folder: Path, count: int) -> tuple[list[Path], Path]:
+    """`count` real CIFAR-10 test images as PNG, flat and as an ImageFolder."""
+    from PIL import Image
+
+    from calibration.sources import CIFAR10_CLASSES, open_source
+
+    images = open_source("cifar10")
+    flat, tree = folder / "png", folder / "imagefolder"
+    paths = []
+    for i in range(count):
+        label = CIFAR10_CLASSES[int(images.labels[i])]
+        (tree / label).mkdir(parents=True, exist_ok=True)
+        flat.mkdir(exist_ok=True)
+        Image.fromarray(images.get(i)).save(flat / f"{i:03d}.png")
+        Image.fromarray(images.get(i)).save(tree / label / f"{i:03d}.png")
+        paths.append(flat / f"{i:03d}.png")
+    return paths, tree
+
+
+def run_bundle(bundle: Path, images: list[Path], tree: Path, run) -> tuple[dict, dict] | str:
+    """(classify JSON, eval JSON) from one interpreter, or what went wrong."""
+    classify = run([str(bundle / "run_bundle.py"), "classify", "--json", *map(str, images)])
+    scored = run([str(bundle / "run_bundle.py"), "eval", str(tree), "--json"])
+    for done in (classify, scored):
+        if done.returncode != 0:
+            return f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+    return json.loads(classify.stdout), json.loads(scored.stdout)
+
+
+def compare(name: str, x86: dict, arm: dict) -> list[str]:
+    problems = []
+    worst = 0.0
+    for a, b in zip(x86["images"], arm["images"]):
+        if [t["index"] for t in a["top"]] != [t["index"] for t in b["top"]]:
+            problems.append(f"{name} {Path(a['image']).name}: top-5 x86 {[t['label'] for t in a['top']]} vs arm64 {[t['label'] for t in b['top']]}")
+        worst = max(worst, float(np.max(np.abs(np.array([t["probability"] for t in a["top"]]) - np.array([t["probability"] for t in b["top"]])))))
+    if worst > 1e-4:
+        problems.append(f"{name}: probabilities differ by up to {worst:.2e}")
+    say(f"{name}: top-5 of {len(x86['images'])} images {'identical' if not problems else 'DIFFER'}; largest probability difference {worst:.1e}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", type=Path, action="append", help="artifact folder(s) to check (default: the tiny ViT, fp32 and int8)")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
+    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--boards", default=",".join(BOARDS), help=f"emulated boards: {', '.join(BOARDS)}")
+    args = parser.parse_args()
+    reason = cannot_run()
+    if reason:
+        say(f"arm64 check cannot run here: {reason}")
+        return 2
+
+    import numpy
+    import onnxruntime
+    import PIL
+
+    from targets.bundle_build import build_bundle
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    python = arm64_python(args.work, args.mirror)
+    site = arm64_site(args.work, {"numpy": numpy.__version__, "pillow": PIL.__version__, "onnxruntime": onnxruntime.__version__})
+    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
+    if not set(boards) <= set(BOARDS):
+        say(f"unknown board(s) in --boards {args.boards}; choose from {', '.join(BOARDS)}")
+        return 2
+    probe = run_emulated(args.work, boards[0], python, site, ["-c", "import platform, onnxruntime, numpy; print(platform.machine(), platform.python_version(), onnxruntime.__version__, numpy.__version__)"])
+    if probe.returncode != 0:
+        say(f"arm64 Python cannot import onnxruntime under qemu: {probe.stderr.strip()[-500:]}")
+        return 2
+    say(f"emulated: {probe.stdout.strip()} (machine, Python, onnxruntime, numpy)")
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="arm64-check-") as scratch:
+        scratch = Path(scratch)
+        images, tree = sample_images(scratch, args.images)
+        for artifact in args.artifact or tiny_artifacts(scratch / "artifacts"):
+            bundle = build_bundle(artifact, scratch / "bundles" / artifact.name)
+            results = {"x86": run_bundle(bundle, images, tree, lambda a: subprocess.run([sys.executable, *a], capture_output=True, text=True))}
+            for board in boards:
+                results[board] = run_bundle(bundle, images, tree, lambda a, b=board: run_emulated(args.work, b, python, site, a))
+            for where, result in results.items():
+                if isinstance(result, str):
+                    problems.append(f"{artifact.name} on {where}: {result}")
+            if isinstance(results["x86"], str):
+                continue
+            x86_classify, x86_eval = results["x86"]
+            for board in boards:
+                if isinstance(results[board], str):
+                    continue
+                arm_classify, arm_eval = results[board]
+                name = f"{artifact.name} on {board} ({BOARDS[board][0]})"
+                problems += compare(name, x86_classify, arm_classify)
+                say(f"{name}: eval top-1 x86 {x86_eval['top1']:.2f}% arm64 {arm_eval['top1']:.2f}% on {arm_eval['count']} images")
+                if x86_eval["correct"] != arm_eval["correct"]:
+                    problems.append(f"{name}: eval top-1 differs")
+    for problem in problems:
+        say(f"MISMATCH {problem}")
+    say(f"arm64 check {'PASSED' if not problems else 'FAILED'} in {time.monotonic() - started:.0f} s")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""The compression acceptance table: one row per technique on a trained model (default
+`vitedge-cifar10`) with CIFAR-10 test top-1, parameters, saved size, and it/s in PyTorch,
+ONNX Runtime and OpenVINO (batch 1, plus a larger batch), with the short recovery
+fine-tunes, and the issue's acceptance checks computed from the rows.
+
+    python benchmarks/compress_table.py --out benchmarks/compress_table.json          # the real run
+    python benchmarks/compress_table.py --quick --out /tmp/compress_quick.json        # tiny random model, ~1 min
+
+Rows: fp32 baseline; dynamic int8 (PyTorch; ORT dynamic int8 of the fp32 ONNX), fp16, bf16;
+SVD low-rank (+ fine-tune); Nyström for each m before/after a fine-tune; unstructured
+magnitude / Taylor pruning (dense: no speedup expected); structured pruning of 25% heads + MLP
+channels before/after a distillation fine-tune; ToMe merging for each r and attention-score
+dropping (training-free); a half-width student trained with and without distillation; and
+the chain prune → distill → int8. Fine-tunes distil from the uncompressed model.
+
+Timing: every runner is timed in interleaved rounds (warm-up, then calls for --seconds per
+round), and a row's it/s is the median over all rounds, so a transient load hits all rows
+alike. Threads are explicit. Do not trust figures taken while another process uses a core.
+Writes JSON (rows, checks, settings, machine, versions) and a markdown table beside it,
+atomically, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "vitedge-cifar10"
+    threads: int = 2
+    test_count: int = 10000
+    train_count: int = 50000
+    finetune_epochs: int = 2
+    finetune_lr: float = 2e-4
+    student_epochs: int = 10
+    student_width: float = 0.5
+    landmarks: tuple[int, ...] = (4, 8, 16, 32)
+    merge_r: tuple[int, ...] = (4, 6, 8)
+    drop_r: tuple[int, ...] = (6,)
+    lowrank_energy: float = 0.9
+    batches: tuple[int, ...] = (1, 32)
+    seconds: float = 1.0
+    rounds: int = 5
+    quick: bool = False
+
+
+QUICK = Settings(
+    model="tiny-random",
+    test_count=200,
+    train_count=256,
+    finetune_epochs=1,
+    student_epochs=1,
+    landmarks=(4, 8),
+    merge_r=(4,),
+    drop_r=(4,),
+    batches=(1, 8),
+    seconds=0.02,
+    rounds=1,
+    quick=True,
+)
+
+
+@dataclass
+class Variant:
+    """One row: the torch model, and the fp32 model its ONNX/OpenVINO files come from."""
+
+    name: str
+    group: str
+    loaded: Any  # LoadedModel
+    export_from: Any | None  # LoadedModel exported to ONNX (None: no ONNX/OpenVINO row)
+    int8_onnx: bool = False  # ORT dynamic int8 of the export instead of fp32
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
+    row: dict[str, Any] | None = None
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
+def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
+    from vitedge.models import LoadedModel, build_architecture, load_model
+
+    if not settings.quick:
+        return load_model(settings.model)
+    from calibration.preprocess import DataConfig
+    from calibration.sources import CIFAR10_CLASSES
+    from vitedge.training import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
+
+    torch.manual_seed(0)
+    architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+    config = DataConfig(input_size=(3, 32, 32), interpolation="bicubic", mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10, labels=CIFAR10_CLASSES)
+    return LoadedModel(build_architecture(architecture).eval(), config, "tiny-random", architecture)
+
+
+@torch.no_grad()
+def top1(module: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch: int = 500) -> float:
+    module.eval()
+    correct = sum(int((module(test[0][i : i + batch]).argmax(-1) == test[1][i : i + batch]).sum()) for i in range(0, len(test[0]), batch))
+    return 100.0 * correct / len(test[0])
+
+
+def weight_count(module: torch.nn.Module) -> int:
+    """Stored weights (int8 Linears included, their scales excluded)."""
+    state = module.state_dict()
+    return sum(v.numel() for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(("weight_scale", "weight_zero_point")))
+
+
+def export_onnx(module: torch.nn.Module, path: Path, input_size: tuple[int, int, int]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (torch.randn(1, *input_size),), str(path), opset_version=ONNX_OPSET, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        )
+    return path
+
+
+def int8_onnx(src: Path, dst: Path) -> Path:
+    """ORT dynamic int8 on MatMul/Gemm (FIELD-NOTES: quantizing every op hurts)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    return dst
+
+
+def openvino_ir(onnx_path: Path, xml: Path) -> Path:
+    import openvino as ov
+
+    # Core.read_model, not ov.convert_model: the latter forks telemetry senders that stall offline.
+    ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    return xml
+
+
+def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: Path, settings: Settings) -> None:
+    """Accuracy, size, exports, parity, and the runners to time later."""
+    from targets.onnxruntime import open_onnx
+    from targets.openvino import open_openvino
+    from targets.torch import open_torch
+    from vitedge.models import save_checkpoint
+
+    began = time.perf_counter()
+    loaded = variant.loaded
+    slug = variant.name.replace(" ", "_").replace("/", "_").replace("%", "pct").replace("+", "_")
+    checkpoint = save_checkpoint(loaded, folder / f"{slug}.safetensors")
+    row: dict[str, Any] = {
+        "name": variant.name,
+        "group": variant.group,
+        "steps": [{"name": r["name"], "options": r["options"]} for r in loaded.steps],
+        "top1": top1(loaded.module, test),
+        "params": weight_count(loaded.module),
+        "mb": checkpoint.stat().st_size / 1e6,
+    }
+    sparsity = [r["structure"].get("sparsity") for r in loaded.steps if "sparsity" in r.get("structure", {})]
+    if sparsity:
+        row["sparsity"] = sparsity[-1]
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    torch_runner = open_torch(loaded.module, threads=settings.threads)
+    for batch in settings.batches:
+        runners[f"torch/{batch}"] = torch_runner
+    if variant.export_from is not None:
+        input_size = tuple(loaded.data_config.input_size)
+        onnx_path = export_onnx(variant.export_from.module, folder / f"{slug}.onnx", input_size)
+        if variant.int8_onnx:
+            onnx_path = int8_onnx(onnx_path, folder / f"{slug}.int8.onnx")
+        row["onnx_mb"] = onnx_path.stat().st_size / 1e6
+        onnx_runner = open_onnx(onnx_path, precision="int8-dynamic" if variant.int8_onnx else "fp32", threads=settings.threads)
+        probe = test[0][:32].numpy()
+        with torch.no_grad():
+            reference = variant.export_from.module(torch.from_numpy(probe)).numpy()
+        row["onnx_max_abs_diff"] = float(np.abs(onnx_runner(probe) - reference).max())
+        for batch in settings.batches:
+            runners[f"onnx/{batch}"] = onnx_runner
+        if not variant.int8_onnx:
+            xml = openvino_ir(onnx_path, folder / f"{slug}.xml")
+            for batch in settings.batches:
+                runners[f"openvino/{batch}"] = open_openvino(xml, precision="fp32", threads=settings.threads, batch=batch)
+            row["openvino_max_abs_diff"] = float(np.abs(runners[f"openvino/{settings.batches[0]}"](probe) - reference).max())
+    variant.runners, variant.row = runners, row
+    log(f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)")
+
+
+def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
+    """Interleaved rounds over every (variant, runtime, batch); median seconds per call."""
+    rng = np.random.default_rng(0)
+    inputs = {batch: rng.standard_normal((batch, *image_shape)).astype(np.float32) for batch in settings.batches}
+    durations: dict[tuple[int, str], list[float]] = {}
+    for round_index in range(settings.rounds):
+        for index, variant in enumerate(variants):
+            for key, runner in (variant.runners or {}).items():
+                batch = inputs[int(key.split("/")[1])]
+                for _ in range(3):
+                    runner(batch)
+                samples = durations.setdefault((index, key), [])
+                began = time.perf_counter()
+                while time.perf_counter() - began < settings.seconds or len(samples) < 3 * (round_index + 1):
+                    start = time.perf_counter()
+                    runner(batch)
+                    samples.append(time.perf_counter() - start)
+        log(f"timing round {round_index + 1}/{settings.rounds} done")
+    for index, variant in enumerate(variants):
+        for key in variant.runners or {}:
+            runtime, batch = key.split("/")
+            median = statistics.median(durations[(index, key)])
+            variant.row.setdefault("images_per_s", {}).setdefault(runtime, {})[batch] = int(batch) / median
+        per_runtime = variant.row.get("images_per_s", {})
+        variant.row["it_per_s_torch"] = per_runtime.get("torch", {}).get("1")
+        exported = {name: per_runtime[name]["1"] for name in ("onnx", "openvino") if name in per_runtime and "1" in per_runtime[name]}
+        if exported:
+            best = max(exported, key=exported.get)
+            variant.row["it_per_s_export"], variant.row["export_runtime"] = exported[best], best
+
+
+def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: ANN001 - LoadedModel, StepData
+    from compress.distill import DistillConfig, distill, make_student
+    from compress.registry import apply_step, apply_steps
+    from compress.train import TrainConfig, train as train_loop
+
+    def chain(*specs: tuple[str, dict[str, Any]], start=None):  # noqa: ANN001, ANN202 - LoadedModel
+        """Steps after `start`, any distill step learning from the uncompressed model."""
+        loaded = start or base
+        for name, options in specs:
+            loaded = apply_step(loaded, name, options, data=train, teacher=base.module)
+        return loaded
+
+    finetune = ("distill", {"epochs": settings.finetune_epochs, "lr": settings.finetune_lr})
+    variants = [Variant("fp32 baseline", "baseline", base, base)]
+    variants.append(Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True))
+    variants.append(Variant("fp16", "quantize", apply_steps(base, [("fp16", {})]), None))
+    variants.append(Variant("bf16", "quantize", apply_steps(base, [("bf16", {})]), None))
+
+    lowrank = apply_steps(base, [("lowrank", {"energy": settings.lowrank_energy})])
+    variants.append(Variant(f"low-rank energy {settings.lowrank_energy}", "lowrank", lowrank, lowrank))
+    tuned = chain(finetune, start=lowrank)
+    variants.append(Variant(f"low-rank energy {settings.lowrank_energy} + fine-tune", "lowrank", tuned, tuned))
+
+    for m in settings.landmarks:
+        nystrom = apply_steps(base, [("nystrom", {"landmarks": m})])
+        variants.append(Variant(f"Nyström m={m}", "nystrom", nystrom, nystrom))
+        tuned = chain(finetune, start=nystrom)
+        variants.append(Variant(f"Nyström m={m} + fine-tune", "nystrom", tuned, tuned))
+
+    for name, options in (("prune-magnitude", {"ratio": 0.5}), ("prune-taylor", {"ratio": 0.5, "samples": 512})):
+        pruned = chain((name, options))
+        variants.append(Variant(f"{name} 50% (unstructured)", "prune-unstructured", pruned, pruned))
+
+    structured = apply_steps(base, [("prune-structured", {"ratio": 0.25})])
+    variants.append(Variant("structured 25% heads+MLP", "prune-structured", structured, structured))
+    recovered = chain(finetune, start=structured)
+    variants.append(Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered))
+    chained = apply_steps(recovered, [("quantize-dynamic", {})])
+    variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
+
+    for r in settings.merge_r:
+        merged = apply_steps(base, [("tokens", {"r": r, "mode": "merge"})])
+        variants.append(Variant(f"ToMe merge r={r}", "tokens", merged, merged))
+    for r in settings.drop_r:
+        dropped = apply_steps(base, [("tokens", {"r": r, "mode": "drop"})])
+        variants.append(Variant(f"token drop r={r}", "tokens", dropped, dropped))
+
+    config = TrainConfig(epochs=settings.student_epochs, batch_size=128 if len(train[0]) >= 128 else 32, lr=1e-3, warmup_epochs=min(2.0, settings.student_epochs / 5), seed=0)
+    students = {}
+    for distilled in (False, True):
+        student = make_student(base, student=None, width=settings.student_width, distill_token=False, seed=0)
+        log(f"training the {'distilled' if distilled else 'plain'} student ({settings.student_epochs} epochs)")
+        if distilled:
+            module, logs = distill(student.module, base.module, *train, config, DistillConfig("soft", 0.5, 2.0), show_progress=False)
+        else:
+            module, logs = train_loop(student.module, *train, config, show_progress=False)
+        students[distilled] = student.with_module(module.eval())
+        label = f"student width {settings.student_width}, {settings.student_epochs} epochs, {'with' if distilled else 'without'} distillation"
+        variants.append(Variant(label, "distill", students[distilled], students[distilled]))
+    return variants
+
+
+def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's acceptance criteria, computed from the rows."""
+    by_name = {row["name"]: row for row in rows}
+    base = by_name["fp32 baseline"]
+
+    def ratio(row: dict[str, Any], runtime: str) -> float | None:
+        mine, theirs = row.get("images_per_s", {}).get(runtime, {}).get("1"), base.get("images_per_s", {}).get(runtime, {}).get("1")
+        return mine / theirs if mine and theirs else None
+
+    result: dict[str, Any] = {}
+    recovered = by_name.get("structured 25% heads+MLP + distill fine-tune")
+    if recovered:
+        speedup, drop = ratio(recovered, "onnx"), base["top1"] - recovered["top1"]
+        result["structured_pruning"] = {"onnx_speedup": speedup, "top1_drop": drop, "passed": bool(speedup and speedup >= 1.25 and drop <= 2.0)}
+    tome = []
+    for row in rows:
+        if row["group"] == "tokens" and row["name"].startswith("ToMe"):
+            torch_x = ratio(row, "torch")
+            export_x = max(filter(None, (ratio(row, "onnx"), ratio(row, "openvino"))), default=None)
+            drop = base["top1"] - row["top1"]
+            tome.append({"name": row["name"], "torch_speedup": torch_x, "export_speedup": export_x, "top1_drop": drop, "passed": bool(torch_x and export_x and torch_x >= 1.3 and export_x >= 1.3 and drop <= 2.0)})
+    result["token_merging"] = {"rows": tome, "passed": any(entry["passed"] for entry in tome)}
+    curve = {}
+    for row in rows:
+        if row["group"] == "nystrom":
+            m = int(row["name"].split("m=")[1].split()[0])
+            curve.setdefault(m, {})["after_finetune" if "fine-tune" in row["name"] else "training_free"] = row["top1"]
+    result["nystrom_curve"] = {"baseline_top1": base["top1"], "by_landmarks": {str(m): curve[m] for m in sorted(curve)}}
+    students = [row for row in rows if row["group"] == "distill"]
+    if len(students) == 2:
+        plain, distilled = sorted(students, key=lambda row: "with distillation" in row["name"])
+        result["distillation"] = {"without": plain["top1"], "with": distilled["top1"], "passed": distilled["top1"] > plain["top1"]}
+    return result
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(rows: list[dict[str, Any]], result: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Compression table: {meta['settings']['model']}",
+        "",
+        f"{meta['machine']['cpu']}, {meta['settings']['threads']} threads; torch {meta['versions']['torch']}, onnxruntime {meta['versions']['onnxruntime']}, openvino {meta['versions']['openvino']}; "
+        f"top-1 on {meta['settings']['test_count']} CIFAR-10 test images; it/s at batch 1 (median of interleaved rounds); img/s at batch {meta['settings']['batches'][-1]}.",
+        "",
+        f"| technique | top-1 % | weights | MB | PyTorch it/s | ONNX/OpenVINO it/s (best) | PyTorch img/s b{meta['settings']['batches'][-1]} | best export img/s b{meta['settings']['batches'][-1]} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    big = str(meta["settings"]["batches"][-1])
+    for row in rows:
+        speeds = row.get("images_per_s", {})
+        export_big = max((speeds.get(name, {}).get(big) or 0.0 for name in ("onnx", "openvino")), default=0.0) or None
+        export = f"{_fmt(row.get('it_per_s_export'))} ({row['export_runtime']})" if row.get("it_per_s_export") else "—"
+        name = row["name"] + (f" (sparsity {row['sparsity']:.0%}, dense storage)" if "sparsity" in row else "")
+        lines.append(f"| {name} | {row['top1']:.2f} | {row['params']:,} | {row['mb']:.2f} | {_fmt(row.get('it_per_s_torch'))} | {export} | {_fmt(speeds.get('torch', {}).get(big))} | {_fmt(export_big)} |")
+    lines += ["", "## Acceptance", ""]
+    if "structured_pruning" in result:
+        entry = result["structured_pruning"]
+        lines.append(f"- Structured pruning 25% + fine-tune: ONNX speedup {_fmt(entry['onnx_speedup'], 2)}× (need ≥ 1.25), top-1 drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+    for entry in result["token_merging"]["rows"]:
+        lines.append(f"- {entry['name']}: PyTorch {_fmt(entry['torch_speedup'], 2)}×, best export {_fmt(entry['export_speedup'], 2)}× (need ≥ 1.3 both), drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+    curve = result["nystrom_curve"]["by_landmarks"]
+    lines.append("- Nyström top-1 vs m (training-free → after fine-tune): " + "; ".join(f"m={m}: {_fmt(v.get('training_free'), 2)} → {_fmt(v.get('after_finetune'), 2)}" for m, v in curve.items()))
+    if "distillation" in result:
+        entry = result["distillation"]
+        lines.append(f"- Distillation: student with {entry['with']:.2f}% vs without {entry['without']:.2f}%: {'PASS' if entry['passed'] else 'FAIL'}")
+    lines.append("- Unstructured pruning stores zeros densely: no runtime gets faster (shown for honesty).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON output; the markdown goes beside it (.md)")
+    parser.add_argument("--quick", action="store_true", help="tiny random model, few images, 1 epoch: proves the script runs")
+    parser.add_argument("--model", help="model spec (default vitedge-cifar10)")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--test-count", type=int)
+    parser.add_argument("--train-count", type=int)
+    parser.add_argument("--finetune-epochs", type=int)
+    parser.add_argument("--finetune-lr", type=float)
+    parser.add_argument("--student-epochs", type=int)
+    parser.add_argument("--seconds", type=float, help="timing seconds per runner per round")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--work", type=Path, help="folder for checkpoints and exported files (default: a temp folder)")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else Settings()
+    overrides = {key: value for key, value in vars(args).items() if key in Settings.__dataclass_fields__ and value is not None and key != "quick"}
+    settings = replace(settings, **overrides)
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(0)
+
+    import onnxruntime
+    import openvino
+
+    from compress.pipeline import step_data
+
+    base = base_model(settings)
+    log(f"model {settings.model}: loading {settings.train_count} train / {settings.test_count} test images")
+    train = step_data("cifar10:train", base.data_config, settings.train_count)
+    test = step_data("cifar10", base.data_config, settings.test_count)
+    meta = {
+        "settings": asdict(settings),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.get_version()},
+    }
+    variants = build_variants(settings, base, train)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.work or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        for variant in variants:
+            prepare(variant, test, folder, settings)
+        time_all(variants, settings, tuple(base.data_config.input_size))
+    rows = [variant.row for variant in variants]
+    result = checks(rows)
+    meta["machine"]["load_average_after"] = os.getloadavg()
+    write_atomic(args.out, json.dumps({"rows": rows, "checks": result, **meta}, indent=2, default=str))
+    write_atomic(args.out.with_suffix(".md"), markdown(rows, result, meta))
+    log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    print(markdown(rows, result, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Calibration sets: N real images drawn reproducibly from a source, preprocessed once by the
+model's DataConfig, cached on disk, and served to ONNX Runtime and NNCF alike.
+
+The same object also feeds parity checks (with `exclude=` the calibration images, so a model
+is never verified on the images it was calibrated on). Every image is identified by its name
+in the source and by the sha256 of its uint8 pixels, which the artifact manifest records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from calibration.preprocess import DataConfig, preprocess_image
+from calibration.sources import ImageSet, cache_dir, subset_indices
+from vitedge.errors import VitedgeError
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationSet:
+    """N preprocessed images (float32 N×3×H×W) and where each came from."""
+
+    inputs: np.ndarray
+    identities: tuple[str, ...]
+    image_sha256: tuple[str, ...]
+    source: str
+    seed: int
+    indices: tuple[int, ...] = ()  # positions in the source, for `exclude=` of a later draw
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def batches(self, batch_size: int = 1) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), batch_size):
+            yield self.inputs[start : start + batch_size]
+
+    def ort_reader(self, input_name: str, batch_size: int = 1):  # noqa: ANN201 - ORT's CalibrationDataReader
+        """An ONNX Runtime `CalibrationDataReader` over these images (rewindable)."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        inputs = self.inputs
+
+        class _Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.position = 0
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                if self.position >= len(inputs):
+                    return None
+                batch = inputs[self.position : self.position + batch_size]
+                self.position += batch_size
+                return {input_name: np.ascontiguousarray(batch)}
+
+            def rewind(self) -> None:
+                self.position = 0
+
+            def __len__(self) -> int:
+                return -(-len(inputs) // batch_size)
+
+        return _Reader()
+
+    def nncf_dataset(self, batch_size: int = 1):  # noqa: ANN201 - nncf.Dataset (nncf imports lazily: ~2 s)
+        """An `nncf.Dataset` of float32 batches, ready for `nncf.quantize`."""
+        import nncf
+
+        return nncf.Dataset(list(self.batches(batch_size)))
+
+    def manifest(self) -> dict[str, Any]:
+        """What an artifact records about the images it was calibrated on."""
+        return {
+            "source": self.source,
+            "count": len(self),
+            "seed": self.seed,
+            "identities": list(self.identities),
+            "image_sha256": list(self.image_sha256),
+        }
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """sha256 of an image's uint8 H×W×3 pixels (C order), independent of its file encoding."""
+    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def draw_indices(images: ImageSet, count: int, *, seed: int = 0, exclude: Sequence[int] = ()) -> np.ndarray:
+    """`count` source positions, reproducible and class-balanced, never one in `exclude`."""
+    excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
+    allowed = np.setdiff1d(np.arange(images.count), excluded)
+    if count < 1:
+        raise VitedgeError(f"asked for {count} images from {images.name}", "ask for at least 1 image")
+    if count > len(allowed):
+        skipped = f", {len(images.skipped)} unreadable file(s) skipped" if images.skipped else ""
+        held = f", {len(excluded)} held out for calibration" if len(excluded) else ""
+        raise VitedgeError(
+            f"asked for {count} images but {images.name} has only {len(allowed)} usable readable images ({images.count} found{skipped}{held})",
+            f"add images to the source, or ask for at most {len(allowed)}",
+        )
+    view = ImageSet(
+        name=images.name,
+        count=len(allowed),
+        get=lambda i: images.get(int(allowed[i])),
+        labels=None if images.labels is None else np.asarray(images.labels)[allowed],
+        class_names=images.class_names,
+    )
+    return allowed[subset_indices(view, count, seed=seed)]
+
+
+def indices_of(images: ImageSet, identities: Sequence[str]) -> list[int]:
+    """Source positions of the images named `identities` (those not in the source are ignored)."""
+    wanted = set(identities)
+    return [i for i in range(images.count) if images.identity(i) in wanted]
+
+
+def _source_fingerprint(images: ImageSet) -> list[Any]:
+    """What makes two opens of a source the same: its name, and for files their size and mtime."""
+    paths = list(images.identities) or [images.name]
+    stats = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        stats.append((path, stat.st_size, stat.st_mtime_ns))
+    return [images.name, images.count, stats]
+
+
+def _cache_key(images: ImageSet, config: DataConfig, count: int, seed: int, exclude: Sequence[int]) -> str:
+    key = {
+        "version": CACHE_VERSION,
+        "source": _source_fingerprint(images),
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("labels", "num_classes")},
+        "count": count,
+        "seed": seed,
+        "exclude": sorted(int(i) for i in exclude),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:32]
+
+
+def _read_cache(path: Path, source: str, seed: int) -> CalibrationSet | None:
+    """A cache entry, or None when it is unreadable or damaged (then it is rebuilt, never trusted)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            calib = CalibrationSet(
+                inputs=data["inputs"],
+                identities=tuple(str(s) for s in data["identities"]),
+                image_sha256=tuple(str(s) for s in data["image_sha256"]),
+                source=source,
+                seed=seed,
+                indices=tuple(int(i) for i in data["indices"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    count = len(calib.inputs)
+    if calib.inputs.dtype != np.float32 or not np.isfinite(calib.inputs).all() or not count == len(calib.identities) == len(calib.image_sha256) == len(calib.indices):
+        return None
+    return calib
+
+
+def _write_cache(path: Path, calib: CalibrationSet) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(
+                handle,
+                inputs=calib.inputs,
+                identities=np.array(calib.identities),
+                image_sha256=np.array(calib.image_sha256),
+                indices=np.array(calib.indices, dtype=np.int64),
+            )
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def build_calibration_set(
+    images: ImageSet,
+    config: DataConfig,
+    count: int,
+    *,
+    seed: int = 0,
+    exclude: Sequence[int] = (),
+    cache: bool = True,
+) -> CalibrationSet:
+    """Draw `count` images (see `draw_indices`), preprocess them by `config`, and cache the
+    result under `cache_dir()/calibration` keyed by source, preprocessing, count, seed and
+    exclusions (parity sets pass `cache=False`: they are larger and used once)."""
+    path = cache_dir() / "calibration" / f"{_cache_key(images, config, count, seed, exclude)}.npz"
+    if cache and path.is_file():
+        cached = _read_cache(path, images.name, seed)
+        if cached is not None:
+            return cached
+    indices = draw_indices(images, count, seed=seed, exclude=exclude)
+    height, width = config.image_size
+    inputs = np.empty((len(indices), 3, height, width), dtype=np.float32)
+    digests = []
+    for row, index in enumerate(indices):
+        pixels = images.get(int(index))
+        digests.append(pixel_sha256(pixels))
+        inputs[row] = preprocess_image(pixels, config)
+    calib = CalibrationSet(
+        inputs=inputs,
+        identities=tuple(images.identity(int(i)) for i in indices),
+        image_sha256=tuple(digests),
+        source=images.name,
+        seed=seed,
+        indices=tuple(int(i) for i in indices),
+    )
+    if cache:
+        try:
+            _write_cache(path, calib)
+        except OSError:
+            pass  # a read-only or full cache folder costs time next run, not correctness
+    return calib

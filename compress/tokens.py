@@ -1,0 +1,172 @@
+"""Input patch reduction, training-free: fewer tokens after every block.
+
+`merge` is ToMe (Bolya et al. 2023): bipartite soft matching on the attention keys merges the
+r most similar token pairs per block (size-weighted averages), and proportional attention
+(adding log(size) to the attention logits) keeps a merged token's weight equal to the tokens
+it stands for. `drop` keeps the tokens that receive the most attention (from the class token
+when there is one, else from all tokens) and discards r per block.
+
+Everything is tensor algebra with sizes known when the model is traced (argsort, topk, gather,
+scatter-add), no data-dependent Python control flow, so the reduced model exports to ONNX and
+OpenVINO and keeps its speedup there. Prefix tokens (class, distillation) are never merged or
+dropped. For average-pooled models the last block scales each token by its size, so the
+model's plain mean over the remaining tokens is the mean over the original tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compress.step import Step, StepRecord, StepResult, clone, record, vit_blocks
+from vitedge.errors import VitedgeError
+
+MODES = ("merge", "drop")
+
+
+def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.Tensor | None, *, need_probs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """timm Attention's computation, also returning the head-averaged keys (ToMe's similarity
+    metric) and, if asked, the attention probabilities; `log_size` (B×N×1) biases every key's
+    logit (proportional attention). Without probabilities it uses the fused kernel."""
+    batch, tokens, _ = x.shape
+    gate = attention.gate(x).sigmoid() if getattr(attention, "gate", None) is not None else None
+    qkv = attention.qkv(x).reshape(batch, tokens, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attention.q_norm(q), attention.k_norm(k)
+    bias = log_size.transpose(1, 2)[:, None] if log_size is not None else None  # B×1×1×N
+    probs = None
+    if need_probs:
+        logits = (q * attention.scale) @ k.transpose(-2, -1)
+        probs = attention.attn_drop((logits + bias if bias is not None else logits).softmax(-1))
+        out = probs @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=attention.attn_drop.p if attention.training else 0.0)
+    out = attention.norm(out.transpose(1, 2).reshape(batch, tokens, attention.attn_dim))
+    if gate is not None:
+        out = out * gate
+    return attention.proj_drop(attention.proj(out)), k.mean(1), probs
+
+
+def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ToMe's bipartite soft matching on (prefix-free) tokens: split into alternate sets A/B,
+    merge the r A-tokens most similar to some B-token into it (size-weighted average)."""
+    tokens = x.shape[1]
+    r = min(r, tokens // 2)
+    if r <= 0:
+        return x, size
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)
+    best, best_index = scores.max(dim=-1)
+    order = best.argsort(dim=-1, descending=True)[..., None]
+    unmerged, merged = order[:, r:], order[:, :r]
+    destination = best_index[..., None].gather(1, merged)
+
+    # size rides along as one more channel, so one gather/scatter pass moves both
+    values = torch.cat([x * size, size], dim=-1)
+    batch, _, channels = values.shape
+    a, b = values[:, ::2], values[:, 1::2]
+    kept = a.gather(1, unmerged.expand(batch, a.shape[1] - r, channels))
+    moved = a.gather(1, merged.expand(batch, r, channels))
+    values = torch.cat([kept, b.scatter_add(1, destination.expand(batch, r, channels), moved)], dim=1)
+    size = values[..., -1:]
+    return values[..., :-1] / size, size
+
+
+def attention_drop(x: torch.Tensor, size: torch.Tensor, importance: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the tokens with the highest `importance` (B×N), dropping r (at least one stays)."""
+    tokens = x.shape[1]
+    keep = tokens - min(r, tokens - 1)
+    if keep == tokens:
+        return x, size
+    index = importance.topk(keep, dim=-1).indices[..., None]
+    return x.gather(1, index.expand(-1, -1, x.shape[-1])), size.gather(1, index)
+
+
+class TokenReductionBlock(nn.Module):
+    """A timm Block (same submodules and state-dict keys) that reduces tokens after attention."""
+
+    def __init__(self, block: nn.Module, r: int, mode: str, prefix: int) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.ls1, self.drop_path1 = block.norm1, block.attn, block.ls1, block.drop_path1
+        self.norm2, self.mlp, self.ls2, self.drop_path2 = block.norm2, block.mlp, block.ls2, block.drop_path2
+        self.r, self.mode, self.prefix = r, mode, prefix
+
+    def forward(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        merge = self.mode == "merge"
+        out, keys, probs = attention_with_keys(self.attn, self.norm1(x), size.log() if merge else None, need_probs=not merge)
+        x = x + self.drop_path1(self.ls1(out))
+        head, x_tokens = x[:, : self.prefix], x[:, self.prefix :]
+        head_size, size_tokens = size[:, : self.prefix], size[:, self.prefix :]
+        if merge:
+            x_tokens, size_tokens = bipartite_merge(x_tokens, size_tokens, keys[:, self.prefix :], self.r)
+        else:
+            received = probs[:, :, 0, self.prefix :] if self.prefix else probs.mean(2)
+            x_tokens, size_tokens = attention_drop(x_tokens, size_tokens, received.mean(1), self.r)
+        x = torch.cat([head, x_tokens], dim=1)
+        size = torch.cat([head_size, size_tokens], dim=1)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
+
+
+class TokenReductionBlocks(nn.Sequential):
+    """model.blocks, threading each token's size (how many patches it stands for) through."""
+
+    def __init__(self, blocks: list[TokenReductionBlock], prefix: int, weighted_mean: bool) -> None:
+        super().__init__(*blocks)
+        self.prefix, self.weighted_mean = prefix, weighted_mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = torch.ones_like(x[..., :1])
+        for block in self:
+            x, size = block(x, size)
+        if not self.weighted_mean:
+            return x
+        tokens = x.shape[1] - self.prefix
+        patch_size = size[:, self.prefix :]
+        scaled = x[:, self.prefix :] * patch_size * (tokens / patch_size.sum(1, keepdim=True))
+        return torch.cat([x[:, : self.prefix], scaled], dim=1)
+
+
+def _swap(model: nn.Module, r: int, mode: str) -> nn.Module:
+    from timm.models.vision_transformer import Attention, Block
+
+    blocks = vit_blocks(model, "tokens")
+    if isinstance(blocks, TokenReductionBlocks):
+        raise VitedgeError("tokens is already applied to this model", "use one tokens step with the r you want")
+    for block in blocks:
+        if type(block) is not Block or not isinstance(block.attn, Attention):
+            raise VitedgeError(f"tokens needs timm's plain Block and Attention, found {type(block).__name__}/{type(block.attn).__name__}", "apply tokens to a timm ViT (before nystrom is not supported)")
+    prefix = int(model.num_prefix_tokens)
+    # A plain mean after an Identity final norm can be size-weighted exactly (see forward).
+    weighted = model.global_pool == "avg" and isinstance(model.norm, nn.Identity) and getattr(model, "attn_pool", None) is None
+    model.blocks = TokenReductionBlocks([TokenReductionBlock(block, r, mode, prefix) for block in blocks], prefix, weighted)
+    return model
+
+
+def tokens(model: nn.Module, *, r: int = 4, mode: str = "merge") -> StepResult:
+    """Remove `r` tokens per block by merging (ToMe) or by attention-score dropping."""
+    if mode not in MODES:
+        raise VitedgeError(f"tokens: unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+    if int(r) < 0:
+        raise VitedgeError(f"tokens: r={r} must be 0 or more", "e.g. tokens:r=4")
+    options = {"r": int(r), "mode": mode}
+    reduced = _swap(clone(model), **options).eval()
+    counts, current = [], int(reduced.patch_embed.num_patches)
+    for _ in reduced.blocks:
+        current -= min(int(r), current // 2) if mode == "merge" else min(int(r), current - 1)
+        counts.append(current)
+    return StepResult(reduced, record("tokens", options, {"tokens_after_block": counts}))
+
+
+def _rebuild(model: nn.Module, step: StepRecord) -> nn.Module:
+    return _swap(model, int(step["options"]["r"]), str(step["options"]["mode"]))
+
+
+STEPS: dict[str, Step] = {
+    "tokens": Step(
+        tokens,
+        "training-free token reduction: merge (ToMe) or drop r tokens per block",
+        rebuild=_rebuild,
+        options={"r": "tokens removed per block (default 4)", "mode": "merge (ToMe, default) or drop (attention score)"},
+    ),
+}

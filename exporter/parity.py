@@ -1,0 +1,197 @@
+"""Parity: the same preprocessed real images through the PyTorch reference and through an
+artifact, compared logit by logit, with per-precision tolerances and the worst samples named
+(a bare "not within atol" helps nobody find what broke)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from calibration.calibset import CalibrationSet, build_calibration_set, indices_of
+from calibration.preprocess import DataConfig
+from vitedge.errors import VitedgeError
+from vitedge.models import LoadedModel
+
+# per precision family; a bound named max_*/mean_* is an upper limit, any other a lower one
+DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs": 1e-4},
+    "fp16": {"cosine_min": 0.9999},
+    "int8": {"cosine_mean": 0.995, "top1_agreement": 0.97},
+}
+UPPER_BOUNDS = ("max_abs", "mean_abs")
+LOWER_BOUNDS = ("cosine_mean", "cosine_min", "top1_agreement", "top5_overlap")
+WORST_SHOWN = 5
+VERIFY_BATCH = 32
+VERIFY_SEED = 1  # calibration draws use seed 0 by default: a different draw even from one source
+DEFAULT_VERIFY_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    precision: str
+    samples: int
+    max_abs: float
+    mean_abs: float
+    cosine_mean: float
+    cosine_min: float
+    top1_agreement: float
+    top5_overlap: float
+    tolerance: dict[str, float]
+    passed: bool
+    failures: tuple[str, ...]
+    worst: tuple[tuple[str, float, float], ...] = field(default=())  # (identity, cosine, max abs), worst first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "samples": self.samples,
+            "max_abs": self.max_abs,
+            "mean_abs": self.mean_abs,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "top1_agreement": self.top1_agreement,
+            "top5_overlap": self.top5_overlap,
+            "tolerance": dict(self.tolerance),
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "worst": [{"identity": i, "cosine": c, "max_abs": m} for i, c, m in self.worst],
+        }
+
+
+def tolerance_for(precision: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """The default bounds of `precision`'s family (int8-dynamic, int8-static → int8), then `overrides`."""
+    family = "int8" if precision.startswith("int8") else precision
+    if family not in DEFAULT_TOLERANCES:
+        raise VitedgeError(f"no parity tolerance for precision {precision!r}", f"known: {', '.join(DEFAULT_TOLERANCES)}")
+    merged = {**DEFAULT_TOLERANCES[family], **{k: float(v) for k, v in (overrides or {}).items() if v is not None}}
+    unknown = set(merged) - set(UPPER_BOUNDS) - set(LOWER_BOUNDS)
+    if unknown:
+        raise VitedgeError(f"unknown tolerance(s) {', '.join(sorted(unknown))}", f"use {', '.join(UPPER_BOUNDS + LOWER_BOUNDS)}")
+    return merged
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
+    return np.where(norms > 0, dots / np.maximum(norms, np.finfo(np.float64).tiny), np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0))
+
+
+def compare_logits(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    precision: str,
+    identities: Sequence[str] = (),
+    tolerances: dict[str, float] | None = None,
+) -> ParityReport:
+    """Compare two N×C logit arrays; `tolerances` override the precision's defaults."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 2 or len(ref) == 0:
+        raise VitedgeError(f"cannot compare logits shaped {ref.shape} and {cand.shape}", "the artifact's output does not match the reference model's classes")
+    bounds = tolerance_for(precision, tolerances)
+    diff = np.abs(ref - cand)
+    per_sample_max = diff.max(axis=1)
+    cosine = _cosine(ref, cand)
+    top_k = min(5, ref.shape[1])
+    ref_top = np.argsort(-ref, axis=1)[:, :top_k]
+    cand_top = np.argsort(-cand, axis=1)[:, :top_k]
+    overlap = np.mean([len(set(r) & set(c)) / top_k for r, c in zip(ref_top, cand_top)])
+    if not np.isfinite(cand).all():
+        cosine = np.where(np.isfinite(cand).all(axis=1), cosine, -1.0)
+    values = {
+        "max_abs": float(np.nanmax(np.where(np.isfinite(diff), diff, np.inf))),
+        "mean_abs": float(np.mean(np.where(np.isfinite(diff), diff, np.inf))),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "top1_agreement": float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1))),
+        "top5_overlap": float(overlap),
+    }
+    failures = []
+    for name, bound in bounds.items():
+        value = values[name]
+        if (name in UPPER_BOUNDS and not value <= bound) or (name in LOWER_BOUNDS and not value >= bound):
+            sign = "<=" if name in UPPER_BOUNDS else ">="
+            failures.append(f"{name} {value:.6g} (needs {sign} {bound:g})")
+    names = list(identities) if len(identities) == len(ref) else [f"#{i}" for i in range(len(ref))]
+    order = np.lexsort((-per_sample_max, cosine))[:WORST_SHOWN]
+    worst = tuple((names[i], float(cosine[i]), float(per_sample_max[i])) for i in order)
+    return ParityReport(precision=precision, samples=len(ref), tolerance=bounds, passed=not failures, failures=tuple(failures), worst=worst, **values)
+
+
+def _run_batched(runner, inputs: np.ndarray, batch: int, fixed: bool) -> np.ndarray:  # noqa: ANN001 - Runner
+    outputs = []
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start : start + batch]
+        real = len(chunk)
+        if fixed and real < batch:  # a fixed-batch artifact takes exactly `batch` images: pad with the last
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        outputs.append(np.asarray(runner(chunk))[:real])
+    return np.concatenate(outputs)
+
+
+def verify_artifact(
+    folder: Path,
+    reference: LoadedModel,
+    inputs: np.ndarray,
+    *,
+    identities: Sequence[str] = (),
+    tolerances: dict[str, float] | None = None,
+    threads: int | None = None,
+) -> ParityReport:
+    """Run `inputs` through `reference` (PyTorch fp32) and through the artifact in `folder`
+    (checksums checked first) and compare; see `compare_logits`."""
+    from targets.manifest import read_manifest
+    from targets.runners import open_artifact
+    from targets.torch import open_torch
+
+    manifest = read_manifest(folder)
+    fixed = manifest.get("batch", "dynamic") != "dynamic"
+    batch = int(manifest["batch"]) if fixed else VERIFY_BATCH
+    expected = tuple(manifest["data_config"]["input_size"])
+    if tuple(inputs.shape[1:]) != expected:
+        raise VitedgeError(f"verification images are {tuple(inputs.shape[1:])} but {folder} takes {expected}", "preprocess them with the artifact's DataConfig")
+    artifact = open_artifact(Path(folder), threads=threads, batch=batch)
+    torch_runner = open_torch(reference.module, precision="fp32", threads=threads)
+    candidate = _run_batched(artifact, inputs, batch, fixed)
+    expected_logits = _run_batched(torch_runner, inputs, batch, False)
+    return compare_logits(expected_logits, candidate, precision=manifest["precision"], identities=identities, tolerances=tolerances)
+
+
+def verification_set(data: str, config: DataConfig, samples: int, *, calibration: dict[str, Any] | None = None, seed: int = VERIFY_SEED) -> CalibrationSet:
+    """`samples` real images from `data`, preprocessed by `config`, none of them an image the
+    artifact was calibrated on (matched by name within the same source, then by pixel sha256)."""
+    from calibration.sources import open_source
+
+    images = open_source(data)
+    exclude: list[int] = []
+    if calibration and calibration.get("source") == images.name:
+        exclude = indices_of(images, calibration.get("identities", ()))
+    chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
+    calibrated = set((calibration or {}).get("image_sha256", ()))
+    while clashes := [index for index, digest in zip(chosen.indices, chosen.image_sha256) if digest in calibrated]:
+        # the same pictures under other names (a copy of the folder, another spelling of the source)
+        exclude = exclude + clashes
+        chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
+    return chosen
+
+
+def verify_folder(
+    folder: Path,
+    *,
+    reference: LoadedModel,
+    data: str = "cifar10",
+    samples: int = DEFAULT_VERIFY_SAMPLES,
+    tolerances: dict[str, float] | None = None,
+    threads: int | None = None,
+) -> ParityReport:
+    """`vitedge verify` and `vitedge export`'s check: draw the images, compare, report."""
+    from targets.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    config = DataConfig.from_dict(manifest["data_config"])  # the artifact's own preprocessing
+    chosen = verification_set(data, config, samples, calibration=manifest.get("calibration"))
+    return verify_artifact(folder, reference, chosen.inputs, identities=chosen.identities, tolerances=tolerances, threads=threads)

@@ -1,0 +1,549 @@
+"""Which nodes make int8 lose accuracy: quantize a model many times, each time with a different
+set of nodes kept in float, and score every variant against the fp32 PyTorch logits on real
+images that the calibration never saw.
+
+Two backends share one shape (`units`, `quantize(excluded)`, `open(excluded)`):
+- ONNX Runtime static QDQ. The fp32 ONNX export, `quant_pre_process` and the calibration
+  (exporter/quantize.py's own chunked calibrator, so "minmax"/"entropy"/"percentile" mean the
+  same as in `vitedge export`) run once; every variant is then only `quantize_static` with
+  `nodes_to_exclude`, reading the ranges from a calibration cache (about a second each).
+- OpenVINO through NNCF with `ignored_scope` (NNCF has no range cache, so every variant is a
+  full `nncf.quantize`; on the 32×32 CIFAR ViTs that is seconds).
+
+A unit is a quantizable node (ORT: the MatMul/Gemm/Conv nodes that `op_types` names; NNCF:
+the MatMul/Convolution ops it quantizes), or a group of them (`group="block"`: everything in
+one transformer block; `group="kind"`: the same layer in every block, e.g. all fc2).
+
+Two modes: `float-one` keeps one unit in float and quantizes the rest (the gain over the
+all-int8 model is what keeping it costs nothing to recover, and is the ranking the accuracy
+budget uses); `int8-one` quantizes only that unit (its own error, free of interactions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from calibration.calibset import CalibrationSet
+from exporter.export import ExportOptions, embedded_metadata
+from exporter.onnx import INPUT_NAME
+from vitedge.errors import VitedgeError
+from vitedge.models import LoadedModel
+
+MODES = ("float-one", "int8-one")
+GROUPS = ("node", "block", "kind")
+OPENVINO_UNIT_TYPES = ("MatMul", "Convolution")
+EVAL_BATCH = 50
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+
+
+# ---------------------------------------------------------------- evaluation images
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSet:
+    """Held-out images, their labels (if any) and the fp32 PyTorch logits every variant is
+    compared with; `record` says where they came from and that calibration never saw them."""
+
+    inputs: np.ndarray
+    labels: np.ndarray | None
+    reference: np.ndarray
+    record: dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(len(self.inputs))
+
+    @property
+    def reference_top1(self) -> float | None:
+        return None if self.labels is None else float(100.0 * np.mean(self.reference.argmax(axis=1) == self.labels))
+
+    def subset(self, count: int, seed: int = 0) -> "EvalSet":
+        """`count` of these images, a seeded random subset (the draw itself is in source order)."""
+        if count >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).permutation(len(self))[:count])
+        labels = None if self.labels is None else self.labels[rows]
+        return EvalSet(self.inputs[rows], labels, self.reference[rows], {**self.record, "count": int(count), "subset_seed": seed})
+
+
+def calibration_record(calibrations: Sequence[CalibrationSet]) -> dict[str, Any]:
+    """One calibration manifest covering several draws (a sweep uses many sizes)."""
+    first = calibrations[0]
+    sources = {c.source for c in calibrations}
+    if len(sources) != 1:
+        raise VitedgeError(f"calibration draws come from several sources ({', '.join(sorted(sources))})", "calibrate from one source")
+    identities = sorted({i for c in calibrations for i in c.identities})
+    digests = sorted({d for c in calibrations for d in c.image_sha256})
+    return {"source": first.source, "count": len(identities), "seed": first.seed, "identities": identities, "image_sha256": digests}
+
+
+def evaluation_set(loaded: LoadedModel, data: str, samples: int, calibration: dict[str, Any], *, seed: int = 1, threads: int | None = 1) -> EvalSet:
+    """`samples` images of `data` none of which is a calibration image (by name within one
+    source, and by pixel sha256 across sources: exporter/parity.py's `verification_set`)."""
+    from calibration.sources import open_source
+    from exporter.parity import verification_set
+    from targets.measure import batched_logits
+    from targets.torch import open_torch
+
+    images = open_source(data)
+    chosen = verification_set(data, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed)
+    labels = None if images.labels is None else np.asarray(images.labels)[list(chosen.indices)].astype(np.int64)
+    reference = batched_logits(open_torch(loaded.module, precision="fp32", threads=threads), chosen.inputs, batch_size=EVAL_BATCH)
+    same = calibration.get("source") == images.name
+    record = {
+        "source": images.name,
+        "count": len(chosen),
+        "seed": seed,
+        "labelled": labels is not None,
+        "calibration_source": calibration.get("source"),
+        "calibration_count": calibration.get("count"),
+        "disjoint_from_calibration": True,
+        "disjoint_by": "calibration images excluded by name and pixel sha256" if same else "different source; any image with a calibration image's pixel sha256 excluded",
+    }
+    return EvalSet(chosen.inputs, labels, np.asarray(reference, dtype=np.float32), record)
+
+
+@dataclass(frozen=True)
+class Score:
+    """One variant against the fp32 reference: cosine of the logits, top-1 agreement, and
+    top-1 accuracy (percent) when the images are labelled."""
+
+    cosine_mean: float
+    cosine_min: float
+    top1_agreement: float  # fraction 0..1
+    top1: float | None  # percent
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def score_logits(evalset: EvalSet, logits: np.ndarray) -> Score:
+    from exporter.parity import compare_logits
+    from targets.measure import top_k_accuracy
+
+    parity = compare_logits(evalset.reference, logits, precision="int8")
+    top1 = None if evalset.labels is None else top_k_accuracy(np.asarray(logits), evalset.labels).top1
+    return Score(parity.cosine_mean, parity.cosine_min, parity.top1_agreement, top1)
+
+
+def score_runner(runner: Callable[[np.ndarray], np.ndarray], evalset: EvalSet) -> Score:
+    from targets.measure import batched_logits
+
+    return score_logits(evalset, batched_logits(runner, evalset.inputs, batch_size=EVAL_BATCH))
+
+
+# ---------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class OrtBackend:
+    """A prepared fp32 ONNX model with its calibration ranges: quantizing a variant is one
+    `quantize_static` call that reads the ranges (no recalibration)."""
+
+    prepared: Path
+    ranges: Path
+    work: Path
+    options: ExportOptions
+    calibration: dict[str, Any]
+    units: tuple[str, ...]
+    format: str = "onnx"
+
+    def quantize(self, excluded: Iterable[str], dst: Path) -> dict[str, Any]:
+        """Write the QDQ model with `excluded` nodes left in float; exporter/quantize.py's
+        settings, plus `nodes_to_exclude`."""
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.calibrate import CalibrationMethod
+
+        from exporter.quantize import _quiet_ort
+
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+        kept = sorted(set(excluded))
+        unknown = set(kept) - set(self.units)
+        if unknown:
+            raise VitedgeError(f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}")
+        with _quiet_ort():
+            quantize_static(
+                str(self.prepared),
+                str(dst),
+                None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(self.options.op_types),
+                per_channel=self.options.per_channel,
+                reduce_range=self.options.reduce_range,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=kept,
+                calibrate_method=methods[self.options.calib_method],
+                calibration_cache_path=str(self.ranges),
+            )
+        return {**ort_settings(self.options), "nodes_to_exclude": kept}
+
+    def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
+        from targets.onnxruntime import open_onnx
+
+        fd, path = tempfile.mkstemp(dir=self.work, prefix="variant-", suffix=".onnx")
+        os.close(fd)
+        try:
+            self.quantize(excluded, Path(path))
+            return open_onnx(Path(path), precision="int8-static", threads=threads)
+        finally:
+            Path(path).unlink(missing_ok=True)  # the session holds the model in memory
+
+
+def ort_settings(options: ExportOptions) -> dict[str, Any]:
+    """What exporter/quantize.py's `quantize_static_onnx` records for these options."""
+    from exporter import quantize as q
+
+    settings: dict[str, Any] = {
+        "tool": "onnxruntime.quantize_static",
+        "format": "QDQ",
+        "pre_process": True,
+        "op_types": list(options.op_types),
+        "weight_type": "int8",
+        "activation_type": "int8",
+        "per_channel": options.per_channel,
+        "reduce_range": options.reduce_range,
+        "calib_method": options.calib_method,
+        "calib_chunk": q.CALIB_CHUNK,
+    }
+    if options.calib_method == "entropy":
+        settings.update(num_bins=q.ENTROPY_BINS, num_quantized_bins=q.ENTROPY_QUANTIZED_BINS)
+    if options.calib_method == "percentile":
+        settings.update(num_bins=q.PERCENTILE_BINS, percentile=q.PERCENTILE)
+    return settings
+
+
+def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Path:
+    """fp32 ONNX (with vitedge's metadata) after `quant_pre_process`, as `vitedge export` does."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from exporter.onnx import export_onnx
+    from exporter.quantize import _quiet_ort
+
+    fp32 = export_onnx(loaded.module, work / "fp32.onnx", input_size=loaded.data_config.input_size, opset=options.opset, batch=options.batch, metadata=embedded_metadata(loaded))
+    prepared = work / "prepared.onnx"
+    with _quiet_ort():
+        quant_pre_process(str(fp32), str(prepared))
+    return prepared
+
+
+def ort_backend(prepared: Path, calibration: CalibrationSet, options: ExportOptions, work: Path) -> OrtBackend:
+    """Calibrate `prepared` once with `options.calib_method` and keep the ranges on disk."""
+    import onnx
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from exporter.quantize import CALIB_METHODS, _calibration_ranges, _quiet_ort
+
+    if options.calib_method not in CALIB_METHODS:
+        raise VitedgeError(f"unknown calibration method {options.calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}")
+    folder = Path(tempfile.mkdtemp(dir=work, prefix=f"ort-{options.calib_method}-{len(calibration)}-"))
+    with _quiet_ort():
+        _, ranges = _calibration_ranges(prepared, calibration, INPUT_NAME, options.calib_method, options.op_types, folder, 1)
+    cache = folder / "ranges.json"
+    save_tensors_data(ranges, cache)
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    units = tuple(node.name for node in graph.node if node.op_type in options.op_types)
+    return OrtBackend(prepared, cache, folder, options, calibration.manifest(), units)
+
+
+@dataclass(frozen=True)
+class OpenVinoVariant:
+    """The NNCF knobs a sweep turns; `vitedge export`'s defaults come from ExportOptions."""
+
+    preset: str
+    smooth_quant: bool
+    bias_correction: str = "fast"  # fast | full | off
+
+    @classmethod
+    def of(cls, options: ExportOptions) -> "OpenVinoVariant":
+        return cls(options.nncf_preset, options.smooth_quant)
+
+
+@dataclass(frozen=True)
+class OpenVinoBackend:
+    """An fp32 `ov.Model` and a calibration set: each variant is `nncf.quantize` with
+    `ignored_scope=IgnoredScope(names=excluded)`."""
+
+    model: Any  # ov.Model, fp32
+    calibration_set: CalibrationSet
+    options: ExportOptions
+    variant: OpenVinoVariant
+    work: Path
+    units: tuple[str, ...]
+    format: str = "openvino"
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return self.calibration_set.manifest()
+
+    def quantize_model(self, excluded: Iterable[str]) -> tuple[Any, dict[str, Any]]:
+        """exporter/openvino.py's `quantize_openvino`, plus the ignored scope and bias correction."""
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+
+        from exporter.openvino import SMOOTH_QUANT_ALPHA
+
+        kept = sorted(set(excluded))
+        unknown = set(kept) - set(self.units)
+        if unknown:
+            raise VitedgeError(f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}")
+        variant = self.variant
+        alphas = AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA if variant.smooth_quant else -1)
+        subset = len(self.calibration_set)
+        logger = logging.getLogger("nncf")  # one INFO line per ignored node, for every variant
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            quantized = self._nncf_quantize(nncf, kept, alphas, subset)
+        finally:
+            logger.setLevel(level)
+        settings = {
+            "tool": "nncf.quantize",
+            "model_type": "transformer",
+            "preset": variant.preset,
+            "smooth_quant": variant.smooth_quant,
+            "smooth_quant_alpha_matmul": SMOOTH_QUANT_ALPHA if variant.smooth_quant else None,
+            "overflow_fix": self.options.overflow_fix,
+            "bias_correction": variant.bias_correction,
+            "subset_size": subset,
+            "weight_type": "int8",
+            "activation_type": "int8",
+            "ignored_scope": kept,
+        }
+        return quantized, settings
+
+    def _nncf_quantize(self, nncf, kept: list[str], alphas, subset: int):  # noqa: ANN001, ANN202 - nncf module and types
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+        variant = self.variant
+        return nncf.quantize(
+            self.model.clone(),
+            self.calibration_set.nncf_dataset(1),
+            model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset(variant.preset),
+            subset_size=subset,
+            fast_bias_correction=variant.bias_correction != "full",
+            ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=alphas,
+                overflow_fix=nncf.OverflowFix(self.options.overflow_fix),
+                disable_bias_correction=variant.bias_correction == "off",
+            ),
+        )
+
+    def quantize(self, excluded: Iterable[str], dst: Path, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        from exporter.openvino import save_openvino
+
+        model, settings = self.quantize_model(excluded)
+        save_openvino(model, dst, compress_to_fp16=False, metadata=metadata or {})
+        return settings
+
+    def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
+        import openvino as ov
+
+        from targets.base import RunnerInfo
+        from targets.openvino import OpenVinoRunner
+
+        model, _ = self.quantize_model(excluded)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(model, "CPU", config)
+        return OpenVinoRunner(compiled, RunnerInfo("openvino", "cpu", "int8", threads, {"openvino": ov.get_version()}))
+
+
+def openvino_backend(loaded: LoadedModel, calibration: CalibrationSet, options: ExportOptions, work: Path, variant: OpenVinoVariant | None = None, model: Any = None) -> OpenVinoBackend:
+    """Convert once (or reuse `model`); units are the MatMul/Convolution ops NNCF quantizes."""
+    from exporter.openvino import convert_openvino
+
+    fp32 = model if model is not None else convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
+    units = tuple(op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() in OPENVINO_UNIT_TYPES)
+    return OpenVinoBackend(fp32, calibration, options, variant or OpenVinoVariant.of(options), Path(work), units)
+
+
+Backend = OrtBackend | OpenVinoBackend
+
+
+def open_backend(loaded: LoadedModel, to: str, calibration: CalibrationSet, options: ExportOptions, work: Path) -> Backend:
+    """The backend for `to`, its intermediate files in `work` (which must outlive it)."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if to == "onnx":
+        return ort_backend(prepare_onnx(loaded, options, work), calibration, options, work)
+    if to == "openvino":
+        return openvino_backend(loaded, calibration, options, work)
+    raise VitedgeError(f"no int8 sensitivity analysis for format {to!r}", "use --to onnx or --to openvino")
+
+
+# ---------------------------------------------------------------- units and groups
+
+_BLOCK = re.compile(r"^(blocks\.\d+)")
+
+
+def layer_label(node: str) -> str:
+    """A short, runtime-independent name: '/blocks/blocks.0/attn/qkv/MatMul' (ORT) and
+    '__module.blocks.0.attn.qkv/aten::linear/MatMul' (OpenVINO) both become 'blocks.0.attn.qkv';
+    ORT's attention products stay 'blocks.0.attn.MatMul' (q·k) and '…MatMul_1' (attn·v)."""
+    if node.startswith("__module."):
+        return node[len("__module.") :].split("/")[0]
+    parts = [p for p in node.split("/") if p]
+    if len(parts) > 1 and parts[1].startswith(parts[0] + "."):
+        parts = parts[1:]  # nn.Sequential scopes repeat their name: /blocks/blocks.0/...
+    if len(parts) > 1 and parts[-1] in ("MatMul", "Gemm", "Conv"):
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def group_of(node: str, group: str) -> str:
+    label = layer_label(node)
+    if group == "node":
+        return label
+    if group == "block":
+        match = _BLOCK.match(label)
+        return match.group(1) if match else label.split(".")[0]
+    if group == "kind":
+        return _BLOCK.sub("blocks.*", label)
+    raise VitedgeError(f"unknown sensitivity group {group!r}", f"use one of {', '.join(GROUPS)}")
+
+
+def group_units(units: Sequence[str], group: str) -> dict[str, tuple[str, ...]]:
+    """Group name → its nodes, in graph order."""
+    groups: dict[str, list[str]] = {}
+    for node in units:
+        groups.setdefault(group_of(node, group), []).append(node)
+    return {name: tuple(nodes) for name, nodes in groups.items()}
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+@dataclass(frozen=True)
+class SensitivityRow:
+    unit: str
+    nodes: tuple[str, ...]
+    score: Score
+    sensitivity: float  # float-one: cosine error removed by keeping the unit float; int8-one: its own cosine error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "nodes": list(self.nodes), "score": self.score.to_dict(), "sensitivity": self.sensitivity}
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    format: str
+    mode: str
+    group: str
+    int8: Score  # everything quantized
+    rows: tuple[SensitivityRow, ...]  # most sensitive first
+    evaluation: dict[str, Any]
+    calibration: dict[str, Any]
+    reference_top1: float | None
+
+    def ranking(self) -> list[str]:
+        """Nodes, most sensitive unit first (a unit's nodes stay together)."""
+        return [node for row in self.rows for node in row.nodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        calibration = {k: v for k, v in self.calibration.items() if k not in ("identities", "image_sha256")}
+        return {
+            "format": self.format,
+            "mode": self.mode,
+            "group": self.group,
+            "reference_top1": self.reference_top1,
+            "int8": self.int8.to_dict(),
+            "rows": [row.to_dict() for row in self.rows],
+            "evaluation": self.evaluation,
+            "calibration": calibration,
+        }
+
+
+def analyse(backend: Backend, evalset: EvalSet, *, mode: str = "float-one", group: str = "node", threads: int | None = 1, progress: Progress | None = None) -> SensitivityReport:
+    """Score the all-int8 model, then one variant per unit (see the module doc for the modes);
+    rows sorted by sensitivity, largest first (ties: lower top-1 agreement first)."""
+    if mode not in MODES:
+        raise VitedgeError(f"unknown sensitivity mode {mode!r}", f"use one of {', '.join(MODES)}")
+    groups = group_units(backend.units, group)
+    total = len(groups) + 1
+    int8 = score_runner(backend.open((), threads=threads), evalset)
+    if progress:
+        progress(1, total, "all int8")
+    rows = []
+    for done, (unit, nodes) in enumerate(groups.items(), start=2):
+        excluded = nodes if mode == "float-one" else tuple(n for n in backend.units if n not in nodes)
+        score = score_runner(backend.open(excluded, threads=threads), evalset)
+        error = 1.0 - score.cosine_mean
+        sensitivity = (1.0 - int8.cosine_mean) - error if mode == "float-one" else error
+        rows.append(SensitivityRow(unit, nodes, score, sensitivity))
+        if progress:
+            progress(done, total, unit)
+    agreement_sign = 1.0 if mode == "float-one" else -1.0
+    rows.sort(key=lambda r: (-r.sensitivity, -agreement_sign * r.score.top1_agreement))
+    return SensitivityReport(backend.format, mode, group, int8, tuple(rows), evalset.record, backend.calibration, evalset.reference_top1)
+
+
+def bar_plot(report: SensitivityReport, path: Path, *, shown: int = 40) -> Path:
+    """Horizontal bars, most sensitive on top; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report.rows[:shown]
+    height = max(2.5, 0.28 * len(rows) + 1.2)
+    figure, axes = plt.subplots(figsize=(8, height))
+    values = [r.sensitivity for r in rows][::-1]
+    axes.barh([r.unit for r in rows][::-1], values, color=["tab:red" if v > 0 else "tab:gray" for v in values])
+    what = "cosine error removed by keeping it in float" if report.mode == "float-one" else "cosine error when only it is int8"
+    axes.set_xlabel(f"{what} (1 − cosine)")
+    axes.set_title(f"int8 sensitivity, {report.format} ({report.mode}, per {report.group}; all-int8 cosine {report.int8.cosine_mean:.5f})", fontsize=9)
+    axes.tick_params(axis="y", labelsize=7)
+    axes.grid(True, axis="x", alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_report(report: SensitivityReport, folder: Path) -> dict[str, Path]:
+    """`sensitivity.json` and `sensitivity.png` in `folder`."""
+    from exporter.artifact import write_json_atomic
+
+    folder = Path(folder)
+    paths = {"json": folder / "sensitivity.json", "plot": folder / "sensitivity.png"}
+    write_json_atomic(paths["json"], report.to_dict())
+    bar_plot(report, paths["plot"])
+    return paths
+
+
+def run_sensitivity(
+    loaded: LoadedModel,
+    *,
+    to: str,
+    calibration: CalibrationSet,
+    evalset: EvalSet,
+    options: ExportOptions = ExportOptions(),
+    mode: str = "float-one",
+    group: str = "node",
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> SensitivityReport:
+    """The whole analysis in a temp folder (`vitedge sensitivity`)."""
+    with tempfile.TemporaryDirectory(prefix="vitedge-sensitivity-") as tmp:
+        backend = open_backend(loaded, to, calibration, options, Path(tmp))
+        return analyse(backend, evalset, mode=mode, group=group, threads=threads, progress=progress)

@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Run a vitedge bundle on a board: classify images, benchmark, or score an ImageFolder.
+
+This file is copied into every bundle and runs with numpy, Pillow and one runtime
+(onnxruntime or openvino) only: no torch, no vitedge. A Raspberry Pi gets these from
+pip wheels in a minute, while torch would take far longer or not install at all. The
+pixels are prepared by `preprocess.py` beside this file, a verbatim copy of vitedge's
+own `calibration/preprocess.py`, so the board sees exactly the inputs the desktop saw.
+
+    python3 run_bundle.py classify cat.jpg dog.png [--top 5] [--json]
+    python3 run_bundle.py bench [--batch 1] [--seconds 10] [--json]
+    python3 run_bundle.py eval FOLDER [--batch 32] [--json]
+    python3 run_bundle.py info [--json]
+
+Before loading the model it checks every file the manifest lists (model, weights,
+preprocessing) against its sha256 and refuses a mismatch. A mistake the user can fix ends
+the program with one line on stderr and exit code 2 (3 when the runtime is missing), never
+a traceback. Progress goes to stderr, results to stdout, so `--json` output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = "manifest.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+EXIT_USER_ERROR = 2
+EXIT_NO_RUNTIME = 3
+
+
+class BundleError(Exception):
+    """A mistake the user can fix; printed as one line."""
+
+    def __init__(self, message: str, code: int = EXIT_USER_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _import_base():
+    """numpy, Pillow and the vendored preprocessing, with a one-line error if absent."""
+    try:
+        import numpy as np
+        from PIL import Image
+    except ImportError as exc:
+        raise BundleError(f"missing Python package {exc.name!r}: run `{sys.executable} -m pip install -r {HERE / 'requirements.txt'}`", EXIT_NO_RUNTIME) from None
+    sys.path.insert(0, str(HERE))
+    import preprocess
+
+    return np, Image, preprocess
+
+
+# ---------------------------------------------------------------- manifest and checksums
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path} not found: run this script inside its bundle folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); rebuild the bundle") from None
+    for key in ("format", "model_file", "files", "data_config", "bundle"):
+        if key not in manifest:
+            raise BundleError(f"{path} lacks {key!r}; rebuild the bundle with `vitedge bundle`")
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(folder: Path, manifest: dict) -> None:
+    """Refuse to run a model (or preprocessing) that differs from what was built and verified."""
+    for entry in manifest["files"]:
+        if entry["path"] == Path(__file__).name:
+            continue  # a script cannot meaningfully vouch for itself
+        path = folder / entry["path"]
+        if not path.is_file():
+            raise BundleError(f"bundle file {entry['path']} is missing: copy the whole bundle folder")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise BundleError(f"{entry['path']} does not match the sha256 in {MANIFEST} (corrupt or modified): copy the bundle again")
+
+
+# ---------------------------------------------------------------- runtimes
+
+
+def pip_hint(runtime: str) -> str:
+    return f"{sys.executable} -m pip install -r {HERE / 'requirements.txt'}  (or: {sys.executable} -m pip install numpy pillow {runtime})"
+
+
+class Model:
+    """The bundle's model on the bundle's runtime: float32 N×3×H×W → logits."""
+
+    def __init__(self, folder: Path, manifest: dict, threads: int | None, batch: int) -> None:
+        self.runtime = manifest["bundle"]["runtime"]
+        self.threads = threads
+        model_path = folder / manifest["model_file"]
+        if self.runtime == "onnxruntime":
+            self._open_onnxruntime(model_path, threads)
+        elif self.runtime == "openvino":
+            self._open_openvino(model_path, threads, batch)
+        else:
+            raise BundleError(f"unknown runtime {self.runtime!r} in {MANIFEST}; rebuild the bundle")
+
+    def _open_onnxruntime(self, model_path: Path, threads: int | None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError(f"onnxruntime is not installed for {sys.executable}: run `{pip_hint('onnxruntime')}`", EXIT_NO_RUNTIME) from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad or too-new models
+            raise BundleError(f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
+        input_name = session.get_inputs()[0].name
+        self.versions = {"onnxruntime": ort.__version__}
+        self.detail = {"provider": session.get_providers()[0]}
+        self._run = lambda batch: session.run(None, {input_name: batch})[0]
+
+    def _open_openvino(self, model_path: Path, threads: int | None, batch: int) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BundleError(f"openvino is not installed for {sys.executable}: run `{pip_hint('openvino')}`", EXIT_NO_RUNTIME) from None
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        except RuntimeError as exc:
+            raise BundleError(f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
+        self.versions = {"openvino": ov.get_version()}
+        self.detail = {"hint": config["PERFORMANCE_HINT"]}
+        self._run = lambda batch: compiled(batch)[0]
+
+    def __call__(self, batch):
+        import numpy as np
+
+        try:
+            return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - runtimes raise untyped errors on bad shapes
+            raise BundleError(f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}") from None
+
+
+# ---------------------------------------------------------------- board description
+
+
+def cpu_model() -> str:
+    """The CPU's name: x86 'model name', or a board's 'Model' line (Raspberry Pi)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    for key in ("model name", "model", "hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def board_info(model: Model | None = None) -> dict:
+    import numpy as np
+    from PIL import __version__ as pillow_version
+
+    info = {
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "versions": {"numpy": np.__version__, "pillow": pillow_version},
+    }
+    if model is not None:
+        info["versions"].update(model.versions)
+    return info
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_image(path: Path, Image, preprocess, config):
+    """One file → float32 3×H×W, or a one-line BundleError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return preprocess.preprocess_image(preprocess.to_rgb(image), config)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path} is a folder: classify takes image files (use `eval FOLDER` for a folder)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BundleError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def softmax(logits):
+    import numpy as np
+
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits, config, k: int) -> list[dict]:
+    """Indices sorted by logit (stable, so ties keep index order), with label and probability."""
+    import numpy as np
+
+    probs = softmax(logits)
+    order = np.argsort(-logits, kind="stable")[:k]
+    return [{"index": int(i), "label": config.label(int(i)), "probability": float(probs[i])} for i in order]
+
+
+# ---------------------------------------------------------------- commands
+
+
+def classify(args, manifest: dict) -> dict:
+    np, Image, preprocess = _import_base()
+    config = preprocess.DataConfig.from_dict(manifest["data_config"])
+    inputs = np.stack([load_image(Path(p), Image, preprocess, config) for p in args.images])
+    model = Model(HERE, manifest, args.threads, len(args.images))
+    logits = model(inputs)
+    return {"images": [{"image": p, "top": top_k(row, config, args.top)} for p, row in zip(args.images, logits)]}
+
+
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bench(args, manifest: dict) -> dict:
+    """Warm up, then time single calls until `seconds` pass; throughput is the batch size over
+    the median latency (robust to the odd slow call from a board's background daemons)."""
+    np, _, preprocess = _import_base()
+    if args.batch < 1 or args.seconds <= 0:
+        raise BundleError("--batch must be ≥ 1 and --seconds > 0")
+    config = preprocess.DataConfig.from_dict(manifest["data_config"])
+    height, width = config.image_size
+    inputs = np.random.default_rng(0).standard_normal((args.batch, 3, height, width)).astype(np.float32)
+    model = Model(HERE, manifest, args.threads, args.batch)
+    for _ in range(args.warmup):
+        model(inputs)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    next_report = start + 5.0
+    while True:
+        t0 = time.perf_counter()
+        model(inputs)
+        t1 = time.perf_counter()
+        latencies.append((t1 - t0) * 1000.0)
+        if t1 >= next_report:
+            progress(f"bench: {len(latencies)} runs, {t1 - start:.0f}/{args.seconds:g} s")
+            next_report = t1 + 5.0
+        if t1 - start >= args.seconds and len(latencies) >= args.min_runs:
+            break
+    p50 = percentile(latencies, 50)
+    return {
+        "runtime": model.runtime,
+        "precision": manifest.get("precision"),
+        "format": manifest["format"],
+        "batch": args.batch,
+        "threads": args.threads,
+        "runs": len(latencies),
+        "warmup": args.warmup,
+        "it_per_s": args.batch * 1000.0 / p50,
+        "latency_ms": {"p50": p50, "p90": percentile(latencies, 90), "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
+        "board": board_info(model),
+        "detail": model.detail,
+    }
+
+
+def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int]]:
+    """An ImageFolder: one subfolder per class. Folder names that are all model labels map by
+    name; otherwise classes are numbered in sorted folder order (torchvision's convention)."""
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a folder (eval takes a folder with one subfolder per class)")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise BundleError(f"{folder} has no class subfolders (expected FOLDER/<class>/<image>)")
+    mapping = {name: labels.index(name) for name in classes} if set(classes) <= set(labels) else {name: i for i, name in enumerate(classes)}
+    files: list[Path] = []
+    targets: list[int] = []
+    for name in classes:
+        for path in sorted((folder / name).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                files.append(path)
+                targets.append(mapping[name])
+    if not files:
+        raise BundleError(f"{folder} holds no {'/'.join(IMAGE_SUFFIXES)} images in its class subfolders")
+    return files, targets, mapping
+
+
+def evaluate(args, manifest: dict) -> dict:
+    np, Image, preprocess = _import_base()
+    config = preprocess.DataConfig.from_dict(manifest["data_config"])
+    files, targets, mapping = image_folder(Path(args.folder), config.labels)
+    if args.limit:
+        files, targets = files[: args.limit], targets[: args.limit]
+    model = Model(HERE, manifest, args.threads, args.batch)
+    correct = seen = 0
+    skipped: list[str] = []
+    next_report = time.perf_counter() + 5.0
+    for start in range(0, len(files), args.batch):
+        arrays, wanted = [], []
+        for path, target in zip(files[start : start + args.batch], targets[start : start + args.batch]):
+            try:
+                arrays.append(load_image(path, Image, preprocess, config))
+                wanted.append(target)
+            except BundleError as exc:
+                skipped.append(str(exc))
+        if not arrays:
+            continue
+        predicted = model(np.stack(arrays)).argmax(axis=1)
+        correct += int((predicted == np.asarray(wanted)).sum())
+        seen += len(arrays)
+        if time.perf_counter() >= next_report:
+            progress(f"eval: {start + len(arrays)}/{len(files)} images, top-1 so far {100.0 * correct / seen:.2f}%")
+            next_report = time.perf_counter() + 5.0
+    if skipped:
+        progress(f"eval: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}")
+    if not seen:
+        raise BundleError(f"no readable images in {args.folder}")
+    return {"top1": 100.0 * correct / seen, "correct": correct, "count": seen, "skipped": len(skipped), "classes": mapping, "runtime": model.runtime, "board": board_info(model)}
+
+
+def info(args, manifest: dict) -> dict:
+    _import_base()
+    keep = ("format", "precision", "model_file", "bundle", "created")
+    return {"manifest": {k: manifest[k] for k in keep if k in manifest}, "board": board_info()}
+
+
+# ---------------------------------------------------------------- output
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def show(command: str, result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True), flush=True)  # one line: easy to pick out of a stream
+        return
+    if command == "classify":
+        for item in result["images"]:
+            print(item["image"])
+            for rank, top in enumerate(item["top"], 1):
+                print(f"  {rank}. {top['label']:<20} {100.0 * top['probability']:6.2f}%")
+    elif command == "bench":
+        lat = result["latency_ms"]
+        print(f"{result['runtime']} {result['precision']} batch {result['batch']}: {result['it_per_s']:.2f} it/s, latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms ({result['runs']} runs) on {result['board']['cpu']}")
+    elif command == "eval":
+        print(f"top-1 {result['top1']:.2f}% ({result['correct']}/{result['count']} images, {result['skipped']} skipped)")
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = OneLineParser(prog="run_bundle.py", description="Run a vitedge bundle (numpy + Pillow + onnxruntime or openvino).")
+    commands = main.add_subparsers(dest="command", required=True)
+    for name, helptext in (("classify", "top-k labels for images"), ("bench", "it/s and latency"), ("eval", "top-1 on an ImageFolder"), ("info", "bundle and board description")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--json", action="store_true", help="print one line of JSON")
+        sub.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's choice)")
+        if name == "classify":
+            sub.add_argument("images", nargs="+", help="image files")
+            sub.add_argument("--top", type=int, default=5)
+        elif name == "bench":
+            sub.add_argument("--batch", type=int, default=1)
+            sub.add_argument("--seconds", type=float, default=10.0, help="timed duration after warm-up")
+            sub.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+            sub.add_argument("--min-runs", type=int, default=10, help="time at least this many calls")
+        elif name == "eval":
+            sub.add_argument("folder", help="ImageFolder: one subfolder per class")
+            sub.add_argument("--batch", type=int, default=32)
+            sub.add_argument("--limit", type=int, default=None, help="score only the first N images")
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        manifest = read_manifest(HERE)
+        verify(HERE, manifest)
+        result = {"classify": classify, "bench": bench, "eval": evaluate, "info": info}[args.command](args, manifest)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    show(args.command, result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,625 @@
+"""The bad-input matrix: every way a user can hand vitedge something broken, run through the
+real command line in a subprocess (`python -m vitedge ...`), as a user would meet it.
+
+Each refused case must exit 2 with one `error:` line naming the problem (and at most one
+`hint:` line naming the fix), print no traceback, and leave nothing behind in the working
+folder: no output, no hidden `.NAME.*.partial` staging folder, no `.tmp` file. A few inputs
+that look odd but are valid (CMYK, 16-bit, palette, EXIF-rotated images) must be accepted
+and decoded correctly instead. docs/reliability.md lists every case with its message.
+
+Artifacts are built once per session, in-process, from the tiny 32×32 ViT; each subprocess
+imports torch (seconds), so the matrix stays near 40 calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from calibration.sources import decode_image
+from exporter.artifact import write_manifest
+from exporter.export import ExportOptions, export_artifact
+from targets.manifest import MANIFEST, read_manifest, verify_checksums
+from tests.conftest import make_tiny_vit
+from vitedge.models import save_checkpoint
+
+TIMEOUT_S = 600
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Inputs built once per session; a test copies whatever it damages."""
+
+    root: Path
+    cache: Path
+    checkpoint: Path  # tiny ViT .safetensors with our metadata
+    bare_pth: Path  # the same weights as a bare state_dict (no architecture recorded)
+    onnx: Path  # ONNX fp32 artifact, dynamic batch
+    onnx_fixed: Path  # ONNX fp32 artifact exported with --batch 1
+    openvino: Path  # OpenVINO fp32 artifact
+    images: Path  # 2 classes × 2 real CIFAR-10 PNGs
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A valid PNG header that claims width×height 1-bit pixels (400 M: a decompression
+    bomb), with one tiny IDAT; the guard must refuse it before decoding anything."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def listing(folder: Path) -> dict[str, int]:
+    """Every path under `folder` (hidden ones too) with its size; folders as -1."""
+    return {str(p.relative_to(folder)): (p.stat().st_size if p.is_file() else -1) for p in sorted(folder.rglob("*"))}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name.endswith((".partial", ".tmp", ".part"))]
+
+
+def cli_env(assets: Assets) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"VITEDGE_CACHE": str(assets.cache), "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    return env
+
+
+def vitedge(args: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vitedge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def assert_user_error(done: subprocess.CompletedProcess, words: tuple[str, ...]) -> str:
+    """Exit 2, `error: ...` naming every one of `words`, at most a `hint:` after it, no traceback.
+    One-line `warning: ...` notes before the error are allowed (e.g. which files were skipped);
+    Python's raw two-line warning format (path:line: UserWarning + source line) is not."""
+    shown = f"exit {done.returncode}\n--- stderr\n{done.stderr}\n--- stdout\n{done.stdout}"
+    assert "Traceback" not in done.stderr + done.stdout, shown
+    assert done.returncode == 2, shown
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    while lines and lines[0].startswith("warning: "):
+        lines.pop(0)
+    assert 1 <= len(lines) <= 2, shown
+    assert lines[0].startswith("error: "), shown
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: ") and len(lines[1]) > len("hint: ") + 5, shown
+    for word in words:
+        assert word.lower() in lines[0].lower(), f"{word!r} not in the error line\n{shown}"
+    return lines[0]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `path` (root only): a true read-only or full file system."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory, cifar_test) -> Assets:
+    root = tmp_path_factory.mktemp("bad-inputs-assets")
+    model = make_tiny_vit()
+    checkpoint = save_checkpoint(model, root / "tiny.safetensors")
+    bare = root / "tiny_bare.pth"
+    torch.save(model.module.state_dict(), bare)
+    images = root / "images"
+    for index in range(4):
+        label = int(cifar_test.labels[index])
+        folder = images / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img{index}-{label}.png").write_bytes(png_bytes(cifar_test.get(index)))
+    return Assets(
+        root=root,
+        cache=root / "cache",
+        checkpoint=checkpoint,
+        bare_pth=bare,
+        onnx=export_artifact(model, to="onnx", precision="fp32", out=root / "onnx-fp32"),
+        onnx_fixed=export_artifact(model, to="onnx", precision="fp32", out=root / "onnx-fixed", options=ExportOptions(batch=1)),
+        openvino=export_artifact(model, to="openvino", precision="fp32", out=root / "openvino-fp32"),
+        images=images,
+    )
+
+
+# --------------------------------------------------------------------------- case builders
+# Each builder gets (working folder, assets), creates the bad input in the working folder and
+# returns the command line; the test then checks nothing else appears there.
+
+Setup = Callable[[Path, Assets], list[str]]
+
+
+def export_of(spec: str, *extra: str) -> list[str]:
+    return ["export", spec, "--to", "onnx", "--out", "art", "--no-verify", *extra]
+
+
+def calibrate_on(source: str, count: int = 2) -> Callable[[Path, Assets], list[str]]:
+    return lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", source, "--calib-samples", str(count), "--out", "art", "--no-verify"]
+
+
+def bench_of(folder: str) -> list[str]:
+    return ["bench", folder, "--data", "", "--batch", "1", "--runs", "1"]
+
+
+def corrupt_safetensors(tmp: Path, a: Assets) -> list[str]:
+    (tmp / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    return export_of("junk.safetensors")
+
+
+def truncated_safetensors(tmp: Path, a: Assets) -> list[str]:
+    data = a.checkpoint.read_bytes()
+    (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return export_of("cut.safetensors")
+
+
+class _Payload:
+    """Unpickling this runs `os.system` (what a hostile .pth does)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return (os.system, (self.command,))
+
+
+SENTINEL = "PWNED-by-pickle"
+
+
+def pickled_code_pth(tmp: Path, a: Assets) -> list[str]:
+    torch.save({"head.weight": _Payload(f"touch {tmp / SENTINEL}")}, tmp / "evil.pth")
+    return export_of("evil.pth", "--arch", "vit_tiny_patch16_224")
+
+
+def wrong_architecture(tmp: Path, a: Assets) -> list[str]:
+    shutil.copy(a.bare_pth, tmp / "weights.pth")
+    return export_of("weights.pth", "--arch", "vit_tiny_patch16_224")
+
+
+def bare_weights_without_arch(tmp: Path, a: Assets) -> list[str]:
+    shutil.copy(a.bare_pth, tmp / "weights.pth")
+    return export_of("weights.pth")
+
+
+def wrong_input_size(tmp: Path, a: Assets) -> list[str]:
+    """A checkpoint whose recorded DataConfig asks for 48×48 inputs, but the network was
+    built for 32×32 (a hand-edited sidecar): the export must refuse, not trace garbage."""
+    shutil.copy(a.bare_pth, tmp / "weights.pth")
+    metadata = {
+        "architecture": make_tiny_vit().architecture.to_dict(),
+        "data_config": {**make_tiny_vit().data_config.to_dict(), "input_size": [3, 48, 48]},
+    }
+    (tmp / "weights.json").write_text(json.dumps(metadata))
+    return export_of("weights.pth")
+
+
+def empty_folder(tmp: Path, a: Assets) -> list[str]:
+    (tmp / "empty").mkdir()
+    return calibrate_on("empty")(tmp, a)
+
+
+def non_images(tmp: Path, a: Assets) -> list[str]:
+    folder = tmp / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "photo.jpg").write_text("<html>a web page saved as .jpg</html>\n")
+    return calibrate_on("docs")(tmp, a)
+
+
+def broken_images(tmp: Path, a: Assets) -> list[str]:
+    folder = tmp / "broken"
+    folder.mkdir()
+    good = png_bytes(np.full((32, 32, 3), 128, np.uint8))
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "bomb.png").write_bytes(bomb_png())
+    return calibrate_on("broken")(tmp, a)
+
+
+def float_npz_with_nan(tmp: Path, a: Assets) -> list[str]:
+    pixels = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    pixels[0, 0, 0, 0] = np.nan
+    pixels[1, 0, 0, 0] = np.inf
+    np.savez(tmp / "floats.npz", x=pixels, y=np.arange(4))
+    return calibrate_on("floats.npz")(tmp, a)
+
+
+def too_few_images(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.images, tmp / "four")
+    return calibrate_on("four", 5)(tmp, a)
+
+
+def fixed_batch_onnx_fed_batch_8(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.onnx_fixed, tmp / "fixed")
+    return ["bench", "fixed", "--data", "", "--batch", "8", "--runs", "1"]
+
+
+def flipped_byte(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.onnx, tmp / "art1")
+    model = tmp / "art1" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    return bench_of("art1")
+
+
+def truncated_onnx(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.onnx, tmp / "art1")
+    model = tmp / "art1" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:2000])
+    return bench_of("art1")
+
+
+def truncated_onnx_resigned(tmp: Path, a: Assets) -> list[str]:
+    """Truncated and the manifest rewritten to match (as a buggy tool or a hand copy would):
+    the checksums pass, so the runtime's own load check must refuse it cleanly."""
+    shutil.copytree(a.onnx, tmp / "art1")
+    model = tmp / "art1" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:2000])
+    manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+    (tmp / "art1" / MANIFEST).unlink()
+    write_manifest(tmp / "art1", {k: v for k, v in manifest.items() if k not in ("files", "created")})
+    return bench_of("art1")
+
+
+def xml_without_bin(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.openvino, tmp / "ov")
+    (tmp / "ov" / "model.bin").unlink()
+    return bench_of("ov")
+
+
+def xml_without_bin_resigned(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.openvino, tmp / "ov")
+    (tmp / "ov" / "model.bin").unlink()
+    manifest = json.loads((tmp / "ov" / MANIFEST).read_text())
+    (tmp / "ov" / MANIFEST).unlink()
+    write_manifest(tmp / "ov", {k: v for k, v in manifest.items() if k not in ("files", "created")})
+    return bench_of("ov")
+
+
+def manifest_not_json(tmp: Path, a: Assets) -> list[str]:
+    shutil.copytree(a.onnx, tmp / "art1")
+    (tmp / "art1" / MANIFEST).write_text('{"format": "onnx", ')
+    return ["verify", "art1", "--samples", "8"]
+
+
+def recipe(text: str) -> Setup:
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        (tmp / "bad.toml").write_text(text)
+        return ["run", "bad.toml", "--out", "run-out"]
+
+    return setup
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    setup: Setup
+    words: tuple[str, ...]  # what the error line must name
+
+
+CASES = [
+    # model files and names
+    Case("corrupt-safetensors", corrupt_safetensors, ("junk.safetensors", "not a readable")),
+    Case("truncated-safetensors", truncated_safetensors, ("cut.safetensors", "not a readable")),
+    Case("pickled-code-pth", pickled_code_pth, ("refused", "evil.pth")),
+    Case("wrong-architecture", wrong_architecture, ("do not fit", "vit_tiny_patch16_224")),
+    Case("weights-without-architecture", bare_weights_without_arch, ("architecture",)),
+    Case("wrong-input-size", wrong_input_size, ("48",)),
+    Case("unknown-model-name", lambda tmp, a: export_of("vit_bsae_patch16_224"), ("unknown model", "vit_bsae_patch16_224")),
+    Case("missing-model-file", lambda tmp, a: export_of("nothere.safetensors"), ("nothere.safetensors", "does not exist")),
+    Case("not-a-vit-export", lambda tmp, a: export_of("resnet18"), ("vision transformer", "resnet18")),
+    Case("not-a-vit-compress", lambda tmp, a: ["compress", "resnet18", "--step", "prune-heads:ratio=0.25", "--out", "small.safetensors"], ("timm vision transformer", "resnet")),
+    # export options
+    Case("unknown-format", lambda tmp, a: ["export", str(a.checkpoint), "--to", "tflite", "--out", "art"], ("unknown export format", "tflite")),
+    Case("static-int8-without-calibration", lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", "art"], ("calibration",)),
+    Case("opset-too-old", lambda tmp, a: export_of(str(a.checkpoint), "--opset", "13"), ("opset 13",)),
+    Case("unknown-compress-step", lambda tmp, a: ["compress", str(a.checkpoint), "--step", "prune-hedas:ratio=0.25", "--out", "small.safetensors"], ("unknown compression step", "prune-hedas")),
+    Case("compress-ratio-out-of-range", lambda tmp, a: ["compress", str(a.checkpoint), "--step", "prune-heads:ratio=1.5", "--out", "small.safetensors"], ("ratio=1.5",)),
+    # images and data sets
+    Case("missing-data-set", calibrate_on("no-such-folder"), ("no-such-folder", "does not exist")),
+    Case("empty-image-folder", empty_folder, ("no readable images", "empty")),
+    Case("folder-of-non-images", non_images, ("no readable images", "docs")),
+    Case("broken-and-bomb-images", broken_images, ("no readable images", "broken")),
+    Case("nan-inf-float-npz", float_npz_with_nan, ("uint8", "float32")),
+    Case("zero-calibration-samples", calibrate_on("cifar10:train", 0), ("0 images",)),
+    Case("more-calibration-samples-than-images", too_few_images, ("5 images", "only 4")),
+    Case("eval-samples-zero", lambda tmp, a: ["eval", str(a.checkpoint), "--samples", "0"], ("--samples", "positive")),
+    Case("eval-unlabelled-folder", lambda tmp, a: (shutil.copytree(a.images / "class0", tmp / "flat"), ["eval", str(a.checkpoint), "--data", "flat"])[1], ("no labels",)),
+    # recipes
+    Case("recipe-typo-table", recipe('[modle]\nspec = "vitedge-cifar10"\n'), ("bad.toml:1", "unknown table", "modle")),
+    Case("recipe-typo-step-option", recipe('[[compress]]\nstep = "prune-heads"\nratoi = 0.25\n'), ("bad.toml:3", "ratoi")),
+    Case("recipe-not-toml", recipe('[model\nspec = "x"\n'), ("bad.toml", "not valid toml")),
+    Case("recipe-wrong-type", recipe('[data]\nsamples = "lots"\n'), ("bad.toml:2", "[data] samples")),
+    # artifacts
+    Case("manifest-checksum-mismatch", flipped_byte, ("model.onnx", "sha256")),
+    Case("truncated-onnx", truncated_onnx, ("model.onnx", "sha256")),
+    Case("truncated-onnx-resigned-manifest", truncated_onnx_resigned, ("model.onnx",)),
+    Case("xml-without-bin", xml_without_bin, ("model.bin", "missing")),
+    Case("xml-without-bin-resigned-manifest", xml_without_bin_resigned, ("model.bin",)),
+    Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
+    Case("fixed-batch-onnx-fed-batch-8", fixed_batch_onnx_fed_batch_8, ("batch",)),
+    Case("bundle-not-an-artifact", lambda tmp, a: ((tmp / "plain").mkdir(), ["bundle", "plain", "--out", "b"])[1], ("not a vitedge artifact",)),
+    # boards over SSH (refused before any connection is attempted, or a dead port)
+    Case("ssh-target-injects-option", lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://-oProxyCommand=touch%20PWNED-by-ssh", "--data", ""], ("bad host name",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_cleanly(case: Case, assets: Assets, tmp_path: Path) -> None:
+    args = case.setup(tmp_path, assets)
+    before = listing(tmp_path)
+    done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
+    assert_user_error(done, case.words)
+    assert listing(tmp_path) == before, "the refused command left files behind"
+    assert not leftovers(tmp_path)
+    assert not (tmp_path / SENTINEL).exists(), "a pickled payload ran"
+    assert not list(tmp_path.rglob("PWNED*")), "an injected command ran"
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_existing_output_is_refused_and_left_untouched(assets: Assets, tmp_path: Path) -> None:
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "keep.txt").write_text("mine")
+    before = listing(tmp_path)
+    done = vitedge(export_of(str(assets.checkpoint)), cwd=tmp_path, env=cli_env(assets))
+    assert_user_error(done, ("art", "already exists"))
+    assert listing(tmp_path) == before and (tmp_path / "art" / "keep.txt").read_text() == "mine"
+
+
+def test_read_only_output_folder(assets: Assets, tmp_path: Path) -> None:
+    """A read-only file system (root ignores permission bits, so a real `ro` tmpfs); as a
+    normal user, a 0555 folder is the same test."""
+    if os.geteuid() == 0:
+        guard = tmpfs(tmp_path / "ro", "ro,size=1m")
+    else:
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)
+        guard = contextlib.nullcontext(tmp_path / "ro")
+    with guard as folder:
+        done = vitedge(["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"], cwd=tmp_path, env=cli_env(assets))
+        assert_user_error(done, ("cannot write", "ro"))
+        assert listing(folder) == {}
+
+
+@pytest.mark.parametrize("command", ["export", "compress"])
+def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
+    """A 64 KiB tmpfs: the tiny ViT's model file (~0.4 MB) cannot fit, so the write fails
+    with ENOSPC part-way; the user must get "disk full" and no partial file or folder."""
+    with tmpfs(tmp_path / "full", "size=64k") as folder:
+        (folder / "other.txt").write_text("already here\n")
+        before = listing(folder)
+        if command == "export":
+            args = ["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"]
+        else:
+            args = ["compress", str(assets.checkpoint), "--step", "lowrank:rank=8", "--out", str(folder / "small.safetensors")]
+        done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
+        assert_user_error(done, ("disk full",))
+        assert listing(folder) == before
+
+
+def test_ctrl_c_during_export_leaves_nothing_and_a_rerun_succeeds(assets: Assets, tmp_path: Path) -> None:
+    """SIGINT (what Ctrl-C sends) while the staging folder exists, i.e. mid-export."""
+    args = [sys.executable, "-m", "vitedge", "export", str(assets.checkpoint), "--to", "onnx", "--precision", "int8-dynamic", "--out", "art", "--no-verify"]
+    process = subprocess.Popen(args, cwd=tmp_path, env=cli_env(assets), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not list(tmp_path.glob(".art.*.partial")):
+            assert process.poll() is None, f"export ended before it could be interrupted: {process.communicate()}"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (process.returncode, stderr)
+    assert "Traceback" not in stderr and "aborted" in stderr, stderr
+    assert listing(tmp_path) == {}, "Ctrl-C left a partial artifact"
+    again = vitedge(["export", str(assets.checkpoint), "--to", "onnx", "--precision", "int8-dynamic", "--out", "art", "--no-verify"], cwd=tmp_path, env=cli_env(assets))
+    assert again.returncode == 0, again.stderr
+    verify_checksums(tmp_path / "art", read_manifest(tmp_path / "art"))
+    assert not leftovers(tmp_path)
+
+
+# --------------------------------------------------------------------------- boards over SSH
+
+
+def _free_port() -> int:
+    from tests.sshd import free_port
+
+    return free_port()
+
+
+def test_unreachable_board(assets: Assets, tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens there
+    done = vitedge(["bench", str(assets.onnx), "--target", f"ssh://root@127.0.0.1:{port}", "--data", ""], cwd=tmp_path, env=cli_env(assets))
+    assert_user_error(done, (f"127.0.0.1:{port}", "connection refused"))
+    assert listing(tmp_path) == {}
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    from tests.sshd import running_sshd, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def test_changed_host_key_is_refused(assets: Assets, sshd, tmp_path: Path) -> None:
+    """An impostor key recorded for the board: refused even with accept-new, known_hosts
+    untouched, nothing run on the board (the CLI has no --known-hosts, so through the library)."""
+    from targets.remote import bench_remote
+    from tests.sshd import keygen, write_known_hosts
+    from vitedge.errors import VitedgeError
+
+    impostor = keygen(tmp_path / "impostor", "impostor")
+    known_hosts = write_known_hosts(tmp_path / "known_hosts", sshd.host, sshd.port, impostor)
+    recorded = known_hosts.read_text()
+    for accept_new in (False, True):
+        with pytest.raises(VitedgeError) as error:
+            bench_remote(assets.onnx, sshd.target, identity=sshd.identity, known_hosts=known_hosts, accept_new_host_key=accept_new, python=sys.executable, seconds=0.1)
+        assert "CHANGED" in error.value.message and "ssh-keygen -R" in error.value.hint
+    assert known_hosts.read_text() == recorded
+
+
+HOSTILE_NAMES = ("$(cd;touch {s}1).png", "`cd;touch {s}2`.png", "a;cd;touch {s}3;.png", "-rf .png", "--help.png", "it's \"quoted\".png", "new\nline.png", "ünï cødé.png")
+
+
+def test_hostile_file_names_over_ssh_run_nothing(assets: Assets, sshd, tmp_path: Path, cifar_test) -> None:
+    """An eval folder whose file names are shell code: scored like any other image on the
+    board (the real sshd, the bundle with this Python), and no command in a name runs."""
+    from targets.remote import bench_remote
+
+    sentinel = f"vitedge-pwned-{os.getpid()}-"
+    data = tmp_path / "data"
+    (data / "airplane").mkdir(parents=True)
+    for index, name in enumerate(HOSTILE_NAMES):
+        (data / "airplane" / name.format(s=sentinel)).write_bytes(png_bytes(cifar_test.get(index)))
+    result = bench_remote(assets.onnx, sshd.target, identity=sshd.identity, known_hosts=sshd.known_hosts, python=sys.executable, seconds=0.2, data=data)
+    assert result["eval_count"] == len(HOSTILE_NAMES)
+    planted = [p for folder in (Path.home(), tmp_path, Path.cwd()) for p in folder.glob(f"{sentinel}*")]
+    for path in planted:
+        path.unlink()
+    assert not planted, f"a file name ran as a command: {planted}"
+
+
+# --------------------------------------------------------------------------- odd but valid images
+
+
+def odd_images() -> dict[str, bytes]:
+    """Valid images in the modes users actually have: each must decode to the right RGB."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    files: dict[str, bytes] = {}
+
+    def save(image: Image.Image, fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    files["cmyk.jpg"] = save(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+    sixteen = (rgb[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+    files["gray16.png"] = save(Image.fromarray(sixteen), "PNG")  # uint16 → mode I;16
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    files["palette.png"] = save(palette, "PNG", transparency=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    files["exif-rotated.jpg"] = save(Image.fromarray(rgb), "JPEG", quality=95, exif=exif)
+    files["gray-alpha.png"] = save(Image.fromarray(rgb).convert("LA"), "PNG")
+    return files
+
+
+def test_odd_but_valid_images_decode_to_the_right_rgb() -> None:
+    decoded = {name: decode_image(data) for name, data in odd_images().items()}
+    for name, pixels in decoded.items():
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, name
+    assert decoded["exif-rotated.jpg"].shape == (40, 24, 3)  # displayed upright: portrait
+    assert decoded["cmyk.jpg"].shape == decoded["palette.png"].shape == (24, 40, 3)
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    assert np.array_equal(decoded["gray16.png"][..., 0], rgb[..., 0])  # 16-bit scaled, not clipped
+    assert np.abs(decoded["cmyk.jpg"].astype(int) - rgb).mean() < 12  # JPEG loss only
+    assert np.abs(np.rot90(decoded["exif-rotated.jpg"], k=1).astype(int) - rgb).mean() < 12
+
+
+@pytest.mark.parametrize("pixels", [10_000 * 10_000, 20_000 * 20_000], ids=["100M", "400M"])
+def test_decompression_bomb_is_refused_before_decoding(pixels: int) -> None:
+    side = int(pixels**0.5)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        decode_image(bomb_png(side, side))
+
+
+def test_odd_images_through_eval(assets: Assets, tmp_path: Path) -> None:
+    """The same odd images as a labelled folder: `vitedge eval` scores every one of them."""
+    for index, (name, data) in enumerate(odd_images().items()):
+        folder = tmp_path / "odd" / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    done = vitedge(["eval", str(assets.checkpoint), "--data", "odd"], cwd=tmp_path, env=cli_env(assets))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"({len(odd_images())} images)" in done.stdout
+
+
+# --------------------------------------------------------------------------- safe loading and NaN
+
+
+def test_the_pickle_payload_is_real(tmp_path: Path) -> None:
+    """Control for the pickled-code case: a plain unpickler does run the payload, so the
+    refusal above proves something."""
+    import zipfile
+
+    torch.save({"head.weight": _Payload(f"touch {tmp_path / SENTINEL}")}, tmp_path / "evil.pth")
+    with zipfile.ZipFile(tmp_path / "evil.pth") as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    pickle.loads(pickled)  # noqa: S301 - deliberately unsafe: this is the attack being refused
+    assert (tmp_path / SENTINEL).exists()
+
+
+def test_nan_weights_are_refused_before_export(assets: Assets, tmp_path: Path) -> None:
+    """A diverged training run saves NaN weights; exporting one with --no-verify must not
+    hand the user an artifact that outputs NaN."""
+    model = make_tiny_vit()
+    with torch.no_grad():
+        model.module.head.weight[0, 0] = float("nan")
+    save_checkpoint(model, tmp_path / "nan.safetensors")
+    before = listing(tmp_path)
+    done = vitedge(export_of("nan.safetensors"), cwd=tmp_path, env=cli_env(assets))
+    assert_user_error(done, ("nan.safetensors", "nan"))
+    assert listing(tmp_path) == before
+
+
+def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypatch, cifar_test) -> None:
+    """Images cannot carry NaN (sources give uint8), but the calibration cache is float32 on
+    disk: a damaged entry with NaN must be rebuilt, not fed to the int8 calibrator."""
+    from calibration.calibset import build_calibration_set
+
+    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+    config = make_tiny_vit().data_config
+    first = build_calibration_set(cifar_test, config, 4, seed=0)
+    [entry] = list((tmp_path / "cache" / "calibration").glob("*.npz"))
+    with np.load(entry, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["inputs"][0, 0, 0, 0] = np.nan
+    np.savez(entry, **arrays)
+    again = build_calibration_set(cifar_test, config, 4, seed=0)
+    assert np.isfinite(again.inputs).all()
+    assert np.array_equal(again.inputs, first.inputs)

@@ -1,0 +1,62 @@
+"""Nyström attention: segment means, the iterative pseudo-inverse, and closeness to exact
+attention on the tiny ViTs (64 tokens, and 65 with a class token)."""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Attention
+
+from compress.nystrom import NystromAttention, iterative_pinv, nystrom, segment_means
+from vitedge.models import Architecture, build_architecture
+from vitedge.training import cifar_vit_architecture
+
+
+def _class_token_vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+    return build_architecture(Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})).eval()
+
+
+def test_segment_means_are_ragged_when_tokens_do_not_divide() -> None:
+    means = segment_means(65, 8)
+    assert means.shape == (8, 65)
+    assert torch.allclose(means.sum(1), torch.ones(8))
+    lengths = (means > 0).sum(1)
+    assert set(lengths.tolist()) == {8, 9} and int(lengths.sum()) == 65
+    assert torch.equal((means > 0).sum(0), torch.ones(65, dtype=torch.long))  # each token in one segment
+
+
+def test_iterative_pinv_inverts_a_softmax_kernel() -> None:
+    torch.manual_seed(0)
+    kernel = torch.randn(2, 3, 8, 8).softmax(-1)
+    inverse = iterative_pinv(kernel, iterations=20)
+    assert torch.allclose(kernel @ inverse @ kernel, kernel, atol=1e-4)
+    six = iterative_pinv(kernel)  # the paper's 6 iterations: an approximation, batch-independent
+    assert torch.equal(iterative_pinv(kernel[:1]), six[:1])
+
+
+def test_nystrom_keeps_weights_and_tracks_exact_attention(tiny_vit) -> None:
+    for model, tokens in ((tiny_vit.module, 64), (_class_token_vit(), 65)):
+        inputs = torch.randn(3, 3, 32, 32)
+        reference = model(inputs)
+        result = nystrom(model, landmarks=8)
+        assert all(isinstance(block.attn, NystromAttention) for block in result.model.blocks)
+        assert all(isinstance(block.attn, Attention) for block in model.blocks)  # pure
+        assert result.model.state_dict().keys() == model.state_dict().keys()
+        assert (result.model(inputs) - reference).abs().max() < 0.05, tokens
+        exact = nystrom(model, landmarks=tokens)  # m >= N: exact attention
+        assert torch.allclose(exact.model(inputs), reference, atol=1e-5)
+
+
+def test_nystrom_error_falls_with_more_landmarks_on_peaked_attention(tiny_vit) -> None:
+    """Random weights give near-uniform attention, which any m approximates; sharpen the
+    queries so the landmark count matters, as it does in a trained model."""
+    model = tiny_vit.module
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.weight[:128] *= 4.0
+    inputs = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(inputs)
+        errors = [float((nystrom(model, landmarks=m).model(inputs) - reference).abs().mean()) for m in (4, 16, 32)]
+    assert errors[0] > errors[1] > errors[2]

@@ -1,0 +1,85 @@
+"""Token merging (ToMe) and token dropping: r=0 matches the original model, tokens really
+shrink per block, prefix tokens survive, and merged tokens keep their weight."""
+
+from __future__ import annotations
+
+import torch
+
+from compress.tokens import TokenReductionBlocks, bipartite_merge, tokens
+from vitedge.models import Architecture, build_architecture
+from vitedge.training import cifar_vit_architecture
+
+
+def _class_token_vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+    return build_architecture(Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})).eval()
+
+
+def test_r_zero_keeps_the_output(tiny_vit) -> None:
+    inputs = torch.randn(3, 3, 32, 32)
+    for model in (tiny_vit.module, _class_token_vit()):
+        reference = model(inputs)
+        for mode in ("merge", "drop"):
+            result = tokens(model, r=0, mode=mode)
+            assert isinstance(result.model.blocks, TokenReductionBlocks)
+            assert torch.allclose(result.model(inputs), reference, atol=1e-5)
+
+
+def test_tokens_shrink_per_block_and_stay_close(tiny_vit, cifar_batch) -> None:
+    inputs = torch.from_numpy(cifar_batch[0][:16])
+    reference = tiny_vit.module(inputs)
+    result = tokens(tiny_vit.module, r=8)
+    assert result.record["structure"]["tokens_after_block"] == [56, 48]
+    seen = []
+    hook = result.model.blocks[1].register_forward_hook(lambda _m, _a, out: seen.append(out[0].shape[1]))
+    out = result.model(inputs)
+    hook.remove()
+    assert seen == [48]
+    assert (out - reference).abs().max() < 0.05
+    assert tiny_vit.module.blocks.__class__ is not TokenReductionBlocks  # pure
+
+
+def test_class_token_is_never_merged_or_dropped() -> None:
+    model = _class_token_vit()
+    inputs = torch.randn(2, 3, 32, 32)
+    for mode in ("merge", "drop"):
+        result = tokens(model, r=16, mode=mode)
+        captured = []
+        hook = result.model.blocks[1].register_forward_hook(lambda _m, _a, out: captured.append(out))
+        result.model(inputs)
+        hook.remove()
+        x, size = captured[0]
+        assert x.shape[1] == 1 + 32  # 64 patches - 16 - 16, plus the class token
+        assert torch.equal(size[:, 0], torch.ones(2, 1))  # the class token stands for itself
+        if mode == "merge":
+            assert torch.allclose(size[:, 1:].sum(1), torch.full((2, 1), 64.0))  # every patch counted once
+
+
+def test_bipartite_merge_averages_by_size() -> None:
+    x = torch.tensor([[[1.0], [2.0], [10.0], [4.0]]])  # A = tokens 0, 2; B = tokens 1, 3
+    metric = torch.tensor([[[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]]])
+    size = torch.ones(1, 4, 1)
+    merged, merged_size = bipartite_merge(x, size, metric, 2)
+    assert merged.shape == (1, 2, 1)
+    assert torch.equal(merged_size.flatten(), torch.tensor([2.0, 2.0]))
+    assert torch.allclose(merged.flatten(), torch.tensor([1.5, 7.0]))
+
+
+def test_average_pool_weights_merged_tokens_by_size(tiny_vit) -> None:
+    """The plain mean the model pools with equals the size-weighted mean of merged tokens,
+    i.e. the mean over the original patches."""
+    result = tokens(tiny_vit.module, r=8)
+    assert result.model.blocks.weighted_mean
+    last, pooled = [], []
+    hooks = [
+        result.model.blocks[-1].register_forward_hook(lambda _m, _a, out: last.append(out)),
+        result.model.blocks.register_forward_hook(lambda _m, _a, out: pooled.append(out.mean(1))),
+    ]
+    result.model(torch.randn(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    x, size = last[0]
+    assert not torch.allclose(size, torch.ones_like(size))
+    assert torch.allclose(pooled[0], (x * size).sum(1) / size.sum(1), atol=1e-6)
+    assert not tokens(_class_token_vit(), r=4).model.blocks.weighted_mean  # token pooling reads the class token

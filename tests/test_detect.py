@@ -1,0 +1,196 @@
+"""Target detection from real-world /proc/cpuinfo texts and on this machine, and the GPU
+targets' clear errors where there is no GPU (this CI machine has none)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from targets.detect import CpuInfo, Machine, detect_targets, parse_cpuinfo, probe_cpu, probe_machine, recommend
+from targets.onnxruntime import open_onnx
+from targets.openvino import open_openvino
+from targets.runners import open_artifact
+from targets.torch import open_torch
+from test_bundle import onnx_artifact  # noqa: F401 - shared session fixture
+from vitedge.cli import app
+from vitedge.errors import VitedgeError
+
+# Abbreviated from real machines: two processors each, fields as the kernel prints them.
+EPYC_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ht syscall nx mmxext lm pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand hypervisor abm sse4a bmi1 avx2 smep bmi2 erms invpcid rdseed adx smap clflushopt clwb sha_ni xsaveopt vaes vpclmulqdq rdpid fsrm
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ht syscall nx mmxext lm pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand hypervisor abm sse4a bmi1 avx2 smep bmi2 erms invpcid rdseed adx smap clflushopt clwb sha_ni xsaveopt vaes vpclmulqdq rdpid fsrm
+"""
+XEON_VNNI = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz
+flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz
+flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+"""
+XEON_AMX = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse sse2 fma avx f16c avx2 avx512f avx512_vnni avx512_bf16 avx_vnni avx512_fp16 amx_bf16 amx_tile amx_int8
+"""
+PI5 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x4
+CPU part\t: 0xd0b
+CPU revision\t: 1
+
+processor\t: 1
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0b
+
+processor\t: 2
+CPU part\t: 0xd0b
+
+processor\t: 3
+CPU part\t: 0xd0b
+
+Revision\t: d04170
+Serial\t\t: 3e1f9a2b7c6d5e4f
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+PI4 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU part\t: 0xd08
+
+Revision\t: c03112
+Model\t\t: Raspberry Pi 4 Model B Rev 1.2
+"""
+
+
+def cpu_target(text: str, machine: str | None = None):
+    return recommend(Machine(parse_cpuinfo(text, machine)))[0]
+
+
+def test_x86_without_vnni_warns_that_int8_is_slow():
+    cpu = parse_cpuinfo(EPYC_AVX2)
+    assert (cpu.arch, cpu.model, cpu.cores, cpu.isa, cpu.int8_dot) == ("x86_64", "AMD EPYC", 2, ("AVX2", "FMA"), ())
+    target = cpu_target(EPYC_AVX2)
+    assert target.target == "cpu" and target.available
+    assert "fp32" in target.recommend and "int8 for size only" in target.recommend
+    assert len(target.warnings) == 1 and "no VNNI or AMX" in target.warnings[0]
+
+
+def test_x86_with_vnni_or_amx_recommends_int8():
+    cpu = parse_cpuinfo(XEON_VNNI)
+    assert cpu.isa == ("AVX2", "FMA", "AVX512F", "AVX512-VNNI") and cpu.int8_dot == ("AVX512-VNNI",)
+    target = cpu_target(XEON_VNNI)
+    assert "int8" in target.recommend.split(" or ")[0] and not target.warnings and "AVX512-VNNI" in target.why
+    amx = parse_cpuinfo(XEON_AMX)
+    assert amx.isa == ("AVX2", "FMA", "AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX") and amx.cores == 1
+    assert "AMX" in cpu_target(XEON_AMX).why and not cpu_target(XEON_AMX).warnings
+
+
+def test_raspberry_pi_5_has_dotprod_and_pi_4_does_not():
+    pi5 = parse_cpuinfo(PI5)
+    assert pi5.arch == "aarch64" and pi5.cores == 4
+    assert pi5.model == "Raspberry Pi 5 Model B Rev 1.0 (Cortex-A76)"
+    assert pi5.isa == ("NEON", "fp16", "dotprod") and pi5.int8_dot == ("dotprod",)  # the A76 has no i8mm
+    target = cpu_target(PI5)
+    assert target.recommend == "onnx int8-dynamic" and "dotprod" in target.why and not target.warnings
+    pi4 = parse_cpuinfo(PI4)
+    assert pi4.model == "Raspberry Pi 4 Model B Rev 1.2 (Cortex-A72)" and pi4.isa == ("NEON",)
+    target = cpu_target(PI4)
+    assert target.recommend.startswith("onnx fp32") and "no ARM dotprod" in target.warnings[0]
+    assert "i8mm" in parse_cpuinfo(PI5.replace("asimddp", "asimddp i8mm")).int8_dot
+
+
+def test_gpu_targets_follow_devices_and_providers():
+    cpu = parse_cpuinfo(EPYC_AVX2)
+    none = {t.target: t for t in recommend(Machine(cpu, ("CPUExecutionProvider",), {"CPU": "AMD EPYC"}, ()))}
+    assert not any(none[t].available for t in ("cuda", "tensorrt", "openvino-gpu"))
+    assert "PyTorch sees no CUDA device" in none["cuda"].why
+    gpu = Machine(cpu, ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), {"CPU": "x", "GPU.0": "Intel(R) Arc(TM) A770 Graphics (dGPU)"}, ("NVIDIA H100 80GB HBM3 (sm_90)",))
+    found = {t.target: t for t in recommend(gpu)}
+    assert found["cuda"].available and found["cuda"].runtimes == ("torch", "onnxruntime") and found["cuda"].device == "NVIDIA H100 80GB HBM3 (sm_90)"
+    assert found["tensorrt"].available and "int8" in found["tensorrt"].recommend
+    assert found["openvino-gpu"].available and "Arc" in found["openvino-gpu"].device
+    torch_only = {t.target: t for t in recommend(Machine(cpu, ("CPUExecutionProvider",), {}, ("NVIDIA T4 (sm_75)",)))}
+    assert torch_only["cuda"].available and "onnxruntime-gpu" in torch_only["cuda"].why and not torch_only["tensorrt"].available
+
+
+def test_this_machine():
+    machine = probe_machine()
+    real = Path("/proc/cpuinfo").read_text()
+    assert machine.cpu == probe_cpu() and machine.cpu.cores == real.count("processor\t:")
+    for flag in ("avx2", "avx512f", "avx512_vnni", "asimd", "asimddp"):
+        assert (flag in machine.cpu.flags) == (f" {flag}" in real), flag
+    assert "CPUExecutionProvider" in machine.ort_providers and "CPU" in machine.openvino_devices
+    targets = detect_targets(machine)
+    assert [t.target for t in targets] == ["cpu", "cuda", "tensorrt", "openvino-gpu"]
+    assert targets[0].available
+    if not machine.cpu.int8_dot and machine.cpu.arch == "x86_64":
+        assert targets[0].warnings  # this CI machine: AVX2 only, so int8 gets its warning
+
+
+def test_targets_command_json_and_table():
+    runner = CliRunner()
+    done = runner.invoke(app, ["targets", "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["cpu"]["model"] == probe_cpu().model and data["targets"][0]["target"] == "cpu"
+    done = runner.invoke(app, ["targets"])
+    assert done.exit_code == 0 and "openvino-gpu" in done.stdout and "ONNX Runtime providers" in done.stdout
+
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the no-GPU errors cannot happen here")
+
+
+@no_gpu
+def test_torch_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(VitedgeError, match="PyTorch sees no CUDA device") as caught:
+        open_torch(torch.nn.Linear(2, 2), precision="fp16", device="cuda")
+    assert "--target cpu" in caught.value.hint
+
+
+@no_gpu
+@pytest.mark.parametrize("device, provider", [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+def test_onnxruntime_gpu_providers_without_gpu_are_clear_errors(onnx_artifact, device, provider):
+    with pytest.raises(VitedgeError, match=f"target {device}: ONNX Runtime has no {provider}") as caught:
+        open_onnx(onnx_artifact / "model.onnx", precision="fp32", device=device)
+    assert "onnxruntime-gpu" in caught.value.hint
+    with pytest.raises(VitedgeError, match=provider):
+        open_artifact(onnx_artifact, target=device)
+
+
+def test_openvino_gpu_without_gpu_is_a_clear_error(onnx_artifact):
+    import openvino as ov
+
+    if any(d.startswith("GPU") for d in ov.Core().available_devices):
+        pytest.skip("OpenVINO sees a GPU here")
+    with pytest.raises(VitedgeError, match="target openvino-gpu: OpenVINO sees no GPU device"):
+        open_openvino(onnx_artifact / "model.onnx", precision="fp32", device="openvino-gpu")
+
+
+def test_cpu_runner_still_works_beside_the_gpu_errors(onnx_artifact):
+    logits = open_artifact(onnx_artifact, target="cpu")(np.zeros((1, 3, 32, 32), np.float32))
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+
+
+def test_cpuinfo_without_flags_or_features():
+    cpu = parse_cpuinfo("processor\t: 0\n", "riscv64")
+    assert cpu == CpuInfo("riscv64", "riscv64", 1, frozenset()) and cpu_target("processor\t: 0\n", "riscv64").recommend == "onnx fp32"

@@ -1,0 +1,227 @@
+"""Every export path on the tiny ViT: the artifact builds, its manifest says what it is and
+checks out, the model file carries its metadata; failures leave no folder behind; the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from calibration.calibset import build_calibration_set
+from calibration.sources import open_source
+from exporter.export import FORMATS, ExportOptions, export_artifact
+from exporter.onnx import read_metadata
+from targets.manifest import read_manifest, sha256_file, verify_checksums
+from targets.runners import open_artifact
+from tests.conftest import make_tiny_vit
+from vitedge.errors import VitedgeError
+from vitedge.models import Architecture, LoadedModel, build_architecture, save_checkpoint
+
+PATHS = [(to, precision) for to, precisions in FORMATS.items() for precision in precisions]
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return build_calibration_set(open_source("cifar10:train"), make_tiny_vit().data_config, 32, seed=0, cache=False)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, calib):
+    """All six artifacts of one tiny ViT, exported once for the module."""
+    root = tmp_path_factory.mktemp("artifacts")
+    model = make_tiny_vit()
+    return {(to, p): export_artifact(model, to=to, precision=p, out=root / f"{to}-{p}", calibration=calib) for to, p in PATHS}
+
+
+def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """Run `vitedge ARGS` in-process through the real entry point (errors → exit 2)."""
+    from vitedge.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize(("to", "precision"), PATHS)
+def test_every_path_builds_a_checked_artifact(artifacts, calib, cifar_batch, to, precision):
+    folder = artifacts[(to, precision)]
+    manifest = read_manifest(folder)
+    verify_checksums(folder, manifest)
+    assert (manifest["format"], manifest["precision"], manifest["batch"]) == (to, precision, "dynamic")
+    assert manifest["input_name"] == "input" and manifest["output_name"] == "logits"
+    assert manifest["data_config"]["input_size"] == [3, 32, 32] and manifest["labels"][0] == "airplane"
+    assert manifest["source"]["architecture"]["kwargs"]["embed_dim"] == 64
+    assert {"vitedge", "torch", "onnx", "onnxruntime", "openvino", "nncf"} <= set(manifest["versions"])
+    for entry in manifest["files"]:
+        assert sha256_file(folder / entry["path"]) == entry["sha256"]
+        assert (folder / entry["path"]).stat().st_size == entry["bytes"]
+    assert not list(folder.parent.glob(".*partial"))
+    if (to, precision) in (("onnx", "int8-static"), ("openvino", "int8")):
+        assert manifest["calibration"]["count"] == 32
+        assert manifest["calibration"]["identities"] == list(calib.identities)
+        assert manifest["calibration"]["image_sha256"] == list(calib.image_sha256)
+    else:
+        assert manifest["calibration"] is None
+    logits = open_artifact(folder, threads=1)(cifar_batch[0][:5])
+    assert logits.shape == (5, 10) and np.isfinite(logits).all()
+
+
+def test_quantization_settings_are_recorded(artifacts):
+    static = read_manifest(artifacts[("onnx", "int8-static")])["quantization"]
+    assert static["op_types"] == ["MatMul", "Gemm", "Conv"] and static["format"] == "QDQ"
+    assert static["calib_method"] == "minmax" and static["per_channel"] is False and static["pre_process"] is True
+    dynamic = read_manifest(artifacts[("onnx", "int8-dynamic")])["quantization"]
+    assert dynamic["tool"] == "onnxruntime.quantize_dynamic" and dynamic["weight_type"] == "int8"
+    nncf = read_manifest(artifacts[("openvino", "int8")])["quantization"]
+    assert nncf["model_type"] == "transformer" and nncf["subset_size"] == 32 and "smooth_quant" in nncf
+    assert read_manifest(artifacts[("openvino", "fp16")])["quantization"]["compress_to_fp16"] is True
+    assert read_manifest(artifacts[("onnx", "fp32")])["quantization"] is None
+
+
+def test_onnx_file_carries_metadata_and_dynamic_batch(artifacts):
+    path = artifacts[("onnx", "fp32")] / "model.onnx"
+    metadata = read_metadata(path)
+    assert json.loads(metadata["data_config"])["mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert json.loads(metadata["labels"])[9] == "truck"
+    assert {"vitedge_version", "source_sha256", "source_spec"} <= set(metadata)
+    model = onnx.load(str(path), load_external_data=False)
+    assert model.opset_import[0].version == 17
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    quantized = onnx.load(str(artifacts[("onnx", "int8-static")] / "model.onnx"))
+    ops = {node.op_type for node in quantized.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "LayerNormalization"} <= ops
+
+
+def test_int8_artifacts_are_smaller(artifacts):
+    def size(key):  # noqa: ANN001, ANN202
+        return sum(entry["bytes"] for entry in read_manifest(artifacts[key])["files"])
+
+    fp32 = size(("onnx", "fp32"))
+    # the tiny ViT's embeddings and norms are a large share; vit_base reaches <= 27% (benchmark)
+    assert size(("onnx", "int8-dynamic")) < 0.5 * fp32 and size(("onnx", "int8-static")) < 0.5 * fp32
+    assert size(("openvino", "fp16")) < 0.7 * size(("openvino", "fp32"))
+    assert size(("openvino", "int8")) < 0.6 * size(("openvino", "fp32"))
+
+
+def test_fixed_batch(tmp_path, cifar_batch):
+    folder = export_artifact(make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "b4", options=ExportOptions(batch=4))
+    model = onnx.load(str(folder / "model.onnx"))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    assert read_manifest(folder)["batch"] == 4
+    assert open_artifact(folder, threads=1)(cifar_batch[0][:4]).shape == (4, 10)
+
+
+def test_refusals_leave_no_folder(tmp_path, calib):
+    model = make_tiny_vit()
+    with pytest.raises(VitedgeError, match="needs calibration images"):
+        export_artifact(model, to="onnx", precision="int8-static", out=tmp_path / "a")
+    with pytest.raises(VitedgeError, match="no precision 'fp16'"):
+        export_artifact(model, to="onnx", precision="fp16", out=tmp_path / "a")
+    with pytest.raises(VitedgeError, match="unknown export format"):
+        export_artifact(model, to="tflite", precision="fp32", out=tmp_path / "a")
+    # fails half-way (after the fp32 export, inside quantization): the staging folder goes too
+    with pytest.raises(VitedgeError, match="unknown calibration method"):
+        export_artifact(model, to="onnx", precision="int8-static", out=tmp_path / "a", calibration=calib, options=ExportOptions(calib_method="kl"))
+    resnet = build_architecture(Architecture("resnet10t", {"num_classes": 10})).eval()
+    with pytest.raises(VitedgeError, match="needs a Vision Transformer"):
+        export_artifact(LoadedModel(resnet, model.data_config, "resnet10t", Architecture("resnet10t")), to="onnx", precision="fp32", out=tmp_path / "a")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_models_are_refused_before_writing(tmp_path):
+    model = make_tiny_vit()
+    with torch.no_grad():
+        model.module.head.weight[0, 0] = float("nan")
+    with pytest.raises(VitedgeError, match="contain NaN or inf \\(head.weight\\)"):
+        export_artifact(model, to="onnx", precision="fp32", out=tmp_path / "a")
+    wrong = make_tiny_vit()
+    wrong = LoadedModel(wrong.module, dataclasses.replace(wrong.data_config, input_size=(3, 48, 48)), "edited", wrong.architecture)
+    with pytest.raises(VitedgeError, match=r"cannot run on its DataConfig input size \(3, 48, 48\)"):
+        export_artifact(wrong, to="openvino", precision="fp32", out=tmp_path / "a")
+    with pytest.raises(VitedgeError, match="opset 13 is too old"):
+        ExportOptions(opset=13)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_openvino_ir_carries_metadata(artifacts):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(artifacts[("openvino", "int8")] / "model.xml"))
+    assert json.loads(model.get_rt_info(["vitedge", "labels"]).astype(str))[0] == "airplane"
+    assert model.inputs[0].get_any_name() == "input" and model.inputs[0].get_partial_shape()[0].is_dynamic
+
+
+def test_existing_folder_needs_force(tmp_path):
+    model = make_tiny_vit()
+    folder = export_artifact(model, to="onnx", precision="fp32", out=tmp_path / "a")
+    with pytest.raises(VitedgeError, match="already exists"):
+        export_artifact(model, to="onnx", precision="fp32", out=folder)
+    export_artifact(make_tiny_vit(seed=1), to="onnx", precision="fp32", out=folder, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+
+
+def test_cli_export_then_verify(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    out_dir = tmp_path / "art"
+    code, stdout, _ = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--out", str(out_dir), "--verify-samples", "64", "--threads", "1")
+    assert code == 0, stdout
+    assert "max_abs" in stdout and "top1_agreement" in stdout and "wrote" in stdout
+    manifest = read_manifest(out_dir)
+    assert manifest["source"]["spec"] == str(tiny_checkpoint) and manifest["source"]["sha256"] == sha256_file(tiny_checkpoint)
+    code, stdout, _ = cli(capsys, monkeypatch, "verify", str(out_dir), "--samples", "32", "--json", "--threads", "1")
+    report = json.loads(stdout)["parity"]
+    assert code == 0 and report["passed"] and report["samples"] == 32 and report["max_abs"] < 1e-4
+
+
+def test_cli_static_int8_calibrates_and_verifies_on_other_images(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+    out_dir = tmp_path / "q"
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(out_dir), "--calib", "cifar10", "--calib-samples", "20", "--verify-samples", "50", "--threads", "1", "--json"]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args)
+    result = json.loads(stdout)
+    assert result["parity"]["samples"] == 50 and result["parity"]["cosine_mean"] > 0.99, stderr
+    calibrated = set(read_manifest(out_dir)["calibration"]["identities"])
+    assert len(calibrated) == 20
+    assert not calibrated & {w["identity"] for w in result["parity"]["worst"]}
+    assert code in (0, 1)  # a random-weight model's top-1 is fragile; the numbers above are the check
+
+
+def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    truncated = tmp_path / "model.onnx"
+    full = export_artifact(make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "full") / "model.onnx"
+    truncated.write_bytes(full.read_bytes()[:1000])
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(truncated), "--to", "onnx", "--out", str(tmp_path / "o1"))
+    assert code == 2 and "error:" in stderr and not (tmp_path / "o1").exists()
+
+    resnet = build_architecture(Architecture("resnet10t", {"num_classes": 10})).eval()
+    config = make_tiny_vit().data_config
+    ckpt = save_checkpoint(LoadedModel(resnet, config, "resnet10t", Architecture("resnet10t", {"num_classes": 10})), tmp_path / "resnet.safetensors")
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(ckpt), "--to", "openvino", "--out", str(tmp_path / "o2"))
+    assert code == 2 and "needs a Vision Transformer" in stderr and not (tmp_path / "o2").exists()
+
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", str(tmp_path / "empty"), "--out", str(tmp_path / "o3"))
+    assert code == 2 and "no readable images" in stderr and not (tmp_path / "o3").exists()
+
+    few = tmp_path / "few"
+    few.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(few / "a.png")
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "openvino", "--precision", "int8", "--calib", str(few), "--out", str(tmp_path / "o4"))
+    assert code == 2 and "only 1 usable" in stderr and not (tmp_path / "o4").exists()
+
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(tmp_path / "o5"))
+    assert code == 2 and "--calib" in stderr and not (tmp_path / "o5").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "few", "full", "model.onnx", "resnet.safetensors", "tiny.safetensors"]

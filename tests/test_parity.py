@@ -1,0 +1,157 @@
+"""Parity: the metrics themselves, verify on good artifacts (real numbers), and verify failing
+on a corrupted artifact (exit 1, worst images named) or refusing a checksum mismatch (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from calibration.calibset import build_calibration_set
+from calibration.sources import open_source
+from exporter.artifact import write_manifest
+from exporter.export import export_artifact
+from exporter.parity import DEFAULT_TOLERANCES, compare_logits, tolerance_for, verification_set, verify_artifact, verify_folder
+from targets.manifest import read_manifest
+from tests.conftest import make_tiny_vit
+from vitedge.errors import VitedgeError
+from vitedge.models import save_checkpoint
+
+
+def test_identical_logits_pass():
+    logits = np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32)
+    report = compare_logits(logits, logits.copy(), precision="fp32")
+    assert report.passed and report.max_abs == 0 and report.cosine_min == pytest.approx(1.0)
+    assert report.top1_agreement == 1.0 and report.top5_overlap == 1.0 and report.samples == 20
+
+
+def test_failures_name_the_metric_and_the_worst_samples():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(30, 10))
+    cand = ref + rng.normal(scale=1e-6, size=ref.shape)
+    cand[7] = -ref[7]  # one image comes out inverted
+    report = compare_logits(ref, cand, precision="fp32", identities=[f"img{i}" for i in range(30)])
+    assert not report.passed and report.failures[0].startswith("max_abs")
+    assert report.worst[0][0] == "img7" and report.worst[0][1] == pytest.approx(-1.0)
+    assert report.top1_agreement == pytest.approx(29 / 30)
+    int8 = compare_logits(ref, cand, precision="int8-static")
+    assert int8.tolerance == DEFAULT_TOLERANCES["int8"]
+    assert [f.split()[0] for f in int8.failures] == ["cosine_mean", "top1_agreement"]  # 0.933 < 0.995, 96.7% < 97%
+    assert int8.top1_agreement == pytest.approx(0.9667, abs=1e-4) and int8.cosine_mean == pytest.approx(28 / 30, abs=1e-3)
+
+
+def test_tolerances_are_overridable_and_checked():
+    assert tolerance_for("int8-dynamic") == {"cosine_mean": 0.995, "top1_agreement": 0.97}
+    assert tolerance_for("fp16", {"cosine_min": 0.99}) == {"cosine_min": 0.99}
+    assert tolerance_for("fp32", {"max_abs": 1e-3, "top1_agreement": None}) == {"max_abs": 1e-3}
+    with pytest.raises(VitedgeError, match="unknown tolerance"):
+        tolerance_for("fp32", {"atol": 1.0})
+    with pytest.raises(VitedgeError, match="cannot compare"):
+        compare_logits(np.zeros((3, 10)), np.zeros((3, 9)), precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def verify_set():
+    config = make_tiny_vit().data_config
+    return build_calibration_set(open_source("cifar10"), config, 100, seed=1, cache=False)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parity")
+    model = make_tiny_vit()
+    calib = build_calibration_set(open_source("cifar10:train"), model.data_config, 64, seed=0, cache=False)
+    return {
+        "fp32": export_artifact(model, to="onnx", precision="fp32", out=root / "fp32"),
+        "int8-static": export_artifact(model, to="onnx", precision="int8-static", out=root / "static", calibration=calib),
+        "int8-dynamic": export_artifact(model, to="onnx", precision="int8-dynamic", out=root / "dynamic"),
+        "fp16": export_artifact(model, to="openvino", precision="fp16", out=root / "fp16"),
+    }
+
+
+def test_verify_good_artifacts(exported, verify_set):
+    model = make_tiny_vit()
+    fp32 = verify_artifact(exported["fp32"], model, verify_set.inputs, identities=verify_set.identities, threads=1)
+    assert fp32.passed and fp32.max_abs < 1e-5 and fp32.top1_agreement == 1.0
+    fp16 = verify_artifact(exported["fp16"], model, verify_set.inputs, threads=1)
+    assert fp16.passed and fp16.cosine_min > 0.9999 and 1e-6 < fp16.max_abs < 1e-2
+    for precision in ("int8-static", "int8-dynamic"):
+        # a random-weight model has near-tied logits, so top-1 agreement is not meaningful here
+        report = verify_artifact(exported[precision], model, verify_set.inputs, tolerances={"top1_agreement": 0.9}, threads=1)
+        assert report.passed and report.cosine_mean > 0.999 and report.top5_overlap > 0.97 and 1e-4 < report.max_abs < 0.5
+
+
+def _corrupt_weights(folder, scale: float) -> None:
+    """Scale the classifier weights and rewrite the manifest, so checksums still pass."""
+    path = folder / "model.onnx"
+    model = onnx.load(str(path))
+    for initializer in model.graph.initializer:
+        if initializer.name == "head.weight":
+            weights = numpy_helper.to_array(initializer) * scale
+            initializer.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), initializer.name))
+            break
+    else:
+        raise AssertionError("no head.weight initializer")
+    onnx.save(model, str(path))
+    manifest = read_manifest(folder)
+    write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "created")})
+
+
+def test_verify_fails_on_corrupted_artifact(tmp_path, verify_set):
+    model = make_tiny_vit()
+    folder = export_artifact(model, to="onnx", precision="fp32", out=tmp_path / "bad")
+    _corrupt_weights(folder, 1.01)
+    report = verify_artifact(folder, model, verify_set.inputs, identities=verify_set.identities, threads=1)
+    assert not report.passed and report.failures[0].startswith("max_abs") and report.max_abs > 1e-4
+    assert report.cosine_min > 0.999  # a 1% change: invisible to cosine, caught by max abs
+    assert report.worst[0][0] in verify_set.identities
+
+
+def test_cli_verify_exit_codes(tmp_path, capsys, monkeypatch):
+    from vitedge.cli import run
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["vitedge", *args])
+        monkeypatch.setenv("COLUMNS", "200")
+        with pytest.raises(SystemExit) as info:
+            run()
+        captured = capsys.readouterr()
+        return int(info.value.code or 0), captured.out, captured.err
+
+    checkpoint = save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+    folder = export_artifact(make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "art")
+    code, stdout, _ = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40", "--threads", "1")
+    assert code == 0 and "max_abs" in stdout
+    _corrupt_weights(folder, 1.5)
+    code, stdout, stderr = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40", "--threads", "1")
+    assert code == 1 and "outside tolerance" in stderr and "worst samples" in stdout and "cifar10[" in stdout
+    code, stdout, _ = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40", "--threads", "1", "--max-abs", "100", "--json")
+    assert code == 0 and json.loads(stdout)["parity"]["tolerance"] == {"max_abs": 100.0}
+    data = (folder / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(data[: len(data) // 2])
+    code, _, stderr = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40")
+    assert code == 2 and "does not match the sha256" in stderr
+    write_manifest(folder, {k: v for k, v in read_manifest(folder).items() if k not in ("files", "created")})
+    code, _, stderr = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40")
+    assert code == 2 and "cannot load" in stderr
+
+
+def test_verification_images_avoid_calibration_images(tmp_path, cifar_test):
+    model = make_tiny_vit()
+    pixels = np.stack([cifar_test.get(i) for i in range(60)])
+    np.savez(tmp_path / "sixty.npz", x=pixels, y=cifar_test.labels[:60])
+    np.savez(tmp_path / "copy.npz", x=pixels, y=cifar_test.labels[:60])  # the same pictures under another name
+    calib = build_calibration_set(open_source(str(tmp_path / "sixty.npz")), model.data_config, 20, seed=0, cache=False)
+    folder = export_artifact(model, to="onnx", precision="int8-static", out=tmp_path / "q", calibration=calib)
+    loose = {"top1_agreement": 0.5}
+    for source in ("sixty.npz", "copy.npz"):
+        chosen = verification_set(str(tmp_path / source), model.data_config, 40, calibration=read_manifest(folder)["calibration"])
+        assert not set(chosen.image_sha256) & set(calib.image_sha256) and len(chosen) == 40
+        report = verify_folder(folder, reference=model, data=str(tmp_path / source), samples=40, threads=1, tolerances=loose)
+        assert report.samples == 40  # exactly the 40 images that were not calibrated on
+    with pytest.raises(VitedgeError, match="only 40 usable"):
+        verify_folder(folder, reference=model, data=str(tmp_path / "sixty.npz"), samples=41)

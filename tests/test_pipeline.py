@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from targets.measure import MeasureRequest, Measurement, measure
+from vitedge.errors import VitedgeError
+from vitedge.models import save_checkpoint
+from vitedge.pipeline import run_pipeline
+from vitedge.recipe import Recipe
+
+
+def quick_measure(request: MeasureRequest) -> Measurement:
+    """In-process and short: the isolation itself is tested in test_measure."""
+    return measure(dataclasses.replace(request, runs=3, min_seconds=0.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from tests.conftest import make_tiny_vit
+
+    return save_checkpoint(make_tiny_vit(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), samples=40, calibration_samples=16, batches=(1, 4), threads=1, name="tiny")
+    rows = run_pipeline(recipe, tmp_path / "out", measure=quick_measure)
+    names = [row.measurement.name for row in rows]
+    assert names == ["PyTorch fp32", "PyTorch dynamic int8", "ONNX fp32", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO fp32", "OpenVINO fp16", "OpenVINO int8"]
+    assert rows[0].baseline and rows[0].parity is None
+    for row in rows[1:]:
+        assert row.parity is not None and row.parity.cosine_mean > 0.98, row.measurement.name
+        assert row.measurement.accuracy.samples == 40
+    by_name = {row.measurement.name: row for row in rows}
+    assert by_name["ONNX fp32"].parity.max_abs < 1e-4
+    assert by_name["ONNX fp32"].measurement.accuracy.top1 == pytest.approx(rows[0].measurement.accuracy.top1)
+    assert by_name["ONNX int8 dynamic"].measurement.size_mb < 0.5 * by_name["ONNX fp32"].measurement.size_mb
+    assert by_name["PyTorch dynamic int8"].measurement.size_mb < 0.6 * rows[0].measurement.size_mb
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["rows"]) == 8 and results["calibration"]["disjoint_from_eval"]
+    assert (out / "report.md").read_text().count("\n| ") == 9  # header + 8 rows
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (out / "artifacts").iterdir()) == ["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "openvino-fp16", "openvino-fp32", "openvino-int8"]
+    assert not list(tmp_path.glob(".*"))  # nothing left from staging
+    with pytest.raises(VitedgeError, match="already exists"):
+        run_pipeline(recipe, out, measure=quick_measure)
+
+
+def test_run_needs_the_reference_row(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), rows=("onnx:fp32",))
+    with pytest.raises(VitedgeError, match="torch:fp32"):
+        run_pipeline(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from vitedge.cli import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\nspec = "{tiny_checkpoint}"\n[export]\nrows = ["torch:fp32", "onnx:fp32"]\n[data]\nsamples = 16\n[bench]\nbatches = [1]\nruns = 3\nthreads = 1\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["measurement"]["name"] for r in rows] == ["PyTorch fp32", "ONNX fp32"]
+    result = runner.invoke(app, ["eval", str(tiny_checkpoint), "--data", "cifar10", "--samples", "50", "--json"])
+    assert result.exit_code == 0, result.output
+    accuracy = json.loads(result.stdout)
+    assert accuracy["samples"] == 50 and 0.0 <= accuracy["top1"] <= accuracy["top5"] <= 100.0
+    artifact = tmp_path / "run" / "artifacts" / "onnx-fp32"
+    result = runner.invoke(app, ["bench", str(artifact), str(tiny_checkpoint), "--samples", "20", "--batch", "1", "--runs", "3", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 2 and rows[0]["measurement"]["accuracy"]["top1"] == pytest.approx(rows[1]["measurement"]["accuracy"]["top1"])
+    assert np.isfinite(rows[0]["measurement"]["timings"][0]["it_per_s"])

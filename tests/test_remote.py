@@ -1,0 +1,139 @@
+"""The SSH board target against a real OpenSSH server on 127.0.0.1 (tests/sshd.py): the whole
+path, from tar over ssh to the bundle's JSON, plus every failure a user meets at a board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.sources import CIFAR10_CLASSES
+from sshd import free_port, keygen, running_sshd, unavailable_reason, write_known_hosts
+from targets.bundle_build import build_bundle
+from targets.remote import bench_remote, parse_target, ssh_command
+from test_bundle import bundle_python, image_folder, make_venv, onnx_artifact, vitedge_logits  # noqa: F401 - shared session fixtures
+from vitedge.errors import VitedgeError
+
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no OpenSSH server to test against: {unavailable_reason()}")
+SENTINEL = "vitedge-pwned"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as ssh_server:
+        yield ssh_server
+
+
+def bench(server, source: Path, python: Path | str, **options):
+    options.setdefault("identity", server.identity)
+    options.setdefault("known_hosts", server.known_hosts)
+    options.setdefault("seconds", 0.3)
+    return bench_remote(source, server.target, python=str(python), **options)
+
+
+def test_bench_over_ssh_returns_speed_top1_and_board(server, onnx_artifact, bundle_python, image_folder, tmp_path):
+    progress: list[str] = []
+    row = bench(server, onnx_artifact, bundle_python, data=image_folder, batch=2, threads=1, on_progress=progress.append)
+    paths = sorted(image_folder.rglob("*.png"))
+    truth = np.array([CIFAR10_CLASSES.index(p.parent.name) for p in paths])
+    expected_top1 = 100.0 * float((vitedge_logits(onnx_artifact, paths).argmax(axis=1) == truth).mean())
+    assert row["top1"] == pytest.approx(expected_top1) and row["eval_count"] == 40
+    assert row["it_per_s"] == pytest.approx(2000.0 / row["latency_ms"]["p50"])
+    assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
+    assert (row["target"], row["batch"], row["threads"], row["runtime"], row["precision"]) == (server.target, 2, 1, "onnxruntime", "fp32")
+    assert row["board"]["versions"]["onnxruntime"] and row["board"]["machine"] and row["board"]["python"]
+    assert any(line.startswith("vitedge-remote: running on") for line in progress)
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")  # a ready bundle travels as is
+    assert bench(server, bundle, bundle_python)["it_per_s"] > 0
+
+
+def test_hostile_file_names_execute_nothing(server, onnx_artifact, bundle_python, tmp_path):
+    home = Path.home()
+    for place in (home, tmp_path):
+        (place / SENTINEL).unlink(missing_ok=True)
+    data = tmp_path / "data"
+    names = [f"$(cd;touch {SENTINEL}).png", f"`cd;touch {SENTINEL}`.png", f"x;cd;touch {SENTINEL};.png", "it's \"quoted\".png", "a b  c.png", f"| touch {SENTINEL} &.png"]
+    for label in ("cat", f"dog $(cd;touch {SENTINEL})"):
+        (data / label).mkdir(parents=True)
+    from PIL import Image
+
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    for name in names:
+        Image.fromarray(pixels).save(data / "cat" / name, format="PNG")
+        Image.fromarray(pixels).save(data / f"dog $(cd;touch {SENTINEL})" / name, format="PNG")
+    hostile_dir = tmp_path / f"my $(cd;touch {SENTINEL}) 'bundle'"
+    bundle = build_bundle(onnx_artifact, hostile_dir / "b;touch x")
+    row = bench(server, bundle, bundle_python, data=data)
+    assert row["eval_count"] == 2 * len(names)
+    with pytest.raises(VitedgeError, match="has no"):
+        bench(server, bundle, f"python3;cd;touch {SENTINEL}")
+    for place in (home, tmp_path, Path.cwd()):
+        assert not (place / SENTINEL).exists(), f"a file name was executed as a command ({place / SENTINEL})"
+
+
+def test_changed_host_key_is_refused_even_with_accept_new(server, onnx_artifact, bundle_python, tmp_path):
+    impostor = keygen(tmp_path / "other_host_key", "impostor")
+    known_hosts = write_known_hosts(tmp_path / "known_hosts", server.host, server.port, impostor)
+    for accept_new in (False, True):
+        with pytest.raises(VitedgeError, match="host key of 127.0.0.1:.* has CHANGED") as caught:
+            bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts, accept_new_host_key=accept_new)
+        assert "ssh-keygen -R" in caught.value.hint
+    assert known_hosts.read_text().split()[2] == impostor.split()[1]  # left untouched
+
+
+def test_unknown_host_key_needs_explicit_acceptance(server, onnx_artifact, bundle_python, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with pytest.raises(VitedgeError, match="is not in") as caught:
+        bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts)
+    assert "--accept-new-host-key" in caught.value.hint
+    assert bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts, accept_new_host_key=True)["it_per_s"] > 0
+    assert server.host_public_key.split()[1] in known_hosts.read_text()
+
+
+def test_dead_port_and_auth_failure(server, onnx_artifact, bundle_python, tmp_path):
+    dead = f"ssh://{server.user}@127.0.0.1:{free_port()}"
+    with pytest.raises(VitedgeError, match="connection refused"):
+        bench_remote(onnx_artifact, dead, identity=server.identity, known_hosts=server.known_hosts, python=str(bundle_python), connect_timeout=3)
+    keygen(tmp_path / "stranger", "not authorized")
+    with pytest.raises(VitedgeError, match="refused the login") as caught:
+        bench(server, onnx_artifact, bundle_python, identity=tmp_path / "stranger")
+    assert "authorized_keys" in caught.value.hint
+    with pytest.raises(VitedgeError, match="identity file .* not found"):
+        bench(server, onnx_artifact, bundle_python, identity=tmp_path / "absent")
+
+
+def test_board_without_python_or_runtime(server, onnx_artifact, bundle_python, tmp_path):
+    with pytest.raises(VitedgeError, match="has no '/opt/absent/python3'") as caught:
+        bench(server, onnx_artifact, "/opt/absent/python3")
+    assert "--python" in caught.value.hint
+    # a Python with numpy and Pillow but not the bundle's runtime (openvino)
+    bundle = build_bundle(onnx_artifact, tmp_path / "ov-bundle", runtime="openvino")
+    with pytest.raises(VitedgeError, match=f"openvino is not installed for {bundle_python}") as caught:
+        bench(server, bundle, bundle_python)
+    assert f"on the board run: {bundle_python} -m pip install 'numpy>=1.24' 'pillow>=10' 'openvino>=2024.4'" in caught.value.hint
+    bare = make_venv(tmp_path / "bare-venv", ())  # a Python with nothing installed
+    with pytest.raises(VitedgeError, match="missing Python package 'numpy'") as caught:
+        bench(server, onnx_artifact, bare)
+    assert f"{bare} -m pip install 'numpy>=1.24' 'pillow>=10' 'onnxruntime>=1.17'" in caught.value.hint
+
+
+def test_run_timeout(server, onnx_artifact, bundle_python):
+    with pytest.raises(VitedgeError, match="did not finish within 2 s"):
+        bench(server, onnx_artifact, bundle_python, seconds=20, run_timeout=2)
+
+
+@pytest.mark.parametrize("target", ["ssh://-oProxyCommand=touch@x", "ssh://host/path", "http://host", "ssh://u@host:99999", "ssh://-x@host", "ssh://", "ssh://u:pw@host"])
+def test_bad_targets_are_refused_before_ssh_runs(target):
+    with pytest.raises(VitedgeError):
+        parse_target(target)
+
+
+def test_ssh_argv_checks_host_keys_and_ends_options():
+    argv = ssh_command(parse_target("ssh://pi@board.local:2222"), identity=None, known_hosts=None, accept_new_host_key=False, connect_timeout=5)
+    assert argv[0] == "ssh" and argv[-2:] == ["--", "board.local"]
+    assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv and "ConnectTimeout=5" in argv
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "pi"
+    assert "StrictHostKeyChecking=accept-new" in ssh_command(parse_target("ssh://b"), identity=None, known_hosts=None, accept_new_host_key=True, connect_timeout=5)
+    assert str(parse_target("ssh://pi@[fe80::1]:22")) == "ssh://pi@[fe80::1]:22"

@@ -1,0 +1,181 @@
+"""`vitedge study`: the committed recipes hold every row the issue asks for, and the quick
+recipe, run on the tiny ViT at both scales, yields a table whose every figure is a field of
+the Measurement taken for that row (each measurement gets its own fake clock)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from targets.measure import MeasureRequest, Measurement, measure
+from tests.conftest import make_tiny_vit
+from vitedge.errors import VitedgeError
+from vitedge.models import save_checkpoint
+from vitedge.report import DASH, fmt
+from vitedge.study import COLUMNS, DistillSpec, cells, count_params, load_study_recipe, parse_study_recipe, run_study, with_overrides
+
+
+def _families(recipe) -> dict[str, list]:
+    """Rows grouped as the issue lists them: by step names, else by runtime; "student …" for
+    the distilled rows; "candidate" for the best-combination candidates."""
+    found: dict[str, list] = {}
+    for row in recipe.rows:
+        names = "+".join(name for name, _ in row.steps)
+        key = "candidate" if row.candidate else ("student " if row.student else "") + (names or row.runtime)
+        found.setdefault(key, []).append(row)
+    return found
+
+
+def test_committed_study_recipe_has_every_row_of_the_issue() -> None:
+    recipe = load_study_recipe()
+    rows = _families(recipe)
+    assert recipe.rows[0].label == "Vanilla fp32" and recipe.rows[0].is_baseline
+    assert [r.label for r in rows["torch:int8-dynamic"]] == ["Dynamic Quantization (PyTorch)"]
+    assert rows["openvino:fp16"][0].gpu_runtime == "torch:fp16"
+    assert sorted(r.steps[0][1]["landmarks"] for r in rows["nystrom"]) == [4, 8, 16, 32]
+    assert len(rows["prune-magnitude"]) == 3 and len(rows["prune-structured"]) == 3 and len(rows["tokens"]) == 3
+    assert len({r.steps[0][1]["r"] for r in rows["tokens"]}) == 3
+    assert len(rows["student torch:fp32"]) == 1 and len(rows["student torch:int8-dynamic"]) == 1
+    assert len(rows["onnx:int8-static"]) == 1 and len(rows["openvino:int8"]) == 1
+    assert rows["candidate"]
+    assert recipe.speed_model == "vit_base_patch16_224" and recipe.student_speed_model == "deit_small_patch16_224" and recipe.model == "vitedge-cifar10"
+    assert recipe.samples is None  # the whole CIFAR-10 test set
+
+
+def test_quick_recipe_keeps_one_variant_per_family() -> None:
+    full, quick = _families(load_study_recipe()), _families(load_study_recipe(quick=True))
+    assert set(quick) == set(full)
+    assert all(len(rows) == 1 for key, rows in quick.items() if key != "candidate")
+    assert load_study_recipe(quick=True).speed_model == "deit_small_patch16_224"
+
+
+BASE = '[[row]]\nlabel = "Vanilla fp32"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[study]\nspeed_modle = 'x'\n" + BASE, "did you mean 'speed_model'"),
+        ('[[row]]\nlabel = "DQ"\nruntime = "torch:int8-dynamic"\n', "first \\[\\[row\\]\\] must be the plain fp32"),
+        (BASE + '[[row]]\nlabel = "N"\nsteps = ["nystrom:landmark=4"]\n', "has no option 'landmark'"),
+        (BASE + '[[row]]\nlabel = "O"\nruntime = "onnx:int4"\n', "unknown runtime 'onnx:int4'"),
+        (BASE + BASE, "share the label"),
+        ("[bench]\nruns = 'many'\n" + BASE, "wrong type"),
+    ],
+)
+def test_recipe_mistakes_are_user_errors(text: str, message: str) -> None:
+    with pytest.raises(VitedgeError, match=message):
+        parse_study_recipe(text, "bad.toml")
+
+
+class Ticks:
+    """A clock that advances by `step` each time it is read: every timed call lasts `step`."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.now = step, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The quick recipe on the tiny ViT (both scales), measured in this process; the k-th
+    measurement's clock ticks (k + 1) ms, so each figure can be traced to its measurement."""
+    tmp_path = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+        yield _run_tiny_study(tmp_path)
+
+
+def _run_tiny_study(tmp_path):
+    path = save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+    recipe = with_overrides(
+        load_study_recipe(quick=True),
+        model=str(path), speed_model=str(path), student_speed_model=str(path),
+        samples=100, train_samples=128, calibration_samples=16, speed_calibration_samples=8,
+        distill=DistillSpec(epochs=1, samples=128, batch_size=64), threads=1, runs=3,
+    )
+    taken: list[tuple[MeasureRequest, Measurement, float]] = []
+
+    def measured(request: MeasureRequest) -> Measurement:
+        step = (len(taken) + 1) / 1000
+        result = measure(request, clock=Ticks(step))
+        taken.append((request, result, step))
+        return result
+
+    study = run_study(recipe, tmp_path / "study", measure=measured, gpu=False)
+    return recipe, study, taken, tmp_path / "study"
+
+
+def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> None:
+    recipe, study, taken, folder = tiny_study
+    assert [r.row.label for r in study.results] == [row.label for row in recipe.rows]
+    assert len(taken) == 2 * len(recipe.rows)  # one accuracy and one speed measurement per row, no GPU
+    base = study.baseline
+    for number, result in enumerate(study.results):
+        (acc_request, acc, acc_step), (speed_request, speed, speed_step) = taken[2 * number], taken[2 * number + 1]
+        assert result.accuracy is acc and result.speed is speed
+        assert acc_request.labels_path is not None and speed_request.labels_path is None
+        row = cells(result, base)
+        assert len(row) == len(COLUMNS)
+        assert row[1] == fmt(acc.accuracy.top1, "pct") and row[2] == fmt(acc.accuracy.top1 - base.accuracy.accuracy.top1, "delta")
+        assert row[3] == fmt(speed.size_mb, "mb") and speed.size_mb > 0
+        # the clock of this row's own speed measurement, and nothing else, sets its speed
+        assert speed.timing(1).it_per_s == pytest.approx(1 / speed_step) and row[5] == fmt(speed.timing(1).it_per_s, "rate")
+        assert speed.timing(8).images_per_s == pytest.approx(8 / speed_step) and row[6] == fmt(speed.timing(8).images_per_s, "rate")
+        assert row[7] == fmt(speed.timing(1).it_per_s / base.speed.timing(1).it_per_s, "ratio")
+        assert row[8] == DASH  # no GPU in this run
+        assert all(re.fullmatch(r"[+-]?\d+(\.\d+)?×?", cell) for cell in row[1:8]), row
+    assert sum(r.best for r in study.results) == 1 and next(r for r in study.results if r.best).row.candidate
+    tiny_params = count_params(make_tiny_vit().module)
+    assert base.params == tiny_params and base.accuracy_params == tiny_params
+    assert study.result("Structured pruning 25%").params < tiny_params
+    assert study.result("Distilled student").params < tiny_params / 2
+    assert study.result("Dynamic Quantization (PyTorch)").speed.size_mb < base.speed.size_mb
+    assert 0 < base.accuracy.accuracy.samples == 100
+
+
+def test_study_files_come_from_the_same_rows(tiny_study) -> None:
+    recipe, study, _, folder = tiny_study
+    data = json.loads((folder / "study.json").read_text())
+    assert [row["label"] for row in data["rows"]] == [row.label for row in recipe.rows]
+    for saved, result in zip(data["rows"], study.results):
+        assert saved["speed"]["timings"][0]["it_per_s"] == result.speed.timing(1).it_per_s
+        assert saved["accuracy"]["accuracy"]["top1"] == result.accuracy.accuracy.top1
+    text = (folder / "study.md").read_text()
+    for result in study.results:
+        assert "| " + " | ".join(cells(result, study.baseline)) + " |" in text
+    assert "Accuracy scale" in text and "Speed and size scale" in text and "published" in text.lower()
+    assert "2.34×" in text and "DQ on" in text and "best combination" in text
+    assert (folder / "study.png").stat().st_size > 10_000
+    assert data["student"]["trained"] is True
+
+
+def test_cli_reports_a_bad_recipe(tmp_path) -> None:
+    from vitedge.cli import app
+    import vitedge.commands.study  # noqa: F401 - registers `vitedge study`
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study]\nspeed_modle = 'x'\n" + BASE)
+    result = CliRunner().invoke(app, ["study", "--recipe", str(bad), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, VitedgeError) and "speed_model" in result.exception.hint
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_timing_without_a_device_is_a_dash_and_says_why(tmp_path) -> None:
+    """--gpu on a machine without CUDA: the runner refuses, the cell is a dash, the notes say why."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    tiny = str(save_checkpoint(make_tiny_vit(), tmp_path / "t.safetensors"))
+    recipe = dataclasses.replace(parse_study_recipe(BASE), model=tiny, speed_model=tiny, samples=10, runs=1, threads=1)
+    study = run_study(recipe, tmp_path / "out", measure=lambda r: measure(r, clock=Ticks(0.001)), gpu=True)
+    assert study.baseline.gpu is None and cells(study.baseline, study.baseline)[8] == DASH
+    assert any("CUDA" in note for note in study.notes)
