@@ -23,7 +23,7 @@ class TorchRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
+            inputs = torch.from_numpy(np.require(batch, np.float32, ["C", "W"])).to(self.device, self.dtype)
             # .cpu() waits for the GPU, so a timed call always includes the whole computation
             return self.module(inputs).float().cpu().numpy()
 
