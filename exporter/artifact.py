@@ -39,6 +39,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG via temp file + rename, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Complete `manifest` with file checksums and a timestamp, and write it."""
     full = {**manifest, "files": file_entries(folder), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from calibration.calibset import CalibrationSet
+from exporter.artifact import save_figure_atomic
 from exporter.export import ExportOptions, embedded_metadata
 from exporter.onnx import INPUT_NAME
 from vitedge.errors import VitedgeError
@@ -507,17 +508,7 @@ def bar_plot(report: SensitivityReport, path: Path, *, shown: int = 40) -> Path:
     axes.tick_params(axis="y", labelsize=7)
     axes.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure_atomic(figure, path)
 
 
 def write_report(report: SensitivityReport, folder: Path) -> dict[str, Path]:

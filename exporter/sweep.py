@@ -14,7 +14,6 @@ seeded per-class permutations), so a larger count only adds images.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from calibration.calibset import CalibrationSet
+from exporter.artifact import save_figure_atomic
 from exporter.export import ExportOptions
-from exporter.sensitivity import EvalSet, OpenVinoVariant, Progress, openvino_backend, ort_backend, ort_settings, prepare_onnx, score_runner
+from exporter.sensitivity import EvalSet, OpenVinoVariant, Progress, Score, openvino_backend, ort_backend, ort_settings, prepare_onnx, score_runner
 from vitedge.errors import VitedgeError
 from vitedge.models import LoadedModel
 
@@ -167,17 +167,7 @@ def sweep_plot(points: Sequence[SweepPoint], path: Path, *, reference_top1: floa
     axes[0][0].legend(fontsize=7)
     figure.suptitle("int8 calibration sweep", fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure_atomic(figure, path)
 
 
 def write_sweep(points: Sequence[SweepPoint], folder: Path, *, evalset: EvalSet, calibration: dict[str, Any]) -> dict[str, Path]:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from exporter.artifact import write_json_atomic
+from exporter.artifact import save_figure_atomic, write_json_atomic
 from targets.measure import Measurement
 
 
@@ -171,14 +171,7 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
+    save_figure_atomic(figure, path)
 
 
 def write_reports(rows: Sequence[ResultRow], folder: Path, *, title: str = "vitedge results", extra: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:
