@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from targets.detect import probe_cpu  # noqa: E402
+
 ONNX_OPSET = 17
 
 
@@ -102,14 +104,6 @@ def write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
-
-
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
 def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
@@ -410,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     test = step_data("cifar10", base.data_config, settings.test_count)
     meta = {
         "settings": asdict(settings),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
+        "machine": {"cpu": probe_cpu().model, "cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.get_version()},
     }
     variants = build_variants(settings, base, train)

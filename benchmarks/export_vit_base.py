@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from targets.detect import probe_cpu  # noqa: E402
+
 EXPORTS = (("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static"), ("openvino", "fp32"), ("openvino", "int8"))
 MAX_FP32_SECONDS = 60.0
 MAX_FP32_RSS_MB = 3072.0
@@ -96,18 +98,11 @@ def run(spec: str, calib_samples: int, threads: int, keep: Path | None) -> dict:
         "calib_samples": calib_samples,
         "calib_source": "cifar10:train",
         "cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": probe_cpu().model,
         "versions": versions(),
         "rows": rows,
         "checks": checks,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ class DataConfig:
             raise ValueError(f"unsupported crop_mode {self.crop_mode!r}; one of {CROP_MODES}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"std must be positive numbers (normalize divides by it), got {tuple(self.std)}")
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -62,19 +62,30 @@ def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, cl
     return ImageSet(name, len(pixels), pixels.__getitem__, labels, class_names)
 
 
+class ImageDecodeError(VitedgeError, ValueError):
+    """An image file that cannot be decoded. A user error (one line, not a traceback, if an
+    image breaks after the folder was scanned) and a ValueError, which is what the folder
+    source catches to skip the file with its reason."""
+
+    def __init__(self, reason: str, source: Path | None = None) -> None:
+        super().__init__(f"cannot decode {source}: {reason}" if source else reason, "the file is damaged or not an image; re-save it or remove it")
+        self.reason = reason
+
+
 def decode_image(data: bytes | Path) -> np.ndarray:
-    """Decode one image file to uint8 H×W×3 RGB; raises ValueError with a short reason."""
+    """Decode one image file to uint8 H×W×3 RGB; raises ImageDecodeError with a short reason."""
+    source = None if isinstance(data, bytes) else Path(data)
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS} limit (decompression bomb guard)")
+                raise ImageDecodeError(f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS} limit (decompression bomb guard)", source)
             image.load()
             return np.asarray(to_rgb(image))
-    except ValueError:
+    except ImageDecodeError:
         raise
-    except (OSError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
-        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+        raise ImageDecodeError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, source) from None
 
 
 def folder_image_set(folder: Path) -> ImageSet:
@@ -90,8 +101,8 @@ def folder_image_set(folder: Path) -> ImageSet:
             continue
         try:
             decode_image(path)
-        except ValueError as exc:
-            skipped.append((str(path), str(exc)))
+        except ImageDecodeError as exc:
+            skipped.append((str(path), exc.reason))
             continue
         good.append(path)
     if skipped:

@@ -11,6 +11,7 @@ TRANSFORMER model type (it keeps LayerNorm, GELU and Softmax in float). SmoothQu
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from calibration.calibset import CalibrationSet
 from vitedge.errors import VitedgeError
 
 INPUT_NAME = "input"
+MODEL_NAME = "vitedge"
+# What OpenVINO calls a node that was never named: its type and a process-wide instance
+# counter (Constant_3894, Result_1042), or a model "Model0", "Model3", ... in creation order.
+AUTO_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*_\d+$")
 # NNCF defaults, measured on this AVX2 CPU without VNNI: tiny CIFAR ViT (conftest, random
 # weights, and the same briefly trained: 3 epochs, 39% train top-1), 256 cifar10:train
 # calibration images, 1,000 cifar10 test images; cosine mean / top-1 agreement (trained):
@@ -55,7 +60,23 @@ def convert_openvino(module: nn.Module, *, input_size: tuple[int, int, int], bat
         raise VitedgeError(f"OpenVINO cannot convert the model: {first[:300]}", "export the float model (before any PyTorch int8 step)") from None
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({"logits"})
+    stable_names(model)
     return model
+
+
+def stable_names(model) -> None:  # noqa: ANN001 - ov.Model
+    """Rename every auto-named node after its place in the graph, and the model itself.
+
+    OpenVINO names an unnamed node after a counter shared by the whole process, so the second
+    export of the same model in one process wrote `Constant_7905` where the first wrote
+    `Constant_3894` (and `Model3` for `Model0`): same weights, different .xml bytes. Run after
+    conversion, so names NNCF derives from them ("Constant_5/fq_weights_1") are stable too,
+    and again before saving for the nodes NNCF adds. Graph order is the same for the same
+    graph, and the position makes each new name unique."""
+    model.set_friendly_name(MODEL_NAME)
+    for position, node in enumerate(model.get_ordered_ops()):
+        if AUTO_NAME.match(node.get_friendly_name()):
+            node.set_friendly_name(f"{node.get_type_name()}_{position}")
 
 
 def quantize_openvino(
@@ -101,5 +122,6 @@ def save_openvino(model, path: Path, *, compress_to_fp16: bool, metadata: dict[s
 
     for key, value in metadata.items():
         model.set_rt_info(value, ["vitedge", key])
+    stable_names(model)
     ov.save_model(model, str(path), compress_to_fp16=compress_to_fp16)
     return path

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from targets.base import Runner
+from vitedge.errors import VitedgeError
 
 Clock = Callable[[], float]
 
@@ -71,8 +72,36 @@ class Measurement:
         return next((t for t in self.timings if t.batch == batch), None)
 
 
+def fixed_batch(runner: Runner) -> int | None:
+    """The one batch size the runner's model takes if it was exported for one (ONNX or
+    OpenVINO with --batch N); None for runners that take any batch (torch, dynamic models)."""
+    return getattr(runner, "fixed_batch", None)
+
+
+def _padded(chunk: np.ndarray, size: int) -> np.ndarray:
+    """`chunk` grown to `size` images by repeating its last one (the rows are dropped after)."""
+    return chunk if len(chunk) == size else np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+
+
 def batched_logits(runner: Runner, inputs: np.ndarray, *, batch_size: int = 50) -> np.ndarray:
-    return np.concatenate([runner(np.asarray(inputs[start : start + batch_size])) for start in range(0, len(inputs), batch_size)])
+    """Logits of every input, `batch_size` at a time; a fixed-batch model gets exactly the
+    batch it takes (the last chunk padded), so evaluation works whatever it was exported for."""
+    fixed = fixed_batch(runner)
+    size = fixed or batch_size
+    chunks = (np.asarray(inputs[start : start + size]) for start in range(0, len(inputs), size))
+    return np.concatenate([runner(_padded(chunk, size) if fixed else chunk)[: len(chunk)] for chunk in chunks])
+
+
+def check_timing_batches(runner: Runner, name: str, batches: tuple[int, ...]) -> None:
+    """Refuse timing batch sizes a fixed-batch model cannot take before any work is done
+    (the accuracy pass over every image can take minutes)."""
+    fixed = fixed_batch(runner)
+    wrong = [batch for batch in batches if fixed is not None and batch != fixed]
+    if wrong:
+        raise VitedgeError(
+            f"{name} was exported for batch {fixed} only and cannot be timed at batch {', '.join(map(str, wrong))}",
+            f"use --batch {fixed}, or re-export with --batch dynamic to take any batch size",
+        )
 
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
@@ -100,43 +129,14 @@ def time_runner(runner: Runner, batch: np.ndarray, *, warmup: int = 5, runs: int
     return Timing(size, len(durations), median, p50, p90, p99, 1.0 / median, size / median)
 
 
-def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
-    """The instruction-set extensions that decide int8/fp16 speed, from /proc/cpuinfo."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    interesting = {
-        "avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-        "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
-        "asimd": "NEON", "asimddp": "DOTPROD", "i8mm": "I8MM", "fphp": "FP16", "sve": "SVE",
-    }
-    return [name for flag, name in interesting.items() if flag in flags]
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return platform.processor() or platform.machine()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
-            return value.strip()
-    return platform.processor() or platform.machine()
-
-
 def machine_facts() -> dict[str, Any]:
+    """What every row records about the machine; the CPU facts come from targets.detect."""
+    from targets.detect import probe_cpu
+
+    cpu = probe_cpu()
     return {
-        "cpu": cpu_model(),
-        "isa": cpu_isa_flags(),
+        "cpu": cpu.model,
+        "isa": list(cpu.isa),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
@@ -217,6 +217,7 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
     spec = request.spec
     inputs = np.load(request.inputs_path, mmap_mode="r")
     runner = open_spec(spec, batch=max(request.batches))
+    check_timing_batches(runner, spec.name, request.batches)
     result_accuracy = None
     if request.labels_path is not None or request.logits_path:
         logits = batched_logits(runner, inputs)
@@ -246,8 +247,6 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
 
 
 def _child(request: MeasureRequest, queue: "multiprocessing.Queue[Any]") -> None:
-    from vitedge.errors import VitedgeError
-
     try:
         queue.put(("ok", measure(request).to_dict()))
     except VitedgeError as exc:
@@ -258,8 +257,6 @@ def _child(request: MeasureRequest, queue: "multiprocessing.Queue[Any]") -> None
 
 def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Measurement:
     """Measure one runner in a fresh process (clean peak RSS, no shared thread pools)."""
-    from vitedge.errors import VitedgeError
-
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(request, queue), daemon=True)

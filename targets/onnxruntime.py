@@ -17,6 +17,44 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+TENSORRT = "TensorrtExecutionProvider"
+FP16_PRECISIONS = ("fp16", "int8-dynamic", "int8-static", "int8")  # layers TensorRT leaves unquantized run fp16
+QDQ_PRECISIONS = ("int8-static",)  # explicit QuantizeLinear/DequantizeLinear pairs: TensorRT's own int8
+
+ProviderList = list[tuple[str, dict[str, Any]]]
+
+
+def tensorrt_options(precision: str, cache_dir: Path) -> dict[str, Any]:
+    """TensorRT EP options for an artifact of `precision`. Without them TensorRT builds an
+    fp32 engine from scratch on every start (minutes for a ViT-B): fp16 on for fp16/int8
+    requests, int8 on for QDQ models (the scales come from the Q/DQ nodes, so no calibration
+    table), and built engines cached under the user's cache folder, keyed by TensorRT itself."""
+    options: dict[str, Any] = {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache_dir / "trt"),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache_dir / "trt"),
+    }
+    if precision in FP16_PRECISIONS:
+        options["trt_fp16_enable"] = True
+    if precision in QDQ_PRECISIONS:
+        options["trt_int8_enable"] = True
+    return options
+
+
+def provider_options(device: str, precision: str, cache_dir: Path) -> ProviderList:
+    """The (provider, options) list for `device`, in ORT's order of preference; a pure
+    function so the TensorRT settings can be checked on a machine without a GPU."""
+    if device not in PROVIDERS:
+        raise VitedgeError(f"ONNX Runtime cannot run on target {device!r}", f"use one of {', '.join(PROVIDERS)}")
+    return [(name, tensorrt_options(precision, cache_dir) if name == TENSORRT else {}) for name in PROVIDERS[device]]
+
+
+def default_cache_dir() -> Path:
+    """The user's vitedge cache (VITEDGE_CACHE or ~/.cache/vitedge), shared with calibration."""
+    from calibration.sources import cache_dir
+
+    return cache_dir()
 
 
 @dataclass(frozen=True)
@@ -24,30 +62,56 @@ class OnnxRunner:
     session: Any
     input_name: str
     info: RunnerInfo
+    name: str = "model.onnx"
+    fixed_batch: int | None = None  # the one batch size a model exported with --batch N takes
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(self.name, self.fixed_batch, len(batch))
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None) -> OnnxRunner:
+def check_batch(name: str, fixed: int | None, size: int) -> None:
+    """Refuse, in one line, a batch a fixed-batch model cannot take (ORT's own error is a
+    multi-line INVALID_ARGUMENT about input dimensions)."""
+    if fixed is not None and size != fixed:
+        raise VitedgeError(
+            f"{name} was exported for batch {fixed} only, but was given batch {size}",
+            f"use --batch {fixed}, or re-export with --batch dynamic to take any batch size",
+        )
+
+
+def _fixed_batch(session: Any) -> int | None:
+    """The input's batch dimension if it is a number (a dynamic one is a name or None)."""
+    first = session.get_inputs()[0].shape[0]
+    return first if isinstance(first, int) and first > 0 else None
+
+
+def _session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
-    if device not in PROVIDERS:
-        raise VitedgeError(f"ONNX Runtime cannot run on target {device!r}", f"use one of {', '.join(PROVIDERS)}")
-    wanted = PROVIDERS[device][0]
-    if wanted not in ort.get_available_providers():
-        raise VitedgeError(
-            f"target {device}: ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())})",
-            "pip install onnxruntime-gpu (with CUDA/TensorRT libraries) on a GPU machine, or use --target cpu",
-        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return options
+
+
+def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None) -> OnnxRunner:
+    import onnxruntime as ort
+
+    providers = provider_options(device, precision, default_cache_dir())
+    wanted = providers[0][0]
+    if wanted not in ort.get_available_providers():
+        raise VitedgeError(
+            f"target {device}: ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())})",
+            "pip install onnxruntime-gpu (with CUDA/TensorRT libraries) on a GPU machine, or use --target cpu",
+        )
+    if wanted == TENSORRT:
+        Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=PROVIDERS[device])
+        session = ort.InferenceSession(str(model_path), sess_options=_session_options(threads), providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}", "the file is corrupt or truncated; re-export it") from None
     info = RunnerInfo(
@@ -58,4 +122,4 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
         versions={"onnxruntime": ort.__version__},
         detail={"provider": session.get_providers()[0]},
     )
-    return OnnxRunner(session, session.get_inputs()[0].name, info)
+    return OnnxRunner(session, session.get_inputs()[0].name, info, str(model_path), _fixed_batch(session))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from targets.base import RunnerInfo
+from targets.onnxruntime import check_batch
 from vitedge.errors import VitedgeError
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -18,9 +19,18 @@ DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
 class OpenVinoRunner:
     compiled: Any
     info: RunnerInfo
+    name: str = "model.xml"
+    fixed_batch: int | None = None  # the one batch size an IR exported with --batch N takes
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(self.name, self.fixed_batch, len(batch))
         return np.asarray(self.compiled(np.ascontiguousarray(batch, dtype=np.float32))[0])
+
+
+def _fixed_batch(compiled: Any) -> int | None:
+    """The input's batch dimension if the IR fixes it (a dynamic one is -1 / not static)."""
+    first = compiled.input(0).get_partial_shape()[0]
+    return first.get_length() if first.is_static else None
 
 
 def open_openvino(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None, batch: int = 1) -> OpenVinoRunner:
@@ -49,4 +59,4 @@ def open_openvino(model_path: Path, *, precision: str, device: str = "cpu", thre
         versions={"openvino": ov.get_version()},
         detail={"hint": config["PERFORMANCE_HINT"], "device_name": core.get_property(ov_device, "FULL_DEVICE_NAME")},
     )
-    return OpenVinoRunner(compiled, info)
+    return OpenVinoRunner(compiled, info, str(model_path), _fixed_batch(compiled))

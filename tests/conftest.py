@@ -1,10 +1,15 @@
-"""Shared fixtures: a tiny 32×32 ViT (seconds to export) and real CIFAR-10 test images."""
+"""Shared fixtures: a tiny 32×32 ViT (seconds to export), real CIFAR-10 test images, and the
+board tests' artifacts, images and torch-free virtualenv (built once a session)."""
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from calibration.preprocess import DataConfig
 from calibration.sources import CIFAR10_CLASSES, open_source
@@ -44,24 +49,59 @@ def cifar_batch(cifar_test) -> tuple[np.ndarray, np.ndarray]:
     return preprocess_batch(images, config), np.asarray(cifar_test.labels[:64])
 
 
-# Known product defects these tests found in the last session, each still open on its issue;
-# marked (not skipped) so they keep running and turn up as XPASS once fixed.
-KNOWN_FAILURES = {
-    "tests/test_bad_inputs.py::test_bad_input_is_refused_cleanly[fixed-batch-onnx-fed-batch-8]": "issue 8: a fixed-batch ONNX artifact fed another batch size raises a traceback",
-    "tests/test_bad_inputs.py::test_disk_full[compress]": "issue 8: compress on a full disk does not give the one-line error",
-    "tests/test_bad_inputs.py::test_ctrl_c_during_export_leaves_nothing_and_a_rerun_succeeds": "issue 8: Ctrl-C during export not yet clean",
-    "tests/test_bad_inputs.py::test_odd_but_valid_images_decode_to_the_right_rgb": "issue 8: an odd image mode decodes to different RGB than expected",
-    "tests/test_determinism.py::test_other_paths_twice_in_one_process[openvino-fp32]": "issue 8: OpenVINO IR bytes differ between two exports (determinism not yet established)",
-    "tests/test_determinism.py::test_other_paths_twice_in_one_process[openvino-fp16]": "issue 8: OpenVINO IR bytes differ between two exports",
-    "tests/test_determinism.py::test_other_paths_twice_in_one_process[openvino-int8]": "issue 8: OpenVINO IR bytes differ between two exports",
-    "tests/test_fuzz.py::test_decode_valid_and_truncated_files": "issue 8: decode_image lets an OSError escape on a truncated file",
-    "tests/test_fuzz.py::test_recipe_parser_on_toml_punctuation": "issue 8: the recipe parser raises a non-VitedgeError on generated TOML",
-    "tests/test_study.py::test_quick_study_on_tiny_model_reports_only_measured_figures": "issue 9: quick study on the tiny model fails its figure check",
-}
+# ---------------------------------------------------------------- board fixtures (bundle, SSH, detection)
 
 
-def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest hook
-    for item in items:
-        reason = KNOWN_FAILURES.get(item.nodeid)
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+@pytest.fixture(scope="session")
+def bundle_python(tmp_path_factory) -> Path:
+    """Python of a fresh venv with numpy, Pillow and onnxruntime only; built once a session."""
+    from boards import BUNDLE_PACKAGES, clean_env, make_venv
+
+    python = make_venv(tmp_path_factory.mktemp("bundle-venv"), BUNDLE_PACKAGES)
+    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, env=clean_env())
+    assert probe.returncode != 0, "the bundle venv must not see torch"
+    return python
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(tmp_path_factory) -> Path:
+    from boards import make_onnx_artifact
+
+    return make_onnx_artifact(tmp_path_factory.mktemp("tiny-fp32") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def default_int8_artifact(tmp_path_factory) -> Path:
+    """The default model (embedded vitedge-cifar10) through `vitedge export`'s own exporter
+    to ONNX int8 (dynamic: the int8 ONNX precision that needs no calibration images)."""
+    from exporter.export import export_artifact
+    from vitedge.models import DEFAULT_MODEL, load_model
+
+    return export_artifact(load_model(DEFAULT_MODEL), to="onnx", precision="int8-dynamic", out=tmp_path_factory.mktemp("vitedge-cifar10-onnx-int8") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def png_images(tmp_path_factory, cifar_test) -> list[Path]:
+    """Eight real CIFAR-10 test images as PNG, one of them enlarged to 45×40 so that the
+    resize + crop path of the preprocessing runs too."""
+    folder = tmp_path_factory.mktemp("png")
+    paths = []
+    for i in range(8):
+        image = Image.fromarray(cifar_test.get(i))
+        if i == 7:
+            image = image.resize((45, 40), Image.Resampling.BICUBIC)
+        path = folder / f"{i}-{CIFAR10_CLASSES[int(cifar_test.labels[i])]}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory, cifar_test) -> Path:
+    """An ImageFolder of 40 real CIFAR-10 test images (class subfolders named by label)."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    for i in range(40):
+        label = CIFAR10_CLASSES[int(cifar_test.labels[i])]
+        (root / label).mkdir(exist_ok=True)
+        Image.fromarray(cifar_test.get(i)).save(root / label / f"{i:05d}.png")
+    return root

@@ -544,7 +544,9 @@ def odd_images() -> dict[str, bytes]:
     files["palette.png"] = save(palette, "PNG", transparency=0)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
-    files["exif-rotated.jpg"] = save(Image.fromarray(rgb), "JPEG", quality=95, exif=exif)
+    # 4:4:4 (no chroma subsampling): Pillow's default 4:2:0 averages the colour of 2×2 blocks,
+    # a mean error of ~48 on per-pixel noise that would hide whether the rotation is right.
+    files["exif-rotated.jpg"] = save(Image.fromarray(rgb), "JPEG", quality=95, subsampling=0, exif=exif)
     files["gray-alpha.png"] = save(Image.fromarray(rgb).convert("LA"), "PNG")
     return files
 
@@ -623,3 +625,44 @@ def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypat
     again = build_calibration_set(cifar_test, config, 4, seed=0)
     assert np.isfinite(again.inputs).all()
     assert np.array_equal(again.inputs, first.inputs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_load_checkpoint_refuses_non_finite_weights_naming_the_tensor(tmp_path: Path, bad: float) -> None:
+    """Refused at load (eval, bench and compress too, not only export), naming the tensor."""
+    from vitedge.errors import VitedgeError
+    from vitedge.models import load_checkpoint
+
+    model = make_tiny_vit()
+    with torch.no_grad():
+        model.module.blocks[1].mlp.fc1.bias[3] = bad
+    path = save_checkpoint(model, tmp_path / "diverged.safetensors")
+    with pytest.raises(VitedgeError) as error:
+        load_checkpoint(path)
+    assert "blocks.1.mlp.fc1.bias" in error.value.message and "NaN or inf" in error.value.message
+    assert "\n" not in error.value.message and error.value.hint
+
+
+def test_data_config_refuses_a_zero_std(tmp_path: Path) -> None:
+    """normalize divides by std: 0 would turn a whole channel into inf/NaN."""
+    from calibration.preprocess import DataConfig
+    from vitedge.errors import VitedgeError
+    from vitedge.models import load_checkpoint
+
+    with pytest.raises(ValueError, match="std"):
+        DataConfig(std=(0.229, 0.0, 0.225))
+    torch.save(make_tiny_vit().module.state_dict(), tmp_path / "weights.pth")
+    metadata = {"architecture": make_tiny_vit().architecture.to_dict(), "data_config": {**make_tiny_vit().data_config.to_dict(), "std": [0.2, 0.0, 0.2]}}
+    (tmp_path / "weights.json").write_text(json.dumps(metadata))
+    with pytest.raises(VitedgeError, match="std") as error:
+        load_checkpoint(tmp_path / "weights.pth")
+    assert "weights.pth" in error.value.message
+
+
+def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
+    from vitedge.errors import VitedgeError
+    from vitedge.models import load_model
+
+    with pytest.raises(VitedgeError, match="unknown model 'vit_bsae_patch16_224'") as error:
+        load_model("vit_bsae_patch16_224")
+    assert error.value.hint.startswith("did you mean vit_base_patch16_224?"), error.value.hint

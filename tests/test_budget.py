@@ -4,7 +4,6 @@ involved), then once for real with ONNX Runtime on the tiny ViT."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +157,34 @@ def test_quantize_cli_refuses_two_budgets_before_any_work(tmp_path):
     result = CliRunner().invoke(app, ["quantize", "m", "--to", "onnx", "--out", str(tmp_path / "x"), "--max-drop", "0.5", "--min-cosine", "0.9"])
     assert result.exit_code != 0
     assert isinstance(result.exception, VitedgeError)
+
+
+def test_export_max_drop_refuses_a_precision_without_calibration_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitedge.cli import app
+    import vitedge.commands.export  # noqa: F401 - registers the commands
+
+    result = CliRunner().invoke(app, ["export", "no-such-model", "--to", "onnx", "--precision", "fp32", "--out", str(tmp_path / "x"), "--max-drop", "0.5"])
+    assert isinstance(result.exception, VitedgeError)
+    assert "int8-static" in result.exception.hint
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_max_drop_writes_the_budgeted_artifact(tiny_vit, tmp_path):
+    """`vitedge export --max-drop/--min-cosine` runs the same search as `vitedge quantize`, judged on the parity images."""
+    from typer.testing import CliRunner
+
+    from targets.manifest import read_manifest
+    from vitedge.cli import app
+    import vitedge.commands.export  # noqa: F401 - registers the commands
+    from vitedge.models import save_checkpoint
+
+    checkpoint = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
+    args = ["export", str(checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(tmp_path / "art"), "--calib", "cifar10:train", "--calib-samples", "16", "--verify-samples", "64", "--min-cosine", "0.5", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = read_manifest(tmp_path / "art")["accuracy_budget"]
+    assert record["met"] and record["cosine_floor"] == 0.5
+    assert record["kept_in_float"] == []  # a random tiny ViT's int8 is far above cosine 0.5
+    assert record["evaluation"]["count"] == 64 and record["evaluation"]["disjoint_from_calibration"]

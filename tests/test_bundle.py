@@ -5,158 +5,21 @@ compared with vitedge's own runner on real CIFAR-10 images."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import calibration.preprocess
-from calibration.preprocess import preprocess_batch
 from calibration.sources import CIFAR10_CLASSES
-from conftest import make_tiny_vit
-from exporter.artifact import atomic_folder, write_manifest
+from boards import run_bundle, vitedge_logits
 from targets.bundle_build import build_bundle, is_bundle
 from targets.manifest import read_manifest, verify_checksums
 from targets.runners import open_artifact
 from vitedge.errors import VitedgeError
-
-BUNDLE_PACKAGES = ("numpy", "pillow", "onnxruntime")
-
-
-def make_onnx_artifact(folder: Path, *, int8: bool = False, seed: int = 0) -> Path:
-    """The tiny ViT exported to ONNX (optionally ORT dynamic int8) as a manifest artifact."""
-    loaded = make_tiny_vit(seed)
-    with atomic_folder(folder) as staging:
-        fp32 = staging / ("fp32.onnx" if int8 else "model.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(
-                loaded.module,
-                torch.zeros(1, 3, 32, 32),
-                str(fp32),
-                opset_version=17,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                dynamo=False,
-            )
-        if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(fp32), str(staging / "model.onnx"), weight_type=QuantType.QInt8)
-            fp32.unlink()
-        write_manifest(
-            staging,
-            {
-                "format": "onnx",
-                "precision": "int8-dynamic" if int8 else "fp32",
-                "model_file": "model.onnx",
-                "input_name": "input",
-                "output_name": "logits",
-                "data_config": loaded.data_config.to_dict(),
-            },
-        )
-    return folder
-
-
-def make_venv(folder: Path, packages: tuple[str, ...]) -> Path:
-    """A plain virtualenv (no system site-packages) with only `packages`; returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
-    python = folder / "bin" / "python"
-    if not packages:
-        return python
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", *packages], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"pip install {' '.join(packages)} into a fresh venv failed (needs the PyPI mirror):\n{done.stderr[-2000:]}")
-    return python
-
-
-def clean_env() -> dict[str, str]:
-    """The environment minus anything that could let the venv see vitedge or torch."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
-
-
-def run_bundle(python: Path, bundle: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), str(bundle / "run_bundle.py"), *args], capture_output=True, text=True, cwd=cwd, env=clean_env(), timeout=120)
-
-
-def session_dir(tmp_path_factory, name: str) -> Path:
-    """One folder per test session by name: test_remote.py imports these fixtures, and
-    pytest would otherwise build them again for that module."""
-    return tmp_path_factory.getbasetemp() / name
-
-
-@pytest.fixture(scope="session")
-def bundle_python(tmp_path_factory) -> Path:
-    """Python of a fresh venv with numpy, Pillow and onnxruntime only; built once a session."""
-    folder = session_dir(tmp_path_factory, "bundle-venv")
-    python = folder / "bin" / "python"
-    if not (folder / "complete").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        make_venv(folder, BUNDLE_PACKAGES)
-        probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, env=clean_env())
-        assert probe.returncode != 0, "the bundle venv must not see torch"
-        (folder / "complete").touch()
-    return python
-
-
-@pytest.fixture(scope="session")
-def onnx_artifact(tmp_path_factory) -> Path:
-    folder = session_dir(tmp_path_factory, "tiny-fp32")
-    return folder if folder.is_dir() else make_onnx_artifact(folder)
-
-
-@pytest.fixture(scope="session")
-def int8_artifact(tmp_path_factory) -> Path:
-    folder = session_dir(tmp_path_factory, "tiny-int8")
-    return folder if folder.is_dir() else make_onnx_artifact(folder, int8=True)
-
-
-@pytest.fixture(scope="session")
-def png_images(tmp_path_factory, cifar_test) -> list[Path]:
-    """Eight real CIFAR-10 test images as PNG, one of them enlarged to 45×40 so that the
-    resize + crop path of the preprocessing runs too."""
-    folder = tmp_path_factory.mktemp("png")
-    paths = []
-    for i in range(8):
-        image = Image.fromarray(cifar_test.get(i))
-        if i == 7:
-            image = image.resize((45, 40), Image.Resampling.BICUBIC)
-        path = folder / f"{i}-{CIFAR10_CLASSES[int(cifar_test.labels[i])]}.png"
-        image.save(path)
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory, cifar_test) -> Path:
-    """An ImageFolder of 40 real CIFAR-10 test images (class subfolders named by label)."""
-    root = session_dir(tmp_path_factory, "imagefolder")
-    if not root.is_dir():
-        with atomic_folder(root) as staging:
-            for i in range(40):
-                label = CIFAR10_CLASSES[int(cifar_test.labels[i])]
-                (staging / label).mkdir(exist_ok=True)
-                Image.fromarray(cifar_test.get(i)).save(staging / label / f"{i:05d}.png")
-    return root
-
-
-def vitedge_logits(artifact: Path, paths: list[Path]) -> np.ndarray:
-    """vitedge's own path: decode with Pillow, preprocess, run through `open_artifact`."""
-    runner = open_artifact(artifact)
-    config = calibration.preprocess.DataConfig.from_dict(read_manifest(artifact)["data_config"])
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(calibration.preprocess.to_rgb(image))
-    return runner(preprocess_batch(images, config))
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -203,12 +66,25 @@ def test_build_refuses_existing_out_corrupt_artifact_and_out_inside(onnx_artifac
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("artifact_fixture", ["onnx_artifact", "int8_artifact"])
-def test_classify_in_fresh_venv_matches_vitedge_top5(artifact_fixture, request, bundle_python, png_images, tmp_path):
-    """Acceptance: the bundle in a venv with only numpy, Pillow and onnxruntime gives the
-    same top-5 (and the same probabilities) as vitedge's runner on real CIFAR-10 PNGs."""
+def bundle_with_cli(artifact: Path, out: Path) -> Path:
+    """`vitedge bundle ARTIFACT --out OUT`, as a user types it (runtime: the artifact's own)."""
+    from typer.testing import CliRunner
+
+    from vitedge.cli import app
+
+    done = CliRunner().invoke(app, ["bundle", str(artifact), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+@pytest.mark.parametrize(("artifact_fixture", "precision"), [("default_int8_artifact", "int8-dynamic"), ("onnx_artifact", "fp32")])
+def test_classify_in_fresh_venv_matches_vitedge_top5(artifact_fixture, precision, request, bundle_python, png_images, tmp_path):
+    """Acceptance (issue 6): `vitedge bundle` on the default model's ONNX int8 artifact, then
+    `run_bundle.py classify` in a venv with only numpy, Pillow and onnxruntime gives the same
+    top-5 (and the same probabilities) as vitedge's runner on real CIFAR-10 PNGs."""
     artifact = request.getfixturevalue(artifact_fixture)
-    bundle = build_bundle(artifact, tmp_path / "bundle")
+    bundle = bundle_with_cli(artifact, tmp_path / "bundle")
+    assert read_manifest(bundle)["precision"] == precision and read_manifest(bundle)["bundle"]["runtime"] == "onnxruntime"
     done = run_bundle(bundle_python, bundle, "classify", "--json", *map(str, png_images), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -16,7 +16,6 @@ from targets.onnxruntime import open_onnx
 from targets.openvino import open_openvino
 from targets.runners import open_artifact
 from targets.torch import open_torch
-from test_bundle import onnx_artifact  # noqa: F401 - shared session fixture
 from vitedge.cli import app
 from vitedge.errors import VitedgeError
 

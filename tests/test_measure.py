@@ -9,7 +9,6 @@ from targets.base import RunnerInfo
 from targets.measure import (
     MeasureRequest,
     RunnerSpec,
-    cpu_isa_flags,
     measure,
     measure_isolated,
     time_runner,
@@ -18,8 +17,6 @@ from targets.measure import (
 from targets.torch import open_torch
 from vitedge.models import save_checkpoint
 
-X86_VNNI = "model name\t: Intel(R) Xeon(R) Platinum 8375C\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
-PI5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
 
 
 class FakeClock:
@@ -73,11 +70,6 @@ def test_top_k_accuracy() -> None:
     assert result.top1 == pytest.approx(100 / 3)
     assert result.top5 == pytest.approx(200 / 3)  # label 1 of row 3 ranks sixth
     assert result.samples == 3
-
-
-def test_isa_flags_from_cpuinfo() -> None:
-    assert cpu_isa_flags(X86_VNNI) == ["AVX2", "AVX512F", "AVX512-VNNI"]
-    assert cpu_isa_flags(PI5) == ["NEON", "DOTPROD", "FP16"]
 
 
 def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tmp_path: Path) -> None:

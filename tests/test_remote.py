@@ -12,7 +12,7 @@ from calibration.sources import CIFAR10_CLASSES
 from sshd import free_port, keygen, running_sshd, unavailable_reason, write_known_hosts
 from targets.bundle_build import build_bundle
 from targets.remote import bench_remote, parse_target, ssh_command
-from test_bundle import bundle_python, image_folder, make_venv, onnx_artifact, vitedge_logits  # noqa: F401 - shared session fixtures
+from boards import make_venv, vitedge_logits
 from vitedge.errors import VitedgeError
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no OpenSSH server to test against: {unavailable_reason()}")

@@ -16,7 +16,7 @@ from tests.conftest import make_tiny_vit
 from vitedge.errors import VitedgeError
 from vitedge.models import save_checkpoint
 from vitedge.report import DASH, fmt
-from vitedge.study import COLUMNS, DistillSpec, cells, count_params, load_study_recipe, parse_study_recipe, run_study, with_overrides
+from vitedge.study import COLUMNS, PUBLISHED, DistillSpec, cells, count_params, load_study_recipe, parse_study_recipe, run_study, with_overrides
 
 
 def _families(recipe) -> dict[str, list]:
@@ -94,12 +94,19 @@ def tiny_study(tmp_path_factory):
 
 
 def _run_tiny_study(tmp_path):
-    path = save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+    """The committed quick recipe, every row of it, with the tiny ViT at both scales and its
+    half-width counterpart as the distilled rows' speed model (as deit_small is to vit_base);
+    few images, one fine-tune batch and three timed calls keep it to seconds of work."""
+    from compress.distill import make_student
+
+    tiny = make_tiny_vit()
+    path = save_checkpoint(tiny, tmp_path / "tiny.safetensors")
+    half = save_checkpoint(make_student(tiny, student=None, width=0.5, distill_token=False), tmp_path / "tiny-half.safetensors")
     recipe = with_overrides(
         load_study_recipe(quick=True),
-        model=str(path), speed_model=str(path), student_speed_model=str(path),
-        samples=100, train_samples=128, calibration_samples=16, speed_calibration_samples=8,
-        distill=DistillSpec(epochs=1, samples=128, batch_size=64), threads=1, runs=3,
+        model=str(path), speed_model=str(path), student_speed_model=str(half),
+        samples=64, train_samples=128, calibration_samples=8, speed_calibration_samples=8,
+        distill=DistillSpec(epochs=1, samples=64, batch_size=64), threads=1, runs=3,
     )
     taken: list[tuple[MeasureRequest, Measurement, float]] = []
 
@@ -136,9 +143,11 @@ def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> 
     tiny_params = count_params(make_tiny_vit().module)
     assert base.params == tiny_params and base.accuracy_params == tiny_params
     assert study.result("Structured pruning 25%").params < tiny_params
-    assert study.result("Distilled student").params < tiny_params / 2
+    student = study.result("Distilled student")
+    assert student.accuracy_params < tiny_params / 2  # the student trained in this run
+    assert student.params < tiny_params / 2 and student.speed_model == recipe.student_speed_model
     assert study.result("Dynamic Quantization (PyTorch)").speed.size_mb < base.speed.size_mb
-    assert 0 < base.accuracy.accuracy.samples == 100
+    assert 0 < base.accuracy.accuracy.samples == 64
 
 
 def test_study_files_come_from_the_same_rows(tiny_study) -> None:
@@ -179,3 +188,24 @@ def test_gpu_timing_without_a_device_is_a_dash_and_says_why(tmp_path) -> None:
     study = run_study(recipe, tmp_path / "out", measure=lambda r: measure(r, clock=Ticks(0.001)), gpu=True)
     assert study.baseline.gpu is None and cells(study.baseline, study.baseline)[8] == DASH
     assert any("CUDA" in note for note in study.notes)
+
+
+def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path) -> None:
+    """The published Vanilla row has it/s but no top-1: a dotted line at its it/s, labelled so,
+    never a cross at a made-up top-1; the others are crosses at their published figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitedge.report import _plot_published, pareto_plot
+
+    figure, axes = plt.subplots()
+    _plot_published(axes, PUBLISHED)
+    crosses = axes.collections[0].get_offsets().tolist()
+    assert crosses == [[p[1], p[2]] for p in PUBLISHED if p[2] is not None]
+    speed_only = [(line.get_xdata()[0], line.get_label()) for line in axes.get_lines()]
+    assert speed_only == [(p[1], f"{p[0]} (published it/s; no top-1 published)") for p in PUBLISHED if p[2] is None]
+    plt.close(figure)
+    pareto_plot([], tmp_path / "p.png", published=PUBLISHED)
+    assert (tmp_path / "p.png").stat().st_size > 0

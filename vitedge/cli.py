@@ -118,6 +118,8 @@ def run() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if code == 130:  # Typer turns Ctrl-C into a returned 130 under standalone_mode=False
+        console.print("[red]aborted[/]")
     sys.exit(code if isinstance(code, int) else 0)
 
 

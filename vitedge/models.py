@@ -8,6 +8,8 @@ the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary
 
 from __future__ import annotations
 
+import difflib
+import errno
 import json
 import os
 import tempfile
@@ -72,15 +74,23 @@ def require_vit(loaded: LoadedModel, what: str) -> None:
         )
 
 
+def unknown_model_hint(name: str) -> str:
+    """The nearest timm names by spelling, so a typo ("vit_bsae_patch16_224") is one edit
+    away from working; a substring search would miss a swapped letter."""
+    import timm
+
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3, cutoff=0.75)
+    if not close:
+        return "see timm.list_models('vit*') for names, or pass a .safetensors file"
+    others = f" (also close: {', '.join(close[1:])})" if len(close) > 1 else ""
+    return f"did you mean {close[0]}?{others}"
+
+
 def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Module:
     import timm
 
     if not arch.name.startswith("hf-hub:") and not timm.is_model(arch.name):
-        close = timm.list_models(f"*{arch.name.split('.')[0][:8]}*")[:5]
-        raise VitedgeError(
-            f"unknown model {arch.name!r}",
-            f"did you mean {', '.join(close)}?" if close else "see timm.list_models('vit*') for names, or pass a .safetensors file",
-        )
+        raise VitedgeError(f"unknown model {arch.name!r}", unknown_model_hint(arch.name))
     try:
         return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
@@ -144,6 +154,24 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _refuse_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A diverged training run saves NaN/inf weights; every number the tool would print for
+    such a model is garbage, so refuse it at load time and name the first broken tensor."""
+    broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise VitedgeError(f"the weights in {path} contain NaN or inf ({broken[0]}{more})", "the checkpoint is broken (a diverged training run?); use an earlier checkpoint or retrain")
+
+
+def _recorded_data_config(metadata: dict[str, Any], path: Path) -> DataConfig:
+    """The DataConfig saved with the weights; a hand-edited one (std 0, crop_pct 2, ...) is
+    a user error that names the file, not a traceback."""
+    try:
+        return DataConfig.from_dict(metadata["data_config"])
+    except (TypeError, ValueError) as exc:
+        raise VitedgeError(f"the data_config recorded with {path} is invalid: {exc}", "fix the checkpoint's metadata (mean, std, crop_pct, interpolation)") from None
+
+
 def _sidecar_metadata(path: Path) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
@@ -179,6 +207,7 @@ def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | Non
     else:
         state = _read_torch_checkpoint(path)
         metadata = _sidecar_metadata(path)
+    _refuse_non_finite(state, path)
     if "architecture" in metadata:
         arch = Architecture.from_dict(metadata["architecture"])
     elif arch_name:
@@ -193,7 +222,7 @@ def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | Non
     module = restore_before_load(build_architecture(arch), records)
     _load_weights(module, state, path, arch)
     module = restore_after_load(module, records).eval()
-    config = DataConfig.from_dict(metadata["data_config"]) if "data_config" in metadata else data_config_for(module)
+    config = _recorded_data_config(metadata, path) if "data_config" in metadata else data_config_for(module)
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 
@@ -221,19 +250,33 @@ def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path` and rename it into place; a full disk or an
+    unwritable folder becomes one line, and no partial file is left either way."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise VitedgeError(f"disk full while writing {path}", "free some space or choose another --out") from None
+        raise VitedgeError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out folder") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
 def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
-    """Write weights + our metadata as .safetensors, atomically (temp file, then rename)."""
-    from safetensors.torch import save_file
+    """Write weights + our metadata as .safetensors, atomically (temp file, then rename).
+    Serialized in memory first (one extra copy of the weights) so that a write error is
+    Python's OSError with its errno, not safetensors' opaque serializing error."""
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous() for key, value in loaded.module.state_dict().items() if isinstance(value, torch.Tensor)}
     metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(loaded, **extra), sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    _write_atomic(path, save(state, metadata=metadata))
     return path

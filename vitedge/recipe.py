@@ -5,6 +5,7 @@ the valid choices, because a typo that silently falls back to a default wastes a
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,23 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
-def _unknown(kind: str, name: str, valid: list[str], source: str, text: str, needle: str) -> VitedgeError:
+def _where(source: str, text: str, needle: str) -> str:
+    """`file:line` for the first line that starts with `needle`, or just `file`."""
     line = _line_of(text, needle)
-    where = f"{source}:{line}" if line else source
+    return f"{source}:{line}" if line else source
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, source: str) -> VitedgeError:
+    """tomllib puts the position in its message ("... (at line 3, column 7)") and, before
+    Python 3.14, nowhere else; lift the line to the front like every other recipe error."""
+    reason = str(exc)
+    found = re.search(r"\(at line (\d+), column \d+\)", reason)
+    where = f"{source}:{found.group(1)}" if found else source
+    return VitedgeError(f"{where}: not valid TOML: {reason}", "check the quoting and brackets on that line")
+
+
+def _unknown(kind: str, name: str, valid: list[str], source: str, text: str, needle: str) -> VitedgeError:
+    where = _where(source, text, needle)
     close = difflib.get_close_matches(name, valid, n=1)
     suggestion = f"did you mean {close[0]!r}? " if close else ""
     return VitedgeError(f"{where}: unknown {kind} {name!r}", f"{suggestion}valid: {', '.join(sorted(valid))}")
@@ -79,14 +94,14 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise VitedgeError(f"{source}: not valid TOML: {exc}", "check the quoting and brackets on that line") from None
+        raise _toml_error(exc, source) from None
     for table, body in data.items():
         if table not in TOP_LEVEL:
             raise _unknown("table", table, sorted(TOP_LEVEL), source, text, f"[{table}" if isinstance(body, dict) else table)
         if table == "compress":
             continue
         if not isinstance(body, dict):
-            raise VitedgeError(f"{source}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines")
+            raise VitedgeError(f"{_where(source, text, table)}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines")
         for key, value in body.items():
             if key not in SCHEMA[table]:
                 raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
@@ -114,7 +129,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     steps = []
     for index, entry in enumerate(data.get("compress", [])):
         if not isinstance(entry, dict) or "step" not in entry:
-            raise VitedgeError(f"{source}: [[compress]] entry {index + 1} has no 'step'", 'write step = "prune-heads" and its options, e.g. ratio = 0.25')
+            raise VitedgeError(f"{_where(source, text, '[[compress]]')}: [[compress]] entry {index + 1} has no 'step'", 'write step = "prune-heads" and its options, e.g. ratio = 0.25')
         options = {k: v for k, v in entry.items() if k != "step"}
         steps.append((str(entry["step"]), options))
     _check_steps(steps, source, text)

@@ -143,9 +143,24 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs speed (CPU, batch 1)", published: Sequence[tuple[str, float, float, float]] = ()) -> None:
-    """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn; `published` points
-    (label, it/s, top-1, MB) are overlaid and labelled as published."""
+PublishedPoint = tuple[str, float, float | None, float]  # (label, it/s, top-1 % or None, MB)
+
+
+def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
+    """Published points with a top-1 as crosses; those without one (a paper gives some rows
+    speed only) as a dotted vertical line at their it/s, so no top-1 is made up for them."""
+    ranked = [p for p in published if p[2] is not None]
+    if ranked:
+        axes.scatter([p[1] for p in ranked], [p[2] for p in ranked], marker="x", color="black", label="published (Chen et al. 2024)")
+        for label, speed, top1, _ in ranked:
+            axes.annotate(f"{label} (published)", (speed, top1), fontsize=7, xytext=(4, -9), textcoords="offset points")
+    for label, speed, _, _ in (p for p in published if p[2] is None):
+        axes.axvline(speed, linestyle=":", color="gray", label=f"{label} (published it/s; no top-1 published)")
+
+
+def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs speed (CPU, batch 1)", published: Sequence[PublishedPoint] = ()) -> None:
+    """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn; `published` points are
+    overlaid and labelled as published (see `_plot_published` for those without top-1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,10 +175,7 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
             axes.annotate(name, (speed, top1), fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = pareto_front([(m[1], m[2]) for m in measured])
         axes.plot([measured[i][1] for i in front], [measured[i][2] for i in front], "--", color="tab:red", label="Pareto front")
-    if published:
-        axes.scatter([p[1] for p in published], [p[2] for p in published], marker="x", color="black", label="published (Chen et al. 2024)")
-        for label, speed, top1, _ in published:
-            axes.annotate(f"{label} (published)", (speed, top1), fontsize=7, xytext=(4, -9), textcoords="offset points")
+    _plot_published(axes, published)
     axes.set_xscale("log")
     axes.set_xlabel("images / second (batch 1, log scale)")
     axes.set_ylabel("top-1 %")

@@ -80,6 +80,8 @@ def export_command(
     per_channel: bool = typer.Option(False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."),
     reduce_range: bool = typer.Option(False, help="ONNX int8: 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)."),
     smooth_quant: bool = typer.Option(True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="int8 accuracy budget: keep the most sensitive nodes in float until top-1 on --verify-data is within this many points of fp32 (as `vitedge quantize`)."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Instead of --max-drop, for unlabelled --verify-data: smallest allowed mean cosine to the fp32 logits."),
     arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity against PyTorch after exporting."),
@@ -103,6 +105,9 @@ def export_command(
     options = ExportOptions(opset=opset, batch=_parse_batch(batch), calib_method=calib_method, per_channel=per_channel, reduce_range=reduce_range, smooth_quant=smooth_quant)
     needs_calibration = (to, precision) in NEEDS_CALIBRATION
     check_request(to, precision, calib is not None)
+    if max_drop is not None or min_cosine is not None:
+        _export_to_budget(model, to, precision, out_dir, max_drop, min_cosine, calib, calib_samples, calib_seed, options, verify_data, verify_samples, arch, threads, force, as_json)
+        return
     loaded = load_model(model, arch=arch)
     require_vit(loaded, "export")
     calibration = None
@@ -123,6 +128,35 @@ def export_command(
     with console.status(f"verifying on {verify_samples} images from {verify_data}"):
         report = verify_folder(folder, reference=loaded, data=verify_data, samples=verify_samples, threads=threads)
     _show(report, folder, as_json, summary)
+
+
+def _export_to_budget(model: str, to: str, precision: str, out_dir: Path, max_drop: Optional[float], min_cosine: Optional[float], calib: Optional[str], calib_samples: int, calib_seed: int, options, verify_data: str, verify_samples: int, arch: Optional[str], threads: Optional[int], force: bool, as_json: bool) -> None:  # noqa: ANN001 - ExportOptions
+    """`export --max-drop` is `vitedge quantize` with export's options; the budget is judged on the parity images."""
+    from exporter.budget import DEFAULT_RANK_SAMPLES, PRECISION
+    from vitedge.commands.int8 import run_budget
+
+    if PRECISION.get(to) != precision:
+        raise VitedgeError(f"--max-drop/--min-cosine apply to calibrated int8, not {to} {precision}", f"use --to {to} --precision {PRECISION.get(to, 'int8-static')}")
+    run_budget(
+        model,
+        to=to,
+        out_dir=out_dir,
+        max_drop=max_drop,
+        min_cosine=min_cosine,
+        data=verify_data,
+        samples=verify_samples,
+        rank_samples=min(DEFAULT_RANK_SAMPLES, verify_samples),
+        group="node",
+        calib=calib or "",
+        calib_samples=calib_samples,
+        calib_seed=calib_seed,
+        options=options,
+        timing_runs=20,
+        arch=arch,
+        threads=threads,
+        force=force,
+        as_json=as_json,
+    )
 
 
 @app.command("verify")

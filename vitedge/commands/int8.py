@@ -149,11 +149,55 @@ def quantize_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's accuracy_budget as JSON."),
 ) -> None:
     """int8 within an accuracy budget: keep the most sensitive nodes in float until it holds."""
-    from exporter.budget import Budget, quantize_to_budget
     from exporter.export import ExportOptions
+
+    run_budget(
+        model,
+        to=_format(to),
+        out_dir=out_dir,
+        max_drop=max_drop,
+        min_cosine=min_cosine,
+        data=data,
+        samples=samples,
+        rank_samples=rank_samples,
+        group=group,
+        calib=calib,
+        calib_samples=calib_samples,
+        calib_seed=calib_seed,
+        options=ExportOptions(calib_method=calib_method),
+        timing_runs=timing_runs,
+        arch=arch,
+        threads=threads,
+        force=force,
+        as_json=as_json,
+    )
+
+
+def run_budget(
+    model: str,
+    *,
+    to: str,
+    out_dir: Path,
+    max_drop: Optional[float],
+    min_cosine: Optional[float],
+    data: str,
+    samples: int,
+    rank_samples: int,
+    group: str,
+    calib: str,
+    calib_samples: int,
+    calib_seed: int,
+    options,  # noqa: ANN001 - exporter.export.ExportOptions (imported lazily: the CLI starts fast)
+    timing_runs: int,
+    arch: Optional[str],
+    threads: Optional[int],
+    force: bool,
+    as_json: bool,
+) -> None:
+    """The budget search behind `vitedge quantize` and `vitedge export --max-drop`: one code path, one table."""
+    from exporter.budget import Budget, quantize_to_budget
     from vitedge.report import fmt
 
-    to = _format(to)
     budget = Budget(max_drop=max_drop, cosine_floor=min_cosine)
     if Path(out_dir).exists() and not force:
         raise VitedgeError(f"output folder {out_dir} already exists", "pass --force to replace it, or choose another --out")
@@ -167,7 +211,7 @@ def quantize_command(
             evalset=evalset,
             budget=budget,
             out=out_dir,
-            options=ExportOptions(calib_method=calib_method),
+            options=options,
             rank_samples=rank_samples,
             group=group,
             threads=threads,
@@ -178,7 +222,8 @@ def quantize_command(
     if as_json:
         out.print_json(json.dumps({"artifact": str(out_dir), "accuracy_budget": outcome.record()}))
     else:
-        table = Table(title=f"{model} → {to} int8, budget {budget.metric} {'drop ≤ ' + str(budget.max_drop) + ' points' if budget.max_drop is not None else 'cosine ≥ ' + str(budget.cosine_floor)} ({evalset.record['count']} images of {evalset.record['source']})", title_justify="left")
+        limit = f"drop ≤ {budget.max_drop} points" if budget.max_drop is not None else f"cosine ≥ {budget.cosine_floor}"
+        table = Table(title=f"{model} → {to} int8, budget {budget.metric} {limit} ({evalset.record['count']} images of {evalset.record['source']})", title_justify="left")
         for column in ("kept in float", "cosine", "top-1 agree", "top-1 %", "Δ top-1", "it/s b1", "speed cost"):
             table.add_column(column, justify="left" if column == "kept in float" else "right")
         speeds = {row.kept: row for row in outcome.speed}
