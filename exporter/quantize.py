@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -45,12 +46,15 @@ PERCENTILE_BINS = 2048
 @contextlib.contextmanager
 def _quiet_ort() -> Iterator[None]:
     """ORT's quantizer logs warnings on the root logger (pre-processing advice, one per
-    skipped node); they drown the progress display, so hold them back while it runs."""
+    skipped node) and its histogram calibrators print() progress lines ("Collecting tensor
+    data and making histogram ..."); both drown the progress display and corrupt `--json`
+    output on stdout, so hold them back while it runs."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 

@@ -225,3 +225,24 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
     code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(tmp_path / "o5"))
     assert code == 2 and "--calib" in stderr and not (tmp_path / "o5").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "few", "full", "model.onnx", "resnet.safetensors", "tiny.safetensors"]
+
+
+def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(tmp_path, calib, capsys):
+    """ORT's entropy calibrator with its default bin counts returned exactly the MinMax scales
+    (FIELD-NOTES); ours must not, and ORT's print() progress must not reach stdout (--json)."""
+    from onnx import numpy_helper
+
+    from exporter.onnx import export_onnx
+    from exporter.quantize import quantize_static_onnx
+
+    loaded = make_tiny_vit()
+    fp32 = export_onnx(loaded.module, tmp_path / "fp32.onnx", input_size=loaded.data_config.input_size, opset=17, batch="dynamic", metadata={})
+    scales = {}
+    for method in ("minmax", "entropy"):
+        quantize_static_onnx(fp32, tmp_path / f"{method}.onnx", calib, input_name="input", method=method, per_channel=False)
+        graph = onnx.load(tmp_path / f"{method}.onnx").graph
+        scales[method] = {t.name: numpy_helper.to_array(t).item() for t in graph.initializer if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+    assert scales["minmax"].keys() == scales["entropy"].keys() and len(scales["minmax"]) > 10
+    differing = [name for name in scales["minmax"] if not np.isclose(scales["minmax"][name], scales["entropy"][name], rtol=1e-3)]
+    assert len(differing) >= len(scales["minmax"]) // 4  # entropy clips outliers: many activation scales shrink
+    assert capsys.readouterr().out == ""
