@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,7 +10,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from exporter.artifact import save_figure_atomic, write_json_atomic
+from exporter.artifact import save_figure_atomic, write_json_atomic, write_text_atomic
 from targets.measure import Measurement
 
 
@@ -122,16 +120,6 @@ def markdown(rows: Sequence[ResultRow], title: str = "vitedge results", notes: S
     return "\n".join(lines) + "\n"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in (speed up, accuracy up), sorted by speed."""
     order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
@@ -190,7 +178,7 @@ def write_reports(rows: Sequence[ResultRow], folder: Path, *, title: str = "vite
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "results.json", "markdown": folder / "report.md", "plot": folder / "pareto.png"}
     write_json_atomic(paths["json"], {"title": title, "rows": [row.to_dict() for row in rows], **(extra or {})})
-    _write_text_atomic(paths["markdown"], markdown(rows, title, notes))
+    write_text_atomic(paths["markdown"], markdown(rows, title, notes))
     pareto_plot(rows, paths["plot"], title=title)
     return paths
 

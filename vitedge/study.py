@@ -610,7 +610,7 @@ def plot_rows(study: Study) -> list[ResultRow]:
 
 
 def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    from vitedge.report import _write_text_atomic
+    from exporter.artifact import write_text_atomic
 
     paths = {"json": folder / "study.json", "markdown": folder / "study.md", "plot": folder / "study.png"}
     recipe = dataclasses.asdict(study.recipe)
@@ -624,7 +624,7 @@ def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = No
         "notes": list(study.notes),
         **(extra or {}),
     })
-    _write_text_atomic(paths["markdown"], markdown(study))
+    write_text_atomic(paths["markdown"], markdown(study))
     pareto_plot(plot_rows(study), paths["plot"], title=f"{study.recipe.name}: top-1 vs CPU it/s (batch 1)", published=PUBLISHED)
     return paths
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -75,17 +73,6 @@ def _score_cells(score, reference_top1: float | None) -> list[str]:  # noqa: ANN
 
     top1 = [fmt(score.top1, "pct"), fmt(score.top1 - reference_top1, "delta")] if score.top1 is not None and reference_top1 is not None else ["—", "—"]
     return [fmt(score.cosine_mean, "cosine"), fmt(score.top1_agreement, "agree"), *top1]
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @app.command("sensitivity")
@@ -273,6 +260,7 @@ def calibrate_sweep_command(
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
     import torch
 
+    from exporter.artifact import write_text_atomic
     from exporter.sensitivity import calibration_record, evaluation_set
     from exporter.sweep import calibration_draws, openvino_variants, recommend, sweep_onnx, sweep_openvino, write_sweep
     from vitedge.models import load_model, require_vit
@@ -300,7 +288,7 @@ def calibrate_sweep_command(
             points += sweep_openvino(loaded, draws, evalset, variants=all_variants, threads=threads, progress=_tracker(progress, "sweep openvino"))
     paths = write_sweep(points, out_dir, evalset=evalset, calibration=record)
     recommendations = {fmt_: recommend([p for p in points if p.format == fmt_]) for fmt_ in formats}
-    _write_text_atomic(Path(out_dir) / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))
+    write_text_atomic(Path(out_dir) / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))
     if as_json:
         out.print_json(paths["json"].read_text())
         return
