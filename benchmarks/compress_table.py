@@ -5,6 +5,10 @@ fine-tunes, and the issue's acceptance checks computed from the rows.
 
     python benchmarks/compress_table.py --out benchmarks/compress_table.json          # the real run
     python benchmarks/compress_table.py --quick --out /tmp/compress_quick.json        # tiny random model, ~1 min
+    # the pruning and token-merging acceptance rows, with a longer recovery fine-tune done by
+    # `vitedge compress vitedge-cifar10 --step prune-structured:ratio=0.25 --step distill:epochs=3,lr=0.0005 --data cifar10:train --out pruned.safetensors`
+    python benchmarks/compress_table.py --out benchmarks/compress_acceptance.json --groups prune-structured,tokens \
+        --merge-r 8,10,12 --recovered pruned.safetensors --rounds 7 --seconds 0.5
 
 Rows: fp32 baseline; dynamic int8 (PyTorch; ORT dynamic int8 of the fp32 ONNX), fp16, bf16;
 SVD low-rank (+ fine-tune); Nyström for each m before/after a fine-tune; unstructured
@@ -13,9 +17,12 @@ channels before/after a distillation fine-tune; ToMe merging for each r and atte
 dropping (training-free); a half-width student trained with and without distillation; and
 the chain prune → distill → int8. Fine-tunes distil from the uncompressed model.
 
-Timing: every runner is timed in interleaved rounds (warm-up, then calls for --seconds per
-round), and a row's it/s is the median over all rounds, so a transient load hits all rows
-alike. Threads are explicit. Do not trust figures taken while another process uses a core.
+Timing is paired: in every round each (row, runtime, batch) is timed right after the
+baseline's runner for the same runtime and batch (warm-up, then calls for --seconds each, a
+short pause first so the previous runtime's spinning threads go idle). A row's speedup is
+the median over rounds of its pair's ratio of median call times, so drift on a shared
+machine cancels within a pair; it/s is the median over all its calls. Threads are explicit.
+Do not trust figures taken while another process uses a core. --groups runs a subset.
 Writes JSON (rows, checks, settings, machine, versions) and a markdown table beside it,
 atomically, and prints the markdown.
 """
@@ -40,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from exporter.artifact import write_text_atomic  # noqa: E402
 from targets.detect import probe_cpu  # noqa: E402
 
 ONNX_OPSET = 17
@@ -62,6 +70,8 @@ class Settings:
     batches: tuple[int, ...] = (1, 32)
     seconds: float = 1.0
     rounds: int = 5
+    groups: tuple[str, ...] = ()  # empty: every group
+    recovered: str = ""  # a pruned + fine-tuned checkpoint to use instead of fine-tuning here
     quick: bool = False
 
 
@@ -96,14 +106,6 @@ class Variant:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
@@ -208,29 +210,49 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
     log(f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)")
 
 
+SETTLE_SECONDS = 0.05  # ORT's intra-op threads spin after a run; let them idle before timing another runner
+
+
+def _timed_calls(runner: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float) -> list[float]:
+    time.sleep(SETTLE_SECONDS)
+    for _ in range(3):
+        runner(batch)
+    samples: list[float] = []
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds or len(samples) < 3:
+        start = time.perf_counter()
+        runner(batch)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
-    """Interleaved rounds over every (variant, runtime, batch); median seconds per call."""
+    """Paired rounds: every (variant, runtime, batch) right after the baseline's same key."""
     rng = np.random.default_rng(0)
     inputs = {batch: rng.standard_normal((batch, *image_shape)).astype(np.float32) for batch in settings.batches}
+    base = variants[0]
     durations: dict[tuple[int, str], list[float]] = {}
+    ratios: dict[tuple[int, str], list[float]] = {}
     for round_index in range(settings.rounds):
         for index, variant in enumerate(variants):
             for key, runner in (variant.runners or {}).items():
                 batch = inputs[int(key.split("/")[1])]
-                for _ in range(3):
-                    runner(batch)
-                samples = durations.setdefault((index, key), [])
-                began = time.perf_counter()
-                while time.perf_counter() - began < settings.seconds or len(samples) < 3 * (round_index + 1):
-                    start = time.perf_counter()
-                    runner(batch)
-                    samples.append(time.perf_counter() - start)
+                partner = (base.runners or {}).get(key) if index else None
+                if partner is not None:
+                    reference = _timed_calls(partner, batch, settings.seconds)
+                    durations.setdefault((0, key), []).extend(reference)
+                samples = _timed_calls(runner, batch, settings.seconds)
+                durations.setdefault((index, key), []).extend(samples)
+                if partner is not None:
+                    ratios.setdefault((index, key), []).append(statistics.median(reference) / statistics.median(samples))
         log(f"timing round {round_index + 1}/{settings.rounds} done")
     for index, variant in enumerate(variants):
         for key in variant.runners or {}:
             runtime, batch = key.split("/")
             median = statistics.median(durations[(index, key)])
             variant.row.setdefault("images_per_s", {}).setdefault(runtime, {})[batch] = int(batch) / median
+            if (index, key) in ratios:
+                variant.row.setdefault("speedup", {}).setdefault(runtime, {})[batch] = statistics.median(ratios[(index, key)])
         per_runtime = variant.row.get("images_per_s", {})
         variant.row["it_per_s_torch"] = per_runtime.get("torch", {}).get("1")
         exported = {name: per_runtime[name]["1"] for name in ("onnx", "openvino") if name in per_runtime and "1" in per_runtime[name]}
@@ -243,6 +265,7 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
     from compress.distill import DistillConfig, distill, make_student
     from compress.registry import apply_step, apply_steps
     from compress.train import TrainConfig, train as train_loop
+    from vitedge.models import load_model
 
     def chain(*specs: tuple[str, dict[str, Any]], start=None):  # noqa: ANN001, ANN202 - LoadedModel
         """Steps after `start`, any distill step learning from the uncompressed model."""
@@ -251,43 +274,56 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
             loaded = apply_step(loaded, name, options, data=train, teacher=base.module)
         return loaded
 
+    def want(group: str) -> bool:
+        return not settings.groups or group in settings.groups
+
     finetune = ("distill", {"epochs": settings.finetune_epochs, "lr": settings.finetune_lr})
     variants = [Variant("fp32 baseline", "baseline", base, base)]
-    variants.append(Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True))
-    variants.append(Variant("fp16", "quantize", apply_steps(base, [("fp16", {})]), None))
-    variants.append(Variant("bf16", "quantize", apply_steps(base, [("bf16", {})]), None))
+    if want("quantize"):
+        variants.append(Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True))
+        variants.append(Variant("fp16", "quantize", apply_steps(base, [("fp16", {})]), None))
+        variants.append(Variant("bf16", "quantize", apply_steps(base, [("bf16", {})]), None))
 
-    lowrank = apply_steps(base, [("lowrank", {"energy": settings.lowrank_energy})])
-    variants.append(Variant(f"low-rank energy {settings.lowrank_energy}", "lowrank", lowrank, lowrank))
-    tuned = chain(finetune, start=lowrank)
-    variants.append(Variant(f"low-rank energy {settings.lowrank_energy} + fine-tune", "lowrank", tuned, tuned))
+    if want("lowrank"):
+        lowrank = apply_steps(base, [("lowrank", {"energy": settings.lowrank_energy})])
+        variants.append(Variant(f"low-rank energy {settings.lowrank_energy}", "lowrank", lowrank, lowrank))
+        tuned = chain(finetune, start=lowrank)
+        variants.append(Variant(f"low-rank energy {settings.lowrank_energy} + fine-tune", "lowrank", tuned, tuned))
 
-    for m in settings.landmarks:
+    for m in settings.landmarks if want("nystrom") else ():
         nystrom = apply_steps(base, [("nystrom", {"landmarks": m})])
         variants.append(Variant(f"Nyström m={m}", "nystrom", nystrom, nystrom))
         tuned = chain(finetune, start=nystrom)
         variants.append(Variant(f"Nyström m={m} + fine-tune", "nystrom", tuned, tuned))
 
-    for name, options in (("prune-magnitude", {"ratio": 0.5}), ("prune-taylor", {"ratio": 0.5, "samples": 512})):
+    for name, options in (("prune-magnitude", {"ratio": 0.5}), ("prune-taylor", {"ratio": 0.5, "samples": 512})) if want("prune-unstructured") else ():
         pruned = chain((name, options))
         variants.append(Variant(f"{name} 50% (unstructured)", "prune-unstructured", pruned, pruned))
 
-    structured = apply_steps(base, [("prune-structured", {"ratio": 0.25})])
-    variants.append(Variant("structured 25% heads+MLP", "prune-structured", structured, structured))
-    recovered = chain(finetune, start=structured)
-    variants.append(Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered))
-    chained = apply_steps(recovered, [("quantize-dynamic", {})])
-    variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
+    if want("prune-structured"):
+        structured = apply_steps(base, [("prune-structured", {"ratio": 0.25})])
+        variants.append(Variant("structured 25% heads+MLP", "prune-structured", structured, structured))
+        if settings.recovered:  # e.g. from `vitedge compress ... --step prune-structured:ratio=0.25 --step distill:epochs=3`
+            recovered = load_model(settings.recovered)
+            if [step["name"] for step in recovered.steps][:1] != ["prune-structured"]:
+                raise SystemExit(f"--recovered {settings.recovered}: expected a prune-structured checkpoint, got steps {[s['name'] for s in recovered.steps]}")
+        else:
+            recovered = chain(finetune, start=structured)
+        variants.append(Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered))
+        chained = apply_steps(recovered, [("quantize-dynamic", {})])
+        variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
 
-    for r in settings.merge_r:
-        merged = apply_steps(base, [("tokens", {"r": r, "mode": "merge"})])
-        variants.append(Variant(f"ToMe merge r={r}", "tokens", merged, merged))
-    for r in settings.drop_r:
-        dropped = apply_steps(base, [("tokens", {"r": r, "mode": "drop"})])
-        variants.append(Variant(f"token drop r={r}", "tokens", dropped, dropped))
+    if want("tokens"):
+        for r in settings.merge_r:
+            merged = apply_steps(base, [("tokens", {"r": r, "mode": "merge"})])
+            variants.append(Variant(f"ToMe merge r={r}", "tokens", merged, merged))
+        for r in settings.drop_r:
+            dropped = apply_steps(base, [("tokens", {"r": r, "mode": "drop"})])
+            variants.append(Variant(f"token drop r={r}", "tokens", dropped, dropped))
 
+    if not want("distill"):
+        return variants
     config = TrainConfig(epochs=settings.student_epochs, batch_size=128 if len(train[0]) >= 128 else 32, lr=1e-3, warmup_epochs=min(2.0, settings.student_epochs / 5), seed=0)
-    students = {}
     for distilled in (False, True):
         student = make_student(base, student=None, width=settings.student_width, distill_token=False, seed=0)
         log(f"training the {'distilled' if distilled else 'plain'} student ({settings.student_epochs} epochs)")
@@ -295,40 +331,46 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
             module, logs = distill(student.module, base.module, *train, config, DistillConfig("soft", 0.5, 2.0), show_progress=False)
         else:
             module, logs = train_loop(student.module, *train, config, show_progress=False)
-        students[distilled] = student.with_module(module.eval())
+        trained = student.with_module(module.eval())
         label = f"student width {settings.student_width}, {settings.student_epochs} epochs, {'with' if distilled else 'without'} distillation"
-        variants.append(Variant(label, "distill", students[distilled], students[distilled]))
+        variants.append(Variant(label, "distill", trained, trained))
     return variants
 
 
 def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's acceptance criteria, computed from the rows."""
+    """The issue's acceptance criteria, computed from the rows' paired speedups."""
     by_name = {row["name"]: row for row in rows}
     base = by_name["fp32 baseline"]
+    batches = sorted({batch for row in rows for speeds in row.get("speedup", {}).values() for batch in speeds}, key=int)
 
-    def ratio(row: dict[str, Any], runtime: str) -> float | None:
-        mine, theirs = row.get("images_per_s", {}).get(runtime, {}).get("1"), base.get("images_per_s", {}).get(runtime, {}).get("1")
-        return mine / theirs if mine and theirs else None
+    def speedup(row: dict[str, Any], runtime: str, batch: str) -> float | None:
+        return row.get("speedup", {}).get(runtime, {}).get(batch)
 
     result: dict[str, Any] = {}
     recovered = by_name.get("structured 25% heads+MLP + distill fine-tune")
     if recovered:
-        speedup, drop = ratio(recovered, "onnx"), base["top1"] - recovered["top1"]
-        result["structured_pruning"] = {"onnx_speedup": speedup, "top1_drop": drop, "passed": bool(speedup and speedup >= 1.25 and drop <= 2.0)}
+        onnx_x, drop = speedup(recovered, "onnx", "1"), base["top1"] - recovered["top1"]
+        result["structured_pruning"] = {
+            "onnx_speedup": onnx_x, "onnx_speedup_by_batch": {b: speedup(recovered, "onnx", b) for b in batches},
+            "top1_drop": drop, "passed": bool(onnx_x and onnx_x >= 1.25 and drop <= 2.0),
+        }
     tome = []
     for row in rows:
         if row["group"] == "tokens" and row["name"].startswith("ToMe"):
-            torch_x = ratio(row, "torch")
-            export_x = max(filter(None, (ratio(row, "onnx"), ratio(row, "openvino"))), default=None)
             drop = base["top1"] - row["top1"]
-            tome.append({"name": row["name"], "torch_speedup": torch_x, "export_speedup": export_x, "top1_drop": drop, "passed": bool(torch_x and export_x and torch_x >= 1.3 and export_x >= 1.3 and drop <= 2.0)})
+            for batch in batches:
+                torch_x = speedup(row, "torch", batch)
+                export_x = max(filter(None, (speedup(row, "onnx", batch), speedup(row, "openvino", batch))), default=None)
+                passed = bool(torch_x and export_x and torch_x >= 1.3 and export_x >= 1.3 and drop <= 2.0)
+                tome.append({"name": row["name"], "batch": int(batch), "torch_speedup": torch_x, "export_speedup": export_x, "top1_drop": drop, "passed": passed})
     result["token_merging"] = {"rows": tome, "passed": any(entry["passed"] for entry in tome)}
     curve = {}
     for row in rows:
         if row["group"] == "nystrom":
             m = int(row["name"].split("m=")[1].split()[0])
             curve.setdefault(m, {})["after_finetune" if "fine-tune" in row["name"] else "training_free"] = row["top1"]
-    result["nystrom_curve"] = {"baseline_top1": base["top1"], "by_landmarks": {str(m): curve[m] for m in sorted(curve)}}
+    if curve:
+        result["nystrom_curve"] = {"baseline_top1": base["top1"], "by_landmarks": {str(m): curve[m] for m in sorted(curve)}}
     students = [row for row in rows if row["group"] == "distill"]
     if len(students) == 2:
         plain, distilled = sorted(students, key=lambda row: "with distillation" in row["name"])
@@ -345,26 +387,35 @@ def markdown(rows: list[dict[str, Any]], result: dict[str, Any], meta: dict[str,
         f"# Compression table: {meta['settings']['model']}",
         "",
         f"{meta['machine']['cpu']}, {meta['settings']['threads']} threads; torch {meta['versions']['torch']}, onnxruntime {meta['versions']['onnxruntime']}, openvino {meta['versions']['openvino']}; "
-        f"top-1 on {meta['settings']['test_count']} CIFAR-10 test images; it/s at batch 1 (median of interleaved rounds); img/s at batch {meta['settings']['batches'][-1]}.",
+        f"top-1 on {meta['settings']['test_count']} CIFAR-10 test images; it/s at batch 1, img/s at batch {meta['settings']['batches'][-1]} (median call time); (n×): speedup over the baseline, median of paired rounds.",
         "",
         f"| technique | top-1 % | weights | MB | PyTorch it/s | ONNX/OpenVINO it/s (best) | PyTorch img/s b{meta['settings']['batches'][-1]} | best export img/s b{meta['settings']['batches'][-1]} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     big = str(meta["settings"]["batches"][-1])
     for row in rows:
-        speeds = row.get("images_per_s", {})
-        export_big = max((speeds.get(name, {}).get(big) or 0.0 for name in ("onnx", "openvino")), default=0.0) or None
-        export = f"{_fmt(row.get('it_per_s_export'))} ({row['export_runtime']})" if row.get("it_per_s_export") else "—"
+        speeds, ratios = row.get("images_per_s", {}), row.get("speedup", {})
+
+        def cell(runtime: str | None, batch: str) -> str:
+            value = speeds.get(runtime, {}).get(batch) if runtime else None
+            ratio = ratios.get(runtime, {}).get(batch) if runtime else None
+            return _fmt(value) + (f" ({ratio:.2f}×)" if ratio else "")
+
+        exports = [name for name in ("onnx", "openvino") if big in speeds.get(name, {})]
+        export_big = max(exports, key=lambda name: speeds[name][big], default=None)
+        export = f"{cell(row['export_runtime'], '1')} {row['export_runtime']}" if row.get("it_per_s_export") else "—"
         name = row["name"] + (f" (sparsity {row['sparsity']:.0%}, dense storage)" if "sparsity" in row else "")
-        lines.append(f"| {name} | {row['top1']:.2f} | {row['params']:,} | {row['mb']:.2f} | {_fmt(row.get('it_per_s_torch'))} | {export} | {_fmt(speeds.get('torch', {}).get(big))} | {_fmt(export_big)} |")
+        lines.append(f"| {name} | {row['top1']:.2f} | {row['params']:,} | {row['mb']:.2f} | {cell('torch', '1')} | {export} | {cell('torch', big)} | {cell(export_big, big)} |")
     lines += ["", "## Acceptance", ""]
     if "structured_pruning" in result:
         entry = result["structured_pruning"]
-        lines.append(f"- Structured pruning 25% + fine-tune: ONNX speedup {_fmt(entry['onnx_speedup'], 2)}× (need ≥ 1.25), top-1 drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+        by_batch = ", ".join(f"b{b} {_fmt(x, 2)}×" for b, x in entry["onnx_speedup_by_batch"].items())
+        lines.append(f"- Structured pruning 25% + fine-tune: ONNX speedup at batch 1 {_fmt(entry['onnx_speedup'], 2)}× (need ≥ 1.25; {by_batch}), top-1 drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
     for entry in result["token_merging"]["rows"]:
-        lines.append(f"- {entry['name']}: PyTorch {_fmt(entry['torch_speedup'], 2)}×, best export {_fmt(entry['export_speedup'], 2)}× (need ≥ 1.3 both), drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
-    curve = result["nystrom_curve"]["by_landmarks"]
-    lines.append("- Nyström top-1 vs m (training-free → after fine-tune): " + "; ".join(f"m={m}: {_fmt(v.get('training_free'), 2)} → {_fmt(v.get('after_finetune'), 2)}" for m, v in curve.items()))
+        lines.append(f"- {entry['name']} at batch {entry['batch']}: PyTorch {_fmt(entry['torch_speedup'], 2)}×, best export {_fmt(entry['export_speedup'], 2)}× (need ≥ 1.3 both), drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+    if "nystrom_curve" in result:
+        curve = result["nystrom_curve"]["by_landmarks"]
+        lines.append("- Nyström top-1 vs m (training-free → after fine-tune): " + "; ".join(f"m={m}: {_fmt(v.get('training_free'), 2)} → {_fmt(v.get('after_finetune'), 2)}" for m, v in curve.items()))
     if "distillation" in result:
         entry = result["distillation"]
         lines.append(f"- Distillation: student with {entry['with']:.2f}% vs without {entry['without']:.2f}%: {'PASS' if entry['passed'] else 'FAIL'}")
@@ -385,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-epochs", type=int)
     parser.add_argument("--seconds", type=float, help="timing seconds per runner per round")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--groups", type=lambda text: tuple(text.split(",")), help="only these row groups (baseline always): quantize,lowrank,nystrom,prune-unstructured,prune-structured,tokens,distill")
+    parser.add_argument("--merge-r", type=lambda text: tuple(int(r) for r in text.split(",")), help="ToMe r values, e.g. 4,8,12")
+    parser.add_argument("--recovered", help="checkpoint of the structured 25%% pruning after its recovery fine-tune (skips the fine-tune here)")
     parser.add_argument("--work", type=Path, help="folder for checkpoints and exported files (default: a temp folder)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
@@ -417,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [variant.row for variant in variants]
     result = checks(rows)
     meta["machine"]["load_average_after"] = os.getloadavg()
-    write_atomic(args.out, json.dumps({"rows": rows, "checks": result, **meta}, indent=2, default=str))
-    write_atomic(args.out.with_suffix(".md"), markdown(rows, result, meta))
+    write_text_atomic(args.out, json.dumps({"rows": rows, "checks": result, **meta}, indent=2, default=str))
+    write_text_atomic(args.out.with_suffix(".md"), markdown(rows, result, meta))
     log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     print(markdown(rows, result, meta))
     return 0

@@ -29,9 +29,9 @@ def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.T
     """timm Attention's computation, also returning the head-averaged keys (ToMe's similarity
     metric) and, if asked, the attention probabilities; `log_size` (B×N×1) biases every key's
     logit (proportional attention). Without probabilities it uses the fused kernel."""
-    batch, tokens, _ = x.shape
+    tokens = int(x.shape[1])  # static; see bipartite_merge
     gate = attention.gate(x).sigmoid() if getattr(attention, "gate", None) is not None else None
-    qkv = attention.qkv(x).reshape(batch, tokens, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4)
+    qkv = attention.qkv(x).reshape(-1, tokens, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = attention.q_norm(q), attention.k_norm(k)
     bias = log_size.transpose(1, 2)[:, None] if log_size is not None else None  # B×1×1×N
@@ -42,7 +42,7 @@ def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.T
         out = probs @ v
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=attention.attn_drop.p if attention.training else 0.0)
-    out = attention.norm(out.transpose(1, 2).reshape(batch, tokens, attention.attn_dim))
+    out = attention.norm(out.transpose(1, 2).reshape(-1, tokens, attention.attn_dim))
     if gate is not None:
         out = out * gate
     return attention.proj_drop(attention.proj(out)), k.mean(1), probs
@@ -50,37 +50,40 @@ def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.T
 
 def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ToMe's bipartite soft matching on (prefix-free) tokens: split into alternate sets A/B,
-    merge the r A-tokens most similar to some B-token into it (size-weighted average)."""
-    tokens = x.shape[1]
+    merge the r A-tokens most similar to some B-token into it (size-weighted average).
+
+    Token and channel counts are read as Python ints: only the batch varies, so a traced
+    export gets constant shapes instead of a Shape/Gather/Concat chain per gather (on a
+    64-token model at batch 1 those chains cost more than the merged tokens save)."""
+    tokens, channels = int(x.shape[1]), int(x.shape[2]) + 1
     r = min(r, tokens // 2)
     if r <= 0:
         return x, size
     metric = metric / metric.norm(dim=-1, keepdim=True)
     scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)
     best, best_index = scores.max(dim=-1)
-    order = best.argsort(dim=-1, descending=True)[..., None]
+    order = best.topk((tokens + 1) // 2, dim=-1).indices[..., None]
     unmerged, merged = order[:, r:], order[:, :r]
     destination = best_index[..., None].gather(1, merged)
 
     # size rides along as one more channel, so one gather/scatter pass moves both
     values = torch.cat([x * size, size], dim=-1)
-    batch, _, channels = values.shape
     a, b = values[:, ::2], values[:, 1::2]
-    kept = a.gather(1, unmerged.expand(batch, a.shape[1] - r, channels))
-    moved = a.gather(1, merged.expand(batch, r, channels))
-    values = torch.cat([kept, b.scatter_add(1, destination.expand(batch, r, channels), moved)], dim=1)
+    kept = a.gather(1, unmerged.expand(-1, -1, channels))
+    moved = a.gather(1, merged.expand(-1, -1, channels))
+    values = torch.cat([kept, b.scatter_add(1, destination.expand(-1, -1, channels), moved)], dim=1)
     size = values[..., -1:]
     return values[..., :-1] / size, size
 
 
 def attention_drop(x: torch.Tensor, size: torch.Tensor, importance: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the tokens with the highest `importance` (B×N), dropping r (at least one stays)."""
-    tokens = x.shape[1]
+    tokens = int(x.shape[1])  # static; see bipartite_merge
     keep = tokens - min(r, tokens - 1)
     if keep == tokens:
         return x, size
     index = importance.topk(keep, dim=-1).indices[..., None]
-    return x.gather(1, index.expand(-1, -1, x.shape[-1])), size.gather(1, index)
+    return x.gather(1, index.expand(-1, -1, int(x.shape[2]))), size.gather(1, index)
 
 
 class TokenReductionBlock(nn.Module):
@@ -96,15 +99,16 @@ class TokenReductionBlock(nn.Module):
         merge = self.mode == "merge"
         out, keys, probs = attention_with_keys(self.attn, self.norm1(x), size.log() if merge else None, need_probs=not merge)
         x = x + self.drop_path1(self.ls1(out))
-        head, x_tokens = x[:, : self.prefix], x[:, self.prefix :]
-        head_size, size_tokens = size[:, : self.prefix], size[:, self.prefix :]
+        if self.prefix:  # prefix tokens are set aside (no empty slices when there are none)
+            head, head_size = x[:, : self.prefix], size[:, : self.prefix]
+            x, size, keys = x[:, self.prefix :], size[:, self.prefix :], keys[:, self.prefix :]
         if merge:
-            x_tokens, size_tokens = bipartite_merge(x_tokens, size_tokens, keys[:, self.prefix :], self.r)
+            x, size = bipartite_merge(x, size, keys, self.r)
         else:
             received = probs[:, :, 0, self.prefix :] if self.prefix else probs.mean(2)
-            x_tokens, size_tokens = attention_drop(x_tokens, size_tokens, received.mean(1), self.r)
-        x = torch.cat([head, x_tokens], dim=1)
-        size = torch.cat([head_size, size_tokens], dim=1)
+            x, size = attention_drop(x, size, received.mean(1), self.r)
+        if self.prefix:
+            x, size = torch.cat([head, x], dim=1), torch.cat([head_size, size], dim=1)
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
 
 
@@ -121,7 +125,7 @@ class TokenReductionBlocks(nn.Sequential):
             x, size = block(x, size)
         if not self.weighted_mean:
             return x
-        tokens = x.shape[1] - self.prefix
+        tokens = int(x.shape[1]) - self.prefix  # static; see bipartite_merge
         patch_size = size[:, self.prefix :]
         scaled = x[:, self.prefix :] * patch_size * (tokens / patch_size.sum(1, keepdim=True))
         return torch.cat([x[:, : self.prefix], scaled], dim=1)

@@ -56,6 +56,13 @@ def test_timing_on_a_fake_clock() -> None:
     assert 10.0 <= timing.p90_ms <= 50.0
 
 
+def test_slow_calls_warm_up_twice_not_five_times() -> None:
+    clock = FakeClock()
+    runner = SleepyRunner(clock, [3.0])  # a ViT-B batch of 8 on 2 cores
+    timing = time_runner(runner, np.zeros((8, 3, 8, 8), np.float32), warmup=5, runs=4, min_seconds=0.0, clock=clock)
+    assert runner.calls == 2 + 4 and timing.runs == 4
+
+
 def test_timing_runs_at_least_min_seconds() -> None:
     clock = FakeClock()
     runner = SleepyRunner(clock, [0.1])
