@@ -21,7 +21,7 @@ Timing is paired: in every round each (row, runtime, batch) is timed right after
 baseline's runner for the same runtime and batch (warm-up, then calls for --seconds each, a
 short pause first so the previous runtime's spinning threads go idle). A row's speedup is
 the median over rounds of its pair's ratio of median call times, so drift on a shared
-machine cancels within a pair; it/s is the median over all its calls. Threads are explicit.
+machine cancels within a pair; it/s is from the median of its bursts' median call times. Threads are explicit.
 Do not trust figures taken while another process uses a core. --groups runs a subset.
 Writes JSON (rows, checks, settings, machine, versions) and a markdown table beside it,
 atomically, and prints the markdown.
@@ -213,17 +213,11 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
 SETTLE_SECONDS = 0.05  # ORT's intra-op threads spin after a run; let them idle before timing another runner
 
 
-def _timed_calls(runner: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float) -> list[float]:
+def _median_call(runner: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float) -> float:
+    from targets.measure import time_runner
+
     time.sleep(SETTLE_SECONDS)
-    for _ in range(3):
-        runner(batch)
-    samples: list[float] = []
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds or len(samples) < 3:
-        start = time.perf_counter()
-        runner(batch)
-        samples.append(time.perf_counter() - start)
-    return samples
+    return time_runner(runner, batch, warmup=3, runs=3, min_seconds=seconds).median_s
 
 
 def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
@@ -239,12 +233,12 @@ def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int
                 batch = inputs[int(key.split("/")[1])]
                 partner = (base.runners or {}).get(key) if index else None
                 if partner is not None:
-                    reference = _timed_calls(partner, batch, settings.seconds)
-                    durations.setdefault((0, key), []).extend(reference)
-                samples = _timed_calls(runner, batch, settings.seconds)
-                durations.setdefault((index, key), []).extend(samples)
+                    reference = _median_call(partner, batch, settings.seconds)
+                    durations.setdefault((0, key), []).append(reference)
+                median = _median_call(runner, batch, settings.seconds)
+                durations.setdefault((index, key), []).append(median)
                 if partner is not None:
-                    ratios.setdefault((index, key), []).append(statistics.median(reference) / statistics.median(samples))
+                    ratios.setdefault((index, key), []).append(reference / median)
         log(f"timing round {round_index + 1}/{settings.rounds} done")
     for index, variant in enumerate(variants):
         for key in variant.runners or {}:
