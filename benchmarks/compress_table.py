@@ -49,6 +49,7 @@ import torch  # noqa: E402
 
 from exporter.artifact import write_text_atomic  # noqa: E402
 from targets.detect import probe_cpu  # noqa: E402
+from targets.measure import time_runner  # noqa: E402
 
 ONNX_OPSET = 17
 
@@ -214,8 +215,6 @@ SETTLE_SECONDS = 0.05  # ORT's intra-op threads spin after a run; let them idle 
 
 
 def _median_call(runner: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float) -> float:
-    from targets.measure import time_runner
-
     time.sleep(SETTLE_SECONDS)
     return time_runner(runner, batch, warmup=3, runs=3, min_seconds=seconds).median_s
 
