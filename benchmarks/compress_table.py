@@ -8,12 +8,12 @@ fine-tunes, and the issue's acceptance checks computed from the rows.
     # the pruning and token-merging acceptance rows, with a longer recovery fine-tune done by
     # `vitedge compress vitedge-cifar10 --step prune-structured:ratio=0.25 --step distill:epochs=3,lr=0.0005 --data cifar10:train --out pruned.safetensors`
     python benchmarks/compress_table.py --out benchmarks/compress_acceptance.json --groups prune-structured,tokens \
-        --merge-r 8,10,12 --recovered pruned.safetensors --rounds 7 --seconds 0.5
+        --merge-r 9,10x4,12x3 --recovered pruned.safetensors --rounds 15 --seconds 0.3
 
 Rows: fp32 baseline; dynamic int8 (PyTorch; ORT dynamic int8 of the fp32 ONNX), fp16, bf16;
 SVD low-rank (+ fine-tune); Nyström for each m before/after a fine-tune; unstructured
 magnitude / Taylor pruning (dense: no speedup expected); structured pruning of 25% heads + MLP
-channels before/after a distillation fine-tune; ToMe merging for each r and attention-score
+channels before/after a distillation fine-tune; ToMe merging for each r (all blocks, or RxK: the first K) and attention-score
 dropping (training-free); a half-width student trained with and without distillation; and
 the chain prune → distill → int8. Fine-tunes distil from the uncompressed model.
 
@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from exporter.artifact import write_text_atomic  # noqa: E402
 from targets.detect import probe_cpu  # noqa: E402
-from targets.measure import time_runner  # noqa: E402
+from targets.measure import burst_median_s  # noqa: E402
 
 ONNX_OPSET = 17
 
@@ -65,7 +65,7 @@ class Settings:
     student_epochs: int = 10
     student_width: float = 0.5
     landmarks: tuple[int, ...] = (4, 8, 16, 32)
-    merge_r: tuple[int, ...] = (4, 6, 8)
+    merge_r: tuple[str, ...] = ("4", "8", "12x3")  # r, or RxK: r in the first K blocks only
     drop_r: tuple[int, ...] = (6,)
     lowrank_energy: float = 0.9
     batches: tuple[int, ...] = (1, 32)
@@ -83,7 +83,7 @@ QUICK = Settings(
     finetune_epochs=1,
     student_epochs=1,
     landmarks=(4, 8),
-    merge_r=(4,),
+    merge_r=("4", "8x1"),
     drop_r=(4,),
     batches=(1, 8),
     seconds=0.02,
@@ -211,14 +211,6 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
     log(f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)")
 
 
-SETTLE_SECONDS = 0.05  # ORT's intra-op threads spin after a run; let them idle before timing another runner
-
-
-def _median_call(runner: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float) -> float:
-    time.sleep(SETTLE_SECONDS)
-    return time_runner(runner, batch, warmup=3, runs=3, min_seconds=seconds).median_s
-
-
 def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
     """Paired rounds: every (variant, runtime, batch) right after the baseline's same key."""
     rng = np.random.default_rng(0)
@@ -232,9 +224,9 @@ def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int
                 batch = inputs[int(key.split("/")[1])]
                 partner = (base.runners or {}).get(key) if index else None
                 if partner is not None:
-                    reference = _median_call(partner, batch, settings.seconds)
+                    reference = burst_median_s(partner, batch, settings.seconds)
                     durations.setdefault((0, key), []).append(reference)
-                median = _median_call(runner, batch, settings.seconds)
+                median = burst_median_s(runner, batch, settings.seconds)
                 durations.setdefault((index, key), []).append(median)
                 if partner is not None:
                     ratios.setdefault((index, key), []).append(reference / median)
@@ -307,9 +299,10 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
         variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
 
     if want("tokens"):
-        for r in settings.merge_r:
-            merged = apply_steps(base, [("tokens", {"r": r, "mode": "merge"})])
-            variants.append(Variant(f"ToMe merge r={r}", "tokens", merged, merged))
+        for spec in settings.merge_r:
+            r, _, blocks = spec.partition("x")
+            merged = apply_steps(base, [("tokens", {"r": int(r), "mode": "merge", **({"blocks": int(blocks)} if blocks else {})})])
+            variants.append(Variant(f"ToMe merge r={r}" + (f", first {blocks} blocks" if blocks else ""), "tokens", merged, merged))
         for r in settings.drop_r:
             dropped = apply_steps(base, [("tokens", {"r": r, "mode": "drop"})])
             variants.append(Variant(f"token drop r={r}", "tokens", dropped, dropped))
@@ -430,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="timing seconds per runner per round")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--groups", type=lambda text: tuple(text.split(",")), help="only these row groups (baseline always): quantize,lowrank,nystrom,prune-unstructured,prune-structured,tokens,distill")
-    parser.add_argument("--merge-r", type=lambda text: tuple(int(r) for r in text.split(",")), help="ToMe r values, e.g. 4,8,12")
+    parser.add_argument("--merge-r", type=lambda text: tuple(text.split(",")), help="ToMe rows: r per block, or RxK for r in the first K blocks only, e.g. 9,10x4,12x3")
     parser.add_argument("--recovered", help="checkpoint of the structured 25%% pruning after its recovery fine-tune (skips the fine-tune here)")
     parser.add_argument("--work", type=Path, help="folder for checkpoints and exported files (default: a temp folder)")
     args = parser.parse_args(argv)

@@ -137,6 +137,16 @@ def time_runner(runner: Runner, batch: np.ndarray, *, warmup: int = 5, runs: int
     return Timing(size, len(durations), median, p50, p90, p99, 1.0 / median, size / median)
 
 
+SETTLE_SECONDS = 0.05  # ORT's intra-op threads spin after a run; let them idle before timing another runner
+
+
+def burst_median_s(runner: Runner, batch: np.ndarray, seconds: float) -> float:
+    """One short timed burst for paired comparisons (A right after B, many rounds): a pause so
+    the previous runner's spinning threads go idle, a brief warm-up, the median call time."""
+    time.sleep(SETTLE_SECONDS)
+    return time_runner(runner, batch, warmup=3, runs=3, min_seconds=seconds).median_s
+
+
 def machine_facts() -> dict[str, Any]:
     """What every row records about the machine; the CPU facts come from targets.detect."""
     from targets.detect import probe_cpu

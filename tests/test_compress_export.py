@@ -21,6 +21,7 @@ CHAINS = {
     "nystrom": ["nystrom:landmarks=8"],
     "tokens-merge": ["tokens:r=8"],
     "tokens-drop": ["tokens:r=8,mode=drop"],
+    "tokens-first-block": ["tokens:r=12,blocks=1"],
     "prune+tokens": ["prune-heads:ratio=0.5", "prune-mlp:ratio=0.25", "tokens:r=4"],
 }
 
@@ -49,7 +50,7 @@ def _export(module: torch.nn.Module, path: Path) -> Path:
 
 
 # Steps that touch tokens run on both ViT flavours; per-layer steps on the average-pooled one.
-CASES = [(chain, False) for chain in CHAINS] + [(chain, True) for chain in ("nystrom", "tokens-merge", "tokens-drop", "prune+tokens")]
+CASES = [(chain, False) for chain in CHAINS] + [(chain, True) for chain in ("nystrom", "tokens-merge", "tokens-drop", "tokens-first-block", "prune+tokens")]
 
 
 @pytest.mark.parametrize(("chain", "class_token"), CASES, ids=[f"{chain}-{'cls' if cls else 'avgpool'}" for chain, cls in CASES])

@@ -1,12 +1,16 @@
 """Token merging (ToMe) and token dropping: r=0 matches the original model, tokens really
-shrink per block, prefix tokens survive, and merged tokens keep their weight."""
+shrink per block (or in the first `blocks` only), prefix tokens survive, merged tokens keep
+their weight, and a saved reduced model loads back with the same reduction."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from compress.registry import apply_steps
 from compress.tokens import TokenReductionBlocks, bipartite_merge, tokens
-from vitedge.models import Architecture, build_architecture
+from vitedge.errors import VitedgeError
+from vitedge.models import Architecture, build_architecture, load_model, save_checkpoint
 from vitedge.training import cifar_vit_architecture
 
 
@@ -83,3 +87,34 @@ def test_average_pool_weights_merged_tokens_by_size(tiny_vit) -> None:
     assert not torch.allclose(size, torch.ones_like(size))
     assert torch.allclose(pooled[0], (x * size).sum(1) / size.sum(1), atol=1e-6)
     assert not tokens(_class_token_vit(), r=4).model.blocks.weighted_mean  # token pooling reads the class token
+
+
+def test_blocks_reduces_in_the_first_blocks_only(tiny_vit, cifar_batch) -> None:
+    inputs = torch.from_numpy(cifar_batch[0][:8])
+    result = tokens(tiny_vit.module, r=8, blocks=1)
+    assert result.record["options"] == {"r": 8, "mode": "merge", "blocks": 1}
+    assert result.record["structure"]["tokens_after_block"] == [56, 56]
+    seen = []
+    hooks = [block.register_forward_hook(lambda _m, _a, out: seen.append((out[0].shape[1], float(out[1].sum(1).mean())))) for block in result.model.blocks]
+    out = result.model(inputs)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [(56, 64.0), (56, 64.0)]  # the second block keeps the merged tokens and their sizes
+    merged_everywhere = tokens(tiny_vit.module, r=8).model(inputs)
+    reference = tiny_vit.module(inputs)
+    assert (out - reference).abs().max() < (merged_everywhere - reference).abs().max()  # fewer merges, closer
+
+
+def test_saved_reduced_model_loads_with_the_same_reduction(tiny_vit, tmp_path) -> None:
+    inputs = torch.randn(2, 3, 32, 32)
+    for options in ({"r": 8, "blocks": 1}, {"r": 4, "mode": "drop"}):
+        reduced = apply_steps(tiny_vit, [("tokens", options)])
+        loaded = load_model(str(save_checkpoint(reduced, tmp_path / "reduced.safetensors")))
+        assert [block.r for block in loaded.module.blocks] == [block.r for block in reduced.module.blocks]
+        assert torch.allclose(loaded.module(inputs), reduced.module(inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks", [0, 3])
+def test_blocks_outside_the_model_is_a_clear_error(tiny_vit, blocks) -> None:
+    with pytest.raises(VitedgeError, match="between 1 and the model's 2 blocks"):
+        tokens(tiny_vit.module, r=4, blocks=blocks)
