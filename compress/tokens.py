@@ -105,19 +105,24 @@ class TokenReductionBlock(nn.Module):
         merge, reduce = self.mode == "merge", self.r > 0
         out, keys, probs = attention_with_keys(self.attn, self.norm1(x), size.log() if merge else None, need_keys=merge and reduce, need_probs=not merge and reduce)
         x = x + self.drop_path1(self.ls1(out))
-        if not reduce:
-            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
+        if reduce:
+            x, size = self._reduce(x, size, keys, probs)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
+
+    def _reduce(self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor | None, probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merge (with `keys`) or drop (with `probs`) r of the non-prefix tokens."""
         if self.prefix:  # prefix tokens are set aside (no empty slices when there are none)
             head, head_size = x[:, : self.prefix], size[:, : self.prefix]
-            x, size, keys = x[:, self.prefix :], size[:, self.prefix :], keys[:, self.prefix :] if keys is not None else None
-        if merge:
+            x, size = x[:, self.prefix :], size[:, self.prefix :]
+            keys = keys[:, self.prefix :] if keys is not None else None
+        if keys is not None:
             x, size = bipartite_merge(x, size, keys, self.r)
         else:
             received = probs[:, :, 0, self.prefix :] if self.prefix else probs.mean(2)
             x, size = attention_drop(x, size, received.mean(1), self.r)
         if self.prefix:
             x, size = torch.cat([head, x], dim=1), torch.cat([head_size, size], dim=1)
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
+        return x, size
 
 
 class TokenReductionBlocks(nn.Sequential):
