@@ -19,7 +19,7 @@ import PIL
 
 import calibration.preprocess
 from exporter.artifact import atomic_folder, write_manifest
-from targets.manifest import MANIFEST, read_manifest, verify_checksums
+from targets.manifest import MANIFEST, inside, read_manifest, verify_checksums
 from vitedge.errors import VitedgeError
 
 BUNDLE_SOURCE = Path(__file__).with_name("bundle")
@@ -78,7 +78,9 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
     """Write a bundle for `artifact` to `out` (whole or not at all) and return `out`.
 
     `runtime` is "onnxruntime" or "openvino"; by default the artifact's own runtime. The
-    artifact's checksums are verified first, so a corrupt model never reaches a board."""
+    artifact's checksums are verified first, so a corrupt model never reaches a board, and
+    every path is checked (by `read_manifest` and `inside`) so that, whatever the manifest
+    says, only files inside `artifact` are read and only files inside `out` are written."""
     artifact, out = Path(artifact), Path(out)
     manifest = read_manifest(artifact)
     verify_checksums(artifact, manifest)
@@ -90,9 +92,9 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
         for entry in manifest["files"]:
             if entry["path"] in BUNDLE_FILES:
                 continue  # rebundling a bundle: take the runner files fresh from this vitedge
-            target = staging / entry["path"]
+            target = inside(staging, entry["path"])
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(artifact / entry["path"], target)
+            shutil.copyfile(inside(artifact, entry["path"]), target)
         shutil.copyfile(BUNDLE_SOURCE / RUNNER, staging / RUNNER)
         shutil.copyfile(calibration.preprocess.__file__, staging / PREPROCESS)
         (staging / REQUIREMENTS).write_text(requirements_text(runtime))

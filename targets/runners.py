@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from targets.base import Runner
+from targets.manifest import model_path as checked_model_path
 from targets.manifest import read_manifest, verify_checksums
 from vitedge.errors import VitedgeError
 
 
 def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = None, batch: int = 1, check: bool = True) -> Runner:
-    """Read the manifest, check every file's sha256, and load the model for `target`."""
+    """Read the manifest, check every file's sha256, and load the model for `target`. The model
+    path is checked to lie inside `folder` even with `check=False`: nothing outside is read."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if check:
         verify_checksums(folder, manifest)
-    model_path = folder / manifest["model_file"]
+    model_path = checked_model_path(folder, manifest)
     precision = manifest["precision"]
     if manifest["format"] == "onnx":
         from targets.onnxruntime import open_onnx

@@ -82,12 +82,40 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def inside(folder: Path, name: object) -> Path:
+    """`folder / name` for a manifest path, refused unless it stays inside `folder` (no absolute
+    path, no `..`, no symlink that leads out): a bundle reads nothing outside itself."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise BundleError(f"{MANIFEST} names the file {name!r}, which is not a relative path inside the bundle: rebuild the bundle")
+    root = folder.resolve()
+    resolved = (root / name).resolve()
+    if Path(name).is_absolute() or ".." in Path(name).parts or not resolved.is_relative_to(root):
+        raise BundleError(f"{MANIFEST} names the file {name!r}, outside the bundle folder: rebuild the bundle with `vitedge bundle`")
+    return folder / name
+
+
+def loaded_files(manifest: dict) -> list:
+    """What the runtime reads: the model file, and beside an OpenVINO .xml its .bin."""
+    model_file = manifest["model_file"]
+    if manifest["format"] == "openvino" and isinstance(model_file, str) and model_file.endswith(".xml"):
+        return [model_file, model_file[: -len(".xml")] + ".bin"]
+    return [model_file]
+
+
 def verify(folder: Path, manifest: dict) -> None:
-    """Refuse to run a model (or preprocessing) that differs from what was built and verified."""
+    """Refuse to run a model (or preprocessing) that differs from what was built and verified,
+    that is not among the checksummed files, or that lies outside the bundle."""
+    if not isinstance(manifest["files"], list) or not all(isinstance(e, dict) and {"path", "sha256", "bytes"} <= set(e) for e in manifest["files"]):
+        raise BundleError(f"{MANIFEST}: 'files' must list path, sha256 and bytes of every file: rebuild the bundle")
+    listed = {entry["path"] for entry in manifest["files"]}
+    for name in loaded_files(manifest):
+        inside(folder, name)
+        if name not in listed:
+            raise BundleError(f"the model file {name} is not among the checksummed files in {MANIFEST}, so it cannot be verified: rebuild the bundle")
     for entry in manifest["files"]:
+        path = inside(folder, entry["path"])
         if entry["path"] == Path(__file__).name:
             continue  # a script cannot meaningfully vouch for itself
-        path = folder / entry["path"]
         if not path.is_file():
             raise BundleError(f"bundle file {entry['path']} is missing: copy the whole bundle folder")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
@@ -107,11 +135,11 @@ class Model:
     def __init__(self, folder: Path, manifest: dict, threads: int | None, batch: int) -> None:
         self.runtime = manifest["bundle"]["runtime"]
         self.threads = threads
-        model_path = folder / manifest["model_file"]
+        model_path = inside(folder, manifest["model_file"])
         if self.runtime == "onnxruntime":
             self._open_onnxruntime(model_path, threads)
         elif self.runtime == "openvino":
-            self._open_openvino(model_path, threads, batch)
+            self._open_openvino(model_path, threads, batch, manifest.get("precision", "fp32"))
         else:
             raise BundleError(f"unknown runtime {self.runtime!r} in {MANIFEST}; rebuild the bundle")
 
@@ -132,16 +160,19 @@ class Model:
             raise BundleError(f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
         input_name = session.get_inputs()[0].name
         self.versions = {"onnxruntime": ort.__version__}
-        self.detail = {"provider": session.get_providers()[0]}
+        # read back from the session, not echoed from the arguments (0: the runtime's default)
+        self.detail = {"provider": session.get_providers()[0], "threads": session.get_session_options().intra_op_num_threads}
         self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
-    def _open_openvino(self, model_path: Path, threads: int | None, batch: int) -> None:
+    def _open_openvino(self, model_path: Path, threads: int | None, batch: int, precision: str) -> None:
         try:
             import openvino as ov
         except ImportError:
             raise BundleError(f"openvino is not installed for {sys.executable}: run `{pip_hint('openvino')}`", EXIT_NO_RUNTIME) from None
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT"}
+        # stated, never left to the plugin: its default is bf16 on AVX512-BF16/AMX CPUs and f16
+        # on ARM, which an fp32 artifact was not verified in (vitedge's targets/precision.py)
+        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -149,7 +180,11 @@ class Model:
         except RuntimeError as exc:
             raise BundleError(f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
         self.versions = {"openvino": ov.get_version()}
-        self.detail = {"hint": config["PERFORMANCE_HINT"]}
+        self.detail = {
+            "hint": config["PERFORMANCE_HINT"],
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
+        }
         self._run = lambda batch: compiled(batch)[0]
 
     def __call__(self, batch):
@@ -263,6 +298,7 @@ def bench(args, manifest: dict) -> dict:
         model(inputs)
     latencies: list[float] = []
     start = time.perf_counter()
+    cpu_start = time.process_time()
     next_report = start + 5.0
     while True:
         t0 = time.perf_counter()
@@ -274,6 +310,7 @@ def bench(args, manifest: dict) -> dict:
             next_report = t1 + 5.0
         if t1 - start >= args.seconds and len(latencies) >= args.min_runs:
             break
+    cpu_s, wall_s = time.process_time() - cpu_start, time.perf_counter() - start
     p50 = percentile(latencies, 50)
     return {
         "runtime": model.runtime,
@@ -284,6 +321,9 @@ def bench(args, manifest: dict) -> dict:
         "runs": len(latencies),
         "warmup": args.warmup,
         "it_per_s": args.batch * 1000.0 / p50,
+        # CPU seconds of this process per wall second while timed: what the runtime's threads
+        # really used (one thread cannot exceed 1.0), beside the thread count it reports
+        "cpu_per_wall": cpu_s / wall_s if wall_s > 0 else None,
         "latency_ms": {"p50": p50, "p90": percentile(latencies, 90), "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
         "board": board_info(model),
         "detail": model.detail,
