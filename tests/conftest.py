@@ -105,3 +105,51 @@ def image_folder(tmp_path_factory, cifar_test) -> Path:
         (root / label).mkdir(exist_ok=True)
         Image.fromarray(cifar_test.get(i)).save(root / label / f"{i:05d}.png")
     return root
+
+
+# ---------------------------------------------------------------- plots: what was drawn, not only that a file exists
+
+
+def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
+    """The data a figure shows, read from its artists before it is saved: the points of each
+    scatter (collection), lines, bar widths and annotation texts of every axes."""
+    from matplotlib.patches import Rectangle
+
+    drawn: dict = {"scatters": [], "lines": [], "bars": [], "labels": [], "titles": []}
+    for axes in figure.axes:
+        for collection in axes.collections:
+            drawn["scatters"].append([tuple(float(v) for v in xy) for xy in collection.get_offsets()])
+        for line in axes.get_lines():
+            drawn["lines"].append((line.get_label(), [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]))
+        drawn["bars"].extend(float(p.get_width()) for p in axes.patches if isinstance(p, Rectangle))
+        drawn["labels"].extend(text.get_text() for text in axes.texts)
+        drawn["titles"].append((axes.get_title(), axes.get_xlabel(), axes.get_ylabel()))
+    return drawn
+
+
+@pytest.fixture()
+def figures(monkeypatch) -> dict[str, dict]:
+    """Every figure saved through `save_figure_atomic` during the test, by file name (outputs
+    are staged in a temp folder and renamed): what it drew (see `_drawn`) and the pixel size
+    of the PNG that was written, read back with Pillow."""
+    import exporter.artifact
+    import exporter.sensitivity
+    import exporter.sweep
+    import vitedge.report
+
+    saved: dict[str, dict] = {}
+    original = exporter.artifact.save_figure_atomic
+
+    def recording(figure, path, **options):  # noqa: ANN001, ANN202 - same signature as the original
+        drawn = _drawn(figure)
+        written = original(figure, path, **options)
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            image.load()
+            drawn["size"] = image.size
+        saved[Path(path).name] = drawn
+        return written
+
+    for module in (exporter.artifact, exporter.sensitivity, exporter.sweep, vitedge.report):
+        monkeypatch.setattr(module, "save_figure_atomic", recording)
+    return saved

@@ -13,6 +13,7 @@ from vitedge.errors import VitedgeError
 from vitedge.models import save_checkpoint
 from vitedge.pipeline import run_pipeline
 from vitedge.recipe import Recipe
+from vitedge.report import Parity
 
 
 def quick_measure(request: MeasureRequest) -> Measurement:
@@ -27,17 +28,40 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(make_tiny_vit(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
-def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+# Bounds per row, from the product's gates (exporter.parity.DEFAULT_TOLERANCES) and what
+# each precision really computes on the tiny ViT (logits up to ~0.6): fp32 rows agree to
+# ~1e-6; fp16 weights computed in f32 give ~2e-4 (f16 compute ~4e-4); bf16 execution, a
+# runtime default on AVX512-BF16/AMX CPUs, gives ~3e-3 and cosine_min ~0.99997, so it fails
+# both the fp32 and the fp16 bounds here. int8 rows measure max_abs 5e-3..5e-2.
+FP32_ROWS = ("ONNX fp32", "OpenVINO fp32")
+FP16_ROWS = ("OpenVINO fp16",)
+INT8_ROWS = ("PyTorch dynamic int8", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO int8")
+
+
+def check_parity(name: str, parity: Parity | None) -> None:
+    assert parity is not None, name
+    if name in FP32_ROWS:
+        assert parity.passed and parity.max_abs < 1e-4 and parity.cosine_min > 0.9999, (name, parity)
+    elif name in FP16_ROWS:
+        assert parity.passed and 1e-6 < parity.max_abs < 1e-3 and parity.cosine_min > 0.99999, (name, parity)
+    else:
+        assert name in INT8_ROWS, name
+        assert parity.cosine_mean > 0.995 and parity.max_abs < 0.15, (name, parity)
+        # random weights tie their logits (mean top-2 gap 0.09), so top-1 agreement on 40
+        # images is not asserted; the gate's verdict must still follow from its own bounds
+        assert parity.passed == (parity.cosine_mean >= 0.995 and parity.top1_agreement >= 0.97), (name, parity)
+
+
+def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, figures: dict[str, dict]) -> None:
     recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), samples=40, calibration_samples=16, batches=(1, 4), threads=1, name="tiny")
     rows = run_pipeline(recipe, tmp_path / "out", measure=quick_measure)
     names = [row.measurement.name for row in rows]
     assert names == ["PyTorch fp32", "PyTorch dynamic int8", "ONNX fp32", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO fp32", "OpenVINO fp16", "OpenVINO int8"]
     assert rows[0].baseline and rows[0].parity is None
     for row in rows[1:]:
-        assert row.parity is not None and row.parity.cosine_mean > 0.98, row.measurement.name
         assert row.measurement.accuracy.samples == 40
+        check_parity(row.measurement.name, row.parity)
     by_name = {row.measurement.name: row for row in rows}
-    assert by_name["ONNX fp32"].parity.max_abs < 1e-4
     assert by_name["ONNX fp32"].measurement.accuracy.top1 == pytest.approx(rows[0].measurement.accuracy.top1)
     assert by_name["ONNX int8 dynamic"].measurement.size_mb < 0.5 * by_name["ONNX fp32"].measurement.size_mb
     assert by_name["PyTorch dynamic int8"].measurement.size_mb < 0.6 * rows[0].measurement.size_mb
@@ -45,7 +69,10 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path) -
     results = json.loads((out / "results.json").read_text())
     assert len(results["rows"]) == 8 and results["calibration"]["disjoint_from_eval"]
     assert (out / "report.md").read_text().count("\n| ") == 9  # header + 8 rows
-    assert (out / "pareto.png").stat().st_size > 10_000
+    plotted = figures["pareto.png"]
+    assert plotted["size"] == (960, 660)  # figsize 8×5.5 in at 120 dpi, read back from the PNG
+    np.testing.assert_allclose(plotted["scatters"][0], [(row.measurement.timing(1).it_per_s, row.measurement.accuracy.top1) for row in rows])
+    assert set(plotted["labels"]) <= set(names) and plotted["labels"], "the Pareto front is labelled with row names"
     assert sorted(p.name for p in (out / "artifacts").iterdir()) == ["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "openvino-fp16", "openvino-fp32", "openvino-int8"]
     assert not list(tmp_path.glob(".*"))  # nothing left from staging
     with pytest.raises(VitedgeError, match="already exists"):
