@@ -21,6 +21,9 @@ original tokens.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,6 +32,48 @@ from compress.step import Step, StepRecord, StepResult, clone, record, vit_block
 from vitedge.errors import VitedgeError
 
 MODES = ("merge", "drop")
+# While `decision_margins` runs, each reducing block appends, per image, the smallest gap
+# between the scores its discrete choices were made on. None (the default) records nothing,
+# so training, evaluation and traced exports never pay for it.
+_MARGINS: ContextVar[list[torch.Tensor] | None] = ContextVar("token_decision_margins", default=None)
+
+
+def _record_margins(ranked: torch.Tensor, *more: torch.Tensor) -> None:
+    """Record the per-image smallest gap between neighbours of `ranked` (B×K, sorted
+    descending: every rank decides a token's place or fate) and of any per-image gaps in `more`."""
+    log = _MARGINS.get()
+    if log is None:
+        return
+    gaps = [(ranked[:, :-1] - ranked[:, 1:]).amin(dim=1)] if ranked.shape[1] > 1 else []
+    gaps += [gap.amin(dim=1) for gap in more]
+    if gaps:
+        log.append(torch.stack(gaps).amin(dim=0))
+
+
+def has_discrete_choices(module: nn.Module) -> bool:
+    """Whether the model makes data-dependent discrete choices (which tokens to merge or drop)."""
+    return any(isinstance(child, TokenReductionBlocks) and any(block.r > 0 for block in child) for child in module.modules())
+
+
+def decision_margins(module: nn.Module, inputs: np.ndarray, *, batch_size: int = 50) -> np.ndarray | None:
+    """Per image, how close the reference model came to making another choice: the smallest
+    score gap behind any merge/drop decision (which pair, which tokens, in which order), over
+    every block. A gap near float rounding (~1e-6 on these cosine-similarity and attention
+    scores) means another runtime's summation order may choose differently and then compute
+    a legitimately different result. None for models without such choices."""
+    if not has_discrete_choices(module):
+        return None
+    margins = []
+    for start in range(0, len(inputs), batch_size):
+        log: list[torch.Tensor] = []
+        token = _MARGINS.set(log)
+        try:
+            with torch.inference_mode():
+                module.eval()(torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)))
+        finally:
+            _MARGINS.reset(token)
+        margins.append(torch.stack(log).amin(dim=0).double().numpy())
+    return np.concatenate(margins)
 
 
 def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.Tensor | None, *, need_keys: bool, need_probs: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -68,8 +113,13 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r
     metric = metric / metric.norm(dim=-1, keepdim=True)
     scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)
     best, best_index = scores.max(dim=-1)
-    order = best.topk((tokens + 1) // 2, dim=-1).indices[..., None]
+    ranked, order = best.topk((tokens + 1) // 2, dim=-1)
+    order = order[..., None]
     unmerged, merged = order[:, r:], order[:, :r]
+    if _MARGINS.get() is not None:  # also which B-token each merged A-token joins: its top-2 gap
+        rows = scores.gather(1, merged.expand(-1, -1, scores.shape[-1]))
+        top2 = rows.topk(2, dim=-1).values if rows.shape[-1] > 1 else None
+        _record_margins(ranked, *((top2[..., 0] - top2[..., 1],) if top2 is not None else ()))
     destination = best_index[..., None].gather(1, merged)
 
     # size rides along as one more channel, so one gather/scatter pass moves both
@@ -88,6 +138,8 @@ def attention_drop(x: torch.Tensor, size: torch.Tensor, importance: torch.Tensor
     keep = tokens - min(r, tokens - 1)
     if keep == tokens:
         return x, size
+    if _MARGINS.get() is not None:  # the order of the kept tokens and the cutoff are choices
+        _record_margins(importance.topk(keep + 1, dim=-1).values)
     index = importance.topk(keep, dim=-1).indices[..., None]
     return x.gather(1, index.expand(-1, -1, int(x.shape[2]))), size.gather(1, index)
 

@@ -20,7 +20,7 @@ from exporter.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 from vitedge.errors import VitedgeError
 from vitedge.models import LoadedModel, require_vit
 
-FORMATS = {"onnx": ("fp32", "int8-dynamic", "int8-static"), "openvino": ("fp32", "fp16", "int8")}
+FORMATS = {"onnx": ("fp32", "int8-dynamic", "int8-static"), "openvino": ("fp32", "fp16", "bf16", "int8")}
 NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8")}
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
@@ -118,7 +118,9 @@ def _openvino(precision: str) -> Writer:
         model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
         settings: dict[str, Any] | None = None
         if precision == "fp16":
-            settings = {"compress_to_fp16": True, "compute": "weights stored fp16; CPUs without bf16/AMX compute in f32"}
+            settings = {"compress_to_fp16": True, "compute": "weights stored fp16; computed in f32 on CPUs, f16 on GPUs (targets.precision)"}
+        if precision == "bf16":
+            settings = {"compress_to_fp16": False, "compute": "f32 weights; computed in bf16 (INFERENCE_PRECISION_HINT=bf16), on CPUs with native bf16 only"}
         if precision == "int8":
             assert calibration is not None
             model, settings = quantize_openvino(model, calibration, smooth_quant=options.smooth_quant, overflow_fix=options.overflow_fix, preset=options.nncf_preset)
@@ -134,6 +136,7 @@ EXPORTERS: dict[tuple[str, str], Writer] = {
     ("onnx", "int8-static"): _onnx_int8("static"),
     ("openvino", "fp32"): _openvino("fp32"),
     ("openvino", "fp16"): _openvino("fp16"),
+    ("openvino", "bf16"): _openvino("bf16"),
     ("openvino", "int8"): _openvino("int8"),
 }
 
@@ -146,6 +149,10 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
         raise VitedgeError(f"{to} has no precision {precision!r}", f"{to} precisions: {', '.join(FORMATS[to])}")
     if (to, precision) in NEEDS_CALIBRATION and not has_calibration:
         raise VitedgeError(f"{to} {precision} needs calibration images", "pass --calib SOURCE (e.g. cifar10:train or a folder of images) and --calib-samples N")
+    if precision == "bf16":  # its parity can be checked only where bf16 runs
+        from targets.precision import require_bf16
+
+        require_bf16(f"{to} bf16")
 
 
 def preflight(loaded: LoadedModel) -> None:

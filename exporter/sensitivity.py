@@ -350,15 +350,11 @@ class OpenVinoBackend:
     def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
         import openvino as ov
 
-        from targets.base import RunnerInfo
-        from targets.openvino import OpenVinoRunner
+        from targets.openvino import OpenVinoRunner, compile_config, runner_info
 
         model, _ = self.quantize_model(excluded)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        compiled = ov.Core().compile_model(model, "CPU", config)
-        return OpenVinoRunner(compiled, RunnerInfo("openvino", "cpu", "int8", threads, {"openvino": ov.get_version()}))
+        compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=threads))
+        return OpenVinoRunner(compiled, runner_info(compiled, precision="int8", device="cpu", threads=threads))
 
 
 def openvino_backend(loaded: LoadedModel, calibration: CalibrationSet, options: ExportOptions, work: Path, variant: OpenVinoVariant | None = None, model: Any = None) -> OpenVinoBackend:

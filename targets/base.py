@@ -4,7 +4,7 @@ batch to float32 N×classes logits, plus a description of what it is for the rep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,10 +13,11 @@ import numpy as np
 class RunnerInfo:
     runtime: str  # torch | onnxruntime | openvino | remote
     device: str  # cpu | cuda | tensorrt | openvino-gpu | ssh://host
-    precision: str  # fp32 | fp16 | int8-dynamic | int8-static | int8 | ...
+    precision: str  # the artifact's: fp32 | fp16 | bf16 | int8-dynamic | int8-static | int8
     threads: int | None
     versions: dict[str, str] = field(default_factory=dict)
-    detail: dict[str, str] = field(default_factory=dict)  # provider, hint, ...
+    detail: dict[str, Any] = field(default_factory=dict)  # provider, hint, streams, ...
+    execution_precision: str = ""  # what the runtime reports it computes in: f32 | bf16 | f16 | int8+f32
 
 
 class Runner(Protocol):

@@ -36,6 +36,7 @@ ARM_ISA = (
     ("SVE", ("sve",)),
 )
 INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
+BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
 # Arm Ltd. (implementer 0x41) core part numbers seen on boards and ARM servers.
 ARM_PARTS = {
     0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
@@ -62,6 +63,11 @@ class CpuInfo:
     @property
     def int8_dot(self) -> tuple[str, ...]:
         return tuple(name for name in self.isa if name in INT8_DOT)
+
+    @property
+    def bf16(self) -> tuple[str, ...]:
+        """The extensions that compute bf16 natively (empty: bf16 would be emulated)."""
+        return tuple(name for name in self.isa if name in BF16_NATIVE)
 
 
 @dataclass(frozen=True)
@@ -138,10 +144,23 @@ def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
     return ("onnx fp32", f"no known int8 acceleration for {cpu.arch}", ())
 
 
+def bf16_advice(cpu: CpuInfo) -> tuple[str, str]:
+    """(what to add to the export advice, why) for bf16: a float format between fp32 and int8
+    that only pays where the CPU computes bf16 itself; elsewhere it is emulated and slower."""
+    if not cpu.bf16:
+        return "", ""
+    return (
+        "; openvino bf16 (or torch bf16) where float accuracy matters (time it beside int8 here)",
+        f"; {' and '.join(cpu.bf16)} compute bf16 natively (export --precision bf16)",
+    )
+
+
 def recommend(machine: Machine) -> list[TargetInfo]:
     """One entry per target vitedge can run: whether it is here, and what to export for it."""
     cpu = machine.cpu
     what, why, warnings = cpu_recommendation(cpu)
+    more_what, more_why = bf16_advice(cpu)
+    what, why = what + more_what, why + more_why
     targets = [TargetInfo("cpu", True, f"{cpu.model} ({cpu.cores} logical CPUs)", ("onnxruntime", "openvino", "torch"), what, why, warnings)]
 
     gpus = machine.cuda_devices
@@ -234,7 +253,7 @@ def machine_dict(machine: Machine) -> dict[str, Any]:
     """The JSON form of `vitedge targets --json`'s machine part."""
     cpu = machine.cpu
     return {
-        "cpu": {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa": list(cpu.isa), "int8_dot_product": list(cpu.int8_dot)},
+        "cpu": {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa": list(cpu.isa), "int8_dot_product": list(cpu.int8_dot), "bf16_native": list(cpu.bf16)},
         "onnxruntime_providers": list(machine.ort_providers),
         "openvino_devices": machine.openvino_devices,
         "cuda_devices": list(machine.cuda_devices),

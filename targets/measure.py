@@ -13,7 +13,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +42,7 @@ class Timing:
     p99_ms: float
     it_per_s: float  # batches per second
     images_per_s: float
+    config: dict[str, Any] = field(default_factory=dict)  # how the timed runner was set up (hint, streams, threads), as it reported
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Measurement:
     machine: dict[str, Any]
     versions: dict[str, str]
     detail: dict[str, Any] = field(default_factory=dict)
+    execution_precision: str = ""  # what the runtime reported it computes in (f32, bf16, int8+f32, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,11 +232,27 @@ def open_spec(spec: RunnerSpec, batch: int = 1) -> Runner:
     return open_torch(load_model(spec.path).module, precision=spec.precision, device=spec.target, threads=spec.threads)
 
 
+def configured_by_batch(runner: Runner) -> bool:
+    """Whether the runner was compiled for one batch size (a performance hint chosen by
+    batch: OpenVINO), so another batch must be timed on a runner opened for it."""
+    return "hint" in runner.info.detail
+
+
+def timing_config(runner: Runner) -> dict[str, Any]:
+    """What a timing was taken on: the runner's reported hint, streams and threads."""
+    detail = runner.info.detail
+    return {"threads": runner.info.threads, **{key: detail[key] for key in ("hint", "streams", "provider") if key in detail}}
+
+
 def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Measurement:
-    """Measure one runner in this process."""
+    """Measure one runner in this process. Accuracy runs on the runner opened for the largest
+    timing batch; each timing batch is timed on a runner opened for that batch (OpenVINO
+    compiles batch 1 with the LATENCY hint, larger batches with THROUGHPUT), so no batch size
+    is timed on another's configuration."""
     spec = request.spec
     inputs = np.load(request.inputs_path, mmap_mode="r")
-    runner = open_spec(spec, batch=max(request.batches))
+    largest = max(request.batches)
+    runner = open_spec(spec, batch=largest)
     check_timing_batches(runner, spec.name, request.batches)
     result_accuracy = None
     if request.labels_path is not None or request.logits_path:
@@ -243,11 +261,16 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
             result_accuracy = top_k_accuracy(logits, np.load(request.labels_path))
         if request.logits_path:
             np.save(request.logits_path, logits)
-    timings = []
-    for batch in request.batches:
-        sample = np.ascontiguousarray(np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:])))
-        timings.append(time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock))
     info = runner.info
+    size_mb = serialized_mb(runner.module) if spec.kind == "torch" else disk_size_mb(Path(spec.path))
+    timings: dict[int, Timing] = {}
+    for batch in sorted(request.batches, reverse=True):  # the largest first, on the runner already open
+        if batch != largest and configured_by_batch(runner):
+            del runner  # one compiled model at a time, so peak RSS stays that of one runner
+            runner = open_spec(spec, batch=batch)
+        sample = np.ascontiguousarray(np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:])))
+        timing = time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock)
+        timings[batch] = replace(timing, config=timing_config(runner))
     return Measurement(
         name=spec.name,
         runtime=info.runtime,
@@ -255,12 +278,13 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
         precision=info.precision,
         threads=info.threads,
         accuracy=result_accuracy,
-        timings=tuple(timings),
-        size_mb=serialized_mb(runner.module) if spec.kind == "torch" else disk_size_mb(Path(spec.path)),
+        timings=tuple(timings[batch] for batch in request.batches),
+        size_mb=size_mb,
         peak_rss_mb=peak_rss_mb(),
         machine=machine_facts(),
         versions=dict(info.versions),
         detail=dict(info.detail),
+        execution_precision=info.execution_precision,
     )
 
 

@@ -1,5 +1,7 @@
 """ONNX Runtime runner: CPU, CUDA and TensorRT execution providers, explicit thread count,
-full graph optimization."""
+full graph optimization, and the execution precision stated rather than left to defaults:
+the CUDA provider computes fp32 MatMuls in TF32 on Ampere and newer unless told not to, and
+the CPU provider's bf16 fast-math GEMM on ARM is a session setting (off here, said so)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from targets.base import RunnerInfo
+from targets.precision import F32, execution_label, float_precision
 from vitedge.errors import VitedgeError
 
 PROVIDERS = {
@@ -22,6 +25,8 @@ FP16_PRECISIONS = ("fp16", "int8-dynamic", "int8-static", "int8")  # layers Tens
 QDQ_PRECISIONS = ("int8-static",)  # explicit QuantizeLinear/DequantizeLinear pairs: TensorRT's own int8
 
 ProviderList = list[tuple[str, dict[str, Any]]]
+CUDA = "CUDAExecutionProvider"
+ARM_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
 
 
 def tensorrt_options(precision: str, cache_dir: Path) -> dict[str, Any]:
@@ -47,7 +52,14 @@ def provider_options(device: str, precision: str, cache_dir: Path) -> ProviderLi
     function so the TensorRT settings can be checked on a machine without a GPU."""
     if device not in PROVIDERS:
         raise VitedgeError(f"ONNX Runtime cannot run on target {device!r}", f"use one of {', '.join(PROVIDERS)}")
-    return [(name, tensorrt_options(precision, cache_dir) if name == TENSORRT else {}) for name in PROVIDERS[device]]
+    def options(name: str) -> dict[str, Any]:
+        if name == TENSORRT:
+            return tensorrt_options(precision, cache_dir)
+        if name == CUDA:  # "0": full f32 for the float parts; TF32 would be a third precision
+            return {"use_tf32": "0" if float_precision(precision) == F32 else "1"}
+        return {}
+
+    return [(name, options(name)) for name in PROVIDERS[device]]
 
 
 def default_cache_dir() -> Path:
@@ -92,10 +104,24 @@ def _session_options(threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.add_session_config_entry(ARM_BF16_FASTMATH, "0")  # ignored off ARM; f32 GEMMs there too
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
+
+
+def reported_float_precision(session: Any, precision: str, device: str) -> str:
+    """The float precision the session will use, from the provider options it reports: the
+    CPU provider has f32 kernels only (and the ARM bf16 fast-math switch we turn off), CUDA
+    says whether TF32 is on, TensorRT whether fp16 layers are allowed."""
+    provider = session.get_providers()[0]
+    options = session.get_provider_options().get(provider, {})
+    if provider == CUDA:
+        return "tf32" if str(options.get("use_tf32", "1")) == "1" else F32
+    if provider == TENSORRT:
+        return "f16" if str(options.get("trt_fp16_enable", "0")) == "1" else F32
+    return F32
 
 
 def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None) -> OnnxRunner:
@@ -114,12 +140,14 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
         session = ort.InferenceSession(str(model_path), sess_options=_session_options(threads), providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}", "the file is corrupt or truncated; re-export it") from None
+    provider = session.get_providers()[0]
     info = RunnerInfo(
         runtime="onnxruntime",
         device=device,
         precision=precision,
         threads=threads,
         versions={"onnxruntime": ort.__version__},
-        detail={"provider": session.get_providers()[0]},
+        detail={"provider": provider},
+        execution_precision=execution_label(precision, reported_float_precision(session, precision, device)),
     )
     return OnnxRunner(session, session.get_inputs()[0].name, info, str(model_path), _fixed_batch(session))

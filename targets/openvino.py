@@ -1,4 +1,8 @@
-"""OpenVINO runner: CPU or GPU plugin; latency hint at batch 1, throughput hint above."""
+"""OpenVINO runner: CPU or GPU plugin; latency hint at batch 1, throughput hint above.
+
+Every compile states its execution precision (`INFERENCE_PRECISION_HINT`, from
+targets.precision) and performance hint, and the runner records what the compiled model
+reports back: the precision it computes in, its streams and threads."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from targets.base import RunnerInfo
 from targets.onnxruntime import check_batch
+from targets.precision import execution_label, float_precision, require_bf16
 from vitedge.errors import VitedgeError
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -33,30 +38,69 @@ def _fixed_batch(compiled: Any) -> int | None:
     return first.get_length() if first.is_static else None
 
 
+def compile_config(precision: str, device: str, *, batch: int = 1, threads: int | None = None) -> dict[str, Any]:
+    """The properties every OpenVINO compile of an artifact gets; a pure function so what
+    each precision asks for can be checked on any machine."""
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT",
+        "INFERENCE_PRECISION_HINT": float_precision(precision, device),
+    }
+    if threads and DEVICES.get(device) == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def reported(compiled: Any) -> dict[str, Any]:
+    """What the compiled model says it will do (not what it was asked): precision, hint,
+    streams, threads."""
+    def get(name: str) -> Any:
+        try:
+            return compiled.get_property(name)
+        except RuntimeError:  # a plugin that lacks the property (GPU has no thread count)
+            return None
+
+    precision = get("INFERENCE_PRECISION_HINT")
+    hint = get("PERFORMANCE_HINT")
+    return {
+        "inference_precision": precision.get_type_name() if precision is not None else None,
+        "hint": str(hint) if hint is not None else None,
+        "streams": get("NUM_STREAMS"),
+        "threads": get("INFERENCE_NUM_THREADS"),
+    }
+
+
 def open_openvino(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None, batch: int = 1) -> OpenVinoRunner:
     import openvino as ov
 
     if device not in DEVICES:
         raise VitedgeError(f"OpenVINO cannot run on target {device!r}", f"use one of {', '.join(DEVICES)}")
+    if precision == "bf16" and DEVICES[device] == "CPU":
+        require_bf16(f"{model_path} is a bf16 artifact")
     core = ov.Core()
     ov_device = DEVICES[device]
     if ov_device not in core.available_devices:
         raise VitedgeError(f"target {device}: OpenVINO sees no {ov_device} device (available: {', '.join(core.available_devices)})", "install the GPU driver (intel-opencl-icd) or use --target cpu")
     if not Path(model_path).with_suffix(".bin").is_file():
         raise VitedgeError(f"{model_path} has no weights file {Path(model_path).with_suffix('.bin').name} beside it", "copy the .xml and .bin together, or re-export")
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT"}
-    if threads and ov_device == "CPU":
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = compile_config(precision, device, batch=batch, threads=threads)
     try:
         compiled = core.compile_model(core.read_model(str(model_path)), ov_device, config)
     except RuntimeError as exc:
         raise VitedgeError(f"OpenVINO cannot load {model_path}: {str(exc).splitlines()[0][:200]}", "the IR is corrupt or truncated; re-export it") from None
-    info = RunnerInfo(
+    return OpenVinoRunner(compiled, runner_info(compiled, precision=precision, device=device, threads=threads, device_name=core.get_property(ov_device, "FULL_DEVICE_NAME")), str(model_path), _fixed_batch(compiled))
+
+
+def runner_info(compiled: Any, *, precision: str, device: str, threads: int | None, device_name: str = "") -> RunnerInfo:
+    """The row description of a compiled model, from what it reports."""
+    import openvino as ov
+
+    actual = reported(compiled)
+    return RunnerInfo(
         runtime="openvino",
         device=device,
         precision=precision,
-        threads=threads,
+        threads=actual["threads"] or threads,
         versions={"openvino": ov.get_version()},
-        detail={"hint": config["PERFORMANCE_HINT"], "device_name": core.get_property(ov_device, "FULL_DEVICE_NAME")},
+        detail={**actual, "device_name": device_name},
+        execution_precision=execution_label(precision, actual["inference_precision"] or "?"),
     )
-    return OpenVinoRunner(compiled, info, str(model_path), _fixed_batch(compiled))

@@ -80,10 +80,10 @@ def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -
     return build_calibration_set(images, loaded.data_config, recipe.calibration_samples, seed=recipe.seed, exclude=exclude)
 
 
-def _parity(reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str]) -> Parity:
+def _parity(reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str], margins: np.ndarray | None) -> Parity:
     from exporter.parity import compare_logits
 
-    report = compare_logits(reference, logits, precision=precision, identities=identities)
+    report = compare_logits(reference, logits, precision=precision, identities=identities, margins=margins)
     return Parity(report.cosine_mean, report.cosine_min, report.top1_agreement, report.max_abs, report.passed)
 
 
@@ -135,9 +135,15 @@ def run_pipeline(
             logits[kind] = np.load(logits_path)
             logits_path.unlink(missing_ok=True)
             progress.advance(bench)
+        from compress.tokens import decision_margins
+        from targets.stats import pack_correct, paired_delta
+
+        margins = decision_margins(loaded.module, eval_data.inputs)
+        correct = {kind: values.argmax(axis=1) == eval_data.labels for kind, values in logits.items()} if eval_data.labels is not None else {}
         for kind in recipe.rows:
-            parity = None if kind == REFERENCE_ROW else _parity(logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities)
-            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}"))
+            parity = None if kind == REFERENCE_ROW else _parity(logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities, margins)
+            delta = paired_delta(correct[REFERENCE_ROW], correct[kind]) if correct else None
+            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}", delta=delta, correct=pack_correct(correct[kind]) if correct else ""))
         extra = {"recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]}, "model": loaded.spec, "samples": int(len(eval_data.inputs))}
         if calibration is not None:
             extra["calibration"] = {"source": recipe.calibration, "count": len(calibration.inputs), "seed": recipe.seed, "disjoint_from_eval": True}

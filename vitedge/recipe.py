@@ -18,14 +18,16 @@ ROW_KINDS = {
     "torch:fp32": "PyTorch fp32",
     "torch:int8-dynamic": "PyTorch dynamic int8",
     "torch:fp16": "PyTorch fp16",
+    "torch:bf16": "PyTorch bf16 (autocast)",
     "onnx:fp32": "ONNX fp32",
     "onnx:int8-dynamic": "ONNX int8 dynamic",
     "onnx:int8-static": "ONNX int8 static",
     "openvino:fp32": "OpenVINO fp32",
     "openvino:fp16": "OpenVINO fp16",
+    "openvino:bf16": "OpenVINO bf16",
     "openvino:int8": "OpenVINO int8",
 }
-DEFAULT_ROWS = tuple(k for k in ROW_KINDS if k != "torch:fp16")
+DEFAULT_ROWS = tuple(k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16"))  # bf16 needs a CPU with it: ask for it in a recipe
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from exporter.artifact import save_figure_atomic, write_json_atomic, write_text_atomic
 from targets.measure import Measurement
+from targets.stats import PairedDelta, paired_delta, unpack_correct
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,26 @@ class Parity:
 class ResultRow:
     measurement: Measurement
     parity: Parity | None = None
-    baseline: bool = False  # the fp32 PyTorch row that Δ and speedup refer to
+    baseline: bool = False  # the fp32 PyTorch row that Δ top-1 and "× PyTorch" refer to
     scale: str = ""  # e.g. "accuracy: vitedge-cifar10" vs "speed: vit_base_patch16_224"
+    delta: PairedDelta | None = None  # Δ top-1 against the baseline on the same images, with its interval
+    correct: str = ""  # per-image top-1 correctness, packed (targets.stats.pack_correct): pairs any two rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {"measurement": self.measurement.to_dict(), "parity": asdict(self.parity) if self.parity else None, "baseline": self.baseline, "scale": self.scale}
+        return {
+            "measurement": self.measurement.to_dict(),
+            "parity": asdict(self.parity) if self.parity else None,
+            "baseline": self.baseline,
+            "scale": self.scale,
+            "delta_top1": asdict(self.delta) if self.delta else None,
+            "correct": self.correct,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
-        return cls(Measurement.from_dict(data["measurement"]), Parity(**data["parity"]) if data.get("parity") else None, data.get("baseline", False), data.get("scale", ""))
+        parity = Parity(**data["parity"]) if data.get("parity") else None
+        delta = PairedDelta(**data["delta_top1"]) if data.get("delta_top1") else None
+        return cls(Measurement.from_dict(data["measurement"]), parity, data.get("baseline", False), data.get("scale", ""), delta, data.get("correct", ""))
 
 
 DASH = "—"
@@ -58,42 +70,66 @@ def fmt(value: float | None, kind: str) -> str:
     return formats[kind].format(value)
 
 
-COLUMNS = ("model", "top-1 %", "Δ top-1", "parity cos", "it/s b1", "img/s b8", "speedup b1", "p90 ms b1", "MB", "peak MB")
+COLUMNS = ("model", "computes", "top-1 %", "Δ top-1 [95% CI]", "parity cos", "it/s b1", "img/s b8", "× fastest fp32 b1", "× PyTorch b1", "p90 ms b1", "MB", "peak MB")
+NOISE_MARK = "~"  # after a Δ whose interval contains 0: no difference shown on these images
 
 
 def baseline_of(rows: Sequence[ResultRow]) -> ResultRow | None:
     return next((row for row in rows if row.baseline), None)
 
 
-def cells(row: ResultRow, baseline: ResultRow | None) -> list[str]:
+def fastest_fp32(rows: Sequence[ResultRow]) -> ResultRow | None:
+    """The fastest row at batch 1 that computes in f32: the fair yardstick for a speedup
+    (PyTorch eager can be several times slower than another fp32 runtime on the same CPU)."""
+    fp32 = [row for row in rows if row.measurement.precision == "fp32" and row.measurement.execution_precision in ("f32", "") and row.measurement.timing(1)]
+    return max(fp32, key=lambda row: row.measurement.timing(1).it_per_s, default=None)
+
+
+def fmt_delta(delta: PairedDelta | None, *, reference: bool = False) -> str:
+    """Δ top-1 with its interval, marked when the interval contains 0."""
+    if reference:
+        return "reference"
+    if delta is None:
+        return DASH
+    mark = NOISE_MARK if delta.within_noise else ""
+    return f"{fmt(delta.delta, 'delta')} [{fmt(delta.low, 'delta')},{fmt(delta.high, 'delta')}]{mark}"
+
+
+def _ratio(row: ResultRow, yardstick: ResultRow | None) -> str:
+    mine, theirs = row.measurement.timing(1), yardstick.measurement.timing(1) if yardstick else None
+    return fmt(mine.it_per_s / theirs.it_per_s if mine and theirs else None, "ratio")
+
+
+def cells(row: ResultRow, baseline: ResultRow | None, fastest: ResultRow | None = None) -> list[str]:
     m = row.measurement
     b1, b8 = m.timing(1), m.timing(8)
-    top1 = m.accuracy.top1 if m.accuracy else None
-    base_top1 = baseline.measurement.accuracy.top1 if baseline and baseline.measurement.accuracy else None
-    base_b1 = baseline.measurement.timing(1) if baseline else None
-    delta = top1 - base_top1 if top1 is not None and base_top1 is not None else None
-    speedup = b1.it_per_s / base_b1.it_per_s if b1 and base_b1 else None
     return [
         m.name,
-        fmt(top1, "pct"),
-        fmt(delta, "delta"),
+        m.execution_precision or DASH,
+        fmt(m.accuracy.top1 if m.accuracy else None, "pct"),
+        fmt_delta(row.delta, reference=row is baseline),
         fmt(row.parity.cosine_mean if row.parity else None, "cosine"),
         fmt(b1.it_per_s if b1 else None, "rate"),
         fmt(b8.images_per_s if b8 else None, "rate"),
-        fmt(speedup, "ratio"),
+        _ratio(row, fastest),
+        _ratio(row, baseline),
         fmt(b1.p90_ms if b1 else None, "ms"),
         fmt(m.size_mb, "mb"),
         fmt(m.peak_rss_mb, "mb"),
     ]
 
 
+def table_cells(rows: Sequence[ResultRow]) -> list[list[str]]:
+    baseline, fastest = baseline_of(rows), fastest_fp32(rows)
+    return [cells(row, baseline, fastest) for row in rows]
+
+
 def rich_table(rows: Sequence[ResultRow], title: str = "vitedge results") -> Table:
     table = Table(title=title, header_style="bold")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "model" else "right")
-    baseline = baseline_of(rows)
-    for row in rows:
-        table.add_row(*cells(row, baseline))
+    for line in table_cells(rows):
+        table.add_row(*line)
     return table
 
 
@@ -107,28 +143,49 @@ def machine_line(rows: Sequence[ResultRow]) -> str:
 
 
 def markdown(rows: Sequence[ResultRow], title: str = "vitedge results", notes: Sequence[str] = ()) -> str:
-    baseline = baseline_of(rows)
+    fastest = fastest_fp32(rows)
     lines = [f"# {title}", "", f"Machine: {machine_line(rows)}", ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cells(row, baseline)) + " |" for row in rows]
+    lines += ["| " + " | ".join(line) + " |" for line in table_cells(rows)]
     versions: dict[str, str] = {}
     for row in rows:
         versions.update(row.measurement.versions)
     lines += ["", "Runtimes: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
-    lines += ["", "Δ top-1 and speedup are against the fp32 PyTorch row; it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; p90 is batch-1 latency; MB is the model on disk; peak MB is the runner process's peak RSS."]
+    lines += [
+        "",
+        "computes: the precision the runtime reported it computes in (int8+f32: int8 matrix products, float parts in f32). "
+        "Δ top-1 is against the fp32 PyTorch row on the same images, with a paired 95% interval (Wilson, on the images only one of the two gets right); "
+        f"{NOISE_MARK} marks an interval that contains 0: no difference is shown, and the Pareto front does not rank on it. "
+        f"× fastest fp32 is against {fastest.measurement.name if fastest else 'the fastest fp32 row'} (the fastest row computing in f32), × PyTorch against PyTorch fp32 eager. "
+        "it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; p90 is batch-1 latency; MB is the model on disk; peak MB is the runner process's peak RSS. "
+        "Each batch size is timed on a runner opened for it; results.json records each timing's hint, streams and threads.",
+    ]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated in (speed up, accuracy up), sorted by speed."""
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
+def pareto_front(points: Sequence[tuple[float, float]], tied: Any = None) -> list[int]:
+    """Indices of points not dominated in (speed up, accuracy up), sorted by speed.
+
+    `tied(i, j)` says whether the accuracies of i and j are indistinguishable (their paired
+    interval contains 0); a faster point then dominates a slower one even when its top-1 is
+    a little lower, so the front is not drawn through differences inside the noise."""
+    def dominates(j: int, i: int) -> bool:
+        (speed_j, top1_j), (speed_i, top1_i) = points[j], points[i]
+        better_or_same = top1_j >= top1_i or (tied is not None and tied(i, j))
+        return better_or_same and speed_j >= speed_i and (speed_j > speed_i or top1_j > top1_i)
+
+    front = [i for i in range(len(points)) if not any(dominates(j, i) for j in range(len(points)) if j != i)]
     return sorted(front, key=lambda i: points[i][0])
+
+
+def accuracy_tie(rows: Sequence[ResultRow]) -> Any:
+    """`tied(i, j)` for `pareto_front` from the rows' per-image correctness (None without it)."""
+    samples = [row.measurement.accuracy.samples if row.measurement.accuracy else 0 for row in rows]
+    if not rows or not all(row.correct for row in rows):
+        return None
+    correct = [unpack_correct(row.correct, n) for row, n in zip(rows, samples)]
+    return lambda i, j: len(correct[i]) == len(correct[j]) and paired_delta(correct[i], correct[j]).within_noise
 
 
 PublishedPoint = tuple[str, float, float | None, float]  # (label, it/s, top-1 % or None, MB)
@@ -146,20 +203,35 @@ def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
         axes.axvline(speed, linestyle=":", color="gray", label=f"{label} (published it/s; no top-1 published)")
 
 
-def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs speed (CPU, batch 1)", published: Sequence[PublishedPoint] = ()) -> None:
-    """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn; `published` points are
-    overlaid and labelled as published (see `_plot_published` for those without top-1)."""
+def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs speed (CPU, batch 1)", published: Sequence[PublishedPoint] = ()) -> list[str]:
+    """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn (and its rows' names returned);
+    `published` points are overlaid and labelled as published (see `_plot_published` for
+    those without top-1)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [(r.measurement.name, r.measurement.timing(1).it_per_s, r.measurement.accuracy.top1, r.measurement.size_mb) for r in rows if r.measurement.accuracy and r.measurement.timing(1)]
+    shown = [r for r in rows if r.measurement.accuracy and r.measurement.timing(1)]
+    measured = [(r.measurement.name, r.measurement.timing(1).it_per_s, r.measurement.accuracy.top1, r.measurement.size_mb) for r in shown]
+    front: list[int] = []
     figure, axes = plt.subplots(figsize=(8, 5.5))
     if measured:
         largest = max(m[3] for m in measured) or 1.0
         axes.scatter([m[1] for m in measured], [m[2] for m in measured], s=[40 + 600 * m[3] / largest for m in measured], alpha=0.6, label="measured (area ∝ MB; labelled: on the front)")
-        front = pareto_front([(m[1], m[2]) for m in measured])
+        with_delta = [(m, r.delta) for m, r in zip(measured, shown) if r.delta is not None]
+        if with_delta:  # the paired 95% interval of Δ top-1, drawn around each row's top-1
+            axes.errorbar(
+                [m[1] for m, _ in with_delta],
+                [m[2] for m, _ in with_delta],
+                yerr=[[d.delta - d.low for _, d in with_delta], [d.high - d.delta for _, d in with_delta]],
+                fmt="none",
+                ecolor="gray",
+                elinewidth=0.8,
+                capsize=2,
+                label="Δ top-1 95% interval (paired with PyTorch fp32)",
+            )
+        front = pareto_front([(m[1], m[2]) for m in measured], accuracy_tie(shown))
         # dominated rows crowd into one cluster (a study has ~25 rows); the table names them
         for k, i in enumerate(front):  # neighbours on the front sit close: stagger their labels
             axes.annotate(measured[i][0], (measured[i][1], measured[i][2]), fontsize=7, xytext=(6, (4, -12, 16, -24)[k % 4]), textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5})
@@ -173,6 +245,7 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
     axes.legend(fontsize=8)
     figure.tight_layout()
     save_figure_atomic(figure, path)
+    return [measured[i][0] for i in front]
 
 
 def write_reports(rows: Sequence[ResultRow], folder: Path, *, title: str = "vitedge results", extra: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:

@@ -57,7 +57,10 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
     if as_json:
         out.print_json(json.dumps({**(extra or {}), "artifact": str(folder), "parity": report.to_dict()}))
     else:
-        out.print(_parity_table(report, f"parity of {folder} ({report.precision}, {report.samples} images)"))
+        computed = f", computed in {report.execution_precision}" if report.execution_precision else ""
+        out.print(_parity_table(report, f"parity of {folder} ({report.precision}{computed}, {report.samples} images)"))
+        for note in report.notes:
+            out.print(f"note: {note}", highlight=False)
         if not report.passed:
             out.print(_worst_table(report))
     if not report.passed:
@@ -69,7 +72,7 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
 def export_command(
     model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`)."),
     to: str = typer.Option(..., "--to", help="Format: onnx or openvino."),
-    precision: str = typer.Option("fp32", help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, int8."),
+    precision: str = typer.Option("fp32", help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8."),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
     calib: Optional[str] = typer.Option(None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."),
     calib_samples: int = typer.Option(256, help="Number of calibration images (class-balanced when labelled)."),

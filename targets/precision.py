@@ -1,0 +1,55 @@
+"""What each artifact precision computes in, told to every runtime explicitly and read back.
+
+A runtime left to its defaults computes in whatever it thinks fast: OpenVINO's CPU plugin
+picks bf16 on CPUs with AVX512-BF16 or AMX and f16 on ARM, its GPU plugin f16, ONNX
+Runtime's CUDA provider TF32 on Ampere and newer, cuDNN TF32 convolutions in PyTorch. An
+"fp32" artifact verified on one CPU would then compute something else on the next one. So
+the precision an artifact is labelled with decides the execution precision here, in one
+table, and runners pass it on and record what the runtime reports back.
+
+- fp32: f32 everywhere.
+- fp16 (OpenVINO IR with fp16-compressed weights): the weights are stored in half
+  precision to halve the file; on a CPU they are decompressed and computed in f32, so the
+  result does not depend on which CPU runs it. On a GPU (OpenVINO GPU, TensorRT) f16 is the
+  device's own precision and is used.
+- int8 (dynamic, static, NNCF): int8 matrix products, the float parts (LayerNorm, Softmax,
+  GELU, the unquantized MatMuls) in f32, as they were when the int8 gate was measured.
+- bf16: chosen by the user, only where the CPU computes bf16 natively (AVX512-BF16, AMX, ARM
+  bf16); refused elsewhere, since emulated bf16 is slower than f32 and proves nothing.
+"""
+
+from __future__ import annotations
+
+from vitedge.errors import VitedgeError
+
+F32, BF16, F16 = "f32", "bf16", "f16"
+GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
+
+
+def float_precision(precision: str, device: str = "cpu") -> str:
+    """The precision the float parts of an artifact of `precision` compute in on `device`."""
+    if precision == "bf16":
+        return BF16
+    if precision == "fp16" and device in GPU_DEVICES:
+        return F16
+    if precision in ("fp32", "fp16") or precision.startswith("int8"):
+        return F32
+    raise VitedgeError(f"no execution precision is defined for artifact precision {precision!r}", "use fp32, fp16, bf16 or an int8 precision")
+
+
+def execution_label(precision: str, float_part: str) -> str:
+    """What a row reports: the float precision, with int8 named for int8 artifacts ("int8+f32")."""
+    return f"int8+{float_part}" if precision.startswith("int8") else float_part
+
+
+def require_bf16(what: str) -> None:
+    """Refuse bf16 on a CPU without native bf16, in one line, before any work."""
+    from targets.detect import probe_cpu
+
+    cpu = probe_cpu()
+    if not cpu.bf16:
+        isa = ", ".join(cpu.isa) or "no SIMD extensions reported"
+        raise VitedgeError(
+            f"{what}: this CPU has no native bf16 ({isa}); bf16 needs AVX512-BF16 or AMX (x86) or the ARM bf16 extension",
+            "use fp32 (or int8) here, or run the bf16 artifact on a CPU that has bf16 (`vitedge targets` shows this one's)",
+        )
