@@ -1,0 +1,127 @@
+"""The precision an artifact is labelled with is the precision its runtime computes in: every
+runner states it (never a runtime default, which is bf16 on AVX512-BF16/AMX CPUs and f16 on
+ARM for OpenVINO) and records what the runtime reports back. These hold on any CPU: the
+configuration is checked as data, the read-back on whatever this CPU is, and bf16 either runs
+(native bf16 here) or is refused (no bf16 here), each branch with its own assertion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import targets.detect
+from exporter.export import export_artifact
+from exporter.parity import tolerance_for, verify_artifact
+from targets.detect import CpuInfo, parse_cpuinfo, probe_cpu, recommend
+from targets.onnxruntime import provider_options
+from targets.openvino import compile_config
+from targets.precision import float_precision
+from targets.runners import open_artifact
+from targets.torch import open_torch
+from vitedge.errors import VitedgeError
+
+AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
+HAS_BF16 = bool(probe_cpu().bf16)
+
+
+@pytest.mark.parametrize(
+    "precision,device,expected",
+    [("fp32", "cpu", "f32"), ("fp16", "cpu", "f32"), ("int8", "cpu", "f32"), ("bf16", "cpu", "bf16"), ("fp32", "openvino-gpu", "f32"), ("fp16", "openvino-gpu", "f16")],
+)
+def test_every_openvino_compile_states_its_precision(precision: str, device: str, expected: str) -> None:
+    config = compile_config(precision, device, batch=1, threads=2)
+    assert config["INFERENCE_PRECISION_HINT"] == expected
+    assert config["PERFORMANCE_HINT"] == "LATENCY" and compile_config(precision, device, batch=8)["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert config.get("INFERENCE_NUM_THREADS") == (2 if device == "cpu" else None)
+
+
+def test_unknown_precision_has_no_execution_precision() -> None:
+    with pytest.raises(VitedgeError, match="no execution precision"):
+        float_precision("int4")
+
+
+def test_onnxruntime_cuda_fp32_turns_tf32_off(tmp_path: Path) -> None:
+    """ORT's CUDA provider runs fp32 MatMuls in TF32 unless told otherwise."""
+    assert dict(provider_options("cuda", "fp32", tmp_path))["CUDAExecutionProvider"] == {"use_tf32": "0"}
+    assert dict(provider_options("cuda", "int8-dynamic", tmp_path))["CUDAExecutionProvider"] == {"use_tf32": "0"}
+
+
+@pytest.fixture(scope="module")
+def openvino_fp32(tmp_path_factory) -> tuple[Path, object]:
+    from conftest import make_tiny_vit
+
+    loaded = make_tiny_vit()
+    return export_artifact(loaded, to="openvino", precision="fp32", out=tmp_path_factory.mktemp("ov") / "fp32"), loaded
+
+
+def test_openvino_fp32_artifact_computes_in_f32_as_reported(openvino_fp32, monkeypatch) -> None:
+    """The product's runner (open_artifact) asks for f32 through compile_config and records
+    what the compiled model reports, on this CPU whatever its default would have been."""
+    import targets.openvino
+
+    folder, _ = openvino_fp32
+    asked: list[tuple[str, str]] = []
+    real = targets.openvino.compile_config
+    monkeypatch.setattr(targets.openvino, "compile_config", lambda precision, device, **kw: asked.append((precision, device)) or real(precision, device, **kw))
+    runner = open_artifact(folder, threads=1, batch=1)
+    assert asked == [("fp32", "cpu")]
+    assert runner.info.execution_precision == "f32" and runner.info.detail["inference_precision"] == "f32"
+    assert runner.info.detail["hint"] == "LATENCY" and runner.info.threads == 1
+    assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()) == "f32"
+
+
+def test_openvino_fp32_meets_the_fp32_bound_on_this_cpu(openvino_fp32, cifar_batch) -> None:
+    folder, loaded = openvino_fp32
+    report = verify_artifact(folder, loaded, cifar_batch[0], threads=1)
+    assert report.passed and report.max_abs <= tolerance_for("fp32")["max_abs"] and report.execution_precision == "f32"
+
+
+def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
+    from conftest import make_tiny_vit
+
+    assert open_artifact(onnx_artifact, threads=1).info.execution_precision == "f32"
+    module = make_tiny_vit().module
+    assert open_torch(module, precision="fp32", threads=1).info.execution_precision == "f32"
+    assert open_torch(module, precision="int8-dynamic", threads=1).info.execution_precision == "int8+f32"
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it")
+def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, cifar_batch) -> None:
+    from conftest import make_tiny_vit
+
+    loaded = make_tiny_vit()
+    folder = export_artifact(loaded, to="openvino", precision="bf16", out=tmp_path / "bf16")
+    report = verify_artifact(folder, loaded, cifar_batch[0], threads=1)
+    assert report.execution_precision == "bf16" and report.passed, report.failures
+    assert report.max_abs > tolerance_for("fp32")["max_abs"]  # it really is bf16: fp32's bound would fail
+    runner = open_torch(loaded.module, precision="bf16", threads=1)
+    assert runner.info.execution_precision == "bf16"
+    reference = open_torch(loaded.module, precision="fp32", threads=1)(cifar_batch[0][:8])
+    bf16 = runner(cifar_batch[0][:8])
+    assert 0 < np.abs(bf16 - reference).max() < 0.1
+
+
+def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
+    """On a CPU without bf16 (simulated here whatever this one is) export and both runners
+    refuse bf16 in one line before writing anything."""
+    from conftest import make_tiny_vit
+
+    monkeypatch.setattr(targets.detect, "probe_cpu", lambda: AVX2_ONLY)
+    loaded = make_tiny_vit()
+    with pytest.raises(VitedgeError, match="no native bf16"):
+        export_artifact(loaded, to="openvino", precision="bf16", out=tmp_path / "bf16")
+    assert not (tmp_path / "bf16").exists()
+    with pytest.raises(VitedgeError, match="no native bf16"):
+        open_torch(loaded.module, precision="bf16")
+
+
+def test_targets_recommends_bf16_only_where_the_cpu_has_it() -> None:
+    amx = parse_cpuinfo("processor : 0\nmodel name : Xeon\nflags : avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n")
+    assert amx.bf16 == ("AVX512-BF16", "AMX")
+    advice = recommend(targets.detect.Machine(amx))[0]
+    assert "bf16" in advice.recommend and "AVX512-BF16 and AMX compute bf16 natively" in advice.why
+    plain = recommend(targets.detect.Machine(AVX2_ONLY))[0]
+    assert "bf16" not in plain.recommend and AVX2_ONLY.bf16 == ()
