@@ -274,6 +274,8 @@ def bench_remote(
         "precision": manifest["precision"],
         "batch": bench["batch"],
         "threads": bench["threads"],
+        "detail": bench.get("detail", {}),  # what the board's runtime reports (its thread count)
+        "cpu_per_wall": bench.get("cpu_per_wall"),
         "runs": bench["runs"],
         "it_per_s": bench["it_per_s"],
         "latency_ms": bench["latency_ms"],

@@ -1,4 +1,4 @@
-"""A real OpenSSH server for tests: `/usr/sbin/sshd` on 127.0.0.1 at a free high port, as
+"""A real OpenSSH server for tests: sshd (found by `find_sshd`) on 127.0.0.1 at a free high port, as
 the current user, with throwaway host and client keys, so the remote target's whole path
 (host-key checking, key auth, quoting, streaming, timeouts) runs against the real thing."""
 
@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-SSHD = Path("/usr/sbin/sshd")
+# sshd is rarely on a normal user's PATH: look there, then where distributions and Homebrew
+# put it; $VITEDGE_SSHD names one explicitly.
+SSHD_PLACES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd", "/opt/homebrew/sbin/sshd", "/usr/lib/openssh/sshd")
+
+
+def find_sshd() -> Path | None:
+    """The OpenSSH server binary: $VITEDGE_SSHD, then PATH, then the usual sbin folders."""
+    named = os.environ.get("VITEDGE_SSHD")
+    candidates = [named] if named else [shutil.which("sshd"), *SSHD_PLACES]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,10 @@ def keygen(path: Path, comment: str) -> str:
 
 
 def unavailable_reason() -> str | None:
-    if not SSHD.is_file():
-        return f"{SSHD} is absent (apt-get install openssh-server)"
+    if find_sshd() is None:
+        named = os.environ.get("VITEDGE_SSHD")
+        where = f"$VITEDGE_SSHD={named} is not an executable" if named else f"no sshd on PATH or in {', '.join(SSHD_PLACES)}"
+        return f"{where} (apt-get install openssh-server)"
     for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             return f"{tool} is absent (apt-get install openssh-client)"
@@ -95,7 +109,9 @@ def running_sshd(folder: Path, *, timeout: float = 10.0) -> Iterator[SshServer]:
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     log = (folder / "sshd.log").open("w")
-    process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config), "-p", str(port), "-h", str(host_key)], stdout=log, stderr=subprocess.STDOUT)
+    sshd = find_sshd()
+    assert sshd is not None, unavailable_reason()
+    process = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config), "-p", str(port), "-h", str(host_key)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -9,20 +9,44 @@ import numpy as np
 import pytest
 
 from calibration.sources import CIFAR10_CLASSES
-from sshd import free_port, keygen, running_sshd, unavailable_reason, write_known_hosts
+import sshd
+from sshd import find_sshd, free_port, keygen, running_sshd, unavailable_reason, write_known_hosts
 from targets.bundle_build import build_bundle
 from targets.remote import bench_remote, parse_target, ssh_command
 from boards import make_venv, vitedge_logits
 from vitedge.errors import VitedgeError
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no OpenSSH server to test against: {unavailable_reason()}")
 SENTINEL = "vitedge-pwned"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """A real sshd; the tests that need one skip (saying why) where none is installed, the
+    argument checks below run everywhere."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no OpenSSH server to test against: {reason}")
     with running_sshd(tmp_path_factory.mktemp("sshd")) as ssh_server:
         yield ssh_server
+
+
+def test_sshd_is_found_off_the_path(tmp_path, monkeypatch):
+    """sshd lives in an sbin folder that a normal user's PATH lacks: PATH first, then the usual
+    places, and $VITEDGE_SSHD wins over both."""
+    fake = tmp_path / "bin" / "sshd"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv("VITEDGE_SSHD", raising=False)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.setattr(sshd, "SSHD_PLACES", ())
+    assert find_sshd() == fake
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_sshd() is None and "no sshd on PATH" in unavailable_reason()
+    monkeypatch.setattr(sshd, "SSHD_PLACES", (str(tmp_path / "absent"), str(fake)))
+    assert find_sshd() == fake
+    monkeypatch.setenv("VITEDGE_SSHD", str(tmp_path / "nope"))
+    assert find_sshd() is None and "VITEDGE_SSHD" in unavailable_reason()
 
 
 def bench(server, source: Path, python: Path | str, **options):
@@ -39,9 +63,11 @@ def test_bench_over_ssh_returns_speed_top1_and_board(server, onnx_artifact, bund
     truth = np.array([CIFAR10_CLASSES.index(p.parent.name) for p in paths])
     expected_top1 = 100.0 * float((vitedge_logits(onnx_artifact, paths).argmax(axis=1) == truth).mean())
     assert row["top1"] == pytest.approx(expected_top1) and row["eval_count"] == 40
-    assert row["it_per_s"] == pytest.approx(2000.0 / row["latency_ms"]["p50"])
-    assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
-    assert (row["target"], row["batch"], row["threads"], row["runtime"], row["precision"]) == (server.target, 2, 1, "onnxruntime", "fp32")
+    assert row["it_per_s"] == pytest.approx(2000.0 / row["latency_ms"]["p50"]) and row["latency_ms"]["p50"] > 0
+    assert (row["target"], row["batch"], row["runtime"], row["precision"]) == (server.target, 2, "onnxruntime", "fp32")
+    # one thread, as the board's runtime reports it and as its CPU time shows (the percentile
+    # arithmetic itself is checked on a fake clock in test_bundle)
+    assert row["detail"]["threads"] == 1 and row["cpu_per_wall"] <= 1.05, row
     assert row["board"]["versions"]["onnxruntime"] and row["board"]["machine"] and row["board"]["python"]
     assert any(line.startswith("vitedge-remote: running on") for line in progress)
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")  # a ready bundle travels as is
