@@ -1,8 +1,13 @@
 """Every CPU format of one model side by side in one run: PyTorch fp32 eager, PyTorch dynamic
-int8, ONNX fp32 / int8 dynamic / int8 static, OpenVINO fp32 / fp16 / int8; batch 1 and 8,
-2 threads, each row in its own process. Writes JSON with each format's speedup over PyTorch
-fp32 eager and its parity (cosine) against it, and, with --profile, where ONNX Runtime spends
-the time of the fastest int8 artifact, by op type.
+int8, ONNX fp32 / int8 dynamic / int8 static, OpenVINO fp32 / fp16 / int8 (and OpenVINO and
+PyTorch bf16 where the CPU computes bf16 natively); batch 1 and 8, 2 threads, each row in its
+own process. Writes JSON with, per row: the execution precision the runtime reported, the
+configuration each batch was timed on, the speedup over the fastest fp32 row and over
+PyTorch fp32 eager, the share of this machine's measured GEMM limit (f32, int8, bf16: see
+targets.limits), and parity (cosine) against PyTorch. Also in the same run: OpenVINO int8
+at batch 1 compiled plainly with the LATENCY hint, beside the row (they must agree: the row
+is timed on a latency compile), and, with --profile, where ONNX Runtime spends the time of
+the fastest int8 artifact, by op type.
 
     python benchmarks/cpu_formats.py                       # vit_base_patch16_224 (random weights)
     python benchmarks/cpu_formats.py --model vitedge-cifar10 --samples 1000
@@ -23,12 +28,18 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import multiprocessing
+from typing import Any
+
 import numpy as np
 
 from exporter.artifact import write_json_atomic
+from targets.limits import GemmLimit, forward_flops, gemm_limits, limit_kind
 from vitedge.pipeline import run_pipeline
 from vitedge.recipe import DEFAULT_ROWS, Recipe
-from vitedge.report import ResultRow, fmt
+from vitedge.report import ResultRow, fastest_fp32, fmt
+
+BF16_ROWS = ("torch:bf16", "openvino:bf16")
 
 
 def profile_by_op(artifact: Path, batch: np.ndarray, threads: int, calls: int = 20) -> dict[str, float]:
@@ -55,17 +66,63 @@ def profile_by_op(artifact: Path, batch: np.ndarray, threads: int, calls: int = 
     return {op: round(us / whole, 4) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def summarize(rows: list[ResultRow]) -> list[dict[str, object]]:
-    base = next(r for r in rows if r.baseline).measurement
+def _in_child(queue: Any, job: str, args: tuple) -> None:
+    queue.put(globals()[job](*args))
+
+
+def in_own_process(job: str, *args: Any) -> Any:
+    """Run `job(*args)` in a fresh process, like every row: no thread pool shared with another."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_in_child, args=(queue, job, args))
+    process.start()
+    result = queue.get(timeout=1800)
+    process.join()
+    return result
+
+
+def plain_latency_b1(xml: str, threads: int, inference_precision: str, runs: int) -> dict[str, Any]:
+    """Batch-1 img/s of an IR compiled with nothing but the LATENCY hint, the thread count and
+    the row's own reported precision (so only how vitedge configured the compile differs)."""
+    import openvino as ov
+
+    from targets.measure import time_runner
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": inference_precision}
+    compiled = ov.Core().compile_model(xml, "CPU", config)
+    size = [d.get_length() for d in compiled.input(0).get_partial_shape()[1:]]
+    batch = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+    timing = time_runner(lambda x: compiled(x)[0], batch, runs=runs)
+    return {"images_per_s_b1": timing.images_per_s, "config": config, "streams": compiled.get_property("NUM_STREAMS")}
+
+
+def measured_limits(threads: int) -> dict[str, GemmLimit]:
+    return gemm_limits(threads)
+
+
+def summarize(rows: list[ResultRow], flops: float, limits: dict[str, GemmLimit]) -> list[dict[str, object]]:
+    eager = next(r for r in rows if r.baseline).measurement
+    fastest = fastest_fp32(rows)
+    yardstick = fastest.measurement if fastest else eager
     summary = []
     for row in rows:
         m = row.measurement
-        entry: dict[str, object] = {"name": m.name, "size_mb": m.size_mb, "peak_rss_mb": m.peak_rss_mb, "cosine_vs_fp32": row.parity.cosine_mean if row.parity else 1.0}
+        entry: dict[str, object] = {
+            "name": m.name,
+            "execution_precision": m.execution_precision,
+            "size_mb": m.size_mb,
+            "peak_rss_mb": m.peak_rss_mb,
+            "cosine_vs_fp32": row.parity.cosine_mean if row.parity else 1.0,
+        }
+        limit = limits[limit_kind(m.execution_precision)]
         for timing in m.timings:
-            base_timing = base.timing(timing.batch)
-            entry[f"images_per_s_b{timing.batch}"] = timing.images_per_s
-            entry[f"p90_ms_b{timing.batch}"] = timing.p90_ms
-            entry[f"speedup_b{timing.batch}"] = timing.images_per_s / base_timing.images_per_s if base_timing else None
+            b = timing.batch
+            entry[f"images_per_s_b{b}"] = timing.images_per_s
+            entry[f"p90_ms_b{b}"] = timing.p90_ms
+            entry[f"config_b{b}"] = timing.config
+            entry[f"speedup_vs_fastest_fp32_b{b}"] = timing.images_per_s / yardstick.timing(b).images_per_s if yardstick.timing(b) else None
+            entry[f"speedup_vs_pytorch_eager_b{b}"] = timing.images_per_s / eager.timing(b).images_per_s if eager.timing(b) else None
+            entry[f"share_of_{limit.kind}_gemm_limit_b{b}"] = timing.images_per_s * flops / limit.ops_per_s
         summary.append(entry)
     return summary
 
@@ -81,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_formats"))
     parser.add_argument("--profile", action="store_true", help="profile the fastest int8 ONNX artifact by op type")
     args = parser.parse_args(argv)
+    from targets.detect import probe_cpu
+    from vitedge.models import load_model
+
+    bf16 = bool(probe_cpu().bf16)
     recipe = dataclasses.replace(
         Recipe(),
         model=args.model,
-        rows=DEFAULT_ROWS,
+        rows=DEFAULT_ROWS + (BF16_ROWS if bf16 else ()),
         samples=args.samples,
         calibration_samples=args.calibration_samples,
         batches=tuple(int(b) for b in args.batches.split(",")),
@@ -92,9 +153,29 @@ def main(argv: list[str] | None = None) -> int:
         runs=args.runs,
         name=f"CPU formats: {args.model}",
     )
+    load_before = os.getloadavg()
+    limits = in_own_process("measured_limits", args.threads)
     rows = run_pipeline(recipe, args.out, force=True)
-    summary = summarize(rows)
-    result: dict[str, object] = {"model": args.model, "threads": args.threads, "machine": rows[0].measurement.machine, "load_before": os.getloadavg(), "rows": summary}
+    loaded = load_model(args.model)
+    flops = forward_flops(loaded.module, loaded.data_config.input_size)
+    ov_int8 = next(r for r in rows if r.measurement.runtime == "openvino" and r.measurement.precision == "int8")
+    plain = in_own_process("plain_latency_b1", str(args.out / "artifacts" / "openvino-int8" / "model.xml"), args.threads, ov_int8.measurement.detail["inference_precision"], args.runs)
+    row_b1 = ov_int8.measurement.timing(1).images_per_s
+    plain["row_images_per_s_b1"] = row_b1
+    plain["row_over_plain"] = row_b1 / plain["images_per_s_b1"]
+    summary = summarize(rows, flops, limits)
+    result: dict[str, object] = {
+        "model": args.model,
+        "threads": args.threads,
+        "machine": rows[0].measurement.machine,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "forward_gflop": flops / 1e9,
+        "gemm_limits": {kind: dataclasses.asdict(limit) for kind, limit in limits.items()},
+        "openvino_int8_b1_vs_plain_latency_compile": plain,
+        "fastest_fp32": (fastest_fp32(rows).measurement.name if fastest_fp32(rows) else None),
+        "rows": summary,
+    }
     if args.profile:
         onnx_int8 = [r for r in rows if r.measurement.runtime == "onnxruntime" and "int8" in r.measurement.precision]
         best = max(onnx_int8, key=lambda r: r.measurement.timing(1).it_per_s)
@@ -103,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         batch = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
         result["profile"] = {"artifact": best.measurement.name, "share_by_op": profile_by_op(folder, batch, args.threads)}
     write_json_atomic(args.out / "cpu_formats.json", result)
+    print(f"GEMM limits ({args.threads} threads): " + ", ".join(f"{k} {v.giga:.0f} G/s" for k, v in limits.items()) + f"; {flops / 1e9:.1f} GFLOP per image")
     for entry in summary:
-        speedup = entry.get("speedup_b1")
-        print(f"{entry['name']:<24} {fmt(entry.get('images_per_s_b1'), 'rate'):>8} img/s b1  {fmt(speedup, 'ratio'):>7}  cos {fmt(entry['cosine_vs_fp32'], 'cosine')}")
+        share = next(v for k, v in entry.items() if k.startswith("share_of_") and k.endswith("_b1"))
+        print(
+            f"{entry['name']:<26} {entry['execution_precision']:>9} {fmt(entry.get('images_per_s_b1'), 'rate'):>8} img/s b1"
+            f"  {fmt(entry.get('speedup_vs_fastest_fp32_b1'), 'ratio'):>7} fastest fp32  {fmt(entry.get('speedup_vs_pytorch_eager_b1'), 'ratio'):>7} eager"
+            f"  {100 * share:5.1f}% of limit  cos {fmt(entry['cosine_vs_fp32'], 'cosine')}"
+        )
+    print(f"OpenVINO int8 b1: row {fmt(row_b1, 'rate')} img/s, plain LATENCY compile {fmt(plain['images_per_s_b1'], 'rate')} ({fmt(plain['row_over_plain'], 'ratio')})")
     print(f"wrote {args.out / 'cpu_formats.json'}")
     return 0
 

@@ -275,7 +275,8 @@ def classify(args, manifest: dict) -> dict:
     inputs = np.stack([load_image(Path(p), Image, preprocess, config) for p in args.images])
     model = Model(HERE, manifest, args.threads, len(args.images))
     logits = model(inputs)
-    return {"images": [{"image": p, "top": top_k(row, config, args.top)} for p, row in zip(args.images, logits)]}
+    # every logit too, so a board's output can be held to the artifact's own parity bounds
+    return {"precision": manifest.get("precision"), "images": [{"image": p, "top": top_k(row, config, args.top), "logits": [float(v) for v in row]} for p, row in zip(args.images, logits)]}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -359,6 +360,7 @@ def evaluate(args, manifest: dict) -> dict:
         files, targets = files[: args.limit], targets[: args.limit]
     model = Model(HERE, manifest, args.threads, args.batch)
     correct = seen = 0
+    hits: list[bool] = []  # per image, in file order: pairs two runs of the same folder
     skipped: list[str] = []
     next_report = time.perf_counter() + 5.0
     for start in range(0, len(files), args.batch):
@@ -372,7 +374,8 @@ def evaluate(args, manifest: dict) -> dict:
         if not arrays:
             continue
         predicted = model(np.stack(arrays)).argmax(axis=1)
-        correct += int((predicted == np.asarray(wanted)).sum())
+        hits += [bool(h) for h in predicted == np.asarray(wanted)]
+        correct = sum(hits)
         seen += len(arrays)
         if time.perf_counter() >= next_report:
             progress(f"eval: {start + len(arrays)}/{len(files)} images, top-1 so far {100.0 * correct / seen:.2f}%")
@@ -381,7 +384,7 @@ def evaluate(args, manifest: dict) -> dict:
         progress(f"eval: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}")
     if not seen:
         raise BundleError(f"no readable images in {args.folder}")
-    return {"top1": 100.0 * correct / seen, "correct": correct, "count": seen, "skipped": len(skipped), "classes": mapping, "runtime": model.runtime, "board": board_info(model)}
+    return {"top1": 100.0 * correct / seen, "correct": correct, "hits": hits, "count": seen, "skipped": len(skipped), "classes": mapping, "runtime": model.runtime, "board": board_info(model)}
 
 
 def info(args, manifest: dict) -> dict:
