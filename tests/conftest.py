@@ -112,15 +112,16 @@ def image_folder(tmp_path_factory, cifar_test) -> Path:
 
 def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
     """The data a figure shows, read from its artists before it is saved: the points of each
-    scatter (collection), lines, bar widths and annotation texts of every axes."""
+    scatter (collection), lines (axes index, label, x, y), bar widths, annotation texts and
+    titles of every axes."""
     from matplotlib.patches import Rectangle
 
     drawn: dict = {"scatters": [], "lines": [], "bars": [], "labels": [], "titles": []}
-    for axes in figure.axes:
+    for index, axes in enumerate(figure.axes):
         for collection in axes.collections:
             drawn["scatters"].append([tuple(float(v) for v in xy) for xy in collection.get_offsets()])
         for line in axes.get_lines():
-            drawn["lines"].append((line.get_label(), [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]))
+            drawn["lines"].append((index, line.get_label(), [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]))
         drawn["bars"].extend(float(p.get_width()) for p in axes.patches if isinstance(p, Rectangle))
         drawn["labels"].extend(text.get_text() for text in axes.texts)
         drawn["titles"].append((axes.get_title(), axes.get_xlabel(), axes.get_ylabel()))

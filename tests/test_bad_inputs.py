@@ -14,6 +14,7 @@ imports torch (seconds), so the matrix stays near 40 calls.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -314,6 +315,25 @@ def xml_without_bin_resigned(tmp: Path, a: Assets) -> list[str]:
     return bench_of("ov")
 
 
+def model_file_not_listed(tmp: Path, a: Assets) -> list[str]:
+    """A second model dropped into the artifact and named by a hand-edited manifest, with no
+    checksum: loading it would run unverified weights."""
+    shutil.copytree(a.onnx, tmp / "art1")
+    shutil.copyfile(tmp / "art1" / "model.onnx", tmp / "art1" / "other.onnx")
+    manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+    (tmp / "art1" / MANIFEST).write_text(json.dumps({**manifest, "model_file": "other.onnx"}))
+    return bench_of("art1")
+
+
+def manifest_path_outside(tmp: Path, a: Assets) -> list[str]:
+    """The manifest points at a model beside the artifact folder, not in it."""
+    shutil.copytree(a.onnx, tmp / "art1")
+    shutil.copyfile(tmp / "art1" / "model.onnx", tmp / "elsewhere.onnx")
+    manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+    (tmp / "art1" / MANIFEST).write_text(json.dumps({**manifest, "model_file": "../elsewhere.onnx"}))
+    return ["bundle", "art1", "--out", "b"]
+
+
 def manifest_not_json(tmp: Path, a: Assets) -> list[str]:
     shutil.copytree(a.onnx, tmp / "art1")
     (tmp / "art1" / MANIFEST).write_text('{"format": "onnx", ')
@@ -342,7 +362,7 @@ CASES = [
     Case("pickled-code-pth", pickled_code_pth, ("refused", "evil.pth")),
     Case("wrong-architecture", wrong_architecture, ("do not fit", "vit_tiny_patch16_224")),
     Case("weights-without-architecture", bare_weights_without_arch, ("architecture",)),
-    Case("wrong-input-size", wrong_input_size, ("48",)),
+    Case("wrong-input-size", wrong_input_size, ("weights.pth", "cannot run on its DataConfig input size (3, 48, 48)")),
     Case("unknown-model-name", lambda tmp, a: export_of("vit_bsae_patch16_224"), ("unknown model", "vit_bsae_patch16_224")),
     Case("missing-model-file", lambda tmp, a: export_of("nothere.safetensors"), ("nothere.safetensors", "does not exist")),
     Case("not-a-vit-export", lambda tmp, a: export_of("resnet18"), ("vision transformer", "resnet18")),
@@ -371,11 +391,13 @@ CASES = [
     # artifacts
     Case("manifest-checksum-mismatch", flipped_byte, ("model.onnx", "sha256")),
     Case("truncated-onnx", truncated_onnx, ("model.onnx", "sha256")),
-    Case("truncated-onnx-resigned-manifest", truncated_onnx_resigned, ("model.onnx",)),
+    Case("truncated-onnx-resigned-manifest", truncated_onnx_resigned, ("onnx runtime cannot load", "model.onnx")),
     Case("xml-without-bin", xml_without_bin, ("model.bin", "missing")),
-    Case("xml-without-bin-resigned-manifest", xml_without_bin_resigned, ("model.bin",)),
+    Case("xml-without-bin-resigned-manifest", xml_without_bin_resigned, ("the model file model.bin is not among the checksummed files",)),
+    Case("model-file-not-listed", model_file_not_listed, ("the model file other.onnx is not among the checksummed files",)),
+    Case("manifest-path-outside", manifest_path_outside, ("names the file '../elsewhere.onnx', outside the artifact folder",)),
     Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
-    Case("fixed-batch-onnx-fed-batch-8", fixed_batch_onnx_fed_batch_8, ("batch",)),
+    Case("fixed-batch-onnx-fed-batch-8", fixed_batch_onnx_fed_batch_8, ("exported for batch 1 only", "batch 8")),
     Case("bundle-not-an-artifact", lambda tmp, a: ((tmp / "plain").mkdir(), ["bundle", "plain", "--out", "b"])[1], ("not a vitedge artifact",)),
     # boards over SSH (refused before any connection is attempted, or a dead port)
     Case("ssh-target-injects-option", lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://-oProxyCommand=touch%20PWNED-by-ssh", "--data", ""], ("bad host name",)),
@@ -406,6 +428,101 @@ def test_existing_output_is_refused_and_left_untouched(assets: Assets, tmp_path:
     assert listing(tmp_path) == before and (tmp_path / "art" / "keep.txt").read_text() == "mine"
 
 
+class _UnwritableFile:
+    """A file object on a full disk: opening worked, every write fails with ENOSPC."""
+
+    def __init__(self, handle: io.IOBase) -> None:
+        self._handle = handle
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self) -> _UnwritableFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
+
+
+def _fd_path(fd: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None  # no /proc (macOS): then every file opened for writing counts
+
+
+def inject_fs_error(monkeypatch, folder: Path, code: int) -> None:
+    """Make the file system under `folder` behave as read-only (EROFS: creating a folder or a
+    file fails) or full (ENOSPC: files can be created, every write fails), for this process,
+    at the OS calls the product's writers go through (os.mkdir, os.open, os.fdopen). No root,
+    no mount: the unprivileged twin of the tmpfs tests."""
+    real_mkdir, real_open, real_fdopen = os.mkdir, os.open, os.fdopen
+    root = folder.resolve()
+
+    def under(path: object) -> bool:
+        return path is not None and Path(os.path.abspath(path)).resolve().is_relative_to(root)
+
+    def mkdir(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.mkdir's signature
+        if code == errno.EROFS and under(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's signature
+        if code == errno.EROFS and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR) and under(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fdopen(fd, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202 - os.fdopen's signature
+        handle = real_fdopen(fd, mode, *args, **kwargs)
+        path = _fd_path(fd)
+        if code == errno.ENOSPC and any(c in mode for c in "wa+") and (path is None or under(path)):
+            return _UnwritableFile(handle)
+        return handle
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def vitedge_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str]:  # noqa: ANN001
+    """`vitedge ARGS` through the real entry point in this process (so injected OS errors
+    reach it): exit code and stderr."""
+    from vitedge.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def command_writing_into(command: str, folder: Path, assets: Assets) -> list[str]:
+    if command == "export":
+        return ["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"]
+    return ["compress", str(assets.checkpoint), "--step", "lowrank:rank=8", "--out", str(folder / "small.safetensors")]
+
+
+@pytest.mark.parametrize("command", ["export", "compress"])
+@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, ("disk full",)), (errno.EROFS, ("cannot write", "read-only file system"))], ids=["disk-full", "read-only"])
+def test_write_errors_without_root(assets: Assets, tmp_path: Path, capsys, monkeypatch, command: str, code: int, words: tuple[str, ...]) -> None:
+    """A full or read-only output file system, injected at the OS calls (any user, any OS with
+    /proc or not): one `error:` line naming it, exit 2, and nothing left in the folder."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "other.txt").write_text("already here\n")
+    before = listing(folder)
+    inject_fs_error(monkeypatch, folder, code)
+    exit_code, stderr = vitedge_in_process(command_writing_into(command, folder, assets), capsys, monkeypatch)
+    monkeypatch.undo()
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning: ")]
+    assert exit_code == 2 and lines and lines[0].startswith("error: "), stderr
+    assert all(word in lines[0].lower() for word in words), stderr
+    assert listing(folder) == before, "a failed write left files behind"
+
+
 def test_read_only_output_folder(assets: Assets, tmp_path: Path) -> None:
     """A read-only file system (root ignores permission bits, so a real `ro` tmpfs); as a
     normal user, a 0555 folder is the same test."""
@@ -423,16 +540,13 @@ def test_read_only_output_folder(assets: Assets, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["export", "compress"])
 def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
-    """A 64 KiB tmpfs: the tiny ViT's model file (~0.4 MB) cannot fit, so the write fails
-    with ENOSPC part-way; the user must get "disk full" and no partial file or folder."""
+    """A real 64 KiB tmpfs (root only; test_write_errors_without_root is the unprivileged
+    twin): the tiny ViT's model file (~0.4 MB) cannot fit, so the write fails with ENOSPC
+    part-way; the user must get "disk full" and no partial file or folder."""
     with tmpfs(tmp_path / "full", "size=64k") as folder:
         (folder / "other.txt").write_text("already here\n")
         before = listing(folder)
-        if command == "export":
-            args = ["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"]
-        else:
-            args = ["compress", str(assets.checkpoint), "--step", "lowrank:rank=8", "--out", str(folder / "small.safetensors")]
-        done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
+        done = vitedge(command_writing_into(command, folder, assets), cwd=tmp_path, env=cli_env(assets))
         assert_user_error(done, ("disk full",))
         assert listing(folder) == before
 
@@ -632,17 +746,27 @@ def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypat
     disk: a damaged entry with NaN must be rebuilt, not fed to the int8 calibrator."""
     from calibration.calibset import build_calibration_set
 
+    import dataclasses
+
     monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
     config = make_tiny_vit().data_config
     first = build_calibration_set(cifar_test, config, 4, seed=0)
     [entry] = list((tmp_path / "cache" / "calibration").glob("*.npz"))
-    with np.load(entry, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["inputs"][0, 0, 0, 0] = np.nan
-    np.savez(entry, **arrays)
-    again = build_calibration_set(cifar_test, config, 4, seed=0)
-    assert np.isfinite(again.inputs).all()
-    assert np.array_equal(again.inputs, first.inputs)
+    decoded: list[int] = []
+    counted = dataclasses.replace(cifar_test, get=lambda i: (decoded.append(i), cifar_test.get(i))[1])
+
+    def rewrite(value: float) -> None:
+        with np.load(entry, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        arrays["inputs"][0, 0, 0, 0] = value
+        np.savez(entry, **arrays)
+
+    rewrite(7.0)  # the control: a finite edit is served from the cache (it is read at all)
+    assert build_calibration_set(counted, config, 4, seed=0).inputs[0, 0, 0, 0] == 7.0 and decoded == []
+    rewrite(np.nan)
+    again = build_calibration_set(counted, config, 4, seed=0)
+    assert np.isfinite(again.inputs).all() and np.array_equal(again.inputs, first.inputs)
+    assert len(decoded) == 4  # the NaN was detected and the set rebuilt from the images
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])

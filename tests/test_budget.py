@@ -101,21 +101,25 @@ def _slice(evalset: EvalSet, start: int, stop: int) -> EvalSet:
     return EvalSet(evalset.inputs[start:stop], evalset.labels[start:stop], evalset.reference[start:stop], evalset.record)
 
 
-def test_ort_keeping_the_most_sensitive_node_in_float_improves_parity(tiny_setup, tmp_path):
-    """Rank on 80 images, check on 80 others: keeping the top-ranked node in float brings the
-    int8 logits closer to fp32."""
+def test_ort_keeping_nodes_in_float_moves_int8_towards_fp32(tiny_setup, tmp_path):
+    """What holds whatever int8 kernels the CPU has (VNNI or not, AMX): the ranking's numbers
+    are reproduced when re-measured on the images it was made on, its top node is the best
+    single node there and beats all-int8, and every node kept in float is fp32 again. (How
+    much one node helps on other images depends on the CPU's int8 arithmetic: not claimed.)"""
     from exporter.export import ExportOptions
     from exporter.sensitivity import analyse, open_backend, score_runner
 
     loaded, calibration, evalset = tiny_setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path)
-    report = analyse(backend, _slice(evalset, 0, 80), mode="float-one", group="node")
-    held_out = _slice(evalset, 80, 160)
-    int8 = score_runner(backend.open(()), held_out)
-    best = score_runner(backend.open(report.rows[0].nodes), held_out)
-    assert int8.cosine_mean < 0.99999
-    assert best.cosine_mean > int8.cosine_mean
-    assert best.top1_agreement >= int8.top1_agreement
+    ranked = _slice(evalset, 0, 80)
+    report = analyse(backend, ranked, mode="float-one", group="node")
+    int8 = score_runner(backend.open(()), ranked)
+    best = score_runner(backend.open(report.rows[0].nodes), ranked)
+    assert int8.cosine_mean == pytest.approx(report.int8.cosine_mean, abs=1e-12) and int8.cosine_mean < 0.99999
+    assert best.cosine_mean == pytest.approx(report.rows[0].score.cosine_mean, abs=1e-12)
+    assert best.cosine_mean > int8.cosine_mean and all(best.cosine_mean >= row.score.cosine_mean for row in report.rows)
+    float_again = score_runner(backend.open(backend.units), _slice(evalset, 80, 160))
+    assert float_again.cosine_min > 0.9999999 and float_again.top1_agreement == 1.0
 
 
 def test_quantize_to_budget_writes_an_artifact_whose_manifest_records_the_kept_nodes(tiny_setup, tmp_path):
@@ -148,15 +152,27 @@ def test_quantize_to_budget_writes_an_artifact_whose_manifest_records_the_kept_n
     json.dumps(record)  # the record is plain JSON
 
 
-def test_quantize_cli_refuses_two_budgets_before_any_work(tmp_path):
+def test_quantize_cli_refuses_two_budgets_before_any_work(tiny_vit, tmp_path, monkeypatch):
+    """A real model, so that only the budget check can refuse; any work (loading images,
+    calibrating) after it would be a bug: `_setup` is made to fail loudly if reached."""
     from typer.testing import CliRunner
 
+    import vitedge.commands.int8
     from vitedge.cli import app
-    import vitedge.commands.int8  # noqa: F401 - registers the commands
+    from vitedge.models import save_checkpoint
 
-    result = CliRunner().invoke(app, ["quantize", "m", "--to", "onnx", "--out", str(tmp_path / "x"), "--max-drop", "0.5", "--min-cosine", "0.9"])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, VitedgeError)
+    checkpoint = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the quantize command started work before refusing its budgets")
+
+    monkeypatch.setattr(vitedge.commands.int8, "_setup", no_work)
+    args = ["quantize", str(checkpoint), "--to", "onnx", "--out", str(tmp_path / "x")]
+    for budgets in (["--max-drop", "0.5", "--min-cosine", "0.9"], []):
+        result = CliRunner().invoke(app, [*args, *budgets])
+        assert isinstance(result.exception, VitedgeError), result.exception
+        assert result.exception.message == "give exactly one accuracy budget" and "--max-drop" in result.exception.hint
+    assert not (tmp_path / "x").exists()
 
 
 def test_export_max_drop_refuses_a_precision_without_calibration_before_any_work(tmp_path):

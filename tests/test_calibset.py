@@ -3,6 +3,7 @@ disjoint when asked, served to ORT and NNCF; too few images is a clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 
 from calibration.calibset import CalibrationSet, build_calibration_set, draw_indices, indices_of
 from calibration.preprocess import preprocess_batch
-from calibration.sources import open_source
+from calibration.sources import ImageSet, open_source
 from tests.conftest import make_tiny_vit
 from vitedge.errors import VitedgeError
 
@@ -38,12 +39,38 @@ def test_reproducible_balanced_and_preprocessed(cifar_test, tmp_path):
     assert calib.manifest()["count"] == 40 and calib.manifest()["seed"] == 3
 
 
+class Counted:
+    """The same image source, counting how many images are decoded: a cache hit decodes none."""
+
+    def __init__(self, images: ImageSet) -> None:
+        self.calls = 0
+        self.images = dataclasses.replace(images, get=self._get)
+        self._inner = images.get
+
+    def _get(self, index: int) -> np.ndarray:
+        self.calls += 1
+        return self._inner(index)
+
+
+def edit_cache(entry, change) -> None:  # noqa: ANN001 - Path, Callable[[np.ndarray], None]
+    """Rewrite one cache entry with `change` applied to its inputs (in place)."""
+    with np.load(entry) as data:
+        arrays = {key: data[key] for key in data.files}
+    change(arrays["inputs"])
+    np.savez(entry, **arrays)
+
+
 def test_cached_on_disk(cifar_test, tmp_path):
     first = build_calibration_set(cifar_test, CONFIG, 16, seed=0)
     files = list((tmp_path / "cache" / "calibration").glob("*.npz"))
     assert len(files) == 1
-    second = build_calibration_set(cifar_test, CONFIG, 16, seed=0)
+    source = Counted(cifar_test)
+    second = build_calibration_set(source.images, CONFIG, 16, seed=0)
     assert second.identities == first.identities and np.array_equal(second.inputs, first.inputs)
+    assert source.calls == 0  # served from disk, nothing decoded
+    edit_cache(files[0], lambda inputs: inputs.__iadd__(1.0))  # a valid (finite) entry that differs
+    assert np.array_equal(build_calibration_set(source.images, CONFIG, 16, seed=0).inputs, first.inputs + 1.0)
+    assert source.calls == 0  # what comes back is the file's content, not a rebuild
     build_calibration_set(cifar_test, CONFIG, 17, seed=0)
     assert len(list((tmp_path / "cache" / "calibration").glob("*.npz"))) == 2
 
@@ -93,12 +120,22 @@ def test_serves_ort_and_nncf(cifar_test):
 
 
 def test_damaged_cache_entry_is_rebuilt(cifar_test, tmp_path):
+    """A damaged entry is detected, rebuilt from the source (6 images decoded again) and
+    rewritten clean; an undamaged one is served as is (the control: the cache is read)."""
     first = build_calibration_set(cifar_test, CONFIG, 6, seed=0)
     [entry] = list((tmp_path / "cache" / "calibration").glob("*.npz"))
-    with np.load(entry) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["inputs"][2, 0, 0, 0] = np.inf
-    np.savez(entry, **arrays)
-    assert np.array_equal(build_calibration_set(cifar_test, CONFIG, 6, seed=0).inputs, first.inputs)
-    entry.write_bytes(b"truncated")
-    assert np.array_equal(build_calibration_set(cifar_test, CONFIG, 6, seed=0).inputs, first.inputs)
+
+    def set_inf(inputs: np.ndarray) -> None:
+        inputs[2, 0, 0, 0] = np.inf
+
+    for damage in (set_inf, lambda _: entry.write_bytes(b"truncated")):
+        source = Counted(cifar_test)
+        assert np.array_equal(build_calibration_set(source.images, CONFIG, 6, seed=0).inputs, first.inputs) and source.calls == 0
+        if damage is set_inf:
+            edit_cache(entry, damage)
+        else:
+            damage(None)
+        rebuilt = build_calibration_set(source.images, CONFIG, 6, seed=0)
+        assert np.array_equal(rebuilt.inputs, first.inputs) and source.calls == 6
+        with np.load(entry) as data:
+            assert np.array_equal(data["inputs"], first.inputs)  # the entry was rewritten clean

@@ -244,19 +244,25 @@ def test_recipe_parser_on_toml_punctuation(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "message"),
     [
-        "[bench]\nbatches = [\"a\"]\n",
-        "[bench]\nbatches = [[1]]\n",
-        "[bench]\nbatches = [0]\n",
-        "[export]\nrows = [[\"onnx:fp32\"]]\n",
-        "compress = 5\n",
-        "[data]\nsamples = -3\n",
-        "[calibration]\nsamples = 0\n",
-        "[bench]\nthreads = 0\n",
+        ("[bench]\nbatches = [\"a\"]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got ['a']"),
+        ("[bench]\nbatches = [[1]]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [[1]]"),
+        ("[bench]\nbatches = [0]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [0]"),
+        ("[bench]\nbatches = [true]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [True]"),
+        ("[export]\nrows = [[\"onnx:fp32\"]]\n", "fuzz.toml:2: unknown export row \"['onnx:fp32']\""),
+        ("compress = 5\n", "fuzz.toml:1: compress must be an array of tables"),
+        ("[data]\nsamples = -3\n", "fuzz.toml:2: [data] samples must be at least 1, got -3"),
+        ("[data]\nsamples = true\n", "fuzz.toml:2: [data] samples has the wrong type (bool)"),
+        ("[calibration]\nsamples = 0\n", "fuzz.toml:2: [calibration] samples must be at least 1, got 0"),
+        ("[bench]\nthreads = 0\n", "fuzz.toml:2: [bench] threads must be at least 1, got 0"),
     ],
-    ids=["batch-string", "batch-nested", "batch-zero", "row-nested", "compress-scalar", "samples-negative", "calibration-zero", "threads-zero"],
+    ids=["batch-string", "batch-nested", "batch-zero", "batch-bool", "row-nested", "compress-scalar", "samples-negative", "samples-bool", "calibration-zero", "threads-zero"],
 )
-def test_recipe_values_found_by_the_fuzzer(text: str) -> None:
-    """The inputs the fuzzer first tripped on, kept as plain regression cases."""
-    check_recipe(text)
+def test_recipe_values_found_by_the_fuzzer(text: str, message: str) -> None:
+    """The inputs the fuzzer first tripped on, kept as plain regression cases: each must be
+    refused with its own message (naming file, line and value), never fixed up silently
+    (`samples = -3` must not become "all", `samples = true` must not become 1)."""
+    with pytest.raises(VitedgeError) as error:
+        parse_recipe(text, "fuzz.toml")
+    assert error.value.message == message and error.value.hint

@@ -81,7 +81,7 @@ def test_ort_backend_without_exclusions_matches_vitedge_export(setup, tmp_path):
     assert score_runner(backend.open(backend.units), evalset).cosine_mean > 0.999999  # all float = fp32
 
 
-def test_sensitivity_report_is_ranked_and_written(setup, tmp_path):
+def test_sensitivity_report_is_ranked_and_written(setup, tmp_path, figures):
     from exporter.sensitivity import analyse, open_backend, write_report
 
     loaded, calibration, evalset = setup
@@ -96,7 +96,10 @@ def test_sensitivity_report_is_ranked_and_written(setup, tmp_path):
     only = analyse(backend, evalset, mode="int8-one", group="block")
     assert all(row.score.cosine_mean >= only.int8.cosine_mean - 1e-4 for row in only.rows)  # one block int8 ≈ no worse than all
     paths = write_report(report, tmp_path / "out")
-    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot = figures["sensitivity.png"]
+    assert plot["size"] == (960, 300)  # 8 in wide, max(2.5, 0.28 × 4 rows + 1.2) in tall, 120 dpi
+    assert plot["bars"] == pytest.approx(values[::-1])  # one bar per unit, most sensitive on top
+    assert f"all-int8 cosine {report.int8.cosine_mean:.5f}" in plot["titles"][0][0]
     import json
 
     data = json.loads(paths["json"].read_text())

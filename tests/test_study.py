@@ -190,7 +190,7 @@ def test_gpu_timing_without_a_device_is_a_dash_and_says_why(tmp_path) -> None:
     assert any("CUDA" in note for note in study.notes)
 
 
-def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path) -> None:
+def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path, figures) -> None:
     """The published Vanilla row has it/s but no top-1: a dotted line at its it/s, labelled so,
     never a cross at a made-up top-1; the others are crosses at their published figures."""
     import matplotlib
@@ -207,5 +207,7 @@ def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path) -> Non
     speed_only = [(line.get_xdata()[0], line.get_label()) for line in axes.get_lines()]
     assert speed_only == [(p[1], f"{p[0]} (published it/s; no top-1 published)") for p in PUBLISHED if p[2] is None]
     plt.close(figure)
-    pareto_plot([], tmp_path / "p.png", published=PUBLISHED)
-    assert (tmp_path / "p.png").stat().st_size > 0
+    pareto_plot([], tmp_path / "p.png", published=PUBLISHED)  # no measured rows yet: the published ones alone
+    plot = figures["p.png"]
+    assert plot["size"] == (960, 660) and plot["scatters"] == [[tuple(c) for c in crosses]]
+    assert [(label, x[0]) for _, label, x, _ in plot["lines"]] == [(label, x) for x, label in speed_only]

@@ -39,7 +39,7 @@ def test_counts_and_variants():
     assert variants["default"].preset == "performance" and variants["default"].bias_correction == "fast"
 
 
-def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path):
+def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path, figures):
     from conftest import make_tiny_vit
     from exporter.sensitivity import calibration_record, evaluation_set
     from exporter.sweep import calibration_draws, sweep_onnx, sweep_openvino, write_sweep
@@ -59,4 +59,12 @@ def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert set(data["recommendation"]) == {"onnx", "openvino"}
     assert data["evaluation"]["disjoint_from_calibration"] and "identities" not in data["calibration"]
-    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    plot = figures["sweep.png"]
+    assert plot["size"] == (1440, 540)  # two panels (labelled images), 12×4.5 in at 120 dpi
+    drawn = {(axes, label): (x, y) for axes, label, x, y in plot["lines"]}
+    for fmt, method in {(p.format, p.method) for p in points}:
+        members = sorted((p for p in points if (p.format, p.method) == (fmt, method)), key=lambda p: p.count)
+        x, y = drawn[(1, f"{fmt} {method}")]  # right panel: 1 − cosine per calibration count
+        assert x == [p.count for p in members] and y == pytest.approx([1.0 - p.score.cosine_mean for p in members])
+        assert drawn[(0, f"{fmt} {method}")][1] == pytest.approx([p.score.top1 for p in members])  # left: top-1
+    assert drawn[(0, "fp32")][1] == pytest.approx([evalset.reference_top1] * 2)

@@ -108,7 +108,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             if key not in SCHEMA[table]:
                 raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
             expected = SCHEMA[table][key]
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            # bool is an int subclass: `samples = true` would pass as 1 unless refused by name
+            bool_allowed = expected is bool or (isinstance(expected, tuple) and bool in expected)
+            if not isinstance(value, expected) or (isinstance(value, bool) and not bool_allowed):
                 line = _line_of(text, key)
                 raise VitedgeError(f"{source}:{line or '?'}: [{table}] {key} has the wrong type ({type(value).__name__})", f"expected {getattr(expected, '__name__', expected)}")
     model, export, data_table = data.get("model", {}), data.get("export", {}), data.get("data", {})
