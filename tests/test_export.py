@@ -137,7 +137,12 @@ def test_fixed_batch(tmp_path, cifar_batch):
     model = onnx.load(str(folder / "model.onnx"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
     assert read_manifest(folder)["batch"] == 4
-    assert open_artifact(folder, threads=1)(cifar_batch[0][:4]).shape == (4, 10)
+    runner = open_artifact(folder, threads=1)
+    assert runner(cifar_batch[0][:4]).shape == (4, 10)
+    for wrong in (2, 5):  # refused in one line before the runtime's own multi-line error
+        with pytest.raises(VitedgeError) as error:
+            runner(cifar_batch[0][:wrong])
+        assert error.value.message.endswith(f"model.onnx was exported for batch 4 only, but was given batch {wrong}") and "--batch 4" in error.value.hint
 
 
 def test_refusals_leave_no_folder(tmp_path, calib):
