@@ -30,6 +30,12 @@ class Accuracy:
     top1: float  # percent
     top5: float
     samples: int
+    correct: str = ""  # per-image top-1 hits, packed (targets.stats.pack_correct): pairs any two rows on the same images
+
+    def hits(self) -> np.ndarray | None:
+        from targets.stats import unpack_correct
+
+        return unpack_correct(self.correct, self.samples) if self.correct else None
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,13 @@ def check_timing_batches(runner: Runner, name: str, batches: tuple[int, ...]) ->
 
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
-    """Top-1 and top-5 in percent."""
+    """Top-1 and top-5 in percent, with the per-image top-1 hits."""
+    from targets.stats import pack_correct
+
     top5 = np.argsort(-logits, axis=1)[:, :5]
     top1_hits = top5[:, 0] == labels
     top5_hits = (top5 == labels[:, None]).any(axis=1)
-    return Accuracy(float(100.0 * top1_hits.mean()), float(100.0 * top5_hits.mean()), int(len(labels)))
+    return Accuracy(float(100.0 * top1_hits.mean()), float(100.0 * top5_hits.mean()), int(len(labels)), pack_correct(top1_hits))
 
 
 WARMUP_SECONDS = 2.0  # a ViT-B batch of 8 takes 3 s here: two calls warm it as well as five

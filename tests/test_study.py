@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from targets.measure import MeasureRequest, Measurement, measure
+from targets.stats import paired_delta
 from tests.conftest import make_tiny_vit
 from vitedge.errors import VitedgeError
 from vitedge.models import save_checkpoint
-from vitedge.report import DASH, fmt
+from vitedge.report import DASH, fmt, fmt_delta
 from vitedge.study import COLUMNS, PUBLISHED, DistillSpec, cells, count_params, load_study_recipe, parse_study_recipe, run_study, with_overrides
 
 
@@ -131,14 +132,17 @@ def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> 
         assert acc_request.labels_path is not None and speed_request.labels_path is None
         row = cells(result, base)
         assert len(row) == len(COLUMNS)
-        assert row[1] == fmt(acc.accuracy.top1, "pct") and row[2] == fmt(acc.accuracy.top1 - base.accuracy.accuracy.top1, "delta")
-        assert row[3] == fmt(speed.size_mb, "mb") and speed.size_mb > 0
+        delta = paired_delta(base.accuracy.accuracy.hits(), acc.accuracy.hits())
+        assert row[1] == fmt(acc.accuracy.top1, "pct") and delta.delta == pytest.approx(acc.accuracy.top1 - base.accuracy.accuracy.top1)
+        assert row[2] == ("reference" if result is base else fmt_delta(delta)) and delta.low <= delta.delta <= delta.high
+        assert row[3] == speed.execution_precision and row[3] in ("f32", "int8+f32", "f16")
+        assert row[4] == fmt(speed.size_mb, "mb") and speed.size_mb > 0
         # the clock of this row's own speed measurement, and nothing else, sets its speed
-        assert speed.timing(1).it_per_s == pytest.approx(1 / speed_step) and row[5] == fmt(speed.timing(1).it_per_s, "rate")
-        assert speed.timing(8).images_per_s == pytest.approx(8 / speed_step) and row[6] == fmt(speed.timing(8).images_per_s, "rate")
-        assert row[7] == fmt(speed.timing(1).it_per_s / base.speed.timing(1).it_per_s, "ratio")
-        assert row[8] == DASH  # no GPU in this run
-        assert all(re.fullmatch(r"[+-]?\d+(\.\d+)?×?", cell) for cell in row[1:8]), row
+        assert speed.timing(1).it_per_s == pytest.approx(1 / speed_step) and row[6] == fmt(speed.timing(1).it_per_s, "rate")
+        assert speed.timing(8).images_per_s == pytest.approx(8 / speed_step) and row[7] == fmt(speed.timing(8).images_per_s, "rate")
+        assert row[8] == fmt(speed.timing(1).it_per_s / base.speed.timing(1).it_per_s, "ratio")
+        assert row[9] == DASH  # no GPU in this run
+        assert all(re.fullmatch(r"[+-]?\d+(\.\d+)?×?", cell) for cell in (row[1], *row[4:9])), row
     assert sum(r.best for r in study.results) == 1 and next(r for r in study.results if r.best).row.candidate
     tiny_params = count_params(make_tiny_vit().module)
     assert base.params == tiny_params and base.accuracy_params == tiny_params
@@ -186,7 +190,7 @@ def test_gpu_timing_without_a_device_is_a_dash_and_says_why(tmp_path) -> None:
     tiny = str(save_checkpoint(make_tiny_vit(), tmp_path / "t.safetensors"))
     recipe = dataclasses.replace(parse_study_recipe(BASE), model=tiny, speed_model=tiny, samples=10, runs=1, threads=1)
     study = run_study(recipe, tmp_path / "out", measure=lambda r: measure(r, clock=Ticks(0.001)), gpu=True)
-    assert study.baseline.gpu is None and cells(study.baseline, study.baseline)[8] == DASH
+    assert study.baseline.gpu is None and cells(study.baseline, study.baseline)[COLUMNS.index("it/s GPU b1")] == DASH
     assert any("CUDA" in note for note in study.notes)
 
 

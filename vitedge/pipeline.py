@@ -136,14 +136,14 @@ def run_pipeline(
             logits_path.unlink(missing_ok=True)
             progress.advance(bench)
         from compress.tokens import decision_margins
-        from targets.stats import pack_correct, paired_delta
+        from targets.stats import paired_delta
 
         margins = decision_margins(loaded.module, eval_data.inputs)
-        correct = {kind: values.argmax(axis=1) == eval_data.labels for kind, values in logits.items()} if eval_data.labels is not None else {}
+        reference_hits = measurements[REFERENCE_ROW].accuracy.hits() if measurements[REFERENCE_ROW].accuracy else None
         for kind in recipe.rows:
             parity = None if kind == REFERENCE_ROW else _parity(logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities, margins)
-            delta = paired_delta(correct[REFERENCE_ROW], correct[kind]) if correct else None
-            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}", delta=delta, correct=pack_correct(correct[kind]) if correct else ""))
+            delta = paired_delta(reference_hits, measurements[kind].accuracy.hits()) if reference_hits is not None and kind != REFERENCE_ROW else None
+            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}", delta=delta))
         extra = {"recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]}, "model": loaded.spec, "samples": int(len(eval_data.inputs))}
         if calibration is not None:
             extra["calibration"] = {"source": recipe.calibration, "count": len(calibration.inputs), "seed": recipe.seed, "disjoint_from_eval": True}

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from exporter.artifact import save_figure_atomic, write_json_atomic, write_text_atomic
 from targets.measure import Measurement
-from targets.stats import PairedDelta, paired_delta, unpack_correct
+from targets.stats import PairedDelta, paired_delta
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class ResultRow:
     baseline: bool = False  # the fp32 PyTorch row that Δ top-1 and "× PyTorch" refer to
     scale: str = ""  # e.g. "accuracy: vitedge-cifar10" vs "speed: vit_base_patch16_224"
     delta: PairedDelta | None = None  # Δ top-1 against the baseline on the same images, with its interval
-    correct: str = ""  # per-image top-1 correctness, packed (targets.stats.pack_correct): pairs any two rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,14 +39,13 @@ class ResultRow:
             "baseline": self.baseline,
             "scale": self.scale,
             "delta_top1": asdict(self.delta) if self.delta else None,
-            "correct": self.correct,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
         parity = Parity(**data["parity"]) if data.get("parity") else None
         delta = PairedDelta(**data["delta_top1"]) if data.get("delta_top1") else None
-        return cls(Measurement.from_dict(data["measurement"]), parity, data.get("baseline", False), data.get("scale", ""), delta, data.get("correct", ""))
+        return cls(Measurement.from_dict(data["measurement"]), parity, data.get("baseline", False), data.get("scale", ""), delta)
 
 
 DASH = "—"
@@ -180,12 +178,11 @@ def pareto_front(points: Sequence[tuple[float, float]], tied: Any = None) -> lis
 
 
 def accuracy_tie(rows: Sequence[ResultRow]) -> Any:
-    """`tied(i, j)` for `pareto_front` from the rows' per-image correctness (None without it)."""
-    samples = [row.measurement.accuracy.samples if row.measurement.accuracy else 0 for row in rows]
-    if not rows or not all(row.correct for row in rows):
+    """`tied(i, j)` for `pareto_front` from the rows' per-image hits (None without them)."""
+    hits = [row.measurement.accuracy.hits() if row.measurement.accuracy else None for row in rows]
+    if not rows or any(h is None for h in hits):
         return None
-    correct = [unpack_correct(row.correct, n) for row, n in zip(rows, samples)]
-    return lambda i, j: len(correct[i]) == len(correct[j]) and paired_delta(correct[i], correct[j]).within_noise
+    return lambda i, j: len(hits[i]) == len(hits[j]) and paired_delta(hits[i], hits[j]).within_noise
 
 
 PublishedPoint = tuple[str, float, float | None, float]  # (label, it/s, top-1 % or None, MB)

@@ -35,10 +35,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from calibration.sources import cache_dir, open_source
 from exporter.artifact import atomic_folder, write_json_atomic
 from targets.measure import MeasureRequest, Measurement, RunnerSpec, measure_isolated
+from targets.stats import paired_delta
 from vitedge.errors import VitedgeError
 from vitedge.models import LoadedModel, load_model, save_checkpoint
 from vitedge.recipe import RECIPES_DIR, ROW_KINDS, _unknown
-from vitedge.report import DASH, ResultRow, fmt, machine_line, pareto_plot
+from vitedge.report import DASH, NOISE_MARK, ResultRow, fmt, fmt_delta, machine_line, pareto_plot
 
 STUDY_RECIPE = RECIPES_DIR / "study.toml"
 QUICK_RECIPE = RECIPES_DIR / "study-quick.toml"
@@ -522,7 +523,7 @@ def _mark_best(results: list[StudyResult], max_drop: float) -> list[StudyResult]
 
 # ------------------------------------------------------------------------------------ reports
 
-COLUMNS = ("row", "top-1 %", "Δ top-1", "MB", "params (M)", "it/s CPU b1", "img/s CPU b8", "speedup b1", "it/s GPU b1")
+COLUMNS = ("row", "top-1 %", "Δ top-1 [95% CI]", "computes", "MB", "params (M)", "it/s CPU b1", "img/s CPU b8", "speedup b1", "it/s GPU b1")
 PRETRAINED_COLUMN = "top-1 % (speed model)"  # only with --pretrained: the speed model's own top-1
 
 
@@ -534,6 +535,16 @@ def row_label(result: StudyResult) -> str:
     return f"**Best combination: {result.row.label}**" if result.best else result.row.label
 
 
+def _delta(result: StudyResult, baseline: StudyResult) -> str:
+    """Δ top-1 with its paired interval (the same test images through both rows)."""
+    if result is baseline:
+        return "reference"
+    mine, theirs = result.accuracy.accuracy.hits(), baseline.accuracy.accuracy.hits()
+    if mine is None or theirs is None or len(mine) != len(theirs):
+        return fmt(_top1(result) - _top1(baseline), "delta")
+    return fmt_delta(paired_delta(theirs, mine))
+
+
 def cells(result: StudyResult, baseline: StudyResult, *, pretrained: bool = False) -> list[str]:
     """One table row; every number is a Measurement field (or the measured module's count)."""
     speed_top1 = [fmt(result.speed.accuracy.top1 if result.speed.accuracy else None, "pct")] if pretrained else []
@@ -543,7 +554,8 @@ def cells(result: StudyResult, baseline: StudyResult, *, pretrained: bool = Fals
     return [
         row_label(result),
         fmt(_top1(result), "pct"),
-        fmt(_top1(result) - _top1(baseline), "delta"),
+        _delta(result, baseline),
+        result.speed.execution_precision or DASH,
         fmt(result.speed.size_mb, "mb"),
         f"{result.params / 1e6:.1f}",
         fmt(speed.it_per_s if speed else None, "rate"),
@@ -591,7 +603,7 @@ def markdown(study: Study) -> str:
     names = columns(study)
     lines += ["| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|"]
     lines += ["| " + " | ".join(cells(r, base, pretrained=study.recipe.pretrained)) + " |" for r in study.results]
-    lines += ["", "Δ top-1 and speedup are against the Vanilla fp32 row of this run. it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; MB is the model as stored (serialized state dict or artifact files); params counts stored weights.", ""]
+    lines += ["", f"Δ top-1 and speedup are against the Vanilla fp32 row of this run (PyTorch eager, the study's own yardstick); Δ carries a paired 95% interval and {NOISE_MARK} marks one that contains 0 (no difference shown; the plot's Pareto front does not rank on it). computes: the precision the speed row's runtime reported. it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; MB is the model as stored (serialized state dict or artifact files); params counts stored weights.", ""]
     lines += ["## Against the published study", "", *comparison(study), ""]
     lines += ["Published points in study.png are the study's own figures on its own hardware, not ours.", ""]
     if study.notes:
