@@ -45,7 +45,9 @@ def check_against_vitedge(python: Path, bundle: Path, images: list[Path], expect
     got = bundle_logits(python, bundle, images, cwd)
     report = compare_logits(expected, got, precision=precision, identities=[p.name for p in images])
     assert report.passed, (report.failures, report.worst)
-    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    ranked = np.sort(expected, axis=1)
+    clear = ranked[:, -1] - ranked[:, -2] > 2 * report.max_abs  # no rounding can swap these
+    assert (got.argmax(axis=1) == expected.argmax(axis=1))[clear].all() and clear.any()
 
 
 def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, tmp_path):
