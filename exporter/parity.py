@@ -216,6 +216,7 @@ def verify_artifact(
     if tuple(inputs.shape[1:]) != expected:
         raise VitedgeError(f"verification images are {tuple(inputs.shape[1:])} but {folder} takes {expected}", "preprocess them with the artifact's DataConfig")
     from compress.tokens import decision_margins
+    from targets.precision import execution_label, float_precision
 
     artifact = open_artifact(Path(folder), threads=threads, batch=batch)
     torch_runner = open_torch(reference.module, precision="fp32", threads=threads)
@@ -223,7 +224,12 @@ def verify_artifact(
     expected_logits = _run_batched(torch_runner, inputs, batch, False)
     margins = decision_margins(reference.module, inputs)
     report = compare_logits(expected_logits, candidate, precision=manifest["precision"], identities=identities, tolerances=tolerances, margins=margins)
-    return replace(report, execution_precision=artifact.info.execution_precision)
+    computed = artifact.info.execution_precision
+    wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
+    if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails
+        failure = f"execution precision {computed or 'unreported'} (a {manifest['precision']} artifact must compute in {wanted})"
+        return replace(report, execution_precision=computed, passed=False, failures=(*report.failures, failure))
+    return replace(report, execution_precision=computed)
 
 
 def verification_set(data: str, config: DataConfig, samples: int, *, calibration: dict[str, Any] | None = None, seed: int = VERIFY_SEED) -> CalibrationSet:

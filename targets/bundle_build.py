@@ -20,6 +20,7 @@ import PIL
 import calibration.preprocess
 from exporter.artifact import atomic_folder, write_manifest
 from targets.manifest import MANIFEST, inside, read_manifest, verify_checksums
+from targets.precision import float_precision
 from vitedge.errors import VitedgeError
 
 BUNDLE_SOURCE = Path(__file__).with_name("bundle")
@@ -101,7 +102,14 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
         if labels:
             (staging / LABELS).write_text("".join(f"{label}\n" for label in labels))
         source = {k: v for k, v in manifest.items() if k not in ("files", "created", "bundle")}
-        bundle = {"runtime": runtime, "runner": RUNNER, "artifact": str(artifact.resolve()), "artifact_created": manifest.get("created")}
+        bundle = {
+            "runtime": runtime,
+            "runner": RUNNER,
+            "artifact": str(artifact.resolve()),
+            "artifact_created": manifest.get("created"),
+            # what the board's runtime is told to compute the float parts in (targets/precision.py)
+            "inference_precision": float_precision(manifest["precision"], "cpu"),
+        }
         write_manifest(staging, {**source, "bundle": bundle})
         verify_checksums(staging, read_manifest(staging))
     return out

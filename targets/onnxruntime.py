@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from targets.base import RunnerInfo
-from targets.precision import F32, execution_label, float_precision
+from targets.precision import F32, execution_label
 from vitedge.errors import VitedgeError
 
 PROVIDERS = {
@@ -55,8 +55,8 @@ def provider_options(device: str, precision: str, cache_dir: Path) -> ProviderLi
     def options(name: str) -> dict[str, Any]:
         if name == TENSORRT:
             return tensorrt_options(precision, cache_dir)
-        if name == CUDA:  # "0": full f32 for the float parts; TF32 would be a third precision
-            return {"use_tf32": "0" if float_precision(precision) == F32 else "1"}
+        if name == CUDA:  # the float parts in full f32; TF32 would be a precision nobody chose
+            return {"use_tf32": "0"}
         return {}
 
     return [(name, options(name)) for name in PROVIDERS[device]]

@@ -125,3 +125,14 @@ def test_targets_recommends_bf16_only_where_the_cpu_has_it() -> None:
     assert "bf16" in advice.recommend and "AVX512-BF16 and AMX compute bf16 natively" in advice.why
     plain = recommend(targets.detect.Machine(AVX2_ONLY))[0]
     assert "bf16" not in plain.recommend and AVX2_ONLY.bf16 == ()
+
+
+def test_verify_fails_an_artifact_computing_in_another_precision(openvino_fp32, cifar_batch, monkeypatch) -> None:
+    """Whatever the logits say, a fp32 artifact whose runtime reports bf16 fails its gate:
+    on a CPU without bf16 a wrong hint could not show in the numbers."""
+    import targets.openvino
+
+    folder, loaded = openvino_fp32
+    monkeypatch.setattr(targets.openvino, "execution_label", lambda precision, part: "bf16")
+    report = verify_artifact(folder, loaded, cifar_batch[0][:8], threads=1)
+    assert not report.passed and report.failures[-1] == "execution precision bf16 (a fp32 artifact must compute in f32)"

@@ -16,7 +16,8 @@ CACHE = Path("/home/user/.cache/vitedge")
 def trt(precision: str) -> dict:
     providers = provider_options("tensorrt", precision, CACHE)
     assert [name for name, _ in providers] == PROVIDERS["tensorrt"]
-    assert all(options == {} for name, options in providers if name != TENSORRT)
+    assert dict(providers)["CUDAExecutionProvider"] == {"use_tf32": "0"}  # the fallback's float parts in f32, not TF32
+    assert dict(providers)["CPUExecutionProvider"] == {}
     return dict(providers)[TENSORRT]
 
 
@@ -43,7 +44,8 @@ def test_static_qdq_int8_enables_int8_and_fp16() -> None:
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_other_devices_get_no_tensorrt_options(device: str) -> None:
-    assert provider_options(device, "int8-static", CACHE) == [(name, {}) for name in PROVIDERS[device]]
+    expected = {"CUDAExecutionProvider": {"use_tf32": "0"}}  # never TensorRT's; CUDA's float parts stay f32
+    assert provider_options(device, "int8-static", CACHE) == [(name, expected.get(name, {})) for name in PROVIDERS[device]]
 
 
 def test_unknown_device_is_a_user_error() -> None:

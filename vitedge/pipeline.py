@@ -274,5 +274,7 @@ def _bench_remote(item: Path, target: str, *, identity: Path | None, accept_new_
         peak_rss_mb=float("nan"),
         machine={"cpu": board.get("cpu", "?"), "cores": board.get("cpu_count"), "machine": board.get("machine"), "isa": [], "python": board.get("python")},
         versions=dict(board.get("versions", {})),
+        detail=dict(row.get("detail", {})),
+        execution_precision=str(row.get("detail", {}).get("execution_precision", "")),
     )
     return ResultRow(measurement)

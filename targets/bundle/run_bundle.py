@@ -136,10 +136,11 @@ class Model:
         self.runtime = manifest["bundle"]["runtime"]
         self.threads = threads
         model_path = inside(folder, manifest["model_file"])
+        self.precision = manifest.get("precision", "fp32")
         if self.runtime == "onnxruntime":
             self._open_onnxruntime(model_path, threads)
         elif self.runtime == "openvino":
-            self._open_openvino(model_path, threads, batch, manifest.get("precision", "fp32"))
+            self._open_openvino(model_path, threads, batch, manifest["bundle"].get("inference_precision", "f32"))
         else:
             raise BundleError(f"unknown runtime {self.runtime!r} in {MANIFEST}; rebuild the bundle")
 
@@ -151,6 +152,7 @@ class Model:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        options.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")  # f32 GEMMs on ARM too, as verified
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -161,18 +163,22 @@ class Model:
         input_name = session.get_inputs()[0].name
         self.versions = {"onnxruntime": ort.__version__}
         # read back from the session, not echoed from the arguments (0: the runtime's default)
-        self.detail = {"provider": session.get_providers()[0], "threads": session.get_session_options().intra_op_num_threads}
+        self.detail = {"provider": session.get_providers()[0], "threads": session.get_session_options().intra_op_num_threads, "execution_precision": self._label("f32")}
         self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
-    def _open_openvino(self, model_path: Path, threads: int | None, batch: int, precision: str) -> None:
+    def _label(self, float_part: str) -> str:
+        """As vitedge records it: the float precision, int8 named for int8 artifacts."""
+        return f"int8+{float_part}" if self.precision.startswith("int8") else float_part
+
+    def _open_openvino(self, model_path: Path, threads: int | None, batch: int, inference_precision: str) -> None:
         try:
             import openvino as ov
         except ImportError:
             raise BundleError(f"openvino is not installed for {sys.executable}: run `{pip_hint('openvino')}`", EXIT_NO_RUNTIME) from None
         core = ov.Core()
         # stated, never left to the plugin: its default is bf16 on AVX512-BF16/AMX CPUs and f16
-        # on ARM, which an fp32 artifact was not verified in (vitedge's targets/precision.py)
-        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        # on ARM, which an fp32 artifact was not verified in (the bundle's manifest says what to use)
+        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -185,6 +191,7 @@ class Model:
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
         }
+        self.detail["execution_precision"] = self._label(self.detail["inference_precision"])
         self._run = lambda batch: compiled(batch)[0]
 
     def __call__(self, batch):
