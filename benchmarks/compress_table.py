@@ -205,7 +205,7 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
         if not variant.int8_onnx:
             xml = openvino_ir(onnx_path, folder / f"{slug}.xml")
             for batch in settings.batches:
-                runners[f"openvino/{batch}"] = open_openvino(xml, precision="fp32", threads=settings.threads, batch=batch)
+                runners[f"openvino/{batch}"] = open_openvino(xml, precision="fp32", threads=settings.threads)
             row["openvino_max_abs_diff"] = float(np.abs(runners[f"openvino/{settings.batches[0]}"](probe) - reference).max())
     variant.runners, variant.row = runners, row
     log(f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)")

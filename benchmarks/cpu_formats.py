@@ -5,8 +5,8 @@ own process. Writes JSON with, per row: the execution precision the runtime repo
 configuration each batch was timed on, the speedup over the fastest fp32 row and over
 PyTorch fp32 eager, the share of this machine's measured GEMM limit (f32, int8, bf16: see
 targets.limits), and parity (cosine) against PyTorch. Also in the same run: OpenVINO int8
-at batch 1 compiled plainly with the LATENCY hint, beside the row (they must agree: the row
-is timed on a latency compile), and, with --profile, where ONNX Runtime spends the time of
+at batch 1 through vitedge's runner and compiled plainly with the LATENCY hint, alternated in
+one process (they must agree: batch 1 is timed on a latency compile), and, with --profile, where ONNX Runtime spends the time of
 the fastest int8 artifact, by op type.
 
     python benchmarks/cpu_formats.py                       # vit_base_patch16_224 (random weights)
@@ -81,19 +81,33 @@ def in_own_process(job: str, *args: Any) -> Any:
     return result
 
 
-def plain_latency_b1(xml: str, threads: int, inference_precision: str, runs: int) -> dict[str, Any]:
-    """Batch-1 img/s of an IR compiled with nothing but the LATENCY hint, the thread count and
-    the row's own reported precision (so only how vitedge configured the compile differs)."""
+def beside_plain_latency_compile(folder: str, threads: int, runs: int, rounds: int = 5) -> dict[str, Any]:
+    """Batch-1 img/s of the artifact's own runner (open_artifact, as every row) and of the same
+    IR compiled with nothing but the LATENCY hint, the thread count and the precision the
+    runner reported, timed alternately in one process: only how vitedge configured the
+    compile differs, and the machine's drift hits both alike."""
     import openvino as ov
 
     from targets.measure import time_runner
+    from targets.runners import open_artifact
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": inference_precision}
-    compiled = ov.Core().compile_model(xml, "CPU", config)
-    size = [d.get_length() for d in compiled.input(0).get_partial_shape()[1:]]
-    batch = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
-    timing = time_runner(lambda x: compiled(x)[0], batch, runs=runs)
-    return {"images_per_s_b1": timing.images_per_s, "config": config, "streams": compiled.get_property("NUM_STREAMS")}
+    runner = open_artifact(Path(folder), threads=threads)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": runner.info.detail["inference_precision"]}
+    plain = ov.Core().compile_model(str(Path(folder) / "model.xml"), "CPU", config)
+    batch = np.random.default_rng(0).standard_normal((1, *runner.compiled.input(0).get_partial_shape()[1:].to_shape())).astype(np.float32)
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(time_runner(runner, batch, runs=runs).images_per_s)
+        theirs.append(time_runner(lambda x: plain(x)[0], batch, runs=runs).images_per_s)
+    return {
+        "vitedge_runner_images_per_s_b1": float(np.median(ours)),
+        "plain_latency_images_per_s_b1": float(np.median(theirs)),
+        "ratio": float(np.median(ours) / np.median(theirs)),
+        "rounds": rounds,
+        "vitedge_runner": runner.info.detail,
+        "plain_config": config,
+        "plain_streams": plain.get_property("NUM_STREAMS"),
+    }
 
 
 def measured_limits(threads: int) -> dict[str, GemmLimit]:
@@ -159,10 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     flops = forward_flops(loaded.module, loaded.data_config.input_size)
     ov_int8 = next(r for r in rows if r.measurement.runtime == "openvino" and r.measurement.precision == "int8")
-    plain = in_own_process("plain_latency_b1", str(args.out / "artifacts" / "openvino-int8" / "model.xml"), args.threads, ov_int8.measurement.detail["inference_precision"], args.runs)
-    row_b1 = ov_int8.measurement.timing(1).images_per_s
-    plain["row_images_per_s_b1"] = row_b1
-    plain["row_over_plain"] = row_b1 / plain["images_per_s_b1"]
+    plain = in_own_process("beside_plain_latency_compile", str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs)
+    plain["row_images_per_s_b1"] = ov_int8.measurement.timing(1).images_per_s
     summary = summarize(rows, flops, limits)
     result: dict[str, object] = {
         "model": args.model,
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": os.getloadavg(),
         "forward_gflop": flops / 1e9,
         "gemm_limits": {kind: dataclasses.asdict(limit) for kind, limit in limits.items()},
-        "openvino_int8_b1_vs_plain_latency_compile": plain,
+        "openvino_int8_b1_beside_plain_latency_compile": plain,
         "fastest_fp32": (fastest_fp32(rows).measurement.name if fastest_fp32(rows) else None),
         "rows": summary,
     }
@@ -192,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  {fmt(entry.get('speedup_vs_fastest_fp32_b1'), 'ratio'):>7} fastest fp32  {fmt(entry.get('speedup_vs_pytorch_eager_b1'), 'ratio'):>7} eager"
             f"  {100 * share:5.1f}% of limit  cos {fmt(entry['cosine_vs_fp32'], 'cosine')}"
         )
-    print(f"OpenVINO int8 b1: row {fmt(row_b1, 'rate')} img/s, plain LATENCY compile {fmt(plain['images_per_s_b1'], 'rate')} ({fmt(plain['row_over_plain'], 'ratio')})")
+    print(
+        f"OpenVINO int8 b1, alternated in one process: vitedge's runner {fmt(plain['vitedge_runner_images_per_s_b1'], 'rate')} img/s, "
+        f"plain LATENCY compile {fmt(plain['plain_latency_images_per_s_b1'], 'rate')} ({fmt(plain['ratio'], 'ratio')}); the row measured {fmt(plain['row_images_per_s_b1'], 'rate')}"
+    )
     print(f"wrote {args.out / 'cpu_formats.json'}")
     return 0
 

@@ -106,7 +106,7 @@ def open_runner(runtime: str, precision: str, target: str, module, onnx: dict[st
         return open_onnx(onnx[precision], precision=precision, device=target)
     from targets.openvino import open_openvino
 
-    return open_openvino(onnx[precision], precision=precision, device="openvino-gpu" if target == "openvino-gpu" else "cpu", batch=batch)
+    return open_openvino(onnx[precision], precision=precision, device="openvino-gpu" if target == "openvino-gpu" else "cpu")
 
 
 def time_runner(runner, inputs: np.ndarray, seconds: float, warmup: int) -> dict:

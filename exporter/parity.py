@@ -218,7 +218,7 @@ def verify_artifact(
     from compress.tokens import decision_margins
     from targets.precision import execution_label, float_precision
 
-    artifact = open_artifact(Path(folder), threads=threads, batch=batch)
+    artifact = open_artifact(Path(folder), threads=threads)
     torch_runner = open_torch(reference.module, precision="fp32", threads=threads)
     candidate = _run_batched(artifact, inputs, batch, fixed)
     expected_logits = _run_batched(torch_runner, inputs, batch, False)

@@ -229,21 +229,15 @@ def serialized_mb(module: Any) -> float:
     return buffer.tell() / 1e6
 
 
-def open_spec(spec: RunnerSpec, batch: int = 1) -> Runner:
+def open_spec(spec: RunnerSpec) -> Runner:
     if spec.kind == "artifact":
         from targets.runners import open_artifact
 
-        return open_artifact(Path(spec.path), target=spec.target, threads=spec.threads, batch=batch)
+        return open_artifact(Path(spec.path), target=spec.target, threads=spec.threads)
     from targets.torch import open_torch
     from vitedge.models import load_model
 
     return open_torch(load_model(spec.path).module, precision=spec.precision, device=spec.target, threads=spec.threads)
-
-
-def configured_by_batch(runner: Runner) -> bool:
-    """Whether the runner was compiled for one batch size (a performance hint chosen by
-    batch: OpenVINO), so another batch must be timed on a runner opened for it."""
-    return "hint" in runner.info.detail
 
 
 def timing_config(runner: Runner) -> dict[str, Any]:
@@ -253,14 +247,11 @@ def timing_config(runner: Runner) -> dict[str, Any]:
 
 
 def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Measurement:
-    """Measure one runner in this process. Accuracy runs on the runner opened for the largest
-    timing batch; each timing batch is timed on a runner opened for that batch (OpenVINO
-    compiles batch 1 with the LATENCY hint, larger batches with THROUGHPUT), so no batch size
-    is timed on another's configuration."""
+    """Measure one runner in this process: accuracy, then each timing batch, every timing
+    recorded with the configuration the runtime reported (hint, streams, threads)."""
     spec = request.spec
     inputs = np.load(request.inputs_path, mmap_mode="r")
-    largest = max(request.batches)
-    runner = open_spec(spec, batch=largest)
+    runner = open_spec(spec)
     check_timing_batches(runner, spec.name, request.batches)
     result_accuracy = None
     if request.labels_path is not None or request.logits_path:
@@ -271,14 +262,11 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
             np.save(request.logits_path, logits)
     info = runner.info
     size_mb = serialized_mb(runner.module) if spec.kind == "torch" else disk_size_mb(Path(spec.path))
-    timings: dict[int, Timing] = {}
-    for batch in sorted(request.batches, reverse=True):  # the largest first, on the runner already open
-        if batch != largest and configured_by_batch(runner):
-            del runner  # one compiled model at a time, so peak RSS stays that of one runner
-            runner = open_spec(spec, batch=batch)
+    timings = []
+    for batch in request.batches:
         sample = np.ascontiguousarray(np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:])))
         timing = time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock)
-        timings[batch] = replace(timing, config=timing_config(runner))
+        timings.append(replace(timing, config=timing_config(runner)))
     return Measurement(
         name=spec.name,
         runtime=info.runtime,
@@ -286,7 +274,7 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
         precision=info.precision,
         threads=info.threads,
         accuracy=result_accuracy,
-        timings=tuple(timings[batch] for batch in request.batches),
+        timings=tuple(timings),
         size_mb=size_mb,
         peak_rss_mb=peak_rss_mb(),
         machine=machine_facts(),

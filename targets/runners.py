@@ -10,7 +10,7 @@ from targets.manifest import read_manifest, verify_checksums
 from vitedge.errors import VitedgeError
 
 
-def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = None, batch: int = 1, check: bool = True) -> Runner:
+def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = None, check: bool = True) -> Runner:
     """Read the manifest, check every file's sha256, and load the model for `target`. The model
     path is checked to lie inside `folder` even with `check=False`: nothing outside is read."""
     folder = Path(folder)
@@ -26,5 +26,5 @@ def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = No
     if manifest["format"] == "openvino":
         from targets.openvino import open_openvino
 
-        return open_openvino(model_path, precision=precision, device=target, threads=threads, batch=batch)
+        return open_openvino(model_path, precision=precision, device=target, threads=threads)
     raise VitedgeError(f"{folder}: unknown artifact format {manifest['format']!r}", "re-export it with `vitedge export`")

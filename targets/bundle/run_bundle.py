@@ -132,7 +132,7 @@ def pip_hint(runtime: str) -> str:
 class Model:
     """The bundle's model on the bundle's runtime: float32 N×3×H×W → logits."""
 
-    def __init__(self, folder: Path, manifest: dict, threads: int | None, batch: int) -> None:
+    def __init__(self, folder: Path, manifest: dict, threads: int | None) -> None:
         self.runtime = manifest["bundle"]["runtime"]
         self.threads = threads
         model_path = inside(folder, manifest["model_file"])
@@ -140,7 +140,7 @@ class Model:
         if self.runtime == "onnxruntime":
             self._open_onnxruntime(model_path, threads)
         elif self.runtime == "openvino":
-            self._open_openvino(model_path, threads, batch, manifest["bundle"].get("inference_precision", "f32"))
+            self._open_openvino(model_path, threads, manifest["bundle"].get("inference_precision", "f32"))
         else:
             raise BundleError(f"unknown runtime {self.runtime!r} in {MANIFEST}; rebuild the bundle")
 
@@ -170,7 +170,7 @@ class Model:
         """As vitedge records it: the float precision, int8 named for int8 artifacts."""
         return f"int8+{float_part}" if self.precision.startswith("int8") else float_part
 
-    def _open_openvino(self, model_path: Path, threads: int | None, batch: int, inference_precision: str) -> None:
+    def _open_openvino(self, model_path: Path, threads: int | None, inference_precision: str) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -178,7 +178,9 @@ class Model:
         core = ov.Core()
         # stated, never left to the plugin: its default is bf16 on AVX512-BF16/AMX CPUs and f16
         # on ARM, which an fp32 artifact was not verified in (the bundle's manifest says what to use)
-        config = {"PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT", "INFERENCE_PRECISION_HINT": inference_precision}
+        # LATENCY at every batch: one synchronous request at a time (THROUGHPUT's streams would
+        # leave it one stream's share of the cores; vitedge's targets/openvino.py says more)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -280,7 +282,7 @@ def classify(args, manifest: dict) -> dict:
     np, Image, preprocess = _import_base()
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
     inputs = np.stack([load_image(Path(p), Image, preprocess, config) for p in args.images])
-    model = Model(HERE, manifest, args.threads, len(args.images))
+    model = Model(HERE, manifest, args.threads)
     logits = model(inputs)
     # every logit too, so a board's output can be held to the artifact's own parity bounds
     return {"precision": manifest.get("precision"), "images": [{"image": p, "top": top_k(row, config, args.top), "logits": [float(v) for v in row]} for p, row in zip(args.images, logits)]}
@@ -301,7 +303,7 @@ def bench(args, manifest: dict) -> dict:
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
     height, width = config.image_size
     inputs = np.random.default_rng(0).standard_normal((args.batch, 3, height, width)).astype(np.float32)
-    model = Model(HERE, manifest, args.threads, args.batch)
+    model = Model(HERE, manifest, args.threads)
     for _ in range(args.warmup):
         model(inputs)
     latencies: list[float] = []
@@ -365,7 +367,7 @@ def evaluate(args, manifest: dict) -> dict:
     files, targets, mapping = image_folder(Path(args.folder), config.labels)
     if args.limit:
         files, targets = files[: args.limit], targets[: args.limit]
-    model = Model(HERE, manifest, args.threads, args.batch)
+    model = Model(HERE, manifest, args.threads)
     correct = seen = 0
     hits: list[bool] = []  # per image, in file order: pairs two runs of the same folder
     skipped: list[str] = []
