@@ -11,10 +11,13 @@ TRANSFORMER model type (it keeps LayerNorm, GELU and Softmax in float). SmoothQu
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -43,6 +46,7 @@ PRESET = "performance"
 OVERFLOW_FIX = "enable"
 SMOOTH_QUANT = True
 SMOOTH_QUANT_ALPHA = 0.95  # NNCF's own default for MatMul in transformers
+BIAS_CORRECTIONS = ("fast", "full", "off")
 
 
 def convert_openvino(module: nn.Module, *, input_size: tuple[int, int, int], batch: str | int = "dynamic"):  # noqa: ANN201 - ov.Model
@@ -86,22 +90,42 @@ def quantize_openvino(
     smooth_quant: bool = SMOOTH_QUANT,
     overflow_fix: str = OVERFLOW_FIX,
     preset: str = PRESET,
+    bias_correction: str = "fast",
+    ignored: Sequence[str] = (),
     batch_size: int = 1,
 ) -> tuple[Any, dict[str, Any]]:  # noqa: ANN001 - ov.Model
-    """NNCF int8 (TRANSFORMER model type) on every calibration image; defaults above."""
+    """NNCF int8 (TRANSFORMER model type) on every calibration image; defaults above. The one
+    `nncf.quantize` call: export, sensitivity, budget and sweep all come through here, the
+    last three with `ignored` (nodes kept in float) and the sweep's bias-correction variants."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
+    if bias_correction not in BIAS_CORRECTIONS:
+        raise VitedgeError(f"unknown bias correction {bias_correction!r}", f"use one of {', '.join(BIAS_CORRECTIONS)}")
     alphas = AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA if smooth_quant else -1)  # -1: off
     subset = len(calibration)
-    quantized = nncf.quantize(
-        model,
-        calibration.nncf_dataset(batch_size),
-        model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset(preset),
-        subset_size=-(-subset // batch_size),
-        advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=alphas, overflow_fix=nncf.OverflowFix(overflow_fix)),
-    )
+    kept = sorted(set(ignored))
+    logger = logging.getLogger("nncf")  # one INFO line per ignored node
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars would corrupt `--json` on stdout
+            quantized = nncf.quantize(
+                model,
+                calibration.nncf_dataset(batch_size),
+                model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset(preset),
+                subset_size=-(-subset // batch_size),
+                fast_bias_correction=bias_correction != "full",
+                ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
+                advanced_parameters=AdvancedQuantizationParameters(
+                    smooth_quant_alphas=alphas,
+                    overflow_fix=nncf.OverflowFix(overflow_fix),
+                    disable_bias_correction=bias_correction == "off",
+                ),
+            )
+    finally:
+        logger.setLevel(level)
     settings = {
         "tool": "nncf.quantize",
         "model_type": "transformer",
@@ -109,9 +133,11 @@ def quantize_openvino(
         "smooth_quant": smooth_quant,
         "smooth_quant_alpha_matmul": SMOOTH_QUANT_ALPHA if smooth_quant else None,
         "overflow_fix": overflow_fix,
+        "bias_correction": bias_correction,
         "subset_size": subset,
         "weight_type": "int8",
         "activation_type": "int8",
+        "ignored_scope": kept,
     }
     return quantized, settings
 

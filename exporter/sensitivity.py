@@ -286,58 +286,22 @@ class OpenVinoBackend:
         return self.calibration_set.manifest()
 
     def quantize_model(self, excluded: Iterable[str]) -> tuple[Any, dict[str, Any]]:
-        """exporter/openvino.py's `quantize_openvino`, plus the ignored scope and bias correction."""
-        import nncf
-        from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
-
-        from exporter.openvino import SMOOTH_QUANT_ALPHA
+        """exporter/openvino.py's `quantize_openvino` with the ignored scope and this variant."""
+        from exporter.openvino import quantize_openvino
 
         kept = sorted(set(excluded))
         unknown = set(kept) - set(self.units)
         if unknown:
             raise VitedgeError(f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}")
         variant = self.variant
-        alphas = AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA if variant.smooth_quant else -1)
-        subset = len(self.calibration_set)
-        logger = logging.getLogger("nncf")  # one INFO line per ignored node, for every variant
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            quantized = self._nncf_quantize(nncf, kept, alphas, subset)
-        finally:
-            logger.setLevel(level)
-        settings = {
-            "tool": "nncf.quantize",
-            "model_type": "transformer",
-            "preset": variant.preset,
-            "smooth_quant": variant.smooth_quant,
-            "smooth_quant_alpha_matmul": SMOOTH_QUANT_ALPHA if variant.smooth_quant else None,
-            "overflow_fix": self.options.overflow_fix,
-            "bias_correction": variant.bias_correction,
-            "subset_size": subset,
-            "weight_type": "int8",
-            "activation_type": "int8",
-            "ignored_scope": kept,
-        }
-        return quantized, settings
-
-    def _nncf_quantize(self, nncf, kept: list[str], alphas, subset: int):  # noqa: ANN001, ANN202 - nncf module and types
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-
-        variant = self.variant
-        return nncf.quantize(
+        return quantize_openvino(
             self.model.clone(),
-            self.calibration_set.nncf_dataset(1),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset(variant.preset),
-            subset_size=subset,
-            fast_bias_correction=variant.bias_correction != "full",
-            ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
-            advanced_parameters=AdvancedQuantizationParameters(
-                smooth_quant_alphas=alphas,
-                overflow_fix=nncf.OverflowFix(self.options.overflow_fix),
-                disable_bias_correction=variant.bias_correction == "off",
-            ),
+            self.calibration_set,
+            smooth_quant=variant.smooth_quant,
+            overflow_fix=self.options.overflow_fix,
+            preset=variant.preset,
+            bias_correction=variant.bias_correction,
+            ignored=kept,
         )
 
     def quantize(self, excluded: Iterable[str], dst: Path, metadata: dict[str, str] | None = None) -> dict[str, Any]:
