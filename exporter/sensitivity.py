@@ -22,7 +22,6 @@ budget uses); `int8-one` quantizes only that unit (its own error, free of intera
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import tempfile
