@@ -43,7 +43,11 @@ import numpy as np
 # board -> (qemu CPU model, /proc/cpuinfo Features, CPU part): the emulated CPU and the
 # cpuinfo it shows must agree, or onnxruntime picks kernels the CPU lacks (SIGILL).
 BOARDS = {
-    "pi5": ("cortex-a76", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp", 0xD0B),
+    "pi5": (
+        "cortex-a76",
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
+        0xD0B,
+    ),
     "pi4": ("cortex-a72", "fp asimd evtstrm crc32 cpuid", 0xD08),
 }
 
@@ -55,13 +59,20 @@ def board_cpuinfo(board: str) -> str:
         f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part:#x}\nCPU revision\t: 1\n\n"
         for i in range(os.cpu_count() or 1)
     )
+
+
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
 
 
 def cannot_run() -> str | None:
     if os.geteuid() != 0:
         return "needs root (debootstrap unpacks a Debian arm64 tree; unshare --mount gives qemu its own /proc/cpuinfo)"
-    for tool, package in (("qemu-aarch64-static", "qemu-user-static"), ("debootstrap", "debootstrap"), ("dpkg-deb", "dpkg"), ("unshare", "util-linux")):
+    for tool, package in (
+        ("qemu-aarch64-static", "qemu-user-static"),
+        ("debootstrap", "debootstrap"),
+        ("dpkg-deb", "dpkg"),
+        ("unshare", "util-linux"),
+    ):
         if shutil.which(tool) is None:
             return f"{tool} is missing (apt-get install {package})"
     return None
@@ -78,7 +89,20 @@ def arm64_python(work: Path, mirror: str) -> Path:
     if not ready.is_file():
         shutil.rmtree(root, ignore_errors=True)
         say(f"debootstrap arm64 bookworm into {root} (first run only)")
-        subprocess.run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3.11,libstdc++6", "bookworm", str(root), mirror], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--foreign",
+                "--arch=arm64",
+                "--variant=minbase",
+                "--include=python3.11,libstdc++6",
+                "bookworm",
+                str(root),
+                mirror,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         ready.touch()
@@ -95,7 +119,24 @@ def arm64_site(work: Path, versions: dict[str, str]) -> Path:
         say(f"pip download aarch64 wheels: {', '.join(f'{k}=={v}' for k, v in versions.items())}")
         platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "-d", str(wheels), *(f"{k}=={v}" for k, v in versions.items())],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                *platforms,
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--abi",
+                "cp311",
+                "-d",
+                str(wheels),
+                *(f"{k}=={v}" for k, v in versions.items()),
+            ],
             check=True,
         )
         for wheel in sorted(wheels.glob("*.whl")):
@@ -112,27 +153,56 @@ def run_emulated(work: Path, board: str, python: Path, site: Path, args: list[st
     cpuinfo.write_text(board_cpuinfo(board))
     root = python.parents[2]
     script = 'mount --bind "$1" /proc/cpuinfo && shift && exec "$@"'
-    argv = ["unshare", "--mount", "--", "sh", "-c", script, "sh", str(cpuinfo), "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={site}", "qemu-aarch64-static", "-cpu", BOARDS[board][0], "-L", str(root), str(python), *args]
+    argv = [
+        "unshare",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(cpuinfo),
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        f"PYTHONPATH={site}",
+        "qemu-aarch64-static",
+        "-cpu",
+        BOARDS[board][0],
+        "-L",
+        str(root),
+        str(python),
+        *args,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=1800)
 
 
 def default_artifacts(folder: Path) -> list[Path]:
     """vitedge-cifar10 as ONNX fp32, int8 dynamic and int8 static (256 calibration images)."""
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
-    from exporter.export import export_artifact
-    from vitedge.models import load_model
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.exporter.export import export_artifact
 
     loaded = load_model("vitedge-cifar10")
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 256)
-    return [export_artifact(loaded, to="onnx", precision=p, out=folder / f"vitedge-cifar10-{p}", calibration=calibration if p == "int8-static" else None) for p in ("fp32", "int8-dynamic", "int8-static")]
+    return [
+        export_artifact(
+            loaded,
+            to="onnx",
+            precision=p,
+            out=folder / f"vitedge-cifar10-{p}",
+            calibration=calibration if p == "int8-static" else None,
+        )
+        for p in ("fp32", "int8-dynamic", "int8-static")
+    ]
 
 
 def sample_images(folder: Path, count: int) -> tuple[list[Path], Path]:
     """`count` real CIFAR-10 test images as PNG, flat and as an ImageFolder."""
     from PIL import Image
 
-    from calibration.sources import CIFAR10_CLASSES, open_source
+    from vitedge.calibration.sources import CIFAR10_CLASSES, open_source
 
     images = open_source("cifar10")
     flat, tree = folder / "png", folder / "imagefolder"
@@ -159,7 +229,7 @@ def run_bundle(bundle: Path, images: list[Path], tree: Path, run) -> tuple[dict,
 
 def compare(name: str, x86: dict, arm: dict) -> list[str]:
     """The arm64 logits against the x86 ones, held to the artifact precision's parity bounds."""
-    from exporter.parity import compare_logits
+    from vitedge.workflows.parity import compare_logits
 
     report = compare_logits(
         np.array([item["logits"] for item in x86["images"]]),
@@ -171,16 +241,22 @@ def compare(name: str, x86: dict, arm: dict) -> list[str]:
         f"{name}: {report.precision} bounds {report.tolerance}: max |Δ| {report.max_abs:.1e}, cosine mean {report.cosine_mean:.6f}, "
         f"top-1 agreement {100 * report.top1_agreement:.1f}% -> {'pass' if report.passed else 'FAIL'}"
     )
-    return [f"{name}: {'; '.join(report.failures)} (worst: {', '.join(w[0] for w in report.worst[:3])})"] if not report.passed else []
+    return (
+        [f"{name}: {'; '.join(report.failures)} (worst: {', '.join(w[0] for w in report.worst[:3])})"]
+        if not report.passed
+        else []
+    )
 
 
 def compare_eval(name: str, x86: dict, arm: dict) -> list[str]:
     """ImageFolder top-1 on both: the same when the precision is fp32, within the paired
     noise for the others (different int8 kernels may flip an image or two)."""
-    from targets.stats import paired_delta
+    from vitedge.targets.stats import paired_delta
 
     delta = paired_delta(np.array(x86["hits"], dtype=bool), np.array(arm["hits"], dtype=bool))
-    say(f"{name}: eval top-1 x86 {x86['top1']:.2f}% arm64 {arm['top1']:.2f}% on {arm['count']} images (Δ {delta.delta:+.2f} [{delta.low:+.2f}, {delta.high:+.2f}])")
+    say(
+        f"{name}: eval top-1 x86 {x86['top1']:.2f}% arm64 {arm['top1']:.2f}% on {arm['count']} images (Δ {delta.delta:+.2f} [{delta.low:+.2f}, {delta.high:+.2f}])"
+    )
     if not delta.within_noise:
         return [f"{name}: eval top-1 differs beyond the noise (Δ {delta.delta:+.2f} points)"]
     return []
@@ -188,7 +264,12 @@ def compare_eval(name: str, x86: dict, arm: dict) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", type=Path, action="append", help="artifact folder(s) to check (default: the tiny ViT, fp32 and int8)")
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        action="append",
+        help="artifact folder(s) to check (default: the tiny ViT, fp32 and int8)",
+    )
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--images", type=int, default=16)
@@ -203,17 +284,28 @@ def main() -> int:
     import onnxruntime
     import PIL
 
-    from targets.bundle_build import build_bundle
+    from vitedge.targets.bundle_build import build_bundle
 
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     python = arm64_python(args.work, args.mirror)
-    site = arm64_site(args.work, {"numpy": numpy.__version__, "pillow": PIL.__version__, "onnxruntime": onnxruntime.__version__})
+    site = arm64_site(
+        args.work, {"numpy": numpy.__version__, "pillow": PIL.__version__, "onnxruntime": onnxruntime.__version__}
+    )
     boards = [b.strip() for b in args.boards.split(",") if b.strip()]
     if not set(boards) <= set(BOARDS):
         say(f"unknown board(s) in --boards {args.boards}; choose from {', '.join(BOARDS)}")
         return 2
-    probe = run_emulated(args.work, boards[0], python, site, ["-c", "import platform, onnxruntime, numpy; print(platform.machine(), platform.python_version(), onnxruntime.__version__, numpy.__version__)"])
+    probe = run_emulated(
+        args.work,
+        boards[0],
+        python,
+        site,
+        [
+            "-c",
+            "import platform, onnxruntime, numpy; print(platform.machine(), platform.python_version(), onnxruntime.__version__, numpy.__version__)",
+        ],
+    )
     if probe.returncode != 0:
         say(f"arm64 Python cannot import onnxruntime under qemu: {probe.stderr.strip()[-500:]}")
         return 2
@@ -224,9 +316,15 @@ def main() -> int:
         images, tree = sample_images(scratch, args.images)
         for artifact in args.artifact or default_artifacts(scratch / "artifacts"):
             bundle = build_bundle(artifact, scratch / "bundles" / artifact.name)
-            results = {"x86": run_bundle(bundle, images, tree, lambda a: subprocess.run([sys.executable, *a], capture_output=True, text=True))}
+            results = {
+                "x86": run_bundle(
+                    bundle, images, tree, lambda a: subprocess.run([sys.executable, *a], capture_output=True, text=True)
+                )
+            }
             for board in boards:
-                results[board] = run_bundle(bundle, images, tree, lambda a, b=board: run_emulated(args.work, b, python, site, a))
+                results[board] = run_bundle(
+                    bundle, images, tree, lambda a, b=board: run_emulated(args.work, b, python, site, a)
+                )
             for where, result in results.items():
                 if isinstance(result, str):
                     problems.append(f"{artifact.name} on {where}: {result}")

@@ -38,18 +38,17 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from exporter.artifact import write_text_atomic  # noqa: E402
-from targets.detect import probe_cpu  # noqa: E402
-from targets.measure import burst_median_s  # noqa: E402
+from vitedge.core.cpu import probe_cpu
+from vitedge.core.io import write_text_atomic
+from vitedge.targets.measure import burst_median_s
 
 ONNX_OPSET = 17
 
@@ -110,39 +109,61 @@ def log(message: str) -> None:
 
 
 def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
-    from vitedge.models import LoadedModel, build_architecture, load_model
+    from vitedge.compress.registry import load_model
+    from vitedge.models import LoadedModel, build_architecture
 
     if not settings.quick:
         return load_model(settings.model)
-    from calibration.preprocess import DataConfig
-    from calibration.sources import CIFAR10_CLASSES
-    from vitedge.training import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
+    from vitedge.calibration.preprocess import DataConfig
+    from vitedge.calibration.sources import CIFAR10_CLASSES
+    from vitedge.compress.train import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
 
     torch.manual_seed(0)
     architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    config = DataConfig(input_size=(3, 32, 32), interpolation="bicubic", mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10, labels=CIFAR10_CLASSES)
+    config = DataConfig(
+        input_size=(3, 32, 32),
+        interpolation="bicubic",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        crop_pct=1.0,
+        num_classes=10,
+        labels=CIFAR10_CLASSES,
+    )
     return LoadedModel(build_architecture(architecture).eval(), config, "tiny-random", architecture)
 
 
 @torch.no_grad()
 def top1(module: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch: int = 500) -> float:
     module.eval()
-    correct = sum(int((module(test[0][i : i + batch]).argmax(-1) == test[1][i : i + batch]).sum()) for i in range(0, len(test[0]), batch))
+    correct = sum(
+        int((module(test[0][i : i + batch]).argmax(-1) == test[1][i : i + batch]).sum())
+        for i in range(0, len(test[0]), batch)
+    )
     return 100.0 * correct / len(test[0])
 
 
 def weight_count(module: torch.nn.Module) -> int:
     """Stored weights (int8 Linears included, their scales excluded)."""
     state = module.state_dict()
-    return sum(v.numel() for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith(("weight_scale", "weight_zero_point")))
+    return sum(
+        v.numel()
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and not k.endswith(("weight_scale", "weight_zero_point"))
+    )
 
 
 def export_onnx(module: torch.nn.Module, path: Path, input_size: tuple[int, int, int]) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.randn(1, *input_size),), str(path), opset_version=ONNX_OPSET, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+            module,
+            (torch.randn(1, *input_size),),
+            str(path),
+            opset_version=ONNX_OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
         )
     return path
 
@@ -165,10 +186,10 @@ def openvino_ir(onnx_path: Path, xml: Path) -> Path:
 
 def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: Path, settings: Settings) -> None:
     """Accuracy, size, exports, parity, and the runners to time later."""
-    from targets.onnxruntime import open_onnx
-    from targets.openvino import open_openvino
-    from targets.torch import open_torch
     from vitedge.models import save_checkpoint
+    from vitedge.targets.onnxruntime import open_onnx
+    from vitedge.targets.openvino import open_openvino
+    from vitedge.targets.torch import open_torch
 
     began = time.perf_counter()
     loaded = variant.loaded
@@ -195,7 +216,9 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
         if variant.int8_onnx:
             onnx_path = int8_onnx(onnx_path, folder / f"{slug}.int8.onnx")
         row["onnx_mb"] = onnx_path.stat().st_size / 1e6
-        onnx_runner = open_onnx(onnx_path, precision="int8-dynamic" if variant.int8_onnx else "fp32", threads=settings.threads)
+        onnx_runner = open_onnx(
+            onnx_path, precision="int8-dynamic" if variant.int8_onnx else "fp32", threads=settings.threads
+        )
         probe = test[0][:32].numpy()
         with torch.no_grad():
             reference = variant.export_from.module(torch.from_numpy(probe)).numpy()
@@ -206,9 +229,13 @@ def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: P
             xml = openvino_ir(onnx_path, folder / f"{slug}.xml")
             for batch in settings.batches:
                 runners[f"openvino/{batch}"] = open_openvino(xml, precision="fp32", threads=settings.threads)
-            row["openvino_max_abs_diff"] = float(np.abs(runners[f"openvino/{settings.batches[0]}"](probe) - reference).max())
+            row["openvino_max_abs_diff"] = float(
+                np.abs(runners[f"openvino/{settings.batches[0]}"](probe) - reference).max()
+            )
     variant.runners, variant.row = runners, row
-    log(f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)")
+    log(
+        f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)"
+    )
 
 
 def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
@@ -237,20 +264,26 @@ def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int
             median = statistics.median(durations[(index, key)])
             variant.row.setdefault("images_per_s", {}).setdefault(runtime, {})[batch] = int(batch) / median
             if (index, key) in ratios:
-                variant.row.setdefault("speedup", {}).setdefault(runtime, {})[batch] = statistics.median(ratios[(index, key)])
+                variant.row.setdefault("speedup", {}).setdefault(runtime, {})[batch] = statistics.median(
+                    ratios[(index, key)]
+                )
         per_runtime = variant.row.get("images_per_s", {})
         variant.row["it_per_s_torch"] = per_runtime.get("torch", {}).get("1")
-        exported = {name: per_runtime[name]["1"] for name in ("onnx", "openvino") if name in per_runtime and "1" in per_runtime[name]}
+        exported = {
+            name: per_runtime[name]["1"]
+            for name in ("onnx", "openvino")
+            if name in per_runtime and "1" in per_runtime[name]
+        }
         if exported:
             best = max(exported, key=exported.get)
             variant.row["it_per_s_export"], variant.row["export_runtime"] = exported[best], best
 
 
 def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: ANN001 - LoadedModel, StepData
-    from compress.distill import DistillConfig, distill, make_student
-    from compress.registry import apply_step, apply_steps
-    from compress.train import TrainConfig, train as train_loop
-    from vitedge.models import load_model
+    from vitedge.compress.distill import DistillConfig, distill, make_student
+    from vitedge.compress.registry import apply_step, apply_steps, load_model
+    from vitedge.compress.train import TrainConfig
+    from vitedge.compress.train import train as train_loop
 
     def chain(*specs: tuple[str, dict[str, Any]], start=None):  # noqa: ANN001, ANN202 - LoadedModel
         """Steps after `start`, any distill step learning from the uncompressed model."""
@@ -265,7 +298,9 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
     finetune = ("distill", {"epochs": settings.finetune_epochs, "lr": settings.finetune_lr})
     variants = [Variant("fp32 baseline", "baseline", base, base)]
     if want("quantize"):
-        variants.append(Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True))
+        variants.append(
+            Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True)
+        )
         variants.append(Variant("fp16", "quantize", apply_steps(base, [("fp16", {})]), None))
         variants.append(Variant("bf16", "quantize", apply_steps(base, [("bf16", {})]), None))
 
@@ -281,40 +316,62 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
         tuned = chain(finetune, start=nystrom)
         variants.append(Variant(f"Nyström m={m} + fine-tune", "nystrom", tuned, tuned))
 
-    for name, options in (("prune-magnitude", {"ratio": 0.5}), ("prune-taylor", {"ratio": 0.5, "samples": 512})) if want("prune-unstructured") else ():
+    for name, options in (
+        (("prune-magnitude", {"ratio": 0.5}), ("prune-taylor", {"ratio": 0.5, "samples": 512}))
+        if want("prune-unstructured")
+        else ()
+    ):
         pruned = chain((name, options))
         variants.append(Variant(f"{name} 50% (unstructured)", "prune-unstructured", pruned, pruned))
 
     if want("prune-structured"):
         structured = apply_steps(base, [("prune-structured", {"ratio": 0.25})])
         variants.append(Variant("structured 25% heads+MLP", "prune-structured", structured, structured))
-        if settings.recovered:  # e.g. from `vitedge compress ... --step prune-structured:ratio=0.25 --step distill:epochs=3`
+        if (
+            settings.recovered
+        ):  # e.g. from `vitedge compress ... --step prune-structured:ratio=0.25 --step distill:epochs=3`
             recovered = load_model(settings.recovered)
             if [step["name"] for step in recovered.steps][:1] != ["prune-structured"]:
-                raise SystemExit(f"--recovered {settings.recovered}: expected a prune-structured checkpoint, got steps {[s['name'] for s in recovered.steps]}")
+                raise SystemExit(
+                    f"--recovered {settings.recovered}: expected a prune-structured checkpoint, got steps {[s['name'] for s in recovered.steps]}"
+                )
         else:
             recovered = chain(finetune, start=structured)
-        variants.append(Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered))
+        variants.append(
+            Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered)
+        )
         chained = apply_steps(recovered, [("quantize-dynamic", {})])
         variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
 
     if want("tokens"):
         for spec in settings.merge_r:
             r, _, blocks = spec.partition("x")
-            merged = apply_steps(base, [("tokens", {"r": int(r), "mode": "merge", **({"blocks": int(blocks)} if blocks else {})})])
-            variants.append(Variant(f"ToMe merge r={r}" + (f", first {blocks} blocks" if blocks else ""), "tokens", merged, merged))
+            merged = apply_steps(
+                base, [("tokens", {"r": int(r), "mode": "merge", **({"blocks": int(blocks)} if blocks else {})})]
+            )
+            variants.append(
+                Variant(f"ToMe merge r={r}" + (f", first {blocks} blocks" if blocks else ""), "tokens", merged, merged)
+            )
         for r in settings.drop_r:
             dropped = apply_steps(base, [("tokens", {"r": r, "mode": "drop"})])
             variants.append(Variant(f"token drop r={r}", "tokens", dropped, dropped))
 
     if not want("distill"):
         return variants
-    config = TrainConfig(epochs=settings.student_epochs, batch_size=128 if len(train[0]) >= 128 else 32, lr=1e-3, warmup_epochs=min(2.0, settings.student_epochs / 5), seed=0)
+    config = TrainConfig(
+        epochs=settings.student_epochs,
+        batch_size=128 if len(train[0]) >= 128 else 32,
+        lr=1e-3,
+        warmup_epochs=min(2.0, settings.student_epochs / 5),
+        seed=0,
+    )
     for distilled in (False, True):
         student = make_student(base, student=None, width=settings.student_width, distill_token=False, seed=0)
         log(f"training the {'distilled' if distilled else 'plain'} student ({settings.student_epochs} epochs)")
         if distilled:
-            module, logs = distill(student.module, base.module, *train, config, DistillConfig("soft", 0.5, 2.0), show_progress=False)
+            module, logs = distill(
+                student.module, base.module, *train, config, DistillConfig("soft", 0.5, 2.0), show_progress=False
+            )
         else:
             module, logs = train_loop(student.module, *train, config, show_progress=False)
         trained = student.with_module(module.eval())
@@ -337,8 +394,10 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if recovered:
         onnx_x, drop = speedup(recovered, "onnx", "1"), base["top1"] - recovered["top1"]
         result["structured_pruning"] = {
-            "onnx_speedup": onnx_x, "onnx_speedup_by_batch": {b: speedup(recovered, "onnx", b) for b in batches},
-            "top1_drop": drop, "passed": bool(onnx_x and onnx_x >= 1.25 and drop <= 2.0),
+            "onnx_speedup": onnx_x,
+            "onnx_speedup_by_batch": {b: speedup(recovered, "onnx", b) for b in batches},
+            "top1_drop": drop,
+            "passed": bool(onnx_x and onnx_x >= 1.25 and drop <= 2.0),
         }
     tome = []
     for row in rows:
@@ -346,9 +405,20 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
             drop = base["top1"] - row["top1"]
             for batch in batches:
                 torch_x = speedup(row, "torch", batch)
-                export_x = max(filter(None, (speedup(row, "onnx", batch), speedup(row, "openvino", batch))), default=None)
+                export_x = max(
+                    filter(None, (speedup(row, "onnx", batch), speedup(row, "openvino", batch))), default=None
+                )
                 passed = bool(torch_x and export_x and torch_x >= 1.3 and export_x >= 1.3 and drop <= 2.0)
-                tome.append({"name": row["name"], "batch": int(batch), "torch_speedup": torch_x, "export_speedup": export_x, "top1_drop": drop, "passed": passed})
+                tome.append(
+                    {
+                        "name": row["name"],
+                        "batch": int(batch),
+                        "torch_speedup": torch_x,
+                        "export_speedup": export_x,
+                        "top1_drop": drop,
+                        "passed": passed,
+                    }
+                )
     result["token_merging"] = {"rows": tome, "passed": any(entry["passed"] for entry in tome)}
     curve = {}
     for row in rows:
@@ -356,11 +426,18 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
             m = int(row["name"].split("m=")[1].split()[0])
             curve.setdefault(m, {})["after_finetune" if "fine-tune" in row["name"] else "training_free"] = row["top1"]
     if curve:
-        result["nystrom_curve"] = {"baseline_top1": base["top1"], "by_landmarks": {str(m): curve[m] for m in sorted(curve)}}
+        result["nystrom_curve"] = {
+            "baseline_top1": base["top1"],
+            "by_landmarks": {str(m): curve[m] for m in sorted(curve)},
+        }
     students = [row for row in rows if row["group"] == "distill"]
     if len(students) == 2:
         plain, distilled = sorted(students, key=lambda row: "with distillation" in row["name"])
-        result["distillation"] = {"without": plain["top1"], "with": distilled["top1"], "passed": distilled["top1"] > plain["top1"]}
+        result["distillation"] = {
+            "without": plain["top1"],
+            "with": distilled["top1"],
+            "passed": distilled["top1"] > plain["top1"],
+        }
     return result
 
 
@@ -382,7 +459,7 @@ def markdown(rows: list[dict[str, Any]], result: dict[str, Any], meta: dict[str,
     for row in rows:
         speeds, ratios = row.get("images_per_s", {}), row.get("speedup", {})
 
-        def cell(runtime: str | None, batch: str) -> str:
+        def cell(runtime: str | None, batch: str, speeds: dict = speeds, ratios: dict = ratios) -> str:
             value = speeds.get(runtime, {}).get(batch) if runtime else None
             ratio = ratios.get(runtime, {}).get(batch) if runtime else None
             return _fmt(value) + (f" ({ratio:.2f}×)" if ratio else "")
@@ -391,20 +468,34 @@ def markdown(rows: list[dict[str, Any]], result: dict[str, Any], meta: dict[str,
         export_big = max(exports, key=lambda name: speeds[name][big], default=None)
         export = f"{cell(row['export_runtime'], '1')} {row['export_runtime']}" if row.get("it_per_s_export") else "—"
         name = row["name"] + (f" (sparsity {row['sparsity']:.0%}, dense storage)" if "sparsity" in row else "")
-        lines.append(f"| {name} | {row['top1']:.2f} | {row['params']:,} | {row['mb']:.2f} | {cell('torch', '1')} | {export} | {cell('torch', big)} | {cell(export_big, big)} |")
+        lines.append(
+            f"| {name} | {row['top1']:.2f} | {row['params']:,} | {row['mb']:.2f} | {cell('torch', '1')} | {export} | {cell('torch', big)} | {cell(export_big, big)} |"
+        )
     lines += ["", "## Acceptance", ""]
     if "structured_pruning" in result:
         entry = result["structured_pruning"]
         by_batch = ", ".join(f"b{b} {_fmt(x, 2)}×" for b, x in entry["onnx_speedup_by_batch"].items())
-        lines.append(f"- Structured pruning 25% + fine-tune: ONNX speedup at batch 1 {_fmt(entry['onnx_speedup'], 2)}× (need ≥ 1.25; {by_batch}), top-1 drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+        lines.append(
+            f"- Structured pruning 25% + fine-tune: ONNX speedup at batch 1 {_fmt(entry['onnx_speedup'], 2)}× (need ≥ 1.25; {by_batch}), top-1 drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}"
+        )
     for entry in result["token_merging"]["rows"]:
-        lines.append(f"- {entry['name']} at batch {entry['batch']}: PyTorch {_fmt(entry['torch_speedup'], 2)}×, best export {_fmt(entry['export_speedup'], 2)}× (need ≥ 1.3 both), drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}")
+        lines.append(
+            f"- {entry['name']} at batch {entry['batch']}: PyTorch {_fmt(entry['torch_speedup'], 2)}×, best export {_fmt(entry['export_speedup'], 2)}× (need ≥ 1.3 both), drop {entry['top1_drop']:.2f} pts (need ≤ 2): {'PASS' if entry['passed'] else 'FAIL'}"
+        )
     if "nystrom_curve" in result:
         curve = result["nystrom_curve"]["by_landmarks"]
-        lines.append("- Nyström top-1 vs m (training-free → after fine-tune): " + "; ".join(f"m={m}: {_fmt(v.get('training_free'), 2)} → {_fmt(v.get('after_finetune'), 2)}" for m, v in curve.items()))
+        lines.append(
+            "- Nyström top-1 vs m (training-free → after fine-tune): "
+            + "; ".join(
+                f"m={m}: {_fmt(v.get('training_free'), 2)} → {_fmt(v.get('after_finetune'), 2)}"
+                for m, v in curve.items()
+            )
+        )
     if "distillation" in result:
         entry = result["distillation"]
-        lines.append(f"- Distillation: student with {entry['with']:.2f}% vs without {entry['without']:.2f}%: {'PASS' if entry['passed'] else 'FAIL'}")
+        lines.append(
+            f"- Distillation: student with {entry['with']:.2f}% vs without {entry['without']:.2f}%: {'PASS' if entry['passed'] else 'FAIL'}"
+        )
     lines.append("- Unstructured pruning stores zeros densely: no runtime gets faster (shown for honesty).")
     return "\n".join(lines) + "\n"
 
@@ -412,7 +503,9 @@ def markdown(rows: list[dict[str, Any]], result: dict[str, Any], meta: dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON output; the markdown goes beside it (.md)")
-    parser.add_argument("--quick", action="store_true", help="tiny random model, few images, 1 epoch: proves the script runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny random model, few images, 1 epoch: proves the script runs"
+    )
     parser.add_argument("--model", help="model spec (default vitedge-cifar10)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--test-count", type=int)
@@ -422,13 +515,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-epochs", type=int)
     parser.add_argument("--seconds", type=float, help="timing seconds per runner per round")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--groups", type=lambda text: tuple(text.split(",")), help="only these row groups (baseline always): quantize,lowrank,nystrom,prune-unstructured,prune-structured,tokens,distill")
-    parser.add_argument("--merge-r", type=lambda text: tuple(text.split(",")), help="ToMe rows: r per block, or RxK for r in the first K blocks only, e.g. 9,10x4,12x3")
-    parser.add_argument("--recovered", help="checkpoint of the structured 25%% pruning after its recovery fine-tune (skips the fine-tune here)")
+    parser.add_argument(
+        "--groups",
+        type=lambda text: tuple(text.split(",")),
+        help="only these row groups (baseline always): quantize,lowrank,nystrom,prune-unstructured,prune-structured,tokens,distill",
+    )
+    parser.add_argument(
+        "--merge-r",
+        type=lambda text: tuple(text.split(",")),
+        help="ToMe rows: r per block, or RxK for r in the first K blocks only, e.g. 9,10x4,12x3",
+    )
+    parser.add_argument(
+        "--recovered",
+        help="checkpoint of the structured 25%% pruning after its recovery fine-tune (skips the fine-tune here)",
+    )
     parser.add_argument("--work", type=Path, help="folder for checkpoints and exported files (default: a temp folder)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
-    overrides = {key: value for key, value in vars(args).items() if key in Settings.__dataclass_fields__ and value is not None and key != "quick"}
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if key in Settings.__dataclass_fields__ and value is not None and key != "quick"
+    }
     settings = replace(settings, **overrides)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(0)
@@ -436,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import openvino
 
-    from compress.pipeline import step_data
+    from vitedge.compress.pipeline import step_data
 
     base = base_model(settings)
     log(f"model {settings.model}: loading {settings.train_count} train / {settings.test_count} test images")
@@ -444,8 +552,17 @@ def main(argv: list[str] | None = None) -> int:
     test = step_data("cifar10", base.data_config, settings.test_count)
     meta = {
         "settings": asdict(settings),
-        "machine": {"cpu": probe_cpu().model, "cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.get_version()},
+        "machine": {
+            "cpu": probe_cpu().model,
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.get_version(),
+        },
     }
     variants = build_variants(settings, base, train)
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,22 +22,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-
-import multiprocessing
 from typing import Any
 
 import numpy as np
 
-from exporter.artifact import write_json_atomic
-from targets.limits import GemmLimit, forward_flops, gemm_limits, limit_kind
-from vitedge.pipeline import run_pipeline
-from vitedge.recipe import DEFAULT_ROWS, Recipe
-from vitedge.report import ResultRow, fastest_fp32, fmt
+from vitedge.core.io import write_json_atomic
+from vitedge.targets.limits import GemmLimit, forward_flops, gemm_limits, limit_kind
+from vitedge.workflows.pipeline import run_pipeline
+from vitedge.workflows.recipe import DEFAULT_ROWS, Recipe
+from vitedge.workflows.report import ResultRow, fastest_fp32, fmt
 
 BF16_ROWS = ("torch:bf16", "openvino:bf16")
 
@@ -53,7 +52,9 @@ def profile_by_op(artifact: Path, batch: np.ndarray, threads: int, calls: int = 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with tempfile.TemporaryDirectory() as scratch:
         options.profile_file_prefix = str(Path(scratch) / "profile")
-        session = ort.InferenceSession(str(artifact / manifest["model_file"]), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(artifact / manifest["model_file"]), options, providers=["CPUExecutionProvider"]
+        )
         name = session.get_inputs()[0].name
         for _ in range(calls):
             session.run(None, {name: batch})
@@ -88,13 +89,21 @@ def beside_plain_latency_compile(folder: str, threads: int, runs: int, rounds: i
     compile differs, and the machine's drift hits both alike."""
     import openvino as ov
 
-    from targets.measure import time_runner
-    from targets.runners import open_artifact
+    from vitedge.targets.measure import time_runner
+    from vitedge.targets.runners import open_artifact
 
     runner = open_artifact(Path(folder), threads=threads)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": runner.info.detail["inference_precision"]}
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": runner.info.detail["inference_precision"],
+    }
     plain = ov.Core().compile_model(str(Path(folder) / "model.xml"), "CPU", config)
-    batch = np.random.default_rng(0).standard_normal((1, *runner.compiled.input(0).get_partial_shape()[1:].to_shape())).astype(np.float32)
+    batch = (
+        np.random.default_rng(0)
+        .standard_normal((1, *runner.compiled.input(0).get_partial_shape()[1:].to_shape()))
+        .astype(np.float32)
+    )
     ours, theirs = [], []
     for _ in range(rounds):
         ours.append(time_runner(runner, batch, runs=runs).images_per_s)
@@ -134,8 +143,12 @@ def summarize(rows: list[ResultRow], flops: float, limits: dict[str, GemmLimit])
             entry[f"images_per_s_b{b}"] = timing.images_per_s
             entry[f"p90_ms_b{b}"] = timing.p90_ms
             entry[f"config_b{b}"] = timing.config
-            entry[f"speedup_vs_fastest_fp32_b{b}"] = timing.images_per_s / yardstick.timing(b).images_per_s if yardstick.timing(b) else None
-            entry[f"speedup_vs_pytorch_eager_b{b}"] = timing.images_per_s / eager.timing(b).images_per_s if eager.timing(b) else None
+            entry[f"speedup_vs_fastest_fp32_b{b}"] = (
+                timing.images_per_s / yardstick.timing(b).images_per_s if yardstick.timing(b) else None
+            )
+            entry[f"speedup_vs_pytorch_eager_b{b}"] = (
+                timing.images_per_s / eager.timing(b).images_per_s if eager.timing(b) else None
+            )
             entry[f"share_of_{limit.kind}_gemm_limit_b{b}"] = timing.images_per_s * flops / limit.ops_per_s
         summary.append(entry)
     return summary
@@ -152,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_formats"))
     parser.add_argument("--profile", action="store_true", help="profile the fastest int8 ONNX artifact by op type")
     args = parser.parse_args(argv)
-    from targets.detect import probe_cpu
-    from vitedge.models import load_model
+    from vitedge.compress.registry import load_model
+    from vitedge.core.cpu import probe_cpu
 
     bf16 = bool(probe_cpu().bf16)
     recipe = dataclasses.replace(
@@ -173,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     flops = forward_flops(loaded.module, loaded.data_config.input_size)
     ov_int8 = next(r for r in rows if r.measurement.runtime == "openvino" and r.measurement.precision == "int8")
-    plain = in_own_process("beside_plain_latency_compile", str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs)
+    plain = in_own_process(
+        "beside_plain_latency_compile", str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs
+    )
     plain["row_images_per_s_b1"] = ov_int8.measurement.timing(1).images_per_s
     summary = summarize(rows, flops, limits)
     result: dict[str, object] = {
@@ -194,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.out / "artifacts" / ("onnx-" + best.measurement.precision)
         size = tuple(json.loads((folder / "manifest.json").read_text())["data_config"]["input_size"])
         batch = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
-        result["profile"] = {"artifact": best.measurement.name, "share_by_op": profile_by_op(folder, batch, args.threads)}
+        result["profile"] = {
+            "artifact": best.measurement.name,
+            "share_by_op": profile_by_op(folder, batch, args.threads),
+        }
     write_json_atomic(args.out / "cpu_formats.json", result)
-    print(f"GEMM limits ({args.threads} threads): " + ", ".join(f"{k} {v.giga:.0f} G/s" for k, v in limits.items()) + f"; {flops / 1e9:.1f} GFLOP per image")
+    print(
+        f"GEMM limits ({args.threads} threads): "
+        + ", ".join(f"{k} {v.giga:.0f} G/s" for k, v in limits.items())
+        + f"; {flops / 1e9:.1f} GFLOP per image"
+    )
     for entry in summary:
         share = next(v for k, v in entry.items() if k.startswith("share_of_") and k.endswith("_b1"))
         print(

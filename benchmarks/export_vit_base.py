@@ -16,16 +16,19 @@ import multiprocessing
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vitedge.core.cpu import probe_cpu
 
-from targets.detect import probe_cpu  # noqa: E402
-
-EXPORTS = (("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static"), ("openvino", "fp32"), ("openvino", "int8"))
+EXPORTS = (
+    ("onnx", "fp32"),
+    ("onnx", "int8-dynamic"),
+    ("onnx", "int8-static"),
+    ("openvino", "fp32"),
+    ("openvino", "int8"),
+)
 MAX_FP32_SECONDS = 60.0
 MAX_FP32_RSS_MB = 3072.0
 MAX_INT8_RATIO = 0.27
@@ -36,11 +39,11 @@ def _one_export(spec: str, to: str, precision: str, out: str, calib_samples: int
     import torch
 
     torch.set_num_threads(threads)
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
-    from exporter.export import NEEDS_CALIBRATION, export_artifact
-    from targets.manifest import read_manifest
-    from vitedge.models import load_model
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.core.manifest import read_manifest
+    from vitedge.exporter.export import NEEDS_CALIBRATION, export_artifact
 
     start = time.perf_counter()
     loaded = load_model(spec)
@@ -66,7 +69,7 @@ def _one_export(spec: str, to: str, precision: str, out: str, calib_samples: int
 
 
 def run(spec: str, calib_samples: int, threads: int, keep: Path | None) -> dict:
-    from exporter.export import versions
+    from vitedge.exporter.export import versions
 
     context = multiprocessing.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="vitedge-export-bench-"))
@@ -74,13 +77,19 @@ def run(spec: str, calib_samples: int, threads: int, keep: Path | None) -> dict:
     try:
         for to, precision in EXPORTS:
             queue = context.Queue()
-            child = context.Process(target=_one_export, args=(spec, to, precision, str((keep or work) / f"{to}-{precision}"), calib_samples, threads, queue))
+            child = context.Process(
+                target=_one_export,
+                args=(spec, to, precision, str((keep or work) / f"{to}-{precision}"), calib_samples, threads, queue),
+            )
             child.start()
             child.join()
             if child.exitcode != 0:
                 raise SystemExit(f"export {to} {precision} failed (exit {child.exitcode})")
             rows.append(queue.get())
-            print(f"{to:9s} {precision:13s} {rows[-1]['export_s']:7.2f} s  {rows[-1]['peak_rss_mb']:8.1f} MB RSS  {rows[-1]['bytes'] / 1e6:8.2f} MB", flush=True)
+            print(
+                f"{to:9s} {precision:13s} {rows[-1]['export_s']:7.2f} s  {rows[-1]['peak_rss_mb']:8.1f} MB RSS  {rows[-1]['bytes'] / 1e6:8.2f} MB",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     fp32 = next(r for r in rows if (r["format"], r["precision"]) == ("onnx", "fp32"))
@@ -106,10 +115,12 @@ def run(spec: str, calib_samples: int, threads: int, keep: Path | None) -> dict:
 
 
 def main() -> None:
-    from exporter.artifact import write_json_atomic
+    from vitedge.core.io import write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="vit_base_patch16_224", help="any model spec vitedge loads (random weights for timm names)")
+    parser.add_argument(
+        "--model", default="vit_base_patch16_224", help="any model spec vitedge loads (random weights for timm names)"
+    )
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the artifacts in this folder")

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # target -> [(runtime, precision)]: what each --target can run through vitedge's runners
 PLAN = {
     "cuda": [("torch", "fp32"), ("torch", "fp16"), ("onnxruntime", "fp32")],
@@ -47,8 +45,12 @@ def available_targets() -> dict[str, str]:
     return {
         "cpu": "",
         "cuda": "" if cuda else "PyTorch sees no CUDA device",
-        "tensorrt": "" if cuda and "TensorrtExecutionProvider" in providers else ("no CUDA device" if not cuda else "ONNX Runtime has no TensorrtExecutionProvider"),
-        "openvino-gpu": "" if any(d.startswith("GPU") for d in ov.Core().available_devices) else "OpenVINO sees no GPU device",
+        "tensorrt": ""
+        if cuda and "TensorrtExecutionProvider" in providers
+        else ("no CUDA device" if not cuda else "ONNX Runtime has no TensorrtExecutionProvider"),
+        "openvino-gpu": ""
+        if any(d.startswith("GPU") for d in ov.Core().available_devices)
+        else "OpenVINO sees no GPU device",
     }
 
 
@@ -56,8 +58,8 @@ def make_model(name: str):
     """(torch module, input size) with random weights."""
     import torch
 
+    from vitedge.compress.train import cifar_vit_architecture
     from vitedge.models import Architecture, build_architecture
-    from vitedge.training import cifar_vit_architecture
 
     torch.manual_seed(0)
     if name == "tiny":
@@ -70,17 +72,33 @@ def export_onnx(module, size: int, folder: Path) -> tuple[Path, Path]:
     import warnings
 
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     fp32 = folder / "fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, torch.zeros(1, 3, size, size), str(fp32), opset_version=17, input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            module,
+            torch.zeros(1, 3, size, size),
+            str(fp32),
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
 
     class RandomBatches(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(4)])
+            self.batches = iter(
+                [{"input": rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(4)]
+            )
 
         def get_next(self):
             return next(self.batches, None)
@@ -97,16 +115,18 @@ def open_runner(runtime: str, precision: str, target: str, module, onnx: dict[st
     if runtime == "torch":
         import copy
 
-        from targets.torch import open_torch
+        from vitedge.targets.torch import open_torch
 
         return open_torch(copy.deepcopy(module), precision=precision, device=target)
     if runtime == "onnxruntime":
-        from targets.onnxruntime import open_onnx
+        from vitedge.targets.onnxruntime import open_onnx
 
         return open_onnx(onnx[precision], precision=precision, device=target)
-    from targets.openvino import open_openvino
+    from vitedge.targets.openvino import open_openvino
 
-    return open_openvino(onnx[precision], precision=precision, device="openvino-gpu" if target == "openvino-gpu" else "cpu")
+    return open_openvino(
+        onnx[precision], precision=precision, device="openvino-gpu" if target == "openvino-gpu" else "cpu"
+    )
 
 
 def time_runner(runner, inputs: np.ndarray, seconds: float, warmup: int) -> dict:
@@ -119,12 +139,21 @@ def time_runner(runner, inputs: np.ndarray, seconds: float, warmup: int) -> dict
         runner(inputs)
         latencies.append((time.perf_counter() - t0) * 1000.0)
     p50 = statistics.median(latencies)
-    return {"it_per_s": len(inputs) * 1000.0 / p50, "latency_ms_p50": p50, "latency_ms_p90": float(np.percentile(latencies, 90)), "runs": len(latencies)}
+    return {
+        "it_per_s": len(inputs) * 1000.0 / p50,
+        "latency_ms_p50": p50,
+        "latency_ms_p90": float(np.percentile(latencies, 90)),
+        "runs": len(latencies),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="vit_base_patch16_224", help="timm model name, or 'tiny' (a 2-block 32×32 ViT) to prove the script")
+    parser.add_argument(
+        "--model",
+        default="vit_base_patch16_224",
+        help="timm model name, or 'tiny' (a 2-block 32×32 ViT) to prove the script",
+    )
     parser.add_argument("--targets", default="cuda,tensorrt,openvino-gpu")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -156,23 +185,40 @@ def main() -> int:
         for target in present:
             for runtime, precision in PLAN[target]:
                 for batch in [int(b) for b in args.batches.split(",")]:
-                    row = {"model": args.model, "target": target, "runtime": runtime, "precision": precision, "batch": batch}
+                    row = {
+                        "model": args.model,
+                        "target": target,
+                        "runtime": runtime,
+                        "precision": precision,
+                        "batch": batch,
+                    }
                     started = time.perf_counter()
                     try:
                         runner = open_runner(runtime, precision, target, module, onnx, batch)
                         inputs = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-                        row.update(time_runner(runner, inputs, args.seconds, args.warmup), detail=dict(runner.info.detail))
+                        row.update(
+                            time_runner(runner, inputs, args.seconds, args.warmup), detail=dict(runner.info.detail)
+                        )
                     except Exception as exc:  # noqa: BLE001 - one failing path must not hide the others
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                     row["wall_s"] = round(time.perf_counter() - started, 1)
                     rows.append(row)
-                    result = f"{row['it_per_s']:9.2f} it/s  p50 {row['latency_ms_p50']:8.2f} ms" if "it_per_s" in row else row["error"]
+                    result = (
+                        f"{row['it_per_s']:9.2f} it/s  p50 {row['latency_ms_p50']:8.2f} ms"
+                        if "it_per_s" in row
+                        else row["error"]
+                    )
                     print(f"{target:<13} {runtime:<12} {precision:<5} batch {batch:>3}: {result}", flush=True)
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
     if args.out:
         tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps({"rows": rows, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}, indent=2) + "\n")
+        tmp.write_text(
+            json.dumps(
+                {"rows": rows, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}, indent=2
+            )
+            + "\n"
+        )
         tmp.replace(args.out)
     return 0
 

@@ -26,14 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from exporter.artifact import write_text_atomic  # noqa: E402
-from targets.detect import probe_cpu  # noqa: E402
-from targets.measure import burst_median_s  # noqa: E402
+from vitedge.core.cpu import probe_cpu
+from vitedge.core.io import write_text_atomic
+from vitedge.targets.measure import burst_median_s
 
 RATIOS = (0.25, 0.5)
 DEFAULT_MODELS = ("vitedge-cifar10", "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
@@ -43,12 +41,13 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def open_pruned_runners(spec: str, folder: Path, threads: int) -> tuple[dict[float, object], dict[float, int], tuple[int, int, int]]:
+def open_pruned_runners(
+    spec: str, folder: Path, threads: int
+) -> tuple[dict[float, object], dict[float, int], tuple[int, int, int]]:
     """ONNX Runtime sessions of the model pruned by 0 and by each of RATIOS, and their weights."""
-    from compress.registry import apply_steps
-    from exporter.onnx import export_onnx
-    from targets.onnxruntime import open_onnx
-    from vitedge.models import load_model
+    from vitedge.compress.registry import apply_steps, load_model
+    from vitedge.exporter.onnx import export_onnx
+    from vitedge.targets.onnxruntime import open_onnx
 
     base = load_model(spec)
     input_size = tuple(base.data_config.input_size)
@@ -105,7 +104,12 @@ def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON output; the markdown goes beside it (.md)")
-    parser.add_argument("--models", type=lambda text: tuple(text.split(",")), default=DEFAULT_MODELS, help="model specs, comma-separated")
+    parser.add_argument(
+        "--models",
+        type=lambda text: tuple(text.split(",")),
+        default=DEFAULT_MODELS,
+        help="model specs, comma-separated",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5, help="timing seconds per burst")
@@ -118,11 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.models:
             runners, weights, input_size = open_pruned_runners(spec, Path(scratch), args.threads)
             image = np.random.default_rng(0).standard_normal((1, *input_size)).astype(np.float32)
-            row = {"model": spec, "weights_m": weights[0.0] / 1e6, "weights_pruned_m": {str(r): weights[r] / 1e6 for r in RATIOS}}
+            row = {
+                "model": spec,
+                "weights_m": weights[0.0] / 1e6,
+                "weights_pruned_m": {str(r): weights[r] / 1e6 for r in RATIOS},
+            }
             row.update(time_model(runners, image, args.rounds, args.seconds))
             rows.append(row)
-            log(f"{spec}: 25% {row['speedup']['0.25']:.2f}×, 50% {row['speedup']['0.5']:.2f}×, untouched share {row['untouched_share']:.2f}")
-    meta = {"cpu": probe_cpu().model, "cores": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "seconds": args.seconds, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+            log(
+                f"{spec}: 25% {row['speedup']['0.25']:.2f}×, 50% {row['speedup']['0.5']:.2f}×, untouched share {row['untouched_share']:.2f}"
+            )
+    meta = {
+        "cpu": probe_cpu().model,
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
     write_text_atomic(args.out, json.dumps({"rows": rows, **meta}, indent=2))
     write_text_atomic(args.out.with_suffix(".md"), markdown(rows, meta))
     print(markdown(rows, meta))

@@ -12,15 +12,16 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from calibration.preprocess import DataConfig, preprocess_image
-from calibration.sources import ImageSet, cache_dir, subset_indices
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .preprocess import DataConfig, preprocess_image
+from .sources import ImageSet, cache_dir, subset_indices
 
 CACHE_VERSION = 1
 
@@ -159,7 +160,11 @@ def _read_cache(path: Path, source: str, seed: int) -> CalibrationSet | None:
     except (OSError, ValueError, KeyError, EOFError):
         return None
     count = len(calib.inputs)
-    if calib.inputs.dtype != np.float32 or not np.isfinite(calib.inputs).all() or not count == len(calib.identities) == len(calib.image_sha256) == len(calib.indices):
+    if (
+        calib.inputs.dtype != np.float32
+        or not np.isfinite(calib.inputs).all()
+        or not count == len(calib.identities) == len(calib.image_sha256) == len(calib.indices)
+    ):
         return None
     return calib
 

@@ -11,8 +11,9 @@ pixel, because torchvision applies the same Pillow resize.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -64,7 +65,7 @@ class DataConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         for key in ("input_size", "mean", "std", "labels"):
             if key in known:

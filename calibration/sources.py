@@ -13,15 +13,15 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from calibration.preprocess import to_rgb
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .preprocess import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -58,7 +58,9 @@ def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, cl
             "save the array as uint8 RGB in HWC order under the key 'x'",
         )
     if labels is not None and len(labels) != len(pixels):
-        raise VitedgeError(f"{name}: {len(pixels)} images but {len(labels)} labels", "x and y must have the same length")
+        raise VitedgeError(
+            f"{name}: {len(pixels)} images but {len(labels)} labels", "x and y must have the same length"
+        )
     return ImageSet(name, len(pixels), pixels.__getitem__, labels, class_names)
 
 
@@ -68,7 +70,10 @@ class ImageDecodeError(VitedgeError, ValueError):
     source catches to skip the file with its reason."""
 
     def __init__(self, reason: str, source: Path | None = None) -> None:
-        super().__init__(f"cannot decode {source}: {reason}" if source else reason, "the file is damaged or not an image; re-save it or remove it")
+        super().__init__(
+            f"cannot decode {source}: {reason}" if source else reason,
+            "the file is damaged or not an image; re-save it or remove it",
+        )
         self.reason = reason
 
 
@@ -79,7 +84,9 @@ def decode_image(data: bytes | Path) -> np.ndarray:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise ImageDecodeError(f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS} limit (decompression bomb guard)", source)
+                raise ImageDecodeError(
+                    f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS} limit (decompression bomb guard)", source
+                )
             image.load()
             return np.asarray(to_rgb(image))
     except ImageDecodeError:
@@ -112,7 +119,9 @@ def folder_image_set(folder: Path) -> ImageSet:
     labels = None
     if class_names:
         index = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([index[p.relative_to(folder).parts[0]] if len(p.relative_to(folder).parts) > 1 else -1 for p in good])
+        labels = np.array(
+            [index[p.relative_to(folder).parts[0]] if len(p.relative_to(folder).parts) > 1 else -1 for p in good]
+        )
         if (labels < 0).any():
             labels = None  # loose files beside class folders: no trustworthy labels
     return ImageSet(
@@ -130,26 +139,28 @@ def npz_image_set(path: Path) -> ImageSet:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data:
-                raise VitedgeError(f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})", "store images as x (uint8 N×H×W×3) and labels as y")
+                raise VitedgeError(
+                    f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})",
+                    "store images as x (uint8 N×H×W×3) and labels as y",
+                )
             pixels = data["x"]
             labels = data["y"].astype(np.int64) if "y" in data else None
     except (OSError, ValueError) as exc:
-        raise VitedgeError(f"cannot read {path}: {exc}", "pass a .npz written by numpy.savez with arrays x and y") from None
+        raise VitedgeError(
+            f"cannot read {path}: {exc}", "pass a .npz written by numpy.savez with arrays x and y"
+        ) from None
     return array_image_set(str(path), pixels, labels, ())
 
 
-def _repo_shared_cifar10() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
-
-
 def cifar10_search_paths() -> list[Path]:
-    """Where the CIFAR-10 arrays are looked for, in order."""
+    """Where the CIFAR-10 arrays (cifar10_test.npz, cifar10_train.npz) are looked for, in
+    order: $VITEDGE_DATA (or its cifar10/ folder), then the user cache; the canonical archive
+    is read from, or downloaded into, the user cache after that."""
     paths = []
     if os.environ.get("VITEDGE_DATA"):
         root = Path(os.environ["VITEDGE_DATA"])
         paths += [root / "cifar10", root]
-    paths += [_repo_shared_cifar10(), Path.cwd().parent / "shared" / "data" / "cifar10"]
-    return paths
+    return paths + [cache_dir() / "cifar10"]
 
 
 def cache_dir() -> Path:
@@ -181,10 +192,14 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_cifar10_tarball(path: Path, split: str, expected_md5: str | None = CIFAR10_MD5) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar10_tarball(
+    path: Path, split: str, expected_md5: str | None = CIFAR10_MD5
+) -> tuple[np.ndarray, np.ndarray]:
     """The canonical `cifar-10-python.tar.gz` → (uint8 N×32×32×3, int64 labels)."""
     if expected_md5 is not None and _md5(path) != expected_md5:
-        raise VitedgeError(f"{path} is not the canonical CIFAR-10 archive (md5 mismatch)", f"download it again from {CIFAR10_URL}")
+        raise VitedgeError(
+            f"{path} is not the canonical CIFAR-10 archive (md5 mismatch)", f"download it again from {CIFAR10_URL}"
+        )
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     xs, ys = [], []
     try:
@@ -196,7 +211,9 @@ def read_cifar10_tarball(path: Path, split: str, expected_md5: str | None = CIFA
                 xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
                 ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
     except (tarfile.TarError, KeyError, OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise VitedgeError(f"cannot read CIFAR-10 archive {path}: {exc}", f"download it again from {CIFAR10_URL}") from None
+        raise VitedgeError(
+            f"cannot read CIFAR-10 archive {path}: {exc}", f"download it again from {CIFAR10_URL}"
+        ) from None
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
 
@@ -208,7 +225,10 @@ def download_cifar10(target: Path) -> Path:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(CIFAR10_URL, timeout=60) as response:  # noqa: S310
             shutil.copyfileobj(response, out)
         if _md5(Path(tmp)) != CIFAR10_MD5:
-            raise VitedgeError("downloaded CIFAR-10 archive failed its md5 check", "retry; if it persists, download it by hand and pass its path")
+            raise VitedgeError(
+                "downloaded CIFAR-10 archive failed its md5 check",
+                "retry; if it persists, download it by hand and pass its path",
+            )
         os.replace(tmp, target)
     except OSError as exc:
         raise VitedgeError(
@@ -233,7 +253,9 @@ def cifar10_arrays(split: str = "test", *, download: bool = True) -> tuple[np.nd
     if not tarball.is_file():
         if not download:
             looked = ", ".join(str(p) for p in cifar10_search_paths())
-            raise VitedgeError(f"CIFAR-10 not found (looked in {looked} and {tarball})", "set VITEDGE_DATA or pass the archive's path")
+            raise VitedgeError(
+                f"CIFAR-10 not found (looked in {looked} and {tarball})", "set VITEDGE_DATA or pass the archive's path"
+            )
         download_cifar10(tarball)
     return read_cifar10_tarball(tarball, split)
 
@@ -254,9 +276,14 @@ def open_source(spec: str) -> ImageSet:
         images = folder_image_set(path)
         if images.count == 0:
             found = f"{len(images.skipped)} unreadable or non-image file(s)" if images.skipped else "no files"
-            raise VitedgeError(f"no readable images in {path} ({found})", f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)})")
+            raise VitedgeError(
+                f"no readable images in {path} ({found})",
+                f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)})",
+            )
         return images
-    raise VitedgeError(f"data source {spec!r} does not exist", "pass cifar10, cifar10:train, a folder of images, or a .npz with x/y")
+    raise VitedgeError(
+        f"data source {spec!r} does not exist", "pass cifar10, cifar10:train, a folder of images, or a .npz with x/y"
+    )
 
 
 def subset_indices(images: ImageSet, count: int | None, *, seed: int = 0) -> np.ndarray:

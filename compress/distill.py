@@ -13,18 +13,18 @@ The same loop is the short "recovery" fine-tune after pruning, low-rank or Nystr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.step import Step, StepData, StepResult, clone, record, require_data, vit_blocks
-from compress.train import EpochLog, LossFn, TrainConfig, train
-from vitedge.errors import VitedgeError
-from vitedge.models import Architecture, LoadedModel, build_architecture, load_model, save_checkpoint
+from ..core.errors import VitedgeError
+from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
+from .step import Step, StepData, StepResult, clone, record, require_data, vit_blocks
+from .train import EpochLog, LossFn, TrainConfig, train
 
 KINDS = ("soft", "hard")
 
@@ -39,21 +39,35 @@ class DistillConfig:
         if self.kind not in KINDS:
             raise VitedgeError(f"unknown distillation kind {self.kind!r}", f"use one of {', '.join(KINDS)}")
         if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
-            raise VitedgeError(f"distillation alpha={self.alpha} must be in [0, 1] and temperature={self.temperature} positive", "e.g. alpha=0.5 temperature=2")
+            raise VitedgeError(
+                f"distillation alpha={self.alpha} must be in [0, 1] and temperature={self.temperature} positive",
+                "e.g. alpha=0.5 temperature=2",
+            )
 
 
 def distillation_loss(teacher: nn.Module, config: DistillConfig, label_smoothing: float) -> LossFn:
     """The training loss: labels plus the teacher's outputs on the student's exact inputs."""
     teacher.eval()
 
-    def loss(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(
+        output: torch.Tensor | tuple[torch.Tensor, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         class_out, distill_out = output if isinstance(output, tuple) else (output, output)
         with torch.no_grad():
             target = teacher(inputs).float()
         supervised = F.cross_entropy(class_out, labels, label_smoothing=label_smoothing)
         if config.kind == "soft":
             tau = config.temperature
-            taught = F.kl_div(F.log_softmax(distill_out / tau, -1), F.log_softmax(target / tau, -1), reduction="batchmean", log_target=True) * tau * tau
+            taught = (
+                F.kl_div(
+                    F.log_softmax(distill_out / tau, -1),
+                    F.log_softmax(target / tau, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * tau
+                * tau
+            )
         else:
             taught = F.cross_entropy(distill_out, target.argmax(-1))
         return (1.0 - config.alpha) * supervised + config.alpha * taught
@@ -62,8 +76,12 @@ def distillation_loss(teacher: nn.Module, config: DistillConfig, label_smoothing
 
 
 def _require_trainable(model: nn.Module, what: str) -> None:
-    if any(p.dtype != torch.float32 for p in model.parameters()) or not any(p.requires_grad for p in model.parameters()):
-        raise VitedgeError(f"{what} needs an fp32 model with trainable weights", "train before quantize-dynamic / fp16 / bf16 steps")
+    if any(p.dtype != torch.float32 for p in model.parameters()) or not any(
+        p.requires_grad for p in model.parameters()
+    ):
+        raise VitedgeError(
+            f"{what} needs an fp32 model with trainable weights", "train before quantize-dynamic / fp16 / bf16 steps"
+        )
 
 
 def distill(
@@ -87,7 +105,18 @@ def distill(
         student.set_distilled_training(True)
     try:
         loss = distillation_loss(teacher, distill_config, config.label_smoothing)
-        return train(student, train_x, train_y, config, checkpoint=checkpoint, resume=resume, test=test, loss_fn=loss, on_epoch=on_epoch, show_progress=show_progress)
+        return train(
+            student,
+            train_x,
+            train_y,
+            config,
+            checkpoint=checkpoint,
+            resume=resume,
+            test=test,
+            loss_fn=loss,
+            on_epoch=on_epoch,
+            show_progress=show_progress,
+        )
     finally:
         if has_token:
             student.set_distilled_training(False)
@@ -120,7 +149,13 @@ DISTILLED_ARCH = "deit_tiny_distilled_patch16_224"  # timm's VisionTransformerDi
 def _short_config(epochs: float, lr: float, batch_size: int, seed: int) -> TrainConfig:
     if epochs <= 0 or int(epochs) != epochs:
         raise VitedgeError(f"epochs={epochs} must be a whole number of at least 1", "e.g. epochs=2")
-    return TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), warmup_epochs=min(0.2, float(epochs)), seed=int(seed))
+    return TrainConfig(
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        warmup_epochs=min(0.2, float(epochs)),
+        seed=int(seed),
+    )
 
 
 def distill_step(
@@ -139,20 +174,50 @@ def distill_step(
     """Recovery fine-tune of a compressed model against its uncompressed self (or `teacher`)."""
     inputs, labels = require_data("distill", data)
     if teacher is None:
-        raise VitedgeError("step distill needs a teacher", "pass teacher=MODEL, or put distill after a compression step in the chain")
-    options = {"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "kind": kind, "alpha": float(alpha), "temperature": float(temperature), "seed": int(seed)}
+        raise VitedgeError(
+            "step distill needs a teacher", "pass teacher=MODEL, or put distill after a compression step in the chain"
+        )
+    options = {
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "kind": kind,
+        "alpha": float(alpha),
+        "temperature": float(temperature),
+        "seed": int(seed),
+    }
     config = _short_config(epochs, lr, batch_size, seed)
-    student, logs = distill(clone(model), teacher, inputs, labels, config, DistillConfig(kind, float(alpha), float(temperature)))
-    return StepResult(student.eval(), record("distill", options, {"final_loss": logs[-1].loss, "train_top1": logs[-1].train_top1, "images": len(inputs)}))
+    student, logs = distill(
+        clone(model), teacher, inputs, labels, config, DistillConfig(kind, float(alpha), float(temperature))
+    )
+    return StepResult(
+        student.eval(),
+        record(
+            "distill", options, {"final_loss": logs[-1].loss, "train_top1": logs[-1].train_top1, "images": len(inputs)}
+        ),
+    )
 
 
-def finetune_step(model: nn.Module, *, data: StepData | None = None, epochs: int = 1, lr: float = 1e-4, batch_size: int = 128, seed: int = 0) -> StepResult:
+def finetune_step(
+    model: nn.Module,
+    *,
+    data: StepData | None = None,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> StepResult:
     """Recovery fine-tune on labels only (the baseline the distill step is compared with)."""
     inputs, labels = require_data("finetune", data)
     _require_trainable(model, "finetune")
     options = {"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed)}
     tuned, logs = train(clone(model), inputs, labels, _short_config(epochs, lr, batch_size, seed))
-    return StepResult(tuned.eval(), record("finetune", options, {"final_loss": logs[-1].loss, "train_top1": logs[-1].train_top1, "images": len(inputs)}))
+    return StepResult(
+        tuned.eval(),
+        record(
+            "finetune", options, {"final_loss": logs[-1].loss, "train_top1": logs[-1].train_top1, "images": len(inputs)}
+        ),
+    )
 
 
 _TRAINING = {
@@ -175,23 +240,36 @@ STEPS: dict[str, Step] = {
         },
         uses=("data", "teacher"),
     ),
-    "finetune": Step(finetune_step, "recovery fine-tune on labels only; needs --data", options=_TRAINING, uses=("data",)),
+    "finetune": Step(
+        finetune_step, "recovery fine-tune on labels only; needs --data", options=_TRAINING, uses=("data",)
+    ),
 }
 
 
-def make_student(teacher: LoadedModel, *, student: str | None, width: float, distill_token: bool, seed: int = 0) -> LoadedModel:
+def make_student(
+    teacher: LoadedModel, *, student: str | None, width: float, distill_token: bool, seed: int = 0
+) -> LoadedModel:
     """The student: a given model spec (e.g. a pruned checkpoint), or the teacher's
     architecture at `width`× (optionally with a distillation token), freshly initialised."""
     if student is not None:
+        from .registry import load_model  # the registry gathers this module's STEPS
+
         loaded = load_model(student)
         if tuple(loaded.data_config.input_size) != tuple(teacher.data_config.input_size):
-            raise VitedgeError(f"student input {loaded.data_config.input_size} differs from the teacher's {teacher.data_config.input_size}", "distil between models that take the same images")
+            raise VitedgeError(
+                f"student input {loaded.data_config.input_size} differs from the teacher's {teacher.data_config.input_size}",
+                "distil between models that take the same images",
+            )
         return loaded
     vit_blocks(teacher.module, "distill")
     kwargs = student_kwargs(teacher.module, width, distill_token=distill_token)
-    architecture = Architecture(DISTILLED_ARCH if distill_token else teacher.architecture.name, {**teacher.architecture.kwargs, **kwargs})
+    architecture = Architecture(
+        DISTILLED_ARCH if distill_token else teacher.architecture.name, {**teacher.architecture.kwargs, **kwargs}
+    )
     torch.manual_seed(seed)
-    return LoadedModel(build_architecture(architecture), teacher.data_config, f"student of {teacher.spec}", architecture)
+    return LoadedModel(
+        build_architecture(architecture), teacher.data_config, f"student of {teacher.spec}", architecture
+    )
 
 
 def distill_to_file(
@@ -211,15 +289,29 @@ def distill_to_file(
     command: str = "vitedge distill",
 ) -> tuple[LoadedModel, list[EpochLog]]:
     """`vitedge distill`: train a student against a teacher on `data`, save it to `out`."""
-    from calibration.sources import open_source
-    from vitedge.training import images_to_tensors
+    from ..calibration.sources import open_source
+    from .registry import load_model
+    from .train import images_to_tensors
 
     teacher = load_model(teacher_spec)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
     train_x, train_y = images_to_tensors(open_source(data), teacher.data_config)
     test = images_to_tensors(open_source(test_data), teacher.data_config) if test_data else None
-    module, logs = distill(pupil.module, teacher.module, train_x, train_y, config, distill_config, checkpoint=checkpoint, resume=resume, test=test, on_epoch=on_epoch)
-    trained = LoadedModel(module.eval(), pupil.data_config, str(out), pupil.architecture, pupil.steps, pupil.source_sha256)
+    module, logs = distill(
+        pupil.module,
+        teacher.module,
+        train_x,
+        train_y,
+        config,
+        distill_config,
+        checkpoint=checkpoint,
+        resume=resume,
+        test=test,
+        on_epoch=on_epoch,
+    )
+    trained = LoadedModel(
+        module.eval(), pupil.data_config, str(out), pupil.architecture, pupil.steps, pupil.source_sha256
+    )
     final = logs[-1] if logs else None
     save_checkpoint(
         trained,

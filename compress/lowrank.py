@@ -10,8 +10,8 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
-from compress.step import Step, StepRecord, StepResult, clone, record, set_module
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .step import Step, StepRecord, StepResult, clone, record, set_module
 
 DEFAULT_LAYERS = "blocks.*"
 
@@ -49,19 +49,32 @@ def factorize(linear: nn.Linear, rank: int) -> LowRankLinear:
     return factored
 
 
-def lowrank(model: nn.Module, *, rank: int | None = None, energy: float | None = None, layers: str = DEFAULT_LAYERS) -> StepResult:
+def lowrank(
+    model: nn.Module, *, rank: int | None = None, energy: float | None = None, layers: str = DEFAULT_LAYERS
+) -> StepResult:
     """Factor every nn.Linear whose name matches the glob `layers` (default: all in the
     transformer blocks, so the classifier head keeps full rank)."""
     if (rank is None) == (energy is None):
-        raise VitedgeError("lowrank needs exactly one of rank= or energy=", "e.g. lowrank:rank=32 or lowrank:energy=0.9")
+        raise VitedgeError(
+            "lowrank needs exactly one of rank= or energy=", "e.g. lowrank:rank=32 or lowrank:energy=0.9"
+        )
     if rank is not None and int(rank) < 1:
         raise VitedgeError(f"lowrank: rank={rank} must be at least 1", "e.g. lowrank:rank=32")
     if energy is not None and not 0.0 < float(energy) <= 1.0:
-        raise VitedgeError(f"lowrank: energy={energy} must be in (0, 1]", "e.g. lowrank:energy=0.9 keeps 90% of the spectral energy")
+        raise VitedgeError(
+            f"lowrank: energy={energy} must be in (0, 1]", "e.g. lowrank:energy=0.9 keeps 90% of the spectral energy"
+        )
     model = clone(model)
-    targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear and fnmatchcase(name, layers)]
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type(module) is nn.Linear and fnmatchcase(name, layers)
+    ]
     if not targets:
-        raise VitedgeError(f"lowrank: no nn.Linear matches layers={layers!r}", "use a glob over module names, e.g. layers=blocks.*.mlp.*")
+        raise VitedgeError(
+            f"lowrank: no nn.Linear matches layers={layers!r}",
+            "use a glob over module names, e.g. layers=blocks.*.mlp.*",
+        )
     ranks: dict[str, int] = {}
     skipped: list[str] = []
     for name, linear in targets:
@@ -81,7 +94,9 @@ def lowrank(model: nn.Module, *, rank: int | None = None, energy: float | None =
 def _rebuild(model: nn.Module, step: StepRecord) -> nn.Module:
     for name, chosen in step["structure"]["ranks"].items():
         linear = model.get_submodule(name)
-        set_module(model, name, LowRankLinear(linear.in_features, linear.out_features, int(chosen), linear.bias is not None))
+        set_module(
+            model, name, LowRankLinear(linear.in_features, linear.out_features, int(chosen), linear.bias is not None)
+        )
     return model
 
 

@@ -17,8 +17,8 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 
-from compress.step import Step, StepRecord, StepResult, clone, record, vit_blocks
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .step import Step, StepRecord, StepResult, clone, record, vit_blocks
 
 
 @lru_cache(maxsize=64)
@@ -26,7 +26,10 @@ def segment_means(tokens: int, landmarks: int) -> torch.Tensor:
     """An m×N matrix whose row i averages the i-th of m contiguous, near-equal segments
     (cached: built once per shape, a constant in traced exports; never modified)."""
     bounds = [(i * tokens) // landmarks for i in range(landmarks + 1)]
-    rows = [[1.0 / (bounds[i + 1] - bounds[i]) if bounds[i] <= t < bounds[i + 1] else 0.0 for t in range(tokens)] for i in range(landmarks)]
+    rows = [
+        [1.0 / (bounds[i + 1] - bounds[i]) if bounds[i] <= t < bounds[i + 1] else 0.0 for t in range(tokens)]
+        for i in range(landmarks)
+    ]
     return torch.tensor(rows)
 
 
@@ -46,9 +49,19 @@ class NystromAttention(nn.Module):
 
     def __init__(self, attention: nn.Module, landmarks: int, iterations: int = 6) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.attn_dim, self.scale = attention.num_heads, attention.head_dim, attention.attn_dim, attention.scale
+        self.num_heads, self.head_dim, self.attn_dim, self.scale = (
+            attention.num_heads,
+            attention.head_dim,
+            attention.attn_dim,
+            attention.scale,
+        )
         self.qkv, self.q_norm, self.k_norm = attention.qkv, attention.q_norm, attention.k_norm
-        self.attn_drop, self.norm, self.proj, self.proj_drop = attention.attn_drop, attention.norm, attention.proj, attention.proj_drop
+        self.attn_drop, self.norm, self.proj, self.proj_drop = (
+            attention.attn_drop,
+            attention.norm,
+            attention.proj,
+            attention.proj_drop,
+        )
         self.gate = getattr(attention, "gate", None)
         self.landmarks, self.iterations = landmarks, iterations
 
@@ -76,15 +89,22 @@ class NystromAttention(nn.Module):
 
 
 def _swap(model: nn.Module, landmarks: int, iterations: int) -> nn.Module:
-    from compress.tokens import TokenReductionBlocks
     from timm.models.vision_transformer import Attention
+
+    from .tokens import TokenReductionBlocks
 
     blocks = vit_blocks(model, "nystrom")
     if isinstance(blocks, TokenReductionBlocks):
-        raise VitedgeError("nystrom cannot follow tokens (token merging computes its own attention)", "apply nystrom first, or drop one of them")
+        raise VitedgeError(
+            "nystrom cannot follow tokens (token merging computes its own attention)",
+            "apply nystrom first, or drop one of them",
+        )
     for block in blocks:
         if not isinstance(block.attn, Attention):
-            raise VitedgeError(f"nystrom replaces timm Attention, this block has {type(block.attn).__name__}", "apply nystrom to a plain timm ViT")
+            raise VitedgeError(
+                f"nystrom replaces timm Attention, this block has {type(block.attn).__name__}",
+                "apply nystrom to a plain timm ViT",
+            )
         block.attn = NystromAttention(block.attn, landmarks, iterations)
     return model
 
@@ -92,7 +112,10 @@ def _swap(model: nn.Module, landmarks: int, iterations: int) -> nn.Module:
 def nystrom(model: nn.Module, *, landmarks: int = 16, iterations: int = 6) -> StepResult:
     """Replace every block's attention by Nyström attention with `landmarks` landmarks."""
     if int(landmarks) < 1 or int(iterations) < 1:
-        raise VitedgeError(f"nystrom: landmarks={landmarks} and iterations={iterations} must be at least 1", "e.g. nystrom:landmarks=16")
+        raise VitedgeError(
+            f"nystrom: landmarks={landmarks} and iterations={iterations} must be at least 1",
+            "e.g. nystrom:landmarks=16",
+        )
     options = {"landmarks": int(landmarks), "iterations": int(iterations)}
     return StepResult(_swap(clone(model), **options).eval(), record("nystrom", options))
 
@@ -106,6 +129,9 @@ STEPS: dict[str, Step] = {
         nystrom,
         "Nyströmformer attention with m segment-mean landmarks (same weights; O(N·m) instead of O(N²))",
         rebuild=_rebuild,
-        options={"landmarks": "number of landmarks m (default 16)", "iterations": "pseudo-inverse iterations (default 6)"},
+        options={
+            "landmarks": "number of landmarks m (default 16)",
+            "iterations": "pseudo-inverse iterations (default 6)",
+        },
     ),
 }

@@ -9,31 +9,46 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration.preprocess import DataConfig, preprocess_batch
-from compress.registry import apply_steps, parse_step_spec
-from compress.step import StepData
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel, load_model, save_checkpoint
+from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..core.errors import VitedgeError
+from ..models import LoadedModel, save_checkpoint
+from .registry import apply_steps, load_model, parse_step_spec
+from .step import StepData
 
 
 def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
     """Labelled images from any source, preprocessed for the model: (inputs, labels)."""
-    from calibration.sources import open_source, subset_indices
+    from ..calibration.sources import open_source, subset_indices
 
     images = open_source(spec)
     if images.labels is None:
-        raise VitedgeError(f"{images.name} has no labels", "steps that use data need labels: cifar10:train, a .npz with y, or one subfolder per class")
+        raise VitedgeError(
+            f"{images.name} has no labels",
+            "steps that use data need labels: cifar10:train, a .npz with y, or one subfolder per class",
+        )
     indices = subset_indices(images, count or None, seed=seed)
     inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
     labels = np.asarray(images.labels, dtype=np.int64)[indices]
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
-def compress_to_file(model: str, steps: list[str], out: Path, *, data: str | None = None, data_count: int | None = None, arch: str | None = None, **extra: Any) -> LoadedModel:
+def compress_to_file(
+    model: str,
+    steps: list[str],
+    out: Path,
+    *,
+    data: str | None = None,
+    data_count: int | None = None,
+    arch: str | None = None,
+    **extra: Any,
+) -> LoadedModel:
     """`vitedge compress`: load `model`, apply `steps` (spec strings), save to `out`."""
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise VitedgeError(f"--out {out} must end in .safetensors", "compressed models are saved as .safetensors with their step records")
+        raise VitedgeError(
+            f"--out {out} must end in .safetensors",
+            "compressed models are saved as .safetensors with their step records",
+        )
     specs = [parse_step_spec(spec) for spec in steps]
     if not specs:
         raise VitedgeError("no --step given", "e.g. --step prune-structured:ratio=0.25 --step tokens:r=4")

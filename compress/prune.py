@@ -14,21 +14,35 @@ group (Molchanov et al. 2019). The same fraction is removed in every block.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.step import Step, StepData, StepRecord, StepResult, check_ratio, clone, record, require_data, vit_blocks
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .step import (
+    Step,
+    StepData,
+    StepRecord,
+    StepResult,
+    check_ratio,
+    clone,
+    record,
+    require_data,
+    vit_blocks,
+)
 
 DENSE_NOTE = "unstructured zeros are stored densely: runtimes do not get faster, only compressed files shrink"
 Scores = Callable[[nn.Parameter], torch.Tensor]
 
 
 def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    return [(name, module) for name, module in model.named_modules() if name.startswith("blocks.") and type(module) is nn.Linear]
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if name.startswith("blocks.") and type(module) is nn.Linear
+    ]
 
 
 def taylor_gradients(model: nn.Module, data: StepData, samples: int, batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -38,12 +52,16 @@ def taylor_gradients(model: nn.Module, data: StepData, samples: int, batch_size:
     probe = clone(model).eval()
     probe.zero_grad(set_to_none=True)
     for start in range(0, len(inputs), batch_size):
-        loss = F.cross_entropy(probe(inputs[start : start + batch_size]), labels[start : start + batch_size], reduction="sum") / len(inputs)
+        loss = F.cross_entropy(
+            probe(inputs[start : start + batch_size]), labels[start : start + batch_size], reduction="sum"
+        ) / len(inputs)
         loss.backward()
     return {name: param.grad.detach().clone() for name, param in probe.named_parameters() if param.grad is not None}
 
 
-def importance_scores(model: nn.Module, importance: str, data: StepData | None, samples: int, step: str) -> dict[str, torch.Tensor]:
+def importance_scores(
+    model: nn.Module, importance: str, data: StepData | None, samples: int, step: str
+) -> dict[str, torch.Tensor]:
     """Per-weight importance, keyed by parameter name: w² (magnitude) or |w·g| (taylor)."""
     if importance == "magnitude":
         return {name: param.detach() ** 2 for name, param in model.named_parameters()}
@@ -53,7 +71,9 @@ def importance_scores(model: nn.Module, importance: str, data: StepData | None, 
     raise VitedgeError(f"{step}: unknown importance {importance!r}", "use importance=magnitude or importance=taylor")
 
 
-def _unstructured(model: nn.Module, ratio: float, importance: str, data: StepData | None, samples: int, step: str) -> StepResult:
+def _unstructured(
+    model: nn.Module, ratio: float, importance: str, data: StepData | None, samples: int, step: str
+) -> StepResult:
     ratio = check_ratio(step, ratio)
     vit_blocks(model, step)
     model = clone(model)
@@ -70,7 +90,10 @@ def _unstructured(model: nn.Module, ratio: float, importance: str, data: StepDat
             total += weight.numel()
     everything = sum(p.numel() for p in model.parameters())
     structure = {"sparsity": zeros / total, "model_sparsity": zeros / everything, "note": DENSE_NOTE}
-    return StepResult(model.eval(), record(step, {"ratio": ratio, **({"samples": int(samples)} if importance == "taylor" else {})}, structure))
+    return StepResult(
+        model.eval(),
+        record(step, {"ratio": ratio, **({"samples": int(samples)} if importance == "taylor" else {})}, structure),
+    )
 
 
 def prune_magnitude(model: nn.Module, *, ratio: float = 0.5) -> StepResult:
@@ -78,7 +101,9 @@ def prune_magnitude(model: nn.Module, *, ratio: float = 0.5) -> StepResult:
     return _unstructured(model, ratio, "magnitude", None, 0, "prune-magnitude")
 
 
-def prune_taylor(model: nn.Module, *, ratio: float = 0.5, samples: int = 256, data: StepData | None = None) -> StepResult:
+def prune_taylor(
+    model: nn.Module, *, ratio: float = 0.5, samples: int = 256, data: StepData | None = None
+) -> StepResult:
     """Zero the `ratio` weights with the smallest |w·∂L/∂w| on `samples` labelled images."""
     return _unstructured(model, ratio, "taylor", data, samples, "prune-taylor")
 
@@ -123,8 +148,16 @@ def _slice_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
     if isinstance(norm, nn.Identity):
         return norm
     if not isinstance(norm, nn.LayerNorm):
-        raise VitedgeError(f"structured pruning cannot slice a {type(norm).__name__}", "prune a ViT whose inner norms are LayerNorm or absent")
-    sliced = nn.LayerNorm(len(keep), eps=norm.eps, elementwise_affine=norm.elementwise_affine, dtype=norm.weight.dtype if norm.weight is not None else None)
+        raise VitedgeError(
+            f"structured pruning cannot slice a {type(norm).__name__}",
+            "prune a ViT whose inner norms are LayerNorm or absent",
+        )
+    sliced = nn.LayerNorm(
+        len(keep),
+        eps=norm.eps,
+        elementwise_affine=norm.elementwise_affine,
+        dtype=norm.weight.dtype if norm.weight is not None else None,
+    )
     if norm.elementwise_affine:
         with torch.no_grad():
             sliced.weight.copy_(norm.weight[keep])
@@ -158,12 +191,22 @@ def _check_block(block: nn.Module, heads: bool, mlp: bool) -> None:
     from timm.layers import Mlp
     from timm.models.vision_transformer import Attention
 
-    from compress.nystrom import NystromAttention
+    from .nystrom import NystromAttention
 
-    if heads and not (isinstance(block.attn, (Attention, NystromAttention)) and type(block.attn.qkv) is nn.Linear and type(block.attn.proj) is nn.Linear):
-        raise VitedgeError(f"prune-heads needs timm Attention with plain Linear qkv/proj, found {type(block.attn).__name__}", "prune before lowrank or quantize-dynamic")
+    if heads and not (
+        isinstance(block.attn, (Attention, NystromAttention))
+        and type(block.attn.qkv) is nn.Linear
+        and type(block.attn.proj) is nn.Linear
+    ):
+        raise VitedgeError(
+            f"prune-heads needs timm Attention with plain Linear qkv/proj, found {type(block.attn).__name__}",
+            "prune before lowrank or quantize-dynamic",
+        )
     if mlp and not (type(block.mlp) is Mlp and type(block.mlp.fc1) is nn.Linear and type(block.mlp.fc2) is nn.Linear):
-        raise VitedgeError(f"prune-mlp needs timm's plain Mlp with Linear fc1/fc2, found {type(block.mlp).__name__}", "prune before lowrank or quantize-dynamic; gated MLPs are not supported")
+        raise VitedgeError(
+            f"prune-mlp needs timm's plain Mlp with Linear fc1/fc2, found {type(block.mlp).__name__}",
+            "prune before lowrank or quantize-dynamic; gated MLPs are not supported",
+        )
 
 
 def apply_structure(model: nn.Module, structure: dict[str, dict[str, list[int]]]) -> nn.Module:
@@ -177,7 +220,17 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, list[int]]]
     return model
 
 
-def _structured(model: nn.Module, ratio: float, importance: str, data: StepData | None, samples: int, step: str, *, heads: bool, mlp: bool) -> StepResult:
+def _structured(
+    model: nn.Module,
+    ratio: float,
+    importance: str,
+    data: StepData | None,
+    samples: int,
+    step: str,
+    *,
+    heads: bool,
+    mlp: bool,
+) -> StepResult:
     ratio = check_ratio(step, ratio)
     blocks = vit_blocks(model, step)
     for block in blocks:
@@ -198,21 +251,46 @@ def _structured(model: nn.Module, ratio: float, importance: str, data: StepData 
     before = sum(p.numel() for p in model.parameters())
     pruned = apply_structure(clone(model), structure).eval()
     after = sum(p.numel() for p in pruned.parameters())
-    options = {"ratio": ratio, "importance": importance, **({"samples": int(samples)} if importance == "taylor" else {})}
+    options = {
+        "ratio": ratio,
+        "importance": importance,
+        **({"samples": int(samples)} if importance == "taylor" else {}),
+    }
     return StepResult(pruned, record(step, options, {**structure, "params_before": before, "params_after": after}))
 
 
-def prune_heads(model: nn.Module, *, ratio: float = 0.25, importance: str = "magnitude", samples: int = 256, data: StepData | None = None) -> StepResult:
+def prune_heads(
+    model: nn.Module,
+    *,
+    ratio: float = 0.25,
+    importance: str = "magnitude",
+    samples: int = 256,
+    data: StepData | None = None,
+) -> StepResult:
     """Remove the `ratio` least important attention heads of every block."""
     return _structured(model, ratio, importance, data, samples, "prune-heads", heads=True, mlp=False)
 
 
-def prune_mlp(model: nn.Module, *, ratio: float = 0.25, importance: str = "magnitude", samples: int = 256, data: StepData | None = None) -> StepResult:
+def prune_mlp(
+    model: nn.Module,
+    *,
+    ratio: float = 0.25,
+    importance: str = "magnitude",
+    samples: int = 256,
+    data: StepData | None = None,
+) -> StepResult:
     """Remove the `ratio` least important MLP hidden channels of every block."""
     return _structured(model, ratio, importance, data, samples, "prune-mlp", heads=False, mlp=True)
 
 
-def prune_structured(model: nn.Module, *, ratio: float = 0.25, importance: str = "magnitude", samples: int = 256, data: StepData | None = None) -> StepResult:
+def prune_structured(
+    model: nn.Module,
+    *,
+    ratio: float = 0.25,
+    importance: str = "magnitude",
+    samples: int = 256,
+    data: StepData | None = None,
+) -> StepResult:
     """Remove the `ratio` least important heads and MLP channels of every block."""
     return _structured(model, ratio, importance, data, samples, "prune-structured", heads=True, mlp=True)
 
@@ -230,14 +308,34 @@ _STRUCTURED = {
 }
 
 STEPS: dict[str, Step] = {
-    "prune-magnitude": Step(prune_magnitude, "zero the smallest weights (unstructured; no speedup on dense runtimes)", options=_UNSTRUCTURED),
+    "prune-magnitude": Step(
+        prune_magnitude, "zero the smallest weights (unstructured; no speedup on dense runtimes)", options=_UNSTRUCTURED
+    ),
     "prune-taylor": Step(
         prune_taylor,
         "zero the weights with the smallest |w·grad| on labelled images (unstructured; needs --data)",
         options={**_UNSTRUCTURED, "samples": "images used for the gradients (default 256)"},
         uses=("data",),
     ),
-    "prune-heads": Step(prune_heads, "remove whole attention heads (smaller qkv/proj Linears)", rebuild=_rebuild, options=_STRUCTURED, uses=("data",)),
-    "prune-mlp": Step(prune_mlp, "remove MLP hidden channels (smaller fc1/fc2 Linears)", rebuild=_rebuild, options=_STRUCTURED, uses=("data",)),
-    "prune-structured": Step(prune_structured, "remove attention heads and MLP channels together", rebuild=_rebuild, options=_STRUCTURED, uses=("data",)),
+    "prune-heads": Step(
+        prune_heads,
+        "remove whole attention heads (smaller qkv/proj Linears)",
+        rebuild=_rebuild,
+        options=_STRUCTURED,
+        uses=("data",),
+    ),
+    "prune-mlp": Step(
+        prune_mlp,
+        "remove MLP hidden channels (smaller fc1/fc2 Linears)",
+        rebuild=_rebuild,
+        options=_STRUCTURED,
+        uses=("data",),
+    ),
+    "prune-structured": Step(
+        prune_structured,
+        "remove attention heads and MLP channels together",
+        rebuild=_rebuild,
+        options=_STRUCTURED,
+        uses=("data",),
+    ),
 }

@@ -17,8 +17,8 @@ import torch.nn as nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 
-from compress.step import Step, StepRecord, StepResult, clone, record, set_module
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .step import Step, StepRecord, StepResult, clone, record, set_module
 
 
 class _UnsavedPackedParams(LinearPackedParams):
@@ -35,7 +35,9 @@ class PackedDynamicLinear(DynamicLinear):
     """torch's dynamic int8 Linear whose state dict holds plain tensors: `weight` (int8),
     `weight_scale` (float64), `weight_zero_point` (int64), optional `bias` (float32)."""
 
-    def __init__(self, in_features: int, out_features: int, bias_: bool = True, dtype: torch.dtype = torch.qint8) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias_: bool = True, dtype: torch.dtype = torch.qint8
+    ) -> None:
         super().__init__(in_features, out_features, bias_=bias_, dtype=dtype)
         packed = _UnsavedPackedParams(dtype)
         packed.set_weight_bias(*self._packed_params._weight_bias())
@@ -53,7 +55,9 @@ class PackedDynamicLinear(DynamicLinear):
         if bias is not None:
             destination[prefix + "bias"] = bias.detach().clone()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs) -> None:  # noqa: ANN001, PLR0913 - torch's hook signature
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:  # noqa: ANN001, PLR0913 - torch's hook signature
         names = {key: prefix + key for key in ("weight", "weight_scale", "weight_zero_point", "bias")}
         has_bias = self.bias() is not None
         wanted = ["weight", "weight_scale", "weight_zero_point"] + (["bias"] if has_bias else [])
@@ -61,21 +65,31 @@ class PackedDynamicLinear(DynamicLinear):
         if missing:
             missing_keys.extend(missing)
             return
-        values, scale, zero_point = state_dict[names["weight"]], state_dict[names["weight_scale"]], state_dict[names["weight_zero_point"]]
+        values, scale, zero_point = (
+            state_dict[names["weight"]],
+            state_dict[names["weight_scale"]],
+            state_dict[names["weight_zero_point"]],
+        )
         if tuple(values.shape) != (self.out_features, self.in_features):
-            error_msgs.append(f"size mismatch for {names['weight']}: {tuple(values.shape)} in the file, {(self.out_features, self.in_features)} in the model")
+            error_msgs.append(
+                f"size mismatch for {names['weight']}: {tuple(values.shape)} in the file, {(self.out_features, self.in_features)} in the model"
+            )
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if scale.numel() == 1:
-                weight = torch._make_per_tensor_quantized_tensor(values.to(torch.int8), float(scale.item()), int(zero_point.item()))
+                weight = torch._make_per_tensor_quantized_tensor(
+                    values.to(torch.int8), float(scale.item()), int(zero_point.item())
+                )
             else:
-                weight = torch._make_per_channel_quantized_tensor(values.to(torch.int8), scale.double(), zero_point.long(), 0)
+                weight = torch._make_per_channel_quantized_tensor(
+                    values.to(torch.int8), scale.double(), zero_point.long(), 0
+                )
         bias = state_dict[names["bias"]].float() if has_bias else None
         self.set_weight_bias(weight, bias)
 
     @classmethod
-    def packed(cls, module: DynamicLinear) -> "PackedDynamicLinear":
+    def packed(cls, module: DynamicLinear) -> PackedDynamicLinear:
         weight, bias = module._weight_bias()
         new = cls(module.in_features, module.out_features, bias_=bias is not None, dtype=torch.qint8)
         new.set_weight_bias(weight, bias)
@@ -84,14 +98,22 @@ class PackedDynamicLinear(DynamicLinear):
 
 def quantize_dynamic(model: nn.Module, *, per_channel: bool = False) -> StepResult:
     """int8 weights, activations quantized on the fly per batch: about 4× smaller Linears."""
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+    )
     from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
 
     if any(p.dtype != torch.float32 for p in model.parameters()):
-        raise VitedgeError("quantize-dynamic needs an fp32 model", "apply quantize-dynamic before fp16/bf16, or drop the cast")
+        raise VitedgeError(
+            "quantize-dynamic needs an fp32 model", "apply quantize-dynamic before fp16/bf16, or drop the cast"
+        )
     names = [name for name, module in model.named_modules() if type(module) is nn.Linear]
     if not names:
-        raise VitedgeError(f"quantize-dynamic found no Linear layers in {type(model).__name__}", "dynamic quantization only changes nn.Linear layers")
+        raise VitedgeError(
+            f"quantize-dynamic found no Linear layers in {type(model).__name__}",
+            "dynamic quantization only changes nn.Linear layers",
+        )
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,7 +129,13 @@ def _rebuild_dynamic(model: nn.Module, step: StepRecord) -> nn.Module:
         warnings.simplefilter("ignore")
         for name in step["structure"]["layers"]:
             linear = model.get_submodule(name)
-            set_module(model, name, PackedDynamicLinear(linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8))
+            set_module(
+                model,
+                name,
+                PackedDynamicLinear(
+                    linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8
+                ),
+            )
     return model
 
 

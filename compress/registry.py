@@ -9,12 +9,20 @@ from typing import Any
 
 import torch.nn as nn
 
-from compress import distill, lowrank, nystrom, prune, quantize, tokens
-from compress.step import Step, StepData, StepRecord
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel, load_model
+from .. import models
+from ..core.errors import VitedgeError
+from ..models import LoadedModel, StepReplay
+from . import distill, lowrank, nystrom, prune, quantize, tokens
+from .step import Step, StepData, StepRecord
 
-STEPS: dict[str, Step] = {**quantize.STEPS, **lowrank.STEPS, **nystrom.STEPS, **prune.STEPS, **tokens.STEPS, **distill.STEPS}
+STEPS: dict[str, Step] = {
+    **quantize.STEPS,
+    **lowrank.STEPS,
+    **nystrom.STEPS,
+    **prune.STEPS,
+    **tokens.STEPS,
+    **distill.STEPS,
+}
 
 
 def get_step(name: str) -> Step:
@@ -47,7 +55,10 @@ def parse_step_spec(spec: str) -> tuple[str, dict[str, bool | int | float | str]
         key, equals, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not equals or not value.strip():
-            raise VitedgeError(f"step option {item!r} in {spec!r} is not key=value", f"e.g. {name}:{next(iter(step.options), 'key')}=VALUE")
+            raise VitedgeError(
+                f"step option {item!r} in {spec!r} is not key=value",
+                f"e.g. {name}:{next(iter(step.options), 'key')}=VALUE",
+            )
         if key not in step.options:
             valid = ", ".join(step.options) or "none"
             raise VitedgeError(f"step {name} has no option {key!r}", f"options of {name}: {valid}")
@@ -55,7 +66,14 @@ def parse_step_spec(spec: str) -> tuple[str, dict[str, bool | int | float | str]
     return name.strip(), options
 
 
-def apply_step(loaded: LoadedModel, name: str, options: dict[str, Any], *, data: StepData | None = None, teacher: nn.Module | None = None) -> LoadedModel:
+def apply_step(
+    loaded: LoadedModel,
+    name: str,
+    options: dict[str, Any],
+    *,
+    data: StepData | None = None,
+    teacher: nn.Module | None = None,
+) -> LoadedModel:
     """One step on a loaded model; the input model is left untouched."""
     step = get_step(name)
     options = dict(options)
@@ -67,18 +85,25 @@ def apply_step(loaded: LoadedModel, name: str, options: dict[str, Any], *, data:
         context["data"] = data
     unknown = [key for key in options if key not in step.options]
     if unknown:
-        raise VitedgeError(f"step {name} has no option {unknown[0]!r}", f"options of {name}: {', '.join(step.options) or 'none'}")
+        raise VitedgeError(
+            f"step {name} has no option {unknown[0]!r}", f"options of {name}: {', '.join(step.options) or 'none'}"
+        )
     try:
         result = step.apply(loaded.module, **options, **context)
     except ValueError as exc:  # an option value that does not convert, e.g. ratio=lots
-        raise VitedgeError(f"step {name} rejected its options {options}: {exc}", f"options of {name}: {', '.join(step.options) or 'none'}") from None
+        raise VitedgeError(
+            f"step {name} rejected its options {options}: {exc}",
+            f"options of {name}: {', '.join(step.options) or 'none'}",
+        ) from None
     record = result.record
     if teacher_spec is not None:
         record = {**record, "options": {**record["options"], "teacher": str(teacher_spec)}}
     return loaded.with_module(result.model, record)
 
 
-def apply_steps(loaded: LoadedModel, specs: list[tuple[str, dict[str, Any]]], *, data: StepData | None = None) -> LoadedModel:
+def apply_steps(
+    loaded: LoadedModel, specs: list[tuple[str, dict[str, Any]]], *, data: StepData | None = None
+) -> LoadedModel:
     """Apply `specs` in order (each step checks the model kinds it supports: the casts and
     dynamic int8 work on any module, the rest need a timm ViT). A `distill` step's default
     teacher is the model the chain started from, so `prune-structured` then `distill` is a
@@ -105,3 +130,12 @@ def restore_after_load(model: nn.Module, records: list[StepRecord]) -> nn.Module
         if step.after_load is not None:
             model = step.after_load(model, record)
     return model
+
+
+REPLAY = StepReplay(restore_before_load, restore_after_load)
+
+
+def load_model(spec: str, *, pretrained: bool = False, arch: str | None = None) -> LoadedModel:
+    """Any model spec the CLI accepts, with a compressed checkpoint's recorded steps rebuilt:
+    the loader every layer above compress uses."""
+    return models.load_model(spec, pretrained=pretrained, arch=arch, replay=REPLAY)

@@ -14,15 +14,16 @@ N×3×H×W float32 inputs and int64 labels) or a teacher module. A step lists th
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..models import StepRecord
 
-StepRecord = dict[str, Any]  # {"name": str, "options": {...}, "structure": {...}}
 StepData = tuple[torch.Tensor, torch.Tensor]  # (normalized N×3×H×W float32 inputs, int64 labels)
 
 
@@ -56,7 +57,10 @@ def vit_blocks(model: nn.Module, step: str) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(model, VisionTransformer):
-        raise VitedgeError(f"step {step} needs a timm Vision Transformer, got {type(model).__name__}", "use a timm ViT/DeiT model or vitedge-cifar10")
+        raise VitedgeError(
+            f"step {step} needs a timm Vision Transformer, got {type(model).__name__}",
+            "use a timm ViT/DeiT model or vitedge-cifar10",
+        )
     return model.blocks
 
 
@@ -76,5 +80,8 @@ def check_ratio(step: str, ratio: float, *, upper: float = 1.0) -> float:
 
 def require_data(step: str, data: StepData | None) -> StepData:
     if data is None:
-        raise VitedgeError(f"step {step} needs images (calibration or training data)", "pass --data cifar10:train (or a folder / .npz with labels)")
+        raise VitedgeError(
+            f"step {step} needs images (calibration or training data)",
+            "pass --data cifar10:train (or a folder / .npz with labels)",
+        )
     return data

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.step import Step, StepRecord, StepResult, clone, record, vit_blocks
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .step import Step, StepRecord, StepResult, clone, record, vit_blocks
 
 MODES = ("merge", "drop")
 # While `decision_margins` runs, each reducing block appends, per image, the smallest gap
@@ -52,7 +52,9 @@ def _record_margins(ranked: torch.Tensor, *more: torch.Tensor) -> None:
 
 def has_discrete_choices(module: nn.Module) -> bool:
     """Whether the model makes data-dependent discrete choices (which tokens to merge or drop)."""
-    return any(isinstance(child, TokenReductionBlocks) and any(block.r > 0 for block in child) for child in module.modules())
+    return any(
+        isinstance(child, TokenReductionBlocks) and any(block.r > 0 for block in child) for child in module.modules()
+    )
 
 
 def decision_margins(module: nn.Module, inputs: np.ndarray, *, batch_size: int = 50) -> np.ndarray | None:
@@ -69,14 +71,18 @@ def decision_margins(module: nn.Module, inputs: np.ndarray, *, batch_size: int =
         token = _MARGINS.set(log)
         try:
             with torch.inference_mode():
-                module.eval()(torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)))
+                module.eval()(
+                    torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32))
+                )
         finally:
             _MARGINS.reset(token)
         margins.append(torch.stack(log).amin(dim=0).double().numpy())
     return np.concatenate(margins)
 
 
-def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.Tensor | None, *, need_keys: bool, need_probs: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def attention_with_keys(
+    attention: nn.Module, x: torch.Tensor, log_size: torch.Tensor | None, *, need_keys: bool, need_probs: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """timm Attention's computation, also returning, if asked, the head-averaged keys (ToMe's
     similarity metric) and the attention probabilities; `log_size` (B×N×1) biases every key's
     logit (proportional attention). Without probabilities it uses the fused kernel."""
@@ -92,14 +98,18 @@ def attention_with_keys(attention: nn.Module, x: torch.Tensor, log_size: torch.T
         probs = attention.attn_drop((logits + bias if bias is not None else logits).softmax(-1))
         out = probs @ v
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=attention.attn_drop.p if attention.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=attention.attn_drop.p if attention.training else 0.0
+        )
     out = attention.norm(out.transpose(1, 2).reshape(-1, tokens, attention.attn_dim))
     if gate is not None:
         out = out * gate
     return attention.proj_drop(attention.proj(out)), k.mean(1) if need_keys else None, probs
 
 
-def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def bipartite_merge(
+    x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ToMe's bipartite soft matching on (prefix-free) tokens: split into alternate sets A/B,
     merge the r A-tokens most similar to some B-token into it (size-weighted average).
 
@@ -132,7 +142,9 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r
     return values[..., :-1] / size, size
 
 
-def attention_drop(x: torch.Tensor, size: torch.Tensor, importance: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_drop(
+    x: torch.Tensor, size: torch.Tensor, importance: torch.Tensor, r: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the tokens with the highest `importance` (B×N), dropping r (at least one stays)."""
     tokens = int(x.shape[1])  # static; see bipartite_merge
     keep = tokens - min(r, tokens - 1)
@@ -155,13 +167,21 @@ class TokenReductionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         merge, reduce = self.mode == "merge", self.r > 0
-        out, keys, probs = attention_with_keys(self.attn, self.norm1(x), size.log() if merge else None, need_keys=merge and reduce, need_probs=not merge and reduce)
+        out, keys, probs = attention_with_keys(
+            self.attn,
+            self.norm1(x),
+            size.log() if merge else None,
+            need_keys=merge and reduce,
+            need_probs=not merge and reduce,
+        )
         x = x + self.drop_path1(self.ls1(out))
         if reduce:
             x, size = self._reduce(x, size, keys, probs)
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), size
 
-    def _reduce(self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor | None, probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reduce(
+        self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor | None, probs: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Merge (with `keys`) or drop (with `probs`) r of the non-prefix tokens."""
         if self.prefix:  # prefix tokens are set aside (no empty slices when there are none)
             head, head_size = x[:, : self.prefix], size[:, : self.prefix]
@@ -204,11 +224,19 @@ def _swap(model: nn.Module, r: int, mode: str, blocks: int | None) -> nn.Module:
         raise VitedgeError("tokens is already applied to this model", "use one tokens step with the r you want")
     for block in originals:
         if type(block) is not Block or not isinstance(block.attn, Attention):
-            raise VitedgeError(f"tokens needs timm's plain Block and Attention, found {type(block).__name__}/{type(block.attn).__name__}", "apply tokens to a timm ViT (before nystrom is not supported)")
+            raise VitedgeError(
+                f"tokens needs timm's plain Block and Attention, found {type(block).__name__}/{type(block.attn).__name__}",
+                "apply tokens to a timm ViT (before nystrom is not supported)",
+            )
     prefix = int(model.num_prefix_tokens)
     # A plain mean after an Identity final norm can be size-weighted exactly (see forward).
-    weighted = model.global_pool == "avg" and isinstance(model.norm, nn.Identity) and getattr(model, "attn_pool", None) is None
-    reduced = [TokenReductionBlock(block, r if blocks is None or index < blocks else 0, mode, prefix) for index, block in enumerate(originals)]
+    weighted = (
+        model.global_pool == "avg" and isinstance(model.norm, nn.Identity) and getattr(model, "attn_pool", None) is None
+    )
+    reduced = [
+        TokenReductionBlock(block, r if blocks is None or index < blocks else 0, mode, prefix)
+        for index, block in enumerate(originals)
+    ]
     model.blocks = TokenReductionBlocks(reduced, prefix, weighted)
     return model
 
@@ -222,7 +250,10 @@ def tokens(model: nn.Module, *, r: int = 4, mode: str = "merge", blocks: int | N
         raise VitedgeError(f"tokens: r={r} must be 0 or more", "e.g. tokens:r=4")
     depth = len(vit_blocks(model, "tokens"))
     if blocks is not None and not 1 <= int(blocks) <= depth:
-        raise VitedgeError(f"tokens: blocks={blocks} must be between 1 and the model's {depth} blocks", "e.g. tokens:r=12,blocks=3, or leave blocks out to reduce in every block")
+        raise VitedgeError(
+            f"tokens: blocks={blocks} must be between 1 and the model's {depth} blocks",
+            "e.g. tokens:r=12,blocks=3, or leave blocks out to reduce in every block",
+        )
     options = {"r": int(r), "mode": mode, "blocks": None if blocks is None else int(blocks)}
     reduced = _swap(clone(model), **options).eval()
     counts, current = [], int(reduced.patch_embed.num_patches)
@@ -234,7 +265,9 @@ def tokens(model: nn.Module, *, r: int = 4, mode: str = "merge", blocks: int | N
 
 def _rebuild(model: nn.Module, step: StepRecord) -> nn.Module:
     blocks = step["options"].get("blocks")  # absent in checkpoints written before the option existed
-    return _swap(model, int(step["options"]["r"]), str(step["options"]["mode"]), None if blocks is None else int(blocks))
+    return _swap(
+        model, int(step["options"]["r"]), str(step["options"]["mode"]), None if blocks is None else int(blocks)
+    )
 
 
 STEPS: dict[str, Step] = {

@@ -12,18 +12,27 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
-from vitedge.errors import VitedgeError
+from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..calibration.sources import ImageSet, open_source
+from ..core.errors import VitedgeError
+from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
 
 # (model output on this rank's batch, that batch's augmented inputs, its labels) -> loss; the
 # output is a tuple (class, distillation) for a model with a distillation token.
@@ -80,7 +89,12 @@ def augment(batch: torch.Tensor, generator: torch.Generator, padding: int, flip:
         padded = F.pad(batch, (padding,) * 4, mode="reflect")
         tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
         lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        batch = torch.stack([padded[i, :, t : t + height, l : l + width] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist()))])
+        batch = torch.stack(
+            [
+                padded[i, :, top : top + height, left : left + width]
+                for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True))
+            ]
+        )
     if flip:
         flips = torch.rand(n, generator=generator) < 0.5
         batch = torch.where(flips[:, None, None, None], batch.flip(-1), batch)
@@ -89,9 +103,11 @@ def augment(batch: torch.Tensor, generator: torch.Generator, padding: int, flip:
 
 def to_normalized_tensor(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 N×H×W×3 → float32 N×3×H×W normalized (the same math as calibration.preprocess)."""
-    from calibration.preprocess import DataConfig, normalize
+    from ..calibration.preprocess import DataConfig, normalize
 
-    config = DataConfig(input_size=(3, pixels.shape[1], pixels.shape[2]), mean=tuple(mean), std=tuple(std), crop_pct=1.0, num_classes=0)
+    config = DataConfig(
+        input_size=(3, pixels.shape[1], pixels.shape[2]), mean=tuple(mean), std=tuple(std), crop_pct=1.0, num_classes=0
+    )
     return torch.from_numpy(normalize(pixels, config))
 
 
@@ -150,16 +166,25 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.batch_size % size:
-        raise VitedgeError(f"batch size {config.batch_size} does not split over {size} processes", "pick a batch size divisible by --nproc-per-node")
+        raise VitedgeError(
+            f"batch size {config.batch_size} does not split over {size} processes",
+            "pick a batch size divisible by --nproc-per-node",
+        )
     torch.manual_seed(config.seed)
     loss_fn = loss_fn or default_loss(config.label_smoothing)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or "pos_embed" in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
     wrapped: nn.Module = nn.parallel.DistributedDataParallel(model) if size > 1 else model
     steps_per_epoch = len(train_x) // config.batch_size
     if steps_per_epoch == 0:
-        raise VitedgeError(f"{len(train_x)} training images is fewer than one batch of {config.batch_size}", "lower --batch-size or add data")
+        raise VitedgeError(
+            f"{len(train_x)} training images is fewer than one batch of {config.batch_size}",
+            "lower --batch-size or add data",
+        )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     start_epoch, logs = 0, []
@@ -170,8 +195,21 @@ def train(
         start_epoch = int(state["epoch"])
         logs = [EpochLog(**log) for log in state["logs"]]
     local = config.batch_size // size
-    with Progress(TextColumn("[bold]train[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), disable=not show_progress or rank != 0) as progress:
-        task = progress.add_task("train", total=total_steps, completed=start_epoch * steps_per_epoch, epoch=start_epoch + 1, loss=float("nan"))
+    with Progress(
+        TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        disable=not show_progress or rank != 0,
+    ) as progress:
+        task = progress.add_task(
+            "train",
+            total=total_steps,
+            completed=start_epoch * steps_per_epoch,
+            epoch=start_epoch + 1,
+            loss=float("nan"),
+        )
         for epoch in range(start_epoch, config.epochs):
             began = time.perf_counter()
             generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -196,11 +234,115 @@ def train(
                 seen += local
                 progress.update(task, advance=1, epoch=epoch + 1, loss=loss_sum / seen)
             test_top1 = evaluate_top1(model, *test) if test is not None and rank == 0 else None
-            log = EpochLog(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_top1, lr, time.perf_counter() - began)
+            log = EpochLog(
+                epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_top1, lr, time.perf_counter() - began
+            )
             logs.append(log)
             if checkpoint is not None and rank == 0:
-                _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "logs": [asdict(x) for x in logs]}, checkpoint)
+                _atomic_torch_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch + 1,
+                        "logs": [asdict(x) for x in logs],
+                    },
+                    checkpoint,
+                )
             if on_epoch is not None and rank == 0:
                 on_epoch(log)
     model.eval()
     return model, logs
+
+
+# ---------------------------------------------------------------- `vitedge train`: a ViT from scratch
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def cifar_vit_architecture(
+    *,
+    img_size: int = 32,
+    patch_size: int = 4,
+    embed_dim: int = 128,
+    depth: int = 6,
+    num_heads: int = 4,
+    mlp_ratio: float = 2.0,
+    num_classes: int = 10,
+    class_token: bool = False,
+    global_pool: str = "avg",
+) -> Architecture:
+    """A small timm ViT for low-resolution images: no class token, average-pooled tokens
+    (64 tokens at 32×32/patch 4, which token merging and Nyström landmarks divide evenly)."""
+    return Architecture(
+        "vit_tiny_patch16_224",
+        {
+            "img_size": img_size,
+            "patch_size": patch_size,
+            "embed_dim": embed_dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_ratio": mlp_ratio,
+            "num_classes": num_classes,
+            "class_token": class_token,
+            "global_pool": global_pool,
+        },
+    )
+
+
+def images_to_tensors(images: ImageSet, config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    if images.labels is None:
+        raise VitedgeError(
+            f"{images.name} has no labels",
+            "training needs labelled data: cifar10:train, a .npz with y, or one subfolder per class",
+        )
+    inputs = preprocess_batch((images.get(i) for i in range(images.count)), config)
+    return torch.from_numpy(inputs), torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
+
+
+def train_classifier(
+    architecture: Architecture,
+    *,
+    data: str,
+    test_data: str | None,
+    config: TrainConfig,
+    out: Path,
+    checkpoint: Path | None,
+    resume: bool,
+    command: str,
+    mean: tuple[float, float, float] = CIFAR10_MEAN,
+    std: tuple[float, float, float] = CIFAR10_STD,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> tuple[LoadedModel, list[EpochLog]]:
+    train_images = open_source(data)
+    img_size = int(architecture.kwargs.get("img_size", 224))
+    labels = train_images.class_names or tuple(
+        str(i) for i in range(int(train_images.labels.max()) + 1 if train_images.labels is not None else 0)
+    )
+    data_config = DataConfig(
+        input_size=(3, img_size, img_size),
+        interpolation="bicubic",
+        mean=mean,
+        std=std,
+        crop_pct=1.0,
+        num_classes=len(labels),
+        labels=labels,
+    )
+    architecture = Architecture(architecture.name, {**architecture.kwargs, "num_classes": len(labels)})
+    train_x, train_y = images_to_tensors(train_images, data_config)
+    test = images_to_tensors(open_source(test_data), data_config) if test_data else None
+    module = build_architecture(architecture)
+    module, logs = train(
+        module, train_x, train_y, config, checkpoint=checkpoint, resume=resume, test=test, on_epoch=on_epoch
+    )
+    loaded = LoadedModel(module, data_config, str(out), architecture)
+    final = logs[-1] if logs else None
+    save_checkpoint(
+        loaded,
+        out,
+        made_by=command,
+        train_config=config.__dict__,
+        test_top1=final.test_top1 if final else None,
+        train_data=data,
+    )
+    return loaded, logs

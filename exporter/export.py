@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from calibration.calibset import CalibrationSet
-from exporter.artifact import atomic_folder, write_manifest
-from exporter.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel, require_vit
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
+from ..core.io import atomic_folder
+from ..core.manifest import write_manifest
+from ..models import LoadedModel, require_vit
+from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 FORMATS = {"onnx": ("fp32", "int8-dynamic", "int8-static"), "openvino": ("fp32", "fp16", "bf16", "int8")}
 NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8")}
@@ -60,9 +62,13 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.opset < 17:
-            raise VitedgeError(f"opset {self.opset} is too old", "use --opset 17 or newer (LayerNormalization needs 17)")
+            raise VitedgeError(
+                f"opset {self.opset} is too old", "use --opset 17 or newer (LayerNormalization needs 17)"
+            )
         if self.batch != "dynamic" and (not isinstance(self.batch, int) or self.batch < 1):
-            raise VitedgeError(f"batch must be 'dynamic' or a positive integer, not {self.batch!r}", "use --batch dynamic or --batch 8")
+            raise VitedgeError(
+                f"batch must be 'dynamic' or a positive integer, not {self.batch!r}", "use --batch dynamic or --batch 8"
+            )
 
 
 Writer = Callable[[LoadedModel, Path, "CalibrationSet | None", ExportOptions, dict[str, str]], dict[str, Any]]
@@ -79,20 +85,52 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _onnx_fp32(loaded: LoadedModel, folder: Path, calibration: CalibrationSet | None, options: ExportOptions, metadata: dict[str, str]) -> dict[str, Any]:
-    export_onnx(loaded.module, folder / ONNX_FILE, input_size=loaded.data_config.input_size, opset=options.opset, batch=options.batch, metadata=metadata)
+def _onnx_fp32(
+    loaded: LoadedModel,
+    folder: Path,
+    calibration: CalibrationSet | None,
+    options: ExportOptions,
+    metadata: dict[str, str],
+) -> dict[str, Any]:
+    export_onnx(
+        loaded.module,
+        folder / ONNX_FILE,
+        input_size=loaded.data_config.input_size,
+        opset=options.opset,
+        batch=options.batch,
+        metadata=metadata,
+    )
     return {"model_file": ONNX_FILE, "quantization": None}
 
 
 def _onnx_int8(kind: str) -> Writer:
-    def write(loaded: LoadedModel, folder: Path, calibration: CalibrationSet | None, options: ExportOptions, metadata: dict[str, str]) -> dict[str, Any]:
-        from exporter.onnx import check_onnx
-        from exporter.quantize import quantize_dynamic_onnx, quantize_static_onnx
+    def write(
+        loaded: LoadedModel,
+        folder: Path,
+        calibration: CalibrationSet | None,
+        options: ExportOptions,
+        metadata: dict[str, str],
+    ) -> dict[str, Any]:
+        from .onnx import check_onnx
+        from .quantize import quantize_dynamic_onnx, quantize_static_onnx
 
         with tempfile.TemporaryDirectory(prefix="vitedge-onnx-") as tmp:
-            fp32 = export_onnx(loaded.module, Path(tmp) / ONNX_FILE, input_size=loaded.data_config.input_size, opset=options.opset, batch=options.batch, metadata=metadata)
+            fp32 = export_onnx(
+                loaded.module,
+                Path(tmp) / ONNX_FILE,
+                input_size=loaded.data_config.input_size,
+                opset=options.opset,
+                batch=options.batch,
+                metadata=metadata,
+            )
             if kind == "dynamic":
-                settings = quantize_dynamic_onnx(fp32, folder / ONNX_FILE, per_channel=options.per_channel, op_types=options.op_types, reduce_range=options.reduce_range)
+                settings = quantize_dynamic_onnx(
+                    fp32,
+                    folder / ONNX_FILE,
+                    per_channel=options.per_channel,
+                    op_types=options.op_types,
+                    reduce_range=options.reduce_range,
+                )
             else:
                 assert calibration is not None
                 settings = quantize_static_onnx(
@@ -112,18 +150,36 @@ def _onnx_int8(kind: str) -> Writer:
 
 
 def _openvino(precision: str) -> Writer:
-    def write(loaded: LoadedModel, folder: Path, calibration: CalibrationSet | None, options: ExportOptions, metadata: dict[str, str]) -> dict[str, Any]:
-        from exporter.openvino import convert_openvino, quantize_openvino, save_openvino
+    def write(
+        loaded: LoadedModel,
+        folder: Path,
+        calibration: CalibrationSet | None,
+        options: ExportOptions,
+        metadata: dict[str, str],
+    ) -> dict[str, Any]:
+        from .openvino import convert_openvino, quantize_openvino, save_openvino
 
         model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
         settings: dict[str, Any] | None = None
         if precision == "fp16":
-            settings = {"compress_to_fp16": True, "compute": "weights stored fp16; computed in f32 on CPUs, f16 on GPUs (targets.precision)"}
+            settings = {
+                "compress_to_fp16": True,
+                "compute": "weights stored fp16; computed in f32 on CPUs, f16 on GPUs (targets.precision)",
+            }
         if precision == "bf16":
-            settings = {"compress_to_fp16": False, "compute": "f32 weights; computed in bf16 (INFERENCE_PRECISION_HINT=bf16), on CPUs with native bf16 only"}
+            settings = {
+                "compress_to_fp16": False,
+                "compute": "f32 weights; computed in bf16 (INFERENCE_PRECISION_HINT=bf16), on CPUs with native bf16 only",
+            }
         if precision == "int8":
             assert calibration is not None
-            model, settings = quantize_openvino(model, calibration, smooth_quant=options.smooth_quant, overflow_fix=options.overflow_fix, preset=options.nncf_preset)
+            model, settings = quantize_openvino(
+                model,
+                calibration,
+                smooth_quant=options.smooth_quant,
+                overflow_fix=options.overflow_fix,
+                preset=options.nncf_preset,
+            )
         save_openvino(model, folder / OPENVINO_FILE, compress_to_fp16=precision == "fp16", metadata=metadata)
         return {"model_file": OPENVINO_FILE, "quantization": settings}
 
@@ -148,9 +204,12 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
     if precision not in FORMATS[to]:
         raise VitedgeError(f"{to} has no precision {precision!r}", f"{to} precisions: {', '.join(FORMATS[to])}")
     if (to, precision) in NEEDS_CALIBRATION and not has_calibration:
-        raise VitedgeError(f"{to} {precision} needs calibration images", "pass --calib SOURCE (e.g. cifar10:train or a folder of images) and --calib-samples N")
+        raise VitedgeError(
+            f"{to} {precision} needs calibration images",
+            "pass --calib SOURCE (e.g. cifar10:train or a folder of images) and --calib-samples N",
+        )
     if precision == "bf16":  # its parity can be checked only where bf16 runs
-        from targets.precision import require_bf16
+        from ..core.precision import require_bf16
 
         require_bf16(f"{to} bf16")
 
@@ -161,24 +220,37 @@ def preflight(loaded: LoadedModel) -> None:
     whose metadata was edited by hand). One forward pass of one blank image."""
     import torch
 
-    broken = [name for name, value in loaded.module.state_dict().items() if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    broken = [
+        name
+        for name, value in loaded.module.state_dict().items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
     if broken:
         more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
-        raise VitedgeError(f"the weights of {loaded.spec} contain NaN or inf ({broken[0]}{more})", "the checkpoint is broken (a diverged training run?); use an earlier checkpoint or retrain")
+        raise VitedgeError(
+            f"the weights of {loaded.spec} contain NaN or inf ({broken[0]}{more})",
+            "the checkpoint is broken (a diverged training run?); use an earlier checkpoint or retrain",
+        )
     size = tuple(loaded.data_config.input_size)
     try:
         with torch.no_grad():
             logits = loaded.module.eval()(torch.zeros((1, *size)))
     except (AssertionError, RuntimeError, ValueError) as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise VitedgeError(f"{loaded.spec} cannot run on its DataConfig input size {size}: {first[:200]}", "the recorded data_config does not match the network; fix the checkpoint's metadata") from None
+        raise VitedgeError(
+            f"{loaded.spec} cannot run on its DataConfig input size {size}: {first[:200]}",
+            "the recorded data_config does not match the network; fix the checkpoint's metadata",
+        ) from None
     if not torch.isfinite(logits).all():
-        raise VitedgeError(f"{loaded.spec} outputs NaN or inf on a blank image", "the checkpoint is broken; use an earlier checkpoint or retrain")
+        raise VitedgeError(
+            f"{loaded.spec} outputs NaN or inf on a blank image",
+            "the checkpoint is broken; use an earlier checkpoint or retrain",
+        )
 
 
 def embedded_metadata(loaded: LoadedModel) -> dict[str, str]:
     """What a runner on a board needs to know, carried inside the model file itself."""
-    from vitedge import __version__
+    from .. import __version__
 
     return {
         "vitedge_version": __version__,

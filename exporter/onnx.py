@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -92,7 +92,10 @@ def check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
-        raise VitedgeError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}", "the file is corrupt or truncated; re-export it") from None
+        raise VitedgeError(
+            f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}",
+            "the file is corrupt or truncated; re-export it",
+        ) from None
 
 
 def read_metadata(path: Path) -> dict[str, str]:

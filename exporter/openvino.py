@@ -16,14 +16,15 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from calibration.calibset import CalibrationSet
-from vitedge.errors import VitedgeError
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
 
 INPUT_NAME = "input"
 MODEL_NAME = "vitedge"
@@ -61,7 +62,9 @@ def convert_openvino(module: nn.Module, *, input_size: tuple[int, int, int], bat
             model = ov.convert_model(module.eval(), example_input=example, input=[(batch_dim, *input_size)])
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontends raise their own untyped errors
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise VitedgeError(f"OpenVINO cannot convert the model: {first[:300]}", "export the float model (before any PyTorch int8 step)") from None
+        raise VitedgeError(
+            f"OpenVINO cannot convert the model: {first[:300]}", "export the float model (before any PyTorch int8 step)"
+        ) from None
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({"logits"})
     stable_names(model)
@@ -98,7 +101,10 @@ def quantize_openvino(
     `nncf.quantize` call: export, sensitivity, budget and sweep all come through here, the
     last three with `ignored` (nodes kept in float) and the sweep's bias-correction variants."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
 
     if bias_correction not in BIAS_CORRECTIONS:
         raise VitedgeError(f"unknown bias correction {bias_correction!r}", f"use one of {', '.join(BIAS_CORRECTIONS)}")

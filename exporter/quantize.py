@@ -28,11 +28,12 @@ import dataclasses
 import io
 import logging
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from calibration.calibset import CalibrationSet
-from vitedge.errors import VitedgeError
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
 
 DEFAULT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -44,7 +45,7 @@ PERCENTILE_BINS = 2048
 
 
 @contextlib.contextmanager
-def _quiet_ort() -> Iterator[None]:
+def quiet_ort() -> Iterator[None]:
     """ORT's quantizer logs warnings on the root logger (pre-processing advice, one per
     skipped node) and its histogram calibrators print() progress lines ("Collecting tensor
     data and making histogram ..."); both drown the progress display and corrupt `--json`
@@ -59,12 +60,21 @@ def _quiet_ort() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_dynamic_onnx(src: Path, dst: Path, *, per_channel: bool, op_types: Sequence[str] = DEFAULT_OP_TYPES, reduce_range: bool = False) -> dict[str, Any]:
+def quantize_dynamic_onnx(
+    src: Path, dst: Path, *, per_channel: bool, op_types: Sequence[str] = DEFAULT_OP_TYPES, reduce_range: bool = False
+) -> dict[str, Any]:
     """Weights to int8 (QInt8) ahead of time; activations quantized on the fly at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_ort():
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8)
+    with quiet_ort():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            op_types_to_quantize=list(op_types),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+        )
     return {
         "tool": "onnxruntime.quantize_dynamic",
         "op_types": list(op_types),
@@ -75,22 +85,80 @@ def quantize_dynamic_onnx(src: Path, dst: Path, *, per_channel: bool, op_types: 
     }
 
 
-def _calibration_ranges(model: Path, calibration: CalibrationSet, input_name: str, method: str, op_types: Sequence[str], work: Path, batch_size: int):  # noqa: ANN202 - ORT TensorsData
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+def calibration_ranges(
+    model: Path,
+    calibration: CalibrationSet,
+    input_name: str,
+    method: str,
+    op_types: Sequence[str],
+    work: Path,
+    batch_size: int,
+):  # noqa: ANN202 - ORT TensorsData
+    from onnxruntime.quantization.calibrate import create_calibrator
 
-    if method == "minmax":
-        calib_method, options = CalibrationMethod.MinMax, {}
-    elif method == "entropy":
-        calib_method, options = CalibrationMethod.Entropy, {"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
-    else:
-        calib_method, options = CalibrationMethod.Percentile, {"num_bins": PERCENTILE_BINS, "percentile": PERCENTILE}
-    calibrator = create_calibrator(model, list(op_types), augmented_model_path=str(work / "augmented.onnx"), calibrate_method=calib_method, extra_options=options)
+    calib_method = _calibrate_method(method)
+    options = {
+        "minmax": {},
+        "entropy": {"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS},
+        "percentile": {"num_bins": PERCENTILE_BINS, "percentile": PERCENTILE},
+    }[method]
+    calibrator = create_calibrator(
+        model,
+        list(op_types),
+        augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=calib_method,
+        extra_options=options,
+    )
     for start in range(0, len(calibration), CALIB_CHUNK):
         chunk = dataclasses.replace(calibration, inputs=calibration.inputs[start : start + CALIB_CHUNK])
         calibrator.collect_data(chunk.ort_reader(input_name, batch_size=batch_size))
     ranges = calibrator.compute_data()
     del calibrator
     return calib_method, ranges
+
+
+def write_qdq(
+    prepared: Path,
+    dst: Path,
+    ranges: Path,
+    *,
+    method: str,
+    per_channel: bool,
+    op_types: Sequence[str] = DEFAULT_OP_TYPES,
+    reduce_range: bool = False,
+    nodes_to_exclude: Sequence[str] = (),
+) -> None:
+    """The one `quantize_static` call: the pre-processed model to QDQ int8 with activation
+    ranges read from a calibration cache (no recalibration), `nodes_to_exclude` left in float.
+    `quantize_static_onnx` (export) and the sensitivity/budget variants all write through it."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with quiet_ort():
+        quantize_static(
+            str(prepared),
+            str(dst),
+            None,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            calibrate_method=_calibrate_method(method),
+            calibration_cache_path=str(ranges),
+        )
+
+
+def _calibrate_method(name: str) -> Any:
+    """ORT's CalibrationMethod for one of CALIB_METHODS (onnxruntime imported only when used)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod
+
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
 def quantize_static_onnx(
@@ -106,31 +174,20 @@ def quantize_static_onnx(
     calib_batch: int = 1,
 ) -> dict[str, Any]:
     """QDQ int8 after `quant_pre_process`, activation ranges from `calibration` (see module doc)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIB_METHODS:
         raise VitedgeError(f"unknown calibration method {method!r}", f"use one of {', '.join(CALIB_METHODS)}")
-    with _quiet_ort(), tempfile.TemporaryDirectory(prefix="vitedge-quant-") as tmp:
+    with quiet_ort(), tempfile.TemporaryDirectory(prefix="vitedge-quant-") as tmp:
         work = Path(tmp)
         prepared = work / "prepared.onnx"
         quant_pre_process(str(src), str(prepared))
-        calib_method, ranges = _calibration_ranges(prepared, calibration, input_name, method, op_types, work, calib_batch)
+        _, ranges = calibration_ranges(prepared, calibration, input_name, method, op_types, work, calib_batch)
         cache = work / "ranges.json"
         save_tensors_data(ranges, cache)
-        quantize_static(
-            str(prepared),
-            str(dst),
-            None,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types),
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=calib_method,
-            calibration_cache_path=str(cache),
+        write_qdq(
+            prepared, dst, cache, method=method, per_channel=per_channel, op_types=op_types, reduce_range=reduce_range
         )
     settings: dict[str, Any] = {
         "tool": "onnxruntime.quantize_static",

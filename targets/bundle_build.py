@@ -17,11 +17,17 @@ from typing import Any
 import numpy as np
 import PIL
 
-import calibration.preprocess
-from exporter.artifact import atomic_folder, write_manifest
-from targets.manifest import MANIFEST, inside, read_manifest, verify_checksums
-from targets.precision import float_precision
-from vitedge.errors import VitedgeError
+from ..calibration import preprocess
+from ..core.errors import VitedgeError
+from ..core.io import atomic_folder
+from ..core.manifest import (
+    MANIFEST,
+    inside,
+    read_manifest,
+    verify_checksums,
+    write_manifest,
+)
+from ..core.precision import float_precision
 
 BUNDLE_SOURCE = Path(__file__).with_name("bundle")
 RUNNER = "run_bundle.py"
@@ -54,12 +60,16 @@ def _runtime_version(runtime: str) -> str:
 def _choose_runtime(manifest: dict[str, Any], runtime: str | None) -> str:
     fmt = manifest["format"]
     if fmt not in DEFAULT_RUNTIME:
-        raise VitedgeError(f"cannot bundle a {fmt!r} artifact", "bundle an ONNX or OpenVINO artifact made by `vitedge export`")
+        raise VitedgeError(
+            f"cannot bundle a {fmt!r} artifact", "bundle an ONNX or OpenVINO artifact made by `vitedge export`"
+        )
     runtime = runtime or DEFAULT_RUNTIME[fmt]
     if runtime not in RUNTIME_MINIMUM:
         raise VitedgeError(f"unknown bundle runtime {runtime!r}", f"use one of {', '.join(RUNTIME_MINIMUM)}")
     if fmt == "openvino" and runtime != "openvino":
-        raise VitedgeError("an OpenVINO IR artifact runs only with --runtime openvino", "export to ONNX for an onnxruntime bundle")
+        raise VitedgeError(
+            "an OpenVINO IR artifact runs only with --runtime openvino", "export to ONNX for an onnxruntime bundle"
+        )
     return runtime
 
 
@@ -97,7 +107,7 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(inside(artifact, entry["path"]), target)
         shutil.copyfile(BUNDLE_SOURCE / RUNNER, staging / RUNNER)
-        shutil.copyfile(calibration.preprocess.__file__, staging / PREPROCESS)
+        shutil.copyfile(preprocess.__file__, staging / PREPROCESS)
         (staging / REQUIREMENTS).write_text(requirements_text(runtime))
         if labels:
             (staging / LABELS).write_text("".join(f"{label}\n" for label in labels))
@@ -107,7 +117,7 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
             "runner": RUNNER,
             "artifact": str(artifact.resolve()),
             "artifact_created": manifest.get("created"),
-            # what the board's runtime is told to compute the float parts in (targets/precision.py)
+            # what the board's runtime is told to compute the float parts in (core/precision.py)
             "inference_precision": float_precision(manifest["precision"], "cpu"),
         }
         write_manifest(staging, {**source, "bundle": bundle})

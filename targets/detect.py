@@ -10,64 +10,10 @@ a board's cpuinfo (e.g. one fetched over SSH) as well as this machine's.
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-# (display name, cpuinfo flag(s) that must all be present)
-X86_ISA = (
-    ("AVX2", ("avx2",)),
-    ("FMA", ("fma",)),
-    ("AVX512F", ("avx512f",)),
-    ("AVX512-VNNI", ("avx512_vnni",)),
-    ("AVX-VNNI", ("avx_vnni",)),
-    ("AVX512-BF16", ("avx512_bf16",)),
-    ("AVX512-FP16", ("avx512_fp16",)),
-    ("AMX", ("amx_tile", "amx_int8")),
-)
-ARM_ISA = (
-    ("NEON", ("asimd",)),
-    ("fp16", ("asimdhp",)),
-    ("dotprod", ("asimddp",)),
-    ("i8mm", ("i8mm",)),
-    ("bf16", ("bf16",)),
-    ("SVE", ("sve",)),
-)
-INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
-BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
-# Arm Ltd. (implementer 0x41) core part numbers seen on boards and ARM servers.
-ARM_PARTS = {
-    0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
-    0xD09: "Cortex-A73", 0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77",
-    0xD40: "Neoverse-V1", 0xD41: "Cortex-A78", 0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710",
-    0xD48: "Cortex-X2", 0xD49: "Neoverse-N2", 0xD4B: "Cortex-A78C", 0xD4F: "Neoverse-V2", 0xD80: "Cortex-A520",
-    0xD81: "Cortex-A720", 0xD82: "Cortex-X4",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    arch: str  # x86_64 | aarch64 | armv7l | ...
-    model: str
-    cores: int
-    flags: frozenset[str]
-
-    @property
-    def isa(self) -> tuple[str, ...]:
-        """The instruction-set extensions that matter for inference, by display name."""
-        table = X86_ISA if self.arch in ("x86_64", "amd64", "i686") else ARM_ISA
-        return tuple(name for name, needed in table if all(f in self.flags for f in needed))
-
-    @property
-    def int8_dot(self) -> tuple[str, ...]:
-        return tuple(name for name in self.isa if name in INT8_DOT)
-
-    @property
-    def bf16(self) -> tuple[str, ...]:
-        """The extensions that compute bf16 natively (empty: bf16 would be emulated)."""
-        return tuple(name for name in self.isa if name in BF16_NATIVE)
+from ..core.cpu import CpuInfo, probe_cpu
 
 
 @dataclass(frozen=True)
@@ -92,52 +38,37 @@ class TargetInfo:
         return asdict(self)
 
 
-def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
-    """`/proc/cpuinfo` text (x86 or ARM) → CpuInfo. `machine` (platform.machine()) wins
-    over the guess from the text when given."""
-    fields: dict[str, str] = {}
-    processors = 0
-    parts: list[int] = []
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = key.strip().lower(), value.strip()
-        if key == "processor":
-            processors += 1
-        if key == "cpu part":
-            try:
-                parts.append(int(value, 16))
-            except ValueError:
-                pass
-        fields.setdefault(key, value)
-    if "flags" in fields:
-        arch, flags = machine or "x86_64", fields["flags"]
-    else:
-        arch, flags = machine or ("aarch64" if "asimd" in fields.get("features", "").split() else "arm"), fields.get("features", "")
-    model = fields.get("model name") or ""
-    if not model or model.lower() in ("arm", "unknown"):
-        cores = sorted({ARM_PARTS.get(p, f"part {p:#x}") for p in parts})
-        board = fields.get("model") or fields.get("hardware") or ""
-        model = " ".join(x for x in (board, f"({', '.join(cores)})" if cores else "") if x) or model or arch
-    return CpuInfo(arch=arch, model=model, cores=processors or 1, flags=frozenset(flags.split()))
-
-
 def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
     """(what to export, why, warnings) for running on this CPU."""
     dot = cpu.int8_dot
     isa = ", ".join(cpu.isa) or "no SIMD extensions reported"
     if "AMX" in dot:
-        return ("openvino int8 (NNCF) or onnx int8-dynamic", f"AMX tiles run int8 (and bf16) matrix products ({isa})", ())
+        return (
+            "openvino int8 (NNCF) or onnx int8-dynamic",
+            f"AMX tiles run int8 (and bf16) matrix products ({isa})",
+            (),
+        )
     if dot and cpu.arch in ("x86_64", "amd64"):
-        return ("openvino int8 (NNCF) or onnx int8-dynamic", f"{' and '.join(dot)} give one-instruction int8 dot products: int8 ViT-B/16 ran 2.5-2.7× fp32 on a VNNI CPU (FIELD-NOTES)", ())
+        return (
+            "openvino int8 (NNCF) or onnx int8-dynamic",
+            f"{' and '.join(dot)} give one-instruction int8 dot products: int8 ViT-B/16 ran 2.5-2.7× fp32 on a VNNI CPU (FIELD-NOTES)",
+            (),
+        )
     if dot:
         extra = " and i8mm matrix multiply" if "i8mm" in dot else ""
-        return ("onnx int8-dynamic", f"ARM dotprod (sdot/udot){extra}: ONNX Runtime's int8 kernels use them ({isa})", ())
+        return (
+            "onnx int8-dynamic",
+            f"ARM dotprod (sdot/udot){extra}: ONNX Runtime's int8 kernels use them ({isa})",
+            (),
+        )
     size = "int8 is still about 4× smaller"
     if cpu.arch in ("x86_64", "amd64"):
         warning = f"no VNNI or AMX ({isa} only): int8 is often no faster than fp32 here, sometimes slower; measure both before choosing ({size})"
-        return ("onnx fp32 or openvino fp32 (int8 for size only)", "int8 products fall back to 16-bit multiply-adds without an int8 dot-product instruction", (warning,))
+        return (
+            "onnx fp32 or openvino fp32 (int8 for size only)",
+            "int8 products fall back to 16-bit multiply-adds without an int8 dot-product instruction",
+            (warning,),
+        )
     if cpu.arch in ("aarch64", "arm64"):
         warning = f"no ARM dotprod ({isa} only; e.g. a Raspberry Pi 4): int8 can run slower than fp32 (armnn #511); measure both before choosing ({size})"
         return ("onnx fp32 (int8 for size only)", "NEON fp32 is the fast path without dotprod", (warning,))
@@ -161,7 +92,17 @@ def recommend(machine: Machine) -> list[TargetInfo]:
     what, why, warnings = cpu_recommendation(cpu)
     more_what, more_why = bf16_advice(cpu)
     what, why = what + more_what, why + more_why
-    targets = [TargetInfo("cpu", True, f"{cpu.model} ({cpu.cores} logical CPUs)", ("onnxruntime", "openvino", "torch"), what, why, warnings)]
+    targets = [
+        TargetInfo(
+            "cpu",
+            True,
+            f"{cpu.model} ({cpu.cores} logical CPUs)",
+            ("onnxruntime", "openvino", "torch"),
+            what,
+            why,
+            warnings,
+        )
+    ]
 
     gpus = machine.cuda_devices
     providers = set(machine.ort_providers)
@@ -169,7 +110,9 @@ def recommend(machine: Machine) -> list[TargetInfo]:
     if not gpus:
         missing = "PyTorch sees no CUDA device"
     elif "CUDAExecutionProvider" not in providers:
-        missing = "ONNX Runtime has no CUDAExecutionProvider (pip install onnxruntime-gpu); PyTorch can still use the GPU"
+        missing = (
+            "ONNX Runtime has no CUDAExecutionProvider (pip install onnxruntime-gpu); PyTorch can still use the GPU"
+        )
     else:
         missing = ""
     targets.append(
@@ -179,7 +122,8 @@ def recommend(machine: Machine) -> list[TargetInfo]:
             gpu_name,
             ("torch",) + (("onnxruntime",) if "CUDAExecutionProvider" in providers else ()),
             "torch fp16 (or onnx on ONNX Runtime's CUDA provider)",
-            "tensor cores run fp16 at several times fp32; int8 on a GPU pays off through TensorRT" + (f"; {missing}" if missing else ""),
+            "tensor cores run fp16 at several times fp32; int8 on a GPU pays off through TensorRT"
+            + (f"; {missing}" if missing else ""),
         )
     )
     trt = bool(gpus) and "TensorrtExecutionProvider" in providers
@@ -190,7 +134,16 @@ def recommend(machine: Machine) -> list[TargetInfo]:
             gpu_name,
             ("onnxruntime",),
             "onnx int8-static (QDQ) or fp16",
-            "TensorRT builds fused int8/fp16 engines from QDQ ONNX" + ("" if trt else ("; ONNX Runtime has no TensorrtExecutionProvider (onnxruntime-gpu with TensorRT libraries)" if gpus else "; no CUDA device")),
+            "TensorRT builds fused int8/fp16 engines from QDQ ONNX"
+            + (
+                ""
+                if trt
+                else (
+                    "; ONNX Runtime has no TensorrtExecutionProvider (onnxruntime-gpu with TensorRT libraries)"
+                    if gpus
+                    else "; no CUDA device"
+                )
+            ),
         )
     )
     ov_gpus = {k: v for k, v in machine.openvino_devices.items() if k.startswith("GPU")}
@@ -201,27 +154,11 @@ def recommend(machine: Machine) -> list[TargetInfo]:
             "; ".join(ov_gpus.values()) or "none",
             ("openvino",),
             "openvino fp16 IR (or int8)",
-            "Intel GPUs run fp16 natively; OpenVINO compresses weights to fp16 by default" + ("" if ov_gpus else "; OpenVINO sees no GPU device (Intel GPU + intel-opencl-icd)"),
+            "Intel GPUs run fp16 natively; OpenVINO compresses weights to fp16 by default"
+            + ("" if ov_gpus else "; OpenVINO sees no GPU device (Intel GPU + intel-opencl-icd)"),
         )
     )
     return targets
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def probe_cpu() -> CpuInfo:
-    cpu = parse_cpuinfo(_read("/proc/cpuinfo"), platform.machine())
-    board = _read("/proc/device-tree/model").strip("\x00\n ")
-    if board and board not in cpu.model:
-        cpu = CpuInfo(cpu.arch, f"{board} {cpu.model}".strip(), cpu.cores, cpu.flags)
-    if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
-        cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
-    return cpu
 
 
 def probe_machine() -> Machine:
@@ -240,7 +177,10 @@ def probe_machine() -> Machine:
     import torch
 
     if torch.cuda.is_available():
-        cuda = tuple(f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})" for i in range(torch.cuda.device_count()))
+        cuda = tuple(
+            f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())
+        )
     return Machine(probe_cpu(), tuple(onnxruntime.get_available_providers()), devices, cuda)
 
 
@@ -253,7 +193,14 @@ def machine_dict(machine: Machine) -> dict[str, Any]:
     """The JSON form of `vitedge targets --json`'s machine part."""
     cpu = machine.cpu
     return {
-        "cpu": {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa": list(cpu.isa), "int8_dot_product": list(cpu.int8_dot), "bf16_native": list(cpu.bf16)},
+        "cpu": {
+            "model": cpu.model,
+            "arch": cpu.arch,
+            "cores": cpu.cores,
+            "isa": list(cpu.isa),
+            "int8_dot_product": list(cpu.int8_dot),
+            "bf16_native": list(cpu.bf16),
+        },
         "onnxruntime_providers": list(machine.ort_providers),
         "openvino_devices": machine.openvino_devices,
         "cuda_devices": list(machine.cuda_devices),

@@ -62,14 +62,24 @@ def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
     if kind == "f32":
         weight = rng.standard_normal((size, size)).astype(np.float32)
         node = helper.make_node("MatMul", ["x", "w"], ["y"])
-        inputs, dtype, out_type = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])], np.float32, TensorProto.FLOAT
+        inputs, dtype, out_type = (
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+            np.float32,
+            TensorProto.FLOAT,
+        )
         initializers = [onnx.numpy_helper.from_array(weight, "w")]
     else:
         weight = rng.integers(-127, 128, (size, size), dtype=np.int8)
         node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
-        inputs, dtype, out_type = [helper.make_tensor_value_info("x", TensorProto.UINT8, [size, size])], np.uint8, TensorProto.INT32
+        inputs, dtype, out_type = (
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [size, size])],
+            np.uint8,
+            TensorProto.INT32,
+        )
         initializers = [onnx.numpy_helper.from_array(weight, "w")]
-    graph = helper.make_graph([node], "gemm", inputs, [helper.make_tensor_value_info("y", out_type, [size, size])], initializers)
+    graph = helper.make_graph(
+        [node], "gemm", inputs, [helper.make_tensor_value_info("y", out_type, [size, size])], initializers
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -92,7 +102,7 @@ def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:
 
 def gemm_limits(threads: int, *, size: int = GEMM_SIZE, seconds: float = 2.0) -> dict[str, GemmLimit]:
     """f32 and int8 GEMM rates of this CPU on `threads` threads (bf16 too where it is native)."""
-    from targets.detect import probe_cpu
+    from ..core.cpu import probe_cpu
 
     limits = {kind: _ort_gemm(kind, size, threads, seconds) for kind in ("f32", "int8")}
     if probe_cpu().bf16:

@@ -13,14 +13,15 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from targets.base import Runner
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from .base import Runner
 
 Clock = Callable[[], float]
 
@@ -30,10 +31,12 @@ class Accuracy:
     top1: float  # percent
     top5: float
     samples: int
-    correct: str = ""  # per-image top-1 hits, packed (targets.stats.pack_correct): pairs any two rows on the same images
+    correct: str = (
+        ""  # per-image top-1 hits, packed (targets.stats.pack_correct): pairs any two rows on the same images
+    )
 
     def hits(self) -> np.ndarray | None:
-        from targets.stats import unpack_correct
+        from .stats import unpack_correct
 
         return unpack_correct(self.correct, self.samples) if self.correct else None
 
@@ -48,7 +51,9 @@ class Timing:
     p99_ms: float
     it_per_s: float  # batches per second
     images_per_s: float
-    config: dict[str, Any] = field(default_factory=dict)  # how the timed runner was set up (hint, streams, threads), as it reported
+    config: dict[str, Any] = field(
+        default_factory=dict
+    )  # how the timed runner was set up (hint, streams, threads), as it reported
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Measurement:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
         accuracy = Accuracy(**data["accuracy"]) if data.get("accuracy") else None
         timings = tuple(Timing(**t) for t in data.get("timings", ()))
         return cls(**{**data, "accuracy": accuracy, "timings": timings})
@@ -114,18 +119,29 @@ def check_timing_batches(runner: Runner, name: str, batches: tuple[int, ...]) ->
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
     """Top-1 and top-5 in percent, with the per-image top-1 hits."""
-    from targets.stats import pack_correct
+    from .stats import pack_correct
 
     top5 = np.argsort(-logits, axis=1)[:, :5]
     top1_hits = top5[:, 0] == labels
     top5_hits = (top5 == labels[:, None]).any(axis=1)
-    return Accuracy(float(100.0 * top1_hits.mean()), float(100.0 * top5_hits.mean()), int(len(labels)), pack_correct(top1_hits))
+    return Accuracy(
+        float(100.0 * top1_hits.mean()), float(100.0 * top5_hits.mean()), int(len(labels)), pack_correct(top1_hits)
+    )
 
 
 WARMUP_SECONDS = 2.0  # a ViT-B batch of 8 takes 3 s here: two calls warm it as well as five
 
 
-def time_runner(runner: Runner, batch: np.ndarray, *, warmup: int = 5, runs: int = 20, min_seconds: float = 1.0, max_runs: int = 2000, clock: Clock = time.perf_counter) -> Timing:
+def time_runner(
+    runner: Runner,
+    batch: np.ndarray,
+    *,
+    warmup: int = 5,
+    runs: int = 20,
+    min_seconds: float = 1.0,
+    max_runs: int = 2000,
+    clock: Clock = time.perf_counter,
+) -> Timing:
     """Warm up (`warmup` calls, or fewer but at least two once WARMUP_SECONDS have passed: the
     first call pays one-time setup, the second is a normal one), then time calls until both
     `runs` calls and `min_seconds` have passed."""
@@ -159,7 +175,7 @@ def burst_median_s(runner: Runner, batch: np.ndarray, seconds: float) -> float:
 
 def machine_facts() -> dict[str, Any]:
     """What every row records about the machine; the CPU facts come from targets.detect."""
-    from targets.detect import probe_cpu
+    from ..core.cpu import probe_cpu
 
     cpu = probe_cpu()
     return {
@@ -231,11 +247,11 @@ def serialized_mb(module: Any) -> float:
 
 def open_spec(spec: RunnerSpec) -> Runner:
     if spec.kind == "artifact":
-        from targets.runners import open_artifact
+        from .runners import open_artifact
 
         return open_artifact(Path(spec.path), target=spec.target, threads=spec.threads)
-    from targets.torch import open_torch
-    from vitedge.models import load_model
+    from ..compress.registry import load_model
+    from .torch import open_torch
 
     return open_torch(load_model(spec.path).module, precision=spec.precision, device=spec.target, threads=spec.threads)
 
@@ -243,7 +259,10 @@ def open_spec(spec: RunnerSpec) -> Runner:
 def timing_config(runner: Runner) -> dict[str, Any]:
     """What a timing was taken on: the runner's reported hint, streams and threads."""
     detail = runner.info.detail
-    return {"threads": runner.info.threads, **{key: detail[key] for key in ("hint", "streams", "provider") if key in detail}}
+    return {
+        "threads": runner.info.threads,
+        **{key: detail[key] for key in ("hint", "streams", "provider") if key in detail},
+    }
 
 
 def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Measurement:
@@ -264,7 +283,9 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
     size_mb = serialized_mb(runner.module) if spec.kind == "torch" else disk_size_mb(Path(spec.path))
     timings = []
     for batch in request.batches:
-        sample = np.ascontiguousarray(np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:])))
+        sample = np.ascontiguousarray(
+            np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:]))
+        )
         timing = time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock)
         timings.append(replace(timing, config=timing_config(runner)))
     return Measurement(
@@ -284,7 +305,7 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
     )
 
 
-def _child(request: MeasureRequest, queue: "multiprocessing.Queue[Any]") -> None:
+def _child(request: MeasureRequest, queue: multiprocessing.Queue[Any]) -> None:
     try:
         queue.put(("ok", measure(request).to_dict()))
     except VitedgeError as exc:

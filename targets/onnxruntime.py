@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from targets.base import RunnerInfo
-from targets.precision import F32, execution_label
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..core.precision import F32, execution_label
+from .base import RunnerInfo
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -52,6 +52,7 @@ def provider_options(device: str, precision: str, cache_dir: Path) -> ProviderLi
     function so the TensorRT settings can be checked on a machine without a GPU."""
     if device not in PROVIDERS:
         raise VitedgeError(f"ONNX Runtime cannot run on target {device!r}", f"use one of {', '.join(PROVIDERS)}")
+
     def options(name: str) -> dict[str, Any]:
         if name == TENSORRT:
             return tensorrt_options(precision, cache_dir)
@@ -64,7 +65,7 @@ def provider_options(device: str, precision: str, cache_dir: Path) -> ProviderLi
 
 def default_cache_dir() -> Path:
     """The user's vitedge cache (VITEDGE_CACHE or ~/.cache/vitedge), shared with calibration."""
-    from calibration.sources import cache_dir
+    from ..calibration.sources import cache_dir
 
     return cache_dir()
 
@@ -139,7 +140,10 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
     try:
         session = ort.InferenceSession(str(model_path), sess_options=_session_options(threads), providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
-        raise VitedgeError(f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}", "the file is corrupt or truncated; re-export it") from None
+        raise VitedgeError(
+            f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
+            "the file is corrupt or truncated; re-export it",
+        ) from None
     provider = session.get_providers()[0]
     info = RunnerInfo(
         runtime="onnxruntime",

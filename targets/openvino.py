@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from targets.base import RunnerInfo
-from targets.onnxruntime import check_batch
-from targets.precision import execution_label, float_precision, require_bf16
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..core.precision import execution_label, float_precision, require_bf16
+from .base import RunnerInfo
+from .onnxruntime import check_batch
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
 
@@ -59,6 +59,7 @@ def compile_config(precision: str, device: str, *, threads: int | None = None) -
 def reported(compiled: Any) -> dict[str, Any]:
     """What the compiled model says it will do (not what it was asked): precision, hint,
     streams, threads."""
+
     def get(name: str) -> Any:
         try:
             return compiled.get_property(name)
@@ -75,7 +76,9 @@ def reported(compiled: Any) -> dict[str, Any]:
     }
 
 
-def open_openvino(model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None) -> OpenVinoRunner:
+def open_openvino(
+    model_path: Path, *, precision: str, device: str = "cpu", threads: int | None = None
+) -> OpenVinoRunner:
     import openvino as ov
 
     if device not in DEVICES:
@@ -85,18 +88,40 @@ def open_openvino(model_path: Path, *, precision: str, device: str = "cpu", thre
     core = ov.Core()
     ov_device = DEVICES[device]
     if ov_device not in core.available_devices:
-        raise VitedgeError(f"target {device}: OpenVINO sees no {ov_device} device (available: {', '.join(core.available_devices)})", "install the GPU driver (intel-opencl-icd) or use --target cpu")
+        raise VitedgeError(
+            f"target {device}: OpenVINO sees no {ov_device} device (available: {', '.join(core.available_devices)})",
+            "install the GPU driver (intel-opencl-icd) or use --target cpu",
+        )
     if not Path(model_path).with_suffix(".bin").is_file():
-        raise VitedgeError(f"{model_path} has no weights file {Path(model_path).with_suffix('.bin').name} beside it", "copy the .xml and .bin together, or re-export")
+        raise VitedgeError(
+            f"{model_path} has no weights file {Path(model_path).with_suffix('.bin').name} beside it",
+            "copy the .xml and .bin together, or re-export",
+        )
     config = compile_config(precision, device, threads=threads)
     try:
         compiled = core.compile_model(core.read_model(str(model_path)), ov_device, config)
     except RuntimeError as exc:
-        raise VitedgeError(f"OpenVINO cannot load {model_path}: {str(exc).splitlines()[0][:200]}", "the IR is corrupt or truncated; re-export it") from None
-    return OpenVinoRunner(compiled, runner_info(compiled, precision=precision, device=device, threads=threads, device_name=core.get_property(ov_device, "FULL_DEVICE_NAME")), str(model_path), _fixed_batch(compiled))
+        raise VitedgeError(
+            f"OpenVINO cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
+            "the IR is corrupt or truncated; re-export it",
+        ) from None
+    return OpenVinoRunner(
+        compiled,
+        runner_info(
+            compiled,
+            precision=precision,
+            device=device,
+            threads=threads,
+            device_name=core.get_property(ov_device, "FULL_DEVICE_NAME"),
+        ),
+        str(model_path),
+        _fixed_batch(compiled),
+    )
 
 
-def runner_info(compiled: Any, *, precision: str, device: str, threads: int | None, device_name: str = "") -> RunnerInfo:
+def runner_info(
+    compiled: Any, *, precision: str, device: str, threads: int | None, device_name: str = ""
+) -> RunnerInfo:
     """The row description of a compiled model, from what it reports."""
     import openvino as ov
 

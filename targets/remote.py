@@ -27,14 +27,15 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-from targets.bundle_build import REQUIREMENTS, build_bundle, is_bundle
-from targets.manifest import read_manifest, verify_checksums
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..core.manifest import read_manifest, verify_checksums
+from .bundle_build import REQUIREMENTS, build_bundle, is_bundle
 
 EXIT_NO_PYTHON = 127
 EXIT_NO_RUNTIME = 3  # run_bundle.py's exit code when numpy, Pillow or the runtime is missing
@@ -64,7 +65,14 @@ def parse_target(target: str) -> SshTarget:
         port = parts.port
     except ValueError:
         raise VitedgeError(f"bad port in {target!r}", hint) from None
-    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+    if (
+        parts.scheme != "ssh"
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.password
+    ):
         raise VitedgeError(f"not an SSH target: {target!r}", hint)
     if not _HOST.match(parts.hostname) or parts.hostname.startswith("-"):
         raise VitedgeError(f"bad host name {parts.hostname!r} in {target!r}", hint)
@@ -73,7 +81,14 @@ def parse_target(target: str) -> SshTarget:
     return SshTarget(parts.hostname, parts.username, port)
 
 
-def ssh_command(target: SshTarget, *, identity: Path | None, known_hosts: Path | None, accept_new_host_key: bool, connect_timeout: float) -> list[str]:
+def ssh_command(
+    target: SshTarget,
+    *,
+    identity: Path | None,
+    known_hosts: Path | None,
+    accept_new_host_key: bool,
+    connect_timeout: float,
+) -> list[str]:
     """The ssh argv up to and including the destination (the remote command follows)."""
     argv = [
         "ssh",
@@ -89,7 +104,9 @@ def ssh_command(target: SshTarget, *, identity: Path | None, known_hosts: Path |
     if identity is not None:
         identity = Path(identity).expanduser()
         if not identity.is_file():
-            raise VitedgeError(f"identity file {identity} not found", "pass --identity with the private key the board accepts")
+            raise VitedgeError(
+                f"identity file {identity} not found", "pass --identity with the private key the board accepts"
+            )
         argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
     if target.port:
         argv += ["-p", str(target.port)]
@@ -122,7 +139,10 @@ def _ssh_error(stderr: str, target: SshTarget, *, known_hosts: Path | None, conn
     where = f"{target.host}:{target.port or 22}"
     key_entry = f"[{target.host}]:{target.port}" if target.port else target.host
     hosts_file = str(known_hosts) if known_hosts else "~/.ssh/known_hosts"
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "has changed and you have requested strict checking" in stderr:
+    if (
+        "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr
+        or "has changed and you have requested strict checking" in stderr
+    ):
         return VitedgeError(
             f"the host key of {where} has CHANGED since it was recorded in {hosts_file}: refusing to connect (someone may be intercepting, or the board was reinstalled)",
             f"if you know the board was reinstalled: ssh-keygen -R {shlex.quote(key_entry)} -f {shlex.quote(hosts_file)}, then retry with --accept-new-host-key",
@@ -133,14 +153,36 @@ def _ssh_error(stderr: str, target: SshTarget, *, known_hosts: Path | None, conn
             "check the board's fingerprint, then retry with --accept-new-host-key (or add it with ssh-keyscan)",
         )
     if "Permission denied" in stderr or "Too many authentication failures" in stderr:
-        return VitedgeError(f"{where} refused the login ({_last_line(stderr)})", "pass --identity KEY and put KEY.pub in the board's ~/.ssh/authorized_keys (ssh-copy-id does it)")
+        return VitedgeError(
+            f"{where} refused the login ({_last_line(stderr)})",
+            "pass --identity KEY and put KEY.pub in the board's ~/.ssh/authorized_keys (ssh-copy-id does it)",
+        )
     if "Connection refused" in stderr:
-        return VitedgeError(f"cannot connect to {where}: connection refused", "is the board on and its SSH server running on that port? (sudo systemctl enable --now ssh)")
+        return VitedgeError(
+            f"cannot connect to {where}: connection refused",
+            "is the board on and its SSH server running on that port? (sudo systemctl enable --now ssh)",
+        )
     if "timed out" in stderr:
-        return VitedgeError(f"cannot connect to {where}: no answer within {connect_timeout:g} s", "check the address, the network, and that the board is on")
-    if any(s in stderr for s in ("No route to host", "Network is unreachable", "Could not resolve hostname", "Name or service not known")):
-        return VitedgeError(f"cannot reach {where}: {_last_line(stderr)}", "check the host name or address and the network")
-    return VitedgeError(f"ssh to {where} failed: {_last_line(stderr) or 'no message'}", "try `ssh` to the board by hand to see what is wrong")
+        return VitedgeError(
+            f"cannot connect to {where}: no answer within {connect_timeout:g} s",
+            "check the address, the network, and that the board is on",
+        )
+    if any(
+        s in stderr
+        for s in (
+            "No route to host",
+            "Network is unreachable",
+            "Could not resolve hostname",
+            "Name or service not known",
+        )
+    ):
+        return VitedgeError(
+            f"cannot reach {where}: {_last_line(stderr)}", "check the host name or address and the network"
+        )
+    return VitedgeError(
+        f"ssh to {where} failed: {_last_line(stderr) or 'no message'}",
+        "try `ssh` to the board by hand to see what is wrong",
+    )
 
 
 def _last_line(text: str) -> str:
@@ -149,7 +191,11 @@ def _last_line(text: str) -> str:
 
 
 def _pip_command(python: str, bundle: Path) -> str:
-    packages = [line.strip() for line in (bundle / REQUIREMENTS).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    packages = [
+        line.strip()
+        for line in (bundle / REQUIREMENTS).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return f"{shlex.quote(python)} -m pip install {' '.join(shlex.quote(p) for p in packages)}"
 
 
@@ -181,12 +227,16 @@ def _read_lines(stream, sink: list[str], on_progress: Callable[[str], None] | No
             on_progress(line)
 
 
-def run_ssh(argv: list[str], *, bundle: Path, data: Path | None, run_timeout: float, on_progress: Callable[[str], None] | None) -> tuple[int, str, str]:
+def run_ssh(
+    argv: list[str], *, bundle: Path, data: Path | None, run_timeout: float, on_progress: Callable[[str], None] | None
+) -> tuple[int, str, str]:
     """Run ssh with the tar on stdin; stream stderr lines; (exit code, stdout, stderr)."""
     try:
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
-        raise VitedgeError("no `ssh` client on this machine", "install OpenSSH (apt-get install openssh-client)") from None
+        raise VitedgeError(
+            "no `ssh` client on this machine", "install OpenSSH (apt-get install openssh-client)"
+        ) from None
     out_lines: list[str] = []
     err_lines: list[str] = []
     send_errors: list[BaseException] = []
@@ -202,7 +252,10 @@ def run_ssh(argv: list[str], *, bundle: Path, data: Path | None, run_timeout: fl
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise VitedgeError(f"the board did not finish within {run_timeout:g} s (last: {_last_line(chr(10).join(err_lines)) or 'nothing'})", "raise --run-timeout, or lower --seconds / use fewer --data images") from None
+        raise VitedgeError(
+            f"the board did not finish within {run_timeout:g} s (last: {_last_line(chr(10).join(err_lines)) or 'nothing'})",
+            "raise --run-timeout, or lower --seconds / use fewer --data images",
+        ) from None
     except BaseException:
         process.kill()
         process.wait()
@@ -239,7 +292,13 @@ def bench_remote(
         raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
     if data is not None and not Path(data).is_dir():
         raise VitedgeError(f"--data {data} is not a folder", "pass an ImageFolder: one subfolder of images per class")
-    argv = ssh_command(ssh_target, identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key, connect_timeout=connect_timeout)
+    argv = ssh_command(
+        ssh_target,
+        identity=identity,
+        known_hosts=known_hosts,
+        accept_new_host_key=accept_new_host_key,
+        connect_timeout=connect_timeout,
+    )
     bench_args = ["--batch", str(batch), "--seconds", f"{seconds:g}"] + (["--threads", str(threads)] if threads else [])
     with tempfile.TemporaryDirectory(prefix="vitedge-remote-") as scratch:
         if is_bundle(source):
@@ -250,22 +309,40 @@ def bench_remote(
         manifest = read_manifest(bundle)
         script = remote_script(python, bench_args, data is not None)
         started = time.monotonic()
-        code, stdout, stderr = run_ssh([*argv, "sh -c " + shlex.quote(script)], bundle=bundle, data=Path(data) if data else None, run_timeout=run_timeout, on_progress=on_progress)
+        code, stdout, stderr = run_ssh(
+            [*argv, "sh -c " + shlex.quote(script)],
+            bundle=bundle,
+            data=Path(data) if data else None,
+            run_timeout=run_timeout,
+            on_progress=on_progress,
+        )
         pip = _pip_command(python, bundle)
     if code == 255:
         raise _ssh_error(stderr, ssh_target, known_hosts=known_hosts, connect_timeout=connect_timeout)
     if code == EXIT_NO_PYTHON and "vitedge-remote: no-python" in stderr:
-        raise VitedgeError(f"{ssh_target} has no {python!r} on its PATH", "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3")
+        raise VitedgeError(
+            f"{ssh_target} has no {python!r} on its PATH",
+            "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3",
+        )
     if code == EXIT_NO_RUNTIME:
         missing = _board_error(stderr).split(": run `")[0]  # its own pip line names a temp folder
-        raise VitedgeError(f"{ssh_target}: {missing}", f"on the board run: {pip}  (on Raspberry Pi OS inside a venv: python3 -m venv ~/vitedge-env, then use --python ~/vitedge-env/bin/python)")
+        raise VitedgeError(
+            f"{ssh_target}: {missing}",
+            f"on the board run: {pip}  (on Raspberry Pi OS inside a venv: python3 -m venv ~/vitedge-env, then use --python ~/vitedge-env/bin/python)",
+        )
     if code != 0:
-        raise VitedgeError(f"{ssh_target}: the bundle failed (exit {code}): {_board_error(stderr)}", "copy the bundle to the board and run `python3 run_bundle.py bench` there to see more")
+        raise VitedgeError(
+            f"{ssh_target}: the bundle failed (exit {code}): {_board_error(stderr)}",
+            "copy the bundle to the board and run `python3 run_bundle.py bench` there to see more",
+        )
     results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     bench = next((r for r in results if "latency_ms" in r), None)
     scored = next((r for r in results if "top1" in r), None)
     if bench is None or (data is not None and scored is None):
-        raise VitedgeError(f"{ssh_target}: the board printed no result", f"its output ended with: {_last_line(stderr) or _last_line(stdout) or 'nothing'}")
+        raise VitedgeError(
+            f"{ssh_target}: the board printed no result",
+            f"its output ended with: {_last_line(stderr) or _last_line(stdout) or 'nothing'}",
+        )
     return {
         "target": str(ssh_target),
         "runtime": bench["runtime"],

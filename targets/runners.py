@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from targets.base import Runner
-from targets.manifest import model_path as checked_model_path
-from targets.manifest import read_manifest, verify_checksums
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..core.manifest import model_path as checked_model_path
+from ..core.manifest import read_manifest, verify_checksums
+from .base import Runner
 
 
 def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = None, check: bool = True) -> Runner:
@@ -20,11 +20,13 @@ def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = No
     model_path = checked_model_path(folder, manifest)
     precision = manifest["precision"]
     if manifest["format"] == "onnx":
-        from targets.onnxruntime import open_onnx
+        from .onnxruntime import open_onnx
 
         return open_onnx(model_path, precision=precision, device=target, threads=threads)
     if manifest["format"] == "openvino":
-        from targets.openvino import open_openvino
+        from .openvino import open_openvino
 
         return open_openvino(model_path, precision=precision, device=target, threads=threads)
-    raise VitedgeError(f"{folder}: unknown artifact format {manifest['format']!r}", "re-export it with `vitedge export`")
+    raise VitedgeError(
+        f"{folder}: unknown artifact format {manifest['format']!r}", "re-export it with `vitedge export`"
+    )

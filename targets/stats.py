@@ -39,14 +39,18 @@ def paired_delta(reference_correct: np.ndarray, candidate_correct: np.ndarray, z
     reference = np.asarray(reference_correct, dtype=bool)
     candidate = np.asarray(candidate_correct, dtype=bool)
     if reference.shape != candidate.shape or reference.ndim != 1 or len(reference) == 0:
-        raise ValueError(f"paired correctness must be two equal 1-D arrays, got {reference.shape} and {candidate.shape}")
+        raise ValueError(
+            f"paired correctness must be two equal 1-D arrays, got {reference.shape} and {candidate.shape}"
+        )
     gained = int(np.sum(candidate & ~reference))
     lost = int(np.sum(reference & ~candidate))
     samples = len(reference)
     up, down, total = gained + 0.5, lost + 0.5, samples + 2.0
     center = (up - down) / total
     half = z * math.sqrt(max(up + down - (up - down) ** 2 / total, 0.0)) / total
-    return PairedDelta(100.0 * (gained - lost) / samples, 100.0 * (center - half), 100.0 * (center + half), gained, lost, samples)
+    return PairedDelta(
+        100.0 * (gained - lost) / samples, 100.0 * (center - half), 100.0 * (center + half), gained, lost, samples
+    )
 
 
 def pack_correct(correct: np.ndarray) -> str:

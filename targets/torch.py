@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from targets.base import RunnerInfo
-from targets.precision import BF16, F16, F32, execution_label, require_bf16
-from vitedge.errors import VitedgeError
+from ..core.errors import VitedgeError
+from ..core.precision import BF16, F16, F32, execution_label, require_bf16
+from .base import RunnerInfo
 
 _DTYPES = {"fp16": torch.float16}  # weights cast; bf16 runs through autocast instead
 
@@ -26,15 +26,23 @@ class TorchRunner:
     autocast: torch.dtype | None = None  # bf16: matmuls in bf16, reductions kept in f32 by autocast
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None),
+        ):
             inputs = torch.from_numpy(np.require(batch, np.float32, ["C", "W"])).to(self.device, self.dtype)
             # .cpu() waits for the GPU, so a timed call always includes the whole computation
             return self.module(inputs).float().cpu().numpy()
 
 
-def open_torch(module: nn.Module, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None) -> TorchRunner:
+def open_torch(
+    module: nn.Module, *, precision: str = "fp32", device: str = "cpu", threads: int | None = None
+) -> TorchRunner:
     if device == "cuda" and not torch.cuda.is_available():
-        raise VitedgeError("target cuda: PyTorch sees no CUDA device", "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --target cpu")
+        raise VitedgeError(
+            "target cuda: PyTorch sees no CUDA device",
+            "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --target cpu",
+        )
     if device not in ("cpu", "cuda"):
         raise VitedgeError(f"PyTorch cannot run on target {device!r}", "use --target cpu or cuda")
     if precision == "bf16" and device == "cpu":
@@ -53,7 +61,16 @@ def open_torch(module: nn.Module, *, precision: str = "fp32", device: str = "cpu
         precision=precision,
         threads=torch.get_num_threads() if device == "cpu" else None,
         versions={"torch": torch.__version__},
-        detail={"device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu", **({"tf32": torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32} if device == "cuda" else {})},
+        detail={
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            **(
+                {"tf32": torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32}
+                if device == "cuda"
+                else {}
+            ),
+        },
         execution_precision=execution_label(precision, computes),
     )
-    return TorchRunner(module.eval(), info, torch.device(device), dtype, torch.bfloat16 if precision == "bf16" else None)
+    return TorchRunner(
+        module.eval(), info, torch.device(device), dtype, torch.bfloat16 if precision == "bf16" else None
+    )

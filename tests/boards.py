@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_vit
 from PIL import Image
 
-import calibration.preprocess
-from calibration.preprocess import preprocess_batch
-from conftest import make_tiny_vit
-from exporter.artifact import atomic_folder, write_manifest
-from targets.manifest import read_manifest
-from targets.runners import open_artifact
+from vitedge.calibration import preprocess
+from vitedge.calibration.preprocess import preprocess_batch
+from vitedge.core.io import atomic_folder
+from vitedge.core.manifest import read_manifest, write_manifest
+from vitedge.targets.runners import open_artifact
 
 BUNDLE_PACKAGES = ("numpy", "pillow", "onnxruntime")
 
@@ -61,27 +61,42 @@ def make_venv(folder: Path, packages: tuple[str, ...]) -> Path:
     python = folder / "bin" / "python"
     if not packages:
         return python
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", *packages], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", *packages],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        pytest.fail(f"pip install {' '.join(packages)} into a fresh venv failed (needs the PyPI mirror):\n{done.stderr[-2000:]}")
+        pytest.fail(
+            f"pip install {' '.join(packages)} into a fresh venv failed (needs the PyPI mirror):\n{done.stderr[-2000:]}"
+        )
     return python
 
 
 def clean_env() -> dict[str, str]:
     """The environment minus anything that could let the venv see vitedge or torch."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
+    return {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
+    }
 
 
 def run_bundle(python: Path, bundle: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), str(bundle / "run_bundle.py"), *args], capture_output=True, text=True, cwd=cwd, env=clean_env(), timeout=120)
+    return subprocess.run(
+        [str(python), str(bundle / "run_bundle.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(),
+        timeout=120,
+    )
 
 
 def vitedge_logits(artifact: Path, paths: list[Path]) -> np.ndarray:
     """vitedge's own path: decode with Pillow, preprocess, run through `open_artifact`."""
     runner = open_artifact(artifact)
-    config = calibration.preprocess.DataConfig.from_dict(read_manifest(artifact)["data_config"])
+    config = preprocess.DataConfig.from_dict(read_manifest(artifact)["data_config"])
     images = []
     for path in paths:
         with Image.open(path) as image:
-            images.append(calibration.preprocess.to_rgb(image))
+            images.append(preprocess.to_rgb(image))
     return runner(preprocess_batch(images, config))

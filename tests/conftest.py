@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from calibration.preprocess import DataConfig
-from calibration.sources import CIFAR10_CLASSES, open_source
+from vitedge.calibration.preprocess import DataConfig
+from vitedge.calibration.sources import CIFAR10_CLASSES, open_source
+from vitedge.compress.train import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
 from vitedge.models import LoadedModel, build_architecture
-from vitedge.training import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
 
 torch.set_num_threads(1)
 
@@ -24,7 +24,15 @@ def make_tiny_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     torch.manual_seed(seed)
     architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, **overrides)
     module = build_architecture(architecture).eval()
-    config = DataConfig(input_size=(3, 32, 32), interpolation="bicubic", mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10, labels=CIFAR10_CLASSES)
+    config = DataConfig(
+        input_size=(3, 32, 32),
+        interpolation="bicubic",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        crop_pct=1.0,
+        num_classes=10,
+        labels=CIFAR10_CLASSES,
+    )
     return LoadedModel(module, config, "tiny-vit", architecture)
 
 
@@ -35,14 +43,14 @@ def tiny_vit() -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def cifar_test():
-    """The real CIFAR-10 test set (from ../shared/data or $VITEDGE_DATA)."""
+    """The real CIFAR-10 test set (from $VITEDGE_DATA, the user cache, or the download)."""
     return open_source("cifar10")
 
 
 @pytest.fixture(scope="session")
 def cifar_batch(cifar_test) -> tuple[np.ndarray, np.ndarray]:
     """64 real test images, preprocessed for the tiny ViT, with their labels."""
-    from calibration.preprocess import preprocess_batch
+    from vitedge.calibration.preprocess import preprocess_batch
 
     config = make_tiny_vit().data_config
     images = [cifar_test.get(i) for i in range(64)]
@@ -74,10 +82,16 @@ def onnx_artifact(tmp_path_factory) -> Path:
 def default_int8_artifact(tmp_path_factory) -> Path:
     """The default model (embedded vitedge-cifar10) through `vitedge export`'s own exporter
     to ONNX int8 (dynamic: the int8 ONNX precision that needs no calibration images)."""
-    from exporter.export import export_artifact
-    from vitedge.models import DEFAULT_MODEL, load_model
+    from vitedge.compress.registry import load_model
+    from vitedge.exporter.export import export_artifact
+    from vitedge.models import DEFAULT_MODEL
 
-    return export_artifact(load_model(DEFAULT_MODEL), to="onnx", precision="int8-dynamic", out=tmp_path_factory.mktemp("vitedge-cifar10-onnx-int8") / "artifact")
+    return export_artifact(
+        load_model(DEFAULT_MODEL),
+        to="onnx",
+        precision="int8-dynamic",
+        out=tmp_path_factory.mktemp("vitedge-cifar10-onnx-int8") / "artifact",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +135,9 @@ def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
         for collection in axes.collections:
             drawn["scatters"].append([tuple(float(v) for v in xy) for xy in collection.get_offsets()])
         for line in axes.get_lines():
-            drawn["lines"].append((index, line.get_label(), [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]))
+            drawn["lines"].append(
+                (index, line.get_label(), [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()])
+            )
         drawn["bars"].extend(float(p.get_width()) for p in axes.patches if isinstance(p, Rectangle))
         drawn["labels"].extend(text.get_text() for text in axes.texts)
         drawn["titles"].append((axes.get_title(), axes.get_xlabel(), axes.get_ylabel()))
@@ -133,13 +149,13 @@ def figures(monkeypatch) -> dict[str, dict]:
     """Every figure saved through `save_figure_atomic` during the test, by file name (outputs
     are staged in a temp folder and renamed): what it drew (see `_drawn`) and the pixel size
     of the PNG that was written, read back with Pillow."""
-    import exporter.artifact
-    import exporter.sensitivity
-    import exporter.sweep
-    import vitedge.report
+    import vitedge.core.io
+    import vitedge.workflows.report
+    import vitedge.workflows.sensitivity
+    import vitedge.workflows.sweep
 
     saved: dict[str, dict] = {}
-    original = exporter.artifact.save_figure_atomic
+    original = vitedge.core.io.save_figure_atomic
 
     def recording(figure, path, **options):  # noqa: ANN001, ANN202 - same signature as the original
         drawn = _drawn(figure)
@@ -151,6 +167,6 @@ def figures(monkeypatch) -> dict[str, dict]:
         saved[Path(path).name] = drawn
         return written
 
-    for module in (exporter.artifact, exporter.sensitivity, exporter.sweep, vitedge.report):
+    for module in (vitedge.core.io, vitedge.workflows.sensitivity, vitedge.workflows.sweep, vitedge.workflows.report):
         monkeypatch.setattr(module, "save_figure_atomic", recording)
     return saved

@@ -11,13 +11,19 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 # sshd is rarely on a normal user's PATH: look there, then where distributions and Homebrew
 # put it; $VITEDGE_SSHD names one explicitly.
-SSHD_PLACES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd", "/opt/homebrew/sbin/sshd", "/usr/lib/openssh/sshd")
+SSHD_PLACES = (
+    "/usr/sbin/sshd",
+    "/usr/local/sbin/sshd",
+    "/sbin/sshd",
+    "/opt/homebrew/sbin/sshd",
+    "/usr/lib/openssh/sshd",
+)
 
 
 def find_sshd() -> Path | None:
@@ -52,14 +58,20 @@ def free_port() -> int:
 
 def keygen(path: Path, comment: str) -> str:
     """A passphrase-less ed25519 key pair; returns the public key line."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, capture_output=True
+    )
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
 def unavailable_reason() -> str | None:
     if find_sshd() is None:
         named = os.environ.get("VITEDGE_SSHD")
-        where = f"$VITEDGE_SSHD={named} is not an executable" if named else f"no sshd on PATH or in {', '.join(SSHD_PLACES)}"
+        where = (
+            f"$VITEDGE_SSHD={named} is not an executable"
+            if named
+            else f"no sshd on PATH or in {', '.join(SSHD_PLACES)}"
+        )
         return f"{where} (apt-get install openssh-server)"
     for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
@@ -111,12 +123,18 @@ def running_sshd(folder: Path, *, timeout: float = 10.0) -> Iterator[SshServer]:
     log = (folder / "sshd.log").open("w")
     sshd = find_sshd()
     assert sshd is not None, unavailable_reason()
-    process = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config), "-p", str(port), "-h", str(host_key)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(sshd), "-D", "-e", "-f", str(config), "-p", str(port), "-h", str(host_key)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"sshd exited with {process.returncode}: {(folder / 'sshd.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"sshd exited with {process.returncode}: {(folder / 'sshd.log').read_text()[-2000:]}"
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 break
             if time.monotonic() > deadline:

@@ -26,20 +26,24 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from calibration.sources import decode_image
-from exporter.artifact import write_manifest
-from exporter.export import ExportOptions, export_artifact
-from targets.manifest import MANIFEST, read_manifest, verify_checksums
 from tests.conftest import make_tiny_vit
+from vitedge.calibration.sources import decode_image
+from vitedge.core.manifest import (
+    MANIFEST,
+    read_manifest,
+    verify_checksums,
+    write_manifest,
+)
+from vitedge.exporter.export import ExportOptions, export_artifact
 from vitedge.models import save_checkpoint
 
 TIMEOUT_S = 600
@@ -76,7 +80,9 @@ def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def listing(folder: Path) -> dict[str, int]:
@@ -95,7 +101,9 @@ def cli_env(assets: Assets) -> dict[str, str]:
 
 
 def vitedge(args: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vitedge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "vitedge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
 
 
 def assert_user_error(done: subprocess.CompletedProcess, words: tuple[str, ...]) -> str:
@@ -123,7 +131,9 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -151,7 +161,9 @@ def assets(tmp_path_factory, cifar_test) -> Assets:
         checkpoint=checkpoint,
         bare_pth=bare,
         onnx=export_artifact(model, to="onnx", precision="fp32", out=root / "onnx-fp32"),
-        onnx_fixed=export_artifact(model, to="onnx", precision="fp32", out=root / "onnx-fixed", options=ExportOptions(batch=1)),
+        onnx_fixed=export_artifact(
+            model, to="onnx", precision="fp32", out=root / "onnx-fixed", options=ExportOptions(batch=1)
+        ),
         openvino=export_artifact(model, to="openvino", precision="fp32", out=root / "openvino-fp32"),
         images=images,
     )
@@ -169,7 +181,21 @@ def export_of(spec: str, *extra: str) -> list[str]:
 
 
 def calibrate_on(source: str, count: int = 2) -> Callable[[Path, Assets], list[str]]:
-    return lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", source, "--calib-samples", str(count), "--out", "art", "--no-verify"]
+    return lambda tmp, a: [
+        "export",
+        str(a.checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-static",
+        "--calib",
+        source,
+        "--calib-samples",
+        str(count),
+        "--out",
+        "art",
+        "--no-verify",
+    ]
 
 
 def bench_of(folder: str) -> list[str]:
@@ -363,16 +389,49 @@ CASES = [
     Case("wrong-architecture", wrong_architecture, ("do not fit", "vit_tiny_patch16_224")),
     Case("weights-without-architecture", bare_weights_without_arch, ("architecture",)),
     Case("wrong-input-size", wrong_input_size, ("weights.pth", "cannot run on its DataConfig input size (3, 48, 48)")),
-    Case("unknown-model-name", lambda tmp, a: export_of("vit_bsae_patch16_224"), ("unknown model", "vit_bsae_patch16_224")),
-    Case("missing-model-file", lambda tmp, a: export_of("nothere.safetensors"), ("nothere.safetensors", "does not exist")),
+    Case(
+        "unknown-model-name",
+        lambda tmp, a: export_of("vit_bsae_patch16_224"),
+        ("unknown model", "vit_bsae_patch16_224"),
+    ),
+    Case(
+        "missing-model-file", lambda tmp, a: export_of("nothere.safetensors"), ("nothere.safetensors", "does not exist")
+    ),
     Case("not-a-vit-export", lambda tmp, a: export_of("resnet18"), ("vision transformer", "resnet18")),
-    Case("not-a-vit-compress", lambda tmp, a: ["compress", "resnet18", "--step", "prune-heads:ratio=0.25", "--out", "small.safetensors"], ("timm vision transformer", "resnet")),
+    Case(
+        "not-a-vit-compress",
+        lambda tmp, a: ["compress", "resnet18", "--step", "prune-heads:ratio=0.25", "--out", "small.safetensors"],
+        ("timm vision transformer", "resnet"),
+    ),
     # export options
-    Case("unknown-format", lambda tmp, a: ["export", str(a.checkpoint), "--to", "tflite", "--out", "art"], ("unknown export format", "tflite")),
-    Case("static-int8-without-calibration", lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", "art"], ("calibration",)),
+    Case(
+        "unknown-format",
+        lambda tmp, a: ["export", str(a.checkpoint), "--to", "tflite", "--out", "art"],
+        ("unknown export format", "tflite"),
+    ),
+    Case(
+        "static-int8-without-calibration",
+        lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", "art"],
+        ("calibration",),
+    ),
     Case("opset-too-old", lambda tmp, a: export_of(str(a.checkpoint), "--opset", "13"), ("opset 13",)),
-    Case("unknown-compress-step", lambda tmp, a: ["compress", str(a.checkpoint), "--step", "prune-hedas:ratio=0.25", "--out", "small.safetensors"], ("unknown compression step", "prune-hedas")),
-    Case("compress-ratio-out-of-range", lambda tmp, a: ["compress", str(a.checkpoint), "--step", "prune-heads:ratio=1.5", "--out", "small.safetensors"], ("ratio=1.5",)),
+    Case(
+        "unknown-compress-step",
+        lambda tmp, a: [
+            "compress",
+            str(a.checkpoint),
+            "--step",
+            "prune-hedas:ratio=0.25",
+            "--out",
+            "small.safetensors",
+        ],
+        ("unknown compression step", "prune-hedas"),
+    ),
+    Case(
+        "compress-ratio-out-of-range",
+        lambda tmp, a: ["compress", str(a.checkpoint), "--step", "prune-heads:ratio=1.5", "--out", "small.safetensors"],
+        ("ratio=1.5",),
+    ),
     # images and data sets
     Case("missing-data-set", calibrate_on("no-such-folder"), ("no-such-folder", "does not exist")),
     Case("empty-image-folder", empty_folder, ("no readable images", "empty")),
@@ -382,10 +441,19 @@ CASES = [
     Case("zero-calibration-samples", calibrate_on("cifar10:train", 0), ("0 images",)),
     Case("more-calibration-samples-than-images", too_few_images, ("5 images", "only 4")),
     Case("eval-samples-zero", lambda tmp, a: ["eval", str(a.checkpoint), "--samples", "0"], ("--samples", "positive")),
-    Case("eval-unlabelled-folder", lambda tmp, a: (shutil.copytree(a.images / "class0", tmp / "flat"), ["eval", str(a.checkpoint), "--data", "flat"])[1], ("no labels",)),
+    Case(
+        "eval-unlabelled-folder",
+        lambda tmp, a: (
+            shutil.copytree(a.images / "class0", tmp / "flat"),
+            ["eval", str(a.checkpoint), "--data", "flat"],
+        )[1],
+        ("no labels",),
+    ),
     # recipes
     Case("recipe-typo-table", recipe('[modle]\nspec = "vitedge-cifar10"\n'), ("bad.toml:1", "unknown table", "modle")),
-    Case("recipe-typo-step-option", recipe('[[compress]]\nstep = "prune-heads"\nratoi = 0.25\n'), ("bad.toml:3", "ratoi")),
+    Case(
+        "recipe-typo-step-option", recipe('[[compress]]\nstep = "prune-heads"\nratoi = 0.25\n'), ("bad.toml:3", "ratoi")
+    ),
     Case("recipe-not-toml", recipe('[model\nspec = "x"\n'), ("bad.toml", "not valid toml")),
     Case("recipe-wrong-type", recipe('[data]\nsamples = "lots"\n'), ("bad.toml:2", "[data] samples")),
     # artifacts
@@ -393,14 +461,38 @@ CASES = [
     Case("truncated-onnx", truncated_onnx, ("model.onnx", "sha256")),
     Case("truncated-onnx-resigned-manifest", truncated_onnx_resigned, ("onnx runtime cannot load", "model.onnx")),
     Case("xml-without-bin", xml_without_bin, ("model.bin", "missing")),
-    Case("xml-without-bin-resigned-manifest", xml_without_bin_resigned, ("the model file model.bin is not among the checksummed files",)),
-    Case("model-file-not-listed", model_file_not_listed, ("the model file other.onnx is not among the checksummed files",)),
-    Case("manifest-path-outside", manifest_path_outside, ("names the file '../elsewhere.onnx', outside the artifact folder",)),
+    Case(
+        "xml-without-bin-resigned-manifest",
+        xml_without_bin_resigned,
+        ("the model file model.bin is not among the checksummed files",),
+    ),
+    Case(
+        "model-file-not-listed",
+        model_file_not_listed,
+        ("the model file other.onnx is not among the checksummed files",),
+    ),
+    Case(
+        "manifest-path-outside",
+        manifest_path_outside,
+        ("names the file '../elsewhere.onnx', outside the artifact folder",),
+    ),
     Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
-    Case("fixed-batch-onnx-fed-batch-8", fixed_batch_onnx_fed_batch_8, ("exported for batch 1 only and cannot be timed at batch 8",)),
-    Case("bundle-not-an-artifact", lambda tmp, a: ((tmp / "plain").mkdir(), ["bundle", "plain", "--out", "b"])[1], ("not a vitedge artifact",)),
+    Case(
+        "fixed-batch-onnx-fed-batch-8",
+        fixed_batch_onnx_fed_batch_8,
+        ("exported for batch 1 only and cannot be timed at batch 8",),
+    ),
+    Case(
+        "bundle-not-an-artifact",
+        lambda tmp, a: ((tmp / "plain").mkdir(), ["bundle", "plain", "--out", "b"])[1],
+        ("not a vitedge artifact",),
+    ),
     # boards over SSH (refused before any connection is attempted, or a dead port)
-    Case("ssh-target-injects-option", lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://-oProxyCommand=touch%20PWNED-by-ssh", "--data", ""], ("bad host name",)),
+    Case(
+        "ssh-target-injects-option",
+        lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://-oProxyCommand=touch%20PWNED-by-ssh", "--data", ""],
+        ("bad host name",),
+    ),
 ]
 
 
@@ -506,8 +598,14 @@ def command_writing_into(command: str, folder: Path, assets: Assets) -> list[str
 
 
 @pytest.mark.parametrize("command", ["export", "compress"])
-@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, ("disk full",)), (errno.EROFS, ("cannot write", "read-only file system"))], ids=["disk-full", "read-only"])
-def test_write_errors_without_root(assets: Assets, tmp_path: Path, capsys, monkeypatch, command: str, code: int, words: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.ENOSPC, ("disk full",)), (errno.EROFS, ("cannot write", "read-only file system"))],
+    ids=["disk-full", "read-only"],
+)
+def test_write_errors_without_root(
+    assets: Assets, tmp_path: Path, capsys, monkeypatch, command: str, code: int, words: tuple[str, ...]
+) -> None:
     """A full or read-only output file system, injected at the OS calls (any user, any OS with
     /proc or not): one `error:` line naming it, exit 2, and nothing left in the folder."""
     folder = tmp_path / "out"
@@ -533,7 +631,11 @@ def test_read_only_output_folder(assets: Assets, tmp_path: Path) -> None:
         (tmp_path / "ro").chmod(0o555)
         guard = contextlib.nullcontext(tmp_path / "ro")
     with guard as folder:
-        done = vitedge(["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"], cwd=tmp_path, env=cli_env(assets))
+        done = vitedge(
+            ["export", str(assets.checkpoint), "--to", "onnx", "--out", str(folder / "art"), "--no-verify"],
+            cwd=tmp_path,
+            env=cli_env(assets),
+        )
         assert_user_error(done, ("cannot write", "ro"))
         assert listing(folder) == {}
 
@@ -573,7 +675,17 @@ def test_ctrl_c_during_export_leaves_nothing_and_a_rerun_succeeds(assets: Assets
     """SIGINT while the staging folder exists, i.e. mid-export. On a loaded machine the poll
     can see the staging folder just before the rename, so the signal lands after the export
     finished: then the export must be whole (checked) and the interruption is tried again."""
-    command = ["export", str(assets.checkpoint), "--to", "onnx", "--precision", "int8-dynamic", "--out", "art", "--no-verify"]
+    command = [
+        "export",
+        str(assets.checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-dynamic",
+        "--out",
+        "art",
+        "--no-verify",
+    ]
     for _attempt in range(3):
         code, stderr = _interrupt_export([sys.executable, "-m", "vitedge", *command], tmp_path, cli_env(assets))
         if code != 0:
@@ -600,7 +712,11 @@ def _free_port() -> int:
 
 def test_unreachable_board(assets: Assets, tmp_path: Path) -> None:
     port = _free_port()  # nothing listens there
-    done = vitedge(["bench", str(assets.onnx), "--target", f"ssh://root@127.0.0.1:{port}", "--data", ""], cwd=tmp_path, env=cli_env(assets))
+    done = vitedge(
+        ["bench", str(assets.onnx), "--target", f"ssh://root@127.0.0.1:{port}", "--data", ""],
+        cwd=tmp_path,
+        env=cli_env(assets),
+    )
     assert_user_error(done, (f"127.0.0.1:{port}", "connection refused"))
     assert listing(tmp_path) == {}
 
@@ -619,34 +735,59 @@ def sshd(tmp_path_factory):
 def test_changed_host_key_is_refused(assets: Assets, sshd, tmp_path: Path) -> None:
     """An impostor key recorded for the board: refused even with accept-new, known_hosts
     untouched, nothing run on the board (the CLI has no --known-hosts, so through the library)."""
-    from targets.remote import bench_remote
     from tests.sshd import keygen, write_known_hosts
-    from vitedge.errors import VitedgeError
+    from vitedge.core.errors import VitedgeError
+    from vitedge.targets.remote import bench_remote
 
     impostor = keygen(tmp_path / "impostor", "impostor")
     known_hosts = write_known_hosts(tmp_path / "known_hosts", sshd.host, sshd.port, impostor)
     recorded = known_hosts.read_text()
     for accept_new in (False, True):
         with pytest.raises(VitedgeError) as error:
-            bench_remote(assets.onnx, sshd.target, identity=sshd.identity, known_hosts=known_hosts, accept_new_host_key=accept_new, python=sys.executable, seconds=0.1)
+            bench_remote(
+                assets.onnx,
+                sshd.target,
+                identity=sshd.identity,
+                known_hosts=known_hosts,
+                accept_new_host_key=accept_new,
+                python=sys.executable,
+                seconds=0.1,
+            )
         assert "CHANGED" in error.value.message and "ssh-keygen -R" in error.value.hint
     assert known_hosts.read_text() == recorded
 
 
-HOSTILE_NAMES = ("$(cd;touch {s}1).png", "`cd;touch {s}2`.png", "a;cd;touch {s}3;.png", "-rf .png", "--help.png", "it's \"quoted\".png", "new\nline.png", "ünï cødé.png")
+HOSTILE_NAMES = (
+    "$(cd;touch {s}1).png",
+    "`cd;touch {s}2`.png",
+    "a;cd;touch {s}3;.png",
+    "-rf .png",
+    "--help.png",
+    'it\'s "quoted".png',
+    "new\nline.png",
+    "ünï cødé.png",
+)
 
 
 def test_hostile_file_names_over_ssh_run_nothing(assets: Assets, sshd, tmp_path: Path, cifar_test) -> None:
     """An eval folder whose file names are shell code: scored like any other image on the
     board (the real sshd, the bundle with this Python), and no command in a name runs."""
-    from targets.remote import bench_remote
+    from vitedge.targets.remote import bench_remote
 
     sentinel = f"vitedge-pwned-{os.getpid()}-"
     data = tmp_path / "data"
     (data / "airplane").mkdir(parents=True)
     for index, name in enumerate(HOSTILE_NAMES):
         (data / "airplane" / name.format(s=sentinel)).write_bytes(png_bytes(cifar_test.get(index)))
-    result = bench_remote(assets.onnx, sshd.target, identity=sshd.identity, known_hosts=sshd.known_hosts, python=sys.executable, seconds=0.2, data=data)
+    result = bench_remote(
+        assets.onnx,
+        sshd.target,
+        identity=sshd.identity,
+        known_hosts=sshd.known_hosts,
+        python=sys.executable,
+        seconds=0.2,
+        data=data,
+    )
     assert result["eval_count"] == len(HOSTILE_NAMES)
     planted = [p for folder in (Path.home(), tmp_path, Path.cwd()) for p in folder.glob(f"{sentinel}*")]
     for path in planted:
@@ -744,9 +885,9 @@ def test_nan_weights_are_refused_before_export(assets: Assets, tmp_path: Path) -
 def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypatch, cifar_test) -> None:
     """Images cannot carry NaN (sources give uint8), but the calibration cache is float32 on
     disk: a damaged entry with NaN must be rebuilt, not fed to the int8 calibrator."""
-    from calibration.calibset import build_calibration_set
-
     import dataclasses
+
+    from vitedge.calibration.calibset import build_calibration_set
 
     monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
     config = make_tiny_vit().data_config
@@ -772,7 +913,7 @@ def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypat
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_load_checkpoint_refuses_non_finite_weights_naming_the_tensor(tmp_path: Path, bad: float) -> None:
     """Refused at load (eval, bench and compress too, not only export), naming the tensor."""
-    from vitedge.errors import VitedgeError
+    from vitedge.core.errors import VitedgeError
     from vitedge.models import load_checkpoint
 
     model = make_tiny_vit()
@@ -787,14 +928,17 @@ def test_load_checkpoint_refuses_non_finite_weights_naming_the_tensor(tmp_path: 
 
 def test_data_config_refuses_a_zero_std(tmp_path: Path) -> None:
     """normalize divides by std: 0 would turn a whole channel into inf/NaN."""
-    from calibration.preprocess import DataConfig
-    from vitedge.errors import VitedgeError
+    from vitedge.calibration.preprocess import DataConfig
+    from vitedge.core.errors import VitedgeError
     from vitedge.models import load_checkpoint
 
     with pytest.raises(ValueError, match="std"):
         DataConfig(std=(0.229, 0.0, 0.225))
     torch.save(make_tiny_vit().module.state_dict(), tmp_path / "weights.pth")
-    metadata = {"architecture": make_tiny_vit().architecture.to_dict(), "data_config": {**make_tiny_vit().data_config.to_dict(), "std": [0.2, 0.0, 0.2]}}
+    metadata = {
+        "architecture": make_tiny_vit().architecture.to_dict(),
+        "data_config": {**make_tiny_vit().data_config.to_dict(), "std": [0.2, 0.0, 0.2]},
+    }
     (tmp_path / "weights.json").write_text(json.dumps(metadata))
     with pytest.raises(VitedgeError, match="std") as error:
         load_checkpoint(tmp_path / "weights.pth")
@@ -802,8 +946,8 @@ def test_data_config_refuses_a_zero_std(tmp_path: Path) -> None:
 
 
 def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
-    from vitedge.errors import VitedgeError
-    from vitedge.models import load_model
+    from vitedge.compress.registry import load_model
+    from vitedge.core.errors import VitedgeError
 
     with pytest.raises(VitedgeError, match="unknown model 'vit_bsae_patch16_224'") as error:
         load_model("vit_bsae_patch16_224")

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.budget import Budget, greedy_exclusions
-from exporter.sensitivity import EvalSet
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
+from vitedge.workflows.budget import Budget, greedy_exclusions
+from vitedge.workflows.sensitivity import EvalSet
 
 
 def test_greedy_keeps_exactly_the_needed_nodes_in_a_constructed_case():
@@ -27,7 +27,17 @@ def test_greedy_keeps_exactly_the_needed_nodes_in_a_constructed_case():
     assert result.met and result.drop == 0.0
     assert len(calls) == len(set(calls))  # every distinct set measured once
     assert len(calls) <= 2 * 5 + 1
-    assert [t.action for t in result.trials] == ["start", "keep", "keep", "keep", "keep", "release refused", "release", "release refused", "release"]
+    assert [t.action for t in result.trials] == [
+        "start",
+        "keep",
+        "keep",
+        "keep",
+        "keep",
+        "release refused",
+        "release",
+        "release refused",
+        "release",
+    ]
 
 
 def test_greedy_keeps_nothing_when_int8_already_meets_the_budget():
@@ -44,7 +54,9 @@ def test_greedy_terminates_and_says_so_when_the_budget_cannot_be_met():
 
 def test_greedy_additive_drops_keep_the_largest_contributors():
     weights = {"A": 0.4, "B": 0.3, "C": 0.2, "D": 0.1}
-    result = greedy_exclusions(["A", "B", "C", "D"], lambda kept: sum(w for u, w in weights.items() if u not in kept), budget=0.45)
+    result = greedy_exclusions(
+        ["A", "B", "C", "D"], lambda kept: sum(w for u, w in weights.items() if u not in kept), budget=0.45
+    )
     assert result.excluded == ("A", "B")
     assert result.drop == pytest.approx(0.3)
 
@@ -59,7 +71,7 @@ def test_greedy_result_is_one_minimal_and_bounded(weights, budget, rng):
 
     def evaluate(kept: frozenset) -> float:
         calls.append(kept)
-        return sum(w for u, w in zip(units, weights) if u not in kept)
+        return sum(w for u, w in zip(units, weights, strict=True) if u not in kept)
 
     result = greedy_exclusions(ranking, evaluate, budget)
     assert len(calls) <= 2 * len(units) + 1
@@ -76,7 +88,9 @@ def test_budget_needs_exactly_one_bound_and_labels_for_top1():
         Budget(max_drop=0.5, cosine_floor=0.99)
     with pytest.raises(VitedgeError):
         Budget(max_drop=-1)
-    unlabelled = EvalSet(np.zeros((1, 3, 32, 32), np.float32), None, np.zeros((1, 10), np.float32), {"source": "folder"})
+    unlabelled = EvalSet(
+        np.zeros((1, 3, 32, 32), np.float32), None, np.zeros((1, 10), np.float32), {"source": "folder"}
+    )
     with pytest.raises(VitedgeError, match="labelled"):
         Budget(max_drop=0.5).check(unlabelled)
     Budget(cosine_floor=0.999).check(unlabelled)
@@ -86,10 +100,11 @@ def test_budget_needs_exactly_one_bound_and_labels_for_top1():
 @pytest.fixture(scope="module")
 def tiny_setup():
     """The tiny ViT, 32 calibration images from cifar10:train, 160 held-out cifar10 test images."""
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
     from conftest import make_tiny_vit
-    from exporter.sensitivity import evaluation_set
+
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.workflows.sensitivity import evaluation_set
 
     loaded = make_tiny_vit()
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 32, seed=0)
@@ -98,7 +113,9 @@ def tiny_setup():
 
 
 def _slice(evalset: EvalSet, start: int, stop: int) -> EvalSet:
-    return EvalSet(evalset.inputs[start:stop], evalset.labels[start:stop], evalset.reference[start:stop], evalset.record)
+    return EvalSet(
+        evalset.inputs[start:stop], evalset.labels[start:stop], evalset.reference[start:stop], evalset.record
+    )
 
 
 def test_ort_keeping_nodes_in_float_moves_int8_towards_fp32(tiny_setup, tmp_path):
@@ -106,8 +123,8 @@ def test_ort_keeping_nodes_in_float_moves_int8_towards_fp32(tiny_setup, tmp_path
     are reproduced when re-measured on the images it was made on, its top node is the best
     single node there and beats all-int8, and every node kept in float is fp32 again. (How
     much one node helps on other images depends on the CPU's int8 arithmetic: not claimed.)"""
-    from exporter.export import ExportOptions
-    from exporter.sensitivity import analyse, open_backend, score_runner
+    from vitedge.exporter.export import ExportOptions
+    from vitedge.workflows.sensitivity import analyse, open_backend, score_runner
 
     loaded, calibration, evalset = tiny_setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path)
@@ -123,17 +140,27 @@ def test_ort_keeping_nodes_in_float_moves_int8_towards_fp32(tiny_setup, tmp_path
 
 
 def test_quantize_to_budget_writes_an_artifact_whose_manifest_records_the_kept_nodes(tiny_setup, tmp_path):
-    from exporter.budget import quantize_to_budget
-    from exporter.export import ExportOptions
-    from exporter.sensitivity import open_backend, score_runner
-    from targets.manifest import read_manifest, verify_checksums
-    from targets.runners import open_artifact
+    from vitedge.core.manifest import read_manifest, verify_checksums
+    from vitedge.exporter.export import ExportOptions
+    from vitedge.targets.runners import open_artifact
+    from vitedge.workflows.budget import quantize_to_budget
+    from vitedge.workflows.sensitivity import open_backend, score_runner
 
     loaded, calibration, evalset = tiny_setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "probe")
     int8 = score_runner(backend.open(()), evalset)
     floor = 1.0 - 0.5 * (1.0 - int8.cosine_mean)  # halve the all-int8 cosine error
-    outcome = quantize_to_budget(loaded, to="onnx", calibration=calibration, evalset=evalset, budget=Budget(cosine_floor=floor), out=tmp_path / "art", rank_samples=80, group="block", timing_runs=2)
+    outcome = quantize_to_budget(
+        loaded,
+        to="onnx",
+        calibration=calibration,
+        evalset=evalset,
+        budget=Budget(cosine_floor=floor),
+        out=tmp_path / "art",
+        rank_samples=80,
+        group="block",
+        timing_runs=2,
+    )
 
     assert outcome.result.met and outcome.result.excluded
     assert outcome.final.cosine_mean >= floor > outcome.int8.cosine_mean
@@ -144,9 +171,14 @@ def test_quantize_to_budget_writes_an_artifact_whose_manifest_records_the_kept_n
     assert record["kept_in_float"] == list(outcome.result.excluded)
     assert manifest["quantization"]["nodes_to_exclude"] == sorted(record["kept_in_float_nodes"])
     assert record["met"] and record["cosine_floor"] == floor
-    assert record["evaluation"]["disjoint_from_calibration"] and record["evaluation"]["calibration_source"] == "cifar10:train"
+    assert (
+        record["evaluation"]["disjoint_from_calibration"]
+        and record["evaluation"]["calibration_source"] == "cifar10:train"
+    )
     assert manifest["calibration"]["source"] == "cifar10:train" and manifest["calibration"]["count"] == 32
-    assert [s["kept"] for s in record["speed"]] == [list(outcome.result.excluded[:i]) for i in range(len(outcome.result.excluded) + 1)]
+    assert [s["kept"] for s in record["speed"]] == [
+        list(outcome.result.excluded[:i]) for i in range(len(outcome.result.excluded) + 1)
+    ]
     written = score_runner(open_artifact(tmp_path / "art", threads=1), evalset)
     assert written.cosine_mean == pytest.approx(outcome.final.cosine_mean, abs=1e-9)
     json.dumps(record)  # the record is plain JSON
@@ -178,10 +210,24 @@ def test_quantize_cli_refuses_two_budgets_before_any_work(tiny_vit, tmp_path, mo
 def test_export_max_drop_refuses_a_precision_without_calibration_before_any_work(tmp_path):
     from typer.testing import CliRunner
 
-    from vitedge.cli import app
     import vitedge.commands.export  # noqa: F401 - registers the commands
+    from vitedge.cli import app
 
-    result = CliRunner().invoke(app, ["export", "no-such-model", "--to", "onnx", "--precision", "fp32", "--out", str(tmp_path / "x"), "--max-drop", "0.5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "no-such-model",
+            "--to",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--out",
+            str(tmp_path / "x"),
+            "--max-drop",
+            "0.5",
+        ],
+    )
     assert isinstance(result.exception, VitedgeError)
     assert "int8-static" in result.exception.hint
     assert not (tmp_path / "x").exists()
@@ -191,13 +237,31 @@ def test_export_max_drop_writes_the_budgeted_artifact(tiny_vit, tmp_path):
     """`vitedge export --max-drop/--min-cosine` runs the same search as `vitedge quantize`, judged on the parity images."""
     from typer.testing import CliRunner
 
-    from targets.manifest import read_manifest
-    from vitedge.cli import app
     import vitedge.commands.export  # noqa: F401 - registers the commands
+    from vitedge.cli import app
+    from vitedge.core.manifest import read_manifest
     from vitedge.models import save_checkpoint
 
     checkpoint = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
-    args = ["export", str(checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(tmp_path / "art"), "--calib", "cifar10:train", "--calib-samples", "16", "--verify-samples", "64", "--min-cosine", "0.5", "--json"]
+    args = [
+        "export",
+        str(checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-static",
+        "--out",
+        str(tmp_path / "art"),
+        "--calib",
+        "cifar10:train",
+        "--calib-samples",
+        "16",
+        "--verify-samples",
+        "64",
+        "--min-cosine",
+        "0.5",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     record = read_manifest(tmp_path / "art")["accuracy_budget"]

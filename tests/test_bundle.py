@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import calibration.preprocess
-from calibration.sources import CIFAR10_CLASSES
-from exporter.parity import compare_logits
 from boards import run_bundle, vitedge_logits
-from targets.bundle_build import build_bundle, is_bundle
-from targets.manifest import read_manifest, verify_checksums
-from targets.runners import open_artifact
-from vitedge.errors import VitedgeError
+
+from vitedge.calibration import preprocess
+from vitedge.calibration.sources import CIFAR10_CLASSES
+from vitedge.core.errors import VitedgeError
+from vitedge.core.manifest import read_manifest, verify_checksums
+from vitedge.targets.bundle_build import build_bundle, is_bundle
+from vitedge.targets.runners import open_artifact
+from vitedge.workflows.parity import compare_logits
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -37,7 +37,9 @@ def bundle_logits(python: Path, bundle: Path, images: list[Path], cwd: Path) -> 
     return np.array([item["logits"] for item in json.loads(done.stdout)["images"]])
 
 
-def check_against_vitedge(python: Path, bundle: Path, images: list[Path], expected: np.ndarray, precision: str, cwd: Path) -> None:
+def check_against_vitedge(
+    python: Path, bundle: Path, images: list[Path], expected: np.ndarray, precision: str, cwd: Path
+) -> None:
     """The board's logits against vitedge's runner under the artifact's own parity gate: the
     board may run another runtime (OpenVINO) or another onnxruntime release than the desktop,
     so exact equality or the exact order of near-tied classes is not the claim; agreement
@@ -53,16 +55,31 @@ def check_against_vitedge(python: Path, bundle: Path, images: list[Path], expect
 def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, tmp_path):
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
     assert is_bundle(bundle) and not is_bundle(onnx_artifact)
-    assert sorted(p.name for p in bundle.iterdir()) == ["labels.txt", "manifest.json", "model.onnx", "preprocess.py", "requirements.txt", "run_bundle.py"]
-    assert (bundle / "preprocess.py").read_bytes() == Path(calibration.preprocess.__file__).read_bytes()
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "labels.txt",
+        "manifest.json",
+        "model.onnx",
+        "preprocess.py",
+        "requirements.txt",
+        "run_bundle.py",
+    ]
+    assert (bundle / "preprocess.py").read_bytes() == Path(preprocess.__file__).read_bytes()
     assert (bundle / "model.onnx").read_bytes() == (onnx_artifact / "model.onnx").read_bytes()
     assert (bundle / "labels.txt").read_text().split("\n")[:10] == list(CIFAR10_CLASSES)
-    requirements = [line for line in (bundle / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    requirements = [
+        line for line in (bundle / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert requirements == ["numpy>=1.24", "pillow>=10", "onnxruntime>=1.17"]
     manifest = read_manifest(bundle)
     verify_checksums(bundle, manifest)  # the bundle is itself a valid artifact
     assert manifest["bundle"]["runtime"] == "onnxruntime" and manifest["precision"] == "fp32"
-    assert {e["path"] for e in manifest["files"]} == {"labels.txt", "model.onnx", "preprocess.py", "requirements.txt", "run_bundle.py"}
+    assert {e["path"] for e in manifest["files"]} == {
+        "labels.txt",
+        "model.onnx",
+        "preprocess.py",
+        "requirements.txt",
+        "run_bundle.py",
+    }
     batch = np.zeros((2, 3, 32, 32), np.float32)
     np.testing.assert_array_equal(open_artifact(bundle)(batch), open_artifact(onnx_artifact)(batch))
 
@@ -98,19 +115,25 @@ def bundle_with_cli(artifact: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize(("artifact_fixture", "precision"), [("default_int8_artifact", "int8-dynamic"), ("onnx_artifact", "fp32")])
-def test_classify_in_fresh_venv_matches_vitedge_top5(artifact_fixture, precision, request, bundle_python, png_images, tmp_path):
+@pytest.mark.parametrize(
+    ("artifact_fixture", "precision"), [("default_int8_artifact", "int8-dynamic"), ("onnx_artifact", "fp32")]
+)
+def test_classify_in_fresh_venv_matches_vitedge_top5(
+    artifact_fixture, precision, request, bundle_python, png_images, tmp_path
+):
     """Acceptance (issue 6): `vitedge bundle` on the default model's ONNX int8 artifact, then
     `run_bundle.py classify` in a venv with only numpy, Pillow and onnxruntime gives the same
     top-5 (and the same probabilities) as vitedge's runner on real CIFAR-10 PNGs."""
     artifact = request.getfixturevalue(artifact_fixture)
     bundle = bundle_with_cli(artifact, tmp_path / "bundle")
-    assert read_manifest(bundle)["precision"] == precision and read_manifest(bundle)["bundle"]["runtime"] == "onnxruntime"
+    assert (
+        read_manifest(bundle)["precision"] == precision and read_manifest(bundle)["bundle"]["runtime"] == "onnxruntime"
+    )
     done = run_bundle(bundle_python, bundle, "classify", "--json", *map(str, png_images), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     expected = vitedge_logits(artifact, png_images)
-    for item, path in zip(result["images"], png_images):
+    for item, path in zip(result["images"], png_images, strict=True):
         assert item["image"] == str(path) and len(item["top"]) == 5
         assert [t["label"] for t in item["top"]] == [CIFAR10_CLASSES[t["index"]] for t in item["top"]]
         assert [t["probability"] for t in item["top"]] == sorted((t["probability"] for t in item["top"]), reverse=True)
@@ -121,7 +144,21 @@ def test_classify_in_fresh_venv_matches_vitedge_top5(artifact_fixture, precision
 
 def test_bench_and_eval_in_fresh_venv(onnx_artifact, bundle_python, image_folder, tmp_path):
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
-    done = run_bundle(bundle_python, bundle, "bench", "--batch", "2", "--seconds", "0.3", "--warmup", "2", "--threads", "1", "--json", cwd=tmp_path)
+    done = run_bundle(
+        bundle_python,
+        bundle,
+        "bench",
+        "--batch",
+        "2",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout)
     assert bench["batch"] == 2 and bench["runs"] >= 10 and bench["runtime"] == "onnxruntime"
@@ -130,7 +167,9 @@ def test_bench_and_eval_in_fresh_venv(onnx_artifact, bundle_python, image_folder
     # --threads 1 as the session reports it, and as the process's CPU time shows: one thread
     # cannot spend more than one CPU second per second (the percentiles: test_bench_arithmetic)
     assert bench["detail"]["threads"] == 1 and 0 < bench["cpu_per_wall"] <= 1.05, bench
-    default = json.loads(run_bundle(bundle_python, bundle, "bench", "--seconds", "0.1", "--warmup", "1", "--json", cwd=tmp_path).stdout)
+    default = json.loads(
+        run_bundle(bundle_python, bundle, "bench", "--seconds", "0.1", "--warmup", "1", "--json", cwd=tmp_path).stdout
+    )
     assert default["detail"]["threads"] == 0  # read back, not echoed: ORT's own default
 
     done = run_bundle(bundle_python, bundle, "eval", str(image_folder), "--batch", "16", "--json", cwd=tmp_path)
@@ -192,8 +231,22 @@ def test_openvino_bundle_agrees_with_onnxruntime(onnx_artifact, png_images, tmp_
     vitedge's ORT runner computes, within the fp32 gate: it must ask for f32, since the CPU
     plugin's own default is bf16 on AVX512-BF16/AMX CPUs (and f16 on ARM)."""
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle", runtime="openvino")
-    check_against_vitedge(Path(sys.executable), bundle, png_images, vitedge_logits(onnx_artifact, png_images), "fp32", tmp_path)
-    done = run_bundle(Path(sys.executable), bundle, "bench", "--seconds", "0.1", "--warmup", "1", "--threads", "1", "--json", cwd=tmp_path)
+    check_against_vitedge(
+        Path(sys.executable), bundle, png_images, vitedge_logits(onnx_artifact, png_images), "fp32", tmp_path
+    )
+    done = run_bundle(
+        Path(sys.executable),
+        bundle,
+        "bench",
+        "--seconds",
+        "0.1",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
     bench = json.loads(done.stdout)
     assert bench["detail"]["inference_precision"] == "f32" and bench["detail"]["threads"] == 1, bench["detail"]
 
@@ -214,7 +267,7 @@ class FakeTime:
 def test_bench_arithmetic_on_a_fake_clock(monkeypatch):
     """run_bundle's bench on a fake model and clock: 20 calls of 10 ms, 4 of 100 ms, 1 of
     300 ms; p50/p90/p99 and it/s are numpy's linear percentiles of exactly those 25."""
-    from targets.bundle import run_bundle as runner
+    from vitedge.targets.bundle import run_bundle as runner
 
     clock = FakeTime()
     durations = iter([0.0] * 2 + [0.010] * 20 + [0.100] * 4 + [0.300])
@@ -232,8 +285,10 @@ def test_bench_arithmetic_on_a_fake_clock(monkeypatch):
     monkeypatch.setattr(runner, "time", clock)
     monkeypatch.setattr(runner, "Model", FakeModel)
     # in a bundle preprocess.py sits beside the runner; here it is vitedge's own (the same file)
-    monkeypatch.setattr(runner, "_import_base", lambda: (np, None, calibration.preprocess))
-    args = runner.parser().parse_args(["bench", "--batch", "4", "--seconds", "0.5", "--warmup", "2", "--min-runs", "25"])
+    monkeypatch.setattr(runner, "_import_base", lambda: (np, None, preprocess))
+    args = runner.parser().parse_args(
+        ["bench", "--batch", "4", "--seconds", "0.5", "--warmup", "2", "--min-runs", "25"]
+    )
     result = runner.bench(args, {"data_config": {"input_size": [3, 8, 8]}, "format": "onnx", "precision": "fp32"})
     sorted_ms = sorted([10.0] * 20 + [100.0] * 4 + [300.0])
     assert result["runs"] == 25 and result["warmup"] == 2

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.calibset import CalibrationSet, build_calibration_set, draw_indices, indices_of
-from calibration.preprocess import preprocess_batch
-from calibration.sources import ImageSet, open_source
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
+from vitedge.calibration.calibset import (
+    CalibrationSet,
+    build_calibration_set,
+    draw_indices,
+    indices_of,
+)
+from vitedge.calibration.preprocess import preprocess_batch
+from vitedge.calibration.sources import ImageSet, open_source
+from vitedge.core.errors import VitedgeError
 
 CONFIG = make_tiny_vit().data_config
 
@@ -130,7 +135,10 @@ def test_damaged_cache_entry_is_rebuilt(cifar_test, tmp_path):
 
     for damage in (set_inf, lambda _: entry.write_bytes(b"truncated")):
         source = Counted(cifar_test)
-        assert np.array_equal(build_calibration_set(source.images, CONFIG, 6, seed=0).inputs, first.inputs) and source.calls == 0
+        assert (
+            np.array_equal(build_calibration_set(source.images, CONFIG, 6, seed=0).inputs, first.inputs)
+            and source.calls == 0
+        )
         if damage is set_inf:
             edit_cache(entry, damage)
         else:

@@ -11,12 +11,18 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from compress.distill import DistillConfig, distill, distillation_loss, make_student, student_kwargs
-from compress.registry import apply_steps, parse_step_spec
-from compress.train import TrainConfig
 from vitedge.cli import app
-from vitedge.errors import VitedgeError
-from vitedge.models import load_model, save_checkpoint
+from vitedge.compress.distill import (
+    DistillConfig,
+    distill,
+    distillation_loss,
+    make_student,
+    student_kwargs,
+)
+from vitedge.compress.registry import apply_steps, load_model, parse_step_spec
+from vitedge.compress.train import TrainConfig
+from vitedge.core.errors import VitedgeError
+from vitedge.models import save_checkpoint
 
 
 class _Fixed(torch.nn.Module):
@@ -49,7 +55,9 @@ def test_soft_and_hard_losses() -> None:
 
 def test_half_width_student_keeps_head_width_and_depth(tiny_vit) -> None:
     kwargs = student_kwargs(tiny_vit.module, 0.5, distill_token=False)
-    assert kwargs["embed_dim"] == 32 and kwargs["num_heads"] == 1 and kwargs["depth"] == 2 and kwargs["mlp_ratio"] == 2.0
+    assert (
+        kwargs["embed_dim"] == 32 and kwargs["num_heads"] == 1 and kwargs["depth"] == 2 and kwargs["mlp_ratio"] == 2.0
+    )
     student = make_student(tiny_vit, student=None, width=0.5, distill_token=True)
     assert student.module.num_prefix_tokens == 2 and student.module.embed_dim == 32
     assert student.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
@@ -57,7 +65,14 @@ def test_half_width_student_keeps_head_width_and_depth(tiny_vit) -> None:
 
 def _kl_to(teacher: torch.nn.Module, student: torch.nn.Module, inputs: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(F.kl_div(F.log_softmax(student(inputs), -1), F.log_softmax(teacher(inputs), -1), reduction="batchmean", log_target=True))
+        return float(
+            F.kl_div(
+                F.log_softmax(student(inputs), -1),
+                F.log_softmax(teacher(inputs), -1),
+                reduction="batchmean",
+                log_target=True,
+            )
+        )
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(tiny_vit, cifar_batch) -> None:
@@ -69,7 +84,15 @@ def test_distillation_pulls_the_student_towards_the_teacher(tiny_vit, cifar_batc
         student = make_student(tiny_vit, student=None, width=0.5, distill_token=distill_token, seed=1).module
         before = _kl_to(teacher, student, inputs)
         config = TrainConfig(epochs=10, batch_size=32, lr=3e-3, warmup_epochs=0.5, seed=0)
-        trained, logs = distill(student, teacher, inputs, labels, config, DistillConfig("soft", alpha=1.0, temperature=1.0), show_progress=False)
+        trained, logs = distill(
+            student,
+            teacher,
+            inputs,
+            labels,
+            config,
+            DistillConfig("soft", alpha=1.0, temperature=1.0),
+            show_progress=False,
+        )
         assert len(logs) == 10 and all(math.isfinite(log.loss) for log in logs)
         assert not getattr(trained, "distilled_training", False)
         assert _kl_to(teacher, trained, inputs) < 0.8 * before
@@ -90,11 +113,31 @@ def test_distill_step_uses_the_chain_start_as_teacher(tiny_vit, cifar_batch) -> 
 
 def test_distill_command_trains_and_saves_a_student(tiny_vit, cifar_test, tmp_path) -> None:
     teacher = save_checkpoint(tiny_vit, tmp_path / "teacher.safetensors")
-    np.savez(tmp_path / "train.npz", x=np.stack([cifar_test.get(i) for i in range(64)]), y=np.asarray(cifar_test.labels[:64]))
+    np.savez(
+        tmp_path / "train.npz", x=np.stack([cifar_test.get(i) for i in range(64)]), y=np.asarray(cifar_test.labels[:64])
+    )
     out = tmp_path / "student.safetensors"
-    args = ["distill", "--teacher", str(teacher), "--student-width", "0.5", "--data", str(tmp_path / "train.npz"), "--test-data", "", "--epochs", "1", "--batch-size", "32", "--out", str(out)]
+    args = [
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--student-width",
+        "0.5",
+        "--data",
+        str(tmp_path / "train.npz"),
+        "--test-data",
+        "",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     student = load_model(str(out))
     assert student.module.embed_dim == 32
-    assert sum(p.numel() for p in student.module.parameters()) < 0.4 * sum(p.numel() for p in tiny_vit.module.parameters())
+    assert sum(p.numel() for p in student.module.parameters()) < 0.4 * sum(
+        p.numel() for p in tiny_vit.module.parameters()
+    )

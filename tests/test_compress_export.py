@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.registry import apply_steps, parse_step_spec
-from exporter.export import export_artifact
-from exporter.parity import verify_artifact
-from targets.manifest import read_manifest
+from vitedge.compress.registry import apply_steps, parse_step_spec
+from vitedge.compress.train import cifar_vit_architecture
+from vitedge.core.manifest import read_manifest
+from vitedge.exporter.export import export_artifact
 from vitedge.models import Architecture, LoadedModel, build_architecture
-from vitedge.training import cifar_vit_architecture
+from vitedge.workflows.parity import verify_artifact
 
 CHAINS = {
     "prune-structured": ["prune-structured:ratio=0.5"],
@@ -36,12 +36,18 @@ def _class_token_vit(tiny: LoadedModel) -> LoadedModel:
 
 
 # Steps that touch tokens run on both ViT flavours; per-layer steps on the average-pooled one.
-CASES = [(chain, False) for chain in CHAINS] + [(chain, True) for chain in ("nystrom", "tokens-merge", "tokens-drop", "tokens-first-block", "prune+tokens")]
+CASES = [(chain, False) for chain in CHAINS] + [
+    (chain, True) for chain in ("nystrom", "tokens-merge", "tokens-drop", "tokens-first-block", "prune+tokens")
+]
 
 
-@pytest.mark.parametrize(("chain", "class_token"), CASES, ids=[f"{chain}-{'cls' if cls else 'avgpool'}" for chain, cls in CASES])
+@pytest.mark.parametrize(
+    ("chain", "class_token"), CASES, ids=[f"{chain}-{'cls' if cls else 'avgpool'}" for chain, cls in CASES]
+)
 @pytest.mark.parametrize("to", ["onnx", "openvino"])
-def test_compressed_model_exports_and_passes_the_fp32_gate(tiny_vit, cifar_batch, tmp_path, chain, class_token, to) -> None:
+def test_compressed_model_exports_and_passes_the_fp32_gate(
+    tiny_vit, cifar_batch, tmp_path, chain, class_token, to
+) -> None:
     loaded = _class_token_vit(tiny_vit) if class_token else tiny_vit
     compressed = apply_steps(loaded, [parse_step_spec(spec) for spec in CHAINS[chain]])
     folder = export_artifact(compressed, to=to, precision="fp32", out=tmp_path / "art")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.lowrank import LowRankLinear, energy_rank, factorize, lowrank
-from vitedge.errors import VitedgeError
+from vitedge.compress.lowrank import LowRankLinear, energy_rank, factorize, lowrank
+from vitedge.core.errors import VitedgeError
 
 
 def test_full_rank_factorization_reproduces_the_layer() -> None:
@@ -28,7 +28,9 @@ def test_lowrank_shrinks_the_blocks_and_skips_unprofitable_layers(tiny_vit) -> N
     before = sum(p.numel() for p in tiny_vit.module.parameters())
     result = lowrank(tiny_vit.module, rank=16)
     ranks = result.record["structure"]["ranks"]
-    assert set(ranks) == {f"blocks.{b}.{layer}" for b in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+    assert set(ranks) == {
+        f"blocks.{b}.{layer}" for b in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    }
     assert all(isinstance(result.model.get_submodule(name), LowRankLinear) for name in ranks)
     assert sum(p.numel() for p in result.model.parameters()) < 0.7 * before
     assert type(result.model.head) is torch.nn.Linear

@@ -6,15 +6,22 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Attention
 
-from compress.nystrom import NystromAttention, iterative_pinv, nystrom, segment_means
+from vitedge.compress.nystrom import (
+    NystromAttention,
+    iterative_pinv,
+    nystrom,
+    segment_means,
+)
+from vitedge.compress.train import cifar_vit_architecture
 from vitedge.models import Architecture, build_architecture
-from vitedge.training import cifar_vit_architecture
 
 
 def _class_token_vit() -> torch.nn.Module:
     torch.manual_seed(0)
     base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    return build_architecture(Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})).eval()
+    return build_architecture(
+        Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})
+    ).eval()
 
 
 def test_segment_means_are_ragged_when_tokens_do_not_divide() -> None:

@@ -7,15 +7,26 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compress.pipeline import compress_to_file
-from compress.registry import STEPS, apply_steps, parse_step_spec
 from vitedge.cli import app
-from vitedge.errors import VitedgeError
-from vitedge.models import load_model, save_checkpoint
+from vitedge.compress.pipeline import compress_to_file
+from vitedge.compress.registry import STEPS, apply_steps, load_model, parse_step_spec
+from vitedge.core.errors import VitedgeError
+from vitedge.models import save_checkpoint
 
 EXPECTED_STEPS = {
-    "quantize-dynamic", "fp16", "bf16", "lowrank", "nystrom", "prune-magnitude", "prune-taylor",
-    "prune-heads", "prune-mlp", "prune-structured", "tokens", "distill", "finetune",
+    "quantize-dynamic",
+    "fp16",
+    "bf16",
+    "lowrank",
+    "nystrom",
+    "prune-magnitude",
+    "prune-taylor",
+    "prune-heads",
+    "prune-mlp",
+    "prune-structured",
+    "tokens",
+    "distill",
+    "finetune",
 }
 
 
@@ -25,7 +36,10 @@ def test_registry_names_every_technique() -> None:
 
 
 def test_parse_step_spec_types_values() -> None:
-    assert parse_step_spec("prune-heads:ratio=0.25,importance=taylor") == ("prune-heads", {"ratio": 0.25, "importance": "taylor"})
+    assert parse_step_spec("prune-heads:ratio=0.25,importance=taylor") == (
+        "prune-heads",
+        {"ratio": 0.25, "importance": "taylor"},
+    )
     assert parse_step_spec("tokens:r=4") == ("tokens", {"r": 4})
     assert parse_step_spec("quantize-dynamic:per-channel=true") == ("quantize-dynamic", {"per_channel": True})
     assert parse_step_spec("fp16") == ("fp16", {})
@@ -51,7 +65,14 @@ def test_bad_option_values_are_user_errors(tiny_vit) -> None:
 
 def test_chain_is_pure_and_records_every_step(tiny_vit) -> None:
     before = {key: value.clone() for key, value in tiny_vit.module.state_dict().items()}
-    chained = apply_steps(tiny_vit, [parse_step_spec("prune-structured:ratio=0.5"), parse_step_spec("tokens:r=4"), parse_step_spec("quantize-dynamic")])
+    chained = apply_steps(
+        tiny_vit,
+        [
+            parse_step_spec("prune-structured:ratio=0.5"),
+            parse_step_spec("tokens:r=4"),
+            parse_step_spec("quantize-dynamic"),
+        ],
+    )
     assert [record["name"] for record in chained.steps] == ["prune-structured", "tokens", "quantize-dynamic"]
     assert tiny_vit.steps == ()
     after = tiny_vit.module.state_dict()
@@ -93,13 +114,32 @@ def test_compress_to_file_and_cli(tiny_vit, cifar_test, tmp_path) -> None:
     source = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
     pixels = np.stack([cifar_test.get(i) for i in range(64)])
     np.savez(tmp_path / "calib.npz", x=pixels, y=np.asarray(cifar_test.labels[:64]))
-    compressed = compress_to_file(str(source), ["prune-heads:ratio=0.5,importance=taylor,samples=32", "tokens:r=4"], tmp_path / "a.safetensors", data=str(tmp_path / "calib.npz"))
+    compressed = compress_to_file(
+        str(source),
+        ["prune-heads:ratio=0.5,importance=taylor,samples=32", "tokens:r=4"],
+        tmp_path / "a.safetensors",
+        data=str(tmp_path / "calib.npz"),
+    )
     assert compressed.steps[0]["options"]["importance"] == "taylor"
-    result = CliRunner().invoke(app, ["compress", str(source), "--step", "prune-structured:ratio=0.5", "--step", "tokens:r=4", "--out", str(tmp_path / "b.safetensors")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compress",
+            str(source),
+            "--step",
+            "prune-structured:ratio=0.5",
+            "--step",
+            "tokens:r=4",
+            "--out",
+            str(tmp_path / "b.safetensors"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     reloaded = load_model(str(tmp_path / "b.safetensors"))
     assert reloaded.module.blocks[0].attn.num_heads == 1 and reloaded.module.blocks[0].mlp.fc1.out_features == 64
-    typo = CliRunner().invoke(app, ["compress", str(source), "--step", "prune-head:ratio=0.5", "--out", str(tmp_path / "c.safetensors")])
+    typo = CliRunner().invoke(
+        app, ["compress", str(source), "--step", "prune-head:ratio=0.5", "--out", str(tmp_path / "c.safetensors")]
+    )
     assert isinstance(typo.exception, VitedgeError) and not (tmp_path / "c.safetensors").exists()
     with pytest.raises(VitedgeError, match="needs images"):
         compress_to_file(str(source), ["prune-taylor:ratio=0.5"], tmp_path / "d.safetensors")

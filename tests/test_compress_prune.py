@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.prune import DENSE_NOTE, prune_heads, prune_magnitude, prune_mlp, prune_structured, prune_taylor
-from vitedge.errors import VitedgeError
+from vitedge.compress.prune import (
+    DENSE_NOTE,
+    prune_heads,
+    prune_magnitude,
+    prune_mlp,
+    prune_structured,
+    prune_taylor,
+)
+from vitedge.core.errors import VitedgeError
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -72,7 +79,10 @@ def test_structured_pruning_removes_a_quarter_of_channels_and_heads(tiny_vit, ci
     inputs, _ = _data(cifar_batch)
     assert torch.isfinite(result.model(inputs)).all()
     taylor = prune_mlp(tiny_vit.module, ratio=0.25, importance="taylor", samples=32, data=_data(cifar_batch))
-    assert taylor.record["structure"]["blocks.0"]["channels"] != prune_mlp(tiny_vit.module, ratio=0.25).record["structure"]["blocks.0"]["channels"]
+    assert (
+        taylor.record["structure"]["blocks.0"]["channels"]
+        != prune_mlp(tiny_vit.module, ratio=0.25).record["structure"]["blocks.0"]["channels"]
+    )
 
 
 def test_pruning_zero_ratio_is_the_identity(tiny_vit) -> None:

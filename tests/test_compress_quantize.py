@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from compress.quantize import PackedDynamicLinear, STEPS, quantize_dynamic
-from vitedge.models import load_model, save_checkpoint
+from vitedge.compress.quantize import STEPS, PackedDynamicLinear, quantize_dynamic
+from vitedge.compress.registry import load_model
+from vitedge.models import save_checkpoint
 
 
 def test_dynamic_int8_replaces_every_linear_and_stays_close(tiny_vit, cifar_batch) -> None:

@@ -7,17 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.registry import apply_steps
-from compress.tokens import TokenReductionBlocks, bipartite_merge, tokens
-from vitedge.errors import VitedgeError
-from vitedge.models import Architecture, build_architecture, load_model, save_checkpoint
-from vitedge.training import cifar_vit_architecture
+from vitedge.compress.registry import apply_steps, load_model
+from vitedge.compress.tokens import TokenReductionBlocks, bipartite_merge, tokens
+from vitedge.compress.train import cifar_vit_architecture
+from vitedge.core.errors import VitedgeError
+from vitedge.models import Architecture, build_architecture, save_checkpoint
 
 
 def _class_token_vit() -> torch.nn.Module:
     torch.manual_seed(0)
     base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    return build_architecture(Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})).eval()
+    return build_architecture(
+        Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})
+    ).eval()
 
 
 def test_r_zero_keeps_the_output(tiny_vit) -> None:
@@ -50,7 +52,7 @@ def test_class_token_is_never_merged_or_dropped() -> None:
     for mode in ("merge", "drop"):
         result = tokens(model, r=16, mode=mode)
         captured = []
-        hook = result.model.blocks[1].register_forward_hook(lambda _m, _a, out: captured.append(out))
+        hook = result.model.blocks[1].register_forward_hook(lambda _m, _a, out, captured=captured: captured.append(out))
         result.model(inputs)
         hook.remove()
         x, size = captured[0]
@@ -95,7 +97,10 @@ def test_blocks_reduces_in_the_first_blocks_only(tiny_vit, cifar_batch) -> None:
     assert result.record["options"] == {"r": 8, "mode": "merge", "blocks": 1}
     assert result.record["structure"]["tokens_after_block"] == [56, 56]
     seen = []
-    hooks = [block.register_forward_hook(lambda _m, _a, out: seen.append((out[0].shape[1], float(out[1].sum(1).mean())))) for block in result.model.blocks]
+    hooks = [
+        block.register_forward_hook(lambda _m, _a, out: seen.append((out[0].shape[1], float(out[1].sum(1).mean()))))
+        for block in result.model.blocks
+    ]
     out = result.model(inputs)
     for hook in hooks:
         hook.remove()

@@ -11,13 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from targets.detect import CpuInfo, Machine, detect_targets, parse_cpuinfo, probe_cpu, probe_machine, recommend
-from targets.onnxruntime import open_onnx
-from targets.openvino import open_openvino
-from targets.runners import open_artifact
-from targets.torch import open_torch
 from vitedge.cli import app
-from vitedge.errors import VitedgeError
+from vitedge.core.cpu import CpuInfo, parse_cpuinfo, probe_cpu
+from vitedge.core.errors import VitedgeError
+from vitedge.targets.detect import Machine, detect_targets, probe_machine, recommend
+from vitedge.targets.onnxruntime import open_onnx
+from vitedge.targets.openvino import open_openvino
+from vitedge.targets.runners import open_artifact
+from vitedge.targets.torch import open_torch
 
 # Abbreviated from real machines: two processors each, fields as the kernel prints them.
 EPYC_AVX2 = """processor\t: 0
@@ -100,7 +101,10 @@ def test_x86_with_vnni_or_amx_recommends_int8():
     target = cpu_target(XEON_VNNI)
     assert "int8" in target.recommend.split(" or ")[0] and not target.warnings and "AVX512-VNNI" in target.why
     amx = parse_cpuinfo(XEON_AMX)
-    assert amx.isa == ("AVX2", "FMA", "AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX") and amx.cores == 1
+    assert (
+        amx.isa == ("AVX2", "FMA", "AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")
+        and amx.cores == 1
+    )
     assert "AMX" in cpu_target(XEON_AMX).why and not cpu_target(XEON_AMX).warnings
 
 
@@ -123,13 +127,26 @@ def test_gpu_targets_follow_devices_and_providers():
     none = {t.target: t for t in recommend(Machine(cpu, ("CPUExecutionProvider",), {"CPU": "AMD EPYC"}, ()))}
     assert not any(none[t].available for t in ("cuda", "tensorrt", "openvino-gpu"))
     assert "PyTorch sees no CUDA device" in none["cuda"].why
-    gpu = Machine(cpu, ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), {"CPU": "x", "GPU.0": "Intel(R) Arc(TM) A770 Graphics (dGPU)"}, ("NVIDIA H100 80GB HBM3 (sm_90)",))
+    gpu = Machine(
+        cpu,
+        ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        {"CPU": "x", "GPU.0": "Intel(R) Arc(TM) A770 Graphics (dGPU)"},
+        ("NVIDIA H100 80GB HBM3 (sm_90)",),
+    )
     found = {t.target: t for t in recommend(gpu)}
-    assert found["cuda"].available and found["cuda"].runtimes == ("torch", "onnxruntime") and found["cuda"].device == "NVIDIA H100 80GB HBM3 (sm_90)"
+    assert (
+        found["cuda"].available
+        and found["cuda"].runtimes == ("torch", "onnxruntime")
+        and found["cuda"].device == "NVIDIA H100 80GB HBM3 (sm_90)"
+    )
     assert found["tensorrt"].available and "int8" in found["tensorrt"].recommend
     assert found["openvino-gpu"].available and "Arc" in found["openvino-gpu"].device
     torch_only = {t.target: t for t in recommend(Machine(cpu, ("CPUExecutionProvider",), {}, ("NVIDIA T4 (sm_75)",)))}
-    assert torch_only["cuda"].available and "onnxruntime-gpu" in torch_only["cuda"].why and not torch_only["tensorrt"].available
+    assert (
+        torch_only["cuda"].available
+        and "onnxruntime-gpu" in torch_only["cuda"].why
+        and not torch_only["tensorrt"].available
+    )
 
 
 def test_this_machine():
@@ -156,7 +173,9 @@ def test_targets_command_json_and_table():
     assert done.exit_code == 0 and "openvino-gpu" in done.stdout and "ONNX Runtime providers" in done.stdout
 
 
-no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the no-GPU errors cannot happen here")
+no_gpu = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a CUDA device is present: the no-GPU errors cannot happen here"
+)
 
 
 @no_gpu
@@ -167,7 +186,9 @@ def test_torch_cuda_without_gpu_is_a_clear_error():
 
 
 @no_gpu
-@pytest.mark.parametrize("device, provider", [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+@pytest.mark.parametrize(
+    "device, provider", [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
+)
 def test_onnxruntime_gpu_providers_without_gpu_are_clear_errors(onnx_artifact, device, provider):
     with pytest.raises(VitedgeError, match=f"target {device}: ONNX Runtime has no {provider}") as caught:
         open_onnx(onnx_artifact / "model.onnx", precision="fp32", device=device)
@@ -192,4 +213,7 @@ def test_cpu_runner_still_works_beside_the_gpu_errors(onnx_artifact):
 
 def test_cpuinfo_without_flags_or_features():
     cpu = parse_cpuinfo("processor\t: 0\n", "riscv64")
-    assert cpu == CpuInfo("riscv64", "riscv64", 1, frozenset()) and cpu_target("processor\t: 0\n", "riscv64").recommend == "onnx fp32"
+    assert (
+        cpu == CpuInfo("riscv64", "riscv64", 1, frozenset())
+        and cpu_target("processor\t: 0\n", "riscv64").recommend == "onnx fp32"
+    )

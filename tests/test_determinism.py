@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.calibset import build_calibration_set
-from exporter.export import export_artifact
-from targets.manifest import read_manifest, sha256_file
 from tests.conftest import make_tiny_vit
+from vitedge.calibration.calibset import build_calibration_set
+from vitedge.core.manifest import read_manifest, sha256_file
+from vitedge.exporter.export import export_artifact
 from vitedge.models import save_checkpoint
 
 
@@ -31,7 +31,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def vitedge(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VITEDGE_CACHE": str(cwd / "cache"), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "vitedge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "vitedge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -47,7 +49,12 @@ def test_onnx_fp32_export_twice_is_byte_identical(checkpoint: Path, tmp_path: Pa
 
 
 def test_eval_twice_gives_identical_accuracy(checkpoint: Path, tmp_path: Path) -> None:
-    runs = [json.loads(vitedge(["eval", str(checkpoint), "--data", "cifar10", "--samples", "300", "--json"], tmp_path).stdout) for _ in range(2)]
+    runs = [
+        json.loads(
+            vitedge(["eval", str(checkpoint), "--data", "cifar10", "--samples", "300", "--json"], tmp_path).stdout
+        )
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
     assert runs[0]["samples"] == 300 and 0.0 <= runs[0]["top1"] <= 100.0
 
@@ -65,7 +72,13 @@ def model_files(folder: Path) -> dict[str, str]:
 # when run twice in one process. Marked paths are the ones whose bytes are not guaranteed.
 @pytest.mark.parametrize(
     ("to", "precision"),
-    [("onnx", "int8-dynamic"), ("onnx", "int8-static"), ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")],
+    [
+        ("onnx", "int8-dynamic"),
+        ("onnx", "int8-static"),
+        ("openvino", "fp32"),
+        ("openvino", "fp16"),
+        ("openvino", "int8"),
+    ],
 )
 def test_other_paths_twice_in_one_process(calibration, tmp_path: Path, to: str, precision: str) -> None:
     model = make_tiny_vit()

@@ -13,16 +13,21 @@ import pytest
 import torch
 from PIL import Image
 
-from calibration.calibset import build_calibration_set
-from calibration.sources import open_source
-from exporter.export import FORMATS, ExportOptions, export_artifact
-from exporter.onnx import read_metadata
-from exporter.parity import DEFAULT_TOLERANCES, verify_artifact
-from targets.manifest import read_manifest, sha256_file, verify_checksums
-from targets.runners import open_artifact
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
-from vitedge.models import Architecture, LoadedModel, build_architecture, save_checkpoint
+from vitedge.calibration.calibset import build_calibration_set
+from vitedge.calibration.sources import open_source
+from vitedge.core.errors import VitedgeError
+from vitedge.core.manifest import read_manifest, sha256_file, verify_checksums
+from vitedge.exporter.export import FORMATS, ExportOptions, export_artifact
+from vitedge.exporter.onnx import read_metadata
+from vitedge.models import (
+    Architecture,
+    LoadedModel,
+    build_architecture,
+    save_checkpoint,
+)
+from vitedge.targets.runners import open_artifact
+from vitedge.workflows.parity import DEFAULT_TOLERANCES, verify_artifact
 
 PATHS = [(to, precision) for to, precisions in FORMATS.items() for precision in precisions]
 
@@ -37,7 +42,10 @@ def artifacts(tmp_path_factory, calib):
     """All six artifacts of one tiny ViT, exported once for the module."""
     root = tmp_path_factory.mktemp("artifacts")
     model = make_tiny_vit()
-    return {(to, p): export_artifact(model, to=to, precision=p, out=root / f"{to}-{p}", calibration=calib) for to, p in PATHS}
+    return {
+        (to, p): export_artifact(model, to=to, precision=p, out=root / f"{to}-{p}", calibration=calib)
+        for to, p in PATHS
+    }
 
 
 def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
@@ -133,7 +141,9 @@ def test_int8_artifacts_are_smaller(artifacts):
 
 
 def test_fixed_batch(tmp_path, cifar_batch):
-    folder = export_artifact(make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "b4", options=ExportOptions(batch=4))
+    folder = export_artifact(
+        make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "b4", options=ExportOptions(batch=4)
+    )
     model = onnx.load(str(folder / "model.onnx"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
     assert read_manifest(folder)["batch"] == 4
@@ -142,7 +152,10 @@ def test_fixed_batch(tmp_path, cifar_batch):
     for wrong in (2, 5):  # refused in one line before the runtime's own multi-line error
         with pytest.raises(VitedgeError) as error:
             runner(cifar_batch[0][:wrong])
-        assert error.value.message.endswith(f"model.onnx was exported for batch 4 only, but was given batch {wrong}") and "--batch 4" in error.value.hint
+        assert (
+            error.value.message.endswith(f"model.onnx was exported for batch 4 only, but was given batch {wrong}")
+            and "--batch 4" in error.value.hint
+        )
 
 
 def test_refusals_leave_no_folder(tmp_path, calib):
@@ -155,10 +168,22 @@ def test_refusals_leave_no_folder(tmp_path, calib):
         export_artifact(model, to="tflite", precision="fp32", out=tmp_path / "a")
     # fails half-way (after the fp32 export, inside quantization): the staging folder goes too
     with pytest.raises(VitedgeError, match="unknown calibration method"):
-        export_artifact(model, to="onnx", precision="int8-static", out=tmp_path / "a", calibration=calib, options=ExportOptions(calib_method="kl"))
+        export_artifact(
+            model,
+            to="onnx",
+            precision="int8-static",
+            out=tmp_path / "a",
+            calibration=calib,
+            options=ExportOptions(calib_method="kl"),
+        )
     resnet = build_architecture(Architecture("resnet10t", {"num_classes": 10})).eval()
     with pytest.raises(VitedgeError, match="needs a Vision Transformer"):
-        export_artifact(LoadedModel(resnet, model.data_config, "resnet10t", Architecture("resnet10t")), to="onnx", precision="fp32", out=tmp_path / "a")
+        export_artifact(
+            LoadedModel(resnet, model.data_config, "resnet10t", Architecture("resnet10t")),
+            to="onnx",
+            precision="fp32",
+            out=tmp_path / "a",
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -169,7 +194,9 @@ def test_broken_models_are_refused_before_writing(tmp_path):
     with pytest.raises(VitedgeError, match="contain NaN or inf \\(head.weight\\)"):
         export_artifact(model, to="onnx", precision="fp32", out=tmp_path / "a")
     wrong = make_tiny_vit()
-    wrong = LoadedModel(wrong.module, dataclasses.replace(wrong.data_config, input_size=(3, 48, 48)), "edited", wrong.architecture)
+    wrong = LoadedModel(
+        wrong.module, dataclasses.replace(wrong.data_config, input_size=(3, 48, 48)), "edited", wrong.architecture
+    )
     with pytest.raises(VitedgeError, match=r"cannot run on its DataConfig input size \(3, 48, 48\)"):
         export_artifact(wrong, to="openvino", precision="fp32", out=tmp_path / "a")
     with pytest.raises(VitedgeError, match="opset 13 is too old"):
@@ -201,11 +228,26 @@ def tiny_checkpoint(tmp_path):
 
 def test_cli_export_then_verify(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     out_dir = tmp_path / "art"
-    code, stdout, _ = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--out", str(out_dir), "--verify-samples", "64", "--threads", "1")
+    code, stdout, _ = cli(
+        capsys,
+        monkeypatch,
+        "export",
+        str(tiny_checkpoint),
+        "--to",
+        "onnx",
+        "--out",
+        str(out_dir),
+        "--verify-samples",
+        "64",
+        "--threads",
+        "1",
+    )
     assert code == 0, stdout
     assert "max_abs" in stdout and "top1_agreement" in stdout and "wrote" in stdout
     manifest = read_manifest(out_dir)
-    assert manifest["source"]["spec"] == str(tiny_checkpoint) and manifest["source"]["sha256"] == sha256_file(tiny_checkpoint)
+    assert manifest["source"]["spec"] == str(tiny_checkpoint) and manifest["source"]["sha256"] == sha256_file(
+        tiny_checkpoint
+    )
     code, stdout, _ = cli(capsys, monkeypatch, "verify", str(out_dir), "--samples", "32", "--json", "--threads", "1")
     report = json.loads(stdout)["parity"]
     assert code == 0 and report["passed"] and report["samples"] == 32 and report["max_abs"] < 1e-4
@@ -218,7 +260,26 @@ def test_cli_static_int8_calibrates_and_verifies_on_other_images(tmp_path, tiny_
     default gate's run must exit by its own verdict."""
     monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
     out_dir = tmp_path / "q"
-    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(out_dir), "--calib", "cifar10", "--calib-samples", "20", "--verify-samples", "50", "--threads", "1", "--json", "--force"]
+    args = [
+        "export",
+        str(tiny_checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-static",
+        "--out",
+        str(out_dir),
+        "--calib",
+        "cifar10",
+        "--calib-samples",
+        "20",
+        "--verify-samples",
+        "50",
+        "--threads",
+        "1",
+        "--json",
+        "--force",
+    ]
     code, stdout, stderr = cli(capsys, monkeypatch, *args)
     result = json.loads(stdout)
     assert result["parity"]["samples"] == 50 and result["parity"]["cosine_mean"] > 0.999, stderr
@@ -246,23 +307,70 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
 
     resnet = build_architecture(Architecture("resnet10t", {"num_classes": 10})).eval()
     config = make_tiny_vit().data_config
-    ckpt = save_checkpoint(LoadedModel(resnet, config, "resnet10t", Architecture("resnet10t", {"num_classes": 10})), tmp_path / "resnet.safetensors")
+    ckpt = save_checkpoint(
+        LoadedModel(resnet, config, "resnet10t", Architecture("resnet10t", {"num_classes": 10})),
+        tmp_path / "resnet.safetensors",
+    )
     code, _, stderr = cli(capsys, monkeypatch, "export", str(ckpt), "--to", "openvino", "--out", str(tmp_path / "o2"))
     assert code == 2 and "needs a Vision Transformer" in stderr and not (tmp_path / "o2").exists()
 
     (tmp_path / "empty").mkdir()
-    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", str(tmp_path / "empty"), "--out", str(tmp_path / "o3"))
+    code, _, stderr = cli(
+        capsys,
+        monkeypatch,
+        "export",
+        str(tiny_checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-static",
+        "--calib",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "o3"),
+    )
     assert code == 2 and "no readable images" in stderr and not (tmp_path / "o3").exists()
 
     few = tmp_path / "few"
     few.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(few / "a.png")
-    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "openvino", "--precision", "int8", "--calib", str(few), "--out", str(tmp_path / "o4"))
+    code, _, stderr = cli(
+        capsys,
+        monkeypatch,
+        "export",
+        str(tiny_checkpoint),
+        "--to",
+        "openvino",
+        "--precision",
+        "int8",
+        "--calib",
+        str(few),
+        "--out",
+        str(tmp_path / "o4"),
+    )
     assert code == 2 and "only 1 usable" in stderr and not (tmp_path / "o4").exists()
 
-    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(tmp_path / "o5"))
+    code, _, stderr = cli(
+        capsys,
+        monkeypatch,
+        "export",
+        str(tiny_checkpoint),
+        "--to",
+        "onnx",
+        "--precision",
+        "int8-static",
+        "--out",
+        str(tmp_path / "o5"),
+    )
     assert code == 2 and "--calib" in stderr and not (tmp_path / "o5").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "few", "full", "model.onnx", "resnet.safetensors", "tiny.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty",
+        "few",
+        "full",
+        "model.onnx",
+        "resnet.safetensors",
+        "tiny.safetensors",
+    ]
 
 
 def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(tmp_path, calib, capsys):
@@ -270,17 +378,32 @@ def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(t
     (FIELD-NOTES); ours must not, and ORT's print() progress must not reach stdout (--json)."""
     from onnx import numpy_helper
 
-    from exporter.onnx import export_onnx
-    from exporter.quantize import quantize_static_onnx
+    from vitedge.exporter.onnx import export_onnx
+    from vitedge.exporter.quantize import quantize_static_onnx
 
     loaded = make_tiny_vit()
-    fp32 = export_onnx(loaded.module, tmp_path / "fp32.onnx", input_size=loaded.data_config.input_size, opset=17, batch="dynamic", metadata={})
+    fp32 = export_onnx(
+        loaded.module,
+        tmp_path / "fp32.onnx",
+        input_size=loaded.data_config.input_size,
+        opset=17,
+        batch="dynamic",
+        metadata={},
+    )
     scales = {}
     for method in ("minmax", "entropy"):
-        quantize_static_onnx(fp32, tmp_path / f"{method}.onnx", calib, input_name="input", method=method, per_channel=False)
+        quantize_static_onnx(
+            fp32, tmp_path / f"{method}.onnx", calib, input_name="input", method=method, per_channel=False
+        )
         graph = onnx.load(tmp_path / f"{method}.onnx").graph
-        scales[method] = {t.name: numpy_helper.to_array(t).item() for t in graph.initializer if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+        scales[method] = {
+            t.name: numpy_helper.to_array(t).item()
+            for t in graph.initializer
+            if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1
+        }
     assert scales["minmax"].keys() == scales["entropy"].keys() and len(scales["minmax"]) > 10
-    differing = [name for name in scales["minmax"] if not np.isclose(scales["minmax"][name], scales["entropy"][name], rtol=1e-3)]
+    differing = [
+        name for name in scales["minmax"] if not np.isclose(scales["minmax"][name], scales["entropy"][name], rtol=1e-3)
+    ]
     assert len(differing) >= len(scales["minmax"]) // 4  # entropy clips outliers: many activation scales shrink
     assert capsys.readouterr().out == ""

@@ -22,10 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from calibration.preprocess import _PIL_INTERPOLATION, CROP_MODES, DataConfig, preprocess_image
-from calibration.sources import decode_image
-from vitedge.errors import VitedgeError
-from vitedge.recipe import ROW_KINDS, SCHEMA, Recipe, parse_recipe
+from vitedge.calibration.preprocess import (
+    _PIL_INTERPOLATION,
+    CROP_MODES,
+    DataConfig,
+    preprocess_image,
+)
+from vitedge.calibration.sources import decode_image
+from vitedge.core.errors import VitedgeError
+from vitedge.workflows.recipe import ROW_KINDS, SCHEMA, Recipe, parse_recipe
 
 LONG_RUN = os.environ.get("VITEDGE_FUZZ_EXAMPLES")
 
@@ -47,7 +52,14 @@ def fuzz(examples: int):  # noqa: ANN201 - a hypothesis settings decorator
 MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F", "LAB", "HSV")
 # Pillow >= 12 cannot write 32-bit mode "I" as PNG (it raises OSError while encoding), so
 # mode I is covered through TIFF; PNG keeps its 16-bit grayscale.
-FORMATS = {"PNG": ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"), "JPEG": ("L", "RGB", "CMYK"), "BMP": ("1", "L", "P", "RGB"), "WEBP": ("RGB", "RGBA"), "TIFF": ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F"), "GIF": ("L", "P")}
+FORMATS = {
+    "PNG": ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"),
+    "JPEG": ("L", "RGB", "CMYK"),
+    "BMP": ("1", "L", "P", "RGB"),
+    "WEBP": ("RGB", "RGBA"),
+    "TIFF": ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F"),
+    "GIF": ("L", "P"),
+}
 
 
 @st.composite
@@ -59,9 +71,13 @@ def pil_images(draw, modes=MODES, max_side: int = 48) -> Image.Image:
     rng = np.random.default_rng(seed)
     base = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8))  # RGBA
     if mode in ("I", "I;16"):  # uint16 arrays become I;16, int32 arrays I
-        image = Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32))
+        image = Image.fromarray(
+            rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32)
+        )
     elif mode == "F":
-        image = Image.fromarray((rng.random((height, width)) * draw(st.sampled_from([1.0, 255.0, 1e6]))).astype(np.float32))
+        image = Image.fromarray(
+            (rng.random((height, width)) * draw(st.sampled_from([1.0, 255.0, 1e6]))).astype(np.float32)
+        )
     elif mode in ("P", "PA"):
         image = base.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=draw(st.integers(2, 256)))
         if mode == "PA":
@@ -107,7 +123,20 @@ def test_decode_random_bytes(data: bytes) -> None:
 
 
 @fuzz(300)
-@given(st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"II*\x00", b"MM\x00*"]), st.binary(max_size=2048))
+@given(
+    st.sampled_from(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            b"\xff\xd8\xff",
+            b"GIF89a",
+            b"BM",
+            b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+            b"II*\x00",
+            b"MM\x00*",
+        ]
+    ),
+    st.binary(max_size=2048),
+)
 def test_decode_magic_numbers_with_garbage(magic: bytes, rest: bytes) -> None:
     """Random bytes behind each format's signature reach the format's own parser."""
     check_decoded(magic + rest)
@@ -144,7 +173,18 @@ def data_configs(draw) -> DataConfig:
 
 
 @fuzz(500)
-@given(data_configs(), st.one_of(pil_images(max_side=96), st.builds(lambda h, w, s: np.random.default_rng(s).integers(0, 256, (h, w, 3), dtype=np.uint8), st.integers(1, 96), st.integers(1, 96), st.integers(0, 2**32 - 1))))
+@given(
+    data_configs(),
+    st.one_of(
+        pil_images(max_side=96),
+        st.builds(
+            lambda h, w, s: np.random.default_rng(s).integers(0, 256, (h, w, 3), dtype=np.uint8),
+            st.integers(1, 96),
+            st.integers(1, 96),
+            st.integers(0, 2**32 - 1),
+        ),
+    ),
+)
 def test_preprocess_gives_finite_float32_of_the_model_shape(config: DataConfig, image) -> None:  # noqa: ANN001 - PIL image or array
     result = preprocess_image(image, config)
     height, width = config.image_size
@@ -155,8 +195,23 @@ def test_preprocess_gives_finite_float32_of_the_model_shape(config: DataConfig, 
 # --------------------------------------------------------------------------- recipes
 
 TABLES = sorted(SCHEMA) + ["compress", "modle", "exprot", "data.x", "bench", "Model", ""]
-KEYS = sorted({key for keys in SCHEMA.values() for key in keys} | {"step", "ratio", "rank", "r", "ratoi", "samples", "", "a b", "spec"})
-STEP_NAMES = ["prune-heads", "prune-mlp", "lowrank", "tokens", "quantize-dynamic", "fp16", "nystrom", "distill", "prune-hedas", "", "🙂"]
+KEYS = sorted(
+    {key for keys in SCHEMA.values() for key in keys}
+    | {"step", "ratio", "rank", "r", "ratoi", "samples", "", "a b", "spec"}
+)
+STEP_NAMES = [
+    "prune-heads",
+    "prune-mlp",
+    "lowrank",
+    "tokens",
+    "quantize-dynamic",
+    "fp16",
+    "nystrom",
+    "distill",
+    "prune-hedas",
+    "",
+    "🙂",
+]
 
 toml_scalars = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
@@ -165,7 +220,11 @@ toml_scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(list(ROW_KINDS) + ["all", "cifar10", "minmax", "cpu"] + STEP_NAMES),
 )
-toml_values = st.recursive(toml_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)), max_leaves=6)
+toml_values = st.recursive(
+    toml_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def toml_value(value) -> str:  # noqa: ANN001 - any TOML value
@@ -174,9 +233,19 @@ def toml_value(value) -> str:  # noqa: ANN001 - any TOML value
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return "nan" if value != value else ("inf" if value > 0 else "-inf") if value in (float("inf"), float("-inf")) else repr(value)
+        return (
+            "nan"
+            if value != value
+            else ("inf" if value > 0 else "-inf")
+            if value in (float("inf"), float("-inf"))
+            else repr(value)
+        )
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').encode("unicode_escape").decode().replace("\\\\", "\\\\") + '"'
+        return (
+            '"'
+            + value.replace("\\", "\\\\").replace('"', '\\"').encode("unicode_escape").decode().replace("\\\\", "\\\\")
+            + '"'
+        )
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
@@ -204,7 +273,9 @@ def recipes(draw) -> str:
             continue
         lines.append(f"[{toml_key(table) if table != 'data.x' else table}]")
         known = sorted(SCHEMA.get(table, {})) or KEYS
-        for key, value in draw(st.dictionaries(st.sampled_from(known + ["ratoi", "sampels"]), toml_values, max_size=4)).items():
+        for key, value in draw(
+            st.dictionaries(st.sampled_from(known + ["ratoi", "sampels"]), toml_values, max_size=4)
+        ).items():
             lines.append(f"{toml_key(key)} = {toml_value(value)}")
     if draw(st.integers(0, 4)) == 0 and lines:  # damage one line
         index = draw(st.integers(0, len(lines) - 1))
@@ -232,7 +303,15 @@ def test_recipe_parser_on_recipe_like_text(text: str) -> None:
     check_recipe(text)
 
 
-TOML_PIECES = list('[]=".\n #\'{},0123456789abcdefgmnoprst_-') + ["model", "spec", "compress", "step", "rows", "\\u", '"""']
+TOML_PIECES = list("[]=\".\n #'{},0123456789abcdefgmnoprst_-") + [
+    "model",
+    "spec",
+    "compress",
+    "step",
+    "rows",
+    "\\u",
+    '"""',
+]
 
 
 @fuzz(300)
@@ -246,18 +325,29 @@ def test_recipe_parser_on_toml_punctuation(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[bench]\nbatches = [\"a\"]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got ['a']"),
+        ('[bench]\nbatches = ["a"]\n', "fuzz.toml:2: [bench] batches must be a list of positive integers, got ['a']"),
         ("[bench]\nbatches = [[1]]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [[1]]"),
         ("[bench]\nbatches = [0]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [0]"),
         ("[bench]\nbatches = [true]\n", "fuzz.toml:2: [bench] batches must be a list of positive integers, got [True]"),
-        ("[export]\nrows = [[\"onnx:fp32\"]]\n", "fuzz.toml:2: unknown export row \"['onnx:fp32']\""),
+        ('[export]\nrows = [["onnx:fp32"]]\n', "fuzz.toml:2: unknown export row \"['onnx:fp32']\""),
         ("compress = 5\n", "fuzz.toml:1: compress must be an array of tables"),
         ("[data]\nsamples = -3\n", "fuzz.toml:2: [data] samples must be at least 1, got -3"),
         ("[data]\nsamples = true\n", "fuzz.toml:2: [data] samples has the wrong type (bool)"),
         ("[calibration]\nsamples = 0\n", "fuzz.toml:2: [calibration] samples must be at least 1, got 0"),
         ("[bench]\nthreads = 0\n", "fuzz.toml:2: [bench] threads must be at least 1, got 0"),
     ],
-    ids=["batch-string", "batch-nested", "batch-zero", "batch-bool", "row-nested", "compress-scalar", "samples-negative", "samples-bool", "calibration-zero", "threads-zero"],
+    ids=[
+        "batch-string",
+        "batch-nested",
+        "batch-zero",
+        "batch-bool",
+        "row-nested",
+        "compress-scalar",
+        "samples-negative",
+        "samples-bool",
+        "calibration-zero",
+        "threads-zero",
+    ],
 )
 def test_recipe_values_found_by_the_fuzzer(text: str, message: str) -> None:
     """The inputs the fuzzer first tripped on, kept as plain regression cases: each must be

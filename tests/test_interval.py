@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from targets.stats import pack_correct, paired_delta, unpack_correct
+from vitedge.targets.stats import pack_correct, paired_delta, unpack_correct
 
 
 def _pair(samples: int, lost: int, gained: int) -> tuple[np.ndarray, np.ndarray]:

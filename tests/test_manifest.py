@@ -14,13 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.artifact import write_manifest
-from exporter.export import export_artifact
-from targets.bundle_build import build_bundle
-from targets.manifest import MANIFEST, read_manifest, verify_checksums
-from targets.runners import open_artifact
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
+from vitedge.core.manifest import (
+    MANIFEST,
+    read_manifest,
+    verify_checksums,
+    write_manifest,
+)
+from vitedge.exporter.export import export_artifact
+from vitedge.targets.bundle_build import build_bundle
+from vitedge.targets.runners import open_artifact
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,9 @@ def test_a_model_file_missing_from_files_is_refused(exported, tmp_path, fmt: str
     for suffix in suffixes:
         shutil.copyfile(folder / f"model{suffix}", folder / f"other{suffix}")
     edit_manifest(folder, model_file=f"other{suffixes[0]}")
-    with pytest.raises(VitedgeError, match=f"the model file other{suffixes[0]} is not among the checksummed files") as error:
+    with pytest.raises(
+        VitedgeError, match=f"the model file other{suffixes[0]} is not among the checksummed files"
+    ) as error:
         open_artifact(folder, threads=1)
     assert error.value.hint and "\n" not in error.value.message
     if fmt == "openvino":  # the .xml listed but not the .bin that OpenVINO opens beside it
@@ -128,7 +134,14 @@ def test_a_good_artifact_still_opens(exported, tmp_path) -> None:
 
 def run_bundle_here(bundle: Path, *args: str) -> subprocess.CompletedProcess:
     """The bundle's own runner with this interpreter (it has onnxruntime, numpy, Pillow)."""
-    return subprocess.run([sys.executable, str(bundle / "run_bundle.py"), *args], check=False, capture_output=True, text=True, timeout=120, cwd=bundle.parent)
+    return subprocess.run(
+        [sys.executable, str(bundle / "run_bundle.py"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=bundle.parent,
+    )
 
 
 @pytest.mark.parametrize(

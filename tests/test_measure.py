@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from targets.base import RunnerInfo
-from targets.measure import (
+from vitedge.models import save_checkpoint
+from vitedge.targets.base import RunnerInfo
+from vitedge.targets.measure import (
     MeasureRequest,
     RunnerSpec,
     measure,
@@ -14,9 +15,7 @@ from targets.measure import (
     time_runner,
     top_k_accuracy,
 )
-from targets.torch import open_torch
-from vitedge.models import save_checkpoint
-
+from vitedge.targets.torch import open_torch
 
 
 class FakeClock:
@@ -86,7 +85,15 @@ def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tm
     np.save(tmp_path / "x.npy", inputs[:32])
     np.save(tmp_path / "y.npy", labels[:32])
     path = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
-    request = MeasureRequest(RunnerSpec("tiny", "torch", str(path), threads=1), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), (1, 4), runs=5, min_seconds=0.0, logits_path=str(tmp_path / "logits.npy"))
+    request = MeasureRequest(
+        RunnerSpec("tiny", "torch", str(path), threads=1),
+        str(tmp_path / "x.npy"),
+        str(tmp_path / "y.npy"),
+        (1, 4),
+        runs=5,
+        min_seconds=0.0,
+        logits_path=str(tmp_path / "logits.npy"),
+    )
     isolated = measure_isolated(request)
     here = measure(request)
     expected = open_torch(tiny_vit.module)(inputs[:32])
@@ -95,6 +102,8 @@ def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tm
     assert isolated.accuracy.top1 == pytest.approx(100.0 * float((expected.argmax(1) == labels[:32]).mean()))
     assert [t.batch for t in isolated.timings] == [1, 4]
     assert all(t.runs >= 5 and t.it_per_s > 0 for t in isolated.timings)
-    assert isolated.size_mb == pytest.approx(sum(p.numel() * 4 for p in tiny_vit.module.state_dict().values()) / 1e6, rel=0.1)
+    assert isolated.size_mb == pytest.approx(
+        sum(p.numel() * 4 for p in tiny_vit.module.state_dict().values()) / 1e6, rel=0.1
+    )
     assert isolated.peak_rss_mb > 50
     assert isolated.machine["cores"] >= 1 and "torch" in isolated.versions

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from calibration.preprocess import DataConfig
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
-from vitedge.models import Architecture, load_model, require_vit, save_checkpoint
+from vitedge.calibration.preprocess import DataConfig
+from vitedge.compress.registry import load_model
+from vitedge.core.errors import VitedgeError
+from vitedge.models import Architecture, require_vit, save_checkpoint
 
 
 def test_safetensors_round_trip_gives_bit_identical_logits(tiny_vit, cifar_batch, tmp_path: Path) -> None:
@@ -26,7 +27,9 @@ def test_safetensors_round_trip_gives_bit_identical_logits(tiny_vit, cifar_batch
 def test_pth_state_dict_loads_with_arch_and_metadata_sidecar(tiny_vit, cifar_batch, tmp_path: Path) -> None:
     path = tmp_path / "tiny.pth"
     torch.save({"state_dict": tiny_vit.module.state_dict()}, path)
-    (tmp_path / "tiny.json").write_text(json.dumps({"architecture": tiny_vit.architecture.to_dict(), "data_config": tiny_vit.data_config.to_dict()}))
+    (tmp_path / "tiny.json").write_text(
+        json.dumps({"architecture": tiny_vit.architecture.to_dict(), "data_config": tiny_vit.data_config.to_dict()})
+    )
     loaded = load_model(str(path))
     inputs = torch.from_numpy(cifar_batch[0][:4])
     with torch.no_grad():

@@ -12,15 +12,21 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from calibration.calibset import build_calibration_set
-from calibration.sources import open_source
-from exporter.artifact import write_manifest
-from exporter.export import export_artifact
-from exporter.parity import DEFAULT_TOLERANCES, compare_logits, tolerance_for, verification_set, verify_artifact, verify_folder
-from targets.manifest import read_manifest
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
+from vitedge.calibration.calibset import build_calibration_set
+from vitedge.calibration.sources import open_source
+from vitedge.core.errors import VitedgeError
+from vitedge.core.manifest import read_manifest, write_manifest
+from vitedge.exporter.export import export_artifact
 from vitedge.models import save_checkpoint
+from vitedge.workflows.parity import (
+    DEFAULT_TOLERANCES,
+    compare_logits,
+    tolerance_for,
+    verification_set,
+    verify_artifact,
+    verify_folder,
+)
 
 
 def test_identical_logits_pass():
@@ -42,7 +48,9 @@ def test_failures_name_the_metric_and_the_worst_samples():
     int8 = compare_logits(ref, cand, precision="int8-static")
     assert int8.tolerance == DEFAULT_TOLERANCES["int8"]
     assert [f.split()[0] for f in int8.failures] == ["cosine_mean", "top1_agreement"]  # 0.933 < 0.995, 96.7% < 97%
-    assert int8.top1_agreement == pytest.approx(0.9667, abs=1e-4) and int8.cosine_mean == pytest.approx(28 / 30, abs=1e-3)
+    assert int8.top1_agreement == pytest.approx(0.9667, abs=1e-4) and int8.cosine_mean == pytest.approx(
+        28 / 30, abs=1e-3
+    )
 
 
 def test_tolerances_are_overridable_and_checked():
@@ -68,7 +76,9 @@ def exported(tmp_path_factory):
     calib = build_calibration_set(open_source("cifar10:train"), model.data_config, 64, seed=0, cache=False)
     return {
         "fp32": export_artifact(model, to="onnx", precision="fp32", out=root / "fp32"),
-        "int8-static": export_artifact(model, to="onnx", precision="int8-static", out=root / "static", calibration=calib),
+        "int8-static": export_artifact(
+            model, to="onnx", precision="int8-static", out=root / "static", calibration=calib
+        ),
         "int8-dynamic": export_artifact(model, to="onnx", precision="int8-dynamic", out=root / "dynamic"),
         "openvino-fp32": export_artifact(model, to="openvino", precision="fp32", out=root / "ov-fp32"),
         "fp16": export_artifact(model, to="openvino", precision="fp16", out=root / "fp16"),
@@ -91,7 +101,9 @@ def test_verify_good_artifacts(exported, verify_set):
     for precision in ("int8-static", "int8-dynamic"):
         # a random-weight model has near-tied logits (mean top-2 gap 0.09), so top-1 agreement
         # is not meaningful here; the int8 error itself is (measured 5e-3..8e-3)
-        report = verify_artifact(exported[precision], model, verify_set.inputs, tolerances={"top1_agreement": 0.9}, threads=1)
+        report = verify_artifact(
+            exported[precision], model, verify_set.inputs, tolerances={"top1_agreement": 0.9}, threads=1
+        )
         assert report.passed and report.cosine_mean > 0.999 and report.top5_overlap > 0.97, (precision, report)
         assert 1e-4 < report.max_abs < 0.1 * np.abs(reference).max(), (precision, report.max_abs)
 
@@ -124,7 +136,10 @@ def test_each_precision_gate_refuses_what_it_must():
     assert not int8.passed and int8.failures[0].startswith("cosine_mean 0.98")
     flipped = reference.copy()
     flipped[:10] = -flipped[:10]  # 5% of the images inverted: cosine_mean 0.9, top-1 95%
-    assert [f.split()[0] for f in compare_logits(reference, flipped, precision="int8-static").failures] == ["cosine_mean", "top1_agreement"]
+    assert [f.split()[0] for f in compare_logits(reference, flipped, precision="int8-static").failures] == [
+        "cosine_mean",
+        "top1_agreement",
+    ]
 
 
 def _corrupt_weights(folder, scale: float) -> None:
@@ -171,7 +186,19 @@ def test_cli_verify_exit_codes(tmp_path, capsys, monkeypatch):
     _corrupt_weights(folder, 1.5)
     code, stdout, stderr = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40", "--threads", "1")
     assert code == 1 and "outside tolerance" in stderr and "worst samples" in stdout and "cifar10[" in stdout
-    code, stdout, _ = cli("verify", str(folder), "--model", str(checkpoint), "--samples", "40", "--threads", "1", "--max-abs", "100", "--json")
+    code, stdout, _ = cli(
+        "verify",
+        str(folder),
+        "--model",
+        str(checkpoint),
+        "--samples",
+        "40",
+        "--threads",
+        "1",
+        "--max-abs",
+        "100",
+        "--json",
+    )
     assert code == 0 and json.loads(stdout)["parity"]["tolerance"] == {"max_abs": 100.0}
     data = (folder / "model.onnx").read_bytes()
     (folder / "model.onnx").write_bytes(data[: len(data) // 2])
@@ -191,9 +218,13 @@ def test_verification_images_avoid_calibration_images(tmp_path, cifar_test):
     folder = export_artifact(model, to="onnx", precision="int8-static", out=tmp_path / "q", calibration=calib)
     loose = {"top1_agreement": 0.5}
     for source in ("sixty.npz", "copy.npz"):
-        chosen = verification_set(str(tmp_path / source), model.data_config, 40, calibration=read_manifest(folder)["calibration"])
+        chosen = verification_set(
+            str(tmp_path / source), model.data_config, 40, calibration=read_manifest(folder)["calibration"]
+        )
         assert not set(chosen.image_sha256) & set(calib.image_sha256) and len(chosen) == 40
-        report = verify_folder(folder, reference=model, data=str(tmp_path / source), samples=40, threads=1, tolerances=loose)
+        report = verify_folder(
+            folder, reference=model, data=str(tmp_path / source), samples=40, threads=1, tolerances=loose
+        )
         assert report.samples == 40  # exactly the 40 images that were not calibrated on
     with pytest.raises(VitedgeError, match="only 40 usable"):
         verify_folder(folder, reference=model, data=str(tmp_path / "sixty.npz"), samples=41)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from targets.measure import MeasureRequest, Measurement, measure
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
-from vitedge.pipeline import run_pipeline
-from vitedge.recipe import Recipe
-from vitedge.report import Parity
+from vitedge.targets.measure import Measurement, MeasureRequest, measure
+from vitedge.workflows.pipeline import run_pipeline
+from vitedge.workflows.recipe import Recipe
+from vitedge.workflows.report import Parity
 
 
 def quick_measure(request: MeasureRequest) -> Measurement:
@@ -53,10 +53,21 @@ def check_parity(name: str, parity: Parity | None) -> None:
 
 
 def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, figures: dict[str, dict]) -> None:
-    recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), samples=40, calibration_samples=16, batches=(1, 4), threads=1, name="tiny")
+    recipe = dataclasses.replace(
+        Recipe(), model=str(tiny_checkpoint), samples=40, calibration_samples=16, batches=(1, 4), threads=1, name="tiny"
+    )
     rows = run_pipeline(recipe, tmp_path / "out", measure=quick_measure)
     names = [row.measurement.name for row in rows]
-    assert names == ["PyTorch fp32", "PyTorch dynamic int8", "ONNX fp32", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO fp32", "OpenVINO fp16", "OpenVINO int8"]
+    assert names == [
+        "PyTorch fp32",
+        "PyTorch dynamic int8",
+        "ONNX fp32",
+        "ONNX int8 dynamic",
+        "ONNX int8 static",
+        "OpenVINO fp32",
+        "OpenVINO fp16",
+        "OpenVINO int8",
+    ]
     assert rows[0].baseline and rows[0].parity is None
     for row in rows[1:]:
         assert row.measurement.accuracy.samples == 40
@@ -71,9 +82,18 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
     assert (out / "report.md").read_text().count("\n| ") == 9  # header + 8 rows
     plotted = figures["pareto.png"]
     assert plotted["size"] == (960, 660)  # figsize 8×5.5 in at 120 dpi, read back from the PNG
-    np.testing.assert_allclose(plotted["scatters"][0], [(row.measurement.timing(1).it_per_s, row.measurement.accuracy.top1) for row in rows])
+    np.testing.assert_allclose(
+        plotted["scatters"][0], [(row.measurement.timing(1).it_per_s, row.measurement.accuracy.top1) for row in rows]
+    )
     assert set(plotted["labels"]) <= set(names) and plotted["labels"], "the Pareto front is labelled with row names"
-    assert sorted(p.name for p in (out / "artifacts").iterdir()) == ["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "openvino-fp16", "openvino-fp32", "openvino-int8"]
+    assert sorted(p.name for p in (out / "artifacts").iterdir()) == [
+        "onnx-fp32",
+        "onnx-int8-dynamic",
+        "onnx-int8-static",
+        "openvino-fp16",
+        "openvino-fp32",
+        "openvino-int8",
+    ]
     assert not list(tmp_path.glob(".*"))  # nothing left from staging
     with pytest.raises(VitedgeError, match="already exists"):
         run_pipeline(recipe, out, measure=quick_measure)
@@ -90,7 +110,9 @@ def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> No
     from vitedge.cli import app
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'[model]\nspec = "{tiny_checkpoint}"\n[export]\nrows = ["torch:fp32", "onnx:fp32"]\n[data]\nsamples = 16\n[bench]\nbatches = [1]\nruns = 3\nthreads = 1\n')
+    recipe.write_text(
+        f'[model]\nspec = "{tiny_checkpoint}"\n[export]\nrows = ["torch:fp32", "onnx:fp32"]\n[data]\nsamples = 16\n[bench]\nbatches = [1]\nruns = 3\nthreads = 1\n'
+    )
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 0, result.output
@@ -101,8 +123,26 @@ def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> No
     accuracy = json.loads(result.stdout)
     assert accuracy["samples"] == 50 and 0.0 <= accuracy["top1"] <= accuracy["top5"] <= 100.0
     artifact = tmp_path / "run" / "artifacts" / "onnx-fp32"
-    result = runner.invoke(app, ["bench", str(artifact), str(tiny_checkpoint), "--samples", "20", "--batch", "1", "--runs", "3", "--threads", "1", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(artifact),
+            str(tiny_checkpoint),
+            "--samples",
+            "20",
+            "--batch",
+            "1",
+            "--runs",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert len(rows) == 2 and rows[0]["measurement"]["accuracy"]["top1"] == pytest.approx(rows[1]["measurement"]["accuracy"]["top1"])
+    assert len(rows) == 2 and rows[0]["measurement"]["accuracy"]["top1"] == pytest.approx(
+        rows[1]["measurement"]["accuracy"]["top1"]
+    )
     assert np.isfinite(rows[0]["measurement"]["timings"][0]["it_per_s"])

@@ -10,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import targets.detect
-from exporter.export import export_artifact
-from exporter.parity import tolerance_for, verify_artifact
-from targets.detect import CpuInfo, parse_cpuinfo, probe_cpu, recommend
-from targets.onnxruntime import provider_options
-from targets.openvino import compile_config
-from targets.precision import float_precision
-from targets.runners import open_artifact
-from targets.torch import open_torch
-from vitedge.errors import VitedgeError
+import vitedge.core.cpu
+import vitedge.targets.detect
+from vitedge.core.cpu import CpuInfo, parse_cpuinfo, probe_cpu
+from vitedge.core.errors import VitedgeError
+from vitedge.core.precision import float_precision
+from vitedge.exporter.export import export_artifact
+from vitedge.targets.detect import recommend
+from vitedge.targets.onnxruntime import provider_options
+from vitedge.targets.openvino import compile_config
+from vitedge.targets.runners import open_artifact
+from vitedge.targets.torch import open_torch
+from vitedge.workflows.parity import tolerance_for, verify_artifact
 
 AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
 HAS_BF16 = bool(probe_cpu().bf16)
@@ -29,7 +30,14 @@ HAS_BF16 = bool(probe_cpu().bf16)
 
 @pytest.mark.parametrize(
     "precision,device,expected",
-    [("fp32", "cpu", "f32"), ("fp16", "cpu", "f32"), ("int8", "cpu", "f32"), ("bf16", "cpu", "bf16"), ("fp32", "openvino-gpu", "f32"), ("fp16", "openvino-gpu", "f16")],
+    [
+        ("fp32", "cpu", "f32"),
+        ("fp16", "cpu", "f32"),
+        ("int8", "cpu", "f32"),
+        ("bf16", "cpu", "bf16"),
+        ("fp32", "openvino-gpu", "f32"),
+        ("fp16", "openvino-gpu", "f16"),
+    ],
 )
 def test_every_openvino_compile_states_its_precision(precision: str, device: str, expected: str) -> None:
     config = compile_config(precision, device, threads=2)
@@ -60,12 +68,16 @@ def openvino_fp32(tmp_path_factory) -> tuple[Path, object]:
 def test_openvino_fp32_artifact_computes_in_f32_as_reported(openvino_fp32, monkeypatch) -> None:
     """The product's runner (open_artifact) asks for f32 through compile_config and records
     what the compiled model reports, on this CPU whatever its default would have been."""
-    import targets.openvino
+    import vitedge.targets.openvino
 
     folder, _ = openvino_fp32
     asked: list[tuple[str, str]] = []
-    real = targets.openvino.compile_config
-    monkeypatch.setattr(targets.openvino, "compile_config", lambda precision, device, **kw: asked.append((precision, device)) or real(precision, device, **kw))
+    real = vitedge.targets.openvino.compile_config
+    monkeypatch.setattr(
+        vitedge.targets.openvino,
+        "compile_config",
+        lambda precision, device, **kw: asked.append((precision, device)) or real(precision, device, **kw),
+    )
     runner = open_artifact(folder, threads=1)
     assert asked == [("fp32", "cpu")]
     assert runner.info.execution_precision == "f32" and runner.info.detail["inference_precision"] == "f32"
@@ -88,7 +100,9 @@ def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
     assert open_torch(module, precision="int8-dynamic", threads=1).info.execution_precision == "int8+f32"
 
 
-@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it")
+@pytest.mark.skipif(
+    not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it"
+)
 def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, cifar_batch) -> None:
     from conftest import make_tiny_vit
 
@@ -109,7 +123,7 @@ def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> Non
     refuse bf16 in one line before writing anything."""
     from conftest import make_tiny_vit
 
-    monkeypatch.setattr(targets.detect, "probe_cpu", lambda: AVX2_ONLY)
+    monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: AVX2_ONLY)
     loaded = make_tiny_vit()
     with pytest.raises(VitedgeError, match="no native bf16"):
         export_artifact(loaded, to="openvino", precision="bf16", out=tmp_path / "bf16")
@@ -119,20 +133,22 @@ def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_targets_recommends_bf16_only_where_the_cpu_has_it() -> None:
-    amx = parse_cpuinfo("processor : 0\nmodel name : Xeon\nflags : avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n")
+    amx = parse_cpuinfo(
+        "processor : 0\nmodel name : Xeon\nflags : avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n"
+    )
     assert amx.bf16 == ("AVX512-BF16", "AMX")
-    advice = recommend(targets.detect.Machine(amx))[0]
+    advice = recommend(vitedge.targets.detect.Machine(amx))[0]
     assert "bf16" in advice.recommend and "AVX512-BF16 and AMX compute bf16 natively" in advice.why
-    plain = recommend(targets.detect.Machine(AVX2_ONLY))[0]
+    plain = recommend(vitedge.targets.detect.Machine(AVX2_ONLY))[0]
     assert "bf16" not in plain.recommend and AVX2_ONLY.bf16 == ()
 
 
 def test_verify_fails_an_artifact_computing_in_another_precision(openvino_fp32, cifar_batch, monkeypatch) -> None:
     """Whatever the logits say, a fp32 artifact whose runtime reports bf16 fails its gate:
     on a CPU without bf16 a wrong hint could not show in the numbers."""
-    import targets.openvino
+    import vitedge.targets.openvino
 
     folder, loaded = openvino_fp32
-    monkeypatch.setattr(targets.openvino, "execution_label", lambda precision, part: "bf16")
+    monkeypatch.setattr(vitedge.targets.openvino, "execution_label", lambda precision, part: "bf16")
     report = verify_artifact(folder, loaded, cifar_batch[0][:8], threads=1)
     assert not report.passed and report.failures[-1] == "execution precision bf16 (a fp32 artifact must compute in f32)"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.preprocess import DataConfig, preprocess_image
+from vitedge.calibration.preprocess import DataConfig, preprocess_image
 
 
 @pytest.mark.parametrize("size", [(300, 200), (180, 260), (224, 224)])
@@ -29,7 +29,9 @@ def test_matches_timm_eval_transform_on_real_images(cifar_test, size: tuple[int,
 
 def test_squash_mode_and_array_fast_path(cifar_test) -> None:
     pixels = cifar_test.get(3)
-    config = DataConfig(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0, num_classes=10)
+    config = DataConfig(
+        input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0, num_classes=10
+    )
     fast = preprocess_image(pixels, config)
     slow = preprocess_image(Image.fromarray(pixels), config)
     np.testing.assert_array_equal(fast, slow)

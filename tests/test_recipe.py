@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vitedge.errors import VitedgeError
-from vitedge.recipe import RECIPES_DIR, Recipe, load_recipe, parse_recipe
+from vitedge.core.errors import VitedgeError
+from vitedge.workflows.recipe import RECIPES_DIR, Recipe, load_recipe, parse_recipe
 
 
 def test_shipped_default_recipe_equals_the_built_in_defaults() -> None:
@@ -14,7 +14,9 @@ def test_shipped_default_recipe_equals_the_built_in_defaults() -> None:
 
 
 def test_overrides_parse() -> None:
-    recipe = parse_recipe('[data]\nsamples = "all"\n[bench]\nbatches = [1]\nthreads = 1\n[export]\nrows = ["torch:fp32", "onnx:fp32"]\n')
+    recipe = parse_recipe(
+        '[data]\nsamples = "all"\n[bench]\nbatches = [1]\nthreads = 1\n[export]\nrows = ["torch:fp32", "onnx:fp32"]\n'
+    )
     assert recipe.samples is None and recipe.batches == (1,) and recipe.threads == 1
     assert recipe.rows == ("torch:fp32", "onnx:fp32")
 

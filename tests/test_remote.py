@@ -7,14 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from calibration.sources import CIFAR10_CLASSES
 import sshd
-from sshd import find_sshd, free_port, keygen, running_sshd, unavailable_reason, write_known_hosts
-from targets.bundle_build import build_bundle
-from targets.remote import bench_remote, parse_target, ssh_command
 from boards import make_venv, vitedge_logits
-from vitedge.errors import VitedgeError
+from sshd import (
+    find_sshd,
+    free_port,
+    keygen,
+    running_sshd,
+    unavailable_reason,
+    write_known_hosts,
+)
+
+from vitedge.calibration.sources import CIFAR10_CLASSES
+from vitedge.core.errors import VitedgeError
+from vitedge.targets.bundle_build import build_bundle
+from vitedge.targets.remote import bench_remote, parse_target, ssh_command
 
 SENTINEL = "vitedge-pwned"
 
@@ -58,7 +65,9 @@ def bench(server, source: Path, python: Path | str, **options):
 
 def test_bench_over_ssh_returns_speed_top1_and_board(server, onnx_artifact, bundle_python, image_folder, tmp_path):
     progress: list[str] = []
-    row = bench(server, onnx_artifact, bundle_python, data=image_folder, batch=2, threads=1, on_progress=progress.append)
+    row = bench(
+        server, onnx_artifact, bundle_python, data=image_folder, batch=2, threads=1, on_progress=progress.append
+    )
     paths = sorted(image_folder.rglob("*.png"))
     truth = np.array([CIFAR10_CLASSES.index(p.parent.name) for p in paths])
     expected_top1 = 100.0 * float((vitedge_logits(onnx_artifact, paths).argmax(axis=1) == truth).mean())
@@ -79,7 +88,14 @@ def test_hostile_file_names_execute_nothing(server, onnx_artifact, bundle_python
     for place in (home, tmp_path):
         (place / SENTINEL).unlink(missing_ok=True)
     data = tmp_path / "data"
-    names = [f"$(cd;touch {SENTINEL}).png", f"`cd;touch {SENTINEL}`.png", f"x;cd;touch {SENTINEL};.png", "it's \"quoted\".png", "a b  c.png", f"| touch {SENTINEL} &.png"]
+    names = [
+        f"$(cd;touch {SENTINEL}).png",
+        f"`cd;touch {SENTINEL}`.png",
+        f"x;cd;touch {SENTINEL};.png",
+        'it\'s "quoted".png',
+        "a b  c.png",
+        f"| touch {SENTINEL} &.png",
+    ]
     for label in ("cat", f"dog $(cd;touch {SENTINEL})"):
         (data / label).mkdir(parents=True)
     from PIL import Image
@@ -114,14 +130,23 @@ def test_unknown_host_key_needs_explicit_acceptance(server, onnx_artifact, bundl
     with pytest.raises(VitedgeError, match="is not in") as caught:
         bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts)
     assert "--accept-new-host-key" in caught.value.hint
-    assert bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts, accept_new_host_key=True)["it_per_s"] > 0
+    assert (
+        bench(server, onnx_artifact, bundle_python, known_hosts=known_hosts, accept_new_host_key=True)["it_per_s"] > 0
+    )
     assert server.host_public_key.split()[1] in known_hosts.read_text()
 
 
 def test_dead_port_and_auth_failure(server, onnx_artifact, bundle_python, tmp_path):
     dead = f"ssh://{server.user}@127.0.0.1:{free_port()}"
     with pytest.raises(VitedgeError, match="connection refused"):
-        bench_remote(onnx_artifact, dead, identity=server.identity, known_hosts=server.known_hosts, python=str(bundle_python), connect_timeout=3)
+        bench_remote(
+            onnx_artifact,
+            dead,
+            identity=server.identity,
+            known_hosts=server.known_hosts,
+            python=str(bundle_python),
+            connect_timeout=3,
+        )
     keygen(tmp_path / "stranger", "not authorized")
     with pytest.raises(VitedgeError, match="refused the login") as caught:
         bench(server, onnx_artifact, bundle_python, identity=tmp_path / "stranger")
@@ -138,7 +163,10 @@ def test_board_without_python_or_runtime(server, onnx_artifact, bundle_python, t
     bundle = build_bundle(onnx_artifact, tmp_path / "ov-bundle", runtime="openvino")
     with pytest.raises(VitedgeError, match=f"openvino is not installed for {bundle_python}") as caught:
         bench(server, bundle, bundle_python)
-    assert f"on the board run: {bundle_python} -m pip install 'numpy>=1.24' 'pillow>=10' 'openvino>=2024.4'" in caught.value.hint
+    assert (
+        f"on the board run: {bundle_python} -m pip install 'numpy>=1.24' 'pillow>=10' 'openvino>=2024.4'"
+        in caught.value.hint
+    )
     bare = make_venv(tmp_path / "bare-venv", ())  # a Python with nothing installed
     with pytest.raises(VitedgeError, match="missing Python package 'numpy'") as caught:
         bench(server, onnx_artifact, bare)
@@ -150,16 +178,35 @@ def test_run_timeout(server, onnx_artifact, bundle_python):
         bench(server, onnx_artifact, bundle_python, seconds=20, run_timeout=2)
 
 
-@pytest.mark.parametrize("target", ["ssh://-oProxyCommand=touch@x", "ssh://host/path", "http://host", "ssh://u@host:99999", "ssh://-x@host", "ssh://", "ssh://u:pw@host"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "ssh://-oProxyCommand=touch@x",
+        "ssh://host/path",
+        "http://host",
+        "ssh://u@host:99999",
+        "ssh://-x@host",
+        "ssh://",
+        "ssh://u:pw@host",
+    ],
+)
 def test_bad_targets_are_refused_before_ssh_runs(target):
     with pytest.raises(VitedgeError):
         parse_target(target)
 
 
 def test_ssh_argv_checks_host_keys_and_ends_options():
-    argv = ssh_command(parse_target("ssh://pi@board.local:2222"), identity=None, known_hosts=None, accept_new_host_key=False, connect_timeout=5)
+    argv = ssh_command(
+        parse_target("ssh://pi@board.local:2222"),
+        identity=None,
+        known_hosts=None,
+        accept_new_host_key=False,
+        connect_timeout=5,
+    )
     assert argv[0] == "ssh" and argv[-2:] == ["--", "board.local"]
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv and "ConnectTimeout=5" in argv
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "pi"
-    assert "StrictHostKeyChecking=accept-new" in ssh_command(parse_target("ssh://b"), identity=None, known_hosts=None, accept_new_host_key=True, connect_timeout=5)
+    assert "StrictHostKeyChecking=accept-new" in ssh_command(
+        parse_target("ssh://b"), identity=None, known_hosts=None, accept_new_host_key=True, connect_timeout=5
+    )
     assert str(parse_target("ssh://pi@[fe80::1]:22")) == "ssh://pi@[fe80::1]:22"

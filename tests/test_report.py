@@ -3,15 +3,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from rich.console import Console
 
-import numpy as np
-
-from targets.measure import Accuracy, Measurement, Timing
-from targets.stats import pack_correct, paired_delta
-from vitedge.report import Parity, ResultRow, accuracy_tie, cells, fastest_fp32, fmt, pareto_front, pareto_plot, print_table, write_reports
+from vitedge.targets.measure import Accuracy, Measurement, Timing
+from vitedge.targets.stats import pack_correct, paired_delta
+from vitedge.workflows.report import (
+    Parity,
+    ResultRow,
+    accuracy_tie,
+    cells,
+    fastest_fp32,
+    fmt,
+    pareto_front,
+    pareto_plot,
+    print_table,
+    write_reports,
+)
 
 SAMPLES = 1000
 REFERENCE = np.arange(SAMPLES) < 800  # 80.0% right
@@ -25,12 +35,40 @@ def _correct(lost: int, gained: int) -> np.ndarray:
     return correct
 
 
-def _row(name: str, correct: np.ndarray, it_s: float, mb: float, *, precision: str = "int8", computes: str = "int8+f32", runtime: str = "onnxruntime", baseline: bool = False) -> ResultRow:
-    timings = (Timing(1, 20, 1 / it_s, 1000 / it_s, 1100 / it_s, 1500 / it_s, it_s, it_s), Timing(8, 20, 8 / (it_s * 2), 0, 0, 0, it_s / 4, it_s * 2))
+def _row(
+    name: str,
+    correct: np.ndarray,
+    it_s: float,
+    mb: float,
+    *,
+    precision: str = "int8",
+    computes: str = "int8+f32",
+    runtime: str = "onnxruntime",
+    baseline: bool = False,
+) -> ResultRow:
+    timings = (
+        Timing(1, 20, 1 / it_s, 1000 / it_s, 1100 / it_s, 1500 / it_s, it_s, it_s),
+        Timing(8, 20, 8 / (it_s * 2), 0, 0, 0, it_s / 4, it_s * 2),
+    )
     top1 = 100.0 * correct.mean()
-    measurement = Measurement(name, runtime, "cpu", precision, 2, Accuracy(top1, 99.0, SAMPLES, pack_correct(correct)), timings, mb, 400.0, {"cpu": "Test CPU", "isa": ["AVX2"], "cores": 2, "python": "3.11"}, {"torch": "2.x"}, execution_precision=computes)
+    measurement = Measurement(
+        name,
+        runtime,
+        "cpu",
+        precision,
+        2,
+        Accuracy(top1, 99.0, SAMPLES, pack_correct(correct)),
+        timings,
+        mb,
+        400.0,
+        {"cpu": "Test CPU", "isa": ["AVX2"], "cores": 2, "python": "3.11"},
+        {"torch": "2.x"},
+        execution_precision=computes,
+    )
     parity = None if baseline else Parity(0.9991, 0.99, 0.98, 0.05, True)
-    return ResultRow(measurement, parity, baseline=baseline, delta=None if baseline else paired_delta(REFERENCE, correct))
+    return ResultRow(
+        measurement, parity, baseline=baseline, delta=None if baseline else paired_delta(REFERENCE, correct)
+    )
 
 
 ROWS = [
@@ -38,7 +76,9 @@ ROWS = [
     _row("ONNX fp32", REFERENCE, 200.0, 3.2, precision="fp32", computes="f32"),
     _row("int8", _correct(lost=10, gained=5), 250.0, 0.9),  # -0.50, inside the noise
     _row("slow-bad", _correct(lost=100, gained=0), 50.0, 3.2),  # -10.00, outside it
-    _row("OpenVINO bf16", REFERENCE, 400.0, 3.2, precision="bf16", computes="bf16", runtime="openvino"),  # not an fp32 yardstick
+    _row(
+        "OpenVINO bf16", REFERENCE, 400.0, 3.2, precision="bf16", computes="bf16", runtime="openvino"
+    ),  # not an fp32 yardstick
 ]
 
 
@@ -47,7 +87,17 @@ def test_cells_show_execution_precision_interval_and_both_speedups() -> None:
     assert fastest is ROWS[1]  # the fastest row computing in f32, not the faster bf16 one
     values = cells(ROWS[2], baseline, fastest)
     # Agresti-Min for 5 gained / 10 lost of 1000: -0.50 [-1.28, +0.28] (centre -5/1002, se sqrt(16 - 25/1002)/1002), inside the noise (~)
-    assert values[:9] == ["int8", "int8+f32", "79.50", "-0.50 [-1.28,+0.28]~", "0.99910", "250.0", "500.0", "1.25×", "2.50×"]
+    assert values[:9] == [
+        "int8",
+        "int8+f32",
+        "79.50",
+        "-0.50 [-1.28,+0.28]~",
+        "0.99910",
+        "250.0",
+        "500.0",
+        "1.25×",
+        "2.50×",
+    ]
     bad = cells(ROWS[3], baseline, fastest)
     assert bad[3] == "-10.00 [-11.85,-8.11]" and bad[7] == "0.25×" and bad[8] == "0.50×"
     assert cells(baseline, baseline, fastest)[3] == "reference"
@@ -82,7 +132,10 @@ def test_reports_are_written_and_parseable(tmp_path: Path) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["model"] == "m" and len(data["rows"]) == len(ROWS)
     assert [ResultRow.from_dict(row) for row in data["rows"]] == ROWS
-    assert data["rows"][2]["delta_top1"]["gained"] == 5 and data["rows"][2]["measurement"]["execution_precision"] == "int8+f32"
+    assert (
+        data["rows"][2]["delta_top1"]["gained"] == 5
+        and data["rows"][2]["measurement"]["execution_precision"] == "int8+f32"
+    )
     markdown = paths["markdown"].read_text()
     assert "| int8 | int8+f32 | 79.50 | -0.50 [-1.28,+0.28]~ |" in markdown and "Test CPU" in markdown
     with Image.open(paths["plot"]) as image:
@@ -97,6 +150,9 @@ def test_print_table_has_every_row() -> None:
     assert all(name in text for name in ("fp32", "int8", "slow-bad")) and "2.50×" in text and "1.25×" in text
 
 
-@pytest.mark.parametrize("value,kind,text", [(1234.5, "rate", "1234.5"), (2.345, "rate", "2.35"), (0.99912, "cosine", "0.99912"), (0.5, "agree", "50.0%")])
+@pytest.mark.parametrize(
+    "value,kind,text",
+    [(1234.5, "rate", "1234.5"), (2.345, "rate", "2.35"), (0.99912, "cosine", "0.99912"), (0.5, "agree", "50.0%")],
+)
 def test_formatter(value: float, kind: str, text: str) -> None:
     assert fmt(value, kind) == text

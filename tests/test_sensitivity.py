@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.export import ExportOptions
-from exporter.sensitivity import group_of, group_units, layer_label
+from vitedge.exporter.export import ExportOptions
+from vitedge.workflows.sensitivity import group_of, group_units, layer_label
 
 ORT_NODES = (
     "/patch_embed/proj/Conv",
@@ -40,10 +40,11 @@ def test_groups_by_block_and_by_kind():
 @pytest.fixture(scope="module")
 def setup():
     """Tiny ViT; calibration and evaluation drawn from the SAME source (cifar10) to check the exclusion."""
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
     from conftest import make_tiny_vit
-    from exporter.sensitivity import evaluation_set
+
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.workflows.sensitivity import evaluation_set
 
     loaded = make_tiny_vit()
     calibration = build_calibration_set(open_source("cifar10"), loaded.data_config, 32, seed=0)
@@ -67,13 +68,15 @@ def test_evaluation_images_never_include_a_calibration_image(setup):
 
 def test_ort_backend_without_exclusions_matches_vitedge_export(setup, tmp_path):
     """The variants are built exactly as `vitedge export --precision int8-static` builds its model."""
-    from exporter.export import export_artifact
-    from exporter.sensitivity import open_backend, score_runner
-    from targets.runners import open_artifact
+    from vitedge.exporter.export import export_artifact
+    from vitedge.targets.runners import open_artifact
+    from vitedge.workflows.sensitivity import open_backend, score_runner
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "work")
-    exported = export_artifact(loaded, to="onnx", precision="int8-static", out=tmp_path / "exported", calibration=calibration)
+    exported = export_artifact(
+        loaded, to="onnx", precision="int8-static", out=tmp_path / "exported", calibration=calibration
+    )
     ours = backend.open(())(evalset.inputs)
     theirs = open_artifact(exported, threads=1)(evalset.inputs)
     np.testing.assert_array_equal(ours, theirs)
@@ -82,19 +85,26 @@ def test_ort_backend_without_exclusions_matches_vitedge_export(setup, tmp_path):
 
 
 def test_sensitivity_report_is_ranked_and_written(setup, tmp_path, figures):
-    from exporter.sensitivity import analyse, open_backend, write_report
+    from vitedge.workflows.sensitivity import analyse, open_backend, write_report
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "work")
     report = analyse(backend, evalset, mode="float-one", group="block")
-    assert [row.unit for row in report.rows] and {row.unit for row in report.rows} == {"patch_embed", "blocks.0", "blocks.1", "head"}
+    assert [row.unit for row in report.rows] and {row.unit for row in report.rows} == {
+        "patch_embed",
+        "blocks.0",
+        "blocks.1",
+        "head",
+    }
     values = [row.sensitivity for row in report.rows]
     assert values == sorted(values, reverse=True)
     for row in report.rows:
         assert row.sensitivity == pytest.approx(row.score.cosine_mean - report.int8.cosine_mean)
     assert report.ranking()[: len(report.rows[0].nodes)] == list(report.rows[0].nodes)
     only = analyse(backend, evalset, mode="int8-one", group="block")
-    assert all(row.score.cosine_mean >= only.int8.cosine_mean - 1e-4 for row in only.rows)  # one block int8 ≈ no worse than all
+    assert all(
+        row.score.cosine_mean >= only.int8.cosine_mean - 1e-4 for row in only.rows
+    )  # one block int8 ≈ no worse than all
     paths = write_report(report, tmp_path / "out")
     plot = figures["sensitivity.png"]
     assert plot["size"] == (960, 300)  # 8 in wide, max(2.5, 0.28 × 4 rows + 1.2) in tall, 120 dpi
@@ -107,7 +117,7 @@ def test_sensitivity_report_is_ranked_and_written(setup, tmp_path, figures):
 
 
 def test_openvino_ignored_scope_keeps_the_node_in_float(setup, tmp_path):
-    from exporter.sensitivity import open_backend
+    from vitedge.workflows.sensitivity import open_backend
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "openvino", calibration, ExportOptions(), tmp_path)
@@ -116,7 +126,12 @@ def test_openvino_ignored_scope_keeps_the_node_in_float(setup, tmp_path):
 
     def quantized_inputs(model) -> int:  # noqa: ANN001 - ov.Model; FakeQuantize ops feeding fc2 of block 1
         fakes = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
-        return sum(1 for op in fakes for consumer in op.output(0).get_target_inputs() if "blocks.1.mlp.fc2" in consumer.get_node().get_friendly_name())
+        return sum(
+            1
+            for op in fakes
+            for consumer in op.output(0).get_target_inputs()
+            if "blocks.1.mlp.fc2" in consumer.get_node().get_friendly_name()
+        )
 
     everything, _ = backend.quantize_model(())
     kept, settings = backend.quantize_model([fc2])

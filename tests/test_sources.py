@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.sources import (
+from vitedge.calibration.sources import (
     CIFAR10_CLASSES,
     cifar10_arrays,
     decode_image,
@@ -17,7 +17,7 @@ from calibration.sources import (
     read_cifar10_tarball,
     subset_indices,
 )
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
 
 
 def _real_pixels(cifar_test, index: int, size: int = 48) -> np.ndarray:
@@ -30,7 +30,7 @@ def make_messy_folder(folder: Path, cifar_test) -> dict[str, np.ndarray]:
     rgb = _real_pixels(cifar_test, 0)
     Image.fromarray(rgb).save(folder / "plain.jpg", quality=95)
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
-    gray16 = (rgb[..., 0].astype(np.uint16) * 257)
+    gray16 = rgb[..., 0].astype(np.uint16) * 257
     Image.fromarray(gray16).save(folder / "gray16.png")
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")

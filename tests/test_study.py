@@ -11,13 +11,23 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from targets.measure import MeasureRequest, Measurement, measure
-from targets.stats import paired_delta
 from tests.conftest import make_tiny_vit
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
-from vitedge.report import DASH, fmt, fmt_delta
-from vitedge.study import COLUMNS, PUBLISHED, DistillSpec, cells, count_params, load_study_recipe, parse_study_recipe, run_study, with_overrides
+from vitedge.targets.measure import Measurement, MeasureRequest, measure
+from vitedge.targets.stats import paired_delta
+from vitedge.workflows.report import DASH, fmt, fmt_delta
+from vitedge.workflows.study import (
+    COLUMNS,
+    PUBLISHED,
+    DistillSpec,
+    cells,
+    count_params,
+    load_study_recipe,
+    parse_study_recipe,
+    run_study,
+    with_overrides,
+)
 
 
 def _families(recipe) -> dict[str, list]:
@@ -43,7 +53,11 @@ def test_committed_study_recipe_has_every_row_of_the_issue() -> None:
     assert len(rows["student torch:fp32"]) == 1 and len(rows["student torch:int8-dynamic"]) == 1
     assert len(rows["onnx:int8-static"]) == 1 and len(rows["openvino:int8"]) == 1
     assert rows["candidate"]
-    assert recipe.speed_model == "vit_base_patch16_224" and recipe.student_speed_model == "deit_small_patch16_224" and recipe.model == "vitedge-cifar10"
+    assert (
+        recipe.speed_model == "vit_base_patch16_224"
+        and recipe.student_speed_model == "deit_small_patch16_224"
+        and recipe.model == "vitedge-cifar10"
+    )
     assert recipe.samples is None  # the whole CIFAR-10 test set
 
 
@@ -98,16 +112,25 @@ def _run_tiny_study(tmp_path):
     """The committed quick recipe, every row of it, with the tiny ViT at both scales and its
     half-width counterpart as the distilled rows' speed model (as deit_small is to vit_base);
     few images, one fine-tune batch and three timed calls keep it to seconds of work."""
-    from compress.distill import make_student
+    from vitedge.compress.distill import make_student
 
     tiny = make_tiny_vit()
     path = save_checkpoint(tiny, tmp_path / "tiny.safetensors")
-    half = save_checkpoint(make_student(tiny, student=None, width=0.5, distill_token=False), tmp_path / "tiny-half.safetensors")
+    half = save_checkpoint(
+        make_student(tiny, student=None, width=0.5, distill_token=False), tmp_path / "tiny-half.safetensors"
+    )
     recipe = with_overrides(
         load_study_recipe(quick=True),
-        model=str(path), speed_model=str(path), student_speed_model=str(half),
-        samples=64, train_samples=128, calibration_samples=8, speed_calibration_samples=8,
-        distill=DistillSpec(epochs=1, samples=64, batch_size=64), threads=1, runs=3,
+        model=str(path),
+        speed_model=str(path),
+        student_speed_model=str(half),
+        samples=64,
+        train_samples=128,
+        calibration_samples=8,
+        speed_calibration_samples=8,
+        distill=DistillSpec(epochs=1, samples=64, batch_size=64),
+        threads=1,
+        runs=3,
     )
     taken: list[tuple[MeasureRequest, Measurement, float]] = []
 
@@ -127,19 +150,27 @@ def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> 
     assert len(taken) == 2 * len(recipe.rows)  # one accuracy and one speed measurement per row, no GPU
     base = study.baseline
     for number, result in enumerate(study.results):
-        (acc_request, acc, acc_step), (speed_request, speed, speed_step) = taken[2 * number], taken[2 * number + 1]
+        (acc_request, acc, _acc_step), (speed_request, speed, speed_step) = taken[2 * number], taken[2 * number + 1]
         assert result.accuracy is acc and result.speed is speed
         assert acc_request.labels_path is not None and speed_request.labels_path is None
         row = cells(result, base)
         assert len(row) == len(COLUMNS)
         delta = paired_delta(base.accuracy.accuracy.hits(), acc.accuracy.hits())
-        assert row[1] == fmt(acc.accuracy.top1, "pct") and delta.delta == pytest.approx(acc.accuracy.top1 - base.accuracy.accuracy.top1)
-        assert row[2] == ("reference" if result is base else fmt_delta(delta)) and delta.low <= delta.delta <= delta.high
+        assert row[1] == fmt(acc.accuracy.top1, "pct") and delta.delta == pytest.approx(
+            acc.accuracy.top1 - base.accuracy.accuracy.top1
+        )
+        assert (
+            row[2] == ("reference" if result is base else fmt_delta(delta)) and delta.low <= delta.delta <= delta.high
+        )
         assert row[3] == speed.execution_precision and row[3] in ("f32", "int8+f32", "f16")
         assert row[4] == fmt(speed.size_mb, "mb") and speed.size_mb > 0
         # the clock of this row's own speed measurement, and nothing else, sets its speed
-        assert speed.timing(1).it_per_s == pytest.approx(1 / speed_step) and row[6] == fmt(speed.timing(1).it_per_s, "rate")
-        assert speed.timing(8).images_per_s == pytest.approx(8 / speed_step) and row[7] == fmt(speed.timing(8).images_per_s, "rate")
+        assert speed.timing(1).it_per_s == pytest.approx(1 / speed_step) and row[6] == fmt(
+            speed.timing(1).it_per_s, "rate"
+        )
+        assert speed.timing(8).images_per_s == pytest.approx(8 / speed_step) and row[7] == fmt(
+            speed.timing(8).images_per_s, "rate"
+        )
         assert row[8] == fmt(speed.timing(1).it_per_s / base.speed.timing(1).it_per_s, "ratio")
         assert row[9] == DASH  # no GPU in this run
         assert all(re.fullmatch(r"[+-]?\d+(\.\d+)?×?", cell) for cell in (row[1], *row[4:9])), row
@@ -158,7 +189,7 @@ def test_study_files_come_from_the_same_rows(tiny_study) -> None:
     recipe, study, _, folder = tiny_study
     data = json.loads((folder / "study.json").read_text())
     assert [row["label"] for row in data["rows"]] == [row.label for row in recipe.rows]
-    for saved, result in zip(data["rows"], study.results):
+    for saved, result in zip(data["rows"], study.results, strict=True):
         assert saved["speed"]["timings"][0]["it_per_s"] == result.speed.timing(1).it_per_s
         assert saved["accuracy"]["accuracy"]["top1"] == result.accuracy.accuracy.top1
     text = (folder / "study.md").read_text()
@@ -171,8 +202,8 @@ def test_study_files_come_from_the_same_rows(tiny_study) -> None:
 
 
 def test_cli_reports_a_bad_recipe(tmp_path) -> None:
-    from vitedge.cli import app
     import vitedge.commands.study  # noqa: F401 - registers `vitedge study`
+    from vitedge.cli import app
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[study]\nspeed_modle = 'x'\n" + BASE)
@@ -202,7 +233,7 @@ def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path, figure
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitedge.report import _plot_published, pareto_plot
+    from vitedge.workflows.report import _plot_published, pareto_plot
 
     figure, axes = plt.subplots()
     _plot_published(axes, PUBLISHED)

@@ -6,9 +6,14 @@ import json
 
 import pytest
 
-from exporter.sensitivity import Score
-from exporter.sweep import SweepPoint, check_counts, openvino_variants, recommend
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
+from vitedge.workflows.sensitivity import Score
+from vitedge.workflows.sweep import (
+    SweepPoint,
+    check_counts,
+    openvino_variants,
+    recommend,
+)
 
 
 def _point(count: int, method: str, top1: float | None, cosine: float, seconds: float = 1.0) -> SweepPoint:
@@ -16,14 +21,23 @@ def _point(count: int, method: str, top1: float | None, cosine: float, seconds: 
 
 
 def test_recommend_takes_the_fewest_images_within_the_tolerance_of_the_best():
-    points = [_point(16, "minmax", 70.0, 0.990), _point(64, "minmax", 71.45, 0.995), _point(256, "entropy", 71.5, 0.997), _point(1024, "minmax", 71.3, 0.998)]
+    points = [
+        _point(16, "minmax", 70.0, 0.990),
+        _point(64, "minmax", 71.45, 0.995),
+        _point(256, "entropy", 71.5, 0.997),
+        _point(1024, "minmax", 71.3, 0.998),
+    ]
     chosen = recommend(points, top1_tolerance=0.1)
     assert (chosen.count, chosen.method) == (64, "minmax")
     assert recommend(points, top1_tolerance=0.0).count == 256
 
 
 def test_recommend_uses_cosine_without_labels_and_breaks_ties_by_cosine():
-    points = [_point(16, "minmax", None, 0.9990), _point(16, "percentile", None, 0.99985), _point(64, "entropy", None, 0.99990)]
+    points = [
+        _point(16, "minmax", None, 0.9990),
+        _point(16, "percentile", None, 0.99985),
+        _point(64, "entropy", None, 0.99990),
+    ]
     chosen = recommend(points, cosine_tolerance=1e-4)
     assert (chosen.count, chosen.method) == (16, "percentile")
     with pytest.raises(VitedgeError):
@@ -41,8 +55,14 @@ def test_counts_and_variants():
 
 def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path, figures):
     from conftest import make_tiny_vit
-    from exporter.sensitivity import calibration_record, evaluation_set
-    from exporter.sweep import calibration_draws, sweep_onnx, sweep_openvino, write_sweep
+
+    from vitedge.workflows.sensitivity import calibration_record, evaluation_set
+    from vitedge.workflows.sweep import (
+        calibration_draws,
+        sweep_onnx,
+        sweep_openvino,
+        write_sweep,
+    )
 
     loaded = make_tiny_vit()
     draws = calibration_draws(loaded, "cifar10:train", [8, 16], seed=0)
@@ -52,7 +72,13 @@ def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path, figures
     evalset = evaluation_set(loaded, "cifar10", 64, record)
     points = sweep_onnx(loaded, draws, evalset, methods=("minmax", "percentile"))
     points += sweep_openvino(loaded, {8: draws[8]}, evalset, variants={"default": openvino_variants()["default"]})
-    assert [(p.format, p.count, p.method) for p in points] == [("onnx", 8, "minmax"), ("onnx", 8, "percentile"), ("onnx", 16, "minmax"), ("onnx", 16, "percentile"), ("openvino", 8, "default")]
+    assert [(p.format, p.count, p.method) for p in points] == [
+        ("onnx", 8, "minmax"),
+        ("onnx", 8, "percentile"),
+        ("onnx", 16, "minmax"),
+        ("onnx", 16, "percentile"),
+        ("openvino", 8, "default"),
+    ]
     assert all(0.99 < p.score.cosine_mean < 1.0 and p.score.top1 is not None for p in points)
     assert points[1].settings["percentile"] > 99 and points[0].settings["calib_method"] == "minmax"
     paths = write_sweep(points, tmp_path, evalset=evalset, calibration=record)

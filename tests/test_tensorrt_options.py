@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from targets.onnxruntime import PROVIDERS, TENSORRT, provider_options
-from vitedge.errors import VitedgeError
+from vitedge.core.errors import VitedgeError
+from vitedge.targets.onnxruntime import PROVIDERS, TENSORRT, provider_options
 
 CACHE = Path("/home/user/.cache/vitedge")
 
@@ -45,7 +45,9 @@ def test_static_qdq_int8_enables_int8_and_fp16() -> None:
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_other_devices_get_no_tensorrt_options(device: str) -> None:
     expected = {"CUDAExecutionProvider": {"use_tf32": "0"}}  # never TensorRT's; CUDA's float parts stay f32
-    assert provider_options(device, "int8-static", CACHE) == [(name, expected.get(name, {})) for name in PROVIDERS[device]]
+    assert provider_options(device, "int8-static", CACHE) == [
+        (name, expected.get(name, {})) for name in PROVIDERS[device]
+    ]
 
 
 def test_unknown_device_is_a_user_error() -> None:

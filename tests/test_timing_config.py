@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.export import export_artifact
-from targets.measure import MeasureRequest, RunnerSpec, measure
+from vitedge.exporter.export import export_artifact
+from vitedge.targets.measure import MeasureRequest, RunnerSpec, measure
 
 
 @pytest.fixture(scope="module")

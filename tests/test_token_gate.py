@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.registry import apply_steps
-from compress.tokens import decision_margins
-from exporter.parity import compare_logits, verify_artifact
+from vitedge.compress.registry import apply_steps
+from vitedge.compress.tokens import decision_margins
+from vitedge.workflows.parity import compare_logits, verify_artifact
 
 RNG = np.random.default_rng(0)
 REFERENCE = RNG.standard_normal((200, 10))
@@ -26,15 +26,21 @@ def _one_image_off(index: int = 7, by: float = 1.4e-3) -> np.ndarray:
 def test_an_image_that_flipped_a_near_tie_is_set_aside_and_named() -> None:
     margins = np.full(len(REFERENCE), 0.01)
     margins[7] = 6e-8  # the reference's choice on this image was a near-tie
-    report = compare_logits(REFERENCE, _one_image_off(), precision="fp32", identities=[f"img{i}" for i in range(200)], margins=margins)
+    report = compare_logits(
+        REFERENCE, _one_image_off(), precision="fp32", identities=[f"img{i}" for i in range(200)], margins=margins
+    )
     assert report.passed and report.max_abs < 1e-5
-    assert [name for name, _, _ in report.set_aside] == ["img7"] and report.set_aside[0][2] == pytest.approx(1.4e-3, rel=0.01)
+    assert [name for name, _, _ in report.set_aside] == ["img7"] and report.set_aside[0][2] == pytest.approx(
+        1.4e-3, rel=0.01
+    )
     assert report.notes and "1 of 200 images chose another merge/drop" in report.notes[0]
 
 
 def test_the_same_difference_without_a_near_tie_fails() -> None:
     for margins in (None, np.full(len(REFERENCE), 0.01)):
-        report = compare_logits(REFERENCE, _one_image_off(), precision="fp32", identities=[f"img{i}" for i in range(200)], margins=margins)
+        report = compare_logits(
+            REFERENCE, _one_image_off(), precision="fp32", identities=[f"img{i}" for i in range(200)], margins=margins
+        )
         assert not report.passed and report.failures[0].startswith("max_abs") and not report.set_aside
         assert report.worst[0][0] == "img7"  # sorted by what failed: max |Δ|, although every cosine is ~1
 
@@ -70,7 +76,7 @@ def test_a_real_export_bug_in_a_token_merging_model_still_fails(tiny_vit, cifar_
     off by 0.05 in the reference, a difference on every image, while most have near-ties."""
     import torch
 
-    from exporter.export import export_artifact
+    from vitedge.exporter.export import export_artifact
 
     merged = apply_steps(tiny_vit, [("tokens", {"r": 4})])
     folder = export_artifact(merged, to=to, precision="fp32", out=tmp_path / to)
@@ -82,5 +88,7 @@ def test_a_real_export_bug_in_a_token_merging_model_still_fails(tiny_vit, cifar_
         wrong.module.blocks[0].norm1.weight.add_(0.05)
     bad = verify_artifact(folder, wrong, cifar_batch[0], threads=1)
     assert not bad.passed and bad.failures
-    assert len(bad.set_aside) == 0  # nothing excused: either too many near-tie images differ, or max |Δ| fails on the rest
+    assert (
+        len(bad.set_aside) == 0
+    )  # nothing excused: either too many near-tie images differ, or max |Δ| fails on the rest
     assert bad.max_abs > 10 * good.max_abs

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from compress.train import TrainConfig, train
+from vitedge.compress.train import TrainConfig, train
 
 CONFIG = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_epochs=0.0, seed=0)
 
@@ -30,7 +30,15 @@ def _model() -> torch.nn.Module:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     model, _ = train(_model(), *_data(), CONFIG, show_progress=False)
     if rank == 0:

@@ -1,3 +1,3 @@
-from vitedge.cli import run
+from .cli import run
 
 run()

@@ -6,14 +6,13 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vitedge import __version__
-from vitedge.errors import VitedgeError
+from . import __version__
+from .core.errors import VitedgeError
 
 app = typer.Typer(
     name="vitedge",
@@ -36,7 +35,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """vitedge: from a PyTorch ViT to a verified, benchmarked edge artifact."""
     _state["debug"] = debug
@@ -45,8 +46,13 @@ def main(
 @app.command("train")
 def train_command(
     out_path: Path = typer.Option(..., "--out", help="Where to write the trained .safetensors."),
-    data: str = typer.Option("cifar10:train", help="Training images: cifar10:train, a .npz with x/y, or a folder with one subfolder per class."),
-    test_data: Optional[str] = typer.Option("cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."),
+    data: str = typer.Option(
+        "cifar10:train",
+        help="Training images: cifar10:train, a .npz with x/y, or a folder with one subfolder per class.",
+    ),
+    test_data: str | None = typer.Option(
+        "cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."
+    ),
     epochs: int = typer.Option(30, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Global batch size (split over torchrun processes)."),
     lr: float = typer.Option(1e-3, help="Peak AdamW learning rate."),
@@ -60,21 +66,38 @@ def train_command(
     num_heads: int = typer.Option(4, help="Attention heads."),
     mlp_ratio: float = typer.Option(2.0, help="MLP hidden width / token width."),
     seed: int = typer.Option(0, help="Seed for initialization, order and augmentation."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
 ) -> None:
     """Train a small timm ViT from scratch (this made the embedded vitedge-cifar10)."""
-    from compress.train import TrainConfig
-    from vitedge.training import cifar_vit_architecture, train_classifier
+    from .compress.train import TrainConfig, cifar_vit_architecture, train_classifier
 
-    architecture = cifar_vit_architecture(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, seed=seed, threads=threads)
+    architecture = cifar_vit_architecture(
+        img_size=img_size,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+    )
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        threads=threads,
+    )
     command = "vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
 
     def report(log) -> None:  # noqa: ANN001 - EpochLog
         test = f" test top-1 {log.test_top1:.2f}%" if log.test_top1 is not None else ""
-        console.print(f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)")
+        console.print(
+            f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)"
+        )
 
     _, logs = train_classifier(
         architecture,
@@ -124,4 +147,4 @@ def run() -> None:
 
 
 # Each area's commands live in vitedge/commands/; importing a module registers its commands.
-from vitedge.commands import compress, edge, export, int8, measure, study  # noqa: E402,F401
+from .commands import compress, edge, export, int8, measure, study  # noqa: E402,F401

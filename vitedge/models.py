@@ -9,10 +9,8 @@ the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary
 from __future__ import annotations
 
 import difflib
-import errno
 import json
-import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from calibration.preprocess import DataConfig
-from compress.step import StepRecord
-from targets.manifest import sha256_file
-from vitedge.errors import VitedgeError
+from .calibration.preprocess import DataConfig
+from .core.errors import VitedgeError
+from .core.io import write_bytes_atomic
+from .core.manifest import sha256_file
+
+StepRecord = dict[str, Any]  # a compression step as a checkpoint records it: {"name", "options", "structure"}
 
 DEFAULT_MODEL = "vitedge-cifar10"
 EMBEDDED = {DEFAULT_MODEL: Path(__file__).with_name("weights") / "vitedge-cifar10.safetensors"}
@@ -42,7 +42,7 @@ class Architecture:
         return {"name": self.name, "kwargs": dict(self.kwargs)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
         return cls(str(data["name"]), dict(data.get("kwargs", {})))
 
 
@@ -55,7 +55,7 @@ class LoadedModel:
     steps: tuple[StepRecord, ...] = ()
     source_sha256: str = ""
 
-    def with_module(self, module: nn.Module, record: StepRecord | None = None) -> "LoadedModel":
+    def with_module(self, module: nn.Module, record: StepRecord | None = None) -> LoadedModel:
         steps = self.steps + ((record,) if record is not None else ())
         return LoadedModel(module, self.data_config, self.spec, self.architecture, steps, self.source_sha256)
 
@@ -94,7 +94,9 @@ def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Mo
     try:
         return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
-        raise VitedgeError(f"cannot build {arch.name} with {arch.kwargs}: {exc}", "check the architecture options") from None
+        raise VitedgeError(
+            f"cannot build {arch.name} with {arch.kwargs}: {exc}", "check the architecture options"
+        ) from None
     except (OSError, RuntimeError) as exc:
         if not pretrained:
             raise
@@ -111,7 +113,11 @@ def data_config_for(module: nn.Module, labels: tuple[str, ...] = ()) -> DataConf
     resolved = timm.data.resolve_data_config({}, model=module)
     num_classes = int(getattr(module, "num_classes", 0) or 0)
     if not labels and num_classes == 1000:
-        labels = tuple(timm.data.ImageNetInfo().label_descriptions(as_dict=False)) if hasattr(timm.data, "ImageNetInfo") else ()
+        labels = (
+            tuple(timm.data.ImageNetInfo().label_descriptions(as_dict=False))
+            if hasattr(timm.data, "ImageNetInfo")
+            else ()
+        )
         labels = tuple(name.split(",")[0] for name in labels)
     return DataConfig(
         input_size=tuple(int(v) for v in resolved["input_size"]),
@@ -133,7 +139,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise VitedgeError(f"{path} is not a readable .safetensors file: {exc}", "the file is corrupt or truncated; save or download it again") from None
+        raise VitedgeError(
+            f"{path} is not a readable .safetensors file: {exc}",
+            "the file is corrupt or truncated; save or download it again",
+        ) from None
     return tensors, metadata
 
 
@@ -160,7 +169,10 @@ def _refuse_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     broken = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:
         more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
-        raise VitedgeError(f"the weights in {path} contain NaN or inf ({broken[0]}{more})", "the checkpoint is broken (a diverged training run?); use an earlier checkpoint or retrain")
+        raise VitedgeError(
+            f"the weights in {path} contain NaN or inf ({broken[0]}{more})",
+            "the checkpoint is broken (a diverged training run?); use an earlier checkpoint or retrain",
+        )
 
 
 def _recorded_data_config(metadata: dict[str, Any], path: Path) -> DataConfig:
@@ -169,7 +181,10 @@ def _recorded_data_config(metadata: dict[str, Any], path: Path) -> DataConfig:
     try:
         return DataConfig.from_dict(metadata["data_config"])
     except (TypeError, ValueError) as exc:
-        raise VitedgeError(f"the data_config recorded with {path} is invalid: {exc}", "fix the checkpoint's metadata (mean, std, crop_pct, interpolation)") from None
+        raise VitedgeError(
+            f"the data_config recorded with {path} is invalid: {exc}",
+            "fix the checkpoint's metadata (mean, std, crop_pct, interpolation)",
+        ) from None
 
 
 def _sidecar_metadata(path: Path) -> dict[str, Any]:
@@ -179,14 +194,23 @@ def _sidecar_metadata(path: Path) -> dict[str, Any]:
     try:
         return json.loads(sidecar.read_text())
     except json.JSONDecodeError as exc:
-        raise VitedgeError(f"{sidecar} is not valid JSON: {exc}", "fix or delete the metadata file beside the weights") from None
+        raise VitedgeError(
+            f"{sidecar} is not valid JSON: {exc}", "fix or delete the metadata file beside the weights"
+        ) from None
 
 
 def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: Architecture) -> None:
     try:
         result = module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "Missing" in line or "Unexpected" in line), str(exc)[:200])
+        first = next(
+            (
+                line.strip()
+                for line in str(exc).splitlines()
+                if "size mismatch" in line or "Missing" in line or "Unexpected" in line
+            ),
+            str(exc)[:200],
+        )
         raise VitedgeError(
             f"the weights in {path.name} do not fit {arch.name}: {first}",
             "pass the architecture the weights were trained with (--arch NAME)",
@@ -194,10 +218,21 @@ def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
     del result
 
 
-def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | None = None) -> LoadedModel:
-    """A local checkpoint: our own metadata wins; otherwise `arch_name` is required."""
-    from compress.registry import restore_after_load, restore_before_load
+@dataclass(frozen=True)
+class StepReplay:
+    """How a checkpoint's recorded compression steps are rebuilt around its weights: the
+    module reshaped before they load (pruned widths, swapped blocks), finished after. The
+    compress layer supplies it (`compress.registry.load_model`), so loading does not import
+    the steps it replays."""
 
+    before_load: Callable[[nn.Module, list[StepRecord]], nn.Module]
+    after_load: Callable[[nn.Module, list[StepRecord]], nn.Module]
+
+
+def load_checkpoint(
+    path: Path, *, arch_name: str | None = None, spec: str | None = None, replay: StepReplay | None = None
+) -> LoadedModel:
+    """A local checkpoint: our own metadata wins; otherwise `arch_name` is required."""
     path = Path(path)
     if not path.is_file():
         raise VitedgeError(f"model file {path} does not exist", "check the path")
@@ -213,28 +248,40 @@ def load_checkpoint(path: Path, *, arch_name: str | None = None, spec: str | Non
     elif arch_name:
         arch = Architecture(arch_name, {})
     else:
-        raise VitedgeError(f"{path.name} does not say which architecture it holds", "pass --arch with the timm model name, e.g. --arch vit_small_patch16_224")
+        raise VitedgeError(
+            f"{path.name} does not say which architecture it holds",
+            "pass --arch with the timm model name, e.g. --arch vit_small_patch16_224",
+        )
     if arch_name and arch_name != arch.name:
         arch = Architecture(arch_name, {})
     if "num_classes" not in arch.kwargs and "head.weight" in state:
         arch = Architecture(arch.name, {**arch.kwargs, "num_classes": int(state["head.weight"].shape[0])})
     records = list(metadata.get("steps", []))
-    module = restore_before_load(build_architecture(arch), records)
+    if records and replay is None:
+        raise ValueError(
+            f"{path.name} records compression steps: load it with compress.registry.load_model, which replays them"
+        )
+    module = replay.before_load(build_architecture(arch), records) if records else build_architecture(arch)
     _load_weights(module, state, path, arch)
-    module = restore_after_load(module, records).eval()
+    module = (replay.after_load(module, records) if records else module).eval()
     config = _recorded_data_config(metadata, path) if "data_config" in metadata else data_config_for(module)
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 
-def load_model(spec: str, *, pretrained: bool = False, arch: str | None = None) -> LoadedModel:
-    """Resolve any model spec the CLI accepts."""
+def load_model(
+    spec: str, *, pretrained: bool = False, arch: str | None = None, replay: StepReplay | None = None
+) -> LoadedModel:
+    """Resolve any model spec the CLI accepts (`replay`: see StepReplay)."""
     if spec in EMBEDDED:
         if not EMBEDDED[spec].is_file():
-            raise VitedgeError(f"the embedded weights of {spec} are missing ({EMBEDDED[spec]})", "reinstall vitedge, or train them with `vitedge train`")
-        return load_checkpoint(EMBEDDED[spec], spec=spec)
+            raise VitedgeError(
+                f"the embedded weights of {spec} are missing ({EMBEDDED[spec]})",
+                "reinstall vitedge, or train them with `vitedge train`",
+            )
+        return load_checkpoint(EMBEDDED[spec], spec=spec, replay=replay)
     path = Path(spec).expanduser()
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
-        return load_checkpoint(path, arch_name=arch)
+        return load_checkpoint(path, arch_name=arch, replay=replay)
     architecture = Architecture(spec, {})
     module = build_architecture(architecture, pretrained=pretrained or spec.startswith("hf-hub:")).eval()
     return LoadedModel(module, data_config_for(module), spec, architecture)
@@ -250,25 +297,6 @@ def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path` and rename it into place; a full disk or an
-    unwritable folder becomes one line, and no partial file is left either way."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise VitedgeError(f"disk full while writing {path}", "free some space or choose another --out") from None
-        raise VitedgeError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out folder") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
 def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
     """Write weights + our metadata as .safetensors, atomically (temp file, then rename).
     Serialized in memory first (one extra copy of the weights) so that a write error is
@@ -276,7 +304,11 @@ def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
     from safetensors.torch import save
 
     path = Path(path)
-    state = {key: value.detach().contiguous() for key, value in loaded.module.state_dict().items() if isinstance(value, torch.Tensor)}
+    state = {
+        key: value.detach().contiguous()
+        for key, value in loaded.module.state_dict().items()
+        if isinstance(value, torch.Tensor)
+    }
     metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(loaded, **extra), sort_keys=True)}
-    _write_atomic(path, save(state, metadata=metadata))
+    write_bytes_atomic(path, save(state, metadata=metadata))
     return path

@@ -50,11 +50,25 @@ def _import_base():
         import numpy as np
         from PIL import Image
     except ImportError as exc:
-        raise BundleError(f"missing Python package {exc.name!r}: run `{sys.executable} -m pip install -r {HERE / 'requirements.txt'}`", EXIT_NO_RUNTIME) from None
-    sys.path.insert(0, str(HERE))
-    import preprocess
+        raise BundleError(
+            f"missing Python package {exc.name!r}: run `{sys.executable} -m pip install -r {HERE / 'requirements.txt'}`",
+            EXIT_NO_RUNTIME,
+        ) from None
+    return np, Image, _vendored("preprocess")
 
-    return np, Image, preprocess
+
+def _vendored(name: str):
+    """A module shipped beside this script (vitedge's own preprocessing, copied byte for byte),
+    loaded from its file: whatever the working directory or sys.path, the bundle's copy."""
+    import importlib.util
+
+    if f"vitedge_bundle_{name}" in sys.modules:
+        return sys.modules[f"vitedge_bundle_{name}"]
+    spec = importlib.util.spec_from_file_location(f"vitedge_bundle_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------- manifest and checksums
@@ -86,11 +100,15 @@ def inside(folder: Path, name: object) -> Path:
     """`folder / name` for a manifest path, refused unless it stays inside `folder` (no absolute
     path, no `..`, no symlink that leads out): a bundle reads nothing outside itself."""
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
-        raise BundleError(f"{MANIFEST} names the file {name!r}, which is not a relative path inside the bundle: rebuild the bundle")
+        raise BundleError(
+            f"{MANIFEST} names the file {name!r}, which is not a relative path inside the bundle: rebuild the bundle"
+        )
     root = folder.resolve()
     resolved = (root / name).resolve()
     if Path(name).is_absolute() or ".." in Path(name).parts or not resolved.is_relative_to(root):
-        raise BundleError(f"{MANIFEST} names the file {name!r}, outside the bundle folder: rebuild the bundle with `vitedge bundle`")
+        raise BundleError(
+            f"{MANIFEST} names the file {name!r}, outside the bundle folder: rebuild the bundle with `vitedge bundle`"
+        )
     return folder / name
 
 
@@ -105,13 +123,17 @@ def loaded_files(manifest: dict) -> list:
 def verify(folder: Path, manifest: dict) -> None:
     """Refuse to run a model (or preprocessing) that differs from what was built and verified,
     that is not among the checksummed files, or that lies outside the bundle."""
-    if not isinstance(manifest["files"], list) or not all(isinstance(e, dict) and {"path", "sha256", "bytes"} <= set(e) for e in manifest["files"]):
+    if not isinstance(manifest["files"], list) or not all(
+        isinstance(e, dict) and {"path", "sha256", "bytes"} <= set(e) for e in manifest["files"]
+    ):
         raise BundleError(f"{MANIFEST}: 'files' must list path, sha256 and bytes of every file: rebuild the bundle")
     listed = {entry["path"] for entry in manifest["files"]}
     for name in loaded_files(manifest):
         inside(folder, name)
         if name not in listed:
-            raise BundleError(f"the model file {name} is not among the checksummed files in {MANIFEST}, so it cannot be verified: rebuild the bundle")
+            raise BundleError(
+                f"the model file {name} is not among the checksummed files in {MANIFEST}, so it cannot be verified: rebuild the bundle"
+            )
     for entry in manifest["files"]:
         path = inside(folder, entry["path"])
         if entry["path"] == Path(__file__).name:
@@ -119,7 +141,9 @@ def verify(folder: Path, manifest: dict) -> None:
         if not path.is_file():
             raise BundleError(f"bundle file {entry['path']} is missing: copy the whole bundle folder")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            raise BundleError(f"{entry['path']} does not match the sha256 in {MANIFEST} (corrupt or modified): copy the bundle again")
+            raise BundleError(
+                f"{entry['path']} does not match the sha256 in {MANIFEST} (corrupt or modified): copy the bundle again"
+            )
 
 
 # ---------------------------------------------------------------- runtimes
@@ -148,22 +172,32 @@ class Model:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BundleError(f"onnxruntime is not installed for {sys.executable}: run `{pip_hint('onnxruntime')}`", EXIT_NO_RUNTIME) from None
+            raise BundleError(
+                f"onnxruntime is not installed for {sys.executable}: run `{pip_hint('onnxruntime')}`", EXIT_NO_RUNTIME
+            ) from None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")  # f32 GEMMs on ARM too, as verified
+        options.add_session_config_entry(
+            "mlas.enable_gemm_fastmath_arm64_bfloat16", "0"
+        )  # f32 GEMMs on ARM too, as verified
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad or too-new models
-            raise BundleError(f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
+            raise BundleError(
+                f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         input_name = session.get_inputs()[0].name
         self.versions = {"onnxruntime": ort.__version__}
         # read back from the session, not echoed from the arguments (0: the runtime's default)
-        self.detail = {"provider": session.get_providers()[0], "threads": session.get_session_options().intra_op_num_threads, "execution_precision": self._label("f32")}
+        self.detail = {
+            "provider": session.get_providers()[0],
+            "threads": session.get_session_options().intra_op_num_threads,
+            "execution_precision": self._label("f32"),
+        }
         self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
     def _label(self, float_part: str) -> str:
@@ -174,7 +208,9 @@ class Model:
         try:
             import openvino as ov
         except ImportError:
-            raise BundleError(f"openvino is not installed for {sys.executable}: run `{pip_hint('openvino')}`", EXIT_NO_RUNTIME) from None
+            raise BundleError(
+                f"openvino is not installed for {sys.executable}: run `{pip_hint('openvino')}`", EXIT_NO_RUNTIME
+            ) from None
         core = ov.Core()
         # stated, never left to the plugin: its default is bf16 on AVX512-BF16/AMX CPUs and f16
         # on ARM, which an fp32 artifact was not verified in (the bundle's manifest says what to use)
@@ -186,7 +222,9 @@ class Model:
         try:
             compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
         except RuntimeError as exc:
-            raise BundleError(f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}") from None
+            raise BundleError(
+                f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         self.versions = {"openvino": ov.get_version()}
         self.detail = {
             "hint": config["PERFORMANCE_HINT"],
@@ -202,7 +240,9 @@ class Model:
         try:
             return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - runtimes raise untyped errors on bad shapes
-            raise BundleError(f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}") from None
+            raise BundleError(
+                f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}"
+            ) from None
 
 
 # ---------------------------------------------------------------- board description
@@ -255,7 +295,9 @@ def load_image(path: Path, Image, preprocess, config):
     except IsADirectoryError:
         raise BundleError(f"{path} is a folder: classify takes image files (use `eval FOLDER` for a folder)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise BundleError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise BundleError(
+            f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
 
 
 def softmax(logits):
@@ -285,7 +327,13 @@ def classify(args, manifest: dict) -> dict:
     model = Model(HERE, manifest, args.threads)
     logits = model(inputs)
     # every logit too, so a board's output can be held to the artifact's own parity bounds
-    return {"precision": manifest.get("precision"), "images": [{"image": p, "top": top_k(row, config, args.top), "logits": [float(v) for v in row]} for p, row in zip(args.images, logits)]}
+    return {
+        "precision": manifest.get("precision"),
+        "images": [
+            {"image": p, "top": top_k(row, config, args.top), "logits": [float(v) for v in row]}
+            for p, row in zip(args.images, logits)
+        ],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -334,7 +382,12 @@ def bench(args, manifest: dict) -> dict:
         # CPU seconds of this process per wall second while timed: what the runtime's threads
         # really used (one thread cannot exceed 1.0), beside the thread count it reports
         "cpu_per_wall": cpu_s / wall_s if wall_s > 0 else None,
-        "latency_ms": {"p50": p50, "p90": percentile(latencies, 90), "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
+        "latency_ms": {
+            "p50": p50,
+            "p90": percentile(latencies, 90),
+            "p99": percentile(latencies, 99),
+            "mean": float(np.mean(latencies)),
+        },
         "board": board_info(model),
         "detail": model.detail,
     }
@@ -348,7 +401,11 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise BundleError(f"{folder} has no class subfolders (expected FOLDER/<class>/<image>)")
-    mapping = {name: labels.index(name) for name in classes} if set(classes) <= set(labels) else {name: i for i, name in enumerate(classes)}
+    mapping = (
+        {name: labels.index(name) for name in classes}
+        if set(classes) <= set(labels)
+        else {name: i for i, name in enumerate(classes)}
+    )
     files: list[Path] = []
     targets: list[int] = []
     for name in classes:
@@ -393,7 +450,16 @@ def evaluate(args, manifest: dict) -> dict:
         progress(f"eval: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}")
     if not seen:
         raise BundleError(f"no readable images in {args.folder}")
-    return {"top1": 100.0 * correct / seen, "correct": correct, "hits": hits, "count": seen, "skipped": len(skipped), "classes": mapping, "runtime": model.runtime, "board": board_info(model)}
+    return {
+        "top1": 100.0 * correct / seen,
+        "correct": correct,
+        "hits": hits,
+        "count": seen,
+        "skipped": len(skipped),
+        "classes": mapping,
+        "runtime": model.runtime,
+        "board": board_info(model),
+    }
 
 
 def info(args, manifest: dict) -> dict:
@@ -420,9 +486,13 @@ def show(command: str, result: dict, as_json: bool) -> None:
                 print(f"  {rank}. {top['label']:<20} {100.0 * top['probability']:6.2f}%")
     elif command == "bench":
         lat = result["latency_ms"]
-        print(f"{result['runtime']} {result['precision']} batch {result['batch']}: {result['it_per_s']:.2f} it/s, latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms ({result['runs']} runs) on {result['board']['cpu']}")
+        print(
+            f"{result['runtime']} {result['precision']} batch {result['batch']}: {result['it_per_s']:.2f} it/s, latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms ({result['runs']} runs) on {result['board']['cpu']}"
+        )
     elif command == "eval":
-        print(f"top-1 {result['top1']:.2f}% ({result['correct']}/{result['count']} images, {result['skipped']} skipped)")
+        print(
+            f"top-1 {result['top1']:.2f}% ({result['correct']}/{result['count']} images, {result['skipped']} skipped)"
+        )
     else:
         print(json.dumps(result, indent=2, sort_keys=True))
 
@@ -436,9 +506,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    main = OneLineParser(prog="run_bundle.py", description="Run a vitedge bundle (numpy + Pillow + onnxruntime or openvino).")
+    main = OneLineParser(
+        prog="run_bundle.py", description="Run a vitedge bundle (numpy + Pillow + onnxruntime or openvino)."
+    )
     commands = main.add_subparsers(dest="command", required=True)
-    for name, helptext in (("classify", "top-k labels for images"), ("bench", "it/s and latency"), ("eval", "top-1 on an ImageFolder"), ("info", "bundle and board description")):
+    for name, helptext in (
+        ("classify", "top-k labels for images"),
+        ("bench", "it/s and latency"),
+        ("eval", "top-1 on an ImageFolder"),
+        ("info", "bundle and board description"),
+    ):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--json", action="store_true", help="print one line of JSON")
         sub.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's choice)")

@@ -5,27 +5,35 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from vitedge.cli import app, console, out
+from ..cli import app, console, out
 
 
 @app.command("compress")
 def compress_command(
     model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, or a .safetensors/.pth file."),
-    step: List[str] = typer.Option(..., "--step", help="A step NAME:key=value,... (repeat to chain), e.g. prune-heads:ratio=0.25 (an unknown name lists the valid ones)."),
+    step: list[str] = typer.Option(
+        ...,
+        "--step",
+        help="A step NAME:key=value,... (repeat to chain), e.g. prune-heads:ratio=0.25 (an unknown name lists the valid ones).",
+    ),
     out_path: Path = typer.Option(..., "--out", help="Where to write the compressed .safetensors."),
-    data: Optional[str] = typer.Option(None, help="Labelled images for steps that use data (prune-taylor, importance=taylor, distill, finetune): cifar10:train, a folder, a .npz."),
+    data: str | None = typer.Option(
+        None,
+        help="Labelled images for steps that use data (prune-taylor, importance=taylor, distill, finetune): cifar10:train, a folder, a .npz.",
+    ),
     data_count: int = typer.Option(0, help="Use this many images of --data, class-balanced (0: all)."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a .pth/.safetensors without metadata."),
+    arch: str | None = typer.Option(None, help="timm architecture of a .pth/.safetensors without metadata."),
 ) -> None:
     """Compress a model with one or more steps; the result loads anywhere a model is accepted."""
-    from compress.pipeline import compress_to_file
+    from ..compress.pipeline import compress_to_file
 
     command = "vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    compressed = compress_to_file(model, step, out_path, data=data, data_count=data_count or None, arch=arch, command=command)
+    compressed = compress_to_file(
+        model, step, out_path, data=data, data_count=data_count or None, arch=arch, command=command
+    )
     params = sum(p.numel() for p in compressed.module.parameters())
     for record in compressed.steps:
         console.print(f"{record['name']} {record['options']}", highlight=False)
@@ -35,12 +43,20 @@ def compress_command(
 @app.command("distill")
 def distill_command(
     teacher: str = typer.Option(..., help="Teacher model spec (e.g. vitedge-cifar10)."),
-    student: Optional[str] = typer.Option(None, help="Student model spec to train further (default: the teacher's architecture at --student-width)."),
-    student_width: float = typer.Option(0.5, help="Width of a fresh student relative to the teacher (same depth and head width)."),
-    distill_token: bool = typer.Option(False, "--distill-token", help="Give a fresh student a DeiT distillation token and head."),
+    student: str | None = typer.Option(
+        None, help="Student model spec to train further (default: the teacher's architecture at --student-width)."
+    ),
+    student_width: float = typer.Option(
+        0.5, help="Width of a fresh student relative to the teacher (same depth and head width)."
+    ),
+    distill_token: bool = typer.Option(
+        False, "--distill-token", help="Give a fresh student a DeiT distillation token and head."
+    ),
     out_path: Path = typer.Option(..., "--out", help="Where to write the student .safetensors."),
     data: str = typer.Option("cifar10:train", help="Training images with labels."),
-    test_data: Optional[str] = typer.Option("cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."),
+    test_data: str | None = typer.Option(
+        "cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."
+    ),
     epochs: int = typer.Option(30, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Global batch size (split over torchrun processes)."),
     lr: float = typer.Option(1e-3, help="Peak AdamW learning rate."),
@@ -48,19 +64,21 @@ def distill_command(
     alpha: float = typer.Option(0.5, help="Weight of the teacher term."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft term."),
     seed: int = typer.Option(0, help="Seed for initialization, order and augmentation."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
 ) -> None:
     """Train a student against a teacher (DeiT-style knowledge distillation)."""
-    from compress.distill import DistillConfig, distill_to_file
-    from compress.train import TrainConfig
+    from ..compress.distill import DistillConfig, distill_to_file
+    from ..compress.train import TrainConfig
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
 
     def report(log) -> None:  # noqa: ANN001 - EpochLog
         test = f" test top-1 {log.test_top1:.2f}%" if log.test_top1 is not None else ""
-        console.print(f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)")
+        console.print(
+            f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)"
+        )
 
     _, logs = distill_to_file(
         teacher,

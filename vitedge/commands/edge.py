@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from vitedge.cli import app, console, out
+from ..cli import app, console, out
 
 
 @app.command("bundle")
 def bundle_command(
     artifact: Path = typer.Argument(..., help="An artifact folder written by `vitedge export` (ONNX or OpenVINO)."),
     out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write."),
-    runtime: Optional[str] = typer.Option(None, help="Runtime on the board: onnxruntime or openvino (default: the artifact's own)."),
+    runtime: str | None = typer.Option(
+        None, help="Runtime on the board: onnxruntime or openvino (default: the artifact's own)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Make a folder that runs on a board with numpy, Pillow and the runtime only (no torch)."""
-    from targets.bundle_build import build_bundle
-    from targets.manifest import read_manifest
+    from ..core.manifest import read_manifest
+    from ..targets.bundle_build import build_bundle
 
     bundle = build_bundle(artifact, out_dir, runtime=runtime, force=force)
     manifest = read_manifest(bundle)
     size = sum(entry["bytes"] for entry in manifest["files"]) / 1e6
-    out.print(f"bundle {bundle} ({manifest['format']} {manifest['precision']}, {manifest['bundle']['runtime']}, {size:.1f} MB)")
-    console.print("on the board: pip install -r requirements.txt, then python3 run_bundle.py classify IMAGE | bench | eval FOLDER", highlight=False)
+    out.print(
+        f"bundle {bundle} ({manifest['format']} {manifest['precision']}, {manifest['bundle']['runtime']}, {size:.1f} MB)"
+    )
+    console.print(
+        "on the board: pip install -r requirements.txt, then python3 run_bundle.py classify IMAGE | bench | eval FOLDER",
+        highlight=False,
+    )
 
 
 @app.command("targets")
@@ -34,7 +40,7 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target."""
     from rich.table import Table
 
-    from targets.detect import machine_dict, probe_machine, recommend
+    from ..targets.detect import machine_dict, probe_machine, recommend
 
     machine = probe_machine()
     targets = recommend(machine)
@@ -42,9 +48,15 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         out.print_json(json.dumps({**machine_dict(machine), "targets": [t.to_dict() for t in targets]}))
         return
     cpu = machine.cpu
-    out.print(f"CPU: {cpu.model}, {cpu.arch}, {cpu.cores} logical CPUs; ISA: {', '.join(cpu.isa) or 'none reported'}", highlight=False)
+    out.print(
+        f"CPU: {cpu.model}, {cpu.arch}, {cpu.cores} logical CPUs; ISA: {', '.join(cpu.isa) or 'none reported'}",
+        highlight=False,
+    )
     out.print(f"ONNX Runtime providers: {', '.join(machine.ort_providers)}", highlight=False)
-    out.print(f"OpenVINO devices: {', '.join(f'{k} ({v})' for k, v in machine.openvino_devices.items()) or 'none'}", highlight=False)
+    out.print(
+        f"OpenVINO devices: {', '.join(f'{k} ({v})' for k, v in machine.openvino_devices.items()) or 'none'}",
+        highlight=False,
+    )
     out.print(f"CUDA devices: {', '.join(machine.cuda_devices) or 'none'}", highlight=False)
     table = Table("target", "here", "device", "export", "why")
     for target in targets:

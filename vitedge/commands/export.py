@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from vitedge.cli import app, console, out
-from vitedge.errors import VitedgeError
+from ..cli import app, console, out
+from ..core.errors import VitedgeError
 
 
 def _parse_batch(value: str) -> str | int:
@@ -21,7 +20,9 @@ def _parse_batch(value: str) -> str | int:
     except ValueError:
         number = 0
     if number < 1:
-        raise VitedgeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}", "use --batch dynamic or --batch 8")
+        raise VitedgeError(
+            f"--batch must be 'dynamic' or a positive integer, not {value!r}", "use --batch dynamic or --batch 8"
+        )
     return number
 
 
@@ -32,7 +33,13 @@ def _parity_table(report, title: str) -> Table:  # noqa: ANN001 - ParityReport
     bounds = report.tolerance
     for name in ("max_abs", "mean_abs", "cosine_mean", "cosine_min", "top1_agreement", "top5_overlap"):
         value = getattr(report, name)
-        shown = f"{value:.3e}" if name.endswith("_abs") else f"{value:.6f}" if name.startswith("cosine") else f"{100 * value:.2f}%"
+        shown = (
+            f"{value:.3e}"
+            if name.endswith("_abs")
+            else f"{value:.6f}"
+            if name.startswith("cosine")
+            else f"{100 * value:.2f}%"
+        )
         if name in bounds:
             sign = "<=" if name.endswith("_abs") else ">="
             bound = f"{sign} {bounds[name]:g}"
@@ -64,52 +71,108 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
         if not report.passed:
             out.print(_worst_table(report))
     if not report.passed:
-        console.print(f"[bold red]outside tolerance:[/] {'; '.join(report.failures)}; worst: {', '.join(w[0] for w in report.worst[:3])}", highlight=False)
+        console.print(
+            f"[bold red]outside tolerance:[/] {'; '.join(report.failures)}; worst: {', '.join(w[0] for w in report.worst[:3])}",
+            highlight=False,
+        )
         raise typer.Exit(1)
 
 
 @app.command("export")
 def export_command(
-    model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`)."),
+    model: str = typer.Argument(
+        ...,
+        help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`).",
+    ),
     to: str = typer.Option(..., "--to", help="Format: onnx or openvino."),
-    precision: str = typer.Option("fp32", help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8."),
+    precision: str = typer.Option(
+        "fp32",
+        help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8.",
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
-    calib: Optional[str] = typer.Option(None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."),
+    calib: str | None = typer.Option(
+        None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."
+    ),
     calib_samples: int = typer.Option(256, help="Number of calibration images (class-balanced when labelled)."),
     calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     batch: str = typer.Option("dynamic", help="Batch axis: dynamic, or a fixed size N."),
-    per_channel: bool = typer.Option(False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."),
-    reduce_range: bool = typer.Option(False, help="ONNX int8: 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)."),
-    smooth_quant: bool = typer.Option(True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="int8 accuracy budget: keep the most sensitive nodes in float until top-1 on --verify-data is within this many points of fp32 (as `vitedge quantize`)."),
-    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Instead of --max-drop, for unlabelled --verify-data: smallest allowed mean cosine to the fp32 logits."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
+    per_channel: bool = typer.Option(
+        False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."
+    ),
+    reduce_range: bool = typer.Option(
+        False, help="ONNX int8: 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)."
+    ),
+    smooth_quant: bool = typer.Option(
+        True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."
+    ),
+    max_drop: float | None = typer.Option(
+        None,
+        "--max-drop",
+        help="int8 accuracy budget: keep the most sensitive nodes in float until top-1 on --verify-data is within this many points of fp32 (as `vitedge quantize`).",
+    ),
+    min_cosine: float | None = typer.Option(
+        None,
+        "--min-cosine",
+        help="Instead of --max-drop, for unlabelled --verify-data: smallest allowed mean cosine to the fp32 logits.",
+    ),
+    arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity against PyTorch after exporting."),
-    verify_data: str = typer.Option("cifar10", help="Images for the parity check (disjoint from the calibration images)."),
+    verify_data: str = typer.Option(
+        "cifar10", help="Images for the parity check (disjoint from the calibration images)."
+    ),
     verify_samples: int = typer.Option(1000, help="Number of parity images."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the parity check."),
+    threads: int | None = typer.Option(None, help="CPU threads for the parity check."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
     """Export MODEL to an ONNX or OpenVINO artifact folder, then verify it against PyTorch."""
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
-    from exporter.export import NEEDS_CALIBRATION, ExportOptions, check_request, export_artifact
-    from exporter.parity import verify_folder
-    from targets.manifest import read_manifest
-    from vitedge.models import load_model, require_vit
-
-    from exporter.quantize import CALIB_METHODS
+    from ..calibration.calibset import build_calibration_set
+    from ..calibration.sources import open_source
+    from ..compress.registry import load_model
+    from ..core.manifest import read_manifest
+    from ..exporter.export import (
+        NEEDS_CALIBRATION,
+        ExportOptions,
+        check_request,
+        export_artifact,
+    )
+    from ..exporter.quantize import CALIB_METHODS
+    from ..models import require_vit
+    from ..workflows.parity import verify_folder
 
     if calib_method not in CALIB_METHODS:
         raise VitedgeError(f"unknown calibration method {calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}")
-    options = ExportOptions(opset=opset, batch=_parse_batch(batch), calib_method=calib_method, per_channel=per_channel, reduce_range=reduce_range, smooth_quant=smooth_quant)
+    options = ExportOptions(
+        opset=opset,
+        batch=_parse_batch(batch),
+        calib_method=calib_method,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        smooth_quant=smooth_quant,
+    )
     needs_calibration = (to, precision) in NEEDS_CALIBRATION
     check_request(to, precision, calib is not None)
     if max_drop is not None or min_cosine is not None:
-        _export_to_budget(model, to, precision, out_dir, max_drop, min_cosine, calib, calib_samples, calib_seed, options, verify_data, verify_samples, arch, threads, force, as_json)
+        _export_to_budget(
+            model,
+            to,
+            precision,
+            out_dir,
+            max_drop,
+            min_cosine,
+            calib,
+            calib_samples,
+            calib_seed,
+            options,
+            verify_data,
+            verify_samples,
+            arch,
+            threads,
+            force,
+            as_json,
+        )
         return
     loaded = load_model(model, arch=arch)
     require_vit(loaded, "export")
@@ -118,10 +181,18 @@ def export_command(
         with console.status(f"preparing {calib_samples} calibration images from {calib}"):
             calibration = build_calibration_set(open_source(calib), loaded.data_config, calib_samples, seed=calib_seed)
     with console.status(f"exporting {model} to {to} {precision}"):
-        folder = export_artifact(loaded, to=to, precision=precision, out=out_dir, calibration=calibration, options=options, force=force)
+        folder = export_artifact(
+            loaded, to=to, precision=precision, out=out_dir, calibration=calibration, options=options, force=force
+        )
     manifest = read_manifest(folder)
     size = sum(entry["bytes"] for entry in manifest["files"])
-    summary = {"artifact": str(folder), "format": to, "precision": precision, "bytes": size, "files": [e["path"] for e in manifest["files"]]}
+    summary = {
+        "artifact": str(folder),
+        "format": to,
+        "precision": precision,
+        "bytes": size,
+        "files": [e["path"] for e in manifest["files"]],
+    }
     if not as_json:
         out.print(f"wrote {folder} ({to} {precision}, {size / 1e6:.2f} MB: {', '.join(summary['files'])})")
     if not verify:
@@ -133,13 +204,33 @@ def export_command(
     _show(report, folder, as_json, summary)
 
 
-def _export_to_budget(model: str, to: str, precision: str, out_dir: Path, max_drop: Optional[float], min_cosine: Optional[float], calib: Optional[str], calib_samples: int, calib_seed: int, options, verify_data: str, verify_samples: int, arch: Optional[str], threads: Optional[int], force: bool, as_json: bool) -> None:  # noqa: ANN001 - ExportOptions
+def _export_to_budget(
+    model: str,
+    to: str,
+    precision: str,
+    out_dir: Path,
+    max_drop: float | None,
+    min_cosine: float | None,
+    calib: str | None,
+    calib_samples: int,
+    calib_seed: int,
+    options,
+    verify_data: str,
+    verify_samples: int,
+    arch: str | None,
+    threads: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:  # noqa: ANN001 - ExportOptions
     """`export --max-drop` is `vitedge quantize` with export's options; the budget is judged on the parity images."""
-    from exporter.budget import DEFAULT_RANK_SAMPLES, PRECISION
-    from vitedge.commands.int8 import run_budget
+    from ..workflows.budget import DEFAULT_RANK_SAMPLES, PRECISION
+    from .int8 import run_budget
 
     if PRECISION.get(to) != precision:
-        raise VitedgeError(f"--max-drop/--min-cosine apply to calibrated int8, not {to} {precision}", f"use --to {to} --precision {PRECISION.get(to, 'int8-static')}")
+        raise VitedgeError(
+            f"--max-drop/--min-cosine apply to calibrated int8, not {to} {precision}",
+            f"use --to {to} --precision {PRECISION.get(to, 'int8-static')}",
+        )
     run_budget(
         model,
         to=to,
@@ -165,21 +256,21 @@ def _export_to_budget(model: str, to: str, precision: str, out_dir: Path, max_dr
 @app.command("verify")
 def verify_command(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`."),
-    model: Optional[str] = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a reference checkpoint that does not record it."),
+    model: str | None = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),
+    arch: str | None = typer.Option(None, help="timm architecture of a reference checkpoint that does not record it."),
     data: str = typer.Option("cifar10", help="Real images to compare on (never the artifact's calibration images)."),
     samples: int = typer.Option(1000, help="Number of images."),
-    max_abs: Optional[float] = typer.Option(None, help="Override: largest allowed |logit difference|."),
-    min_cosine: Optional[float] = typer.Option(None, help="Override: smallest allowed mean cosine similarity."),
-    min_cosine_each: Optional[float] = typer.Option(None, help="Override: smallest allowed per-image cosine similarity."),
-    min_top1: Optional[float] = typer.Option(None, help="Override: smallest allowed top-1 agreement (0..1)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    max_abs: float | None = typer.Option(None, help="Override: largest allowed |logit difference|."),
+    min_cosine: float | None = typer.Option(None, help="Override: smallest allowed mean cosine similarity."),
+    min_cosine_each: float | None = typer.Option(None, help="Override: smallest allowed per-image cosine similarity."),
+    min_top1: float | None = typer.Option(None, help="Override: smallest allowed top-1 agreement (0..1)."),
+    threads: int | None = typer.Option(None, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the parity report as JSON."),
 ) -> None:
     """Compare an artifact's logits with PyTorch's on real images; exit 1 outside tolerance."""
-    from exporter.parity import verify_folder
-    from targets.manifest import read_manifest, verify_checksums
-    from vitedge.models import load_model
+    from ..compress.registry import load_model
+    from ..core.manifest import read_manifest, verify_checksums
+    from ..workflows.parity import verify_folder
 
     manifest = read_manifest(artifact)
     verify_checksums(artifact, manifest)
@@ -189,8 +280,23 @@ def verify_command(
     reference = load_model(spec, arch=arch)
     recorded = manifest.get("source", {}).get("sha256")
     if recorded and reference.source_sha256 and recorded != reference.source_sha256:
-        console.print(f"[yellow]warning:[/] {spec} is not the file this artifact was exported from (sha256 differs)", highlight=False)
-    overrides = {"max_abs": max_abs, "cosine_mean": min_cosine, "cosine_min": min_cosine_each, "top1_agreement": min_top1}
+        console.print(
+            f"[yellow]warning:[/] {spec} is not the file this artifact was exported from (sha256 differs)",
+            highlight=False,
+        )
+    overrides = {
+        "max_abs": max_abs,
+        "cosine_mean": min_cosine,
+        "cosine_min": min_cosine_each,
+        "top1_agreement": min_top1,
+    }
     with console.status(f"verifying {artifact} on {samples} images from {data}"):
-        report = verify_folder(artifact, reference=reference, data=data, samples=samples, tolerances={k: v for k, v in overrides.items() if v is not None}, threads=threads)
+        report = verify_folder(
+            artifact,
+            reference=reference,
+            data=data,
+            samples=samples,
+            tolerances={k: v for k, v in overrides.items() if v is not None},
+            threads=threads,
+        )
     _show(report, artifact, as_json)

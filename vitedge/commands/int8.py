@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from vitedge.cli import app, console, out
-from vitedge.errors import VitedgeError
+from ..cli import app, console, out
+from ..core.errors import VitedgeError
 
 FORMATS = ("onnx", "openvino")
 
 
 def _format(value: str) -> str:
     if value not in FORMATS:
-        raise VitedgeError(f"--to must be onnx or openvino, not {value!r}", "int8 with calibration exists for onnx (static QDQ) and openvino (NNCF)")
+        raise VitedgeError(
+            f"--to must be onnx or openvino, not {value!r}",
+            "int8 with calibration exists for onnx (static QDQ) and openvino (NNCF)",
+        )
     return value
 
 
@@ -26,7 +34,9 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
     try:
         numbers = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise VitedgeError(f"{option} must be a comma-separated list of numbers, got {value!r}", f"e.g. {option} 16,64,256,1024") from None
+        raise VitedgeError(
+            f"{option} must be a comma-separated list of numbers, got {value!r}", f"e.g. {option} 16,64,256,1024"
+        ) from None
     if not numbers or min(numbers) < 1:
         raise VitedgeError(f"{option} needs positive numbers, got {value!r}", f"e.g. {option} 16,64,256,1024")
     return numbers
@@ -37,7 +47,14 @@ def _names(value: str) -> tuple[str, ...]:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def _tracker(progress: Progress, title: str):  # noqa: ANN202 - exporter.sensitivity.Progress callable
@@ -49,62 +66,99 @@ def _tracker(progress: Progress, title: str):  # noqa: ANN202 - exporter.sensiti
     return update
 
 
-def _setup(model: str, arch: Optional[str], calib: str, calib_samples: int, calib_seed: int, data: str, samples: int, threads: Optional[int]):  # noqa: ANN202
+def _setup(
+    model: str,
+    arch: str | None,
+    calib: str,
+    calib_samples: int,
+    calib_seed: int,
+    data: str,
+    samples: int,
+    threads: int | None,
+):  # noqa: ANN202
     """Model, calibration draw, and held-out evaluation images (disjoint from the draw)."""
     import torch
 
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
-    from exporter.sensitivity import evaluation_set
-    from vitedge.models import load_model, require_vit
+    from ..calibration.calibset import build_calibration_set
+    from ..calibration.sources import open_source
+    from ..compress.registry import load_model
+    from ..models import require_vit
+    from ..workflows.sensitivity import evaluation_set
 
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model, arch=arch)
     require_vit(loaded, "int8 quantization")
-    with console.status(f"preparing {calib_samples} calibration images from {calib} and {samples} evaluation images from {data}"):
+    with console.status(
+        f"preparing {calib_samples} calibration images from {calib} and {samples} evaluation images from {data}"
+    ):
         calibration = build_calibration_set(open_source(calib), loaded.data_config, calib_samples, seed=calib_seed)
         evalset = evaluation_set(loaded, data, samples, calibration.manifest(), threads=threads)
     return loaded, calibration, evalset
 
 
 def _score_cells(score, reference_top1: float | None) -> list[str]:  # noqa: ANN001 - Score
-    from vitedge.report import fmt
+    from ..workflows.report import fmt
 
-    top1 = [fmt(score.top1, "pct"), fmt(score.top1 - reference_top1, "delta")] if score.top1 is not None and reference_top1 is not None else ["—", "—"]
+    top1 = (
+        [fmt(score.top1, "pct"), fmt(score.top1 - reference_top1, "delta")]
+        if score.top1 is not None and reference_top1 is not None
+        else ["—", "—"]
+    )
     return [fmt(score.cosine_mean, "cosine"), fmt(score.top1_agreement, "agree"), *top1]
 
 
 @app.command("sensitivity")
 def sensitivity_command(
-    model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."),
+    model: str = typer.Argument(
+        ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
+    ),
     data: str = typer.Option("cifar10", "--data", help="Held-out images to score on (never a calibration image)."),
     samples: int = typer.Option(1000, help="Number of held-out images."),
-    to: str = typer.Option("onnx", "--to", help="Runtime whose int8 to analyse: onnx (ORT static QDQ) or openvino (NNCF)."),
-    mode: str = typer.Option("float-one", help="float-one: keep one unit in float, quantize the rest; int8-one: quantize only that unit."),
-    group: str = typer.Option("node", help="Unit: node, block (one transformer block), or kind (the same layer in every block)."),
+    to: str = typer.Option(
+        "onnx", "--to", help="Runtime whose int8 to analyse: onnx (ORT static QDQ) or openvino (NNCF)."
+    ),
+    mode: str = typer.Option(
+        "float-one", help="float-one: keep one unit in float, quantize the rest; int8-one: quantize only that unit."
+    ),
+    group: str = typer.Option(
+        "node", help="Unit: node, block (one transformer block), or kind (the same layer in every block)."
+    ),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_samples: int = typer.Option(256, help="Number of calibration images."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: Optional[int] = typer.Option(1, help="CPU threads."),
+    arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
+    threads: int | None = typer.Option(1, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Rank MODEL's quantizable nodes by how much int8 accuracy they cost; table + bar plot."""
-    from exporter.export import ExportOptions
-    from exporter.sensitivity import run_sensitivity, write_report
+    from ..exporter.export import ExportOptions
+    from ..workflows.sensitivity import run_sensitivity, write_report
 
     to = _format(to)
     loaded, calibration, evalset = _setup(model, arch, calib, calib_samples, calib_seed, data, samples, threads)
     with _progress() as progress:
-        report = run_sensitivity(loaded, to=to, calibration=calibration, evalset=evalset, options=ExportOptions(calib_method=calib_method), mode=mode, group=group, threads=threads, progress=_tracker(progress, "sensitivity"))
+        report = run_sensitivity(
+            loaded,
+            to=to,
+            calibration=calibration,
+            evalset=evalset,
+            options=ExportOptions(calib_method=calib_method),
+            mode=mode,
+            group=group,
+            threads=threads,
+            progress=_tracker(progress, "sensitivity"),
+        )
     paths = write_report(report, out_dir)
     if as_json:
         out.print_json(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}}))
         return
-    table = Table(title=f"int8 sensitivity of {model} ({to}, {mode}, per {group}; {evalset.record['count']} images of {evalset.record['source']})", title_justify="left")
+    table = Table(
+        title=f"int8 sensitivity of {model} ({to}, {mode}, per {group}; {evalset.record['count']} images of {evalset.record['source']})",
+        title_justify="left",
+    )
     for column in ("#", "unit", "sensitivity", "cosine", "top-1 agree", "top-1 %", "Δ top-1"):
         table.add_column(column, justify="left" if column == "unit" else "right")
     table.add_row("", "[dim]all int8[/]", "", *_score_cells(report.int8, report.reference_top1))
@@ -116,11 +170,17 @@ def sensitivity_command(
 
 @app.command("quantize")
 def quantize_command(
-    model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."),
+    model: str = typer.Argument(
+        ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
+    ),
     to: str = typer.Option(..., "--to", help="onnx (ORT static QDQ int8) or openvino (NNCF int8)."),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (as `vitedge export` writes it)."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Largest allowed top-1 drop below fp32, in points (labelled --data)."),
-    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Instead of --max-drop: smallest allowed mean cosine to the fp32 logits."),
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", help="Largest allowed top-1 drop below fp32, in points (labelled --data)."
+    ),
+    min_cosine: float | None = typer.Option(
+        None, "--min-cosine", help="Instead of --max-drop: smallest allowed mean cosine to the fp32 logits."
+    ),
     data: str = typer.Option("cifar10", "--data", help="Held-out validation images (never a calibration image)."),
     samples: int = typer.Option(10000, help="Validation images the budget is judged on."),
     rank_samples: int = typer.Option(1000, help="Of those, how many rank the nodes (sensitivity)."),
@@ -130,13 +190,13 @@ def quantize_command(
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     timing_runs: int = typer.Option(20, help="Batch-1 timed runs per exclusion for its speed cost (0: skip)."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: Optional[int] = typer.Option(1, help="CPU threads (evaluation and timing)."),
+    arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
+    threads: int | None = typer.Option(1, help="CPU threads (evaluation and timing)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's accuracy_budget as JSON."),
 ) -> None:
     """int8 within an accuracy budget: keep the most sensitive nodes in float until it holds."""
-    from exporter.export import ExportOptions
+    from ..exporter.export import ExportOptions
 
     run_budget(
         model,
@@ -165,8 +225,8 @@ def run_budget(
     *,
     to: str,
     out_dir: Path,
-    max_drop: Optional[float],
-    min_cosine: Optional[float],
+    max_drop: float | None,
+    min_cosine: float | None,
     data: str,
     samples: int,
     rank_samples: int,
@@ -176,18 +236,20 @@ def run_budget(
     calib_seed: int,
     options,  # noqa: ANN001 - exporter.export.ExportOptions (imported lazily: the CLI starts fast)
     timing_runs: int,
-    arch: Optional[str],
-    threads: Optional[int],
+    arch: str | None,
+    threads: int | None,
     force: bool,
     as_json: bool,
 ) -> None:
     """The budget search behind `vitedge quantize` and `vitedge export --max-drop`: one code path, one table."""
-    from exporter.budget import Budget, quantize_to_budget
-    from vitedge.report import fmt
+    from ..workflows.budget import Budget, quantize_to_budget
+    from ..workflows.report import fmt
 
     budget = Budget(max_drop=max_drop, cosine_floor=min_cosine)
     if Path(out_dir).exists() and not force:
-        raise VitedgeError(f"output folder {out_dir} already exists", "pass --force to replace it, or choose another --out")
+        raise VitedgeError(
+            f"output folder {out_dir} already exists", "pass --force to replace it, or choose another --out"
+        )
     loaded, calibration, evalset = _setup(model, arch, calib, calib_samples, calib_seed, data, samples, threads)
     budget.check(evalset)
     with _progress() as progress:
@@ -210,7 +272,10 @@ def run_budget(
         out.print_json(json.dumps({"artifact": str(out_dir), "accuracy_budget": outcome.record()}))
     else:
         limit = f"drop ≤ {budget.max_drop} points" if budget.max_drop is not None else f"cosine ≥ {budget.cosine_floor}"
-        table = Table(title=f"{model} → {to} int8, budget {budget.metric} {limit} ({evalset.record['count']} images of {evalset.record['source']})", title_justify="left")
+        table = Table(
+            title=f"{model} → {to} int8, budget {budget.metric} {limit} ({evalset.record['count']} images of {evalset.record['source']})",
+            title_justify="left",
+        )
         for column in ("kept in float", "cosine", "top-1 agree", "top-1 %", "Δ top-1", "it/s b1", "speed cost"):
             table.add_column(column, justify="left" if column == "kept in float" else "right")
         speeds = {row.kept: row for row in outcome.speed}
@@ -219,51 +284,83 @@ def run_budget(
             score = outcome.scores.get(tuple(sorted(kept)))
             speed = speeds.get(tuple(kept))
             cells = _score_cells(score, outcome.reference_top1) if score else ["—"] * 4
-            table.add_row(("+ " + kept[-1]) if kept else "none (all int8)", *cells, fmt(speed.it_per_s if speed else None, "rate"), f"{speed.cost_pct:+.1f}%" if speed else "—")
+            table.add_row(
+                ("+ " + kept[-1]) if kept else "none (all int8)",
+                *cells,
+                fmt(speed.it_per_s if speed else None, "rate"),
+                f"{speed.cost_pct:+.1f}%" if speed else "—",
+            )
         out.print(table)
-        out.print(f"fp32 top-1 {fmt(outcome.reference_top1, 'pct')}%; kept in float: {', '.join(outcome.result.excluded) or 'nothing'}; wrote {out_dir}")
+        out.print(
+            f"fp32 top-1 {fmt(outcome.reference_top1, 'pct')}%; kept in float: {', '.join(outcome.result.excluded) or 'nothing'}; wrote {out_dir}"
+        )
     if not outcome.result.met:
-        console.print(f"[bold red]budget not met[/] even with every node in float (drop {outcome.result.drop:.4g}); the artifact keeps them all in float", highlight=False)
+        console.print(
+            f"[bold red]budget not met[/] even with every node in float (drop {outcome.result.drop:.4g}); the artifact keeps them all in float",
+            highlight=False,
+        )
         raise typer.Exit(1)
 
 
 def sweep_markdown(points, recommendations: dict, reference_top1: float | None) -> str:  # noqa: ANN001 - SweepPoint list
     """The sweep as a markdown table (for notes), numbers through vitedge.report.fmt."""
-    from vitedge.report import fmt
+    from ..workflows.report import fmt
 
-    lines = ["| format | images | method | top-1 % | Δ top-1 | cosine | top-1 agree | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| format | images | method | top-1 % | Δ top-1 | cosine | top-1 agree | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in points:
         delta = p.score.top1 - reference_top1 if p.score.top1 is not None and reference_top1 is not None else None
         mark = " **←**" if recommendations.get(p.format) is p else ""
-        lines.append(f"| {p.format} | {p.count} | {p.method}{mark} | {fmt(p.score.top1, 'pct')} | {fmt(delta, 'delta')} | {fmt(p.score.cosine_mean, 'cosine')} | {fmt(p.score.top1_agreement, 'agree')} | {p.seconds:.1f} |")
+        lines.append(
+            f"| {p.format} | {p.count} | {p.method}{mark} | {fmt(p.score.top1, 'pct')} | {fmt(delta, 'delta')} | {fmt(p.score.cosine_mean, 'cosine')} | {fmt(p.score.top1_agreement, 'agree')} | {p.seconds:.1f} |"
+        )
     lines.append("")
-    lines.append(f"fp32 top-1 {fmt(reference_top1, 'pct')}%. **←** recommended: the fewest images within 0.1 top-1 points of the best (cosine within 1e-4 without labels).")
+    lines.append(
+        f"fp32 top-1 {fmt(reference_top1, 'pct')}%. **←** recommended: the fewest images within 0.1 top-1 points of the best (cosine within 1e-4 without labels)."
+    )
     return "\n".join(lines) + "\n"
 
 
 @app.command("calibrate-sweep")
 def calibrate_sweep_command(
-    model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."),
+    model: str = typer.Argument(
+        ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
+    ),
     to: str = typer.Option("onnx,openvino", "--to", help="onnx, openvino, or both (comma-separated)."),
     counts: str = typer.Option("16,64,256,1024", help="Calibration image counts."),
     methods: str = typer.Option("minmax,entropy,percentile", help="ONNX calibration methods."),
-    variants: str = typer.Option("all", help="OpenVINO variants: all, or a comma-separated subset of default, mixed, smoothquant-off, bias-correction-off, bias-correction-full."),
+    variants: str = typer.Option(
+        "all",
+        help="OpenVINO variants: all, or a comma-separated subset of default, mixed, smoothquant-off, bias-correction-off, bias-correction-full.",
+    ),
     data: str = typer.Option("cifar10", "--data", help="Held-out evaluation images (never a calibration image)."),
     samples: int = typer.Option(1000, help="Number of evaluation images."),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draws."),
-    out_dir: Path = typer.Option(Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md."),
-    arch: Optional[str] = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: Optional[int] = typer.Option(1, help="CPU threads."),
+    out_dir: Path = typer.Option(
+        Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md."
+    ),
+    arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
+    threads: int | None = typer.Option(1, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the sweep as JSON."),
 ) -> None:
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
     import torch
 
-    from exporter.artifact import write_text_atomic
-    from exporter.sensitivity import calibration_record, evaluation_set
-    from exporter.sweep import calibration_draws, openvino_variants, recommend, sweep_onnx, sweep_openvino, write_sweep
-    from vitedge.models import load_model, require_vit
+    from ..compress.registry import load_model
+    from ..core.io import write_text_atomic
+    from ..models import require_vit
+    from ..workflows.sensitivity import calibration_record, evaluation_set
+    from ..workflows.sweep import (
+        calibration_draws,
+        openvino_variants,
+        recommend,
+        sweep_onnx,
+        sweep_openvino,
+        write_sweep,
+    )
 
     formats = [_format(f) for f in _names(to)]
     if threads:
@@ -283,9 +380,23 @@ def calibrate_sweep_command(
     points = []
     with _progress() as progress:
         if "onnx" in formats:
-            points += sweep_onnx(loaded, draws, evalset, methods=_names(methods), threads=threads, progress=_tracker(progress, "sweep onnx"))
+            points += sweep_onnx(
+                loaded,
+                draws,
+                evalset,
+                methods=_names(methods),
+                threads=threads,
+                progress=_tracker(progress, "sweep onnx"),
+            )
         if "openvino" in formats:
-            points += sweep_openvino(loaded, draws, evalset, variants=all_variants, threads=threads, progress=_tracker(progress, "sweep openvino"))
+            points += sweep_openvino(
+                loaded,
+                draws,
+                evalset,
+                variants=all_variants,
+                threads=threads,
+                progress=_tracker(progress, "sweep openvino"),
+            )
     paths = write_sweep(points, out_dir, evalset=evalset, calibration=record)
     recommendations = {fmt_: recommend([p for p in points if p.format == fmt_]) for fmt_ in formats}
     write_text_atomic(Path(out_dir) / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))

@@ -6,12 +6,11 @@ import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from vitedge.cli import app, console, out
-from vitedge.errors import VitedgeError
+from ..cli import app, console, out
+from ..core.errors import VitedgeError
 
 
 def _samples(value: str) -> int | None:
@@ -20,7 +19,9 @@ def _samples(value: str) -> int | None:
     try:
         count = int(value)
     except ValueError:
-        raise VitedgeError(f"--samples must be a number or 'all', got {value!r}", "e.g. --samples 1000 or --samples all") from None
+        raise VitedgeError(
+            f"--samples must be a number or 'all', got {value!r}", "e.g. --samples 1000 or --samples all"
+        ) from None
     if count <= 0:
         raise VitedgeError(f"--samples must be positive, got {count}", "e.g. --samples 1000")
     return count
@@ -30,7 +31,9 @@ def _batches(value: str) -> tuple[int, ...]:
     try:
         batches = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise VitedgeError(f"--batch must be a comma-separated list of sizes, got {value!r}", "e.g. --batch 1,8") from None
+        raise VitedgeError(
+            f"--batch must be a comma-separated list of sizes, got {value!r}", "e.g. --batch 1,8"
+        ) from None
     if not batches or min(batches) < 1:
         raise VitedgeError(f"--batch needs positive sizes, got {value!r}", "e.g. --batch 1,8")
     return batches
@@ -38,18 +41,25 @@ def _batches(value: str) -> tuple[int, ...]:
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Argument("vitedge-cifar10", help="Model: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth file."),
-    data: str = typer.Option("cifar10", help="Labelled images: cifar10, cifar10:train, a .npz with x/y, or a folder with one subfolder per class."),
+    model: str = typer.Argument(
+        "vitedge-cifar10", help="Model: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth file."
+    ),
+    data: str = typer.Option(
+        "cifar10",
+        help="Labelled images: cifar10, cifar10:train, a .npz with x/y, or a folder with one subfolder per class.",
+    ),
     samples: str = typer.Option("all", help="How many images (class-balanced, seeded), or 'all'."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of a bare .pth/.safetensors (timm name)."),
+    arch: str | None = typer.Option(None, help="Architecture of a bare .pth/.safetensors (timm name)."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights for a timm name."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Top-1 / top-5 accuracy of a PyTorch model on labelled images."""
-    from vitedge.pipeline import evaluate
+    from ..workflows.pipeline import evaluate
 
-    result = evaluate(model, data, _samples(samples), arch=arch, pretrained=pretrained, threads=threads, console=console)
+    result = evaluate(
+        model, data, _samples(samples), arch=arch, pretrained=pretrained, threads=threads, console=console
+    )
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(result)))
     else:
@@ -58,23 +68,39 @@ def eval_command(
 
 @app.command("bench")
 def bench_command(
-    items: list[str] = typer.Argument(..., help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes)."),
+    items: list[str] = typer.Argument(
+        ..., help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes)."
+    ),
     target: str = typer.Option("cpu", help="cpu, cuda, tensorrt, openvino-gpu, or ssh://user@host[:port] for a board."),
-    data: Optional[str] = typer.Option("cifar10", help="Labelled images for top-1 ('' to skip accuracy)."),
+    data: str | None = typer.Option("cifar10", help="Labelled images for top-1 ('' to skip accuracy)."),
     samples: str = typer.Option("1000", help="Images for accuracy, or 'all'."),
     batch: str = typer.Option("1,8", help="Batch sizes to time, comma-separated."),
     threads: int = typer.Option(2, help="Intra-op threads for every runtime."),
     runs: int = typer.Option(20, help="Timed calls per batch size (at least 1 s), after warm-up."),
-    identity: Optional[Path] = typer.Option(None, help="SSH private key for an ssh:// target."),
+    identity: Path | None = typer.Option(None, help="SSH private key for an ssh:// target."),
     accept_new_host_key: bool = typer.Option(False, help="ssh:// only: trust a board's host key on first contact."),
-    known_hosts: Optional[Path] = typer.Option(None, help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own)."),
+    known_hosts: Path | None = typer.Option(
+        None, help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Measure accuracy, it/s, latency, size and peak memory of artifacts or models."""
-    from vitedge.pipeline import bench
-    from vitedge.report import print_table
+    from ..workflows.pipeline import bench
+    from ..workflows.report import print_table
 
-    rows = bench(items, target=target, data=data or None, samples=_samples(samples), batches=_batches(batch), threads=threads, runs=runs, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, console=console)
+    rows = bench(
+        items,
+        target=target,
+        data=data or None,
+        samples=_samples(samples),
+        batches=_batches(batch),
+        threads=threads,
+        runs=runs,
+        identity=identity,
+        accept_new_host_key=accept_new_host_key,
+        known_hosts=known_hosts,
+        console=console,
+    )
     if as_json:
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
     else:
@@ -83,18 +109,20 @@ def bench_command(
 
 @app.command("run")
 def run_command(
-    recipe: Optional[Path] = typer.Argument(None, help="Recipe TOML (see recipes/default.toml); default: the built-in 8-row run."),
-    model: Optional[str] = typer.Option(None, help="Override the recipe's model."),
-    data: Optional[str] = typer.Option(None, help="Override the recipe's test images."),
-    samples: Optional[str] = typer.Option(None, help="Override how many test images (or 'all')."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: vitedge-out/run-<time>)."),
+    recipe: Path | None = typer.Argument(
+        None, help="Recipe TOML (see vitedge/recipes/default.toml); default: the built-in 8-row run."
+    ),
+    model: str | None = typer.Option(None, help="Override the recipe's model."),
+    data: str | None = typer.Option(None, help="Override the recipe's test images."),
+    samples: str | None = typer.Option(None, help="Override how many test images (or 'all')."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: vitedge-out/run-<time>)."),
     force: bool = typer.Option(False, help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json's rows to stdout instead of the table."),
 ) -> None:
     """The main job: load → compress → export every artifact → parity → bench → report."""
-    from vitedge.pipeline import run_pipeline
-    from vitedge.recipe import load_recipe
-    from vitedge.report import print_table
+    from ..workflows.pipeline import run_pipeline
+    from ..workflows.recipe import load_recipe
+    from ..workflows.report import print_table
 
     plan = load_recipe(recipe)
     overrides = {k: v for k, v in {"model": model, "data": data}.items() if v is not None}

@@ -3,32 +3,54 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from vitedge.cli import app, console, out
+from ..cli import app, console, out
 
 
 @app.command("study")
 def study_command(
-    model: Optional[str] = typer.Option(None, help="Accuracy-scale model (default from the recipe: vitedge-cifar10)."),
-    speed_model: Optional[str] = typer.Option(None, help="Speed/size-scale model (default from the recipe: vit_base_patch16_224, random weights)."),
-    student_speed_model: Optional[str] = typer.Option(None, help="Speed/size-scale model of the distilled rows (default deit_small_patch16_224)."),
-    data: Optional[str] = typer.Option(None, help="Labelled test images for top-1 (default cifar10)."),
+    model: str | None = typer.Option(None, help="Accuracy-scale model (default from the recipe: vitedge-cifar10)."),
+    speed_model: str | None = typer.Option(
+        None, help="Speed/size-scale model (default from the recipe: vit_base_patch16_224, random weights)."
+    ),
+    student_speed_model: str | None = typer.Option(
+        None, help="Speed/size-scale model of the distilled rows (default deit_small_patch16_224)."
+    ),
+    data: str | None = typer.Option(None, help="Labelled test images for top-1 (default cifar10)."),
     out_dir: Path = typer.Option(Path("study"), "--out", help="Folder for study.md, study.json and study.png."),
-    quick: bool = typer.Option(False, "--quick", help="The quick recipe (recipes/study-quick.toml): fewer images and variants, deit_small; about 10 minutes on 2 cores."),
-    recipe: Optional[Path] = typer.Option(None, help="A study recipe TOML (default recipes/study.toml)."),
-    pretrained: bool = typer.Option(False, "--pretrained", help="Load timm's pretrained weights for the speed models and measure their top-1 too (needs internet)."),
-    gpu: Optional[bool] = typer.Option(None, "--gpu/--no-gpu", help="Also time on CUDA (default: when torch sees a device)."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="The quick recipe (vitedge/recipes/study-quick.toml): fewer images and variants, deit_small; about 10 minutes on 2 cores.",
+    ),
+    recipe: Path | None = typer.Option(None, help="A study recipe TOML (default vitedge/recipes/study.toml)."),
+    pretrained: bool = typer.Option(
+        False,
+        "--pretrained",
+        help="Load timm's pretrained weights for the speed models and measure their top-1 too (needs internet).",
+    ),
+    gpu: bool | None = typer.Option(
+        None, "--gpu/--no-gpu", help="Also time on CUDA (default: when torch sees a device)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Run the compression study's whole matrix from a committed recipe; write study.md, study.json, study.png."""
-    from vitedge.study import load_study_recipe, markdown, run_study, with_overrides
+    from ..workflows.study import load_study_recipe, markdown, run_study, with_overrides
 
     plan = load_study_recipe(recipe, quick=quick)
-    plan = with_overrides(plan, model=model, speed_model=speed_model, student_speed_model=student_speed_model, data=data, pretrained=pretrained or None)
-    console.print(f"study: {len(plan.rows)} rows; accuracy on {plan.model} / {plan.data}, speed on {plan.speed_model}; writing {out_dir}")
+    plan = with_overrides(
+        plan,
+        model=model,
+        speed_model=speed_model,
+        student_speed_model=student_speed_model,
+        data=data,
+        pretrained=pretrained or None,
+    )
+    console.print(
+        f"study: {len(plan.rows)} rows; accuracy on {plan.model} / {plan.data}, speed on {plan.speed_model}; writing {out_dir}"
+    )
     study = run_study(plan, out_dir, console=console, force=force, gpu=gpu)
     out.print(markdown(study), markup=False, highlight=False)
     console.print(f"wrote {out_dir / 'study.md'}, {out_dir / 'study.json'}, {out_dir / 'study.png'}")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.errors import VitedgeError
+import tomllib
+
+from ..core.errors import VitedgeError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 ROW_KINDS = {
@@ -27,7 +28,9 @@ ROW_KINDS = {
     "openvino:bf16": "OpenVINO bf16",
     "openvino:int8": "OpenVINO int8",
 }
-DEFAULT_ROWS = tuple(k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16"))  # bf16 needs a CPU with it: ask for it in a recipe
+DEFAULT_ROWS = tuple(
+    k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16")
+)  # bf16 needs a CPU with it: ask for it in a recipe
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,16 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         raise _toml_error(exc, source) from None
     for table, body in data.items():
         if table not in TOP_LEVEL:
-            raise _unknown("table", table, sorted(TOP_LEVEL), source, text, f"[{table}" if isinstance(body, dict) else table)
+            raise _unknown(
+                "table", table, sorted(TOP_LEVEL), source, text, f"[{table}" if isinstance(body, dict) else table
+            )
         if table == "compress":
             continue
         if not isinstance(body, dict):
-            raise VitedgeError(f"{_where(source, text, table)}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines")
+            raise VitedgeError(
+                f"{_where(source, text, table)}: [{table}] must be a table",
+                f"write it as [{table}] followed by key = value lines",
+            )
         for key, value in body.items():
             if key not in SCHEMA[table]:
                 raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
@@ -112,7 +120,10 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             bool_allowed = expected is bool or (isinstance(expected, tuple) and bool in expected)
             if not isinstance(value, expected) or (isinstance(value, bool) and not bool_allowed):
                 line = _line_of(text, key)
-                raise VitedgeError(f"{source}:{line or '?'}: [{table}] {key} has the wrong type ({type(value).__name__})", f"expected {getattr(expected, '__name__', expected)}")
+                raise VitedgeError(
+                    f"{source}:{line or '?'}: [{table}] {key} has the wrong type ({type(value).__name__})",
+                    f"expected {getattr(expected, '__name__', expected)}",
+                )
     model, export, data_table = data.get("model", {}), data.get("export", {}), data.get("data", {})
     calibration, bench = data.get("calibration", {}), data.get("bench", {})
     rows = tuple(export.get("rows", DEFAULT_ROWS))
@@ -121,19 +132,39 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             raise _unknown("export row", str(row), list(ROW_KINDS), source, text, "rows")
     samples = data_table.get("samples", 1000)
     if isinstance(samples, str) and samples != "all":
-        raise VitedgeError(f"{source}:{_line_of(text, 'samples') or '?'}: [data] samples must be a number or \"all\"", 'e.g. samples = 1000 or samples = "all"')
-    for table, key, value in (("data", "samples", samples if samples != "all" else 1), ("calibration", "samples", calibration.get("samples", 1)), ("bench", "threads", bench.get("threads", 1)), ("bench", "runs", bench.get("runs", 1))):
+        raise VitedgeError(
+            f'{source}:{_line_of(text, "samples") or "?"}: [data] samples must be a number or "all"',
+            'e.g. samples = 1000 or samples = "all"',
+        )
+    for table, key, value in (
+        ("data", "samples", samples if samples != "all" else 1),
+        ("calibration", "samples", calibration.get("samples", 1)),
+        ("bench", "threads", bench.get("threads", 1)),
+        ("bench", "runs", bench.get("runs", 1)),
+    ):
         if value < 1:
-            raise VitedgeError(f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}", "use a whole number of at least 1")
+            raise VitedgeError(
+                f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}",
+                "use a whole number of at least 1",
+            )
     batches = bench.get("batches", [1, 8])
     if not batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
-        raise VitedgeError(f"{source}:{_line_of(text, 'batches') or '?'}: [bench] batches must be a list of positive integers, got {batches!r}", "e.g. batches = [1, 8]")
+        raise VitedgeError(
+            f"{source}:{_line_of(text, 'batches') or '?'}: [bench] batches must be a list of positive integers, got {batches!r}",
+            "e.g. batches = [1, 8]",
+        )
     if not isinstance(data.get("compress", []), list):
-        raise VitedgeError(f"{source}:{_line_of(text, 'compress') or '?'}: compress must be an array of tables", 'write each step as [[compress]] followed by step = "NAME" and its options')
+        raise VitedgeError(
+            f"{source}:{_line_of(text, 'compress') or '?'}: compress must be an array of tables",
+            'write each step as [[compress]] followed by step = "NAME" and its options',
+        )
     steps = []
     for index, entry in enumerate(data.get("compress", [])):
         if not isinstance(entry, dict) or "step" not in entry:
-            raise VitedgeError(f"{_where(source, text, '[[compress]]')}: [[compress]] entry {index + 1} has no 'step'", 'write step = "prune-heads" and its options, e.g. ratio = 0.25')
+            raise VitedgeError(
+                f"{_where(source, text, '[[compress]]')}: [[compress]] entry {index + 1} has no 'step'",
+                'write step = "prune-heads" and its options, e.g. ratio = 0.25',
+            )
         options = {k: v for k, v in entry.items() if k != "step"}
         steps.append((str(entry["step"]), options))
     _check_steps(steps, source, text)
@@ -160,7 +191,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
 def _check_steps(steps: list[tuple[str, dict[str, Any]]], source: str, text: str) -> None:
     if not steps:
         return
-    from compress.registry import STEPS
+    from ..compress.registry import STEPS
 
     for name, options in steps:
         if name not in STEPS:
@@ -172,7 +203,7 @@ def _check_steps(steps: list[tuple[str, dict[str, Any]]], source: str, text: str
 
 
 def load_recipe(path: Path | None) -> Recipe:
-    """A recipe file; none means the defaults, which `recipes/default.toml` spells out."""
+    """A recipe file; none means the defaults, which `vitedge/recipes/default.toml` spells out."""
     if path is None:
         return Recipe()
     path = Path(path)

@@ -9,7 +9,7 @@ and ONNX-for-OpenVINO models but not ONNX Runtime's QDQ graphs; one loop for bot
 ranks, records and prices exclusions the same way, and its core is a pure function that tests
 check exactly.
 
-The ranking comes from exporter/sensitivity.py (`float-one` mode on a seeded random
+The ranking comes from workflows/sensitivity.py (`float-one` mode on a seeded random
 `rank_samples` evaluation images); the budget is judged on all evaluation images, which never
 include a calibration image (the manifest's `accuracy_budget.evaluation` says how).
 """
@@ -17,15 +17,25 @@ include a calibration image (the manifest's `accuracy_budget.evaluation` says ho
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any
 
-from calibration.calibset import CalibrationSet
-from exporter.export import ExportOptions
-from exporter.sensitivity import Backend, EvalSet, Progress, Score, SensitivityReport, analyse, open_backend, score_runner
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
+from ..exporter.export import ExportOptions
+from ..models import LoadedModel
+from .sensitivity import (
+    Backend,
+    EvalSet,
+    Progress,
+    Score,
+    SensitivityReport,
+    analyse,
+    open_backend,
+    score_runner,
+)
 
 PRECISION = {"onnx": "int8-static", "openvino": "int8"}
 DEFAULT_RANK_SAMPLES = 1000
@@ -56,7 +66,9 @@ class GreedyResult:
         return len({frozenset(t.excluded) for t in self.trials})
 
 
-def greedy_exclusions(ranking: Sequence[Hashable], evaluate: Callable[[frozenset], float], budget: float) -> GreedyResult:
+def greedy_exclusions(
+    ranking: Sequence[Hashable], evaluate: Callable[[frozenset], float], budget: float
+) -> GreedyResult:
     """Keep units of `ranking` (most sensitive first) in float until `evaluate(kept) <= budget`,
     then try to release each kept unit, last added first, keeping the release whenever the budget
     still holds. The result is 1-minimal: no single kept unit can be given back. At most
@@ -108,7 +120,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         if (self.max_drop is None) == (self.cosine_floor is None):
-            raise VitedgeError("give exactly one accuracy budget", "--max-drop POINTS (labelled images) or --min-cosine C (any images)")
+            raise VitedgeError(
+                "give exactly one accuracy budget", "--max-drop POINTS (labelled images) or --min-cosine C (any images)"
+            )
         if self.max_drop is not None and self.max_drop < 0:
             raise VitedgeError(f"--max-drop must be >= 0, not {self.max_drop:g}", "e.g. --max-drop 0.5 (top-1 points)")
         if self.cosine_floor is not None and not 0 < self.cosine_floor <= 1:
@@ -131,7 +145,10 @@ class Budget:
 
     def check(self, evalset: EvalSet) -> None:
         if self.metric == "top1" and evalset.labels is None:
-            raise VitedgeError(f"--max-drop needs labelled images, but {evalset.record['source']} has no labels", "pass --min-cosine 0.999 instead, or labelled --data")
+            raise VitedgeError(
+                f"--max-drop needs labelled images, but {evalset.record['source']} has no labels",
+                "pass --min-cosine 0.999 instead, or labelled --data",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "max_drop_points": self.max_drop, "cosine_floor": self.cosine_floor}
@@ -177,16 +194,27 @@ class BudgetOutcome:
             "ranking": [row.unit for row in self.sensitivity.rows],
             "ranking_on": self.sensitivity.evaluation,
             "group": self.sensitivity.group,
-            "trials": [{"action": t.action, "unit": t.unit, "kept": list(t.excluded), "drop": t.drop, "met": t.met} for t in self.result.trials],
+            "trials": [
+                {"action": t.action, "unit": t.unit, "kept": list(t.excluded), "drop": t.drop, "met": t.met}
+                for t in self.result.trials
+            ],
             "speed": [{"kept": list(s.kept), "it_per_s_b1": s.it_per_s, "cost_pct": s.cost_pct} for s in self.speed],
             "speed_threads": self.threads,
             "evaluation": self.evaluation,
         }
 
 
-def time_variants(backend: Backend, sequence: Sequence[tuple[str, ...]], units: dict[str, tuple[str, ...]], sample, *, threads: int | None, runs: int) -> tuple[SpeedRow, ...]:  # noqa: ANN001 - sample: 1×3×H×W
+def time_variants(
+    backend: Backend,
+    sequence: Sequence[tuple[str, ...]],
+    units: dict[str, tuple[str, ...]],
+    sample,
+    *,
+    threads: int | None,
+    runs: int,
+) -> tuple[SpeedRow, ...]:  # noqa: ANN001 - sample: 1×3×H×W
     """Batch-1 it/s of the all-int8 model and of each cumulative exclusion (median of `runs`)."""
-    from targets.measure import time_runner
+    from ..targets.measure import time_runner
 
     rows: list[SpeedRow] = []
     for kept in sequence:
@@ -210,7 +238,9 @@ def fit_budget(
 ) -> BudgetOutcome:
     """Rank (sensitivity, float-one), search (greedy), then time each kept unit's cost."""
     budget.check(evalset)
-    ranking = analyse(backend, evalset.subset(rank_samples), mode="float-one", group=group, threads=threads, progress=progress)
+    ranking = analyse(
+        backend, evalset.subset(rank_samples), mode="float-one", group=group, threads=threads, progress=progress
+    )
     units = {row.unit: row.nodes for row in ranking.rows}
     scores: dict[tuple[str, ...], Score] = {}
     reference_top1 = evalset.reference_top1
@@ -224,7 +254,11 @@ def fit_budget(
 
     result = greedy_exclusions([row.unit for row in ranking.rows], evaluate, budget.limit)
     cumulative = [tuple(result.excluded[:i]) for i in range(len(result.excluded) + 1)]
-    speed = time_variants(backend, cumulative, units, evalset.inputs[:1], threads=threads, runs=timing_runs) if timing_runs > 0 else ()
+    speed = (
+        time_variants(backend, cumulative, units, evalset.inputs[:1], threads=threads, runs=timing_runs)
+        if timing_runs > 0
+        else ()
+    )
     return BudgetOutcome(
         format=backend.format,
         budget=budget,
@@ -241,7 +275,16 @@ def fit_budget(
     )
 
 
-def write_artifact(loaded: LoadedModel, backend: Backend, outcome: BudgetOutcome, calibration: CalibrationSet, options: ExportOptions, out: Path, *, force: bool = False) -> Path:
+def write_artifact(
+    loaded: LoadedModel,
+    backend: Backend,
+    outcome: BudgetOutcome,
+    calibration: CalibrationSet,
+    options: ExportOptions,
+    out: Path,
+    *,
+    force: bool = False,
+) -> Path:
     """The artifact folder, as `vitedge export` writes it, with the kept nodes in float and
     `accuracy_budget` in the manifest.
 
@@ -251,10 +294,15 @@ def write_artifact(loaded: LoadedModel, backend: Backend, outcome: BudgetOutcome
     `export_artifact(..., options=replace(options, nodes_to_exclude=kept))` call."""
     import json
 
-    from exporter.artifact import atomic_folder, write_manifest
-    from exporter.export import ONNX_FILE, OPENVINO_FILE, embedded_metadata, export_artifact
-    from exporter.onnx import check_onnx
-    from targets.manifest import MANIFEST
+    from ..core.io import atomic_folder
+    from ..core.manifest import MANIFEST, write_manifest
+    from ..exporter.export import (
+        ONNX_FILE,
+        OPENVINO_FILE,
+        embedded_metadata,
+        export_artifact,
+    )
+    from ..exporter.onnx import check_onnx
 
     with tempfile.TemporaryDirectory(prefix="vitedge-budget-") as tmp:
         base = export_artifact(loaded, to=backend.format, precision="fp32", out=Path(tmp) / "fp32", options=options)
@@ -297,7 +345,7 @@ def quantize_to_budget(
     progress: Progress | None = None,
 ) -> BudgetOutcome:
     """`vitedge quantize --max-drop`: rank, search, price, and write the artifact `out`."""
-    from vitedge.models import require_vit
+    from ..models import require_vit
 
     require_vit(loaded, "int8 quantization")
     budget.check(evalset)
@@ -305,6 +353,15 @@ def quantize_to_budget(
         raise VitedgeError(f"output folder {out} already exists", "pass --force to replace it, or choose another --out")
     with tempfile.TemporaryDirectory(prefix="vitedge-budget-") as tmp:
         backend = open_backend(loaded, to, calibration, options, Path(tmp))
-        outcome = fit_budget(backend, evalset, budget, rank_samples=rank_samples, group=group, threads=threads, timing_runs=timing_runs, progress=progress)
+        outcome = fit_budget(
+            backend,
+            evalset,
+            budget,
+            rank_samples=rank_samples,
+            group=group,
+            threads=threads,
+            timing_runs=timing_runs,
+            progress=progress,
+        )
         write_artifact(loaded, backend, outcome, calibration, options, out, force=force)
     return outcome

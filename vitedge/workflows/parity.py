@@ -4,16 +4,17 @@ artifact, compared logit by logit, with per-precision tolerances and the worst s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from calibration.calibset import CalibrationSet, build_calibration_set, indices_of
-from calibration.preprocess import DataConfig
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel
+from ..calibration.calibset import CalibrationSet, build_calibration_set, indices_of
+from ..calibration.preprocess import DataConfig
+from ..core.errors import VitedgeError
+from ..models import LoadedModel
 
 # per precision family; a bound named max_*/mean_* is an upper limit, any other a lower one
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
@@ -50,9 +51,13 @@ class ParityReport:
     tolerance: dict[str, float]
     passed: bool
     failures: tuple[str, ...]
-    worst: tuple[tuple[str, float, float], ...] = field(default=())  # (identity, cosine, max abs), worst first by what failed
+    worst: tuple[tuple[str, float, float], ...] = field(
+        default=()
+    )  # (identity, cosine, max abs), worst first by what failed
     execution_precision: str = ""  # what the artifact's runtime reported it computed in
-    set_aside: tuple[tuple[str, float, float], ...] = field(default=())  # (identity, decision margin, max abs): near-tie choices that went the other way
+    set_aside: tuple[tuple[str, float, float], ...] = field(
+        default=()
+    )  # (identity, decision margin, max abs): near-tie choices that went the other way
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -90,18 +95,26 @@ def tolerance_for(precision: str, overrides: dict[str, float] | None = None) -> 
     """The default bounds of `precision`'s family (int8-dynamic, int8-static → int8), then `overrides`."""
     family = "int8" if precision.startswith("int8") else precision
     if family not in DEFAULT_TOLERANCES:
-        raise VitedgeError(f"no parity tolerance for precision {precision!r}", f"known: {', '.join(DEFAULT_TOLERANCES)}")
+        raise VitedgeError(
+            f"no parity tolerance for precision {precision!r}", f"known: {', '.join(DEFAULT_TOLERANCES)}"
+        )
     merged = {**DEFAULT_TOLERANCES[family], **{k: float(v) for k, v in (overrides or {}).items() if v is not None}}
     unknown = set(merged) - set(UPPER_BOUNDS) - set(LOWER_BOUNDS)
     if unknown:
-        raise VitedgeError(f"unknown tolerance(s) {', '.join(sorted(unknown))}", f"use {', '.join(UPPER_BOUNDS + LOWER_BOUNDS)}")
+        raise VitedgeError(
+            f"unknown tolerance(s) {', '.join(sorted(unknown))}", f"use {', '.join(UPPER_BOUNDS + LOWER_BOUNDS)}"
+        )
     return merged
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
-    return np.where(norms > 0, dots / np.maximum(norms, np.finfo(np.float64).tiny), np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0))
+    return np.where(
+        norms > 0,
+        dots / np.maximum(norms, np.finfo(np.float64).tiny),
+        np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0),
+    )
 
 
 def _violates(bounds: dict[str, float], per_sample_max: np.ndarray, cosine: np.ndarray) -> np.ndarray:
@@ -114,7 +127,9 @@ def _violates(bounds: dict[str, float], per_sample_max: np.ndarray, cosine: np.n
     return bad
 
 
-def _worst_order(failed: Sequence[str], precision: str, per_sample_max: np.ndarray, cosine: np.ndarray, disagree: np.ndarray) -> np.ndarray:
+def _worst_order(
+    failed: Sequence[str], precision: str, per_sample_max: np.ndarray, cosine: np.ndarray, disagree: np.ndarray
+) -> np.ndarray:
     """Image indices, worst first by the measure that failed (or the precision's own measure
     when nothing did): the table then shows the images that broke the gate."""
     key = failed[0] if failed else ("max_abs" if precision == "fp32" else "cosine_min")
@@ -140,7 +155,10 @@ def compare_logits(
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or len(ref) == 0:
-        raise VitedgeError(f"cannot compare logits shaped {ref.shape} and {cand.shape}", "the artifact's output does not match the reference model's classes")
+        raise VitedgeError(
+            f"cannot compare logits shaped {ref.shape} and {cand.shape}",
+            "the artifact's output does not match the reference model's classes",
+        )
     bounds = tolerance_for(precision, tolerances)
     names = list(identities) if len(identities) == len(ref) else [f"#{i}" for i in range(len(ref))]
     diff = np.abs(ref - cand)
@@ -154,14 +172,16 @@ def compare_logits(
         aside = _violates(bounds, per_sample_max, cosine) & (np.asarray(margins) < NEAR_TIE_MARGIN)
         allowed = max(1, int(NEAR_TIE_SHARE * len(ref)))
         if aside.sum() > allowed:
-            failures.append(f"{int(aside.sum())} images differ at near-tie choices (allowed {allowed}: rounding flips few; this many is a real difference)")
+            failures.append(
+                f"{int(aside.sum())} images differ at near-tie choices (allowed {allowed}: rounding flips few; this many is a real difference)"
+            )
             aside[:] = False
     kept = ~aside
     ref_kept, cand_kept = ref[kept], cand[kept]
     top_k = min(5, ref.shape[1])
     ref_top = np.argsort(-ref_kept, axis=1)[:, :top_k]
     cand_top = np.argsort(-cand_kept, axis=1)[:, :top_k]
-    overlap = np.mean([len(set(r) & set(c)) / top_k for r, c in zip(ref_top, cand_top)])
+    overlap = np.mean([len(set(r) & set(c)) / top_k for r, c in zip(ref_top, cand_top, strict=True)])
     values = {
         "max_abs": float(per_sample_max[kept].max()),
         "mean_abs": float(np.mean(np.where(np.isfinite(diff[kept]), diff[kept], np.inf))),
@@ -179,8 +199,21 @@ def compare_logits(
     disagree = ref.argmax(axis=1) != cand.argmax(axis=1)
     order = [i for i in _worst_order(failed, precision, per_sample_max, cosine, disagree) if kept[i]][:WORST_SHOWN]
     worst = tuple((names[i], float(cosine[i]), float(per_sample_max[i])) for i in order)
-    set_aside = tuple((names[i], float(margins[i]), float(per_sample_max[i])) for i in np.flatnonzero(aside)) if margins is not None else ()
-    return ParityReport(precision=precision, samples=len(ref), tolerance=bounds, passed=not failures, failures=tuple(failures), worst=worst, set_aside=set_aside, **values)
+    set_aside = (
+        tuple((names[i], float(margins[i]), float(per_sample_max[i])) for i in np.flatnonzero(aside))
+        if margins is not None
+        else ()
+    )
+    return ParityReport(
+        precision=precision,
+        samples=len(ref),
+        tolerance=bounds,
+        passed=not failures,
+        failures=tuple(failures),
+        worst=worst,
+        set_aside=set_aside,
+        **values,
+    )
 
 
 def _run_batched(runner, inputs: np.ndarray, batch: int, fixed: bool) -> np.ndarray:  # noqa: ANN001 - Runner
@@ -205,25 +238,35 @@ def verify_artifact(
 ) -> ParityReport:
     """Run `inputs` through `reference` (PyTorch fp32) and through the artifact in `folder`
     (checksums checked first) and compare; see `compare_logits`."""
-    from targets.manifest import read_manifest
-    from targets.runners import open_artifact
-    from targets.torch import open_torch
+    from ..core.manifest import read_manifest
+    from ..targets.runners import open_artifact
+    from ..targets.torch import open_torch
 
     manifest = read_manifest(folder)
     fixed = manifest.get("batch", "dynamic") != "dynamic"
     batch = int(manifest["batch"]) if fixed else VERIFY_BATCH
     expected = tuple(manifest["data_config"]["input_size"])
     if tuple(inputs.shape[1:]) != expected:
-        raise VitedgeError(f"verification images are {tuple(inputs.shape[1:])} but {folder} takes {expected}", "preprocess them with the artifact's DataConfig")
-    from compress.tokens import decision_margins
-    from targets.precision import execution_label, float_precision
+        raise VitedgeError(
+            f"verification images are {tuple(inputs.shape[1:])} but {folder} takes {expected}",
+            "preprocess them with the artifact's DataConfig",
+        )
+    from ..compress.tokens import decision_margins
+    from ..core.precision import execution_label, float_precision
 
     artifact = open_artifact(Path(folder), threads=threads)
     torch_runner = open_torch(reference.module, precision="fp32", threads=threads)
     candidate = _run_batched(artifact, inputs, batch, fixed)
     expected_logits = _run_batched(torch_runner, inputs, batch, False)
     margins = decision_margins(reference.module, inputs)
-    report = compare_logits(expected_logits, candidate, precision=manifest["precision"], identities=identities, tolerances=tolerances, margins=margins)
+    report = compare_logits(
+        expected_logits,
+        candidate,
+        precision=manifest["precision"],
+        identities=identities,
+        tolerances=tolerances,
+        margins=margins,
+    )
     computed = artifact.info.execution_precision
     wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
     if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails
@@ -232,10 +275,12 @@ def verify_artifact(
     return replace(report, execution_precision=computed)
 
 
-def verification_set(data: str, config: DataConfig, samples: int, *, calibration: dict[str, Any] | None = None, seed: int = VERIFY_SEED) -> CalibrationSet:
+def verification_set(
+    data: str, config: DataConfig, samples: int, *, calibration: dict[str, Any] | None = None, seed: int = VERIFY_SEED
+) -> CalibrationSet:
     """`samples` real images from `data`, preprocessed by `config`, none of them an image the
     artifact was calibrated on (matched by name within the same source, then by pixel sha256)."""
-    from calibration.sources import open_source
+    from ..calibration.sources import open_source
 
     images = open_source(data)
     exclude: list[int] = []
@@ -243,7 +288,9 @@ def verification_set(data: str, config: DataConfig, samples: int, *, calibration
         exclude = indices_of(images, calibration.get("identities", ()))
     chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
     calibrated = set((calibration or {}).get("image_sha256", ()))
-    while clashes := [index for index, digest in zip(chosen.indices, chosen.image_sha256) if digest in calibrated]:
+    while clashes := [
+        index for index, digest in zip(chosen.indices, chosen.image_sha256, strict=True) if digest in calibrated
+    ]:
         # the same pictures under other names (a copy of the folder, another spelling of the source)
         exclude = exclude + clashes
         chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
@@ -260,9 +307,11 @@ def verify_folder(
     threads: int | None = None,
 ) -> ParityReport:
     """`vitedge verify` and `vitedge export`'s check: draw the images, compare, report."""
-    from targets.manifest import read_manifest
+    from ..core.manifest import read_manifest
 
     manifest = read_manifest(folder)
     config = DataConfig.from_dict(manifest["data_config"])  # the artifact's own preprocessing
     chosen = verification_set(data, config, samples, calibration=manifest.get("calibration"))
-    return verify_artifact(folder, reference, chosen.inputs, identities=chosen.identities, tolerances=tolerances, threads=threads)
+    return verify_artifact(
+        folder, reference, chosen.inputs, identities=chosen.identities, tolerances=tolerances, threads=threads
+    )

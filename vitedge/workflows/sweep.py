@@ -16,16 +16,27 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from calibration.calibset import CalibrationSet
-from exporter.artifact import save_figure_atomic
-from exporter.export import ExportOptions
-from exporter.sensitivity import EvalSet, OpenVinoVariant, Progress, Score, openvino_backend, ort_backend, ort_settings, prepare_onnx, score_runner
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
+from ..core.io import save_figure_atomic
+from ..exporter.export import ExportOptions
+from ..models import LoadedModel
+from .sensitivity import (
+    EvalSet,
+    OpenVinoVariant,
+    Progress,
+    Score,
+    openvino_backend,
+    ort_backend,
+    ort_settings,
+    prepare_onnx,
+    score_runner,
+)
 
 DEFAULT_COUNTS = (16, 64, 256, 1024)
 ORT_METHODS = ("minmax", "entropy", "percentile")
@@ -40,7 +51,9 @@ def openvino_variants(options: ExportOptions = ExportOptions()) -> dict[str, Ope
     return {
         "default": default,
         other_preset: dataclasses.replace(default, preset=other_preset),
-        "smoothquant-off" if default.smooth_quant else "smoothquant-on": dataclasses.replace(default, smooth_quant=not default.smooth_quant),
+        "smoothquant-off" if default.smooth_quant else "smoothquant-on": dataclasses.replace(
+            default, smooth_quant=not default.smooth_quant
+        ),
         "bias-correction-off": dataclasses.replace(default, bias_correction="off"),
         "bias-correction-full": dataclasses.replace(default, bias_correction="full"),
     }
@@ -56,7 +69,14 @@ class SweepPoint:
     seconds: float  # calibration + quantization, this machine
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "count": self.count, "method": self.method, "settings": self.settings, "score": self.score.to_dict(), "seconds": self.seconds}
+        return {
+            "format": self.format,
+            "count": self.count,
+            "method": self.method,
+            "settings": self.settings,
+            "score": self.score.to_dict(),
+            "seconds": self.seconds,
+        }
 
 
 def check_counts(counts: Sequence[int]) -> tuple[int, ...]:
@@ -65,17 +85,30 @@ def check_counts(counts: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(int(c) for c in counts)))
 
 
-def calibration_draws(loaded: LoadedModel, source: str, counts: Sequence[int], *, seed: int = 0) -> dict[int, CalibrationSet]:
+def calibration_draws(
+    loaded: LoadedModel, source: str, counts: Sequence[int], *, seed: int = 0
+) -> dict[int, CalibrationSet]:
     """One seeded, class-balanced draw per count from `source` (cached on disk)."""
-    from calibration.calibset import build_calibration_set
-    from calibration.sources import open_source
+    from ..calibration.calibset import build_calibration_set
+    from ..calibration.sources import open_source
 
     images = open_source(source)
-    return {count: build_calibration_set(images, loaded.data_config, count, seed=seed) for count in check_counts(counts)}
+    return {
+        count: build_calibration_set(images, loaded.data_config, count, seed=seed) for count in check_counts(counts)
+    }
 
 
-def sweep_onnx(loaded: LoadedModel, draws: dict[int, CalibrationSet], evalset: EvalSet, *, methods: Sequence[str] = ORT_METHODS, options: ExportOptions = ExportOptions(), threads: int | None = 1, progress: Progress | None = None) -> list[SweepPoint]:
-    from exporter.quantize import CALIB_METHODS
+def sweep_onnx(
+    loaded: LoadedModel,
+    draws: dict[int, CalibrationSet],
+    evalset: EvalSet,
+    *,
+    methods: Sequence[str] = ORT_METHODS,
+    options: ExportOptions = ExportOptions(),
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> list[SweepPoint]:
+    from ..exporter.quantize import CALIB_METHODS
 
     unknown = [m for m in methods if m not in CALIB_METHODS]
     if unknown:
@@ -92,14 +125,25 @@ def sweep_onnx(loaded: LoadedModel, draws: dict[int, CalibrationSet], evalset: E
                 backend = ort_backend(prepared, calibration, chosen, work)
                 runner = backend.open((), threads=threads)
                 seconds = time.perf_counter() - began
-                points.append(SweepPoint("onnx", count, method, ort_settings(chosen), score_runner(runner, evalset), seconds))
+                points.append(
+                    SweepPoint("onnx", count, method, ort_settings(chosen), score_runner(runner, evalset), seconds)
+                )
                 if progress:
                     progress(len(points), total, f"onnx {method} {count}")
     return points
 
 
-def sweep_openvino(loaded: LoadedModel, draws: dict[int, CalibrationSet], evalset: EvalSet, *, variants: dict[str, OpenVinoVariant] | None = None, options: ExportOptions = ExportOptions(), threads: int | None = 1, progress: Progress | None = None) -> list[SweepPoint]:
-    from exporter.openvino import convert_openvino
+def sweep_openvino(
+    loaded: LoadedModel,
+    draws: dict[int, CalibrationSet],
+    evalset: EvalSet,
+    *,
+    variants: dict[str, OpenVinoVariant] | None = None,
+    options: ExportOptions = ExportOptions(),
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> list[SweepPoint]:
+    from ..exporter.openvino import convert_openvino
 
     variants = variants if variants is not None else openvino_variants(options)
     fp32 = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
@@ -119,7 +163,9 @@ def sweep_openvino(loaded: LoadedModel, draws: dict[int, CalibrationSet], evalse
     return points
 
 
-def recommend(points: Sequence[SweepPoint], *, top1_tolerance: float = TOP1_TOLERANCE, cosine_tolerance: float = COSINE_TOLERANCE) -> SweepPoint:
+def recommend(
+    points: Sequence[SweepPoint], *, top1_tolerance: float = TOP1_TOLERANCE, cosine_tolerance: float = COSINE_TOLERANCE
+) -> SweepPoint:
     """The cheapest point (fewest images, then fastest) whose top-1 is within `top1_tolerance`
     points of the best (cosine within `cosine_tolerance` when unlabelled): a difference smaller
     than the evaluation's noise should not cost four times the calibration images."""
@@ -151,7 +197,9 @@ def sweep_plot(points: Sequence[SweepPoint], path: Path, *, reference_top1: floa
         members = sorted(members, key=lambda p: p.count)
         counts = [p.count for p in members]
         style = "-o" if fmt == "onnx" else "--s"
-        axes[0][-1].plot(counts, [1.0 - p.score.cosine_mean for p in members], style, label=f"{fmt} {method}", markersize=4)
+        axes[0][-1].plot(
+            counts, [1.0 - p.score.cosine_mean for p in members], style, label=f"{fmt} {method}", markersize=4
+        )
         if labelled:
             axes[0][0].plot(counts, [p.score.top1 for p in members], style, label=f"{fmt} {method}", markersize=4)
     if labelled:
@@ -170,10 +218,12 @@ def sweep_plot(points: Sequence[SweepPoint], path: Path, *, reference_top1: floa
     return save_figure_atomic(figure, path)
 
 
-def write_sweep(points: Sequence[SweepPoint], folder: Path, *, evalset: EvalSet, calibration: dict[str, Any]) -> dict[str, Path]:
+def write_sweep(
+    points: Sequence[SweepPoint], folder: Path, *, evalset: EvalSet, calibration: dict[str, Any]
+) -> dict[str, Path]:
     """`sweep.json` (every point, the recommendation per format, where the images came from)
     and `sweep.png` in `folder`."""
-    from exporter.artifact import write_json_atomic
+    from ..core.io import write_json_atomic
 
     folder = Path(folder)
     formats = sorted({p.format for p in points})

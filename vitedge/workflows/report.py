@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from exporter.artifact import save_figure_atomic, write_json_atomic, write_text_atomic
-from targets.measure import Measurement
-from targets.stats import PairedDelta, paired_delta
+from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
+from ..targets.measure import Measurement
+from ..targets.stats import PairedDelta, paired_delta
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,16 @@ class ResultRow:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
+    def from_dict(cls, data: dict[str, Any]) -> ResultRow:
         parity = Parity(**data["parity"]) if data.get("parity") else None
         delta = PairedDelta(**data["delta_top1"]) if data.get("delta_top1") else None
-        return cls(Measurement.from_dict(data["measurement"]), parity, data.get("baseline", False), data.get("scale", ""), delta)
+        return cls(
+            Measurement.from_dict(data["measurement"]),
+            parity,
+            data.get("baseline", False),
+            data.get("scale", ""),
+            delta,
+        )
 
 
 DASH = "—"
@@ -68,7 +75,20 @@ def fmt(value: float | None, kind: str) -> str:
     return formats[kind].format(value)
 
 
-COLUMNS = ("model", "computes", "top-1 %", "Δ top-1 [95% CI]", "parity cos", "it/s b1", "img/s b8", "× fastest fp32 b1", "× PyTorch b1", "p90 ms b1", "MB", "peak MB")
+COLUMNS = (
+    "model",
+    "computes",
+    "top-1 %",
+    "Δ top-1 [95% CI]",
+    "parity cos",
+    "it/s b1",
+    "img/s b8",
+    "× fastest fp32 b1",
+    "× PyTorch b1",
+    "p90 ms b1",
+    "MB",
+    "peak MB",
+)
 NOISE_MARK = "~"  # after a Δ whose interval contains 0: no difference shown on these images
 
 
@@ -79,7 +99,13 @@ def baseline_of(rows: Sequence[ResultRow]) -> ResultRow | None:
 def fastest_fp32(rows: Sequence[ResultRow]) -> ResultRow | None:
     """The fastest row at batch 1 that computes in f32: the fair yardstick for a speedup
     (PyTorch eager can be several times slower than another fp32 runtime on the same CPU)."""
-    fp32 = [row for row in rows if row.measurement.precision == "fp32" and row.measurement.execution_precision in ("f32", "") and row.measurement.timing(1)]
+    fp32 = [
+        row
+        for row in rows
+        if row.measurement.precision == "fp32"
+        and row.measurement.execution_precision in ("f32", "")
+        and row.measurement.timing(1)
+    ]
     return max(fp32, key=lambda row: row.measurement.timing(1).it_per_s, default=None)
 
 
@@ -168,6 +194,7 @@ def pareto_front(points: Sequence[tuple[float, float]], tied: Any = None) -> lis
     `tied(i, j)` says whether the accuracies of i and j are indistinguishable (their paired
     interval contains 0); a faster point then dominates a slower one even when its top-1 is
     a little lower, so the front is not drawn through differences inside the noise."""
+
     def dominates(j: int, i: int) -> bool:
         (speed_j, top1_j), (speed_i, top1_i) = points[j], points[i]
         better_or_same = top1_j >= top1_i or (tied is not None and tied(i, j))
@@ -193,14 +220,26 @@ def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
     speed only) as a dotted vertical line at their it/s, so no top-1 is made up for them."""
     ranked = [p for p in published if p[2] is not None]
     if ranked:
-        axes.scatter([p[1] for p in ranked], [p[2] for p in ranked], marker="x", color="black", label="published (Chen et al. 2024)")
+        axes.scatter(
+            [p[1] for p in ranked],
+            [p[2] for p in ranked],
+            marker="x",
+            color="black",
+            label="published (Chen et al. 2024)",
+        )
         for label, speed, top1, _ in ranked:
             axes.annotate(f"{label} (published)", (speed, top1), fontsize=7, xytext=(4, -9), textcoords="offset points")
     for label, speed, _, _ in (p for p in published if p[2] is None):
         axes.axvline(speed, linestyle=":", color="gray", label=f"{label} (published it/s; no top-1 published)")
 
 
-def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs speed (CPU, batch 1)", published: Sequence[PublishedPoint] = ()) -> list[str]:
+def pareto_plot(
+    rows: Sequence[ResultRow],
+    path: Path,
+    *,
+    title: str = "top-1 vs speed (CPU, batch 1)",
+    published: Sequence[PublishedPoint] = (),
+) -> list[str]:
     """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn (and its rows' names returned);
     `published` points are overlaid and labelled as published (see `_plot_published` for
     those without top-1)."""
@@ -210,13 +249,22 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r.measurement.accuracy and r.measurement.timing(1)]
-    measured = [(r.measurement.name, r.measurement.timing(1).it_per_s, r.measurement.accuracy.top1, r.measurement.size_mb) for r in shown]
+    measured = [
+        (r.measurement.name, r.measurement.timing(1).it_per_s, r.measurement.accuracy.top1, r.measurement.size_mb)
+        for r in shown
+    ]
     front: list[int] = []
     figure, axes = plt.subplots(figsize=(8, 5.5))
     if measured:
         largest = max(m[3] for m in measured) or 1.0
-        axes.scatter([m[1] for m in measured], [m[2] for m in measured], s=[40 + 600 * m[3] / largest for m in measured], alpha=0.6, label="measured (area ∝ MB; labelled: on the front)")
-        with_delta = [(m, r.delta) for m, r in zip(measured, shown) if r.delta is not None]
+        axes.scatter(
+            [m[1] for m in measured],
+            [m[2] for m in measured],
+            s=[40 + 600 * m[3] / largest for m in measured],
+            alpha=0.6,
+            label="measured (area ∝ MB; labelled: on the front)",
+        )
+        with_delta = [(m, r.delta) for m, r in zip(measured, shown, strict=True) if r.delta is not None]
         if with_delta:  # the paired 95% interval of Δ top-1, drawn around each row's top-1
             axes.errorbar(
                 [m[1] for m, _ in with_delta],
@@ -231,8 +279,21 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
         front = pareto_front([(m[1], m[2]) for m in measured], accuracy_tie(shown))
         # dominated rows crowd into one cluster (a study has ~25 rows); the table names them
         for k, i in enumerate(front):  # neighbours on the front sit close: stagger their labels
-            axes.annotate(measured[i][0], (measured[i][1], measured[i][2]), fontsize=7, xytext=(6, (4, -12, 16, -24)[k % 4]), textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5})
-        axes.plot([measured[i][1] for i in front], [measured[i][2] for i in front], "--", color="tab:red", label="Pareto front")
+            axes.annotate(
+                measured[i][0],
+                (measured[i][1], measured[i][2]),
+                fontsize=7,
+                xytext=(6, (4, -12, 16, -24)[k % 4]),
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5},
+            )
+        axes.plot(
+            [measured[i][1] for i in front],
+            [measured[i][2] for i in front],
+            "--",
+            color="tab:red",
+            label="Pareto front",
+        )
     _plot_published(axes, published)
     axes.set_xscale("log")
     axes.set_xlabel("images / second (batch 1, log scale)")
@@ -245,7 +306,14 @@ def pareto_plot(rows: Sequence[ResultRow], path: Path, *, title: str = "top-1 vs
     return [measured[i][0] for i in front]
 
 
-def write_reports(rows: Sequence[ResultRow], folder: Path, *, title: str = "vitedge results", extra: dict[str, Any] | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:
+def write_reports(
+    rows: Sequence[ResultRow],
+    folder: Path,
+    *,
+    title: str = "vitedge results",
+    extra: dict[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "results.json", "markdown": folder / "report.md", "plot": folder / "pareto.png"}
     write_json_atomic(paths["json"], {"title": title, "rows": [row.to_dict() for row in rows], **(extra or {})})

@@ -1,42 +1,46 @@
-"""An artifact is a folder: model file(s) + `manifest.json`. It is everything a runner needs
-(the board bundle is the same folder), and it appears whole or not at all: exports write into
-a hidden temp folder beside the target and rename it into place at the end."""
+"""Every file vitedge writes appears whole or not at all: text, JSON and figures go to a temp
+file beside the target and are renamed into place; folders (artifacts, run outputs, bundles)
+are staged in a hidden temp folder beside the target and renamed at the end."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import errno
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from targets.manifest import MANIFEST, sha256_file
-from vitedge.errors import VitedgeError
+from .errors import VitedgeError
 
 
-def file_entries(folder: Path) -> list[dict[str, Any]]:
-    """sha256 and size of every file in the artifact except the manifest itself."""
-    return [
-        {"path": path.relative_to(folder).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
-    ]
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path` and rename it into place: a reader never sees
+    half a file, a full disk or an unwritable folder becomes one line, and no partial file is
+    left either way."""
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise VitedgeError(f"disk full while writing {path}", "free some space or choose another --out") from None
+        raise VitedgeError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out folder") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """`write_bytes_atomic` of `text` in UTF-8."""
+    write_bytes_atomic(path, text.encode())
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -60,20 +64,15 @@ def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
     return path
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Complete `manifest` with file checksums and a timestamp, and write it."""
-    full = {**manifest, "files": file_entries(folder), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    write_json_atomic(folder / MANIFEST, full)
-    return full
-
-
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success it replaces `target`, on any error
     (Ctrl-C included) it is deleted, so no half-written artifact is ever left behind."""
     target = Path(target)
     if target.exists() and not force:
-        raise VitedgeError(f"output folder {target} already exists", "pass --force to replace it, or choose another --out")
+        raise VitedgeError(
+            f"output folder {target} already exists", "pass --force to replace it, or choose another --out"
+        )
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +86,7 @@ def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
         os.replace(staging, target)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise VitedgeError(f"disk full while writing {target}", "free some space or choose another --out") from None
         raise
     except BaseException:

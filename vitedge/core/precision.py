@@ -20,7 +20,7 @@ table, and runners pass it on and record what the runtime reports back.
 
 from __future__ import annotations
 
-from vitedge.errors import VitedgeError
+from .errors import VitedgeError
 
 F32, BF16, F16 = "f32", "bf16", "f16"
 GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
@@ -34,7 +34,10 @@ def float_precision(precision: str, device: str = "cpu") -> str:
         return F16
     if precision in ("fp32", "fp16") or precision.startswith("int8"):
         return F32
-    raise VitedgeError(f"no execution precision is defined for artifact precision {precision!r}", "use fp32, fp16, bf16 or an int8 precision")
+    raise VitedgeError(
+        f"no execution precision is defined for artifact precision {precision!r}",
+        "use fp32, fp16, bf16 or an int8 precision",
+    )
 
 
 def execution_label(precision: str, float_part: str) -> str:
@@ -44,7 +47,7 @@ def execution_label(precision: str, float_part: str) -> str:
 
 def require_bf16(what: str) -> None:
     """Refuse bf16 on a CPU without native bf16, in one line, before any work."""
-    from targets.detect import probe_cpu
+    from .cpu import probe_cpu
 
     cpu = probe_cpu()
     if not cpu.bf16:

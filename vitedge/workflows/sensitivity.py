@@ -25,18 +25,19 @@ import dataclasses
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from calibration.calibset import CalibrationSet
-from exporter.artifact import save_figure_atomic
-from exporter.export import ExportOptions, embedded_metadata
-from exporter.onnx import INPUT_NAME
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel
+from ..calibration.calibset import CalibrationSet
+from ..core.errors import VitedgeError
+from ..core.io import save_figure_atomic
+from ..exporter.export import ExportOptions, embedded_metadata
+from ..exporter.onnx import INPUT_NAME
+from ..models import LoadedModel
 
 MODES = ("float-one", "int8-one")
 GROUPS = ("node", "block", "kind")
@@ -65,13 +66,15 @@ class EvalSet:
     def reference_top1(self) -> float | None:
         return None if self.labels is None else float(100.0 * np.mean(self.reference.argmax(axis=1) == self.labels))
 
-    def subset(self, count: int, seed: int = 0) -> "EvalSet":
+    def subset(self, count: int, seed: int = 0) -> EvalSet:
         """`count` of these images, a seeded random subset (the draw itself is in source order)."""
         if count >= len(self):
             return self
         rows = np.sort(np.random.default_rng(seed).permutation(len(self))[:count])
         labels = None if self.labels is None else self.labels[rows]
-        return EvalSet(self.inputs[rows], labels, self.reference[rows], {**self.record, "count": int(count), "subset_seed": seed})
+        return EvalSet(
+            self.inputs[rows], labels, self.reference[rows], {**self.record, "count": int(count), "subset_seed": seed}
+        )
 
 
 def calibration_record(calibrations: Sequence[CalibrationSet]) -> dict[str, Any]:
@@ -79,24 +82,36 @@ def calibration_record(calibrations: Sequence[CalibrationSet]) -> dict[str, Any]
     first = calibrations[0]
     sources = {c.source for c in calibrations}
     if len(sources) != 1:
-        raise VitedgeError(f"calibration draws come from several sources ({', '.join(sorted(sources))})", "calibrate from one source")
+        raise VitedgeError(
+            f"calibration draws come from several sources ({', '.join(sorted(sources))})", "calibrate from one source"
+        )
     identities = sorted({i for c in calibrations for i in c.identities})
     digests = sorted({d for c in calibrations for d in c.image_sha256})
-    return {"source": first.source, "count": len(identities), "seed": first.seed, "identities": identities, "image_sha256": digests}
+    return {
+        "source": first.source,
+        "count": len(identities),
+        "seed": first.seed,
+        "identities": identities,
+        "image_sha256": digests,
+    }
 
 
-def evaluation_set(loaded: LoadedModel, data: str, samples: int, calibration: dict[str, Any], *, seed: int = 1, threads: int | None = 1) -> EvalSet:
+def evaluation_set(
+    loaded: LoadedModel, data: str, samples: int, calibration: dict[str, Any], *, seed: int = 1, threads: int | None = 1
+) -> EvalSet:
     """`samples` images of `data` none of which is a calibration image (by name within one
-    source, and by pixel sha256 across sources: exporter/parity.py's `verification_set`)."""
-    from calibration.sources import open_source
-    from exporter.parity import verification_set
-    from targets.measure import batched_logits
-    from targets.torch import open_torch
+    source, and by pixel sha256 across sources: workflows/parity.py's `verification_set`)."""
+    from ..calibration.sources import open_source
+    from ..targets.measure import batched_logits
+    from ..targets.torch import open_torch
+    from .parity import verification_set
 
     images = open_source(data)
     chosen = verification_set(data, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed)
     labels = None if images.labels is None else np.asarray(images.labels)[list(chosen.indices)].astype(np.int64)
-    reference = batched_logits(open_torch(loaded.module, precision="fp32", threads=threads), chosen.inputs, batch_size=EVAL_BATCH)
+    reference = batched_logits(
+        open_torch(loaded.module, precision="fp32", threads=threads), chosen.inputs, batch_size=EVAL_BATCH
+    )
     same = calibration.get("source") == images.name
     record = {
         "source": images.name,
@@ -106,7 +121,9 @@ def evaluation_set(loaded: LoadedModel, data: str, samples: int, calibration: di
         "calibration_source": calibration.get("source"),
         "calibration_count": calibration.get("count"),
         "disjoint_from_calibration": True,
-        "disjoint_by": "calibration images excluded by name and pixel sha256" if same else "different source; any image with a calibration image's pixel sha256 excluded",
+        "disjoint_by": "calibration images excluded by name and pixel sha256"
+        if same
+        else "different source; any image with a calibration image's pixel sha256 excluded",
     }
     return EvalSet(chosen.inputs, labels, np.asarray(reference, dtype=np.float32), record)
 
@@ -126,8 +143,8 @@ class Score:
 
 
 def score_logits(evalset: EvalSet, logits: np.ndarray) -> Score:
-    from exporter.parity import compare_logits
-    from targets.measure import top_k_accuracy
+    from ..targets.measure import top_k_accuracy
+    from .parity import compare_logits
 
     parity = compare_logits(evalset.reference, logits, precision="int8")
     top1 = None if evalset.labels is None else top_k_accuracy(np.asarray(logits), evalset.labels).top1
@@ -135,7 +152,7 @@ def score_logits(evalset: EvalSet, logits: np.ndarray) -> Score:
 
 
 def score_runner(runner: Callable[[np.ndarray], np.ndarray], evalset: EvalSet) -> Score:
-    from targets.measure import batched_logits
+    from ..targets.measure import batched_logits
 
     return score_logits(evalset, batched_logits(runner, evalset.inputs, batch_size=EVAL_BATCH))
 
@@ -159,35 +176,29 @@ class OrtBackend:
     def quantize(self, excluded: Iterable[str], dst: Path) -> dict[str, Any]:
         """Write the QDQ model with `excluded` nodes left in float; exporter/quantize.py's
         settings, plus `nodes_to_exclude`."""
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.calibrate import CalibrationMethod
+        from ..exporter.quantize import write_qdq
 
-        from exporter.quantize import _quiet_ort
-
-        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
         kept = sorted(set(excluded))
         unknown = set(kept) - set(self.units)
         if unknown:
-            raise VitedgeError(f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}")
-        with _quiet_ort():
-            quantize_static(
-                str(self.prepared),
-                str(dst),
-                None,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(self.options.op_types),
-                per_channel=self.options.per_channel,
-                reduce_range=self.options.reduce_range,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=kept,
-                calibrate_method=methods[self.options.calib_method],
-                calibration_cache_path=str(self.ranges),
+            raise VitedgeError(
+                f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}"
             )
+        options = self.options
+        write_qdq(
+            self.prepared,
+            dst,
+            self.ranges,
+            method=options.calib_method,
+            per_channel=options.per_channel,
+            op_types=options.op_types,
+            reduce_range=options.reduce_range,
+            nodes_to_exclude=kept,
+        )
         return {**ort_settings(self.options), "nodes_to_exclude": kept}
 
     def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
-        from targets.onnxruntime import open_onnx
+        from ..targets.onnxruntime import open_onnx
 
         fd, path = tempfile.mkstemp(dir=self.work, prefix="variant-", suffix=".onnx")
         os.close(fd)
@@ -200,7 +211,7 @@ class OrtBackend:
 
 def ort_settings(options: ExportOptions) -> dict[str, Any]:
     """What exporter/quantize.py's `quantize_static_onnx` records for these options."""
-    from exporter import quantize as q
+    from ..exporter import quantize as q
 
     settings: dict[str, Any] = {
         "tool": "onnxruntime.quantize_static",
@@ -225,12 +236,19 @@ def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Pat
     """fp32 ONNX (with vitedge's metadata) after `quant_pre_process`, as `vitedge export` does."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from exporter.onnx import export_onnx
-    from exporter.quantize import _quiet_ort
+    from ..exporter.onnx import export_onnx
+    from ..exporter.quantize import quiet_ort
 
-    fp32 = export_onnx(loaded.module, work / "fp32.onnx", input_size=loaded.data_config.input_size, opset=options.opset, batch=options.batch, metadata=embedded_metadata(loaded))
+    fp32 = export_onnx(
+        loaded.module,
+        work / "fp32.onnx",
+        input_size=loaded.data_config.input_size,
+        opset=options.opset,
+        batch=options.batch,
+        metadata=embedded_metadata(loaded),
+    )
     prepared = work / "prepared.onnx"
-    with _quiet_ort():
+    with quiet_ort():
         quant_pre_process(str(fp32), str(prepared))
     return prepared
 
@@ -240,13 +258,17 @@ def ort_backend(prepared: Path, calibration: CalibrationSet, options: ExportOpti
     import onnx
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from exporter.quantize import CALIB_METHODS, _calibration_ranges, _quiet_ort
+    from ..exporter.quantize import CALIB_METHODS, calibration_ranges, quiet_ort
 
     if options.calib_method not in CALIB_METHODS:
-        raise VitedgeError(f"unknown calibration method {options.calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}")
+        raise VitedgeError(
+            f"unknown calibration method {options.calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}"
+        )
     folder = Path(tempfile.mkdtemp(dir=work, prefix=f"ort-{options.calib_method}-{len(calibration)}-"))
-    with _quiet_ort():
-        _, ranges = _calibration_ranges(prepared, calibration, INPUT_NAME, options.calib_method, options.op_types, folder, 1)
+    with quiet_ort():
+        _, ranges = calibration_ranges(
+            prepared, calibration, INPUT_NAME, options.calib_method, options.op_types, folder, 1
+        )
     cache = folder / "ranges.json"
     save_tensors_data(ranges, cache)
     graph = onnx.load(str(prepared), load_external_data=False).graph
@@ -263,7 +285,7 @@ class OpenVinoVariant:
     bias_correction: str = "fast"  # fast | full | off
 
     @classmethod
-    def of(cls, options: ExportOptions) -> "OpenVinoVariant":
+    def of(cls, options: ExportOptions) -> OpenVinoVariant:
         return cls(options.nncf_preset, options.smooth_quant)
 
 
@@ -286,12 +308,14 @@ class OpenVinoBackend:
 
     def quantize_model(self, excluded: Iterable[str]) -> tuple[Any, dict[str, Any]]:
         """exporter/openvino.py's `quantize_openvino` with the ignored scope and this variant."""
-        from exporter.openvino import quantize_openvino
+        from ..exporter.openvino import quantize_openvino
 
         kept = sorted(set(excluded))
         unknown = set(kept) - set(self.units)
         if unknown:
-            raise VitedgeError(f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}")
+            raise VitedgeError(
+                f"no quantizable node named {', '.join(sorted(unknown))}", f"nodes: {', '.join(self.units)}"
+            )
         variant = self.variant
         return quantize_openvino(
             self.model.clone(),
@@ -304,7 +328,7 @@ class OpenVinoBackend:
         )
 
     def quantize(self, excluded: Iterable[str], dst: Path, metadata: dict[str, str] | None = None) -> dict[str, Any]:
-        from exporter.openvino import save_openvino
+        from ..exporter.openvino import save_openvino
 
         model, settings = self.quantize_model(excluded)
         save_openvino(model, dst, compress_to_fp16=False, metadata=metadata or {})
@@ -313,18 +337,29 @@ class OpenVinoBackend:
     def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
         import openvino as ov
 
-        from targets.openvino import OpenVinoRunner, compile_config, runner_info
+        from ..targets.openvino import OpenVinoRunner, compile_config, runner_info
 
         model, _ = self.quantize_model(excluded)
         compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=threads))
         return OpenVinoRunner(compiled, runner_info(compiled, precision="int8", device="cpu", threads=threads))
 
 
-def openvino_backend(loaded: LoadedModel, calibration: CalibrationSet, options: ExportOptions, work: Path, variant: OpenVinoVariant | None = None, model: Any = None) -> OpenVinoBackend:
+def openvino_backend(
+    loaded: LoadedModel,
+    calibration: CalibrationSet,
+    options: ExportOptions,
+    work: Path,
+    variant: OpenVinoVariant | None = None,
+    model: Any = None,
+) -> OpenVinoBackend:
     """Convert once (or reuse `model`); units are the MatMul/Convolution ops NNCF quantizes."""
-    from exporter.openvino import convert_openvino
+    from ..exporter.openvino import convert_openvino
 
-    fp32 = model if model is not None else convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
+    fp32 = (
+        model
+        if model is not None
+        else convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
+    )
     units = tuple(op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() in OPENVINO_UNIT_TYPES)
     return OpenVinoBackend(fp32, calibration, options, variant or OpenVinoVariant.of(options), Path(work), units)
 
@@ -332,7 +367,9 @@ def openvino_backend(loaded: LoadedModel, calibration: CalibrationSet, options: 
 Backend = OrtBackend | OpenVinoBackend
 
 
-def open_backend(loaded: LoadedModel, to: str, calibration: CalibrationSet, options: ExportOptions, work: Path) -> Backend:
+def open_backend(
+    loaded: LoadedModel, to: str, calibration: CalibrationSet, options: ExportOptions, work: Path
+) -> Backend:
     """The backend for `to`, its intermediate files in `work` (which must outlive it)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -393,7 +430,12 @@ class SensitivityRow:
     sensitivity: float  # float-one: cosine error removed by keeping the unit float; int8-one: its own cosine error
 
     def to_dict(self) -> dict[str, Any]:
-        return {"unit": self.unit, "nodes": list(self.nodes), "score": self.score.to_dict(), "sensitivity": self.sensitivity}
+        return {
+            "unit": self.unit,
+            "nodes": list(self.nodes),
+            "score": self.score.to_dict(),
+            "sensitivity": self.sensitivity,
+        }
 
 
 @dataclass(frozen=True)
@@ -425,7 +467,15 @@ class SensitivityReport:
         }
 
 
-def analyse(backend: Backend, evalset: EvalSet, *, mode: str = "float-one", group: str = "node", threads: int | None = 1, progress: Progress | None = None) -> SensitivityReport:
+def analyse(
+    backend: Backend,
+    evalset: EvalSet,
+    *,
+    mode: str = "float-one",
+    group: str = "node",
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> SensitivityReport:
     """Score the all-int8 model, then one variant per unit (see the module doc for the modes);
     rows sorted by sensitivity, largest first (ties: lower top-1 agreement first)."""
     if mode not in MODES:
@@ -446,7 +496,9 @@ def analyse(backend: Backend, evalset: EvalSet, *, mode: str = "float-one", grou
             progress(done, total, unit)
     agreement_sign = 1.0 if mode == "float-one" else -1.0
     rows.sort(key=lambda r: (-r.sensitivity, -agreement_sign * r.score.top1_agreement))
-    return SensitivityReport(backend.format, mode, group, int8, tuple(rows), evalset.record, backend.calibration, evalset.reference_top1)
+    return SensitivityReport(
+        backend.format, mode, group, int8, tuple(rows), evalset.record, backend.calibration, evalset.reference_top1
+    )
 
 
 def bar_plot(report: SensitivityReport, path: Path, *, shown: int = 40) -> Path:
@@ -461,9 +513,16 @@ def bar_plot(report: SensitivityReport, path: Path, *, shown: int = 40) -> Path:
     figure, axes = plt.subplots(figsize=(8, height))
     values = [r.sensitivity for r in rows][::-1]
     axes.barh([r.unit for r in rows][::-1], values, color=["tab:red" if v > 0 else "tab:gray" for v in values])
-    what = "cosine error removed by keeping it in float" if report.mode == "float-one" else "cosine error when only it is int8"
+    what = (
+        "cosine error removed by keeping it in float"
+        if report.mode == "float-one"
+        else "cosine error when only it is int8"
+    )
     axes.set_xlabel(f"{what} (1 − cosine)")
-    axes.set_title(f"int8 sensitivity, {report.format} ({report.mode}, per {report.group}; all-int8 cosine {report.int8.cosine_mean:.5f})", fontsize=9)
+    axes.set_title(
+        f"int8 sensitivity, {report.format} ({report.mode}, per {report.group}; all-int8 cosine {report.int8.cosine_mean:.5f})",
+        fontsize=9,
+    )
     axes.tick_params(axis="y", labelsize=7)
     axes.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
@@ -472,7 +531,7 @@ def bar_plot(report: SensitivityReport, path: Path, *, shown: int = 40) -> Path:
 
 def write_report(report: SensitivityReport, folder: Path) -> dict[str, Path]:
     """`sensitivity.json` and `sensitivity.png` in `folder`."""
-    from exporter.artifact import write_json_atomic
+    from ..core.io import write_json_atomic
 
     folder = Path(folder)
     paths = {"json": folder / "sensitivity.json", "plot": folder / "sensitivity.png"}

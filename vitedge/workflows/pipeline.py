@@ -8,22 +8,36 @@ preprocessed inputs; parity compares each row's logits with the fp32 PyTorch row
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from calibration.preprocess import DataConfig, preprocess_batch
-from calibration.sources import ImageSet, open_source, subset_indices
-from exporter.artifact import atomic_folder
-from targets.measure import Accuracy, MeasureRequest, Measurement, RunnerSpec, measure_isolated
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel, load_model, save_checkpoint
-from vitedge.recipe import ROW_KINDS, Recipe
-from vitedge.report import Parity, ResultRow, write_reports
+from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..calibration.sources import ImageSet, open_source, subset_indices
+from ..compress.registry import load_model
+from ..core.errors import VitedgeError
+from ..core.io import atomic_folder
+from ..models import LoadedModel, save_checkpoint
+from ..targets.measure import (
+    Accuracy,
+    Measurement,
+    MeasureRequest,
+    RunnerSpec,
+    measure_isolated,
+)
+from .recipe import ROW_KINDS, Recipe
+from .report import Parity, ResultRow, write_reports
 
 REFERENCE_ROW = "torch:fp32"
 
@@ -44,7 +58,7 @@ def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None,
 
 
 def _apply_steps(loaded: LoadedModel, steps: Sequence[tuple[str, dict[str, Any]]]) -> LoadedModel:
-    from compress.registry import apply_steps
+    from ..compress.registry import apply_steps
 
     return apply_steps(loaded, list(steps))
 
@@ -57,7 +71,7 @@ def _torch_spec(loaded: LoadedModel, kind: str, folder: Path, threads: int, targ
 
 
 def _artifact_spec(loaded: LoadedModel, kind: str, folder: Path, recipe: Recipe, calibration: Any) -> RunnerSpec:
-    from exporter.export import ExportOptions, export_artifact
+    from ..exporter.export import ExportOptions, export_artifact
 
     fmt, precision = kind.split(":")
     needs_calibration = precision in ("int8-static", "int8")
@@ -69,19 +83,25 @@ def _artifact_spec(loaded: LoadedModel, kind: str, folder: Path, recipe: Recipe,
         calibration=calibration if needs_calibration else None,
         options=ExportOptions(calib_method=recipe.calibration_method),
     )
-    return RunnerSpec(ROW_KINDS[kind], "artifact", str(path), precision=precision, target=recipe.target, threads=recipe.threads)
+    return RunnerSpec(
+        ROW_KINDS[kind], "artifact", str(path), precision=precision, target=recipe.target, threads=recipe.threads
+    )
 
 
 def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -> Any:
-    from calibration.calibset import build_calibration_set
+    from ..calibration.calibset import build_calibration_set
 
     images = open_source(recipe.calibration)
     exclude = eval_data.indices if recipe.calibration == recipe.data else ()
-    return build_calibration_set(images, loaded.data_config, recipe.calibration_samples, seed=recipe.seed, exclude=exclude)
+    return build_calibration_set(
+        images, loaded.data_config, recipe.calibration_samples, seed=recipe.seed, exclude=exclude
+    )
 
 
-def _parity(reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str], margins: np.ndarray | None) -> Parity:
-    from exporter.parity import compare_logits
+def _parity(
+    reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str], margins: np.ndarray | None
+) -> Parity:
+    from .parity import compare_logits
 
     report = compare_logits(reference, logits, precision=precision, identities=identities, margins=margins)
     return Parity(report.cosine_mean, report.cosine_min, report.top1_agreement, report.max_abs, report.passed)
@@ -98,7 +118,10 @@ def run_pipeline(
     """Run the whole recipe; write results.json, report.md, pareto.png (and the artifacts)
     into `out`; return the rows in recipe order."""
     if REFERENCE_ROW not in recipe.rows:
-        raise VitedgeError("a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup", 'add "torch:fp32" to [export] rows')
+        raise VitedgeError(
+            "a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup",
+            'add "torch:fp32" to [export] rows',
+        )
     console = console or Console(stderr=True)
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
@@ -106,9 +129,17 @@ def run_pipeline(
     eval_data = prepare_eval_data(open_source(recipe.data), loaded.data_config, recipe.samples, seed=recipe.seed)
     needs_calibration = any(kind.endswith(("int8-static", ":int8")) for kind in recipe.rows)
     rows: list[ResultRow] = []
-    with atomic_folder(out, force=force) as staging, Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=console
-    ) as progress:
+    with (
+        atomic_folder(out, force=force) as staging,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[item]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
         calibration = _calibration_set(recipe, loaded, eval_data) if needs_calibration else None
         np.save(staging / "inputs.npy", eval_data.inputs)
         labels_path = None
@@ -130,23 +161,57 @@ def run_pipeline(
         for kind in [REFERENCE_ROW] + [k for k in recipe.rows if k != REFERENCE_ROW]:
             progress.update(bench, item=ROW_KINDS[kind])
             logits_path = staging / f".logits-{kind.replace(':', '-')}.npy"
-            request = MeasureRequest(specs[kind], str(staging / "inputs.npy"), labels_path, recipe.batches, recipe.runs, logits_path=str(logits_path))
+            request = MeasureRequest(
+                specs[kind],
+                str(staging / "inputs.npy"),
+                labels_path,
+                recipe.batches,
+                recipe.runs,
+                logits_path=str(logits_path),
+            )
             measurements[kind] = measure(request)
             logits[kind] = np.load(logits_path)
             logits_path.unlink(missing_ok=True)
             progress.advance(bench)
-        from compress.tokens import decision_margins
-        from targets.stats import paired_delta
+        from ..compress.tokens import decision_margins
+        from ..targets.stats import paired_delta
 
         margins = decision_margins(loaded.module, eval_data.inputs)
         reference_hits = measurements[REFERENCE_ROW].accuracy.hits() if measurements[REFERENCE_ROW].accuracy else None
         for kind in recipe.rows:
-            parity = None if kind == REFERENCE_ROW else _parity(logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities, margins)
-            delta = paired_delta(reference_hits, measurements[kind].accuracy.hits()) if reference_hits is not None and kind != REFERENCE_ROW else None
-            rows.append(ResultRow(measurements[kind], parity, baseline=kind == REFERENCE_ROW, scale=f"{loaded.spec} on {recipe.data}", delta=delta))
-        extra = {"recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]}, "model": loaded.spec, "samples": int(len(eval_data.inputs))}
+            parity = (
+                None
+                if kind == REFERENCE_ROW
+                else _parity(
+                    logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities, margins
+                )
+            )
+            delta = (
+                paired_delta(reference_hits, measurements[kind].accuracy.hits())
+                if reference_hits is not None and kind != REFERENCE_ROW
+                else None
+            )
+            rows.append(
+                ResultRow(
+                    measurements[kind],
+                    parity,
+                    baseline=kind == REFERENCE_ROW,
+                    scale=f"{loaded.spec} on {recipe.data}",
+                    delta=delta,
+                )
+            )
+        extra = {
+            "recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]},
+            "model": loaded.spec,
+            "samples": int(len(eval_data.inputs)),
+        }
         if calibration is not None:
-            extra["calibration"] = {"source": recipe.calibration, "count": len(calibration.inputs), "seed": recipe.seed, "disjoint_from_eval": True}
+            extra["calibration"] = {
+                "source": recipe.calibration,
+                "count": len(calibration.inputs),
+                "seed": recipe.seed,
+                "disjoint_from_eval": True,
+            }
         write_reports(rows, staging, title=recipe.name, extra=extra)
         (staging / "inputs.npy").unlink()
         if labels_path:
@@ -154,20 +219,38 @@ def run_pipeline(
     return rows
 
 
-
-def evaluate(spec: str, source: str, samples: int | None, *, arch: str | None = None, pretrained: bool = False, threads: int | None = None, seed: int = 0, console: Console | None = None) -> Accuracy:
+def evaluate(
+    spec: str,
+    source: str,
+    samples: int | None,
+    *,
+    arch: str | None = None,
+    pretrained: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    console: Console | None = None,
+) -> Accuracy:
     """Top-1/top-5 of a PyTorch model (`vitedge eval`)."""
-    from targets.measure import top_k_accuracy
-    from targets.torch import open_torch
+    from ..targets.measure import top_k_accuracy
+    from ..targets.torch import open_torch
 
     loaded = load_model(spec, pretrained=pretrained, arch=arch)
     images = open_source(source)
     if images.labels is None:
-        raise VitedgeError(f"{source} has no labels, so accuracy cannot be measured", "use cifar10, a .npz with y, or a folder with one subfolder per class")
+        raise VitedgeError(
+            f"{source} has no labels, so accuracy cannot be measured",
+            "use cifar10, a .npz with y, or a folder with one subfolder per class",
+        )
     data = prepare_eval_data(images, loaded.data_config, samples, seed=seed)
     runner = open_torch(loaded.module, threads=threads)
     chunks = []
-    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console or Console(stderr=True)) as progress:
+    with Progress(
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+    ) as progress:
         task = progress.add_task("eval", total=len(data.inputs))
         for start in range(0, len(data.inputs), 100):
             chunks.append(runner(data.inputs[start : start + 100]))
@@ -176,14 +259,18 @@ def evaluate(spec: str, source: str, samples: int | None, *, arch: str | None = 
 
 
 def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataConfig]:
-    from targets.manifest import read_manifest
+    from ..core.manifest import read_manifest
 
     path = Path(item)
     if path.is_dir():
         manifest = read_manifest(path)
-        return RunnerSpec(path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads), DataConfig.from_dict(manifest["data_config"])
+        return RunnerSpec(
+            path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads
+        ), DataConfig.from_dict(manifest["data_config"])
     loaded = load_model(item)
-    return RunnerSpec(f"{item} (PyTorch)", "torch", item, precision="fp32", target=target, threads=threads), loaded.data_config
+    return RunnerSpec(
+        f"{item} (PyTorch)", "torch", item, precision="fp32", target=target, threads=threads
+    ), loaded.data_config
 
 
 def bench(
@@ -205,7 +292,21 @@ def bench(
     import tempfile
 
     if target.startswith("ssh://"):
-        return [_bench_remote(Path(item), target, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, batches=batches, threads=threads, data=data, samples=samples, console=console) for item in items]
+        return [
+            _bench_remote(
+                Path(item),
+                target,
+                identity=identity,
+                accept_new_host_key=accept_new_host_key,
+                known_hosts=known_hosts,
+                batches=batches,
+                threads=threads,
+                data=data,
+                samples=samples,
+                console=console,
+            )
+            for item in items
+        ]
     images = open_source(data) if data else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="vitedge-bench-") as scratch:
@@ -215,14 +316,25 @@ def bench(
                 eval_data = prepare_eval_data(images, config, samples)
             else:
                 height, width = config.image_size
-                eval_data = EvalData(np.random.default_rng(0).standard_normal((8, 3, height, width)).astype(np.float32), None, (), np.arange(8))
+                eval_data = EvalData(
+                    np.random.default_rng(0).standard_normal((8, 3, height, width)).astype(np.float32),
+                    None,
+                    (),
+                    np.arange(8),
+                )
             inputs_path = Path(scratch) / f"inputs-{number}.npy"
             np.save(inputs_path, eval_data.inputs)
             labels_path = None
             if eval_data.labels is not None:
                 labels_path = Path(scratch) / f"labels-{number}.npy"
                 np.save(labels_path, eval_data.labels)
-            rows.append(ResultRow(measure(MeasureRequest(spec, str(inputs_path), str(labels_path) if labels_path else None, batches, runs))))
+            rows.append(
+                ResultRow(
+                    measure(
+                        MeasureRequest(spec, str(inputs_path), str(labels_path) if labels_path else None, batches, runs)
+                    )
+                )
+            )
     return rows
 
 
@@ -244,21 +356,54 @@ def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
     return folder
 
 
-def _bench_remote(item: Path, target: str, *, identity: Path | None, accept_new_host_key: bool, known_hosts: Path | None, batches: tuple[int, ...], threads: int, data: str | None, samples: int | None, console: Console | None) -> ResultRow:
+def _bench_remote(
+    item: Path,
+    target: str,
+    *,
+    identity: Path | None,
+    accept_new_host_key: bool,
+    known_hosts: Path | None,
+    batches: tuple[int, ...],
+    threads: int,
+    data: str | None,
+    samples: int | None,
+    console: Console | None,
+) -> ResultRow:
     """One artifact on a board over SSH, as a row like any other target's."""
     import tempfile
 
-    from targets.measure import Timing, disk_size_mb
-    from targets.remote import bench_remote
+    from ..targets.measure import Timing, disk_size_mb
+    from ..targets.remote import bench_remote
 
     console = console or Console(stderr=True)
     timings, board, top1 = [], {}, None
     with tempfile.TemporaryDirectory(prefix="vitedge-board-data-") as scratch:
         folder = _image_folder(data, samples, Path(scratch)) if data else None
         for number, batch in enumerate(batches):
-            row = bench_remote(item, target, identity=identity, accept_new_host_key=accept_new_host_key, known_hosts=known_hosts, batch=batch, threads=threads, data=folder if number == 0 else None, on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False))
+            row = bench_remote(
+                item,
+                target,
+                identity=identity,
+                accept_new_host_key=accept_new_host_key,
+                known_hosts=known_hosts,
+                batch=batch,
+                threads=threads,
+                data=folder if number == 0 else None,
+                on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False),
+            )
             latency = row["latency_ms"]
-            timings.append(Timing(batch, int(row["runs"]), 1.0 / row["it_per_s"], latency["p50"], latency["p90"], latency["p99"], row["it_per_s"], row["it_per_s"] * batch))
+            timings.append(
+                Timing(
+                    batch,
+                    int(row["runs"]),
+                    1.0 / row["it_per_s"],
+                    latency["p50"],
+                    latency["p90"],
+                    latency["p99"],
+                    row["it_per_s"],
+                    row["it_per_s"] * batch,
+                )
+            )
             board = row["board"]
             if row.get("top1") is not None:
                 top1 = Accuracy(float(row["top1"]), float("nan"), int(row["eval_count"]))
@@ -272,7 +417,13 @@ def _bench_remote(item: Path, target: str, *, identity: Path | None, accept_new_
         timings=tuple(timings),
         size_mb=disk_size_mb(item),
         peak_rss_mb=float("nan"),
-        machine={"cpu": board.get("cpu", "?"), "cores": board.get("cpu_count"), "machine": board.get("machine"), "isa": [], "python": board.get("python")},
+        machine={
+            "cpu": board.get("cpu", "?"),
+            "cores": board.get("cpu_count"),
+            "machine": board.get("machine"),
+            "isa": [],
+            "python": board.get("python"),
+        },
         versions=dict(board.get("versions", {})),
         detail=dict(row.get("detail", {})),
         execution_precision=str(row.get("detail", {}).get("execution_precision", "")),

@@ -22,24 +22,40 @@ import dataclasses
 import hashlib
 import json
 import tempfile
-import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+import tomllib
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from calibration.sources import cache_dir, open_source
-from exporter.artifact import atomic_folder, write_json_atomic
-from targets.measure import MeasureRequest, Measurement, RunnerSpec, measure_isolated
-from targets.stats import paired_delta
-from vitedge.errors import VitedgeError
-from vitedge.models import LoadedModel, load_model, save_checkpoint
-from vitedge.recipe import RECIPES_DIR, ROW_KINDS, _unknown
-from vitedge.report import DASH, NOISE_MARK, ResultRow, fmt, fmt_delta, machine_line, pareto_plot
+from ..calibration.sources import cache_dir, open_source
+from ..compress.registry import load_model
+from ..core.errors import VitedgeError
+from ..core.io import atomic_folder, write_json_atomic
+from ..models import LoadedModel, save_checkpoint
+from ..targets.measure import Measurement, MeasureRequest, RunnerSpec, measure_isolated
+from ..targets.stats import paired_delta
+from .recipe import RECIPES_DIR, ROW_KINDS, _unknown
+from .report import (
+    DASH,
+    NOISE_MARK,
+    ResultRow,
+    fmt,
+    fmt_delta,
+    machine_line,
+    pareto_plot,
+)
 
 STUDY_RECIPE = RECIPES_DIR / "study.toml"
 QUICK_RECIPE = RECIPES_DIR / "study-quick.toml"
@@ -110,15 +126,41 @@ class StudyRecipe:
 
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "study": {
-        "name": str, "model": str, "speed_model": str, "student_speed_model": str, "pretrained": bool, "data": str,
-        "samples": (int, str), "speed_samples": int, "train_data": str, "train_samples": int, "seed": int,
+        "name": str,
+        "model": str,
+        "speed_model": str,
+        "student_speed_model": str,
+        "pretrained": bool,
+        "data": str,
+        "samples": (int, str),
+        "speed_samples": int,
+        "train_data": str,
+        "train_samples": int,
+        "seed": int,
     },
     "calibration": {"samples": int, "speed_samples": int, "method": str},
-    "distill": {"student": str, "width": (float, int), "epochs": int, "samples": (int, str), "lr": (float, int), "batch_size": int, "kind": str, "alpha": (float, int), "temperature": (float, int)},
+    "distill": {
+        "student": str,
+        "width": (float, int),
+        "epochs": int,
+        "samples": (int, str),
+        "lr": (float, int),
+        "batch_size": int,
+        "kind": str,
+        "alpha": (float, int),
+        "temperature": (float, int),
+    },
     "bench": {"threads": int, "batches": list, "runs": int, "gpu": bool},
     "best": {"max_drop": (float, int)},
 }
-ROW_KEYS: dict[str, type | tuple[type, ...]] = {"label": str, "steps": list, "runtime": str, "gpu_runtime": str, "student": bool, "candidate": bool}
+ROW_KEYS: dict[str, type | tuple[type, ...]] = {
+    "label": str,
+    "steps": list,
+    "runtime": str,
+    "gpu_runtime": str,
+    "student": bool,
+    "candidate": bool,
+}
 
 
 def _line(text: str, needle: str) -> int | None:
@@ -126,16 +168,24 @@ def _line(text: str, needle: str) -> int | None:
 
 
 def _check_type(source: str, text: str, where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
-    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,))):
+    if not isinstance(value, expected) or (
+        isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,))
+    ):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise VitedgeError(f"{source}:{_line(text, key) or '?'}: {where} {key} has the wrong type ({type(value).__name__})", f"expected {names}")
+        raise VitedgeError(
+            f"{source}:{_line(text, key) or '?'}: {where} {key} has the wrong type ({type(value).__name__})",
+            f"expected {names}",
+        )
 
 
 def _count(value: int | str, source: str, text: str, key: str) -> int | None:
     if value == "all":
         return None
     if isinstance(value, str) or value < 1:
-        raise VitedgeError(f"{source}:{_line(text, key) or '?'}: {key} must be a positive number or \"all\"", f'e.g. {key} = 1000 or {key} = "all"')
+        raise VitedgeError(
+            f'{source}:{_line(text, key) or "?"}: {key} must be a positive number or "all"',
+            f'e.g. {key} = 1000 or {key} = "all"',
+        )
     return int(value)
 
 
@@ -144,7 +194,7 @@ def _gpu_default(runtime: str) -> str | None:
 
 
 def _parse_row(entry: Any, index: int, source: str, text: str) -> StudyRow:
-    from compress.registry import parse_step_spec
+    from ..compress.registry import parse_step_spec
 
     if not isinstance(entry, dict) or "label" not in entry:
         raise VitedgeError(f"{source}: [[row]] {index + 1} has no label", 'every row starts with label = "…"')
@@ -161,7 +211,9 @@ def _parse_row(entry: Any, index: int, source: str, text: str) -> StudyRow:
         steps = tuple(parse_step_spec(str(spec)) for spec in entry.get("steps", []))
     except VitedgeError as exc:
         raise VitedgeError(f"{source}: [[row]] {entry['label']!r}: {exc.message}", exc.hint) from None
-    return StudyRow(entry["label"], steps, runtime, gpu_runtime, entry.get("student", False), entry.get("candidate", False))
+    return StudyRow(
+        entry["label"], steps, runtime, gpu_runtime, entry.get("student", False), entry.get("candidate", False)
+    )
 
 
 def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe:
@@ -176,23 +228,33 @@ def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe
         if table not in SCHEMA:
             raise _unknown("table", table, sorted(SCHEMA) + ["row"], source, text, f"[{table}")
         if not isinstance(body, dict):
-            raise VitedgeError(f"{source}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines")
+            raise VitedgeError(
+                f"{source}: [{table}] must be a table", f"write it as [{table}] followed by key = value lines"
+            )
         for key, value in body.items():
             if key not in SCHEMA[table]:
                 raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
             _check_type(source, text, f"[{table}]", key, value, SCHEMA[table][key])
     rows = tuple(_parse_row(entry, i, source, text) for i, entry in enumerate(data.get("row", [])))
     if not rows or not rows[0].is_baseline:
-        raise VitedgeError(f"{source}: the first [[row]] must be the plain fp32 PyTorch model", 'start with [[row]] label = "Vanilla fp32" (no steps, runtime torch:fp32): Δ and speedup refer to it')
+        raise VitedgeError(
+            f"{source}: the first [[row]] must be the plain fp32 PyTorch model",
+            'start with [[row]] label = "Vanilla fp32" (no steps, runtime torch:fp32): Δ and speedup refer to it',
+        )
     labels = [row.label for row in rows]
     if len(set(labels)) != len(labels):
-        raise VitedgeError(f"{source}: two [[row]]s share the label {next(l for l in labels if labels.count(l) > 1)!r}", "give every row its own label")
+        raise VitedgeError(
+            f"{source}: two [[row]]s share the label {next(label for label in labels if labels.count(label) > 1)!r}",
+            "give every row its own label",
+        )
     study, calibration, distill = data.get("study", {}), data.get("calibration", {}), data.get("distill", {})
     bench, best = data.get("bench", {}), data.get("best", {})
     defaults = StudyRecipe(rows)
     batches = tuple(int(b) for b in bench.get("batches", defaults.batches))
     if not batches or min(batches) < 1:
-        raise VitedgeError(f"{source}:{_line(text, 'batches') or '?'}: [bench] batches must be positive sizes", "e.g. batches = [1, 8]")
+        raise VitedgeError(
+            f"{source}:{_line(text, 'batches') or '?'}: [bench] batches must be positive sizes", "e.g. batches = [1, 8]"
+        )
     spec = DistillSpec(
         student=distill.get("student", ""),
         width=float(distill.get("width", DistillSpec.width)),
@@ -230,10 +292,13 @@ def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe
 
 
 def load_study_recipe(path: Path | None = None, *, quick: bool = False) -> StudyRecipe:
-    """The committed study (`recipes/study.toml`), its quick variant, or any recipe file."""
+    """The committed study (`vitedge/recipes/study.toml`), its quick variant, or any recipe file."""
     path = Path(path) if path is not None else (QUICK_RECIPE if quick else STUDY_RECIPE)
     if not path.is_file():
-        raise VitedgeError(f"study recipe {path} does not exist", f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}")
+        raise VitedgeError(
+            f"study recipe {path} does not exist",
+            f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}",
+        )
     return parse_study_recipe(path.read_text(), str(path))
 
 
@@ -292,7 +357,13 @@ class Study:
 def count_params(module: torch.nn.Module) -> int:
     """Weights the module stores (state-dict elements; int8 weights count, their quantization
     scales and zero points do not): what a pruning or distillation row changes."""
-    return int(sum(v.numel() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor) and not k.endswith(("scale", "zero_point"))))
+    return int(
+        sum(
+            v.numel()
+            for k, v in module.state_dict().items()
+            if isinstance(v, torch.Tensor) and not k.endswith(("scale", "zero_point"))
+        )
+    )
 
 
 def _steps_for(row: StudyRow, *, speed_scale: bool) -> list[tuple[str, dict[str, Any]]]:
@@ -300,40 +371,75 @@ def _steps_for(row: StudyRow, *, speed_scale: bool) -> list[tuple[str, dict[str,
 
 
 def _needs_data(steps: Sequence[tuple[str, dict[str, Any]]]) -> bool:
-    from compress.registry import STEPS
+    from ..compress.registry import STEPS
 
     return any("data" in STEPS[name].uses for name, _ in steps)
 
 
 def _student_key(recipe: StudyRecipe, teacher: LoadedModel) -> str:
-    spec = {"teacher": teacher.source_sha256 or teacher.spec, "distill": dataclasses.asdict(recipe.distill), "data": recipe.train_data, "seed": recipe.seed}
+    spec = {
+        "teacher": teacher.source_sha256 or teacher.spec,
+        "distill": dataclasses.asdict(recipe.distill),
+        "data": recipe.train_data,
+        "seed": recipe.seed,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def distilled_student(recipe: StudyRecipe, teacher: LoadedModel, console: Console) -> tuple[LoadedModel, dict[str, Any]]:
+def distilled_student(
+    recipe: StudyRecipe, teacher: LoadedModel, console: Console
+) -> tuple[LoadedModel, dict[str, Any]]:
     """The accuracy-scale student: a given checkpoint, or the teacher's architecture at
     `width`× distilled from the teacher (DeiT soft distillation), cached by its settings so a
     rerun does not train it again."""
-    from compress.distill import DistillConfig, distill, make_student
-    from compress.pipeline import step_data
-    from compress.train import TrainConfig
+    from ..compress.distill import DistillConfig, distill, make_student
+    from ..compress.pipeline import step_data
+    from ..compress.train import TrainConfig
 
     spec = recipe.distill
     if spec.student:
         return load_model(spec.student), {"student": spec.student, "trained": False}
     path = cache_dir() / "study" / f"student-{_student_key(recipe, teacher)}.safetensors"
-    info = {"student": str(path), "trained": not path.is_file(), **dataclasses.asdict(spec), "train_data": recipe.train_data}
+    info = {
+        "student": str(path),
+        "trained": not path.is_file(),
+        **dataclasses.asdict(spec),
+        "train_data": recipe.train_data,
+    }
     if path.is_file():
         console.print(f"[dim]distilled student from cache: {path}[/]")
         return load_model(str(path)), info
     pupil = make_student(teacher, student=None, width=spec.width, distill_token=False, seed=recipe.seed)
     inputs, labels = step_data(recipe.train_data, teacher.data_config, spec.samples, seed=recipe.seed)
-    config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, warmup_epochs=min(1.0, spec.epochs / 5), seed=recipe.seed, threads=recipe.threads)
-    console.print(f"distilling a {spec.width}× student of {teacher.spec}: {spec.epochs} epoch(s) on {len(inputs)} images of {recipe.train_data}")
-    module, logs = distill(pupil.module, teacher.module, inputs, labels, config, DistillConfig(spec.kind, spec.alpha, spec.temperature))
+    config = TrainConfig(
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        warmup_epochs=min(1.0, spec.epochs / 5),
+        seed=recipe.seed,
+        threads=recipe.threads,
+    )
+    console.print(
+        f"distilling a {spec.width}× student of {teacher.spec}: {spec.epochs} epoch(s) on {len(inputs)} images of {recipe.train_data}"
+    )
+    module, logs = distill(
+        pupil.module, teacher.module, inputs, labels, config, DistillConfig(spec.kind, spec.alpha, spec.temperature)
+    )
     student = LoadedModel(module.eval(), pupil.data_config, f"student of {teacher.spec}", pupil.architecture)
-    save_checkpoint(student, path, made_by="vitedge study", teacher=teacher.spec, distill=dataclasses.asdict(spec), train_data=recipe.train_data, final_loss=logs[-1].loss if logs else None)
-    return load_model(str(path)), {**info, "final_loss": logs[-1].loss if logs else None, "train_top1": logs[-1].train_top1 if logs else None}
+    save_checkpoint(
+        student,
+        path,
+        made_by="vitedge study",
+        teacher=teacher.spec,
+        distill=dataclasses.asdict(spec),
+        train_data=recipe.train_data,
+        final_loss=logs[-1].loss if logs else None,
+    )
+    return load_model(str(path)), {
+        **info,
+        "final_loss": logs[-1].loss if logs else None,
+        "train_top1": logs[-1].train_top1 if logs else None,
+    }
 
 
 @dataclass
@@ -361,31 +467,43 @@ class _Scale:
 
     def inputs_for(self, loaded: LoadedModel) -> tuple[str, str | None]:
         """(.npy inputs, .npy labels or None) of the test images, preprocessed for `loaded`."""
-        from vitedge.pipeline import prepare_eval_data
+        from .pipeline import prepare_eval_data
 
         def make() -> tuple[str, str | None]:
             data = prepare_eval_data(self.images, loaded.data_config, self.eval_count, seed=self.recipe.seed)
-            return _save_inputs(self.folder, f"inputs-{len(self.cache)}", data.inputs, data.labels if self.labelled else None)
+            return _save_inputs(
+                self.folder, f"inputs-{len(self.cache)}", data.inputs, data.labels if self.labelled else None
+            )
 
         return self._once("inputs", loaded.data_config, make)
 
     def data_for(self, steps: Sequence[tuple[str, dict[str, Any]]], loaded: LoadedModel) -> Any:
-        from compress.pipeline import step_data
+        from ..compress.pipeline import step_data
 
         if not _needs_data(steps):
             return None
-        return self._once("steps", loaded.data_config, lambda: step_data(self.recipe.train_data, loaded.data_config, self.step_data_count, seed=self.recipe.seed))
+        return self._once(
+            "steps",
+            loaded.data_config,
+            lambda: step_data(self.recipe.train_data, loaded.data_config, self.step_data_count, seed=self.recipe.seed),
+        )
 
     def calibration_for(self, loaded: LoadedModel) -> Any:
-        from calibration.calibset import build_calibration_set
+        from ..calibration.calibset import build_calibration_set
 
-        return self._once("calibration", loaded.data_config, lambda: build_calibration_set(open_source(self.recipe.train_data), loaded.data_config, self.calibration_count, seed=self.recipe.seed))
+        return self._once(
+            "calibration",
+            loaded.data_config,
+            lambda: build_calibration_set(
+                open_source(self.recipe.train_data), loaded.data_config, self.calibration_count, seed=self.recipe.seed
+            ),
+        )
 
 
 def _spec(scale: _Scale, loaded: LoadedModel, kind: str, folder: Path, target: str) -> RunnerSpec:
     """A runner for `loaded` as `kind`, reusing the pipeline's own builders."""
-    from vitedge.pipeline import _artifact_spec, _torch_spec
-    from vitedge.recipe import Recipe
+    from .pipeline import _artifact_spec, _torch_spec
+    from .recipe import Recipe
 
     if kind.startswith("torch:"):
         return _torch_spec(loaded, kind, folder, scale.recipe.threads, target)
@@ -395,7 +513,7 @@ def _spec(scale: _Scale, loaded: LoadedModel, kind: str, folder: Path, target: s
 
 
 def _build(scale: _Scale, row: StudyRow, number: int) -> tuple[LoadedModel, Path]:
-    from compress.registry import apply_steps
+    from ..compress.registry import apply_steps
 
     base = scale.student if row.student else scale.model
     assert base is not None
@@ -430,24 +548,63 @@ def run_study(
     use_gpu = (recipe.gpu and torch.cuda.is_available()) if gpu is None else gpu
     images = open_source(recipe.data)
     if images.labels is None:
-        raise VitedgeError(f"{recipe.data} has no labels, so the study cannot measure top-1", "use cifar10, a .npz with y, or a folder with one subfolder per class")
+        raise VitedgeError(
+            f"{recipe.data} has no labels, so the study cannot measure top-1",
+            "use cifar10, a .npz with y, or a folder with one subfolder per class",
+        )
     accuracy_model = load_model(recipe.model)
     speed_model = load_model(recipe.speed_model, pretrained=recipe.pretrained)
     uses_student = any(row.student for row in recipe.rows)
     speed_student = load_model(recipe.student_speed_model, pretrained=recipe.pretrained) if uses_student else None
-    if speed_student is not None and tuple(speed_student.data_config.input_size) != tuple(speed_model.data_config.input_size):
-        raise VitedgeError(f"{recipe.student_speed_model} takes {speed_student.data_config.input_size}, {recipe.speed_model} {speed_model.data_config.input_size}", "pick speed models with the same input size")
+    if speed_student is not None and tuple(speed_student.data_config.input_size) != tuple(
+        speed_model.data_config.input_size
+    ):
+        raise VitedgeError(
+            f"{recipe.student_speed_model} takes {speed_student.data_config.input_size}, {recipe.speed_model} {speed_model.data_config.input_size}",
+            "pick speed models with the same input size",
+        )
     notes: list[str] = []
-    with atomic_folder(Path(out), force=force) as staging, tempfile.TemporaryDirectory(prefix="vitedge-study-") as scratch:
+    with (
+        atomic_folder(Path(out), force=force) as staging,
+        tempfile.TemporaryDirectory(prefix="vitedge-study-") as scratch,
+    ):
         student, student_info = distilled_student(recipe, accuracy_model, console) if uses_student else (None, {})
         work = Path(scratch)
         (work / "accuracy").mkdir()
         (work / "speed").mkdir()
-        accuracy = _Scale("accuracy", accuracy_model, student, recipe, images, work / "accuracy", recipe.samples, True, recipe.calibration_samples, recipe.train_samples)
+        accuracy = _Scale(
+            "accuracy",
+            accuracy_model,
+            student,
+            recipe,
+            images,
+            work / "accuracy",
+            recipe.samples,
+            True,
+            recipe.calibration_samples,
+            recipe.train_samples,
+        )
         speed_count = recipe.speed_samples if recipe.pretrained else max(recipe.batches)
-        speed = _Scale("speed", speed_model, speed_student, recipe, images, work / "speed", speed_count, recipe.pretrained, recipe.speed_calibration_samples, min(recipe.train_samples, 64))
+        speed = _Scale(
+            "speed",
+            speed_model,
+            speed_student,
+            recipe,
+            images,
+            work / "speed",
+            speed_count,
+            recipe.pretrained,
+            recipe.speed_calibration_samples,
+            min(recipe.train_samples, 64),
+        )
         results: list[StudyResult] = []
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[item]}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("study", total=len(recipe.rows), item="")
             for number, row in enumerate(recipe.rows):
@@ -462,38 +619,69 @@ def run_study(
             "speed": f"it/s, MB, params: {recipe.speed_model} ({'pretrained' if recipe.pretrained else 'random weights'}){f'; distilled rows: {recipe.student_speed_model}' if uses_student else ''}",
         }
         if uses_student:
-            notes.append(f"Distilled student: {recipe.distill.width}× the width of {accuracy_model.spec}, {recipe.distill.epochs} epoch(s) of {recipe.distill.kind} distillation on {recipe.train_data}; its speed and size are measured on {recipe.student_speed_model}." if not recipe.distill.student else f"Distilled student: {recipe.distill.student}; its speed and size are measured on {recipe.student_speed_model}.")
+            notes.append(
+                f"Distilled student: {recipe.distill.width}× the width of {accuracy_model.spec}, {recipe.distill.epochs} epoch(s) of {recipe.distill.kind} distillation on {recipe.train_data}; its speed and size are measured on {recipe.student_speed_model}."
+                if not recipe.distill.student
+                else f"Distilled student: {recipe.distill.student}; its speed and size are measured on {recipe.student_speed_model}."
+            )
         if any(name in TRAINING_STEPS for row in recipe.rows for name, _ in row.steps):
-            notes.append("Training steps (distill, finetune) change weights only, so they run at the accuracy scale and are skipped at the speed scale.")
+            notes.append(
+                "Training steps (distill, finetune) change weights only, so they run at the accuracy scale and are skipped at the speed scale."
+            )
         notes.extend(sorted({r.gpu_note for r in results if r.gpu_note}))
         study = Study(recipe, tuple(results), scales, tuple(notes))
         write_study(study, staging, extra={"student": student_info})
     return study
 
 
-def _measure_row(row: StudyRow, number: int, accuracy: _Scale, speed: _Scale, recipe: StudyRecipe, measure: Callable[[MeasureRequest], Measurement], use_gpu: bool) -> StudyResult:
+def _measure_row(
+    row: StudyRow,
+    number: int,
+    accuracy: _Scale,
+    speed: _Scale,
+    recipe: StudyRecipe,
+    measure: Callable[[MeasureRequest], Measurement],
+    use_gpu: bool,
+) -> StudyResult:
     import shutil
 
     small, small_folder = _build(accuracy, row, number)
     small_spec = dataclasses.replace(_spec(accuracy, small, row.runtime, small_folder, "cpu"), name=row.label)
     # top-1 is what this scale is for; measure() also times batch 1, so keep that short
-    small_measured = measure(MeasureRequest(small_spec, *accuracy.inputs_for(small), batches=(1,), runs=3, min_seconds=0.0))
+    small_measured = measure(
+        MeasureRequest(small_spec, *accuracy.inputs_for(small), batches=(1,), runs=3, min_seconds=0.0)
+    )
     large, large_folder = _build(speed, row, number)
     large_inputs = speed.inputs_for(large)
     large_spec = dataclasses.replace(_spec(speed, large, row.runtime, large_folder, "cpu"), name=row.label)
     large_measured = measure(MeasureRequest(large_spec, *large_inputs, batches=recipe.batches, runs=recipe.runs))
     gpu_measured, gpu_note = None, ""
     if use_gpu and row.gpu_runtime:
-        gpu_spec = large_spec if row.gpu_runtime == row.runtime else _spec(speed, large, row.gpu_runtime, large_folder / "gpu", "cuda")
+        gpu_spec = (
+            large_spec
+            if row.gpu_runtime == row.runtime
+            else _spec(speed, large, row.gpu_runtime, large_folder / "gpu", "cuda")
+        )
         gpu_spec = dataclasses.replace(gpu_spec, name=row.label, target="cuda")
         try:
-            gpu_measured = measure(MeasureRequest(gpu_spec, large_inputs[0], None, batches=recipe.batches, runs=recipe.runs))
+            gpu_measured = measure(
+                MeasureRequest(gpu_spec, large_inputs[0], None, batches=recipe.batches, runs=recipe.runs)
+            )
         except VitedgeError as exc:  # e.g. onnxruntime without the CUDA provider: a dash, and why
             gpu_note = f"GPU {DASH} for {ROW_KINDS[row.gpu_runtime]}: {exc.message}"
     elif use_gpu:
         gpu_note = f"GPU {DASH} for {', '.join(ROW_KINDS[k] for k in NO_GPU_PATH)}: that runtime has no CUDA path here"
     speed_spec = speed.student.spec if row.student and speed.student is not None else speed.model.spec
-    result = StudyResult(row, small_measured, large_measured, gpu_measured, count_params(large.module), count_params(small.module), speed_spec, gpu_note)
+    result = StudyResult(
+        row,
+        small_measured,
+        large_measured,
+        gpu_measured,
+        count_params(large.module),
+        count_params(small.module),
+        speed_spec,
+        gpu_note,
+    )
     shutil.rmtree(small_folder, ignore_errors=True)
     shutil.rmtree(large_folder, ignore_errors=True)  # vit_base checkpoints are 330 MB each
     return result
@@ -523,11 +711,22 @@ def _mark_best(results: list[StudyResult], max_drop: float) -> list[StudyResult]
 
 # ------------------------------------------------------------------------------------ reports
 
-COLUMNS = ("row", "top-1 %", "Δ top-1 [95% CI]", "computes", "MB", "params (M)", "it/s CPU b1", "img/s CPU b8", "speedup b1", "it/s GPU b1")
+COLUMNS = (
+    "row",
+    "top-1 %",
+    "Δ top-1 [95% CI]",
+    "computes",
+    "MB",
+    "params (M)",
+    "it/s CPU b1",
+    "img/s CPU b8",
+    "speedup b1",
+    "it/s GPU b1",
+)
 PRETRAINED_COLUMN = "top-1 % (speed model)"  # only with --pretrained: the speed model's own top-1
 
 
-def columns(study: "Study") -> tuple[str, ...]:
+def columns(study: Study) -> tuple[str, ...]:
     return COLUMNS + ((PRETRAINED_COLUMN,) if study.recipe.pretrained else ())
 
 
@@ -576,7 +775,10 @@ def comparison(study: Study) -> list[str]:
         f"{fmt(published_best[1] / PUBLISHED[0][1], 'ratio')}, {fmt(published_best[3], 'mb')} MB vs {fmt(PUBLISHED[0][3], 'mb')} MB, "
         f"top-1 {fmt(published_best[2], 'pct')}% against {fmt(published_dq[2], 'pct')}% for DQ alone ({fmt(published_best[2] - published_dq[2], 'delta')})."
     )
-    dq = next((r for r in study.results if r.row.runtime == "torch:int8-dynamic" and not r.row.steps and not r.row.student), None)
+    dq = next(
+        (r for r in study.results if r.row.runtime == "torch:int8-dynamic" and not r.row.steps and not r.row.student),
+        None,
+    )
     if dq is not None:
         lines.append(
             f"- This run, DQ on {dq.speed_model}: {fmt(_cpu_b1(dq), 'rate')} vs {fmt(_cpu_b1(base), 'rate')} it/s = {fmt(_cpu_b1(dq) / _cpu_b1(base), 'ratio')} "
@@ -598,12 +800,21 @@ def markdown(study: Study) -> str:
     measured = [r.speed for r in study.results] + [r.gpu for r in study.results if r.gpu]
     machine = machine_line([ResultRow(m) for m in measured[:1]])
     gpu_names = sorted({str(r.gpu.detail.get("device_name", r.gpu.device)) for r in study.results if r.gpu})
-    lines = [f"# {study.recipe.name}", "", f"Machine: {machine}; GPU: {', '.join(gpu_names) or 'none (GPU column ' + DASH + ')'}", ""]
+    lines = [
+        f"# {study.recipe.name}",
+        "",
+        f"Machine: {machine}; GPU: {', '.join(gpu_names) or 'none (GPU column ' + DASH + ')'}",
+        "",
+    ]
     lines += [f"- Accuracy scale — {study.scales['accuracy']}", f"- Speed and size scale — {study.scales['speed']}", ""]
     names = columns(study)
     lines += ["| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|"]
     lines += ["| " + " | ".join(cells(r, base, pretrained=study.recipe.pretrained)) + " |" for r in study.results]
-    lines += ["", f"Δ top-1 and speedup are against the Vanilla fp32 row of this run (PyTorch eager, the study's own yardstick); Δ carries a paired 95% interval and {NOISE_MARK} marks one that contains 0 (no difference shown; the plot's Pareto front does not rank on it). computes: the precision the speed row's runtime reported. it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; MB is the model as stored (serialized state dict or artifact files); params counts stored weights.", ""]
+    lines += [
+        "",
+        f"Δ top-1 and speedup are against the Vanilla fp32 row of this run (PyTorch eager, the study's own yardstick); Δ carries a paired 95% interval and {NOISE_MARK} marks one that contains 0 (no difference shown; the plot's Pareto front does not rank on it). computes: the precision the speed row's runtime reported. it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; MB is the model as stored (serialized state dict or artifact files); params counts stored weights.",
+        "",
+    ]
     lines += ["## Against the published study", "", *comparison(study), ""]
     lines += ["Published points in study.png are the study's own figures on its own hardware, not ours.", ""]
     if study.notes:
@@ -618,26 +829,42 @@ def markdown(study: Study) -> str:
 def plot_rows(study: Study) -> list[ResultRow]:
     """Rows for `report.pareto_plot`: top-1 from the accuracy measurement, speed and MB from
     the speed measurement of the same row."""
-    return [ResultRow(dataclasses.replace(r.speed, name=r.row.label, accuracy=r.accuracy.accuracy)) for r in study.results]
+    return [
+        ResultRow(dataclasses.replace(r.speed, name=r.row.label, accuracy=r.accuracy.accuracy)) for r in study.results
+    ]
 
 
 def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    from exporter.artifact import write_text_atomic
+    from ..core.io import write_text_atomic
 
     paths = {"json": folder / "study.json", "markdown": folder / "study.md", "plot": folder / "study.png"}
     recipe = dataclasses.asdict(study.recipe)
-    write_json_atomic(paths["json"], {
-        "title": study.recipe.name,
-        "scales": study.scales,
-        "recipe": recipe,
-        "rows": [r.to_dict() for r in study.results],
-        "published": [{"label": p[0], "it_per_s_cpu": p[1], "top1": p[2], "mb": p[3], "source": "Chen et al. 2024 (published)"} for p in PUBLISHED],
-        "comparison": comparison(study),
-        "notes": list(study.notes),
-        **(extra or {}),
-    })
+    write_json_atomic(
+        paths["json"],
+        {
+            "title": study.recipe.name,
+            "scales": study.scales,
+            "recipe": recipe,
+            "rows": [r.to_dict() for r in study.results],
+            "published": [
+                {
+                    "label": p[0],
+                    "it_per_s_cpu": p[1],
+                    "top1": p[2],
+                    "mb": p[3],
+                    "source": "Chen et al. 2024 (published)",
+                }
+                for p in PUBLISHED
+            ],
+            "comparison": comparison(study),
+            "notes": list(study.notes),
+            **(extra or {}),
+        },
+    )
     write_text_atomic(paths["markdown"], markdown(study))
-    pareto_plot(plot_rows(study), paths["plot"], title=f"{study.recipe.name}: top-1 vs CPU it/s (batch 1)", published=PUBLISHED)
+    pareto_plot(
+        plot_rows(study), paths["plot"], title=f"{study.recipe.name}: top-1 vs CPU it/s (batch 1)", published=PUBLISHED
+    )
     return paths
 
 

@@ -1,0 +1,115 @@
+"""This machine's CPU as the rest of vitedge sees it: architecture, model name and the
+instruction-set extensions that decide what runs fast (int8 dot products, native bf16).
+`/proc/cpuinfo` is parsed from text, so the same code reads a board's cpuinfo (e.g. one
+fetched over SSH) as well as this machine's."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+# (display name, cpuinfo flag(s) that must all be present)
+X86_ISA = (
+    ("AVX2", ("avx2",)),
+    ("FMA", ("fma",)),
+    ("AVX512F", ("avx512f",)),
+    ("AVX512-VNNI", ("avx512_vnni",)),
+    ("AVX-VNNI", ("avx_vnni",)),
+    ("AVX512-BF16", ("avx512_bf16",)),
+    ("AVX512-FP16", ("avx512_fp16",)),
+    ("AMX", ("amx_tile", "amx_int8")),
+)
+ARM_ISA = (
+    ("NEON", ("asimd",)),
+    ("fp16", ("asimdhp",)),
+    ("dotprod", ("asimddp",)),
+    ("i8mm", ("i8mm",)),
+    ("bf16", ("bf16",)),
+    ("SVE", ("sve",)),
+)
+INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
+BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
+# Arm Ltd. (implementer 0x41) core part numbers seen on boards and ARM servers.
+ARM_PARTS = {
+    0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
+    0xD09: "Cortex-A73", 0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77",
+    0xD40: "Neoverse-V1", 0xD41: "Cortex-A78", 0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710",
+    0xD48: "Cortex-X2", 0xD49: "Neoverse-N2", 0xD4B: "Cortex-A78C", 0xD4F: "Neoverse-V2", 0xD80: "Cortex-A520",
+    0xD81: "Cortex-A720", 0xD82: "Cortex-X4",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    arch: str  # x86_64 | aarch64 | armv7l | ...
+    model: str
+    cores: int
+    flags: frozenset[str]
+
+    @property
+    def isa(self) -> tuple[str, ...]:
+        """The instruction-set extensions that matter for inference, by display name."""
+        table = X86_ISA if self.arch in ("x86_64", "amd64", "i686") else ARM_ISA
+        return tuple(name for name, needed in table if all(f in self.flags for f in needed))
+
+    @property
+    def int8_dot(self) -> tuple[str, ...]:
+        return tuple(name for name in self.isa if name in INT8_DOT)
+
+    @property
+    def bf16(self) -> tuple[str, ...]:
+        """The extensions that compute bf16 natively (empty: bf16 would be emulated)."""
+        return tuple(name for name in self.isa if name in BF16_NATIVE)
+
+
+def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
+    """`/proc/cpuinfo` text (x86 or ARM) → CpuInfo. `machine` (platform.machine()) wins
+    over the guess from the text when given."""
+    fields: dict[str, str] = {}
+    processors = 0
+    parts: list[int] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "processor":
+            processors += 1
+        if key == "cpu part":
+            try:
+                parts.append(int(value, 16))
+            except ValueError:
+                pass
+        fields.setdefault(key, value)
+    if "flags" in fields:
+        arch, flags = machine or "x86_64", fields["flags"]
+    else:
+        arch, flags = (
+            machine or ("aarch64" if "asimd" in fields.get("features", "").split() else "arm"),
+            fields.get("features", ""),
+        )
+    model = fields.get("model name") or ""
+    if not model or model.lower() in ("arm", "unknown"):
+        cores = sorted({ARM_PARTS.get(p, f"part {p:#x}") for p in parts})
+        board = fields.get("model") or fields.get("hardware") or ""
+        model = " ".join(x for x in (board, f"({', '.join(cores)})" if cores else "") if x) or model or arch
+    return CpuInfo(arch=arch, model=model, cores=processors or 1, flags=frozenset(flags.split()))
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def probe_cpu() -> CpuInfo:
+    cpu = parse_cpuinfo(_read("/proc/cpuinfo"), platform.machine())
+    board = _read("/proc/device-tree/model").strip("\x00\n ")
+    if board and board not in cpu.model:
+        cpu = CpuInfo(cpu.arch, f"{board} {cpu.model}".strip(), cpu.cores, cpu.flags)
+    if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
+        cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
+    return cpu
