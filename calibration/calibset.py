@@ -9,9 +9,9 @@ in the source and by the sha256 of its uint8 pixels, which the artifact manifest
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitedgeError
+from ..core.io import write_bytes_atomic
 from .preprocess import DataConfig, preprocess_image
 from .sources import ImageSet, cache_dir, subset_indices
 
@@ -170,20 +171,15 @@ def _read_cache(path: Path, source: str, seed: int) -> CalibrationSet | None:
 
 
 def _write_cache(path: Path, calib: CalibrationSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                inputs=calib.inputs,
-                identities=np.array(calib.identities),
-                image_sha256=np.array(calib.image_sha256),
-                indices=np.array(calib.indices, dtype=np.int64),
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        inputs=calib.inputs,
+        identities=np.array(calib.identities),
+        image_sha256=np.array(calib.image_sha256),
+        indices=np.array(calib.indices, dtype=np.int64),
+    )
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def build_calibration_set(
@@ -222,6 +218,6 @@ def build_calibration_set(
     if cache:
         try:
             _write_cache(path, calib)
-        except OSError:
+        except (OSError, VitedgeError):
             pass  # a read-only or full cache folder costs time next run, not correctness
     return calib

@@ -9,9 +9,9 @@ update as one process with the whole batch.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from rich.progress import (
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..calibration.sources import ImageSet, open_source
 from ..core.errors import VitedgeError
+from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
 
 # (model output on this rank's batch, that batch's augmented inputs, its labels) -> loss; the
@@ -122,14 +123,10 @@ def evaluate_top1(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, 
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """The resume checkpoint, serialized in memory, then written by the one atomic writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def _prediction_logits(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:

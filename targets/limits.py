@@ -58,34 +58,26 @@ def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    # kind -> (ONNX op, input type, input numpy type, weight numpy type, output type)
+    op, x_type, x_dtype, w_dtype, y_type = {
+        "f32": ("MatMul", TensorProto.FLOAT, np.float32, np.float32, TensorProto.FLOAT),
+        "int8": ("MatMulInteger", TensorProto.UINT8, np.uint8, np.int8, TensorProto.INT32),
+    }[kind]
     rng = np.random.default_rng(0)
-    if kind == "f32":
-        weight = rng.standard_normal((size, size)).astype(np.float32)
-        node = helper.make_node("MatMul", ["x", "w"], ["y"])
-        inputs, dtype, out_type = (
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
-            np.float32,
-            TensorProto.FLOAT,
-        )
-        initializers = [onnx.numpy_helper.from_array(weight, "w")]
-    else:
-        weight = rng.integers(-127, 128, (size, size), dtype=np.int8)
-        node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
-        inputs, dtype, out_type = (
-            [helper.make_tensor_value_info("x", TensorProto.UINT8, [size, size])],
-            np.uint8,
-            TensorProto.INT32,
-        )
-        initializers = [onnx.numpy_helper.from_array(weight, "w")]
+    weight = rng.integers(-127, 128, (size, size)).astype(w_dtype)
+    x = rng.integers(0, 256, (size, size)).astype(x_dtype)
     graph = helper.make_graph(
-        [node], "gemm", inputs, [helper.make_tensor_value_info("y", out_type, [size, size])], initializers
+        [helper.make_node(op, ["x", "w"], ["y"])],
+        "gemm",
+        [helper.make_tensor_value_info("x", x_type, [size, size])],
+        [helper.make_tensor_value_info("y", y_type, [size, size])],
+        [onnx.numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    x = (rng.standard_normal((size, size)) if kind == "f32" else rng.integers(0, 256, (size, size))).astype(dtype)
     rate = _best_rate(lambda: session.run(None, {"x": x}), 2.0 * size**3, seconds)
     return GemmLimit(kind, size, threads, rate, f"onnxruntime {ort.__version__}")
 
