@@ -30,6 +30,7 @@ atomically, and prints the markdown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -110,26 +111,12 @@ def log(message: str) -> None:
 
 def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
     from vitedge.compress.registry import load_model
-    from vitedge.models import LoadedModel, build_architecture
 
     if not settings.quick:
         return load_model(settings.model)
-    from vitedge.calibration.preprocess import DataConfig
-    from vitedge.calibration.sources import CIFAR10_CLASSES
-    from vitedge.compress.train import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
+    from vitedge.compress.train import tiny_cifar_vit
 
-    torch.manual_seed(0)
-    architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    config = DataConfig(
-        input_size=(3, 32, 32),
-        interpolation="bicubic",
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-        crop_pct=1.0,
-        num_classes=10,
-        labels=CIFAR10_CLASSES,
-    )
-    return LoadedModel(build_architecture(architecture).eval(), config, "tiny-random", architecture)
+    return dataclasses.replace(tiny_cifar_vit(0), spec="tiny-random")
 
 
 @torch.no_grad()

@@ -287,6 +287,25 @@ def cifar_vit_architecture(
     )
 
 
+def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
+    """A randomly initialised 2-block, 64-wide ViT for 32×32 CIFAR-10 images: seconds to
+    export, for tests and the benchmarks' quick modes (`overrides` go to the architecture)."""
+    from ..calibration.sources import CIFAR10_CLASSES
+
+    torch.manual_seed(seed)
+    architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, **overrides)
+    config = DataConfig(
+        input_size=(3, 32, 32),
+        interpolation="bicubic",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        crop_pct=1.0,
+        num_classes=10,
+        labels=CIFAR10_CLASSES,
+    )
+    return LoadedModel(build_architecture(architecture).eval(), config, "tiny-vit", architecture)
+
+
 def images_to_tensors(images: ImageSet, config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     if images.labels is None:
         raise VitedgeError(

@@ -11,29 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from vitedge.calibration.preprocess import DataConfig
 from vitedge.calibration.sources import CIFAR10_CLASSES, open_source
-from vitedge.compress.train import CIFAR10_MEAN, CIFAR10_STD, cifar_vit_architecture
-from vitedge.models import LoadedModel, build_architecture
+from vitedge.compress.train import tiny_cifar_vit
+from vitedge.models import LoadedModel
 
 torch.set_num_threads(1)
 
 
 def make_tiny_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     """A randomly initialised 2-block, 64-wide ViT for 32×32 CIFAR-10 images."""
-    torch.manual_seed(seed)
-    architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, **overrides)
-    module = build_architecture(architecture).eval()
-    config = DataConfig(
-        input_size=(3, 32, 32),
-        interpolation="bicubic",
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-        crop_pct=1.0,
-        num_classes=10,
-        labels=CIFAR10_CLASSES,
-    )
-    return LoadedModel(module, config, "tiny-vit", architecture)
+    return tiny_cifar_vit(seed, **overrides)
 
 
 @pytest.fixture()
