@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,11 @@ def profile_by_op(artifact: Path, batch: np.ndarray, threads: int, calls: int = 
     return {op: round(us / whole, 4) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def _in_child(queue: Any, job: str, args: tuple) -> None:
-    queue.put(globals()[job](*args))
+def _in_child(queue: Any, job: Callable[..., Any], args: tuple) -> None:
+    queue.put(job(*args))
 
 
-def in_own_process(job: str, *args: Any) -> Any:
+def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
     """Run `job(*args)` in a fresh process, like every row: no thread pool shared with another."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -117,10 +118,6 @@ def beside_plain_latency_compile(folder: str, threads: int, runs: int, rounds: i
         "plain_config": config,
         "plain_streams": plain.get_property("NUM_STREAMS"),
     }
-
-
-def measured_limits(threads: int) -> dict[str, GemmLimit]:
-    return gemm_limits(threads)
 
 
 def summarize(rows: list[ResultRow], flops: float, limits: dict[str, GemmLimit]) -> list[dict[str, object]]:
@@ -181,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         name=f"CPU formats: {args.model}",
     )
     load_before = os.getloadavg()
-    limits = in_own_process("measured_limits", args.threads)
+    limits = in_own_process(gemm_limits, args.threads)
     rows = run_pipeline(recipe, args.out, force=True)
     loaded = load_model(args.model)
     flops = forward_flops(loaded.module, loaded.data_config.input_size)
     ov_int8 = next(r for r in rows if r.measurement.runtime == "openvino" and r.measurement.precision == "int8")
     plain = in_own_process(
-        "beside_plain_latency_compile", str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs
+        beside_plain_latency_compile, str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs
     )
     plain["row_images_per_s_b1"] = ov_int8.measurement.timing(1).images_per_s
     summary = summarize(rows, flops, limits)

@@ -111,7 +111,7 @@ def export_onnx(module, size: int, folder: Path) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def open_runner(runtime: str, precision: str, target: str, module, onnx: dict[str, Path], batch: int):
+def open_runner(runtime: str, precision: str, target: str, module, onnx: dict[str, Path]):
     if runtime == "torch":
         import copy
 
@@ -194,7 +194,7 @@ def main() -> int:
                     }
                     started = time.perf_counter()
                     try:
-                        runner = open_runner(runtime, precision, target, module, onnx, batch)
+                        runner = open_runner(runtime, precision, target, module, onnx)
                         inputs = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
                         row.update(
                             time_runner(runner, inputs, args.seconds, args.warmup), detail=dict(runner.info.detail)

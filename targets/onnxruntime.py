@@ -112,7 +112,7 @@ def _session_options(threads: int | None) -> Any:
     return options
 
 
-def reported_float_precision(session: Any, precision: str, device: str) -> str:
+def reported_float_precision(session: Any) -> str:
     """The float precision the session will use, from the provider options it reports: the
     CPU provider has f32 kernels only (and the ARM bf16 fast-math switch we turn off), CUDA
     says whether TF32 is on, TensorRT whether fp16 layers are allowed."""
@@ -152,6 +152,6 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
         threads=threads,
         versions={"onnxruntime": ort.__version__},
         detail={"provider": provider},
-        execution_precision=execution_label(precision, reported_float_precision(session, precision, device)),
+        execution_precision=execution_label(precision, reported_float_precision(session)),
     )
     return OnnxRunner(session, session.get_inputs()[0].name, info, str(model_path), _fixed_batch(session))
