@@ -15,9 +15,11 @@ SVD low-rank (+ fine-tune); Nyström for each m before/after a fine-tune; unstru
 magnitude / Taylor pruning (dense: no speedup expected); structured pruning of 25% heads + MLP
 channels before/after a distillation fine-tune; ToMe merging for each r (all blocks, or RxK: the first K) and attention-score
 dropping (training-free); a half-width student trained with and without distillation; and
-the chain prune → distill → int8. Fine-tunes distil from the uncompressed model.
+the chain prune → distill → int8. Fine-tunes distil from the uncompressed model. Every
+number comes from the product's own functions: artifacts from `export_artifact` (what
+`vitedge export` writes), top-1 through the runners, weights by `models.count_weights`.
 
-Timing is paired: in every round each (row, runtime, batch) is timed right after the
+Timing is paired (`targets.paired.paired_rounds`): in every round each (row, runtime, batch) is timed right after the
 baseline's runner for the same runtime and batch (warm-up, then calls for --seconds each, a
 short pause first so the previous runtime's spinning threads go idle). A row's speedup is
 the median over rounds of its pair's ratio of median call times, so drift on a shared
@@ -34,12 +36,9 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,10 @@ import torch
 
 from vitedge.core.cpu import probe_cpu
 from vitedge.core.io import write_text_atomic
-from vitedge.targets.measure import burst_median_s
-
-ONNX_OPSET = 17
+from vitedge.targets.base import Runner
+from vitedge.targets.measure import batched_logits, disk_size_mb, top_k_accuracy
+from vitedge.targets.paired import Pair, paired_rounds, pooled_reference_s
+from vitedge.targets.torch import open_torch
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ class Variant:
     group: str
     loaded: Any  # LoadedModel
     export_from: Any | None  # LoadedModel exported to ONNX (None: no ONNX/OpenVINO row)
-    int8_onnx: bool = False  # ORT dynamic int8 of the export instead of fp32
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
+    onnx_precision: str = "fp32"  # "int8-dynamic": ORT dynamic int8 of the export, and no OpenVINO row
+    runners: dict[str, Runner] | None = None
     row: dict[str, Any] | None = None
 
 
@@ -119,141 +119,109 @@ def base_model(settings: Settings):  # noqa: ANN201 - LoadedModel
     return dataclasses.replace(tiny_cifar_vit(0), spec="tiny-random")
 
 
-@torch.no_grad()
-def top1(module: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], batch: int = 500) -> float:
-    module.eval()
-    correct = sum(
-        int((module(test[0][i : i + batch]).argmax(-1) == test[1][i : i + batch]).sum())
-        for i in range(0, len(test[0]), batch)
-    )
-    return 100.0 * correct / len(test[0])
+def slug_of(name: str) -> str:
+    """A row name as a file name (checkpoints and artifacts in --work)."""
+    return name.replace(" ", "_").replace("/", "_").replace("%", "pct").replace("+", "_")
 
 
-def weight_count(module: torch.nn.Module) -> int:
-    """Stored weights (int8 Linears included, their scales excluded)."""
-    state = module.state_dict()
-    return sum(
-        v.numel()
-        for k, v in state.items()
-        if isinstance(v, torch.Tensor) and not k.endswith(("weight_scale", "weight_zero_point"))
-    )
+def top1(runner: Runner, test: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Test top-1 through a runner, as `vitedge eval` and `vitedge bench` compute it."""
+    return top_k_accuracy(batched_logits(runner, test[0].numpy(), batch_size=500), test[1].numpy()).top1
 
 
-def export_onnx(module: torch.nn.Module, path: Path, input_size: tuple[int, int, int]) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.randn(1, *input_size),),
-            str(path),
-            opset_version=ONNX_OPSET,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=False,
-        )
-    return path
+def export_runners(
+    variant: Variant, probe: np.ndarray, folder: Path, settings: Settings, row: dict[str, Any]
+) -> dict[str, Runner]:
+    """The row's ONNX (and, for fp32, OpenVINO) artifacts written by `export_artifact` as
+    `vitedge export` writes them, opened by `open_artifact` ("runtime/batch" -> runner), with
+    their parity against the PyTorch model they were exported from recorded in `row`.
+    OpenVINO gets one compiled model per batch size: one dynamic-shape compile alternating
+    between batch sizes would time its shape changes too."""
+    from vitedge.exporter.export import export_artifact
+    from vitedge.targets.runners import open_artifact
 
-
-def int8_onnx(src: Path, dst: Path) -> Path:
-    """ORT dynamic int8 on MatMul/Gemm (FIELD-NOTES: quantizing every op hurts)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    return dst
-
-
-def openvino_ir(onnx_path: Path, xml: Path) -> Path:
-    import openvino as ov
-
-    # Core.read_model, not ov.convert_model: the latter forks telemetry senders that stall offline.
-    ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    return xml
+    source = variant.export_from
+    slug = slug_of(variant.name)
+    formats = [("onnx", variant.onnx_precision)] + ([("openvino", "fp32")] if variant.onnx_precision == "fp32" else [])
+    reference = open_torch(source.module, threads=settings.threads)(probe)
+    runners = {}
+    for to, precision in formats:
+        out = export_artifact(source, to=to, precision=precision, out=folder / f"{slug}-{to}-{precision}", force=True)
+        if to == "openvino":
+            opened = {batch: open_artifact(out, threads=settings.threads) for batch in settings.batches}
+        else:
+            opened = dict.fromkeys(settings.batches, open_artifact(out, threads=settings.threads))
+            row["onnx_mb"] = disk_size_mb(out)
+        row[f"{to}_max_abs_diff"] = float(np.abs(opened[settings.batches[0]](probe) - reference).max())
+        runners.update({f"{to}/{batch}": runner for batch, runner in opened.items()})
+    return runners
 
 
 def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: Path, settings: Settings) -> None:
-    """Accuracy, size, exports, parity, and the runners to time later."""
-    from vitedge.models import save_checkpoint
-    from vitedge.targets.onnxruntime import open_onnx
-    from vitedge.targets.openvino import open_openvino
-    from vitedge.targets.torch import open_torch
+    """Accuracy, weights, size, exports, parity, and the runners to time later."""
+    from vitedge.models import count_weights, save_checkpoint
 
     began = time.perf_counter()
     loaded = variant.loaded
-    slug = variant.name.replace(" ", "_").replace("/", "_").replace("%", "pct").replace("+", "_")
-    checkpoint = save_checkpoint(loaded, folder / f"{slug}.safetensors")
+    checkpoint = save_checkpoint(loaded, folder / f"{slug_of(variant.name)}.safetensors")
+    torch_runner = open_torch(loaded.module, threads=settings.threads)
     row: dict[str, Any] = {
         "name": variant.name,
         "group": variant.group,
         "steps": [{"name": r["name"], "options": r["options"]} for r in loaded.steps],
-        "top1": top1(loaded.module, test),
-        "params": weight_count(loaded.module),
+        "top1": top1(torch_runner, test),
+        "params": count_weights(loaded.module),
         "mb": checkpoint.stat().st_size / 1e6,
     }
     sparsity = [r["structure"].get("sparsity") for r in loaded.steps if "sparsity" in r.get("structure", {})]
     if sparsity:
         row["sparsity"] = sparsity[-1]
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    torch_runner = open_torch(loaded.module, threads=settings.threads)
-    for batch in settings.batches:
-        runners[f"torch/{batch}"] = torch_runner
+    variant.runners = {f"torch/{batch}": torch_runner for batch in settings.batches}
     if variant.export_from is not None:
-        input_size = tuple(loaded.data_config.input_size)
-        onnx_path = export_onnx(variant.export_from.module, folder / f"{slug}.onnx", input_size)
-        if variant.int8_onnx:
-            onnx_path = int8_onnx(onnx_path, folder / f"{slug}.int8.onnx")
-        row["onnx_mb"] = onnx_path.stat().st_size / 1e6
-        onnx_runner = open_onnx(
-            onnx_path, precision="int8-dynamic" if variant.int8_onnx else "fp32", threads=settings.threads
-        )
-        probe = test[0][:32].numpy()
-        with torch.no_grad():
-            reference = variant.export_from.module(torch.from_numpy(probe)).numpy()
-        row["onnx_max_abs_diff"] = float(np.abs(onnx_runner(probe) - reference).max())
-        for batch in settings.batches:
-            runners[f"onnx/{batch}"] = onnx_runner
-        if not variant.int8_onnx:
-            xml = openvino_ir(onnx_path, folder / f"{slug}.xml")
-            for batch in settings.batches:
-                runners[f"openvino/{batch}"] = open_openvino(xml, precision="fp32", threads=settings.threads)
-            row["openvino_max_abs_diff"] = float(
-                np.abs(runners[f"openvino/{settings.batches[0]}"](probe) - reference).max()
-            )
-    variant.runners, variant.row = runners, row
+        variant.runners.update(export_runners(variant, test[0][:32].numpy(), folder, settings, row))
+    variant.row = row
     log(
         f"{variant.name}: top-1 {row['top1']:.2f}%, {row['params']:,} weights, {row['mb']:.2f} MB ({time.perf_counter() - began:.0f} s)"
     )
 
 
+def timing_pairs(variants: list[Variant], inputs: dict[int, np.ndarray]) -> list[Pair]:
+    """Every (variant, runtime, batch) paired with the baseline's runner for the same runtime
+    and batch; a baseline runner no row is compared with is paired with itself, so that it
+    still has an it/s. Pair names are "index:runtime/batch"."""
+    base = variants[0].runners or {}
+
+    def batch_of(key: str) -> np.ndarray:
+        return inputs[int(key.split("/")[1])]
+
+    compared = {key for variant in variants[1:] for key in variant.runners or {}}
+    pairs = [Pair(f"0:{key}", runner, runner, batch_of(key)) for key, runner in base.items() if key not in compared]
+    for index, variant in enumerate(variants[1:], start=1):
+        for key, runner in (variant.runners or {}).items():
+            pairs.append(Pair(f"{index}:{key}", base[key], runner, batch_of(key)))
+    return pairs
+
+
 def time_all(variants: list[Variant], settings: Settings, image_shape: tuple[int, ...]) -> None:
-    """Paired rounds: every (variant, runtime, batch) right after the baseline's same key."""
+    """Paired rounds (targets.paired), then each row's img/s per runtime and batch, its speedup
+    over the baseline, and its best export's batch-1 it/s."""
     rng = np.random.default_rng(0)
     inputs = {batch: rng.standard_normal((batch, *image_shape)).astype(np.float32) for batch in settings.batches}
-    base = variants[0]
-    durations: dict[tuple[int, str], list[float]] = {}
-    ratios: dict[tuple[int, str], list[float]] = {}
-    for round_index in range(settings.rounds):
-        for index, variant in enumerate(variants):
-            for key, runner in (variant.runners or {}).items():
-                batch = inputs[int(key.split("/")[1])]
-                partner = (base.runners or {}).get(key) if index else None
-                if partner is not None:
-                    reference = burst_median_s(partner, batch, settings.seconds)
-                    durations.setdefault((0, key), []).append(reference)
-                median = burst_median_s(runner, batch, settings.seconds)
-                durations.setdefault((index, key), []).append(median)
-                if partner is not None:
-                    ratios.setdefault((index, key), []).append(reference / median)
-        log(f"timing round {round_index + 1}/{settings.rounds} done")
+    timed = paired_rounds(
+        timing_pairs(variants, inputs),
+        rounds=settings.rounds,
+        seconds=settings.seconds,
+        on_round=lambda done: log(f"timing round {done}/{settings.rounds} done"),
+    )
     for index, variant in enumerate(variants):
         for key in variant.runners or {}:
             runtime, batch = key.split("/")
-            median = statistics.median(durations[(index, key)])
+            if index:
+                median, ratio = timed[f"{index}:{key}"].median_s, timed[f"{index}:{key}"].ratio
+                variant.row.setdefault("speedup", {}).setdefault(runtime, {})[batch] = ratio
+            else:
+                median = pooled_reference_s(timing for name, timing in timed.items() if name.split(":", 1)[1] == key)
             variant.row.setdefault("images_per_s", {}).setdefault(runtime, {})[batch] = int(batch) / median
-            if (index, key) in ratios:
-                variant.row.setdefault("speedup", {}).setdefault(runtime, {})[batch] = statistics.median(
-                    ratios[(index, key)]
-                )
         per_runtime = variant.row.get("images_per_s", {})
         variant.row["it_per_s_torch"] = per_runtime.get("torch", {}).get("1")
         exported = {
@@ -286,7 +254,13 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
     variants = [Variant("fp32 baseline", "baseline", base, base)]
     if want("quantize"):
         variants.append(
-            Variant("dynamic int8", "quantize", apply_steps(base, [("quantize-dynamic", {})]), base, int8_onnx=True)
+            Variant(
+                "dynamic int8",
+                "quantize",
+                apply_steps(base, [("quantize-dynamic", {})]),
+                base,
+                onnx_precision="int8-dynamic",
+            )
         )
         variants.append(Variant("fp16", "quantize", apply_steps(base, [("fp16", {})]), None))
         variants.append(Variant("bf16", "quantize", apply_steps(base, [("bf16", {})]), None))
@@ -328,7 +302,11 @@ def build_variants(settings: Settings, base, train) -> list[Variant]:  # noqa: A
             Variant("structured 25% heads+MLP + distill fine-tune", "prune-structured", recovered, recovered)
         )
         chained = apply_steps(recovered, [("quantize-dynamic", {})])
-        variants.append(Variant("structured 25% + distill + int8 (chain)", "chain", chained, recovered, int8_onnx=True))
+        variants.append(
+            Variant(
+                "structured 25% + distill + int8 (chain)", "chain", chained, recovered, onnx_precision="int8-dynamic"
+            )
+        )
 
     if want("tokens"):
         for spec in settings.merge_r:

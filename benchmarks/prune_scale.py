@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ import torch
 
 from vitedge.core.cpu import probe_cpu
 from vitedge.core.io import write_text_atomic
-from vitedge.targets.measure import burst_median_s
+from vitedge.targets.base import Runner
+from vitedge.targets.paired import Pair, paired_rounds, pooled_reference_s
 
 RATIOS = (0.25, 0.5)
 DEFAULT_MODELS = ("vitedge-cifar10", "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
@@ -43,39 +43,37 @@ def log(message: str) -> None:
 
 def open_pruned_runners(
     spec: str, folder: Path, threads: int
-) -> tuple[dict[float, object], dict[float, int], tuple[int, int, int]]:
-    """ONNX Runtime sessions of the model pruned by 0 and by each of RATIOS, and their weights."""
+) -> tuple[dict[float, Runner], dict[float, int], tuple[int, ...]]:
+    """ONNX Runtime runners of the model pruned by 0 and by each of RATIOS (fp32 artifacts as
+    `vitedge export` writes them), and the weights each model stores."""
     from vitedge.compress.registry import apply_steps, load_model
-    from vitedge.exporter.onnx import export_onnx
-    from vitedge.targets.onnxruntime import open_onnx
+    from vitedge.exporter.export import export_artifact
+    from vitedge.models import count_weights
+    from vitedge.targets.runners import open_artifact
 
     base = load_model(spec)
-    input_size = tuple(base.data_config.input_size)
     runners, weights = {}, {}
     for ratio in (0.0, *RATIOS):
         loaded = apply_steps(base, [("prune-structured", {"ratio": ratio})]) if ratio else base
-        path = export_onnx(loaded.module, folder / f"{spec.replace('/', '_')}-{ratio}.onnx", input_size=input_size)
-        runners[ratio] = open_onnx(path, precision="fp32", threads=threads)
-        weights[ratio] = sum(p.numel() for p in loaded.module.parameters())
-    return runners, weights, input_size
+        out = folder / f"{spec.replace('/', '_')}-{ratio}"
+        runners[ratio] = open_artifact(export_artifact(loaded, to="onnx", precision="fp32", out=out), threads=threads)
+        weights[ratio] = count_weights(loaded.module)
+    return runners, weights, tuple(base.data_config.input_size)
 
 
-def time_model(runners: dict[float, object], image: np.ndarray, rounds: int, seconds: float) -> dict[str, object]:
-    ratios: dict[float, list[float]] = {ratio: [] for ratio in RATIOS}
-    unpruned: list[float] = []
-    for _ in range(rounds):
-        for ratio in RATIOS:
-            reference = burst_median_s(runners[0.0], image, seconds)
-            ratios[ratio].append(reference / burst_median_s(runners[ratio], image, seconds))
-            unpruned.append(reference)
-    speedups = {ratio: statistics.median(values) for ratio, values in ratios.items()}
+def time_model(runners: dict[float, Runner], image: np.ndarray, rounds: int, seconds: float) -> dict[str, object]:
+    """Each pruned model paired with the unpruned one in every round; the untouched share
+    is the intercept at kept fraction 0 of the line through relative time against kept."""
+    pairs = [Pair(str(ratio), runners[0.0], runners[ratio], image) for ratio in RATIOS]
+    timed = paired_rounds(pairs, rounds=rounds, seconds=seconds)
+    speedups = {ratio: timed[str(ratio)].ratio for ratio in RATIOS}
     kept = np.array([1.0, *(1.0 - ratio for ratio in RATIOS)])
     relative_time = np.array([1.0, *(1.0 / speedups[ratio] for ratio in RATIOS)])
     _, untouched = np.polyfit(kept, relative_time, 1)
     return {
-        "unpruned_ms": 1000.0 * statistics.median(unpruned),
+        "unpruned_ms": 1000.0 * pooled_reference_s(timed.values()),
         "speedup": {str(ratio): speedups[ratio] for ratio in RATIOS},
-        "round_ratios": {str(ratio): values for ratio, values in ratios.items()},
+        "round_ratios": {name: list(timing.round_ratios) for name, timing in timed.items()},
         "untouched_share": float(untouched),
     }
 
