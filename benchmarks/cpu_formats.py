@@ -83,14 +83,14 @@ def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def beside_plain_latency_compile(folder: str, threads: int, runs: int, rounds: int = 5) -> dict[str, Any]:
+def beside_plain_latency_compile(folder: str, threads: int, seconds: float = 1.0, rounds: int = 5) -> dict[str, Any]:
     """Batch-1 img/s of the artifact's own runner (open_artifact, as every row) and of the same
     IR compiled with nothing but the LATENCY hint, the thread count and the precision the
-    runner reported, timed alternately in one process: only how vitedge configured the
-    compile differs, and the machine's drift hits both alike."""
+    runner reported, in paired rounds (targets.paired) in one process: only how vitedge
+    configured the compile differs, and the machine's drift hits both alike."""
     import openvino as ov
 
-    from vitedge.targets.measure import time_runner
+    from vitedge.targets.paired import Pair, paired_rounds
     from vitedge.targets.runners import open_artifact
 
     runner = open_artifact(Path(folder), threads=threads)
@@ -105,14 +105,13 @@ def beside_plain_latency_compile(folder: str, threads: int, runs: int, rounds: i
         .standard_normal((1, *runner.compiled.input(0).get_partial_shape()[1:].to_shape()))
         .astype(np.float32)
     )
-    ours, theirs = [], []
-    for _ in range(rounds):
-        ours.append(time_runner(runner, batch, runs=runs).images_per_s)
-        theirs.append(time_runner(lambda x: plain(x)[0], batch, runs=runs).images_per_s)
+    pair = Pair("vitedge runner", lambda x: plain(x)[0], runner, batch)
+    timed = paired_rounds([pair], rounds=rounds, seconds=seconds)["vitedge runner"]
     return {
-        "vitedge_runner_images_per_s_b1": float(np.median(ours)),
-        "plain_latency_images_per_s_b1": float(np.median(theirs)),
-        "ratio": float(np.median(ours) / np.median(theirs)),
+        "vitedge_runner_images_per_s_b1": 1.0 / timed.median_s,
+        "plain_latency_images_per_s_b1": 1.0 / timed.reference_median_s,
+        "ratio": timed.ratio,  # median over rounds of plain seconds / runner seconds: > 1, the runner is faster
+        "round_ratios": list(timed.round_ratios),
         "rounds": rounds,
         "vitedge_runner": runner.info.detail,
         "plain_config": config,
@@ -183,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     flops = forward_flops(loaded.module, loaded.data_config.input_size)
     ov_int8 = next(r for r in rows if r.measurement.runtime == "openvino" and r.measurement.precision == "int8")
-    plain = in_own_process(
-        beside_plain_latency_compile, str(args.out / "artifacts" / "openvino-int8"), args.threads, args.runs
-    )
+    plain = in_own_process(beside_plain_latency_compile, str(args.out / "artifacts" / "openvino-int8"), args.threads)
     plain["row_images_per_s_b1"] = ov_int8.measurement.timing(1).images_per_s
     summary = summarize(rows, flops, limits)
     result: dict[str, object] = {
