@@ -13,8 +13,10 @@ are part of the artifact (the manifest lists every file).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,27 @@ def _batch_example(input_size: tuple[int, int, int], batch: str | int) -> torch.
     # two images when the batch is dynamic: a size-1 example lets the tracer fold the batch axis
     size = 2 if batch == "dynamic" else int(batch)
     return torch.zeros((size, *input_size), dtype=torch.float32)
+
+
+@contextlib.contextmanager
+def traceable(module: nn.Module) -> Iterator[None]:
+    """The module's math in a form the TorchScript tracer can write as ONNX, restored after:
+    nn.MultiheadAttention's inference fast path (torchvision ViTs) is one fused op with no ONNX
+    symbolic, and timm Eva's fused attention call hands the tracer a tensor `is_causal`; both
+    have an unfused path that computes the same values (parity checks the result)."""
+    from timm.models.eva import EvaAttention
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    fused = [child for child in module.modules() if isinstance(child, EvaAttention) and child.fused_attn]
+    torch.backends.mha.set_fastpath_enabled(False)
+    for child in fused:
+        child.fused_attn = False
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for child in fused:
+            child.fused_attn = True
 
 
 def _export_error(exc: Exception) -> VitedgeError:
@@ -61,7 +84,7 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; correctness is checked below
         try:
-            with torch.no_grad():
+            with torch.no_grad(), traceable(module):
                 torch.onnx.export(
                     module,
                     (example,),

@@ -1,15 +1,21 @@
 """One way to turn a model spec into a torch module and its DataConfig, used by every command.
 
 Specs: the embedded default `vitedge-cifar10`; a timm name (`vit_base_patch16_224`, with
-`pretrained=True` going through timm's normal hub/cache loading); `hf-hub:org/name`; a local
+`pretrained=True` going through timm's normal hub/cache loading); `hf-hub:org/name`; a Hugging
+Face transformers folder written by `save_pretrained` (weights from safetensors only) or
+`transformers:org/name` from the hub; `torchvision:vit_b_16` (any torchvision builder); a local
 `.safetensors` (our own checkpoints carry architecture, DataConfig and compression records in
 the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary pickles).
+
+Which modules count as Vision Transformers is `vit_family`: the compression steps declare the
+families they support by these names, and export refuses anything else.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +39,9 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to build the empty module: a timm model name plus keyword overrides."""
+    """How to build the empty module: a timm model name, `torchvision:<builder>`, or
+    `transformers:<class>` (kwargs `{"config": <the model's config as a dict>}`), plus keyword
+    overrides. A transformers config is plain JSON data, so a checkpoint can carry it."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -60,17 +68,106 @@ class LoadedModel:
         return LoadedModel(module, self.data_config, self.spec, self.architecture, steps, self.source_sha256)
 
 
-def is_vit(module: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
+def count_weights(module: nn.Module) -> int:
+    """Weights the module stores: its state dict's tensor elements, int8 weights included and
+    their quantization scales and zero points left out, so a pruned, distilled or quantized
+    module is counted the same way as the model it came from."""
+    return int(
+        sum(
+            value.numel()
+            for key, value in module.state_dict().items()
+            if isinstance(value, torch.Tensor) and not key.endswith(("scale", "zero_point"))
+        )
+    )
 
-    return isinstance(module, VisionTransformer)
+
+HF_PREFIX = "transformers:"
+TORCHVISION_PREFIX = "torchvision:"
+# family name -> what a person calls it; the compression steps declare support by these names
+FAMILIES = {
+    "timm-vit": "timm VisionTransformer",
+    "timm-eva": "timm Eva (EVA-02, RoPE ViTs)",
+    "timm-beit": "timm Beit",
+    "timm-relpos": "timm VisionTransformerRelPos",
+    "hf-vit": "Hugging Face ViT/DeiT",
+    "hf-beit": "Hugging Face BEiT",
+    "hf-dinov2": "Hugging Face DINOv2",
+    "torchvision-vit": "torchvision VisionTransformer",
+}
+# transformers `model_type` -> family: the ViT image classifiers we know how to export
+HF_FAMILIES = {
+    "vit": "hf-vit",
+    "deit": "hf-vit",
+    "vit_msn": "hf-vit",
+    "beit": "hf-beit",
+    "data2vec-vision": "hf-beit",
+    "dinov2": "hf-dinov2",
+    "dinov2_with_registers": "hf-dinov2",
+}
+
+
+class HFImageClassifier(nn.Module):
+    """A transformers image classifier seen as every other model here: forward(pixel_values)
+    returns the logits tensor (transformers returns an output object, which neither the
+    exporters nor the training loop take). `model` keeps the transformers module whole."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.config.num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def _timm_family(module: nn.Module) -> str | None:
+    from timm.models.beit import Beit
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
+
+    kinds = (
+        (VisionTransformer, "timm-vit"),
+        (Eva, "timm-eva"),
+        (Beit, "timm-beit"),
+        (VisionTransformerRelPos, "timm-relpos"),
+    )
+    return next((family for kind, family in kinds if isinstance(module, kind)), None)
+
+
+def vit_family(module: nn.Module) -> str | None:
+    """The ViT family of `module` (a key of FAMILIES), None when it is not a ViT we know."""
+    if isinstance(module, HFImageClassifier):
+        return HF_FAMILIES.get(str(module.config.model_type))
+    from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
+
+    if isinstance(module, TorchvisionViT):
+        return "torchvision-vit"
+    return _timm_family(module)
+
+
+def model_kind(module: nn.Module) -> str:
+    """What the module is, in the words of its library (the transformers class, not our wrapper)."""
+    return type(module.model if isinstance(module, HFImageClassifier) else module).__name__
+
+
+def is_vit(module: nn.Module) -> bool:
+    return vit_family(module) is not None
 
 
 def require_vit(loaded: LoadedModel, what: str) -> None:
     if not is_vit(loaded.module):
         raise VitedgeError(
-            f"{what} needs a Vision Transformer, but {loaded.spec} is a {type(loaded.module).__name__}",
-            "use a timm ViT/DeiT model (e.g. vit_small_patch16_224) or vitedge-cifar10",
+            f"{what} needs a Vision Transformer, but {loaded.spec} is a {model_kind(loaded.module)}",
+            "use a ViT: timm (VisionTransformer/DeiT, Eva, Beit, RelPos), a transformers ViT/DeiT/BEiT/DINOv2 folder, "
+            "torchvision:vit_b_16, or vitedge-cifar10",
         )
 
 
@@ -86,14 +183,48 @@ def unknown_model_hint(name: str) -> str:
     return f"did you mean {close[0]}?{others}"
 
 
-def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Module:
+def _build_timm(arch: Architecture, pretrained: bool) -> nn.Module:
     import timm
 
     if not arch.name.startswith("hf-hub:") and not timm.is_model(arch.name):
         raise VitedgeError(f"unknown model {arch.name!r}", unknown_model_hint(arch.name))
+    return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
+
+
+def _build_torchvision(arch: Architecture, pretrained: bool) -> nn.Module:
+    """`torchvision:<builder>` through torchvision's own registry; `torchvision:VisionTransformer`
+    is the class itself, for sizes no builder offers (the builders fix depth and width)."""
+    import torchvision
+
+    name = arch.name.removeprefix(TORCHVISION_PREFIX)
+    if name == "VisionTransformer":
+        return torchvision.models.VisionTransformer(**arch.kwargs)
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        raise VitedgeError(
+            f"unknown torchvision model {name!r}",
+            f"did you mean torchvision:{close[0]}?" if close else "see torchvision.models.list_models()",
+        )
+    return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **arch.kwargs)
+
+
+def _build_transformers(arch: Architecture) -> nn.Module:
+    """An empty transformers classifier from the config a checkpoint recorded (weights load after)."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**arch.kwargs["config"])
+    return HFImageClassifier(getattr(transformers, arch.name.removeprefix(HF_PREFIX))(config).float().eval())
+
+
+def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Module:
     try:
-        return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
-    except (TypeError, ValueError, AssertionError) as exc:
+        if arch.name.startswith(HF_PREFIX):
+            return _build_transformers(arch)
+        if arch.name.startswith(TORCHVISION_PREFIX):
+            return _build_torchvision(arch, pretrained)
+        return _build_timm(arch, pretrained)
+    except (TypeError, ValueError, AssertionError, AttributeError, KeyError) as exc:
         raise VitedgeError(
             f"cannot build {arch.name} with {arch.kwargs}: {exc}", "check the architecture options"
         ) from None
@@ -106,29 +237,196 @@ def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Mo
         ) from None
 
 
-def data_config_for(module: nn.Module, labels: tuple[str, ...] = ()) -> DataConfig:
-    """timm's pretrained config → our DataConfig (ImageNet labels when it has 1000 classes)."""
+def _imagenet_labels(num_classes: int) -> tuple[str, ...]:
     import timm.data
 
+    if num_classes != 1000 or not hasattr(timm.data, "ImageNetInfo"):
+        return ()
+    return tuple(name.split(",")[0] for name in timm.data.ImageNetInfo().label_descriptions(as_dict=False))
+
+
+def _crop_pct(crop: int, resized: int) -> float:
+    """crop/resized, nudged down where float division would make timm's floor(crop / pct) land
+    one pixel short of `resized` (32 / (32 / 36) is 35.99...)."""
+    pct = crop / resized
+    while math.floor(crop / pct) < resized:
+        pct = math.nextafter(pct, 0.0)
+    return pct
+
+
+def _torchvision_data_config(module: nn.Module, name: str) -> DataConfig:
+    """The eval transform torchvision publishes with the builder's weights (`weights.transforms()`:
+    resize the short side, center crop, normalize); the weights entry whose crop fits the
+    module's image size, else the default entry's crop ratio at the module's size."""
+    import torchvision
+
+    size = int(module.image_size)
+    try:
+        entries = torchvision.models.get_model_weights(name)
+    except ValueError:  # the class itself, or a builder without weights: the ViT-B/16 recipe
+        entries = torchvision.models.ViT_B_16_Weights
+    chosen = next((w for w in (entries.DEFAULT, *entries) if w.transforms().crop_size[0] == size), entries.DEFAULT)
+    preset = chosen.transforms()
+    ratio = _crop_pct(preset.crop_size[0], preset.resize_size[0])
+    categories = tuple(chosen.meta.get("categories", ()))
+    num_classes = int(module.num_classes)
+    return DataConfig(
+        input_size=(3, size, size),
+        interpolation=preset.interpolation.value,
+        mean=tuple(float(v) for v in preset.mean),
+        std=tuple(float(v) for v in preset.std),
+        crop_pct=_crop_pct(size, math.floor(size / ratio)),
+        crop_mode="center",
+        num_classes=num_classes,
+        labels=categories if len(categories) == num_classes else (),
+    )
+
+
+def _hf_geometry(settings: dict[str, Any], source: str) -> tuple[int, int, float, str]:
+    """(height, width, crop_pct, crop_mode) of a transformers image processor's resize + crop:
+    a fixed height×width resize is timm's "squash", a shortest-edge resize its "center"."""
+    size = settings.get("size") or {}
+    crop = settings.get("crop_size") if settings.get("do_center_crop") else None
+    if not settings.get("do_resize", True):
+        raise VitedgeError(
+            f"the image processor of {source} does not resize", "set do_resize and size in preprocessor_config.json"
+        )
+    if "height" in size and "width" in size:
+        height, width = (int(crop["height"]), int(crop["width"])) if crop else (int(size["height"]), int(size["width"]))
+        pct = _crop_pct(height, int(size["height"]))
+        if math.floor(width / pct) != int(size["width"]):
+            raise VitedgeError(
+                f"the image processor of {source} crops height and width by different ratios ({size} → {crop})",
+                "use a processor whose crop keeps the resize's aspect ratio",
+            )
+        return height, width, pct, "squash"
+    if "shortest_edge" in size and crop and int(crop["height"]) == int(crop["width"]):
+        side = int(crop["height"])
+        return side, side, _crop_pct(side, int(size["shortest_edge"])), "center"
+    raise VitedgeError(
+        f"the image processor of {source} resizes to {size} with crop {crop}, which gives no fixed input size",
+        "use size {height, width}, or shortest_edge with a square center crop",
+    )
+
+
+def hf_data_config(source: str, config: Any) -> DataConfig:
+    """A transformers model's own image processor (preprocessor_config.json, read through
+    AutoImageProcessor) as our DataConfig; labels from the model config's id2label."""
+    import transformers
+    from PIL import Image
+
+    try:
+        settings = transformers.AutoImageProcessor.from_pretrained(source).to_dict()
+    except (OSError, ValueError, KeyError) as exc:
+        raise VitedgeError(
+            f"{source} has no usable image processor config ({str(exc).splitlines()[0][:160]})",
+            "save the model's processor beside it: AutoImageProcessor.from_pretrained(...).save_pretrained(folder)",
+        ) from None
+    if (
+        settings.get("do_rescale", True) is False
+        or abs(float(settings.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9
+    ):
+        raise VitedgeError(
+            f"the image processor of {source} does not scale pixels by 1/255",
+            "vitedge feeds pixels scaled to 0..1; set do_rescale true with rescale_factor 1/255",
+        )
+    height, width, pct, mode = _hf_geometry(settings, source)
+    normalize = settings.get("do_normalize", True)
+    mean, std = (settings.get("image_mean"), settings.get("image_std")) if normalize else (0.0, 1.0)
+    mean, std = (
+        ([mean] * 3 if isinstance(mean, (int, float)) else mean),
+        ([std] * 3 if isinstance(std, (int, float)) else std),
+    )
+    labels = tuple(str(config.id2label[i]) for i in range(int(config.num_labels)))
+    generic = all(label == f"LABEL_{i}" for i, label in enumerate(labels))
+    return DataConfig(
+        input_size=(3, height, width),
+        interpolation=Image.Resampling(int(settings.get("resample", Image.Resampling.BILINEAR))).name.lower(),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        crop_pct=pct,
+        crop_mode=mode,
+        num_classes=int(config.num_labels),
+        labels=() if generic else labels,
+    )
+
+
+def data_config_for(module: nn.Module, labels: tuple[str, ...] = (), *, arch: Architecture | None = None) -> DataConfig:
+    """timm's pretrained config (or torchvision's weights transforms) → our DataConfig
+    (ImageNet labels when it has 1000 classes). A transformers model's comes from its image
+    processor (`hf_data_config`), which the module does not carry."""
+    import timm.data
+
+    if isinstance(module, HFImageClassifier):
+        raise VitedgeError(
+            "a transformers model needs its image processor config for preprocessing",
+            "load it from its save_pretrained folder, or save a checkpoint that records data_config",
+        )
+    if vit_family(module) == "torchvision-vit" or (arch is not None and arch.name.startswith(TORCHVISION_PREFIX)):
+        return _torchvision_data_config(module, arch.name.removeprefix(TORCHVISION_PREFIX) if arch else "vit_b_16")
     resolved = timm.data.resolve_data_config({}, model=module)
     num_classes = int(getattr(module, "num_classes", 0) or 0)
-    if not labels and num_classes == 1000:
-        labels = (
-            tuple(timm.data.ImageNetInfo().label_descriptions(as_dict=False))
-            if hasattr(timm.data, "ImageNetInfo")
-            else ()
-        )
-        labels = tuple(name.split(",")[0] for name in labels)
+    # the pretrained config keeps its 224 px when the model was built at another img_size
+    built = getattr(getattr(module, "patch_embed", None), "img_size", None)
+    size = (3, *(int(v) for v in built)) if built is not None else tuple(int(v) for v in resolved["input_size"])
     return DataConfig(
-        input_size=tuple(int(v) for v in resolved["input_size"]),
+        input_size=size,
         interpolation=str(resolved.get("interpolation", "bicubic")),
         mean=tuple(float(v) for v in resolved["mean"]),
         std=tuple(float(v) for v in resolved["std"]),
         crop_pct=float(resolved.get("crop_pct", 0.875)),
         crop_mode=str(resolved.get("crop_mode", "center")),
         num_classes=num_classes,
-        labels=labels,
+        labels=labels or _imagenet_labels(num_classes),
     )
+
+
+def _classifier_class(config: Any, source: str) -> type:
+    """The transformers class a folder's config names, if it is an image classifier (a bare
+    encoder such as ViTModel has no logits to export or compare)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(str(config.model_type), ())
+    names = (names,) if isinstance(names, str) else tuple(names)
+    declared = (getattr(config, "architectures", None) or [None])[0]
+    if not names or (declared is not None and declared not in names):
+        raise VitedgeError(
+            f"{source} holds a {declared or config.model_type} model, not an image classifier",
+            "save a *ForImageClassification model (with its classification head) with save_pretrained",
+        )
+    return getattr(transformers, declared or names[0])
+
+
+def load_transformers(source: str, *, spec: str, pretrained: bool = True) -> LoadedModel:
+    """A transformers image classifier from a save_pretrained folder or a hub id: weights from
+    safetensors only (`use_safetensors=True`, never a pickle), or random weights from the config
+    when `pretrained` is false; preprocessing from its image processor config."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # stdout/stderr stay the tool's (export --json prints JSON only)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        model_class = _classifier_class(config, spec)
+        model = model_class.from_pretrained(source, use_safetensors=True) if pretrained else model_class(config)
+    except (OSError, ValueError) as exc:
+        raise VitedgeError(
+            f"cannot load the transformers model {spec}: {str(exc).splitlines()[0][:200]}",
+            "a folder needs config.json and model.safetensors (save_pretrained's default); a hub id needs the network or the HF cache",
+        ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    module = HFImageClassifier(model.float().eval())
+    _refuse_non_finite(module.state_dict(), Path(spec))
+    arch = Architecture(
+        HF_PREFIX + model_class.__name__, {"config": json.loads(model.config.to_json_string(use_diff=False))}
+    )
+    weights = Path(source) / "model.safetensors"
+    digest = sha256_file(weights) if weights.is_file() else ""
+    return LoadedModel(module, hf_data_config(source, model.config), spec, arch, (), digest)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -254,8 +552,9 @@ def load_checkpoint(
         )
     if arch_name and arch_name != arch.name:
         arch = Architecture(arch_name, {})
-    if "num_classes" not in arch.kwargs and "head.weight" in state:
-        arch = Architecture(arch.name, {**arch.kwargs, "num_classes": int(state["head.weight"].shape[0])})
+    head = next((key for key in ("head.weight", "heads.head.weight") if key in state), None)  # timm, torchvision
+    if not arch.name.startswith(HF_PREFIX) and "num_classes" not in arch.kwargs and head is not None:
+        arch = Architecture(arch.name, {**arch.kwargs, "num_classes": int(state[head].shape[0])})
     records = list(metadata.get("steps", []))
     if records and replay is None:
         raise ValueError(
@@ -264,7 +563,7 @@ def load_checkpoint(
     module = replay.before_load(build_architecture(arch), records) if records else build_architecture(arch)
     _load_weights(module, state, path, arch)
     module = (replay.after_load(module, records) if records else module).eval()
-    config = _recorded_data_config(metadata, path) if "data_config" in metadata else data_config_for(module)
+    config = _recorded_data_config(metadata, path) if "data_config" in metadata else data_config_for(module, arch=arch)
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 
@@ -280,11 +579,15 @@ def load_model(
             )
         return load_checkpoint(EMBEDDED[spec], spec=spec, replay=replay)
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():  # a transformers save_pretrained folder
+        return load_transformers(str(path), spec=spec)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         return load_checkpoint(path, arch_name=arch, replay=replay)
+    if spec.startswith(HF_PREFIX) and "/" in spec:  # a hub id: weights with pretrained, else the config only
+        return load_transformers(spec.removeprefix(HF_PREFIX), spec=spec, pretrained=pretrained)
     architecture = Architecture(spec, {})
     module = build_architecture(architecture, pretrained=pretrained or spec.startswith("hf-hub:")).eval()
-    return LoadedModel(module, data_config_for(module), spec, architecture)
+    return LoadedModel(module, data_config_for(module, arch=architecture), spec, architecture)
 
 
 def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
