@@ -11,16 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support import make_tiny_vit
 from vitedge.calibration.sources import CIFAR10_CLASSES, open_source
-from vitedge.compress.train import tiny_cifar_vit
 from vitedge.models import LoadedModel
 
 torch.set_num_threads(1)
-
-
-def make_tiny_vit(seed: int = 0, **overrides: object) -> LoadedModel:
-    """A randomly initialised 2-block, 64-wide ViT for 32×32 CIFAR-10 images."""
-    return tiny_cifar_vit(seed, **overrides)
 
 
 @pytest.fixture()
@@ -50,7 +45,7 @@ def cifar_batch(cifar_test) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def bundle_python(tmp_path_factory) -> Path:
     """Python of a fresh venv with numpy, Pillow and onnxruntime only; built once a session."""
-    from boards import BUNDLE_PACKAGES, clean_env, make_venv
+    from tests.support.boards import BUNDLE_PACKAGES, clean_env, make_venv
 
     python = make_venv(tmp_path_factory.mktemp("bundle-venv"), BUNDLE_PACKAGES)
     probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, env=clean_env())
@@ -60,7 +55,7 @@ def bundle_python(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_artifact(tmp_path_factory) -> Path:
-    from boards import make_onnx_artifact
+    from tests.support.boards import make_onnx_artifact
 
     return make_onnx_artifact(tmp_path_factory.mktemp("tiny-fp32") / "artifact")
 

@@ -29,15 +29,16 @@ def compress_command(
 ) -> None:
     """Compress a model with one or more steps; the result loads anywhere a model is accepted."""
     from ..compress.pipeline import compress_to_file
+    from ..models import count_weights
 
     command = "vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     compressed = compress_to_file(
         model, step, out_path, data=data, data_count=data_count or None, arch=arch, command=command
     )
-    params = sum(p.numel() for p in compressed.module.parameters())
+    weights = count_weights(compressed.module)
     for record in compressed.steps:
         console.print(f"{record['name']} {record['options']}", highlight=False)
-    out.print(f"saved {out_path} ({params:,} parameters, {out_path.stat().st_size / 1e6:.2f} MB)")
+    out.print(f"saved {out_path} ({weights:,} weights, {out_path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command("distill")

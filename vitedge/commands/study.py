@@ -37,7 +37,9 @@ def study_command(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Run the compression study's whole matrix from a committed recipe; write study.md, study.json, study.png."""
-    from ..workflows.study import load_study_recipe, markdown, run_study, with_overrides
+    from ..workflows.study import run_study
+    from ..workflows.study_recipe import load_study_recipe, with_overrides
+    from ..workflows.study_report import markdown
 
     plan = load_study_recipe(recipe, quick=quick)
     plan = with_overrides(

@@ -15,13 +15,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..calibration.sources import ImageSet, open_source, subset_indices
@@ -37,7 +30,7 @@ from ..targets.measure import (
     measure_isolated,
 )
 from .recipe import ROW_KINDS, Recipe
-from .report import Parity, ResultRow, write_reports
+from .report import Parity, ResultRow, progress_bar, write_reports
 
 REFERENCE_ROW = "torch:fp32"
 
@@ -63,29 +56,38 @@ def _apply_steps(loaded: LoadedModel, steps: Sequence[tuple[str, dict[str, Any]]
     return apply_steps(loaded, list(steps))
 
 
-def _torch_spec(loaded: LoadedModel, kind: str, folder: Path, threads: int, target: str) -> RunnerSpec:
-    precision = kind.split(":")[1]
-    model = _apply_steps(loaded, [("quantize-dynamic", {})]) if precision == "int8-dynamic" else loaded
-    path = save_checkpoint(model, folder / f"{kind.replace(':', '-')}.safetensors")
-    return RunnerSpec(ROW_KINDS[kind], "torch", str(path), precision=precision, target=target, threads=threads)
-
-
-def _artifact_spec(loaded: LoadedModel, kind: str, folder: Path, recipe: Recipe, calibration: Any) -> RunnerSpec:
+def runner_spec(
+    loaded: LoadedModel,
+    kind: str,
+    folder: Path,
+    *,
+    threads: int,
+    target: str,
+    calibration_method: str = "minmax",
+    calibration: Any = None,
+) -> RunnerSpec:
+    """`loaded` made into the row `kind` (a ROW_KINDS key) under `folder`: a checkpoint for a
+    PyTorch row, the exported artifact otherwise; `run` and `study` build every row through here."""
     from ..exporter.export import ExportOptions, export_artifact
 
     fmt, precision = kind.split(":")
-    needs_calibration = precision in ("int8-static", "int8")
+    if fmt == "torch":
+        model = _apply_steps(loaded, [("quantize-dynamic", {})]) if precision == "int8-dynamic" else loaded
+        path = save_checkpoint(model, folder / f"{kind.replace(':', '-')}.safetensors")
+        return RunnerSpec(ROW_KINDS[kind], "torch", str(path), precision=precision, target=target, threads=threads)
     path = export_artifact(
         loaded,
         to=fmt,
         precision=precision,
         out=folder / kind.replace(":", "-"),
-        calibration=calibration if needs_calibration else None,
-        options=ExportOptions(calib_method=recipe.calibration_method),
+        calibration=calibration if needs_calibration(kind) else None,
+        options=ExportOptions(calib_method=calibration_method),
     )
-    return RunnerSpec(
-        ROW_KINDS[kind], "artifact", str(path), precision=precision, target=recipe.target, threads=recipe.threads
-    )
+    return RunnerSpec(ROW_KINDS[kind], "artifact", str(path), precision=precision, target=target, threads=threads)
+
+
+def needs_calibration(kind: str) -> bool:
+    return kind.endswith(("int8-static", ":int8"))
 
 
 def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -> Any:
@@ -127,20 +129,13 @@ def run_pipeline(
     if recipe.steps:
         loaded = _apply_steps(loaded, recipe.steps)
     eval_data = prepare_eval_data(open_source(recipe.data), loaded.data_config, recipe.samples, seed=recipe.seed)
-    needs_calibration = any(kind.endswith(("int8-static", ":int8")) for kind in recipe.rows)
+    calibrated = any(needs_calibration(kind) for kind in recipe.rows)
     rows: list[ResultRow] = []
     with (
         atomic_folder(out, force=force) as staging,
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[item]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
+        progress_bar(console) as progress,
     ):
-        calibration = _calibration_set(recipe, loaded, eval_data) if needs_calibration else None
+        calibration = _calibration_set(recipe, loaded, eval_data) if calibrated else None
         np.save(staging / "inputs.npy", eval_data.inputs)
         labels_path = None
         if eval_data.labels is not None:
@@ -150,10 +145,15 @@ def run_pipeline(
         specs: dict[str, RunnerSpec] = {}
         for kind in recipe.rows:
             progress.update(build, item=ROW_KINDS[kind])
-            if kind.startswith("torch:"):
-                specs[kind] = _torch_spec(loaded, kind, staging / "models", recipe.threads, recipe.target)
-            else:
-                specs[kind] = _artifact_spec(loaded, kind, staging / "artifacts", recipe, calibration)
+            specs[kind] = runner_spec(
+                loaded,
+                kind,
+                staging / ("models" if kind.startswith("torch:") else "artifacts"),
+                threads=recipe.threads,
+                target=recipe.target,
+                calibration_method=recipe.calibration_method,
+                calibration=calibration,
+            )
             progress.advance(build)
         bench = progress.add_task("measure", total=len(recipe.rows), item="")
         logits: dict[str, np.ndarray] = {}
@@ -244,14 +244,8 @@ def evaluate(
     data = prepare_eval_data(images, loaded.data_config, samples, seed=seed)
     runner = open_torch(loaded.module, threads=threads)
     chunks = []
-    with Progress(
-        TextColumn("[bold]eval"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console or Console(stderr=True),
-    ) as progress:
-        task = progress.add_task("eval", total=len(data.inputs))
+    with progress_bar(console or Console(stderr=True)) as progress:
+        task = progress.add_task("eval", total=len(data.inputs), item=source)
         for start in range(0, len(data.inputs), 100):
             chunks.append(runner(data.inputs[start : start + 100]))
             progress.advance(task, len(chunks[-1]))

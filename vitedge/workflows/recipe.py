@@ -62,7 +62,6 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "bench": {"batches": list, "threads": int, "runs": int, "target": str},
     "run": {"name": str},
 }
-TOP_LEVEL = set(SCHEMA) | {"compress"}
 
 
 def _line_of(text: str, needle: str) -> int | None:
@@ -95,35 +94,63 @@ def _unknown(kind: str, name: str, valid: list[str], source: str, text: str, nee
     return VitedgeError(f"{where}: unknown {kind} {name!r}", f"{suggestion}valid: {', '.join(sorted(valid))}")
 
 
-def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+Expected = type | tuple[type, ...]
+Schema = dict[str, dict[str, Expected]]
+
+
+def read_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(exc, source) from None
-    for table, body in data.items():
-        if table not in TOP_LEVEL:
-            raise _unknown(
-                "table", table, sorted(TOP_LEVEL), source, text, f"[{table}" if isinstance(body, dict) else table
+
+
+def check_keys(body: dict[str, Any], allowed: dict[str, Expected], where: str, source: str, text: str) -> None:
+    """Every key known and of its type; `where` names the table in the message ("[bench]")."""
+    for key, value in body.items():
+        if key not in allowed:
+            raise _unknown(f"key in {where}", key, sorted(allowed), source, text, key)
+        expected = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        # bool is an int subclass: `samples = true` would pass as 1 unless refused by name
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            raise VitedgeError(
+                f"{source}:{_line_of(text, key) or '?'}: {where} {key} has the wrong type ({type(value).__name__})",
+                f"expected {' or '.join(t.__name__ for t in expected)}",
             )
-        if table == "compress":
+
+
+def check_tables(data: dict[str, Any], schema: Schema, arrays: frozenset[str], source: str, text: str) -> None:
+    """The one recipe validator: tables from `schema` with known, typed keys; the array-of-tables
+    names in `arrays` are left to the caller, which knows their entries."""
+    for table, body in data.items():
+        if table in arrays:
             continue
+        if table not in schema:
+            needle = f"[{table}" if isinstance(body, dict) else table
+            raise _unknown("table", table, sorted(set(schema) | arrays), source, text, needle)
         if not isinstance(body, dict):
             raise VitedgeError(
                 f"{_where(source, text, table)}: [{table}] must be a table",
                 f"write it as [{table}] followed by key = value lines",
             )
-        for key, value in body.items():
-            if key not in SCHEMA[table]:
-                raise _unknown(f"key in [{table}]", key, sorted(SCHEMA[table]), source, text, key)
-            expected = SCHEMA[table][key]
-            # bool is an int subclass: `samples = true` would pass as 1 unless refused by name
-            bool_allowed = expected is bool or (isinstance(expected, tuple) and bool in expected)
-            if not isinstance(value, expected) or (isinstance(value, bool) and not bool_allowed):
-                line = _line_of(text, key)
-                raise VitedgeError(
-                    f"{source}:{line or '?'}: [{table}] {key} has the wrong type ({type(value).__name__})",
-                    f"expected {getattr(expected, '__name__', expected)}",
-                )
+        check_keys(body, schema[table], f"[{table}]", source, text)
+
+
+def count_or_all(value: int | str, key: str, source: str, text: str) -> int | None:
+    """A count of images: a positive number, or "all" (None)."""
+    if value == "all":
+        return None
+    if isinstance(value, str) or value < 1:
+        raise VitedgeError(
+            f'{source}:{_line_of(text, key) or "?"}: {key} must be a positive number or "all"',
+            f'e.g. {key} = 1000 or {key} = "all"',
+        )
+    return int(value)
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    data = read_toml(text, source)
+    check_tables(data, SCHEMA, frozenset({"compress"}), source, text)
     model, export, data_table = data.get("model", {}), data.get("export", {}), data.get("data", {})
     calibration, bench = data.get("calibration", {}), data.get("bench", {})
     rows = tuple(export.get("rows", DEFAULT_ROWS))

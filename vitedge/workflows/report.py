@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
@@ -320,6 +321,18 @@ def write_reports(
     write_text_atomic(paths["markdown"], markdown(rows, title, notes))
     pareto_plot(rows, paths["plot"], title=title)
     return paths
+
+
+def progress_bar(console: Console) -> Progress:
+    """The one progress display of the long commands: a bar, n/total, the item, elapsed time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[item]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def print_table(rows: Sequence[ResultRow], console: Console, title: str = "vitedge results") -> None:

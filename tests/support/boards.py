@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_vit
 from PIL import Image
 
+from tests.support import make_tiny_vit
 from vitedge.calibration import preprocess
 from vitedge.calibration.preprocess import preprocess_batch
 from vitedge.core.io import atomic_folder

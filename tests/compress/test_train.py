@@ -22,7 +22,7 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _model() -> torch.nn.Module:
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     return make_tiny_vit(seed=0).module
 

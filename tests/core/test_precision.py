@@ -59,7 +59,7 @@ def test_onnxruntime_cuda_fp32_turns_tf32_off(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def openvino_fp32(tmp_path_factory) -> tuple[Path, object]:
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     loaded = make_tiny_vit()
     return export_artifact(loaded, to="openvino", precision="fp32", out=tmp_path_factory.mktemp("ov") / "fp32"), loaded
@@ -92,7 +92,7 @@ def test_openvino_fp32_meets_the_fp32_bound_on_this_cpu(openvino_fp32, cifar_bat
 
 
 def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     assert open_artifact(onnx_artifact, threads=1).info.execution_precision == "f32"
     module = make_tiny_vit().module
@@ -104,7 +104,7 @@ def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
     not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it"
 )
 def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, cifar_batch) -> None:
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     loaded = make_tiny_vit()
     folder = export_artifact(loaded, to="openvino", precision="bf16", out=tmp_path / "bf16")
@@ -121,7 +121,7 @@ def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, 
 def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
     """On a CPU without bf16 (simulated here whatever this one is) export and both runners
     refuse bf16 in one line before writing anything."""
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: AVX2_ONLY)
     loaded = make_tiny_vit()

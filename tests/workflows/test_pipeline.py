@@ -23,7 +23,7 @@ def quick_measure(request: MeasureRequest) -> Measurement:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tests.conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     return save_checkpoint(make_tiny_vit(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from boards import run_bundle, vitedge_logits
 
+from tests.support.boards import run_bundle, vitedge_logits
 from vitedge.calibration import preprocess
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError

@@ -11,23 +11,17 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.core.errors import VitedgeError
-from vitedge.models import save_checkpoint
+from vitedge.models import count_weights, save_checkpoint
 from vitedge.targets.measure import Measurement, MeasureRequest, measure
 from vitedge.targets.stats import paired_delta
 from vitedge.workflows.report import DASH, fmt, fmt_delta
-from vitedge.workflows.study import (
-    COLUMNS,
-    PUBLISHED,
-    DistillSpec,
-    cells,
-    count_params,
-    load_study_recipe,
-    parse_study_recipe,
-    run_study,
-    with_overrides,
-)
+from vitedge.workflows.study import run_study
+from vitedge.workflows.study_recipe import DistillSpec, load_study_recipe, parse_study_recipe, with_overrides
+from vitedge.workflows.study_report import COLUMNS, cells
+
+PUBLISHED = [figure.point() for figure in load_study_recipe().published]
 
 
 def _families(recipe) -> dict[str, list]:
@@ -80,6 +74,9 @@ BASE = '[[row]]\nlabel = "Vanilla fp32"\n'
         (BASE + '[[row]]\nlabel = "O"\nruntime = "onnx:int4"\n', "unknown runtime 'onnx:int4'"),
         (BASE + BASE, "share the label"),
         ("[bench]\nruns = 'many'\n" + BASE, "wrong type"),
+        (BASE + '[[published]]\nlabel = "X"\nrole = "worst"\nit_per_s_cpu = 1.0\nmb = 1.0\n', "unknown published role"),
+        (BASE + '[[published]]\nlabel = "X"\nrole = "dq"\nit_per_s_cpu = 1.0\n', "has no mb"),
+        (BASE + '[[published]]\nlabel = "X"\nrole = "dq"\nit_per_s_cpu = "fast"\nmb = 1.0\n', "wrong type"),
     ],
 )
 def test_recipe_mistakes_are_user_errors(text: str, message: str) -> None:
@@ -175,7 +172,7 @@ def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> 
         assert row[9] == DASH  # no GPU in this run
         assert all(re.fullmatch(r"[+-]?\d+(\.\d+)?×?", cell) for cell in (row[1], *row[4:9])), row
     assert sum(r.best for r in study.results) == 1 and next(r for r in study.results if r.best).row.candidate
-    tiny_params = count_params(make_tiny_vit().module)
+    tiny_params = count_weights(make_tiny_vit().module)
     assert base.params == tiny_params and base.accuracy_params == tiny_params
     assert study.result("Structured pruning 25%").params < tiny_params
     student = study.result("Distilled student")
@@ -199,6 +196,36 @@ def test_study_files_come_from_the_same_rows(tiny_study) -> None:
     assert "2.34×" in text and "DQ on" in text and "best combination" in text
     assert (folder / "study.png").stat().st_size > 10_000
     assert data["student"]["trained"] is True
+
+
+def test_run_and_study_recipes_share_one_validator() -> None:
+    """The same mistake reads the same in both kinds of recipe: one checker, not two."""
+    from vitedge.workflows.recipe import parse_recipe
+
+    errors = []
+    for parse in (parse_recipe, parse_study_recipe):
+        with pytest.raises(VitedgeError) as caught:
+            parse("[bench]\nruns = true\n" + BASE, "bad.toml")
+        errors.append((caught.value.message, caught.value.hint))
+    assert errors[0] == errors[1] == ("bad.toml:2: [bench] runs has the wrong type (bool)", "expected int")
+
+
+def test_published_figures_come_from_the_recipe(tiny_study) -> None:
+    """No published figure is code: change the recipe's and the comparison follows."""
+    from vitedge.workflows.study_recipe import PublishedFigure
+    from vitedge.workflows.study_report import comparison
+
+    recipe, study, _, _ = tiny_study
+    assert "Chen et al. 2024" in comparison(study)[0] and "2.34×" in comparison(study)[0]
+    figures = (
+        PublishedFigure("Base", "baseline", 1.0, 300.0, None, "elsewhere"),
+        PublishedFigure("Best", "best", 3.0, 80.0, 90.0, "elsewhere"),
+    )
+    lines = comparison(dataclasses.replace(study, recipe=dataclasses.replace(recipe, published=figures)))
+    assert lines[0] == "- Published (elsewhere, their CPU): Best 3.000 vs Base 1.000 it/s = 3.00×, 80.0 MB vs 300.0 MB."
+    assert "published Best: 3.00×" in lines[-1]
+    without = comparison(dataclasses.replace(study, recipe=dataclasses.replace(recipe, published=())))
+    assert not any("ublished" in line for line in without)
 
 
 def test_cli_reports_a_bad_recipe(tmp_path) -> None:

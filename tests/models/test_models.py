@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.calibration.preprocess import DataConfig
 from vitedge.compress.registry import load_model
 from vitedge.core.errors import VitedgeError

@@ -26,7 +26,7 @@ def inputs(tmp_path_factory, cifar_batch) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def openvino_artifact(tmp_path_factory) -> Path:
-    from conftest import make_tiny_vit
+    from tests.support import make_tiny_vit
 
     return export_artifact(make_tiny_vit(), to="openvino", precision="fp32", out=tmp_path_factory.mktemp("ov") / "fp32")
 

@@ -54,8 +54,7 @@ def test_counts_and_variants():
 
 
 def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path, figures):
-    from conftest import make_tiny_vit
-
+    from tests.support import make_tiny_vit
     from vitedge.workflows.sensitivity import calibration_record, evaluation_set
     from vitedge.workflows.sweep import (
         calibration_draws,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
 from vitedge.core.errors import VitedgeError

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import (
     MANIFEST,

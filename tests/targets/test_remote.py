@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sshd
-from boards import make_venv, vitedge_logits
-from sshd import (
+
+from tests.support import sshd
+from tests.support.boards import make_venv, vitedge_logits
+from tests.support.sshd import (
     find_sshd,
     free_port,
     keygen,
@@ -17,7 +18,6 @@ from sshd import (
     unavailable_reason,
     write_known_hosts,
 )
-
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.bundle_build import build_bundle

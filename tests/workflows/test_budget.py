@@ -100,8 +100,7 @@ def test_budget_needs_exactly_one_bound_and_labels_for_top1():
 @pytest.fixture(scope="module")
 def tiny_setup():
     """The tiny ViT, 32 calibration images from cifar10:train, 160 held-out cifar10 test images."""
-    from conftest import make_tiny_vit
-
+    from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
     from vitedge.workflows.sensitivity import evaluation_set

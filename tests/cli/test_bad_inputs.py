@@ -35,7 +35,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.calibration.sources import decode_image
 from vitedge.core.manifest import (
     MANIFEST,
@@ -705,7 +705,7 @@ def test_ctrl_c_during_export_leaves_nothing_and_a_rerun_succeeds(assets: Assets
 
 
 def _free_port() -> int:
-    from tests.sshd import free_port
+    from tests.support.sshd import free_port
 
     return free_port()
 
@@ -723,7 +723,7 @@ def test_unreachable_board(assets: Assets, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    from tests.sshd import running_sshd, unavailable_reason
+    from tests.support.sshd import running_sshd, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -735,7 +735,7 @@ def sshd(tmp_path_factory):
 def test_changed_host_key_is_refused(assets: Assets, sshd, tmp_path: Path) -> None:
     """An impostor key recorded for the board: refused even with accept-new, known_hosts
     untouched, nothing run on the board (the CLI has no --known-hosts, so through the library)."""
-    from tests.sshd import keygen, write_known_hosts
+    from tests.support.sshd import keygen, write_known_hosts
     from vitedge.core.errors import VitedgeError
     from vitedge.targets.remote import bench_remote
 

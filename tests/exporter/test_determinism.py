@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.core.manifest import read_manifest, sha256_file
 from vitedge.exporter.export import export_artifact

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_tiny_vit
+from tests.support import make_tiny_vit
 from vitedge.calibration.calibset import (
     CalibrationSet,
     build_calibration_set,

@@ -40,8 +40,7 @@ def test_groups_by_block_and_by_kind():
 @pytest.fixture(scope="module")
 def setup():
     """Tiny ViT; calibration and evaluation drawn from the SAME source (cifar10) to check the exclusion."""
-    from conftest import make_tiny_vit
-
+    from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
     from vitedge.workflows.sensitivity import evaluation_set
