@@ -1,7 +1,8 @@
 """Low-rank factorization: each chosen Linear W (out×in) becomes two smaller Linears
 (in→r, r→out) from its truncated SVD, W ≈ (U√S)(√S Vᵀ). The rank comes from `rank=` or from
 the fraction of spectral energy to keep (`energy=`); a layer whose factors would not be
-smaller than W is left alone, because factoring it would only cost time."""
+smaller than W is left alone, because factoring it would only cost time, and so is a Linear
+whose weight its parent reads directly (timm Eva's fused qkv with separate biases)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import VitedgeError
-from .step import Step, StepRecord, StepResult, clone, record, set_module
+from ..models import vit_family
+from .step import Step, StepRecord, StepResult, block_path, clone, record, set_module, weight_read_directly
 
 DEFAULT_LAYERS = "blocks.*"
 
@@ -49,11 +51,17 @@ def factorize(linear: nn.Linear, rank: int) -> LowRankLinear:
     return factored
 
 
+def default_layers(model: nn.Module) -> str:
+    """Every Linear in the transformer blocks, wherever the model's family keeps them."""
+    return f"{block_path(model, 'lowrank')}.*" if vit_family(model) is not None else DEFAULT_LAYERS
+
+
 def lowrank(
-    model: nn.Module, *, rank: int | None = None, energy: float | None = None, layers: str = DEFAULT_LAYERS
+    model: nn.Module, *, rank: int | None = None, energy: float | None = None, layers: str | None = None
 ) -> StepResult:
     """Factor every nn.Linear whose name matches the glob `layers` (default: all in the
     transformer blocks, so the classifier head keeps full rank)."""
+    layers = default_layers(model) if layers is None else layers
     if (rank is None) == (energy is None):
         raise VitedgeError(
             "lowrank needs exactly one of rank= or energy=", "e.g. lowrank:rank=32 or lowrank:energy=0.9"
@@ -76,8 +84,9 @@ def lowrank(
             "use a glob over module names, e.g. layers=blocks.*.mlp.*",
         )
     ranks: dict[str, int] = {}
-    skipped: list[str] = []
-    for name, linear in targets:
+    direct = weight_read_directly(model)
+    skipped: list[str] = [name for name, _ in targets if name in direct]
+    for name, linear in (target for target in targets if target[0] not in direct):
         if rank is not None:
             chosen = min(int(rank), min(linear.in_features, linear.out_features))
         else:
@@ -108,7 +117,7 @@ STEPS: dict[str, Step] = {
         options={
             "rank": "rank of every factored layer",
             "energy": "fraction of squared singular values to keep per layer, e.g. 0.9",
-            "layers": f"glob over module names (default {DEFAULT_LAYERS})",
+            "layers": f"glob over module names (default: the blocks, {DEFAULT_LAYERS} in timm models)",
         },
     ),
 }

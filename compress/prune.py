@@ -10,6 +10,11 @@ Structured (`prune-heads`, `prune-mlp`, `prune-structured`): remove whole attent
 physically smaller Linear layers, so every runtime does less work. Importance is the squared
 weight norm of the group, or with data its first-order Taylor score |w·∂L/∂w| summed over the
 group (Molchanov et al. 2019). The same fraction is removed in every block.
+
+Unstructured pruning works on every ViT family (the Linears under its blocks); structured
+pruning on timm's VisionTransformer (fused qkv, Mlp) and transformers ViT/DeiT (q/k/v/o
+projections, fc1/fc2). timm Eva's attention keeps separate q/v biases beside a fused qkv and
+its EVA-02 MLP is gated (SwiGLU), so it is refused rather than sliced by guesswork.
 """
 
 from __future__ import annotations
@@ -22,26 +27,33 @@ import torch.nn.functional as F
 
 from ..core.errors import VitedgeError
 from .step import (
+    ALL_VITS,
     Step,
     StepData,
     StepRecord,
     StepResult,
+    block_path,
     check_ratio,
     clone,
+    family_blocks,
     record,
     require_data,
-    vit_blocks,
+    require_family,
 )
 
 DENSE_NOTE = "unstructured zeros are stored densely: runtimes do not get faster, only compressed files shrink"
 Scores = Callable[[nn.Parameter], torch.Tensor]
 
 
-def block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+STRUCTURED_FAMILIES = ("timm-vit", "hf-vit")
+
+
+def block_linears(model: nn.Module, step: str = "prune") -> list[tuple[str, nn.Linear]]:
+    prefix = block_path(model, step) + "."
     return [
         (name, module)
         for name, module in model.named_modules()
-        if name.startswith("blocks.") and type(module) is nn.Linear
+        if name.startswith(prefix) and type(module) is nn.Linear
     ]
 
 
@@ -75,12 +87,12 @@ def _unstructured(
     model: nn.Module, ratio: float, importance: str, data: StepData | None, samples: int, step: str
 ) -> StepResult:
     ratio = check_ratio(step, ratio)
-    vit_blocks(model, step)
     model = clone(model)
+    linears = block_linears(model, step)
     scores = importance_scores(model, importance, data, samples, step)
     zeros = total = 0
     with torch.no_grad():
-        for name, linear in block_linears(model):
+        for name, linear in linears:
             weight, score = linear.weight, scores[f"{name}.weight"]
             drop = int(round(ratio * weight.numel()))
             if drop:
@@ -120,6 +132,19 @@ def head_scores(attention: nn.Module, scores: dict[str, torch.Tensor], prefix: s
         qkv = qkv + scores[f"{prefix}.attn.qkv.bias"].reshape(3, heads, head_dim).sum((0, 2))
     proj = scores[f"{prefix}.attn.proj.weight"].reshape(-1, heads, head_dim).sum((0, 2))
     return qkv + proj
+
+
+def hf_head_scores(attention: nn.Module, scores: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """Per head, the scores of its q/k/v rows and o_proj columns (transformers ViT/DeiT)."""
+    head_dim, name = int(attention.head_dim), f"{prefix}.attention"
+    out = scores[f"{name}.o_proj.weight"]
+    total = out.reshape(out.shape[0], -1, head_dim).sum((0, 2))
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        weight, bias = scores[f"{name}.{proj}.weight"], scores.get(f"{name}.{proj}.bias")
+        total = total + weight.reshape(-1, head_dim, weight.shape[-1]).sum((1, 2))
+        if bias is not None:
+            total = total + bias.reshape(-1, head_dim).sum(1)
+    return total
 
 
 def channel_scores(mlp: nn.Module, scores: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
@@ -179,42 +204,66 @@ def keep_heads(attention: nn.Module, heads: list[int]) -> None:
     attention.num_heads, attention.attn_dim = len(heads), len(heads) * head_dim
 
 
+def keep_hf_heads(attention: nn.Module, heads: list[int]) -> None:
+    """Shrink a transformers ViT/DeiT attention in place to the given heads (q/k/v rows,
+    o_proj columns); its forward reads the head count from the projections' width."""
+    head_dim = int(attention.head_dim)
+    per_head = torch.tensor([[h * head_dim + i for i in range(head_dim)] for h in heads]).flatten()
+    attention.q_proj, attention.k_proj, attention.v_proj = (
+        _linear(getattr(attention, name), rows=per_head) for name in ("q_proj", "k_proj", "v_proj")
+    )
+    attention.o_proj = _linear(attention.o_proj, cols=per_head)
+    attention.num_attention_heads = len(heads)
+
+
 def keep_channels(mlp: nn.Module, channels: list[int]) -> None:
     """Shrink a timm Mlp in place to the given hidden channels (fc1 rows, fc2 columns)."""
     keep = torch.tensor(channels)
     mlp.fc1 = _linear(mlp.fc1, rows=keep)
-    mlp.norm = _slice_norm(mlp.norm, keep)
+    if getattr(mlp, "norm", None) is not None:  # timm's Mlp has one; transformers' has none
+        mlp.norm = _slice_norm(mlp.norm, keep)
     mlp.fc2 = _linear(mlp.fc2, cols=keep)
 
 
-def _check_block(block: nn.Module, heads: bool, mlp: bool) -> None:
+def _check_block(block: nn.Module, family: str, heads: bool, mlp: bool) -> None:
     from timm.layers import Mlp
     from timm.models.vision_transformer import Attention
 
-    from .nystrom import NystromAttention
+    from .nystrom import NystromAttention, has_hf_projections
 
-    if heads and not (
-        isinstance(block.attn, (Attention, NystromAttention))
-        and type(block.attn.qkv) is nn.Linear
-        and type(block.attn.proj) is nn.Linear
-    ):
-        raise VitedgeError(
-            f"prune-heads needs timm Attention with plain Linear qkv/proj, found {type(block.attn).__name__}",
-            "prune before lowrank or quantize-dynamic",
+    attention = block.attention if family == "hf-vit" else block.attn
+    if family == "hf-vit":
+        plain_attention = has_hf_projections(attention)
+    else:
+        plain_attention = (
+            isinstance(attention, (Attention, NystromAttention))
+            and type(attention.qkv) is nn.Linear
+            and type(attention.proj) is nn.Linear
         )
-    if mlp and not (type(block.mlp) is Mlp and type(block.mlp.fc1) is nn.Linear and type(block.mlp.fc2) is nn.Linear):
+    if heads and not plain_attention:
         raise VitedgeError(
-            f"prune-mlp needs timm's plain Mlp with Linear fc1/fc2, found {type(block.mlp).__name__}",
+            f"prune-heads needs plain Linear q/k/v and output projections, found {type(attention).__name__}",
+            "prune before lowrank or quantize-dynamic (transformers models: transformers 5's q_proj/k_proj/v_proj layout)",
+        )
+    block_mlp = getattr(block, "mlp", None)
+    linears = all(type(getattr(block_mlp, name, None)) is nn.Linear for name in ("fc1", "fc2"))
+    if mlp and not ((family == "hf-vit" or type(block_mlp) is Mlp) and linears):
+        raise VitedgeError(
+            f"prune-mlp needs a plain MLP with Linear fc1/fc2, found {type(block_mlp).__name__}",
             "prune before lowrank or quantize-dynamic; gated MLPs are not supported",
         )
 
 
 def apply_structure(model: nn.Module, structure: dict[str, dict[str, list[int]]]) -> nn.Module:
     """Keep the recorded heads/channels per block (used by apply and by rebuild)."""
-    for index, block in enumerate(model.blocks):
+    family = require_family("prune", model, STRUCTURED_FAMILIES)
+    for index, block in enumerate(family_blocks(model, "prune")):
         kept = structure.get(f"blocks.{index}", {})
         if "heads" in kept:
-            keep_heads(block.attn, kept["heads"])
+            if family == "hf-vit":
+                keep_hf_heads(block.attention, kept["heads"])
+            else:
+                keep_heads(block.attn, kept["heads"])
         if "channels" in kept:
             keep_channels(block.mlp, kept["channels"])
     return model
@@ -232,22 +281,27 @@ def _structured(
     mlp: bool,
 ) -> StepResult:
     ratio = check_ratio(step, ratio)
-    blocks = vit_blocks(model, step)
+    family = require_family(step, model, STRUCTURED_FAMILIES)
+    path, blocks = block_path(model, step), family_blocks(model, step)
     for block in blocks:
-        _check_block(block, heads, mlp)
+        _check_block(block, family, heads, mlp)
     scores = importance_scores(model, importance, data, samples, step)
     structure: dict[str, dict[str, list[int]]] = {}
     for index, block in enumerate(blocks):
-        prefix, kept = f"blocks.{index}", {}
+        prefix, kept = f"{path}.{index}", {}
         if heads:
-            score = head_scores(block.attn, scores, prefix)
+            score = (
+                hf_head_scores(block.attention, scores, prefix)
+                if family == "hf-vit"
+                else head_scores(block.attn, scores, prefix)
+            )
             drop = _removed(len(score), ratio)
             kept["heads"] = sorted(score.argsort(descending=True)[: len(score) - drop].tolist())
         if mlp:
             score = channel_scores(block.mlp, scores, prefix)
             drop = _removed(len(score), ratio)
             kept["channels"] = sorted(score.argsort(descending=True)[: len(score) - drop].tolist())
-        structure[prefix] = kept
+        structure[f"blocks.{index}"] = kept  # by block index, whatever the family calls its blocks
     before = sum(p.numel() for p in model.parameters())
     pruned = apply_structure(clone(model), structure).eval()
     after = sum(p.numel() for p in pruned.parameters())
@@ -309,13 +363,17 @@ _STRUCTURED = {
 
 STEPS: dict[str, Step] = {
     "prune-magnitude": Step(
-        prune_magnitude, "zero the smallest weights (unstructured; no speedup on dense runtimes)", options=_UNSTRUCTURED
+        prune_magnitude,
+        "zero the smallest weights (unstructured; no speedup on dense runtimes)",
+        options=_UNSTRUCTURED,
+        families=ALL_VITS,
     ),
     "prune-taylor": Step(
         prune_taylor,
         "zero the weights with the smallest |w·grad| on labelled images (unstructured; needs --data)",
         options={**_UNSTRUCTURED, "samples": "images used for the gradients (default 256)"},
         uses=("data",),
+        families=ALL_VITS,
     ),
     "prune-heads": Step(
         prune_heads,
@@ -323,6 +381,7 @@ STEPS: dict[str, Step] = {
         rebuild=_rebuild,
         options=_STRUCTURED,
         uses=("data",),
+        families=STRUCTURED_FAMILIES,
     ),
     "prune-mlp": Step(
         prune_mlp,
@@ -330,6 +389,7 @@ STEPS: dict[str, Step] = {
         rebuild=_rebuild,
         options=_STRUCTURED,
         uses=("data",),
+        families=STRUCTURED_FAMILIES,
     ),
     "prune-structured": Step(
         prune_structured,
@@ -337,5 +397,6 @@ STEPS: dict[str, Step] = {
         rebuild=_rebuild,
         options=_STRUCTURED,
         uses=("data",),
+        families=STRUCTURED_FAMILIES,
     ),
 }

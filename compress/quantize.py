@@ -18,7 +18,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 
 from ..core.errors import VitedgeError
-from .step import Step, StepRecord, StepResult, clone, record, set_module
+from .step import Step, StepRecord, StepResult, clone, record, set_module, weight_read_directly
 
 
 class _UnsavedPackedParams(LinearPackedParams):
@@ -108,7 +108,8 @@ def quantize_dynamic(model: nn.Module, *, per_channel: bool = False) -> StepResu
         raise VitedgeError(
             "quantize-dynamic needs an fp32 model", "apply quantize-dynamic before fp16/bf16, or drop the cast"
         )
-    names = [name for name, module in model.named_modules() if type(module) is nn.Linear]
+    direct = weight_read_directly(model)
+    names = [name for name, module in model.named_modules() if type(module) is nn.Linear and name not in direct]
     if not names:
         raise VitedgeError(
             f"quantize-dynamic found no Linear layers in {type(model).__name__}",
@@ -117,10 +118,13 @@ def quantize_dynamic(model: nn.Module, *, per_channel: bool = False) -> StepResu
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = torch_quantize_dynamic(clone(model), {nn.Linear: qconfig}, dtype=torch.qint8)
+        quantized = torch_quantize_dynamic(clone(model), dict.fromkeys(names, qconfig), dtype=torch.qint8)
     for name in names:
         set_module(quantized, name, PackedDynamicLinear.packed(quantized.get_submodule(name)))
-    return StepResult(quantized.eval(), record("quantize-dynamic", {"per_channel": per_channel}, {"layers": names}))
+    return StepResult(
+        quantized.eval(),
+        record("quantize-dynamic", {"per_channel": per_channel}, {"layers": names, "kept_float": sorted(direct)}),
+    )
 
 
 def _rebuild_dynamic(model: nn.Module, step: StepRecord) -> nn.Module:

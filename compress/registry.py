@@ -13,7 +13,7 @@ from .. import models
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, StepReplay
 from . import distill, lowrank, nystrom, prune, quantize, tokens
-from .step import Step, StepData, StepRecord
+from .step import Step, StepData, StepRecord, require_family
 
 STEPS: dict[str, Step] = {
     **quantize.STEPS,
@@ -83,6 +83,7 @@ def apply_step(
         context["teacher"] = load_model(str(teacher_spec)).module if teacher_spec is not None else teacher
     if "data" in step.uses:
         context["data"] = data
+    require_family(name, loaded.module, step.families)
     unknown = [key for key in options if key not in step.options]
     if unknown:
         raise VitedgeError(
@@ -104,8 +105,8 @@ def apply_step(
 def apply_steps(
     loaded: LoadedModel, specs: list[tuple[str, dict[str, Any]]], *, data: StepData | None = None
 ) -> LoadedModel:
-    """Apply `specs` in order (each step checks the model kinds it supports: the casts and
-    dynamic int8 work on any module, the rest need a timm ViT). A `distill` step's default
+    """Apply `specs` in order (each step declares the ViT families it supports, `Step.families`,
+    and refuses any other in one line; the casts and dynamic int8 work on any module). A `distill` step's default
     teacher is the model the chain started from, so `prune-structured` then `distill` is a
     recovery fine-tune."""
     teacher = loaded.module

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import VitedgeError
-from ..models import StepRecord
+from ..models import FAMILIES, StepRecord, model_kind, vit_family
 
 StepData = tuple[torch.Tensor, torch.Tensor]  # (normalized N×3×H×W float32 inputs, int64 labels)
 
@@ -41,6 +41,8 @@ class Step:
     after_load: Callable[[nn.Module, StepRecord], nn.Module] | None = None
     options: dict[str, str] = field(default_factory=dict)  # option name -> help
     uses: tuple[str, ...] = ()  # context keywords apply() accepts: "data", "teacher"
+    # the ViT families (models.FAMILIES) apply() knows how to change; None: any torch module
+    families: tuple[str, ...] | None = None
 
 
 def record(name: str, options: dict[str, Any], structure: dict[str, Any] | None = None) -> StepRecord:
@@ -52,16 +54,59 @@ def clone(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def vit_blocks(model: nn.Module, step: str) -> nn.Module:
-    """The model's transformer blocks; a user error when `model` is not a timm ViT."""
-    from timm.models.vision_transformer import VisionTransformer
+ALL_VITS = tuple(FAMILIES)
+TIMM_VITS = ("timm-vit", "timm-eva", "timm-beit", "timm-relpos")
 
-    if not isinstance(model, VisionTransformer):
-        raise VitedgeError(
-            f"step {step} needs a timm Vision Transformer, got {type(model).__name__}",
-            "use a timm ViT/DeiT model or vitedge-cifar10",
-        )
+
+def require_family(step: str, model: nn.Module, families: tuple[str, ...] | None) -> str | None:
+    """The model's family, or a one-line refusal naming it and the families `step` works on."""
+    family = vit_family(model)
+    if families is None or family in families:
+        return family
+    kind = FAMILIES[family] if family is not None else model_kind(model)
+    raise VitedgeError(
+        f"step {step} does not support {kind} models; it works on {', '.join(FAMILIES[f] for f in families)}",
+        "see `vitedge compress --help` for each step's families, or export the model uncompressed",
+    )
+
+
+def block_path(model: nn.Module, step: str) -> str:
+    """Dotted name of the model's list of transformer blocks (their parameter names start with it)."""
+    family = require_family(step, model, ALL_VITS)
+    if family in TIMM_VITS:
+        return "blocks"
+    if family == "torchvision-vit":
+        return "encoder.layers"
+    base = f"model.{model.model.base_model_prefix}"  # transformers: the base model's layer list
+    names = {name for name, _ in model.named_modules()}
+    return next(path for path in (f"{base}.layers", f"{base}.encoder.layer") if path in names)
+
+
+def family_blocks(model: nn.Module, step: str) -> nn.Module:
+    """The model's transformer blocks, whatever its family."""
+    return model.get_submodule(block_path(model, step))
+
+
+def vit_blocks(model: nn.Module, step: str) -> nn.Module:
+    """The blocks of a timm VisionTransformer; a one-line refusal for any other model."""
+    require_family(step, model, ("timm-vit",))
     return model.blocks
+
+
+def weight_read_directly(model: nn.Module) -> set[str]:
+    """Names of the Linears whose parent reads `.weight` instead of calling them (timm Eva's fused
+    qkv beside separate q/v biases: `F.linear(x, qkv.weight, bias)`), which a step that swaps
+    Linears for other modules (low-rank factors, int8) must leave alone."""
+    from timm.models.eva import EvaAttention
+
+    return {
+        f"{name}.qkv" if name else "qkv"
+        for name, module in model.named_modules()
+        if isinstance(module, EvaAttention)
+        and module.qkv is not None
+        and module.q_bias is not None
+        and not module.qkv_bias_separate
+    }
 
 
 def set_module(root: nn.Module, name: str, module: nn.Module) -> None:

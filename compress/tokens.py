@@ -275,6 +275,9 @@ STEPS: dict[str, Step] = {
         tokens,
         "training-free token reduction: merge (ToMe) or drop r tokens per block",
         rebuild=_rebuild,
+        # Eva's rotary embeddings and BEiT/RelPos biases are per patch position, which a merged
+        # token no longer has; transformers and torchvision blocks have no size-weighted attention
+        families=("timm-vit",),
         options={
             "r": "tokens removed per block (default 4)",
             "mode": "merge (ToMe, default) or drop (attention score)",

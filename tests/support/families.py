@@ -23,16 +23,21 @@ TIMM_MODELS = {
 }
 
 
+LAYER_SCALES = ("gamma", "lambda", "layer_scale", "ls1", "ls2")
+
+
 def spread(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Every weight matrix drawn with variance 1/fan-in, in place: the libraries' own inits
     (std 0.02, zero heads) give logits near 1e-9, against which any parity bound is met by a
     broken export too. With these, logits differ between images by whole units."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for param in module.parameters():
+        for name, param in module.named_parameters():
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+            elif any(part in name for part in LAYER_SCALES):  # 1e-5 layer scales would hide every block
+                param.fill_(1.0)
     return module
 
 
