@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from vitedge.core.errors import VitedgeError
 from vitedge.workflows.budget import Budget, greedy_exclusions
-from vitedge.workflows.sensitivity import EvalSet
+from vitedge.workflows.int8_eval import EvalSet
 
 
 def test_greedy_keeps_exactly_the_needed_nodes_in_a_constructed_case():
@@ -103,7 +103,7 @@ def tiny_setup():
     from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
-    from vitedge.workflows.sensitivity import evaluation_set
+    from vitedge.workflows.int8_eval import evaluation_set
 
     loaded = make_tiny_vit()
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 32, seed=0)
@@ -123,7 +123,8 @@ def test_ort_keeping_nodes_in_float_moves_int8_towards_fp32(tiny_setup, tmp_path
     single node there and beats all-int8, and every node kept in float is fp32 again. (How
     much one node helps on other images depends on the CPU's int8 arithmetic: not claimed.)"""
     from vitedge.exporter.export import ExportOptions
-    from vitedge.workflows.sensitivity import analyse, open_backend, score_runner
+    from vitedge.workflows.int8_eval import open_backend, score_runner
+    from vitedge.workflows.sensitivity import analyse
 
     loaded, calibration, evalset = tiny_setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path)
@@ -143,7 +144,7 @@ def test_quantize_to_budget_writes_an_artifact_whose_manifest_records_the_kept_n
     from vitedge.exporter.export import ExportOptions
     from vitedge.targets.runners import open_artifact
     from vitedge.workflows.budget import quantize_to_budget
-    from vitedge.workflows.sensitivity import open_backend, score_runner
+    from vitedge.workflows.int8_eval import open_backend, score_runner
 
     loaded, calibration, evalset = tiny_setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "probe")

@@ -43,7 +43,7 @@ def setup():
     from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
-    from vitedge.workflows.sensitivity import evaluation_set
+    from vitedge.workflows.int8_eval import evaluation_set
 
     loaded = make_tiny_vit()
     calibration = build_calibration_set(open_source("cifar10"), loaded.data_config, 32, seed=0)
@@ -69,7 +69,7 @@ def test_ort_backend_without_exclusions_matches_vitedge_export(setup, tmp_path):
     """The variants are built exactly as `vitedge export --precision int8-static` builds its model."""
     from vitedge.exporter.export import export_artifact
     from vitedge.targets.runners import open_artifact
-    from vitedge.workflows.sensitivity import open_backend, score_runner
+    from vitedge.workflows.int8_eval import open_backend, score_runner
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "work")
@@ -84,7 +84,8 @@ def test_ort_backend_without_exclusions_matches_vitedge_export(setup, tmp_path):
 
 
 def test_sensitivity_report_is_ranked_and_written(setup, tmp_path, figures):
-    from vitedge.workflows.sensitivity import analyse, open_backend, write_report
+    from vitedge.workflows.int8_eval import open_backend
+    from vitedge.workflows.sensitivity import analyse, write_report
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "onnx", calibration, ExportOptions(), tmp_path / "work")
@@ -116,7 +117,7 @@ def test_sensitivity_report_is_ranked_and_written(setup, tmp_path, figures):
 
 
 def test_openvino_ignored_scope_keeps_the_node_in_float(setup, tmp_path):
-    from vitedge.workflows.sensitivity import open_backend
+    from vitedge.workflows.int8_eval import open_backend
 
     loaded, calibration, evalset = setup
     backend = open_backend(loaded, "openvino", calibration, ExportOptions(), tmp_path)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from vitedge.core.errors import VitedgeError
-from vitedge.workflows.sensitivity import Score
+from vitedge.workflows.int8_eval import Score
 from vitedge.workflows.sweep import (
     SweepPoint,
     check_counts,
@@ -55,7 +55,7 @@ def test_counts_and_variants():
 
 def test_small_real_sweep_writes_table_plot_and_recommendation(tmp_path, figures):
     from tests.support import make_tiny_vit
-    from vitedge.workflows.sensitivity import calibration_record, evaluation_set
+    from vitedge.workflows.int8_eval import calibration_record, evaluation_set
     from vitedge.workflows.sweep import (
         calibration_draws,
         sweep_onnx,

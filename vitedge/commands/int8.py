@@ -83,7 +83,7 @@ def _setup(
     from ..calibration.sources import open_source
     from ..compress.registry import load_model
     from ..models import require_vit
-    from ..workflows.sensitivity import evaluation_set
+    from ..workflows.int8_eval import evaluation_set
 
     if threads:
         torch.set_num_threads(threads)
@@ -352,7 +352,7 @@ def calibrate_sweep_command(
     from ..compress.registry import load_model
     from ..core.io import write_text_atomic
     from ..models import require_vit
-    from ..workflows.sensitivity import calibration_record, evaluation_set
+    from ..workflows.int8_eval import calibration_record, evaluation_set
     from ..workflows.sweep import (
         calibration_draws,
         openvino_variants,

@@ -26,16 +26,8 @@ from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
-from .sensitivity import (
-    Backend,
-    EvalSet,
-    Progress,
-    Score,
-    SensitivityReport,
-    analyse,
-    open_backend,
-    score_runner,
-)
+from .int8_eval import Backend, EvalSet, Progress, Score, open_backend, score_runner
+from .sensitivity import SensitivityReport, analyse
 
 PRECISION = {"onnx": "int8-static", "openvino": "int8"}
 DEFAULT_RANK_SAMPLES = 1000

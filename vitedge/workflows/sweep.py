@@ -26,7 +26,7 @@ from ..core.errors import VitedgeError
 from ..core.io import save_figure_atomic
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
-from .sensitivity import (
+from .int8_eval import (
     EvalSet,
     OpenVinoVariant,
     Progress,
