@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
 import numpy as np
 import onnx
@@ -14,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.support import make_tiny_vit
+from tests.support.cli import cli
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
 from vitedge.core.errors import VitedgeError
@@ -46,18 +46,6 @@ def artifacts(tmp_path_factory, calib):
         (to, p): export_artifact(model, to=to, precision=p, out=root / f"{to}-{p}", calibration=calib)
         for to, p in PATHS
     }
-
-
-def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    """Run `vitedge ARGS` in-process through the real entry point (errors → exit 2)."""
-    from vitedge.cli import run
-
-    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exit_info:
-        run()
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 @pytest.mark.parametrize(("to", "precision"), PATHS)

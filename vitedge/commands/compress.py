@@ -8,10 +8,11 @@ from pathlib import Path
 
 import typer
 
-from ..cli import app, console, out
+from ..cli import COMPRESSION, app, console, out
+from .common import print_epoch
 
 
-@app.command("compress")
+@app.command("compress", rich_help_panel=COMPRESSION)
 def compress_command(
     model: str = typer.Argument(..., help="Model spec: vitedge-cifar10, a timm name, or a .safetensors/.pth file."),
     step: list[str] = typer.Option(
@@ -41,7 +42,7 @@ def compress_command(
     out.print(f"saved {out_path} ({weights:,} weights, {out_path.stat().st_size / 1e6:.2f} MB)")
 
 
-@app.command("distill")
+@app.command("distill", rich_help_panel=COMPRESSION)
 def distill_command(
     teacher: str = typer.Option(..., help="Teacher model spec (e.g. vitedge-cifar10)."),
     student: str | None = typer.Option(
@@ -75,12 +76,6 @@ def distill_command(
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
 
-    def report(log) -> None:  # noqa: ANN001 - EpochLog
-        test = f" test top-1 {log.test_top1:.2f}%" if log.test_top1 is not None else ""
-        console.print(
-            f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)"
-        )
-
     _, logs = distill_to_file(
         teacher,
         out_path,
@@ -93,7 +88,7 @@ def distill_command(
         distill_config=DistillConfig(kind, alpha, temperature),
         checkpoint=checkpoint or out_path.with_suffix(".ckpt"),
         resume=resume,
-        on_epoch=report,
+        on_epoch=print_epoch,
         command="vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
     )
     out.print(f"saved {out_path} ({len(logs)} epochs)")

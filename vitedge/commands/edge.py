@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from ..cli import app, console, out
+from ..cli import EDGE, app, console, out
 
 
-@app.command("bundle")
+@app.command("bundle", rich_help_panel=EDGE)
 def bundle_command(
     artifact: Path = typer.Argument(..., help="An artifact folder written by `vitedge export` (ONNX or OpenVINO)."),
     out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write."),
@@ -35,7 +35,7 @@ def bundle_command(
     )
 
 
-@app.command("targets")
+@app.command("targets", rich_help_panel=EDGE)
 def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target."""
     from rich.table import Table

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..cli import app, console, out
+from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
 
 
@@ -26,27 +26,28 @@ def _parse_batch(value: str) -> str | int:
     return number
 
 
+def _parity_figure(name: str, value: float) -> str:
+    """A parity metric and its bound in the same unit: agreement as a percentage both times."""
+    if name.endswith("_abs"):
+        return f"{value:.3e}"
+    if name.startswith("cosine"):
+        return f"{value:.6f}"
+    return f"{100 * value:.2f}%"
+
+
 def _parity_table(report, title: str) -> Table:  # noqa: ANN001 - ParityReport
     table = Table(title=title, title_justify="left")
     for column in ("metric", "value", "bound", "ok"):
         table.add_column(column, justify="right" if column != "metric" else "left")
     bounds = report.tolerance
     for name in ("max_abs", "mean_abs", "cosine_mean", "cosine_min", "top1_agreement", "top5_overlap"):
-        value = getattr(report, name)
-        shown = (
-            f"{value:.3e}"
-            if name.endswith("_abs")
-            else f"{value:.6f}"
-            if name.startswith("cosine")
-            else f"{100 * value:.2f}%"
-        )
         if name in bounds:
             sign = "<=" if name.endswith("_abs") else ">="
-            bound = f"{sign} {bounds[name]:g}"
+            bound = f"{sign} {_parity_figure(name, bounds[name])}"
             ok = "[red]no[/]" if any(f.startswith(name + " ") for f in report.failures) else "[green]yes[/]"
         else:
             bound, ok = "", ""
-        table.add_row(name, shown, bound, ok)
+        table.add_row(name, _parity_figure(name, getattr(report, name)), bound, ok)
     return table
 
 
@@ -78,7 +79,7 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
         raise typer.Exit(1)
 
 
-@app.command("export")
+@app.command("export", rich_help_panel=EXPORT)
 def export_command(
     model: str = typer.Argument(
         ...,
@@ -253,7 +254,7 @@ def _export_to_budget(
     )
 
 
-@app.command("verify")
+@app.command("verify", rich_help_panel=EXPORT)
 def verify_command(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`."),
     model: str | None = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),

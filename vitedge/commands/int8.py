@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..cli import app, console, out
+from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
 
 FORMATS = ("onnx", "openvino")
@@ -108,7 +108,7 @@ def _score_cells(score, reference_top1: float | None) -> list[str]:  # noqa: ANN
     return [fmt(score.cosine_mean, "cosine"), fmt(score.top1_agreement, "agree"), *top1]
 
 
-@app.command("sensitivity")
+@app.command("sensitivity", rich_help_panel=INT8)
 def sensitivity_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
@@ -168,7 +168,7 @@ def sensitivity_command(
     out.print(f"wrote {paths['json']} and {paths['plot']}")
 
 
-@app.command("quantize")
+@app.command("quantize", rich_help_panel=INT8)
 def quantize_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
@@ -323,7 +323,7 @@ def sweep_markdown(points, recommendations: dict, reference_top1: float | None) 
     return "\n".join(lines) + "\n"
 
 
-@app.command("calibrate-sweep")
+@app.command("calibrate-sweep", rich_help_panel=INT8)
 def calibrate_sweep_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."

@@ -1,30 +1,16 @@
-"""`vitedge` commands that measure: eval, bench, run."""
+"""`vitedge` commands that measure: eval, bench."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from pathlib import Path
 
 import typer
 
-from ..cli import app, console, out
+from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
-
-
-def _samples(value: str) -> int | None:
-    if value == "all":
-        return None
-    try:
-        count = int(value)
-    except ValueError:
-        raise VitedgeError(
-            f"--samples must be a number or 'all', got {value!r}", "e.g. --samples 1000 or --samples all"
-        ) from None
-    if count <= 0:
-        raise VitedgeError(f"--samples must be positive, got {count}", "e.g. --samples 1000")
-    return count
+from .common import parse_samples
 
 
 def _batches(value: str) -> tuple[int, ...]:
@@ -39,7 +25,7 @@ def _batches(value: str) -> tuple[int, ...]:
     return batches
 
 
-@app.command("eval")
+@app.command("eval", rich_help_panel=EXPORT)
 def eval_command(
     model: str = typer.Argument(
         "vitedge-cifar10", help="Model: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth file."
@@ -58,7 +44,7 @@ def eval_command(
     from ..workflows.pipeline import evaluate
 
     result = evaluate(
-        model, data, _samples(samples), arch=arch, pretrained=pretrained, threads=threads, console=console
+        model, data, parse_samples(samples), arch=arch, pretrained=pretrained, threads=threads, console=console
     )
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(result)))
@@ -66,7 +52,7 @@ def eval_command(
         out.print(f"{model} on {data}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  ({result.samples} images)")
 
 
-@app.command("bench")
+@app.command("bench", rich_help_panel=EXPORT)
 def bench_command(
     items: list[str] = typer.Argument(
         ..., help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes)."
@@ -92,7 +78,7 @@ def bench_command(
         items,
         target=target,
         data=data or None,
-        samples=_samples(samples),
+        samples=parse_samples(samples),
         batches=_batches(batch),
         threads=threads,
         runs=runs,
@@ -105,34 +91,3 @@ def bench_command(
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
     else:
         print_table(rows, out, title=f"vitedge bench ({target})")
-
-
-@app.command("run")
-def run_command(
-    recipe: Path | None = typer.Argument(
-        None, help="Recipe TOML (see vitedge/recipes/default.toml); default: the built-in 8-row run."
-    ),
-    model: str | None = typer.Option(None, help="Override the recipe's model."),
-    data: str | None = typer.Option(None, help="Override the recipe's test images."),
-    samples: str | None = typer.Option(None, help="Override how many test images (or 'all')."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: vitedge-out/run-<time>)."),
-    force: bool = typer.Option(False, help="Replace an existing output folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print results.json's rows to stdout instead of the table."),
-) -> None:
-    """The main job: load → compress → export every artifact → parity → bench → report."""
-    from ..workflows.pipeline import run_pipeline
-    from ..workflows.recipe import load_recipe
-    from ..workflows.report import print_table
-
-    plan = load_recipe(recipe)
-    overrides = {k: v for k, v in {"model": model, "data": data}.items() if v is not None}
-    if samples is not None:
-        overrides["samples"] = _samples(samples)
-    plan = dataclasses.replace(plan, **overrides)
-    folder = out_dir or Path("vitedge-out") / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    rows = run_pipeline(plan, folder, console=console, force=force)
-    if as_json:
-        out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
-    else:
-        print_table(rows, out, title=plan.name)
-        out.print(f"wrote {folder}/results.json, report.md, pareto.png")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ..cli import app, console, out
+from ..cli import MAIN_JOB, app, console, out
 
 
-@app.command("study")
+@app.command("study", rich_help_panel=MAIN_JOB)
 def study_command(
     model: str | None = typer.Option(None, help="Accuracy-scale model (default from the recipe: vitedge-cifar10)."),
     speed_model: str | None = typer.Option(

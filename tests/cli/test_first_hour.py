@@ -1,0 +1,49 @@
+"""What a new user meets in the first hour (issue 20), checked where the user meets it: the
+command line. Each test names the item it guards."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support import make_tiny_vit
+from tests.support.cli import cli
+from vitedge.models import save_checkpoint
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+
+
+def test_parity_bounds_are_shown_in_the_unit_of_their_value(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Item 3: top-1 agreement reads "97.90%" beside a bound of ">= 97.00%", not ">= 0.97"."""
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-dynamic", "--out", str(tmp_path / "a")]
+    _, stdout, stderr = cli(capsys, monkeypatch, *args, "--verify-samples", "40", "--threads", "1")
+    row = next(line for line in stdout.splitlines() if "top1_agreement" in line)
+    value, bound = re.findall(r"\d+\.\d+%", row)
+    assert bound == "97.00%" and ">= 97.00%" in row, row
+    cosine = next(line for line in stdout.splitlines() if "cosine_mean" in line)
+    assert ">= 0.995000" in cosine and "%" not in cosine
+
+
+def test_help_groups_commands_into_panels_with_run_first(capsys, monkeypatch):
+    """Item 6: `vitedge --help` shows panels in the order of the job, `run` the first command."""
+    code, stdout, _ = cli(capsys, monkeypatch, "--help")
+    panels = re.findall(r"─ ([A-Za-z][\w ,]*?) ─", stdout)
+    assert code == 0
+    assert panels == [
+        "Options",
+        "Main job",
+        "Export, verify and measure",
+        "int8",
+        "Compression",
+        "Edge and targets",
+        "Training",
+    ]
+    commands = re.findall(r"^│ ([a-z][a-z0-9-]+) ", stdout, flags=re.M)
+    from vitedge.cli import app
+
+    registered = {command.name for command in app.registered_commands}
+    assert commands[0] == "run" and commands[-1] == "train" and sorted(commands) == sorted(registered)

@@ -1,0 +1,19 @@
+"""Run the real `vitedge` entry point in-process, as a user's shell would."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+
+def cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest fixtures
+    """`vitedge ARGS` through `vitedge.cli.run` (user errors → exit 2): (exit code, stdout, stderr)."""
+    from vitedge.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
