@@ -1,20 +1,63 @@
 """Every file vitedge writes appears whole or not at all: text, JSON and figures go to a temp
 file beside the target and are renamed into place; folders (artifacts, run outputs, bundles)
-are staged in a hidden temp folder beside the target and renamed at the end."""
+are staged in a hidden temp folder beside the target and renamed at the end.
+
+Temp files and folders are created private (mode 0600/0700); what is renamed into place gets
+the mode the user's umask gives any new file, so a colleague or a web server can read an
+artifact wherever they could read the user's other files. A staging folder's name carries its
+owner (pid and host), so one left by a killed run is recognised and removed by the next.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import VitedgeError
+
+STAGING_SUFFIX = ".partial"
+LEGACY_STALE_S = 24 * 3600  # a staging folder without an owner in its name, untouched this long, is a dead run's
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc where it can be (setting it to read it is racy with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask_mode(path: Path, umask: int | None = None) -> None:
+    """Give `path` (and, for a folder, everything in it) the mode a plain create would have had:
+    0666 (0777 for folders and executables) less the umask. Temp files and folders are 0600/0700."""
+    mask = current_umask() if umask is None else umask
+    path = Path(path)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        info = item.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        executable = stat.S_ISDIR(info.st_mode) or info.st_mode & stat.S_IXUSR
+        os.chmod(item, (0o777 if executable else 0o666) & ~mask)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -28,6 +71,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        apply_umask_mode(Path(tmp))
         os.replace(tmp, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -57,6 +101,7 @@ def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=dpi)
+        apply_umask_mode(Path(tmp))
         os.replace(tmp, path)
     finally:
         plt.close(figure)
@@ -64,10 +109,76 @@ def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
     return path
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid means nothing on another host sharing the folder."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    return f"{os.getpid()}@{_host_tag()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts: signalling it is refused, not unknown)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # cannot tell: keep the folder
+    return True
+
+
+def _is_stale(folder: Path, name: str) -> bool:
+    """Whether `folder` is a staging folder of output `name` whose run is over: its owner pid (on
+    this host) is gone, or, named before owners were recorded, it has not changed in a day."""
+    owned = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)@([0-9a-f]{{8}})\.[^.]+{re.escape(STAGING_SUFFIX)}", folder.name)
+    if owned:
+        return owned.group(2) == _host_tag() and not _pid_alive(int(owned.group(1)))
+    legacy = re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}{re.escape(STAGING_SUFFIX)}", folder.name)
+    try:
+        return bool(legacy) and time.time() - folder.stat().st_mtime > LEGACY_STALE_S
+    except OSError:
+        return False
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for item in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += item.lstat().st_size if item.is_file() else 0
+    return total
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders a killed run left beside `target` (never a live run's: two
+    concurrent writes of one output must not delete each other's work); one warning line says so."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        candidates = [p for p in parent.glob(f".{glob.escape(target.name)}.*{STAGING_SUFFIX}") if p.is_dir()]
+    except OSError:
+        return []
+    stale = [p for p in candidates if _is_stale(p, target.name)]
+    freed = 0
+    for folder in stale:
+        freed += _folder_bytes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    if stale:
+        warnings.warn(
+            f"removed {len(stale)} staging folder(s) of {target} left by killed runs ({freed / 1e6:.1f} MB freed)",
+            stacklevel=3,
+        )
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `target`; on success it replaces `target`, on any error
-    (Ctrl-C included) it is deleted, so no half-written artifact is ever left behind."""
+    """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
+    umask gives), on any error (Ctrl-C included) it is deleted, so no half-written artifact is
+    ever left behind; what a killed run could not delete, the next write of `target` removes."""
     target = Path(target)
     if target.exists() and not force:
         raise VitedgeError(
@@ -76,11 +187,13 @@ def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".partial"))
+        remove_stale_staging(target)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.{_owner_tag()}.", suffix=STAGING_SUFFIX))
     except OSError as exc:
         raise VitedgeError(f"cannot write to {parent}: {exc.strerror}", "choose a writable --out folder") from None
     try:
         yield staging
+        apply_umask_mode(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -1,0 +1,80 @@
+"""The atomic folder writer cleans up after killed runs and writes what a user's umask allows:
+a staging folder whose owner process is gone is removed by the next write of the same output,
+one whose owner is alive is left alone, and the finished folder (and its files) get the mode
+the umask gives, not the 0700/0600 of a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitedge.core.io import _owner_tag, atomic_folder, write_bytes_atomic
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _staging(parent: Path, name: str, owner: str) -> Path:
+    folder = parent / f".{name}.{owner}.abcd_123.partial"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"x" * 1000)
+    return folder
+
+
+@pytest.fixture()
+def sleeper():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_stale_staging_of_a_dead_run_is_removed_and_a_live_one_kept(tmp_path, sleeper):
+    host = _owner_tag().split("@")[1]
+    dead = _staging(tmp_path, "art", f"{_dead_pid()}@{host}")
+    live = _staging(tmp_path, "art", f"{sleeper.pid}@{host}")
+    other_output = _staging(tmp_path, "art2", f"{_dead_pid()}@{host}")
+    with pytest.warns(UserWarning, match=r"removed 1 staging folder\(s\) of .*art left by killed runs"):
+        with atomic_folder(tmp_path / "art") as staging:
+            assert staging.name.startswith(f".art.{os.getpid()}@{host}.")
+            (staging / "model.onnx").write_bytes(b"new")
+    assert not dead.exists()
+    assert live.is_dir() and (live / "model.onnx").read_bytes() == b"x" * 1000
+    assert other_output.is_dir()
+    assert (tmp_path / "art" / "model.onnx").read_bytes() == b"new"
+
+
+def test_staging_of_another_host_is_never_judged_by_a_local_pid(tmp_path):
+    elsewhere = _staging(tmp_path, "art", f"{_dead_pid()}@00000000")
+    with atomic_folder(tmp_path / "art") as staging:
+        (staging / "f").write_text("ok")
+    assert elsewhere.is_dir()
+
+
+def test_final_folder_and_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "art") as staging:
+            assert stat.S_IMODE(staging.stat().st_mode) == 0o700  # private while it is written
+            write_bytes_atomic(staging / "manifest.json", b"{}")
+            (staging / "sub").mkdir()
+            (staging / "sub" / "weights.bin").write_bytes(b"w")
+        folder = tmp_path / "art"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+        assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o644
+        assert stat.S_IMODE((folder / "sub").stat().st_mode) == 0o755
+        assert stat.S_IMODE((folder / "sub" / "weights.bin").stat().st_mode) == 0o644
+        os.umask(0o077)
+        write_bytes_atomic(tmp_path / "report.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
