@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
+from ..core.verbosity import quiet_progress
 
 INPUT_NAME = "input"
 MODEL_NAME = "vitedge"
@@ -115,7 +116,8 @@ def quantize_openvino(
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars would corrupt `--json` on stdout
+        # NNCF's progress bars would corrupt `--json` on stdout, and are noise unless --verbose
+        with contextlib.redirect_stdout(sys.stderr), quiet_progress():
             quantized = nncf.quantize(
                 model,
                 calibration.nncf_dataset(batch_size),

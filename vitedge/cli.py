@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from . import __version__
 from .core.errors import VitedgeError
+from .core.verbosity import set_verbose
 
 app = typer.Typer(
     name="vitedge",
@@ -42,12 +43,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show the libraries' own warnings and progress bars (NNCF, torch)."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """vitedge: from a PyTorch ViT to a verified, benchmarked edge artifact."""
     _state["debug"] = debug
+    set_verbose(verbose)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
