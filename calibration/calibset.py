@@ -12,8 +12,9 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from .preprocess import DataConfig, preprocess_image
 from .sources import ImageSet, cache_dir, subset_indices
 
 CACHE_VERSION = 1
+DEFAULT_CALIB_SAMPLES = 256  # what a calibration draws when nobody asked for a count, if the source has them
+MIN_CALIB_SAMPLES = 32  # below this, int8 activation ranges follow a handful of images' outliers
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +40,8 @@ class CalibrationSet:
     source: str
     seed: int
     indices: tuple[int, ...] = ()  # positions in the source, for `exclude=` of a later draw
+    defaulted: bool = False  # the count was not asked for: min(default, what the source holds)
+    available: int = 0  # images of the source this draw could use (exclusions and hold-out aside)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -76,6 +81,15 @@ class CalibrationSet:
 
         return nncf.Dataset(list(self.batches(batch_size)))
 
+    def summary(self) -> str:
+        """The line a command prints before using the set: how many images, from where, and why that many."""
+        why = ""
+        if self.defaulted and len(self) < DEFAULT_CALIB_SAMPLES:
+            why = f" (all it can spare; the default is up to {DEFAULT_CALIB_SAMPLES})"
+        elif self.defaulted:
+            why = " (the default count)"
+        return f"calibrating on {len(self)} images of {self.source}{why}"
+
     def manifest(self) -> dict[str, Any]:
         """What an artifact records about the images it was calibrated on."""
         return {
@@ -92,10 +106,38 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
 
 
+def _allowed(images: ImageSet, exclude: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(excluded positions, the positions a draw may use)."""
+    excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
+    return excluded, np.setdiff1d(np.arange(images.count), excluded)
+
+
+def resolve_count(
+    images: ImageSet,
+    count: int | None,
+    *,
+    exclude: Sequence[int] = (),
+    default: int = DEFAULT_CALIB_SAMPLES,
+    hold_out: int = 0,
+) -> int:
+    """The one place a count nobody asked for (None) becomes a number: `default`, or fewer when
+    the source holds fewer, less `hold_out` images left undrawn for a later held-out draw. An
+    explicit count is returned as asked: `draw_indices` refuses it if the source is too small."""
+    if count is not None:
+        return count
+    usable = len(_allowed(images, exclude)[1])
+    spare = usable - hold_out if usable - hold_out >= 1 else usable
+    if spare < 1:
+        raise VitedgeError(
+            f"{images.name} has no usable images left to draw ({images.count} found, {usable} not excluded)",
+            "add images to the source",
+        )
+    return min(default, spare)
+
+
 def draw_indices(images: ImageSet, count: int, *, seed: int = 0, exclude: Sequence[int] = ()) -> np.ndarray:
     """`count` source positions, reproducible and class-balanced, never one in `exclude`."""
-    excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
-    allowed = np.setdiff1d(np.arange(images.count), excluded)
+    excluded, allowed = _allowed(images, exclude)
     if count < 1:
         raise VitedgeError(f"asked for {count} images from {images.name}", "ask for at least 1 image")
     if count > len(allowed):
@@ -103,7 +145,7 @@ def draw_indices(images: ImageSet, count: int, *, seed: int = 0, exclude: Sequen
         held = f", {len(excluded)} held out for calibration" if len(excluded) else ""
         raise VitedgeError(
             f"asked for {count} images but {images.name} has only {len(allowed)} usable readable images ({images.count} found{skipped}{held})",
-            f"add images to the source, or ask for at most {len(allowed)}",
+            f"add images to the source, ask for at most {len(allowed)}, or leave the count out to use what it has",
         )
     view = ImageSet(
         name=images.name,
@@ -182,18 +224,42 @@ def _write_cache(path: Path, calib: CalibrationSet) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def _warn_if_few(calib: CalibrationSet, minimum: int) -> None:
+    """A defaulted draw that came out small is allowed (the user has what they have) but named."""
+    if calib.defaulted and len(calib) < minimum:
+        warnings.warn(
+            f"calibrating on only {len(calib)} images of {calib.source} (fewer than {minimum}): int8 ranges "
+            "from so few images follow their outliers and can cost accuracy; add images to the source",
+            stacklevel=3,
+        )
+
+
 def build_calibration_set(
     images: ImageSet,
     config: DataConfig,
-    count: int,
+    count: int | None = None,
     *,
     seed: int = 0,
     exclude: Sequence[int] = (),
     cache: bool = True,
+    default: int = DEFAULT_CALIB_SAMPLES,
+    hold_out: int = 0,
+    warn_below: int = MIN_CALIB_SAMPLES,
 ) -> CalibrationSet:
-    """Draw `count` images (see `draw_indices`), preprocess them by `config`, and cache the
-    result under `cache_dir()/calibration` keyed by source, preprocessing, count, seed and
-    exclusions (parity sets pass `cache=False`: they are larger and used once)."""
+    """Draw `count` images (see `draw_indices`; None: see `resolve_count`), preprocess them by
+    `config`, and cache the result under `cache_dir()/calibration` keyed by source,
+    preprocessing, count, seed and exclusions (parity sets pass `cache=False`: they are larger
+    and used once). A defaulted draw below `warn_below` images warns."""
+    resolved = resolve_count(images, count, exclude=exclude, default=default, hold_out=hold_out)
+    calib = _build(images, config, resolved, seed=seed, exclude=exclude, cache=cache)
+    calib = replace(calib, defaulted=count is None, available=len(_allowed(images, exclude)[1]))
+    _warn_if_few(calib, warn_below)
+    return calib
+
+
+def _build(
+    images: ImageSet, config: DataConfig, count: int, *, seed: int, exclude: Sequence[int], cache: bool
+) -> CalibrationSet:
     path = cache_dir() / "calibration" / f"{_cache_key(images, config, count, seed, exclude)}.npz"
     if cache and path.is_file():
         cached = _read_cache(path, images.name, seed)

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_SPECS = ("cifar10", "cifar10:test", "cifar10:train")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold, enforced as an error
 SHOWN_SKIPPED = 3
 
@@ -260,9 +261,15 @@ def cifar10_arrays(split: str = "test", *, download: bool = True) -> tuple[np.nd
     return read_cifar10_tarball(tarball, split)
 
 
+def has_cifar10_labels(labels: Sequence[str]) -> bool:
+    """Whether a model's labels are CIFAR-10's classes, in order: the one case where CIFAR-10
+    images are the model's own domain (and so a fair default for checking it)."""
+    return tuple(labels) == CIFAR10_CLASSES
+
+
 def open_source(spec: str) -> ImageSet:
     """`cifar10`, `cifar10:train`, a folder, a `.npz`, or a `cifar-10-python.tar.gz` path."""
-    if spec in ("cifar10", "cifar10:test", "cifar10:train"):
+    if spec in CIFAR10_SPECS:
         split = spec.partition(":")[2] or "test"
         pixels, labels = cifar10_arrays(split)
         return array_image_set(spec, pixels, labels, CIFAR10_CLASSES)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
+
+if TYPE_CHECKING:  # the CLI imports its heavy modules inside the commands: it starts fast
+    from ..calibration.calibset import CalibrationSet
+    from ..models import LoadedModel
+    from ..workflows.parity import ParityData
 
 
 def _parse_batch(value: str) -> str | int:
@@ -67,6 +73,8 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
     else:
         computed = f", computed in {report.execution_precision}" if report.execution_precision else ""
         out.print(_parity_table(report, f"parity of {folder} ({report.precision}{computed}, {report.samples} images)"))
+        if report.data_line:
+            out.print(f"parity data: {report.data_line}", highlight=False)
         for note in report.notes:
             out.print(f"note: {note}", highlight=False)
         if not report.passed:
@@ -94,7 +102,10 @@ def export_command(
     calib: str | None = typer.Option(
         None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."
     ),
-    calib_samples: int = typer.Option(256, help="Number of calibration images (class-balanced when labelled)."),
+    calib_samples: int | None = typer.Option(
+        None,
+        help="Number of calibration images (class-balanced when labelled); default: up to 256, as many as --calib can spare.",
+    ),
     calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
@@ -121,16 +132,15 @@ def export_command(
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity against PyTorch after exporting."),
-    verify_data: str = typer.Option(
-        "cifar10", help="Images for the parity check (disjoint from the calibration images)."
+    verify_data: str | None = typer.Option(
+        None,
+        help="Images for the parity check (never a calibration image); default: images of --calib held out of calibration, else CIFAR-10 test.",
     ),
-    verify_samples: int = typer.Option(1000, help="Number of parity images."),
+    verify_samples: int | None = typer.Option(None, help="Number of parity images; default: up to 1000."),
     threads: int | None = typer.Option(None, help="CPU threads for the parity check."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
     """Export MODEL to an ONNX or OpenVINO artifact folder, then verify it against PyTorch."""
-    from ..calibration.calibset import build_calibration_set
-    from ..calibration.sources import open_source
     from ..compress.registry import load_model
     from ..core.manifest import read_manifest
     from ..exporter.export import (
@@ -141,7 +151,7 @@ def export_command(
     )
     from ..exporter.quantize import CALIB_METHODS
     from ..models import require_vit
-    from ..workflows.parity import verify_folder
+    from ..workflows.parity import plan_parity_data, verify_folder
 
     if calib_method not in CALIB_METHODS:
         raise VitedgeError(f"unknown calibration method {calib_method!r}", f"use one of {', '.join(CALIB_METHODS)}")
@@ -177,10 +187,11 @@ def export_command(
         return
     loaded = load_model(model, arch=arch)
     require_vit(loaded, "export")
-    calibration = None
+    calibration, parity_data = None, None
     if needs_calibration:
-        with console.status(f"preparing {calib_samples} calibration images from {calib}"):
-            calibration = build_calibration_set(open_source(calib), loaded.data_config, calib_samples, seed=calib_seed)
+        calibration, parity_data = _calibrate(loaded, calib, calib_samples, calib_seed, verify, verify_data)
+    elif verify:
+        parity_data = plan_parity_data(verify_data, calibration_source=None, labels=loaded.data_config.labels)
     with console.status(f"exporting {model} to {to} {precision}"):
         folder = export_artifact(
             loaded, to=to, precision=precision, out=out_dir, calibration=calibration, options=options, force=force
@@ -200,9 +211,35 @@ def export_command(
         if as_json:
             out.print_json(json.dumps(summary))
         return
-    with console.status(f"verifying on {verify_samples} images from {verify_data}"):
-        report = verify_folder(folder, reference=loaded, data=verify_data, samples=verify_samples, threads=threads)
+    with console.status(f"verifying on images of {parity_data.spec}"):
+        report = verify_folder(folder, reference=loaded, data=parity_data, samples=verify_samples, threads=threads)
     _show(report, folder, as_json, summary)
+
+
+def _calibrate(
+    loaded: LoadedModel, calib: str, calib_samples: int | None, calib_seed: int, verify: bool, verify_data: str | None
+) -> tuple[CalibrationSet, ParityData | None]:
+    """The calibration draw and the parity images, chosen together: a parity check on held-out
+    images of --calib needs a defaulted draw to leave some of them out (`held_out_reserve`)."""
+    from ..calibration.calibset import build_calibration_set
+    from ..calibration.sources import open_source
+    from ..workflows.parity import held_out_reserve, plan_parity_data, settle_parity_data
+
+    labels = loaded.data_config.labels
+    images = open_source(calib)
+    plan = plan_parity_data(verify_data, calibration_source=images.name, labels=labels) if verify else None
+    hold_out = held_out_reserve(images.count) if plan is not None and plan.held_out else 0
+    with console.status(f"preparing calibration images from {calib}"):
+        calibration = build_calibration_set(
+            images, loaded.data_config, calib_samples, seed=calib_seed, hold_out=hold_out
+        )
+    left = (
+        f"; {images.count - len(calibration)} left for the parity check" if hold_out and calibration.defaulted else ""
+    )
+    console.print(f"{calibration.summary()}{left}", highlight=False)
+    if plan is not None:
+        plan = settle_parity_data(plan, calibration=calibration.manifest(), labels=labels, images=images)
+    return calibration, plan
 
 
 def _export_to_budget(
@@ -213,19 +250,25 @@ def _export_to_budget(
     max_drop: float | None,
     min_cosine: float | None,
     calib: str | None,
-    calib_samples: int,
+    calib_samples: int | None,
     calib_seed: int,
     options,
-    verify_data: str,
-    verify_samples: int,
+    verify_data: str | None,
+    verify_samples: int | None,
     arch: str | None,
     threads: int | None,
     force: bool,
     as_json: bool,
 ) -> None:  # noqa: ANN001 - ExportOptions
-    """`export --max-drop` is `vitedge quantize` with export's options; the budget is judged on the parity images."""
+    """`export --max-drop` is `vitedge quantize` with export's options; the budget is judged on the
+    parity images (by default those `plan_parity_data` picks: held-out images of --calib)."""
     from ..workflows.budget import DEFAULT_RANK_SAMPLES, PRECISION
+    from ..workflows.parity import DEFAULT_VERIFY_SAMPLES, plan_parity_data
     from .int8 import run_budget
+
+    if verify_data is None:  # the spec does not depend on the labels; only the reason given would
+        verify_data = plan_parity_data(None, calibration_source=calib, labels=()).spec
+    samples = verify_samples or DEFAULT_VERIFY_SAMPLES
 
     if PRECISION.get(to) != precision:
         raise VitedgeError(
@@ -239,8 +282,8 @@ def _export_to_budget(
         max_drop=max_drop,
         min_cosine=min_cosine,
         data=verify_data,
-        samples=verify_samples,
-        rank_samples=min(DEFAULT_RANK_SAMPLES, verify_samples),
+        samples=samples,
+        rank_samples=min(DEFAULT_RANK_SAMPLES, samples),
         group="node",
         calib=calib or "",
         calib_samples=calib_samples,
@@ -259,8 +302,11 @@ def verify_command(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`."),
     model: str | None = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),
     arch: str | None = typer.Option(None, help="timm architecture of a reference checkpoint that does not record it."),
-    data: str = typer.Option("cifar10", help="Real images to compare on (never the artifact's calibration images)."),
-    samples: int = typer.Option(1000, help="Number of images."),
+    data: str | None = typer.Option(
+        None,
+        help="Real images to compare on (never a calibration image); default: images of the recorded calibration source held out of it, else CIFAR-10 test.",
+    ),
+    samples: int | None = typer.Option(None, help="Number of images; default: up to 1000."),
     max_abs: float | None = typer.Option(None, help="Override: largest allowed |logit difference|."),
     min_cosine: float | None = typer.Option(None, help="Override: smallest allowed mean cosine similarity."),
     min_cosine_each: float | None = typer.Option(None, help="Override: smallest allowed per-image cosine similarity."),
@@ -291,7 +337,7 @@ def verify_command(
         "cosine_min": min_cosine_each,
         "top1_agreement": min_top1,
     }
-    with console.status(f"verifying {artifact} on {samples} images from {data}"):
+    with console.status(f"verifying {artifact} on images of {data or 'the default source'}"):
         report = verify_folder(
             artifact,
             reference=reference,

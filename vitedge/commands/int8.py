@@ -19,6 +19,7 @@ from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
 
 FORMATS = ("onnx", "openvino")
+SWEEP_COUNTS = (16, 64, 256, 1024)
 
 
 def _format(value: str) -> str:
@@ -40,6 +41,17 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
     if not numbers or min(numbers) < 1:
         raise VitedgeError(f"{option} needs positive numbers, got {value!r}", f"e.g. {option} 16,64,256,1024")
     return numbers
+
+
+def _sweep_counts(counts: str | None, calib: str) -> tuple[int, ...]:
+    """--counts as given, or the default ladder cut to what `calib` holds (with all of it as the
+    last rung): a 100-image folder sweeps 16, 64 and 100 instead of failing at 256."""
+    from ..calibration.sources import open_source
+
+    if counts is not None:
+        return _ints(counts, "--counts")
+    available = open_source(calib).count
+    return tuple(sorted({c for c in SWEEP_COUNTS if c < available} | {min(available, max(SWEEP_COUNTS))}))
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -70,13 +82,14 @@ def _setup(
     model: str,
     arch: str | None,
     calib: str,
-    calib_samples: int,
+    calib_samples: int | None,
     calib_seed: int,
     data: str,
     samples: int,
     threads: int | None,
 ):  # noqa: ANN202
-    """Model, calibration draw, and held-out evaluation images (disjoint from the draw)."""
+    """Model, calibration draw, and held-out evaluation images (disjoint from the draw). When
+    both come from one source, a defaulted draw leaves part of it for the evaluation."""
     import torch
 
     from ..calibration.calibset import build_calibration_set
@@ -84,15 +97,22 @@ def _setup(
     from ..compress.registry import load_model
     from ..models import require_vit
     from ..workflows.int8_eval import evaluation_set
+    from ..workflows.parity import held_out_reserve, same_source
 
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model, arch=arch)
     require_vit(loaded, "int8 quantization")
-    with console.status(
-        f"preparing {calib_samples} calibration images from {calib} and {samples} evaluation images from {data}"
-    ):
-        calibration = build_calibration_set(open_source(calib), loaded.data_config, calib_samples, seed=calib_seed)
+    images = open_source(calib)
+    shared = same_source(data, calib)
+    hold_out = held_out_reserve(images.count) if shared else 0
+    with console.status(f"preparing calibration images from {calib} and evaluation images from {data}"):
+        calibration = build_calibration_set(
+            images, loaded.data_config, calib_samples, seed=calib_seed, hold_out=hold_out
+        )
+        console.print(calibration.summary(), highlight=False)
+        if shared:  # what the draw left of the source, not the source's size
+            samples = min(samples, images.count - len(calibration))
         evalset = evaluation_set(loaded, data, samples, calibration.manifest(), threads=threads)
     return loaded, calibration, evalset
 
@@ -125,7 +145,9 @@ def sensitivity_command(
         "node", help="Unit: node, block (one transformer block), or kind (the same layer in every block)."
     ),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
-    calib_samples: int = typer.Option(256, help="Number of calibration images."),
+    calib_samples: int | None = typer.Option(
+        None, help="Number of calibration images; default: up to 256, as many as --calib can spare."
+    ),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
@@ -186,7 +208,9 @@ def quantize_command(
     rank_samples: int = typer.Option(1000, help="Of those, how many rank the nodes (sensitivity)."),
     group: str = typer.Option("node", help="Exclusion unit: node, block or kind."),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
-    calib_samples: int = typer.Option(256, help="Number of calibration images."),
+    calib_samples: int | None = typer.Option(
+        None, help="Number of calibration images; default: up to 256, as many as --calib can spare."
+    ),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     timing_runs: int = typer.Option(20, help="Batch-1 timed runs per exclusion for its speed cost (0: skip)."),
@@ -232,7 +256,7 @@ def run_budget(
     rank_samples: int,
     group: str,
     calib: str,
-    calib_samples: int,
+    calib_samples: int | None,
     calib_seed: int,
     options,  # noqa: ANN001 - exporter.export.ExportOptions (imported lazily: the CLI starts fast)
     timing_runs: int,
@@ -329,7 +353,9 @@ def calibrate_sweep_command(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
     to: str = typer.Option("onnx,openvino", "--to", help="onnx, openvino, or both (comma-separated)."),
-    counts: str = typer.Option("16,64,256,1024", help="Calibration image counts."),
+    counts: str | None = typer.Option(
+        None, help="Calibration image counts; default: 16,64,256,1024, those --calib holds, and all it has if fewer."
+    ),
     methods: str = typer.Option("minmax,entropy,percentile", help="ONNX calibration methods."),
     variants: str = typer.Option(
         "all",
@@ -374,7 +400,7 @@ def calibrate_sweep_command(
             raise VitedgeError(f"unknown OpenVINO variant(s) {', '.join(unknown)}", f"use {', '.join(all_variants)}")
         all_variants = {v: all_variants[v] for v in _names(variants)}
     with console.status(f"preparing calibration draws from {calib} and {samples} evaluation images from {data}"):
-        draws = calibration_draws(loaded, calib, _ints(counts, "--counts"), seed=calib_seed)
+        draws = calibration_draws(loaded, calib, _sweep_counts(counts, calib), seed=calib_seed)
         record = calibration_record(list(draws.values()))
         evalset = evaluation_set(loaded, data, samples, record, threads=threads)
     points = []

@@ -4,6 +4,7 @@ artifact, compared logit by logit, with per-precision tolerances and the worst s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..calibration.calibset import CalibrationSet, build_calibration_set, indices_of
 from ..calibration.preprocess import DataConfig
+from ..calibration.sources import ImageSet, has_cifar10_labels
 from ..core.errors import VitedgeError
 from ..models import LoadedModel
 
@@ -36,6 +38,85 @@ NEAR_TIE_SHARE = 0.01
 VERIFY_BATCH = 32
 VERIFY_SEED = 1  # calibration draws use seed 0 by default: a different draw even from one source
 DEFAULT_VERIFY_SAMPLES = 1000
+# A parity check on the user's own images holds some of them out of calibration: a fifth of the
+# source, at least MIN_HELD_OUT (fewer say little about int8 parity); sources too small to
+# spare that many calibrate on everything and the check falls back or says what to do.
+MIN_HELD_OUT = 8
+HELD_OUT_SHARE = 0.2
+CIFAR10_TEST = "cifar10"
+
+
+@dataclass(frozen=True)
+class ParityData:
+    """Which images a parity check runs on and why: printed beside the result and recorded with it."""
+
+    spec: str  # an `open_source` spec
+    why: str
+    held_out: bool = False  # the calibration source itself, less its calibration images
+    asked: bool = False  # named by the user: used as given, never replaced by a fallback
+
+
+def held_out_reserve(available: int) -> int:
+    """How many of a calibration source's `available` images a defaulted calibration leaves
+    undrawn for the parity check on that same source (0: too few to split)."""
+    if available < 2 * MIN_HELD_OUT:
+        return 0
+    return max(MIN_HELD_OUT, int(np.ceil(HELD_OUT_SHARE * available)))
+
+
+def same_source(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def plan_parity_data(requested: str | None, *, calibration_source: str | None, labels: Sequence[str]) -> ParityData:
+    """The parity images when the user named none: held-out images of the calibration source
+    they gave (their domain, not ours), the CIFAR-10 test split after a `cifar10:train`
+    calibration or when there is no source to hold images out of."""
+    if requested:
+        return ParityData(requested, "as asked", held_out=same_source(requested, calibration_source), asked=True)
+    if calibration_source is None or calibration_source == "cifar10:train":
+        if has_cifar10_labels(labels):
+            why = "CIFAR-10 test images, the model's own classes"
+        elif calibration_source:
+            why = "CIFAR-10 test images, the split beside the cifar10:train calibration"
+        else:
+            why = "CIFAR-10 test images: no images of the model's own domain were given (--verify-data SRC names some)"
+        return ParityData(CIFAR10_TEST, why)
+    return ParityData(calibration_source, "held out from the calibration source: none is a calibration image", True)
+
+
+def settle_parity_data(
+    plan: ParityData,
+    *,
+    calibration: dict[str, Any] | None,
+    labels: Sequence[str],
+    images: ImageSet | None = None,
+) -> ParityData:
+    """A default held-out plan checked against what calibration left of the source: with fewer
+    than MIN_HELD_OUT images left, a CIFAR-10 model is checked on CIFAR-10 (said in one warning
+    line) and any other model's check is refused in one line with the fix."""
+    if not plan.held_out or plan.asked:
+        return plan
+    from ..calibration.sources import open_source
+
+    images = images if images is not None else open_source(plan.spec)
+    calibrated = len(indices_of(images, (calibration or {}).get("identities", ())))
+    left = images.count - calibrated
+    if left >= MIN_HELD_OUT:
+        return plan
+    shortage = f"only {left} of the {images.count} images in {images.name} are not calibration images"
+    if has_cifar10_labels(labels):
+        warnings.warn(
+            f"{shortage}: checking parity on CIFAR-10 test images (the model's classes) instead", stacklevel=2
+        )
+        return ParityData(CIFAR10_TEST, f"CIFAR-10 test images, the model's own classes ({shortage})")
+    raise VitedgeError(
+        f"{shortage}, too few for the parity check (it needs {MIN_HELD_OUT})",
+        f"add images, calibrate on at most {max(1, images.count - MIN_HELD_OUT)} (--calib-samples), "
+        "or name the check's images (--verify-data SRC; `vitedge verify --data SRC`)",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,6 +139,14 @@ class ParityReport:
     set_aside: tuple[tuple[str, float, float], ...] = field(
         default=()
     )  # (identity, decision margin, max abs): near-tie choices that went the other way
+    data: dict[str, Any] = field(default_factory=dict)  # which images, and why (see `data_record`)
+
+    @property
+    def data_line(self) -> str:
+        """The images the check ran on, in words (empty when the caller did not say)."""
+        if not self.data:
+            return ""
+        return f"{self.data['count']} images of {self.data['source']}, {self.data['why']}"
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -88,6 +177,7 @@ class ParityReport:
             "worst": [{"identity": i, "cosine": c, "max_abs": m} for i, c, m in self.worst],
             "set_aside": [{"identity": i, "decision_margin": g, "max_abs": m} for i, g, m in self.set_aside],
             "notes": list(self.notes),
+            "data": dict(self.data),
         }
 
 
@@ -276,42 +366,80 @@ def verify_artifact(
 
 
 def verification_set(
-    data: str, config: DataConfig, samples: int, *, calibration: dict[str, Any] | None = None, seed: int = VERIFY_SEED
+    data: str,
+    config: DataConfig,
+    samples: int | None,
+    *,
+    calibration: dict[str, Any] | None = None,
+    seed: int = VERIFY_SEED,
 ) -> CalibrationSet:
-    """`samples` real images from `data`, preprocessed by `config`, none of them an image the
-    artifact was calibrated on (matched by name within the same source, then by pixel sha256)."""
+    """`samples` real images from `data` (None: up to DEFAULT_VERIFY_SAMPLES, as many as there
+    are), preprocessed by `config`, none of them an image the artifact was calibrated on
+    (matched by name within the same source, then by pixel sha256)."""
     from ..calibration.sources import open_source
 
     images = open_source(data)
     exclude: list[int] = []
     if calibration and calibration.get("source") == images.name:
         exclude = indices_of(images, calibration.get("identities", ()))
-    chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
+    draw = {"seed": seed, "cache": False, "default": DEFAULT_VERIFY_SAMPLES, "warn_below": 0}
+    chosen = build_calibration_set(images, config, samples, exclude=exclude, **draw)
     calibrated = set((calibration or {}).get("image_sha256", ()))
     while clashes := [
         index for index, digest in zip(chosen.indices, chosen.image_sha256, strict=True) if digest in calibrated
     ]:
         # the same pictures under other names (a copy of the folder, another spelling of the source)
         exclude = exclude + clashes
-        chosen = build_calibration_set(images, config, samples, seed=seed, exclude=exclude, cache=False)
+        chosen = build_calibration_set(images, config, samples, exclude=exclude, **draw)
     return chosen
+
+
+def data_record(plan: ParityData, chosen: CalibrationSet, calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """What a parity result records about its images: the source, how many, why those, whether
+    they were held out of the calibration source, and each image's name."""
+    return {
+        "source": chosen.source,
+        "count": len(chosen),
+        "why": plan.why,
+        "held_out_from_calibration": bool(calibration) and calibration.get("source") == chosen.source,
+        "seed": chosen.seed,
+        "identities": list(chosen.identities),
+    }
 
 
 def verify_folder(
     folder: Path,
     *,
     reference: LoadedModel,
-    data: str = "cifar10",
-    samples: int = DEFAULT_VERIFY_SAMPLES,
+    data: str | ParityData | None = None,
+    samples: int | None = None,
     tolerances: dict[str, float] | None = None,
     threads: int | None = None,
 ) -> ParityReport:
-    """`vitedge verify` and `vitedge export`'s check: draw the images, compare, report."""
+    """`vitedge verify` and `vitedge export`'s check: choose the images (`plan_parity_data` when
+    `data` is None), draw them, compare, and report which images were used."""
     from ..core.manifest import read_manifest
 
     manifest = read_manifest(folder)
     config = DataConfig.from_dict(manifest["data_config"])  # the artifact's own preprocessing
-    chosen = verification_set(data, config, samples, calibration=manifest.get("calibration"))
-    return verify_artifact(
+    calibration = manifest.get("calibration")
+    labels = manifest.get("labels", ())
+    plan = data if isinstance(data, ParityData) else None
+    if plan is None:
+        source = _existing_source(calibration.get("source")) if calibration else None
+        plan = plan_parity_data(data, calibration_source=source, labels=labels)
+        plan = settle_parity_data(plan, calibration=calibration, labels=labels)
+    chosen = verification_set(plan.spec, config, samples, calibration=calibration)
+    report = verify_artifact(
         folder, reference, chosen.inputs, identities=chosen.identities, tolerances=tolerances, threads=threads
     )
+    return replace(report, data=data_record(plan, chosen, calibration))
+
+
+def _existing_source(source: str | None) -> str | None:
+    """A recorded calibration source that can still be opened here (an artifact may have moved)."""
+    from ..calibration.sources import CIFAR10_SPECS
+
+    if source and (source in CIFAR10_SPECS or Path(source).exists()):
+        return source
+    return None
