@@ -109,10 +109,11 @@ def image_folder(tmp_path_factory, cifar_test) -> Path:
 def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
     """The data a figure shows, read from its artists before it is saved: the points of each
     scatter (collection), lines (axes index, label, x, y), bar widths, annotation texts and
-    titles of every axes."""
+    their boxes in display space, legend texts and titles of every axes."""
     from matplotlib.patches import Rectangle
 
-    drawn: dict = {"scatters": [], "lines": [], "bars": [], "labels": [], "titles": []}
+    drawn: dict = {"scatters": [], "lines": [], "bars": [], "labels": [], "titles": [], "key": [], "label_boxes": []}
+    renderer = figure.canvas.get_renderer()
     for index, axes in enumerate(figure.axes):
         for collection in axes.collections:
             drawn["scatters"].append([tuple(float(v) for v in xy) for xy in collection.get_offsets()])
@@ -122,6 +123,9 @@ def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
             )
         drawn["bars"].extend(float(p.get_width()) for p in axes.patches if isinstance(p, Rectangle))
         drawn["labels"].extend(text.get_text() for text in axes.texts)
+        drawn["label_boxes"].extend(tuple(text.get_window_extent(renderer).bounds) for text in axes.texts)
+        for legend in [child for child in axes.get_children() if type(child).__name__ == "Legend"]:
+            drawn["key"].extend(text.get_text() for text in legend.get_texts())
         drawn["titles"].append((axes.get_title(), axes.get_xlabel(), axes.get_ylabel()))
     return drawn
 

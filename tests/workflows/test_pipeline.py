@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.support import key_names, overlapping_labels
 from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
 from vitedge.targets.measure import Measurement, MeasureRequest, measure
@@ -81,11 +82,14 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
     assert len(results["rows"]) == 8 and results["calibration"]["disjoint_from_eval"]
     assert (out / "report.md").read_text().count("\n| ") == 9  # header + 8 rows
     plotted = figures["pareto.png"]
-    assert plotted["size"] == (960, 660)  # figsize 8×5.5 in at 120 dpi, read back from the PNG
+    assert plotted["size"] == (1320, 660)  # figsize 11×5.5 in at 120 dpi, read back from the PNG
     np.testing.assert_allclose(
         plotted["scatters"][0], [(row.measurement.timing(1).it_per_s, row.measurement.accuracy.top1) for row in rows]
     )
-    assert set(plotted["labels"]) <= set(names) and plotted["labels"], "the Pareto front is labelled with row names"
+    # every point numbered, every number named in the key, no two labels on top of each other
+    assert plotted["labels"] == [str(n) for n in range(1, len(rows) + 1)]
+    assert key_names(plotted["key"]) == [row.measurement.name for row in rows]
+    assert not overlapping_labels(plotted["label_boxes"])
     assert sorted(p.name for p in (out / "artifacts").iterdir()) == [
         "onnx-fp32",
         "onnx-int8-dynamic",

@@ -271,5 +271,5 @@ def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path, figure
     plt.close(figure)
     pareto_plot([], tmp_path / "p.png", published=PUBLISHED)  # no measured rows yet: the published ones alone
     plot = figures["p.png"]
-    assert plot["size"] == (960, 660) and plot["scatters"] == [[tuple(c) for c in crosses]]
+    assert plot["size"] == (1320, 660) and plot["scatters"] == [[tuple(c) for c in crosses]]
     assert [(label, x[0]) for _, label, x, _ in plot["lines"]] == [(label, x) for x, label in speed_only]

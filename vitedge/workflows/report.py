@@ -234,6 +234,67 @@ def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
         axes.axvline(speed, linestyle=":", color="gray", label=f"{label} (published it/s; no top-1 published)")
 
 
+RUNTIME_COLORS = {"torch": "tab:blue", "onnxruntime": "tab:orange", "openvino": "tab:green"}
+# Label offsets (points) tried in turn, nearest first; a label takes the first that overlaps
+# no label placed before it, so every point keeps a readable number.
+LABEL_OFFSETS = tuple(
+    (dx, dy)
+    for radius in (1, 2, 3, 4)
+    for dx, dy in ((5, 3), (5, -11), (-12, 3), (-12, -11), (0, 9), (0, -17))
+    for dx, dy in [(dx * radius, dy * radius)]
+)
+FIGURE_SIZE = (11.0, 5.5)  # inches: the axes, and a key column on the right that names every point
+
+
+def runtime_color(measurement: Measurement) -> str:
+    return RUNTIME_COLORS.get(measurement.runtime, "tab:gray")
+
+
+def place_labels(figure: Any, axes: Any, points: Sequence[tuple[float, float]], texts: Sequence[str]) -> list[Any]:
+    """Annotate each point with its text at the first `LABEL_OFFSETS` entry whose box overlaps no
+    label already placed (the layout must be final: boxes are measured in display space)."""
+    renderer = figure.canvas.get_renderer()
+    placed: list[Any] = []
+    boxes: list[Any] = []
+    for (x, y), text in zip(points, texts, strict=True):
+        for dx, dy in LABEL_OFFSETS:
+            label = axes.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.4},
+            )
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in boxes) or (dx, dy) == LABEL_OFFSETS[-1]:
+                boxes.append(box)
+                placed.append(label)
+                break
+            label.remove()
+    return placed
+
+
+def numbered_key(axes: Any, names: Sequence[str], colors: Sequence[str], front: Sequence[int] = ()) -> None:
+    """The key beside the axes: "n. name" for every numbered point, in the point's colour;
+    rows on the Pareto front are marked."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="none",
+            color=color,
+            label=f"{n}. {name}{' (front)' if n - 1 in front else ''}",
+        )
+        for n, (name, color) in enumerate(zip(names, colors, strict=True), start=1)
+    ]
+    key = axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0)
+    axes.add_artist(key)
+
+
 def pareto_plot(
     rows: Sequence[ResultRow],
     path: Path,
@@ -241,7 +302,8 @@ def pareto_plot(
     title: str = "top-1 vs speed (CPU, batch 1)",
     published: Sequence[PublishedPoint] = (),
 ) -> list[str]:
-    """top-1 vs it/s, marker area ∝ MB, the Pareto front drawn (and its rows' names returned);
+    """top-1 vs it/s, marker area ∝ MB and colour by runtime, every point numbered and named in
+    the key beside the axes, the Pareto front drawn (and its rows' names returned);
     `published` points are overlaid and labelled as published (see `_plot_published` for
     those without top-1)."""
     import matplotlib
@@ -255,15 +317,17 @@ def pareto_plot(
         for r in shown
     ]
     front: list[int] = []
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    figure.subplots_adjust(left=0.07, right=0.66, top=0.92, bottom=0.1)
+    colors = [runtime_color(r.measurement) for r in shown]
     if measured:
         largest = max(m[3] for m in measured) or 1.0
         axes.scatter(
             [m[1] for m in measured],
             [m[2] for m in measured],
             s=[40 + 600 * m[3] / largest for m in measured],
+            c=colors,
             alpha=0.6,
-            label="measured (area ∝ MB; labelled: on the front)",
         )
         with_delta = [(m, r.delta) for m, r in zip(measured, shown, strict=True) if r.delta is not None]
         if with_delta:  # the paired 95% interval of Δ top-1, drawn around each row's top-1
@@ -278,16 +342,6 @@ def pareto_plot(
                 label="Δ top-1 95% interval (paired with PyTorch fp32)",
             )
         front = pareto_front([(m[1], m[2]) for m in measured], accuracy_tie(shown))
-        # dominated rows crowd into one cluster (a study has ~25 rows); the table names them
-        for k, i in enumerate(front):  # neighbours on the front sit close: stagger their labels
-            axes.annotate(
-                measured[i][0],
-                (measured[i][1], measured[i][2]),
-                fontsize=7,
-                xytext=(6, (4, -12, 16, -24)[k % 4]),
-                textcoords="offset points",
-                arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5},
-            )
         axes.plot(
             [measured[i][1] for i in front],
             [measured[i][2] for i in front],
@@ -295,14 +349,17 @@ def pareto_plot(
             color="tab:red",
             label="Pareto front",
         )
+        numbered_key(axes, [m[0] for m in measured], colors, front)
     _plot_published(axes, published)
     axes.set_xscale("log")
-    axes.set_xlabel("images / second (batch 1, log scale)")
+    axes.set_xlabel("images / second (batch 1, log scale; marker area ∝ MB; colour: runtime)")
     axes.set_ylabel("top-1 %")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0.0), borderaxespad=0)
+    figure.canvas.draw()  # final limits, so label boxes are measured where they will be drawn
+    place_labels(figure, axes, [(m[1], m[2]) for m in measured], [str(n) for n in range(1, len(measured) + 1)])
     save_figure_atomic(figure, path)
     return [measured[i][0] for i in front]
 
