@@ -333,6 +333,8 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
         "int8",
         "--calib",
         str(few),
+        "--calib-samples",
+        "2",
         "--out",
         str(tmp_path / "o4"),
     )

@@ -1,0 +1,84 @@
+"""After calibrating on the user's own images, the parity check runs on other images of that
+same source (the model's domain, never a calibration image), not on CIFAR-10; CIFAR-10 is the
+fallback only for models whose labels are CIFAR-10's; and the result says which images it used."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import make_tiny_vit
+from tests.support.cli import cli
+from vitedge.calibration.sources import CIFAR10_CLASSES
+from vitedge.core.errors import VitedgeError
+from vitedge.core.manifest import read_manifest
+from vitedge.models import save_checkpoint
+from vitedge.workflows.parity import MIN_HELD_OUT, plan_parity_data, settle_parity_data
+
+OTHER_LABELS = tuple(f"part-{i}" for i in range(10))  # a domain model's classes, not CIFAR-10's
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+
+
+def test_export_checks_parity_on_held_out_images_of_the_calibration_folder(
+    tmp_path, tiny_checkpoint, image_folder, capsys, monkeypatch
+):
+    out_dir = tmp_path / "q"
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", str(out_dir)]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args, "--calib", str(image_folder), "--threads", "1", "--json")
+    result = json.loads(stdout)
+    # a random-weight model's int8 top-1 agreement is a coin toss: the exit code follows the verdict
+    assert code == (0 if result["parity"]["passed"] else 1), stderr
+    data = result["parity"]["data"]
+    calibration = read_manifest(out_dir)["calibration"]
+    assert data["source"] == str(image_folder) == calibration["source"]
+    assert data["held_out_from_calibration"] and "held out from the calibration source" in data["why"]
+    assert calibration["count"] + data["count"] == 40 and data["count"] >= MIN_HELD_OUT
+    assert len(set(data["identities"])) == data["count"] == result["parity"]["samples"]
+    assert not set(data["identities"]) & set(calibration["identities"])
+    assert f"calibrating on {calibration['count']} images of {image_folder}" in stderr
+    assert f"{data['count']} left for the parity check" in stderr
+
+    code, stdout, stderr = cli(capsys, monkeypatch, "verify", str(out_dir), "--threads", "1")
+    assert code in (0, 1), stderr
+    assert f"parity data: {data['count']} images of {image_folder}, held out from the calibration source" in stdout
+
+
+def test_export_without_a_source_says_it_used_cifar10(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--out", str(tmp_path / "f"), "--verify-samples", "16"]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args, "--threads", "1")
+    assert code == 0, stderr
+    assert "parity data: 16 images of cifar10, CIFAR-10 test images, the model's own classes" in stdout
+
+
+def test_the_default_plan_follows_the_calibration_source():
+    plan = plan_parity_data(None, calibration_source="/data/parts", labels=OTHER_LABELS)
+    assert (plan.spec, plan.held_out) == ("/data/parts", True)
+    assert plan_parity_data(None, calibration_source="cifar10:train", labels=CIFAR10_CLASSES).spec == "cifar10"
+    asked = plan_parity_data("/data/other", calibration_source="/data/parts", labels=OTHER_LABELS)
+    assert (asked.spec, asked.held_out, asked.asked) == ("/data/other", False, True)
+
+
+def test_too_few_images_left_falls_back_only_for_a_cifar10_model(image_folder):
+    from vitedge.calibration.sources import open_source
+
+    images = open_source(str(image_folder))
+    everything = {"source": images.name, "identities": list(images.identities)[:36]}  # 4 left
+    plan = plan_parity_data(None, calibration_source=images.name, labels=OTHER_LABELS)
+    with pytest.raises(VitedgeError, match="only 4 of the 40 images .* are not calibration images") as refused:
+        settle_parity_data(plan, calibration=everything, labels=OTHER_LABELS, images=images)
+    assert "--calib-samples" in refused.value.hint and "--verify-data" in refused.value.hint
+    with pytest.warns(UserWarning, match="checking parity on CIFAR-10 test images"):
+        fallback = settle_parity_data(plan, calibration=everything, labels=CIFAR10_CLASSES, images=images)
+    assert fallback.spec == "cifar10" and "only 4 of the 40" in fallback.why
+    enough = {"source": images.name, "identities": list(images.identities)[:32]}
+    assert settle_parity_data(plan, calibration=enough, labels=OTHER_LABELS, images=images) == plan
