@@ -260,16 +260,16 @@ def _torchvision_data_config(module: nn.Module, name: str) -> DataConfig:
     module's image size, else the default entry's crop ratio at the module's size."""
     import torchvision
 
-    size = int(module.image_size)
     try:
         entries = torchvision.models.get_model_weights(name)
     except ValueError:  # the class itself, or a builder without weights: the ViT-B/16 recipe
         entries = torchvision.models.ViT_B_16_Weights
+    size = int(getattr(module, "image_size", 0) or entries.DEFAULT.transforms().crop_size[0])  # CNNs: any size
     chosen = next((w for w in (entries.DEFAULT, *entries) if w.transforms().crop_size[0] == size), entries.DEFAULT)
     preset = chosen.transforms()
     ratio = _crop_pct(preset.crop_size[0], preset.resize_size[0])
     categories = tuple(chosen.meta.get("categories", ()))
-    num_classes = int(module.num_classes)
+    num_classes = int(getattr(module, "num_classes", 0) or len(categories))
     return DataConfig(
         input_size=(3, size, size),
         interpolation=preset.interpolation.value,

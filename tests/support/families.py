@@ -42,6 +42,7 @@ def spread(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def timm_tiny(name: str, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)  # what spread leaves (biases, tokens' 1-D parts) comes from the global generator
     architecture = Architecture(name, dict(TINY))
     module = spread(build_architecture(architecture), seed).eval()
     return LoadedModel(module, data_config_for(module), name, architecture)
@@ -102,6 +103,7 @@ def hf_tiny(folder: Path, kind: str = "vit", seed: int = 0) -> LoadedModel:
 
 
 def torchvision_tiny(seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
     architecture = Architecture(
         "torchvision:VisionTransformer",
         {
