@@ -138,6 +138,7 @@ def figures(monkeypatch) -> dict[str, dict]:
     import vitedge.core.io
     import vitedge.workflows.report
     import vitedge.workflows.sensitivity
+    import vitedge.workflows.study_report
     import vitedge.workflows.sweep
 
     saved: dict[str, dict] = {}
@@ -153,6 +154,12 @@ def figures(monkeypatch) -> dict[str, dict]:
         saved[Path(path).name] = drawn
         return written
 
-    for module in (vitedge.core.io, vitedge.workflows.sensitivity, vitedge.workflows.sweep, vitedge.workflows.report):
+    for module in (
+        vitedge.core.io,
+        vitedge.workflows.sensitivity,
+        vitedge.workflows.sweep,
+        vitedge.workflows.report,
+        vitedge.workflows.study_report,
+    ):
         monkeypatch.setattr(module, "save_figure_atomic", recording)
     return saved

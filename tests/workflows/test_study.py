@@ -273,3 +273,24 @@ def test_plot_shows_published_points_without_top1_as_speed_only(tmp_path, figure
     plot = figures["p.png"]
     assert plot["size"] == (1320, 660) and plot["scatters"] == [[tuple(c) for c in crosses]]
     assert [(label, x[0]) for _, label, x, _ in plot["lines"]] == [(label, x) for x, label in speed_only]
+
+
+def test_study_plot_puts_only_comparable_things_on_its_axes(tiny_study, tmp_path, figures) -> None:
+    """Item 9 of the first-hour issue: speedup over the same run's Vanilla against Δ top-1 (not
+    absolute it/s beside published it/s of another model and machine); published rows as their
+    own speedup ratios; every point numbered, named in the key, no two labels overlapping."""
+    from tests.support import key_names, overlapping_labels
+    from vitedge.workflows.study_report import cpu_b1_of, top1_of, write_study
+
+    recipe, study, _, _ = tiny_study
+    write_study(study, tmp_path)
+    plot = figures["study.png"]
+    base, rows = study.baseline, study.results[1:]
+    assert plot["scatters"][0] == [(cpu_b1_of(r) / cpu_b1_of(base), top1_of(r) - top1_of(base)) for r in rows]
+    ratios = {p.label: p.it_per_s_cpu / recipe.published_as("baseline").it_per_s_cpu for p in recipe.published[1:]}
+    published = {label.split(":")[0]: x[0] for _, label, x, _ in plot["lines"] if "(published" in label}
+    assert published == ratios and published["DeiT-B + DQ"] == pytest.approx(2.34)
+    assert key_names(plot["key"]) == [r.row.label for r in rows]
+    assert plot["labels"] == [str(n) for n in range(1, len(rows) + 1)]
+    assert not overlapping_labels(plot["label_boxes"])
+    assert "speedup" in plot["titles"][0][1] and "Δ top-1" in plot["titles"][0][2]

@@ -10,10 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.io import write_json_atomic, write_text_atomic
+from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from ..targets.measure import Measurement
 from ..targets.stats import paired_delta
-from .report import DASH, NOISE_MARK, ResultRow, fmt, fmt_delta, machine_line, pareto_plot
+from .report import (
+    DASH,
+    FIGURE_SIZE,
+    NOISE_MARK,
+    ResultRow,
+    fmt,
+    fmt_delta,
+    machine_line,
+    numbered_key,
+    place_labels,
+    runtime_color,
+)
 from .study_recipe import StudyRecipe, StudyRow
 
 
@@ -103,10 +114,8 @@ def _delta(result: StudyResult, baseline: StudyResult) -> str:
     """Δ top-1 with its paired interval (the same test images through both rows)."""
     if result is baseline:
         return "reference"
-    mine, theirs = result.accuracy.accuracy.hits(), baseline.accuracy.accuracy.hits()
-    if mine is None or theirs is None or len(mine) != len(theirs):
-        return fmt(top1_of(result) - top1_of(baseline), "delta")
-    return fmt_delta(paired_delta(theirs, mine))
+    paired = _paired(result, baseline)
+    return fmt(top1_of(result) - top1_of(baseline), "delta") if paired is None else fmt_delta(paired)
 
 
 def cells(result: StudyResult, baseline: StudyResult, *, pretrained: bool = False) -> list[str]:
@@ -201,7 +210,11 @@ def markdown(study: Study) -> str:
         "",
     ]
     lines += ["## Against the published study", "", *comparison(study), ""]
-    lines += ["Published points in study.png are the study's own figures on its own hardware, not ours.", ""]
+    lines += [
+        "study.png plots each row's speedup over this run's Vanilla against its Δ top-1; the published rows "
+        "(another model on another machine) appear only as their own speedup over their own Vanilla.",
+        "",
+    ]
     if study.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in study.notes], ""]
     versions: dict[str, str] = {}
@@ -211,12 +224,67 @@ def markdown(study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_rows(study: Study) -> list[ResultRow]:
-    """Rows for `report.pareto_plot`: top-1 from the accuracy measurement, speed and MB from
-    the speed measurement of the same row."""
-    return [
-        ResultRow(dataclasses.replace(r.speed, name=r.row.label, accuracy=r.accuracy.accuracy)) for r in study.results
-    ]
+def _paired(result: StudyResult, baseline: StudyResult) -> Any:
+    mine, theirs = result.accuracy.accuracy.hits(), baseline.accuracy.accuracy.hits()
+    if mine is None or theirs is None or len(mine) != len(theirs):
+        return None
+    return paired_delta(theirs, mine)
+
+
+def speedup_plot(study: Study, path: Path) -> Path:
+    """What the study compares, on comparable axes: each row's speedup over this run's Vanilla
+    (CPU, batch 1) against its Δ top-1 with the paired 95% interval. Published rows come from
+    another model on another machine, so they appear only as their own speedup over their own
+    Vanilla (a dotted line: no Δ top-1 against a Vanilla top-1 was published)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = study.baseline
+    results = [r for r in study.results if r is not base]
+    speedups = [cpu_b1_of(r) / cpu_b1_of(base) for r in results]
+    deltas = [top1_of(r) - top1_of(base) for r in results]
+    colors = [runtime_color(r.speed) for r in results]
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    figure.subplots_adjust(left=0.07, right=0.66, top=0.92, bottom=0.1)
+    axes.scatter(speedups, deltas, c=colors, alpha=0.7)
+    intervals = [(x, y, _paired(r, base)) for x, y, r in zip(speedups, deltas, results, strict=True)]
+    intervals = [(x, y, d) for x, y, d in intervals if d is not None]
+    if intervals:
+        axes.errorbar(
+            [x for x, _, _ in intervals],
+            [y for _, y, _ in intervals],
+            yerr=[[d.delta - d.low for _, _, d in intervals], [d.high - d.delta for _, _, d in intervals]],
+            fmt="none",
+            ecolor="gray",
+            elinewidth=0.8,
+            capsize=2,
+            label="Δ top-1 95% interval (paired with Vanilla)",
+        )
+    axes.axhline(0.0, color="black", lw=0.6)
+    axes.axvline(1.0, color="black", lw=0.6)
+    published_base = study.recipe.published_as("baseline")
+    for figure_row in study.recipe.published:
+        if published_base is not None and figure_row is not published_base:
+            ratio = figure_row.it_per_s_cpu / published_base.it_per_s_cpu
+            axes.axvline(
+                ratio,
+                linestyle=":",
+                color="gray",
+                label=f"{figure_row.label}: {ratio:.2f}× (published, their model and CPU)",
+            )
+    numbered_key(axes, [r.row.label for r in results], colors)
+    axes.set_xscale("log")
+    axes.set_xlabel(f"speedup over this run's {base.row.label} (CPU, batch 1, log scale; colour: runtime)")
+    axes.set_ylabel(f"Δ top-1 points against {base.row.label}")
+    axes.set_title(f"{study.recipe.name}: accuracy cost against speedup")
+    axes.grid(True, alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0.0), borderaxespad=0)
+    figure.canvas.draw()  # final limits, so label boxes are measured where they will be drawn
+    place_labels(figure, axes, list(zip(speedups, deltas, strict=True)), [str(n) for n in range(1, len(results) + 1)])
+    return save_figure_atomic(figure, path)
 
 
 def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -236,10 +304,5 @@ def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = No
         },
     )
     write_text_atomic(paths["markdown"], markdown(study))
-    pareto_plot(
-        plot_rows(study),
-        paths["plot"],
-        title=f"{study.recipe.name}: top-1 vs CPU it/s (batch 1)",
-        published=[p.point() for p in study.recipe.published],
-    )
+    speedup_plot(study, paths["plot"])
     return paths
