@@ -13,6 +13,7 @@ import torch
 
 from tests.support.families import TIMM_MODELS, hf_folder, hf_tiny, timm_tiny, torchvision_tiny
 from vitedge.calibration.calibset import build_calibration_set
+from vitedge.calibration.preprocess import DataConfig
 from vitedge.calibration.sources import open_source
 from vitedge.core.manifest import read_manifest
 from vitedge.exporter.export import export_artifact
@@ -44,7 +45,7 @@ def test_fp32_onnx_and_openvino_match_pytorch(tmp_path, name):
         folder = export_artifact(loaded, to=to, precision="fp32", out=tmp_path / to)
         report = verify_artifact(folder, loaded, inputs, threads=1)
         assert report.passed and report.max_abs < 1e-4 and report.top1_agreement == 1.0, (to, report.failures)
-        assert read_manifest(folder)["data_config"] == loaded.data_config.to_dict()
+        assert DataConfig.from_dict(read_manifest(folder)["data_config"]) == loaded.data_config
 
 
 @pytest.mark.parametrize(
