@@ -23,6 +23,21 @@ def tiny_vit() -> LoadedModel:
     return make_tiny_vit()
 
 
+@pytest.fixture()
+def tiny_checkpoint(tmp_path) -> Path:
+    """The tiny ViT saved as a .safetensors checkpoint, as a user passes a model file."""
+    from vitedge.models import save_checkpoint
+
+    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture()
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A vitedge cache of the test's own (calibration sets, students), so no run reuses another's."""
+    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="session")
 def cifar_test():
     """The real CIFAR-10 test set (from $VITEDGE_DATA, the user cache, or the download)."""

@@ -14,19 +14,11 @@ from vitedge.calibration.calibset import DEFAULT_CALIB_SAMPLES, MIN_CALIB_SAMPLE
 from vitedge.calibration.sources import open_source
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest
-from vitedge.models import save_checkpoint
 
 CONFIG = make_tiny_vit().data_config
 
 
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _error_lines(stderr: str) -> list[str]:

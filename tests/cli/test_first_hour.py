@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.support import make_tiny_vit
 from tests.support.cli import cli
-from vitedge.models import save_checkpoint
-
-
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
 
 
 def test_parity_bounds_are_shown_in_the_unit_of_their_value(tmp_path, tiny_checkpoint, capsys, monkeypatch):

@@ -6,22 +6,13 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Attention
 
+from tests.support import make_class_token_vit
 from vitedge.compress.nystrom import (
     NystromAttention,
     iterative_pinv,
     nystrom,
     segment_means,
 )
-from vitedge.compress.train import cifar_vit_architecture
-from vitedge.models import Architecture, build_architecture
-
-
-def _class_token_vit() -> torch.nn.Module:
-    torch.manual_seed(0)
-    base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    return build_architecture(
-        Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})
-    ).eval()
 
 
 def test_segment_means_are_ragged_when_tokens_do_not_divide() -> None:
@@ -43,7 +34,7 @@ def test_iterative_pinv_inverts_a_softmax_kernel() -> None:
 
 
 def test_nystrom_keeps_weights_and_tracks_exact_attention(tiny_vit) -> None:
-    for model, tokens in ((tiny_vit.module, 64), (_class_token_vit(), 65)):
+    for model, tokens in ((tiny_vit.module, 64), (make_class_token_vit(), 65)):
         inputs = torch.randn(3, 3, 32, 32)
         reference = model(inputs)
         result = nystrom(model, landmarks=8)

@@ -7,24 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.support import make_class_token_vit
 from vitedge.compress.registry import apply_steps, load_model
 from vitedge.compress.tokens import TokenReductionBlocks, bipartite_merge, tokens
-from vitedge.compress.train import cifar_vit_architecture
 from vitedge.core.errors import VitedgeError
-from vitedge.models import Architecture, build_architecture, save_checkpoint
-
-
-def _class_token_vit() -> torch.nn.Module:
-    torch.manual_seed(0)
-    base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
-    return build_architecture(
-        Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})
-    ).eval()
+from vitedge.models import save_checkpoint
 
 
 def test_r_zero_keeps_the_output(tiny_vit) -> None:
     inputs = torch.randn(3, 3, 32, 32)
-    for model in (tiny_vit.module, _class_token_vit()):
+    for model in (tiny_vit.module, make_class_token_vit()):
         reference = model(inputs)
         for mode in ("merge", "drop"):
             result = tokens(model, r=0, mode=mode)
@@ -47,7 +39,7 @@ def test_tokens_shrink_per_block_and_stay_close(tiny_vit, cifar_batch) -> None:
 
 
 def test_class_token_is_never_merged_or_dropped() -> None:
-    model = _class_token_vit()
+    model = make_class_token_vit()
     inputs = torch.randn(2, 3, 32, 32)
     for mode in ("merge", "drop"):
         result = tokens(model, r=16, mode=mode)
@@ -88,7 +80,7 @@ def test_average_pool_weights_merged_tokens_by_size(tiny_vit) -> None:
     x, size = last[0]
     assert not torch.allclose(size, torch.ones_like(size))
     assert torch.allclose(pooled[0], (x * size).sum(1) / size.sum(1), atol=1e-6)
-    assert not tokens(_class_token_vit(), r=4).model.blocks.weighted_mean  # token pooling reads the class token
+    assert not tokens(make_class_token_vit(), r=4).model.blocks.weighted_mean  # token pooling reads the class token
 
 
 def test_blocks_reduces_in_the_first_blocks_only(tiny_vit, cifar_batch) -> None:

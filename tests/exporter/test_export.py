@@ -209,11 +209,6 @@ def test_existing_folder_needs_force(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
-
-
 def test_cli_export_then_verify(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     out_dir = tmp_path / "art"
     code, stdout, _ = cli(

@@ -8,25 +8,16 @@ import json
 
 import pytest
 
-from tests.support import make_tiny_vit
 from tests.support.cli import cli
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest
-from vitedge.models import save_checkpoint
 from vitedge.workflows.parity import MIN_HELD_OUT, plan_parity_data, settle_parity_data
 
 OTHER_LABELS = tuple(f"part-{i}" for i in range(10))  # a domain model's classes, not CIFAR-10's
 
 
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    return save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def test_export_checks_parity_on_held_out_images_of_the_calibration_folder(

@@ -3,13 +3,26 @@
 
 from __future__ import annotations
 
-from vitedge.compress.train import tiny_cifar_vit
+import torch
+
+from vitedge.compress.train import cifar_vit_architecture, tiny_cifar_vit
 from vitedge.models import LoadedModel
 
 
 def make_tiny_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     """A randomly initialised 2-block, 64-wide ViT for 32×32 CIFAR-10 images."""
     return tiny_cifar_vit(seed, **overrides)
+
+
+def make_class_token_vit() -> torch.nn.Module:
+    """The tiny CIFAR ViT with a class token and token pooling (timm's default ViT layout)."""
+    from vitedge.models import Architecture, build_architecture
+
+    torch.manual_seed(0)
+    base = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+    return build_architecture(
+        Architecture(base.name, {**base.kwargs, "class_token": True, "global_pool": "token"})
+    ).eval()
 
 
 def overlapping_labels(boxes: list[tuple[float, float, float, float]]) -> list[tuple[int, int]]:

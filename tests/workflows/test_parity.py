@@ -4,7 +4,6 @@ on a corrupted artifact (exit 1, worst images named) or refusing a checksum mism
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import onnx
@@ -169,15 +168,10 @@ def test_verify_fails_on_corrupted_artifact(tmp_path, verify_set):
 
 
 def test_cli_verify_exit_codes(tmp_path, capsys, monkeypatch):
-    from vitedge.cli import run
+    from tests.support.cli import cli as run_cli
 
     def cli(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["vitedge", *args])
-        monkeypatch.setenv("COLUMNS", "200")
-        with pytest.raises(SystemExit) as info:
-            run()
-        captured = capsys.readouterr()
-        return int(info.value.code or 0), captured.out, captured.err
+        return run_cli(capsys, monkeypatch, *args)
 
     checkpoint = save_checkpoint(make_tiny_vit(), tmp_path / "tiny.safetensors")
     folder = export_artifact(make_tiny_vit(), to="onnx", precision="fp32", out=tmp_path / "art")
