@@ -46,6 +46,13 @@ def _value(text: str) -> bool | int | float | str:
     return text.strip()
 
 
+def _steps_for(model: nn.Module) -> str:
+    """The steps that do work on `model`'s family, for a refusal's hint."""
+    family = models.vit_family(model)
+    usable = sorted(name for name, step in STEPS.items() if step.families is None or family in step.families)
+    return f"steps for this model: {', '.join(usable)}"
+
+
 def parse_step_spec(spec: str) -> tuple[str, dict[str, bool | int | float | str]]:
     """`prune-heads:ratio=0.25,importance=taylor` → ("prune-heads", {"ratio": 0.25, ...})."""
     name, _, rest = spec.strip().partition(":")
@@ -83,7 +90,7 @@ def apply_step(
         context["teacher"] = load_model(str(teacher_spec)).module if teacher_spec is not None else teacher
     if "data" in step.uses:
         context["data"] = data
-    require_family(name, loaded.module, step.families)
+    require_family(name, loaded.module, step.families, hint=_steps_for(loaded.module))
     unknown = [key for key in options if key not in step.options]
     if unknown:
         raise VitedgeError(

@@ -58,7 +58,9 @@ ALL_VITS = tuple(FAMILIES)
 TIMM_VITS = ("timm-vit", "timm-eva", "timm-beit", "timm-relpos")
 
 
-def require_family(step: str, model: nn.Module, families: tuple[str, ...] | None) -> str | None:
+def require_family(
+    step: str, model: nn.Module, families: tuple[str, ...] | None, *, hint: str | None = None
+) -> str | None:
     """The model's family, or a one-line refusal naming it and the families `step` works on."""
     family = vit_family(model)
     if families is None or family in families:
@@ -66,7 +68,7 @@ def require_family(step: str, model: nn.Module, families: tuple[str, ...] | None
     kind = FAMILIES[family] if family is not None else model_kind(model)
     raise VitedgeError(
         f"step {step} does not support {kind} models; it works on {', '.join(FAMILIES[f] for f in families)}",
-        "see `vitedge compress --help` for each step's families, or export the model uncompressed",
+        hint or "choose another step, or export the model uncompressed",
     )
 
 

@@ -69,6 +69,8 @@ def test_step_works_and_exports_or_refuses_in_one_line(tmp_path, model, step):
         with pytest.raises(VitedgeError) as refused:
             apply_step(loaded, step, OPTIONS[step], data=data, teacher=loaded.module)
         assert refused.value.args[0] == REFUSED[model][step] and "\n" not in refused.value.args[0]
+        assert "nystrom" in refused.value.hint and "prune-magnitude" in refused.value.hint
+        assert step not in refused.value.hint.split(": ")[1].split(", ")
         return
     compressed = apply_step(loaded, step, OPTIONS[step], data=data, teacher=loaded.module)
     inputs = build_calibration_set(open_source("cifar10"), loaded.data_config, 32, seed=1, cache=False).inputs
