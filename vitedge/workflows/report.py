@@ -87,6 +87,7 @@ COLUMNS = (
     "× fastest fp32 b1",
     "× PyTorch b1",
     "p90 ms b1",
+    "load+1st ms",
     "MB",
     "peak MB",
 )
@@ -139,6 +140,7 @@ def cells(row: ResultRow, baseline: ResultRow | None, fastest: ResultRow | None 
         _ratio(row, fastest),
         _ratio(row, baseline),
         fmt(b1.p90_ms if b1 else None, "ms"),
+        fmt(m.first_inference_ms, "ms"),
         fmt(m.size_mb, "mb"),
         fmt(m.peak_rss_mb, "mb"),
     ]
@@ -182,7 +184,7 @@ def markdown(rows: Sequence[ResultRow], title: str = "vitedge results", notes: S
         "Δ top-1 is against the fp32 PyTorch row on the same images, with a paired 95% interval (Wilson, on the images only one of the two gets right); "
         f"{NOISE_MARK} marks an interval that contains 0: no difference is shown, and the Pareto front does not rank on it. "
         f"× fastest fp32 is against {fastest.measurement.name if fastest else 'the fastest fp32 row'} (the fastest row computing in f32), × PyTorch against PyTorch fp32 eager. "
-        "it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; p90 is batch-1 latency; MB is the model on disk; peak MB is the runner process's peak RSS. "
+        "it/s b1 is batch-1 calls per second (= images/s); img/s b8 is images per second at batch 8; p90 is batch-1 latency; load+1st is the time from nothing loaded to the first answer on one image (open, compile, first call); MB is the model on disk; peak MB is the runner process's peak RSS. "
         "Each batch size is timed on a runner opened for it; results.json records each timing's hint, streams and threads.",
     ]
     lines += [f"- {note}" for note in notes]
