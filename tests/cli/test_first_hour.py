@@ -21,6 +21,21 @@ def test_parity_bounds_are_shown_in_the_unit_of_their_value(tmp_path, tiny_check
     assert ">= 0.995000" in cosine and "%" not in cosine
 
 
+def test_parity_failures_say_value_and_bound_in_one_unit():
+    """Item 3, the verdict line: "top1_agreement 50.00% (needs >= 97.00%)", not "0.5 (needs >= 0.97)"."""
+    import numpy as np
+
+    from vitedge.workflows.parity import compare_logits
+
+    reference = np.eye(10, dtype=np.float32)[np.arange(20) % 10]
+    candidate = reference.copy()
+    candidate[:10] = np.roll(candidate[:10], 1, axis=1)  # half the images change their top-1
+    report = compare_logits(reference, candidate, precision="int8", tolerances={"top1_agreement": 0.97})
+    assert "top1_agreement 50.00% (needs >= 97.00%)" in report.failures
+    cosine = next(f for f in report.failures if f.startswith("cosine_mean"))
+    assert re.fullmatch(r"cosine_mean \d\.\d{6} \(needs >= 0\.995000\)", cosine), cosine
+
+
 def test_help_groups_commands_into_panels_with_run_first(capsys, monkeypatch):
     """Item 6: `vitedge --help` shows panels in the order of the job, `run` the first command."""
     code, stdout, _ = cli(capsys, monkeypatch, "--help")

@@ -126,10 +126,10 @@ def test_each_precision_gate_refuses_what_it_must():
     reference = np.random.default_rng(0).normal(size=(200, 10))
     assert compare_logits(reference, reference + 5e-5, precision="fp32").passed
     fp32 = compare_logits(reference, reference + 3e-3, precision="fp32")  # the bf16-sized error
-    assert not fp32.passed and fp32.failures[0].startswith("max_abs 0.003")
+    assert not fp32.passed and fp32.failures[0].startswith("max_abs 3.000e-03 ")
     assert compare_logits(reference, _with_cosine(reference, 0.99999), precision="fp16").passed
     fp16 = compare_logits(reference, _with_cosine(reference, 0.999, slice(7, 8)), precision="fp16")  # one image off
-    assert not fp16.passed and fp16.failures[0].startswith("cosine_min 0.999 ") and fp16.worst[0][0] == "#7"
+    assert not fp16.passed and fp16.failures[0].startswith("cosine_min 0.999000 ") and fp16.worst[0][0] == "#7"
     assert compare_logits(reference, _with_cosine(reference, 0.999), precision="int8-static").passed
     int8 = compare_logits(reference, _with_cosine(reference, 0.98), precision="int8-dynamic")
     assert not int8.passed and int8.failures[0].startswith("cosine_mean 0.98")

@@ -32,16 +32,9 @@ def _parse_batch(value: str) -> str | int:
     return number
 
 
-def _parity_figure(name: str, value: float) -> str:
-    """A parity metric and its bound in the same unit: agreement as a percentage both times."""
-    if name.endswith("_abs"):
-        return f"{value:.3e}"
-    if name.startswith("cosine"):
-        return f"{value:.6f}"
-    return f"{100 * value:.2f}%"
-
-
 def _parity_table(report, title: str) -> Table:  # noqa: ANN001 - ParityReport
+    from ..workflows.parity import format_metric
+
     table = Table(title=title, title_justify="left")
     for column in ("metric", "value", "bound", "ok"):
         table.add_column(column, justify="right" if column != "metric" else "left")
@@ -49,11 +42,11 @@ def _parity_table(report, title: str) -> Table:  # noqa: ANN001 - ParityReport
     for name in ("max_abs", "mean_abs", "cosine_mean", "cosine_min", "top1_agreement", "top5_overlap"):
         if name in bounds:
             sign = "<=" if name.endswith("_abs") else ">="
-            bound = f"{sign} {_parity_figure(name, bounds[name])}"
+            bound = f"{sign} {format_metric(name, bounds[name])}"
             ok = "[red]no[/]" if any(f.startswith(name + " ") for f in report.failures) else "[green]yes[/]"
         else:
             bound, ok = "", ""
-        table.add_row(name, _parity_figure(name, getattr(report, name)), bound, ok)
+        table.add_row(name, format_metric(name, getattr(report, name)), bound, ok)
     return table
 
 

@@ -230,6 +230,16 @@ def _worst_order(
     return np.lexsort((-per_sample_max, cosine))
 
 
+def format_metric(name: str, value: float) -> str:
+    """A parity metric or its bound as a person reads it, the bound in its value's unit:
+    distances in scientific notation, cosines to 6 places, agreement as a percentage."""
+    if name.endswith("_abs"):
+        return f"{value:.3e}"
+    if name.startswith("cosine"):
+        return f"{value:.6f}"
+    return f"{100 * value:.2f}%"
+
+
 def compare_logits(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -284,7 +294,7 @@ def compare_logits(
         value = values[name]
         if (name in UPPER_BOUNDS and not value <= bound) or (name in LOWER_BOUNDS and not value >= bound):
             sign = "<=" if name in UPPER_BOUNDS else ">="
-            failures.append(f"{name} {value:.6g} (needs {sign} {bound:g})")
+            failures.append(f"{name} {format_metric(name, value)} (needs {sign} {format_metric(name, bound)})")
     failed = [f.split(" ", 1)[0] for f in failures if f.split(" ", 1)[0] in bounds]
     disagree = ref.argmax(axis=1) != cand.argmax(axis=1)
     order = [i for i in _worst_order(failed, precision, per_sample_max, cosine, disagree) if kept[i]][:WORST_SHOWN]
