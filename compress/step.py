@@ -65,9 +65,15 @@ def require_family(
     family = vit_family(model)
     if families is None or family in families:
         return family
-    kind = FAMILIES[family] if family is not None else model_kind(model)
+    names = ", ".join(FAMILIES[f] for f in families)
+    if family is None:  # not a ViT at all: say that first, as export does
+        raise VitedgeError(
+            f"step {step} needs a timm Vision Transformer or another ViT family, but the model is a {model_kind(model)}",
+            hint or f"step {step} works on {names}; e.g. vitedge-cifar10 or vit_small_patch16_224",
+        )
+    kind = FAMILIES[family]
     raise VitedgeError(
-        f"step {step} does not support {kind} models; it works on {', '.join(FAMILIES[f] for f in families)}",
+        f"step {step} does not support {kind} models; it works on {names}",
         hint or "choose another step, or export the model uncompressed",
     )
 
