@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.errors import VitedgeError
+from ..models import count_weights
 from .step import (
     ALL_VITS,
     Step,
@@ -100,7 +101,7 @@ def _unstructured(
                 weight.view(-1)[order] = 0.0
             zeros += int((weight == 0).sum())
             total += weight.numel()
-    everything = sum(p.numel() for p in model.parameters())
+    everything = count_weights(model)
     structure = {"sparsity": zeros / total, "model_sparsity": zeros / everything, "note": DENSE_NOTE}
     return StepResult(
         model.eval(),
@@ -302,9 +303,9 @@ def _structured(
             drop = _removed(len(score), ratio)
             kept["channels"] = sorted(score.argsort(descending=True)[: len(score) - drop].tolist())
         structure[f"blocks.{index}"] = kept  # by block index, whatever the family calls its blocks
-    before = sum(p.numel() for p in model.parameters())
+    before = count_weights(model)
     pruned = apply_structure(clone(model), structure).eval()
-    after = sum(p.numel() for p in pruned.parameters())
+    after = count_weights(pruned)
     options = {
         "ratio": ratio,
         "importance": importance,

@@ -6,169 +6,32 @@ Face transformers folder written by `save_pretrained` (weights from safetensors 
 `transformers:org/name` from the hub; `torchvision:vit_b_16` (any torchvision builder); a local
 `.safetensors` (our own checkpoints carry architecture, DataConfig and compression records in
 the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary pickles).
-
-Which modules count as Vision Transformers is `vit_family`: the compression steps declare the
-families they support by these names, and export refuses anything else.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .calibration.preprocess import DataConfig
-from .core.errors import VitedgeError
-from .core.io import write_bytes_atomic
-from .core.manifest import sha256_file
-
-StepRecord = dict[str, Any]  # a compression step as a checkpoint records it: {"name", "options", "structure"}
+from ..calibration.preprocess import DataConfig
+from ..core.errors import VitedgeError
+from ..core.io import write_bytes_atomic
+from ..core.manifest import sha256_file
+from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
+from .preprocessing import data_config_for, hf_data_config
+from .types import Architecture, LoadedModel, StepRecord
 
 DEFAULT_MODEL = "vitedge-cifar10"
-EMBEDDED = {DEFAULT_MODEL: Path(__file__).with_name("weights") / "vitedge-cifar10.safetensors"}
+EMBEDDED = {DEFAULT_MODEL: Path(__file__).resolve().parent.parent / "weights" / "vitedge-cifar10.safetensors"}
 METADATA_KEY = "vitedge"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """How to build the empty module: a timm model name, `torchvision:<builder>`, or
-    `transformers:<class>` (kwargs `{"config": <the model's config as a dict>}`), plus keyword
-    overrides. A transformers config is plain JSON data, so a checkpoint can carry it."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kwargs": dict(self.kwargs)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        return cls(str(data["name"]), dict(data.get("kwargs", {})))
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    module: nn.Module
-    data_config: DataConfig
-    spec: str
-    architecture: Architecture
-    steps: tuple[StepRecord, ...] = ()
-    source_sha256: str = ""
-
-    def with_module(self, module: nn.Module, record: StepRecord | None = None) -> LoadedModel:
-        steps = self.steps + ((record,) if record is not None else ())
-        return LoadedModel(module, self.data_config, self.spec, self.architecture, steps, self.source_sha256)
-
-
-def count_weights(module: nn.Module) -> int:
-    """Weights the module stores: its state dict's tensor elements, int8 weights included and
-    their quantization scales and zero points left out, so a pruned, distilled or quantized
-    module is counted the same way as the model it came from."""
-    return int(
-        sum(
-            value.numel()
-            for key, value in module.state_dict().items()
-            if isinstance(value, torch.Tensor) and not key.endswith(("scale", "zero_point"))
-        )
-    )
-
-
-HF_PREFIX = "transformers:"
-TORCHVISION_PREFIX = "torchvision:"
-# family name -> what a person calls it; the compression steps declare support by these names
-FAMILIES = {
-    "timm-vit": "timm VisionTransformer",
-    "timm-eva": "timm Eva (EVA-02, RoPE ViTs)",
-    "timm-beit": "timm Beit",
-    "timm-relpos": "timm VisionTransformerRelPos",
-    "hf-vit": "Hugging Face ViT/DeiT",
-    "hf-beit": "Hugging Face BEiT",
-    "hf-dinov2": "Hugging Face DINOv2",
-    "torchvision-vit": "torchvision VisionTransformer",
-}
-# transformers `model_type` -> family: the ViT image classifiers we know how to export
-HF_FAMILIES = {
-    "vit": "hf-vit",
-    "deit": "hf-vit",
-    "vit_msn": "hf-vit",
-    "beit": "hf-beit",
-    "data2vec-vision": "hf-beit",
-    "dinov2": "hf-dinov2",
-    "dinov2_with_registers": "hf-dinov2",
-}
-
-
-class HFImageClassifier(nn.Module):
-    """A transformers image classifier seen as every other model here: forward(pixel_values)
-    returns the logits tensor (transformers returns an output object, which neither the
-    exporters nor the training loop take). `model` keeps the transformers module whole."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.config.num_labels)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
-
-
-def _timm_family(module: nn.Module) -> str | None:
-    from timm.models.beit import Beit
-    from timm.models.eva import Eva
-    from timm.models.vision_transformer import VisionTransformer
-    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
-
-    kinds = (
-        (VisionTransformer, "timm-vit"),
-        (Eva, "timm-eva"),
-        (Beit, "timm-beit"),
-        (VisionTransformerRelPos, "timm-relpos"),
-    )
-    return next((family for kind, family in kinds if isinstance(module, kind)), None)
-
-
-def vit_family(module: nn.Module) -> str | None:
-    """The ViT family of `module` (a key of FAMILIES), None when it is not a ViT we know."""
-    if isinstance(module, HFImageClassifier):
-        return HF_FAMILIES.get(str(module.config.model_type))
-    from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
-
-    if isinstance(module, TorchvisionViT):
-        return "torchvision-vit"
-    return _timm_family(module)
-
-
-def model_kind(module: nn.Module) -> str:
-    """What the module is, in the words of its library (the transformers class, not our wrapper)."""
-    return type(module.model if isinstance(module, HFImageClassifier) else module).__name__
-
-
-def is_vit(module: nn.Module) -> bool:
-    return vit_family(module) is not None
-
-
-def require_vit(loaded: LoadedModel, what: str) -> None:
-    if not is_vit(loaded.module):
-        raise VitedgeError(
-            f"{what} needs a Vision Transformer, but {loaded.spec} is a {model_kind(loaded.module)}",
-            "use a ViT: timm (VisionTransformer/DeiT, Eva, Beit, RelPos), a transformers ViT/DeiT/BEiT/DINOv2 folder, "
-            "torchvision:vit_b_16, or vitedge-cifar10",
-        )
 
 
 def unknown_model_hint(name: str) -> str:
@@ -235,150 +98,6 @@ def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Mo
             f"could not fetch pretrained weights for {arch.name} (offline and not in the cache?): {str(exc).splitlines()[0]}",
             f"pass a local file instead: --model weights.safetensors --arch {arch.name}",
         ) from None
-
-
-def _imagenet_labels(num_classes: int) -> tuple[str, ...]:
-    import timm.data
-
-    if num_classes != 1000 or not hasattr(timm.data, "ImageNetInfo"):
-        return ()
-    return tuple(name.split(",")[0] for name in timm.data.ImageNetInfo().label_descriptions(as_dict=False))
-
-
-def _crop_pct(crop: int, resized: int) -> float:
-    """crop/resized, nudged down where float division would make timm's floor(crop / pct) land
-    one pixel short of `resized` (32 / (32 / 36) is 35.99...)."""
-    pct = crop / resized
-    while math.floor(crop / pct) < resized:
-        pct = math.nextafter(pct, 0.0)
-    return pct
-
-
-def _torchvision_data_config(module: nn.Module, name: str) -> DataConfig:
-    """The eval transform torchvision publishes with the builder's weights (`weights.transforms()`:
-    resize the short side, center crop, normalize); the weights entry whose crop fits the
-    module's image size, else the default entry's crop ratio at the module's size."""
-    import torchvision
-
-    try:
-        entries = torchvision.models.get_model_weights(name)
-    except ValueError:  # the class itself, or a builder without weights: the ViT-B/16 recipe
-        entries = torchvision.models.ViT_B_16_Weights
-    size = int(getattr(module, "image_size", 0) or entries.DEFAULT.transforms().crop_size[0])  # CNNs: any size
-    chosen = next((w for w in (entries.DEFAULT, *entries) if w.transforms().crop_size[0] == size), entries.DEFAULT)
-    preset = chosen.transforms()
-    ratio = _crop_pct(preset.crop_size[0], preset.resize_size[0])
-    categories = tuple(chosen.meta.get("categories", ()))
-    num_classes = int(getattr(module, "num_classes", 0) or len(categories))
-    return DataConfig(
-        input_size=(3, size, size),
-        interpolation=preset.interpolation.value,
-        mean=tuple(float(v) for v in preset.mean),
-        std=tuple(float(v) for v in preset.std),
-        crop_pct=_crop_pct(size, math.floor(size / ratio)),
-        crop_mode="center",
-        num_classes=num_classes,
-        labels=categories if len(categories) == num_classes else (),
-    )
-
-
-def _hf_geometry(settings: dict[str, Any], source: str) -> tuple[int, int, float, str]:
-    """(height, width, crop_pct, crop_mode) of a transformers image processor's resize + crop:
-    a fixed height×width resize is timm's "squash", a shortest-edge resize its "center"."""
-    size = settings.get("size") or {}
-    crop = settings.get("crop_size") if settings.get("do_center_crop") else None
-    if not settings.get("do_resize", True):
-        raise VitedgeError(
-            f"the image processor of {source} does not resize", "set do_resize and size in preprocessor_config.json"
-        )
-    if "height" in size and "width" in size:
-        height, width = (int(crop["height"]), int(crop["width"])) if crop else (int(size["height"]), int(size["width"]))
-        pct = _crop_pct(height, int(size["height"]))
-        if math.floor(width / pct) != int(size["width"]):
-            raise VitedgeError(
-                f"the image processor of {source} crops height and width by different ratios ({size} → {crop})",
-                "use a processor whose crop keeps the resize's aspect ratio",
-            )
-        return height, width, pct, "squash"
-    if "shortest_edge" in size and crop and int(crop["height"]) == int(crop["width"]):
-        side = int(crop["height"])
-        return side, side, _crop_pct(side, int(size["shortest_edge"])), "center"
-    raise VitedgeError(
-        f"the image processor of {source} resizes to {size} with crop {crop}, which gives no fixed input size",
-        "use size {height, width}, or shortest_edge with a square center crop",
-    )
-
-
-def hf_data_config(source: str, config: Any) -> DataConfig:
-    """A transformers model's own image processor (preprocessor_config.json, read through
-    AutoImageProcessor) as our DataConfig; labels from the model config's id2label."""
-    import transformers
-    from PIL import Image
-
-    try:
-        settings = transformers.AutoImageProcessor.from_pretrained(source).to_dict()
-    except (OSError, ValueError, KeyError) as exc:
-        raise VitedgeError(
-            f"{source} has no usable image processor config ({str(exc).splitlines()[0][:160]})",
-            "save the model's processor beside it: AutoImageProcessor.from_pretrained(...).save_pretrained(folder)",
-        ) from None
-    if (
-        settings.get("do_rescale", True) is False
-        or abs(float(settings.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9
-    ):
-        raise VitedgeError(
-            f"the image processor of {source} does not scale pixels by 1/255",
-            "vitedge feeds pixels scaled to 0..1; set do_rescale true with rescale_factor 1/255",
-        )
-    height, width, pct, mode = _hf_geometry(settings, source)
-    normalize = settings.get("do_normalize", True)
-    mean, std = (settings.get("image_mean"), settings.get("image_std")) if normalize else (0.0, 1.0)
-    mean, std = (
-        ([mean] * 3 if isinstance(mean, (int, float)) else mean),
-        ([std] * 3 if isinstance(std, (int, float)) else std),
-    )
-    labels = tuple(str(config.id2label[i]) for i in range(int(config.num_labels)))
-    generic = all(label == f"LABEL_{i}" for i, label in enumerate(labels))
-    return DataConfig(
-        input_size=(3, height, width),
-        interpolation=Image.Resampling(int(settings.get("resample", Image.Resampling.BILINEAR))).name.lower(),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
-        crop_pct=pct,
-        crop_mode=mode,
-        num_classes=int(config.num_labels),
-        labels=() if generic else labels,
-    )
-
-
-def data_config_for(module: nn.Module, labels: tuple[str, ...] = (), *, arch: Architecture | None = None) -> DataConfig:
-    """timm's pretrained config (or torchvision's weights transforms) → our DataConfig
-    (ImageNet labels when it has 1000 classes). A transformers model's comes from its image
-    processor (`hf_data_config`), which the module does not carry."""
-    import timm.data
-
-    if isinstance(module, HFImageClassifier):
-        raise VitedgeError(
-            "a transformers model needs its image processor config for preprocessing",
-            "load it from its save_pretrained folder, or save a checkpoint that records data_config",
-        )
-    if vit_family(module) == "torchvision-vit" or (arch is not None and arch.name.startswith(TORCHVISION_PREFIX)):
-        return _torchvision_data_config(module, arch.name.removeprefix(TORCHVISION_PREFIX) if arch else "vit_b_16")
-    resolved = timm.data.resolve_data_config({}, model=module)
-    num_classes = int(getattr(module, "num_classes", 0) or 0)
-    # the pretrained config keeps its 224 px when the model was built at another img_size
-    built = getattr(getattr(module, "patch_embed", None), "img_size", None)
-    size = (3, *(int(v) for v in built)) if built is not None else tuple(int(v) for v in resolved["input_size"])
-    return DataConfig(
-        input_size=size,
-        interpolation=str(resolved.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in resolved["mean"]),
-        std=tuple(float(v) for v in resolved["std"]),
-        crop_pct=float(resolved.get("crop_pct", 0.875)),
-        crop_mode=str(resolved.get("crop_mode", "center")),
-        num_classes=num_classes,
-        labels=labels or _imagenet_labels(num_classes),
-    )
 
 
 def _classifier_class(config: Any, source: str) -> type:
