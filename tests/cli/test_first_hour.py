@@ -108,3 +108,31 @@ def test_first_inference_is_one_open_and_one_call(tiny_vit, tmp_path):
         clock=lambda: 0.005 * next(ticks),
     )
     assert measured.first_inference_ms == pytest.approx(5.0)
+
+
+def test_a_model_name_without_pretrained_says_it_has_random_weights(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Item 10 (met reading the README): `export vit_tiny_patch16_224` quietly exported random
+    weights, and export had no --pretrained. Now it says so in one line, and --pretrained asks
+    for the trained weights (offline here: one clear error, exit 2, nothing written)."""
+    from vitedge.models import has_random_weights
+
+    assert has_random_weights("vit_tiny_patch16_224", pretrained=False)
+    assert has_random_weights("transformers:google/vit-base-patch16-224", pretrained=False)
+    assert not has_random_weights("vit_tiny_patch16_224", pretrained=True)
+    assert not has_random_weights("vitedge-cifar10", pretrained=False)
+    assert not has_random_weights(str(tiny_checkpoint), pretrained=False)
+    assert not has_random_weights("hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", pretrained=False)
+
+    out = tmp_path / "tiny-random"
+    args = ["export", "vit_tiny_patch16_224", "--to", "onnx", "--out", str(out), "--no-verify"]
+    code, _, stderr = cli(capsys, monkeypatch, *args)
+    assert code == 0 and "vit_tiny_patch16_224 has random weights" in stderr and "--pretrained" in stderr
+    code, _, stderr = cli(capsys, monkeypatch, *args[:-2], str(tmp_path / "pre"), "--no-verify", "--pretrained")
+    if code == 0:  # a machine with timm's weights in its cache or a network: no warning then
+        assert "random weights" not in stderr
+    else:
+        assert code == 2 and stderr.startswith("error: ") and not (tmp_path / "pre").exists(), stderr
+    code, _, stderr = cli(
+        capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--out", str(tmp_path / "c")
+    )
+    assert "random weights" not in stderr

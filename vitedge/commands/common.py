@@ -1,4 +1,5 @@
-"""What more than one command shares: option parsers and the line printed per training epoch."""
+"""What more than one command shares: option parsers, the model loader that says when a name
+has random weights, and the line printed per training epoch."""
 
 from __future__ import annotations
 
@@ -27,3 +28,25 @@ def print_epoch(log) -> None:  # noqa: ANN001 - compress.train.EpochLog
     console.print(
         f"epoch {log.epoch}: loss {log.loss:.4f} train top-1 {log.train_top1:.2f}%{test} ({log.seconds:.0f} s)"
     )
+
+
+PRETRAINED_HELP = (
+    "Load the trained weights of a timm name, transformers:org/name or torchvision: builder (hub or its cache); "
+    "without it such a name gets random weights."
+)
+
+
+def load_cli_model(spec: str, *, arch: str | None, pretrained: bool):  # noqa: ANN201 - models.LoadedModel
+    """`load_model`, plus one warning line when the spec builds random weights: parity and
+    speed hold for them, but an accuracy a user reads off them would be meaningless."""
+    from ..compress.registry import load_model
+    from ..models import has_random_weights
+
+    loaded = load_model(spec, arch=arch, pretrained=pretrained)
+    if has_random_weights(spec, pretrained=pretrained):
+        console.print(
+            f"[yellow]warning:[/] {spec} has random weights (fine for parity and speed, not accuracy); "
+            "pass --pretrained for its trained weights",
+            highlight=False,
+        )
+    return loaded

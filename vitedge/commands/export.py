@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
+from .common import PRETRAINED_HELP, load_cli_model
 
 if TYPE_CHECKING:  # the CLI imports its heavy modules inside the commands: it starts fast
     from ..calibration.calibset import CalibrationSet
@@ -87,6 +88,7 @@ def export_command(
         help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`).",
     ),
     to: str = typer.Option(..., "--to", help="Format: onnx or openvino."),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     precision: str = typer.Option(
         "fp32",
         help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8.",
@@ -134,7 +136,6 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
     """Export MODEL to an ONNX or OpenVINO artifact folder, then verify it against PyTorch."""
-    from ..compress.registry import load_model
     from ..core.manifest import read_manifest
     from ..exporter.export import (
         NEEDS_CALIBRATION,
@@ -176,9 +177,10 @@ def export_command(
             threads,
             force,
             as_json,
+            pretrained=pretrained,
         )
         return
-    loaded = load_model(model, arch=arch)
+    loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "export")
     calibration, parity_data = None, None
     if needs_calibration:
@@ -252,6 +254,8 @@ def _export_to_budget(
     threads: int | None,
     force: bool,
     as_json: bool,
+    *,
+    pretrained: bool = False,
 ) -> None:  # noqa: ANN001 - ExportOptions
     """`export --max-drop` is `vitedge quantize` with export's options; the budget is judged on the
     parity images (by default those `plan_parity_data` picks: held-out images of --calib)."""
@@ -287,6 +291,7 @@ def _export_to_budget(
         threads=threads,
         force=force,
         as_json=as_json,
+        pretrained=pretrained,
     )
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
+from .common import PRETRAINED_HELP, load_cli_model
 
 FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
@@ -87,6 +88,7 @@ def _setup(
     data: str,
     samples: int,
     threads: int | None,
+    pretrained: bool = False,
 ):  # noqa: ANN202
     """Model, calibration draw, and held-out evaluation images (disjoint from the draw). When
     both come from one source, a defaulted draw leaves part of it for the evaluation."""
@@ -94,14 +96,13 @@ def _setup(
 
     from ..calibration.calibset import build_calibration_set
     from ..calibration.sources import open_source
-    from ..compress.registry import load_model
     from ..models import require_vit
     from ..workflows.int8_eval import evaluation_set
     from ..workflows.parity import held_out_reserve, same_source
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model, arch=arch)
+    loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     images = open_source(calib)
     shared = same_source(data, calib)
@@ -133,6 +134,7 @@ def sensitivity_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     data: str = typer.Option("cifar10", "--data", help="Held-out images to score on (never a calibration image)."),
     samples: int = typer.Option(1000, help="Number of held-out images."),
     to: str = typer.Option(
@@ -160,7 +162,9 @@ def sensitivity_command(
     from ..workflows.sensitivity import run_sensitivity, write_report
 
     to = _format(to)
-    loaded, calibration, evalset = _setup(model, arch, calib, calib_samples, calib_seed, data, samples, threads)
+    loaded, calibration, evalset = _setup(
+        model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
+    )
     with _progress() as progress:
         report = run_sensitivity(
             loaded,
@@ -195,6 +199,7 @@ def quantize_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     to: str = typer.Option(..., "--to", help="onnx (ORT static QDQ int8) or openvino (NNCF int8)."),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (as `vitedge export` writes it)."),
     max_drop: float | None = typer.Option(
@@ -241,6 +246,7 @@ def quantize_command(
         threads=threads,
         force=force,
         as_json=as_json,
+        pretrained=pretrained,
     )
 
 
@@ -264,6 +270,7 @@ def run_budget(
     threads: int | None,
     force: bool,
     as_json: bool,
+    pretrained: bool = False,
 ) -> None:
     """The budget search behind `vitedge quantize` and `vitedge export --max-drop`: one code path, one table."""
     from ..workflows.budget import Budget, quantize_to_budget
@@ -274,7 +281,9 @@ def run_budget(
         raise VitedgeError(
             f"output folder {out_dir} already exists", "pass --force to replace it, or choose another --out"
         )
-    loaded, calibration, evalset = _setup(model, arch, calib, calib_samples, calib_seed, data, samples, threads)
+    loaded, calibration, evalset = _setup(
+        model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
+    )
     budget.check(evalset)
     with _progress() as progress:
         outcome = quantize_to_budget(
@@ -352,6 +361,7 @@ def calibrate_sweep_command(
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
+    pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     to: str = typer.Option("onnx,openvino", "--to", help="onnx, openvino, or both (comma-separated)."),
     counts: str | None = typer.Option(
         None, help="Calibration image counts; default: 16,64,256,1024, those --calib holds, and all it has if fewer."
@@ -375,7 +385,6 @@ def calibrate_sweep_command(
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
     import torch
 
-    from ..compress.registry import load_model
     from ..core.io import write_text_atomic
     from ..models import require_vit
     from ..workflows.int8_eval import calibration_record, evaluation_set
@@ -391,7 +400,7 @@ def calibrate_sweep_command(
     formats = [_format(f) for f in _names(to)]
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model, arch=arch)
+    loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     all_variants = openvino_variants()
     if variants != "all":

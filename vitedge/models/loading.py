@@ -286,6 +286,15 @@ def load_checkpoint(
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 
+def has_random_weights(spec: str, *, pretrained: bool) -> bool:
+    """Whether `load_model(spec, pretrained=...)` builds an architecture with random weights (a
+    timm, torchvision or transformers hub name without `pretrained`): fine for parity and
+    speed, meaningless for accuracy, and easy to miss."""
+    if pretrained or spec in EMBEDDED or spec.startswith("hf-hub:") or Path(spec).expanduser().exists():
+        return False
+    return Path(spec).suffix not in CHECKPOINT_SUFFIXES
+
+
 def load_model(
     spec: str, *, pretrained: bool = False, arch: str | None = None, replay: StepReplay | None = None
 ) -> LoadedModel:
