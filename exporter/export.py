@@ -206,7 +206,8 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
     if (to, precision) in NEEDS_CALIBRATION and not has_calibration:
         raise VitedgeError(
             f"{to} {precision} needs calibration images",
-            "pass --calib SOURCE (e.g. cifar10:train or a folder of images) and --calib-samples N",
+            "pass --calib SOURCE: cifar10:train, a folder of images like the ones the model will see, or a .npz "
+            "(up to 256 are used by default; --calib-samples N to choose)",
         )
     if precision == "bf16":  # its parity can be checked only where bf16 runs
         from ..core.precision import require_bf16

@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)  # scripts and logs get the whole table
+out = Console(width=None if sys.stdout.isatty() else 200)  # scripts and logs get the whole table
 _state = {"debug": False}
 
 # `vitedge --help` groups the commands into these panels (rich_help_panel of each command).

@@ -136,3 +136,18 @@ def test_a_model_name_without_pretrained_says_it_has_random_weights(tmp_path, ti
         capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--out", str(tmp_path / "c")
     )
     assert "random weights" not in stderr
+
+
+def test_bench_takes_a_benched_pytorch_model_as_the_yardstick(onnx_artifact, tiny_checkpoint, capsys, monkeypatch):
+    """Met on the README walk-through: `bench ARTIFACT MODEL` printed "—" for "× PyTorch" although
+    a PyTorch model was benched beside it. The first PyTorch fp32 item is now the reference."""
+    import json
+
+    args = ["bench", str(onnx_artifact), str(tiny_checkpoint), "--samples", "16", "--batch", "1", "--runs", "3"]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args, "--threads", "1", "--json")
+    assert code == 0, stderr
+    rows = json.loads(stdout)
+    assert [row["baseline"] for row in rows] == [False, True]
+    code, stdout, _ = cli(capsys, monkeypatch, *args, "--threads", "1")
+    onnx_line = next(line for line in stdout.splitlines() if line.startswith("│"))  # rows in the order benched
+    assert re.search(r"\d+\.\d\d×.*\d+\.\d\d×", onnx_line), onnx_line  # × fastest fp32 and × PyTorch both shown

@@ -329,7 +329,15 @@ def bench(
                     )
                 )
             )
-    return rows
+    return _with_torch_yardstick(rows)
+
+
+def _with_torch_yardstick(rows: list[ResultRow]) -> list[ResultRow]:
+    """The first PyTorch fp32 item benched is the "× PyTorch" reference, as in `vitedge run`."""
+    import dataclasses
+
+    first = next((r for r in rows if r.measurement.runtime == "torch" and r.measurement.precision == "fp32"), None)
+    return [dataclasses.replace(r, baseline=True) if r is first else r for r in rows]
 
 
 def _image_folder(source: str, samples: int | None, folder: Path) -> Path:

@@ -154,7 +154,7 @@ def table_cells(rows: Sequence[ResultRow]) -> list[list[str]]:
 def rich_table(rows: Sequence[ResultRow], title: str = "vitedge results") -> Table:
     table = Table(title=title, header_style="bold")
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")  # never "…"
     for line in table_cells(rows):
         table.add_row(*line)
     return table
