@@ -392,3 +392,27 @@ def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(t
     ]
     assert len(differing) >= len(scales["minmax"]) // 4  # entropy clips outliers: many activation scales shrink
     assert capsys.readouterr().out == ""
+
+
+def test_nncf_defaults_is_nncfs_own_recipe_not_ours(calib):
+    """benchmarks/peers.py measures NNCF's documented ViT recipe through the one nncf.quantize
+    call: with nncf_defaults none of our settings reach NNCF, and the int8 model differs."""
+    import openvino as ov
+
+    from vitedge.exporter.openvino import convert_openvino, quantize_openvino
+
+    loaded = make_tiny_vit()
+    model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size)
+    theirs, their_settings = quantize_openvino(model, calib, nncf_defaults=True)
+    ours, our_settings = quantize_openvino(model, calib)
+    assert their_settings == {
+        "tool": "nncf.quantize",
+        "model_type": "transformer",
+        "nncf_defaults": True,
+        "subset_size": 32,
+    }
+    assert "smooth_quant" in our_settings and "nncf_defaults" not in our_settings
+    batch = calib.inputs[:4]
+    core = ov.Core()
+    outputs = [core.compile_model(m, "CPU")(batch)[0] for m in (theirs, ours)]
+    assert not np.array_equal(outputs[0], outputs[1])  # NNCF's SmoothQuant default is on; ours is off

@@ -1,0 +1,271 @@
+"""vitedge's default int8 exports beside the peers' default int8 paths, on one model, in one run.
+
+    python benchmarks/peers.py --out benchmarks/results/peers_vit_base.json
+
+The model is a transformers ViT-B/16 (`ViTConfig()` defaults, random weights: weights do not
+change speed) saved with `save_pretrained`, so every tool starts from the same model:
+- Optimum, its own CLI: `optimum-cli export onnx`, then `optimum-cli onnxruntime quantize` with
+  the flag for this CPU (--avx512_vnni, --avx2 or --arm64). Optimum pins its own transformers,
+  so it runs from a virtualenv the script makes beside the output (`--peers-venv`).
+- NNCF's documented ViT recipe: `nncf.quantize(model, dataset, model_type=TRANSFORMER)` with
+  every other setting NNCF's default (`exporter.openvino.quantize_openvino(nncf_defaults=True)`),
+  compiled with OpenVINO's LATENCY hint like every OpenVINO row.
+- PyTorch dynamic int8 (the study's DQ), and the fp32 rows (PyTorch eager, ONNX, OpenVINO).
+- vitedge's defaults: `export --to onnx --precision int8-dynamic`, `int8-static`, and
+  `--to openvino --precision int8`, exactly as the CLI makes them.
+
+Batch 1, --threads threads. Each timing burst runs in a fresh process, and the rows are
+interleaved round by round, so drift on a shared machine hits every row alike. The
+headline ratio is taken per round (the fastest vitedge default over the fastest peer) and
+its median is reported. Beside the rows: this machine's measured GEMM limits
+(`targets.limits`) and each row's share of its limit. Check that nothing else runs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cpu_formats import in_own_process  # noqa: E402 - beside this script
+
+from vitedge.core.cpu import probe_cpu
+from vitedge.core.io import write_json_atomic
+
+PEER = "peer"
+VITEDGE = "vitedge default"
+REFERENCE = "fp32 reference"
+
+
+def optimum_flag(cpu: Any) -> str:
+    """Optimum's quantization config for the CPU at hand, as its CLI names them."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "--arm64"
+    return "--avx512_vnni" if "AVX512-VNNI" in cpu.isa else "--avx2"
+
+
+def peers_venv(folder: Path) -> Path:
+    """A virtualenv with optimum-onnx (and the transformers it pins), seeing the heavy packages."""
+    python = folder / "bin" / "python"
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "optimum-onnx"], check=True)
+    return folder / "bin"
+
+
+def make_model(folder: Path) -> Path:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(transformers.ViTConfig()).save_pretrained(folder)
+    transformers.ViTImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def optimum_int8(model: Path, work: Path, venv_bin: Path, flag: str) -> Path:
+    exported, quantized = work / "optimum-onnx", work / "optimum-int8"
+    cli = str(venv_bin / "optimum-cli")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
+    subprocess.run(
+        [cli, "export", "onnx", "--model", str(model), "--task", "image-classification", str(exported)], **quiet
+    )
+    subprocess.run([cli, "onnxruntime", "quantize", "--onnx_model", str(exported), flag, "-o", str(quantized)], **quiet)
+    return quantized / "model_quantized.onnx"
+
+
+def nncf_recipe(loaded: Any, calibration: Any, work: Path) -> Path:
+    from vitedge.exporter.openvino import convert_openvino, quantize_openvino, save_openvino
+
+    model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size)
+    quantized, _ = quantize_openvino(model, calibration, nncf_defaults=True)
+    return save_openvino(quantized, work / "nncf" / "model.xml", compress_to_fp16=False, metadata={})
+
+
+def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int) -> list[dict[str, Any]]:
+    """Every row as (name, who, how to open it); artifacts written under `work`."""
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.workflows.pipeline import runner_spec
+
+    loaded = load_model(str(model))
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, calib_count)
+    rows = []
+    for who, kind in (
+        (REFERENCE, "torch:fp32"),
+        (REFERENCE, "onnx:fp32"),
+        (REFERENCE, "openvino:fp32"),
+        (PEER, "torch:int8-dynamic"),
+        (VITEDGE, "onnx:int8-dynamic"),
+        (VITEDGE, "onnx:int8-static"),
+        (VITEDGE, "openvino:int8"),
+    ):
+        spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
+        rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec))})
+    flag = optimum_flag(probe_cpu())
+    rows.append(
+        {
+            "name": f"Optimum CLI quantize {flag}",
+            "who": PEER,
+            "open": ("onnx", str(optimum_int8(model, work, venv_bin, flag)), "int8-dynamic"),
+        }
+    )
+    rows.append(
+        {
+            "name": "NNCF ViT recipe (TRANSFORMER, defaults)",
+            "who": PEER,
+            "open": ("openvino", str(nncf_recipe(loaded, calibration, work)), "int8"),
+        }
+    )
+    return rows
+
+
+def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str, Any]:
+    """In a fresh process: open the row, its logits on the parity images, then batch-1 timing."""
+    from vitedge.targets.measure import RunnerSpec, batched_logits, open_spec, time_runner, timing_config
+    from vitedge.targets.onnxruntime import open_onnx
+    from vitedge.targets.openvino import open_openvino
+
+    if opener[0] == "spec":
+        runner = open_spec(RunnerSpec(**opener[1]))
+    elif opener[0] == "onnx":
+        runner = open_onnx(Path(opener[1]), precision=opener[2], threads=threads)
+    else:
+        runner = open_openvino(Path(opener[1]), precision=opener[2], threads=threads)
+    images = np.load(inputs)
+    logits = batched_logits(runner, images, batch_size=1)
+    timing = time_runner(runner, np.ascontiguousarray(images[:1]), runs=10, min_seconds=seconds)
+    return {
+        "it_per_s": timing.it_per_s,
+        "p50_ms": timing.p50_ms,
+        "config": timing_config(runner),
+        "execution_precision": runner.info.execution_precision,
+        "logits": logits.tolist(),
+    }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.mean(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], flops: float, limits: dict) -> dict:
+    from vitedge.targets.limits import limit_kind
+
+    reference = np.asarray(rounds[0][0]["logits"])
+    table = []
+    for index, row in enumerate(rows):
+        rates = [r[index]["it_per_s"] for r in rounds]
+        first = rounds[0][index]
+        limit = limits[limit_kind(first["execution_precision"] or "f32")]
+        median = statistics.median(rates)
+        table.append(
+            {
+                "name": row["name"],
+                "who": row["who"],
+                "it_per_s": median,
+                "it_per_s_rounds": rates,
+                "execution_precision": first["execution_precision"],
+                "config": first["config"],
+                "cosine_vs_pytorch_fp32": cosine(reference, first["logits"]),
+                "share_of_limit": median * flops / limit.ops_per_s,
+                "limit": limit.kind,
+            }
+        )
+    per_round = []
+    for r in rounds:
+        ours = max(r[i]["it_per_s"] for i, row in enumerate(rows) if row["who"] == VITEDGE)
+        theirs = max(r[i]["it_per_s"] for i, row in enumerate(rows) if row["who"] == PEER)
+        per_round.append(ours / theirs)
+    return {"rows": table, "fastest_vitedge_over_fastest_peer": statistics.median(per_round), "per_round": per_round}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# vitedge defaults vs peers: {result['model']}, batch 1, {result['threads']} threads",
+        "",
+        f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
+        "",
+        "| path | who | it/s (median) | computes | share of its GEMM limit | cosine vs PyTorch fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['who']} | {row['it_per_s']:.1f} | {row['execution_precision']} | "
+            f"{100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
+        )
+    limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
+    lines += [
+        "",
+        f"Fastest vitedge default over fastest peer: {result['fastest_vitedge_over_fastest_peer']:.2f}× "
+        f"(median of per-round ratios {', '.join(f'{r:.2f}' for r in result['per_round'])}).",
+        f"GEMM limits ({result['limits_note']}): {limits}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON to write (a .md table beside it)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row per round")
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--parity-samples", type=int, default=8)
+    parser.add_argument("--peers-venv", type=Path, default=None, help="default: .peers-venv beside --out")
+    args = parser.parse_args(argv)
+    from vitedge.calibration.preprocess import preprocess_batch
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.core.io import write_text_atomic
+    from vitedge.targets.limits import forward_flops, gemm_limits
+
+    venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
+    with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
+        work = Path(scratch)
+        model = make_model(work / "hf-vit-base")
+        rows = build_rows(model, work, venv_bin, args.calib_samples, args.threads)
+        loaded = load_model(str(model))
+        test = open_source("cifar10")
+        images = [test.get(i) for i in range(args.parity_samples)]
+        np.save(work / "inputs.npy", preprocess_batch(images, loaded.data_config))
+        flops = forward_flops(loaded.module, loaded.data_config.input_size)
+        del loaded
+        rounds = []
+        for number in range(args.rounds):
+            measured = [
+                in_own_process(timed, row["open"], args.threads, args.seconds, str(work / "inputs.npy")) for row in rows
+            ]
+            rounds.append(measured)
+            print(
+                f"round {number + 1}/{args.rounds}: "
+                + ", ".join(f"{r['name']} {m['it_per_s']:.1f}" for r, m in zip(rows, measured, strict=True)),
+                file=sys.stderr,
+            )
+    limits = gemm_limits(args.threads)
+    result = {
+        "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "cpu": f"{probe_cpu().model} ({', '.join(probe_cpu().isa)})",
+        "load_before": os.getloadavg(),
+        "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
+        "limits_note": "square GEMMs, targets.limits",
+        **summarize(rows, rounds, flops, limits),
+    }
+    write_json_atomic(args.out, result)
+    write_text_atomic(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
