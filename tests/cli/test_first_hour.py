@@ -151,3 +151,13 @@ def test_bench_takes_a_benched_pytorch_model_as_the_yardstick(onnx_artifact, tin
     code, stdout, _ = cli(capsys, monkeypatch, *args, "--threads", "1")
     onnx_line = next(line for line in stdout.splitlines() if line.startswith("│"))  # rows in the order benched
     assert re.search(r"\d+\.\d\d×.*\d+\.\d\d×", onnx_line), onnx_line  # × fastest fp32 and × PyTorch both shown
+
+
+def test_calibrate_sweep_prints_a_table_not_raw_markdown(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """Met on the README walk-through: the sweep printed its markdown source (`| … |`, `**←**`)
+    to the terminal; sweep.md keeps the markdown, the terminal gets a rendered table."""
+    args = ["calibrate-sweep", str(tiny_checkpoint), "--to", "onnx", "--counts", "8", "--methods", "minmax"]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args, "--samples", "32", "--out", str(tmp_path / "s"))
+    assert code == 0, stderr
+    assert "**←**" not in stdout and "|---|" not in stdout and "recommended for onnx: 8 images" in stdout
+    assert "minmax" in stdout and "**←**" in (tmp_path / "s" / "sweep.md").read_text()

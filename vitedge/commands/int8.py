@@ -438,7 +438,9 @@ def calibrate_sweep_command(
     if as_json:
         out.print_json(paths["json"].read_text())
         return
-    out.print(sweep_markdown(points, recommendations, evalset.reference_top1))
+    from rich.markdown import Markdown
+
+    out.print(Markdown(sweep_markdown(points, recommendations, evalset.reference_top1)))  # a table, not raw markdown
     for fmt_, point in recommendations.items():
         out.print(f"recommended for {fmt_}: {point.count} images, {point.method}")
     out.print(f"wrote {paths['json']}, {paths['plot']} and {Path(out_dir) / 'sweep.md'}")
