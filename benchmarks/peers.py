@@ -152,13 +152,9 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str,
     }
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.mean(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
-
-
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], flops: float, limits: dict) -> dict:
     from vitedge.targets.limits import limit_kind
+    from vitedge.workflows.parity import compare_logits  # the parity check's own cosine
 
     reference = np.asarray(rounds[0][0]["logits"])
     table = []
@@ -175,7 +171,9 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], fl
                 "it_per_s_rounds": rates,
                 "execution_precision": first["execution_precision"],
                 "config": first["config"],
-                "cosine_vs_pytorch_fp32": cosine(reference, first["logits"]),
+                "cosine_vs_pytorch_fp32": compare_logits(
+                    reference, np.asarray(first["logits"]), precision="fp32"
+                ).cosine_mean,
                 "share_of_limit": median * flops / limit.ops_per_s,
                 "limit": limit.kind,
             }
@@ -251,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     limits = gemm_limits(args.threads)
+    cpu = probe_cpu()
     result = {
         "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
         "threads": args.threads,
         "rounds": args.rounds,
-        "cpu": f"{probe_cpu().model} ({', '.join(probe_cpu().isa)})",
+        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
         "load_before": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",

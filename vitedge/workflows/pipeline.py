@@ -9,7 +9,7 @@ preprocessed inputs; parity compares each row's logits with the fp32 PyTorch row
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -334,10 +334,8 @@ def bench(
 
 def _with_torch_yardstick(rows: list[ResultRow]) -> list[ResultRow]:
     """The first PyTorch fp32 item benched is the "× PyTorch" reference, as in `vitedge run`."""
-    import dataclasses
-
     first = next((r for r in rows if r.measurement.runtime == "torch" and r.measurement.precision == "fp32"), None)
-    return [dataclasses.replace(r, baseline=True) if r is first else r for r in rows]
+    return [replace(r, baseline=True) if r is first else r for r in rows]
 
 
 def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
