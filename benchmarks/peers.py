@@ -152,7 +152,11 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str,
     }
 
 
-def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], flops: float, limits: dict) -> dict:
+def summarize(
+    rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], flops: float, limits: dict, linear: dict
+) -> dict:
+    """The table: each row's median over rounds, its share of the square-GEMM limit of its
+    kind and of the model's own Linear-layer limit (int8 rows: int8, the rest: f32)."""
     from vitedge.targets.limits import limit_kind
     from vitedge.workflows.parity import compare_logits  # the parity check's own cosine
 
@@ -176,6 +180,7 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], fl
                 ).cosine_mean,
                 "share_of_limit": median * flops / limit.ops_per_s,
                 "limit": limit.kind,
+                "share_of_linear_limit": median / linear["int8" if limit.kind == "int8" else "f32"].it_per_s,
             }
         )
     per_round = []
@@ -192,19 +197,27 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
         "",
-        "| path | who | it/s (median) | computes | share of its GEMM limit | cosine vs PyTorch fp32 |",
-        "|---|---|---|---|---|---|",
+        "| path | who | it/s (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
+        "| cosine vs PyTorch fp32 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
+        kind = "int8" if row["limit"] == "int8" else "f32"
         lines.append(
             f"| {row['name']} | {row['who']} | {row['it_per_s']:.1f} | {row['execution_precision']} | "
-            f"{100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
+            f"{100 * row['share_of_linear_limit']:.0f}% of {kind} | {100 * row['share_of_limit']:.0f}% of {row['limit']} "
+            f"| {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
+    linear = ", ".join(
+        f"{k} {v['it_per_s']:.1f} it/s ({v['giga']:.0f} G/s)" for k, v in result["linear_limits"].items()
+    )
     lines += [
         "",
         f"Fastest vitedge default over fastest peer: {result['fastest_vitedge_over_fastest_peer']:.2f}× "
         f"(median of per-round ratios {', '.join(f'{r:.2f}' for r in result['per_round'])}).",
+        f"Linear-layer limits (every nn.Linear product of one image at its own shape, timed alone, summed: "
+        f"the speed if nothing else cost anything): {linear}.",
         f"GEMM limits ({result['limits_note']}): {limits}.",
     ]
     return "\n".join(lines) + "\n"
@@ -224,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.calibration.sources import open_source
     from vitedge.compress.registry import load_model
     from vitedge.core.io import write_text_atomic
-    from vitedge.targets.limits import forward_flops, gemm_limits
+    from vitedge.targets.limits import forward_flops, gemm_limits, linear_limit, linear_shapes
 
     venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
     with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
@@ -236,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         images = [test.get(i) for i in range(args.parity_samples)]
         np.save(work / "inputs.npy", preprocess_batch(images, loaded.data_config))
         flops = forward_flops(loaded.module, loaded.data_config.input_size)
+        shapes = linear_shapes(loaded.module, loaded.data_config.input_size)
         del loaded
         rounds = []
         for number in range(args.rounds):
@@ -249,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     limits = gemm_limits(args.threads)
+    linear = {kind: in_own_process(linear_limit, shapes, args.threads, kind) for kind in ("int8", "f32")}
     cpu = probe_cpu()
     result = {
         "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
@@ -258,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",
-        **summarize(rows, rounds, flops, limits),
+        "linear_limits": {
+            kind: {"it_per_s": v.it_per_s, "giga": v.giga, "runtime": v.runtime, "shapes": [vars(x) for x in v.shapes]}
+            for kind, v in linear.items()
+        },
+        **summarize(rows, rounds, flops, limits, linear),
     }
     write_json_atomic(args.out, result)
     write_text_atomic(args.out.with_suffix(".md"), markdown(result))

@@ -1,9 +1,17 @@
 """What this machine can do at best, measured, so a row's speed can be read as a share of it.
 
 A figure like "5.2 img/s" says little across CPUs; "62% of this CPU's int8 GEMM rate" says
-how much is left. The limits are square GEMMs through ONNX Runtime's own kernels (MatMul for
-f32, MatMulInteger u8×s8 for int8: the kernels the exported models use), on the same thread
-count as the rows, and bf16 through PyTorch's oneDNN matmul where the CPU has native bf16.
+how much is left. Two kinds of limit:
+- square GEMMs (`gemm_limits`): the CPU's peak rate, f32 and int8 through ONNX Runtime's own
+  kernels (MatMul for f32, MatMulInteger u8×s8 for int8: the kernels the exported models use)
+  and bf16 through PyTorch's oneDNN matmul where the CPU has native bf16;
+- the model's own Linear layers (`linear_limit`): every nn.Linear product of one image at
+  its real shape (ViT-B at batch 1: 197 rows by 768×2304, 768×768, 768×3072, 3072×768, twelve
+  times), timed one shape at a time through the same kernels and summed. Its reciprocal is the
+  model's speed if nothing but those products cost anything, the ceiling a whole-model row is
+  held to. Short-row shapes run well below the square rate (less reuse per weight byte), so the
+  square figure overstates what a batch-1 ViT can reach.
+All on the same thread count as the rows.
 """
 
 from __future__ import annotations
@@ -53,7 +61,9 @@ def _best_rate(call: Any, ops: float, seconds: float) -> float:
     return ops / best
 
 
-def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
+def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
+    """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
+    Runtime's kernel for `kind`, the weight a constant as in an exported model."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -64,13 +74,13 @@ def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
         "int8": ("MatMulInteger", TensorProto.UINT8, np.uint8, np.int8, TensorProto.INT32),
     }[kind]
     rng = np.random.default_rng(0)
-    weight = rng.integers(-127, 128, (size, size)).astype(w_dtype)
-    x = rng.integers(0, 256, (size, size)).astype(x_dtype)
+    weight = rng.integers(-127, 128, (inputs, outputs)).astype(w_dtype)
+    x = rng.integers(0, 256, (rows, inputs)).astype(x_dtype)
     graph = helper.make_graph(
         [helper.make_node(op, ["x", "w"], ["y"])],
         "gemm",
-        [helper.make_tensor_value_info("x", x_type, [size, size])],
-        [helper.make_tensor_value_info("y", y_type, [size, size])],
+        [helper.make_tensor_value_info("x", x_type, [rows, inputs])],
+        [helper.make_tensor_value_info("y", y_type, [rows, outputs])],
         [onnx.numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -78,8 +88,87 @@ def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    rate = _best_rate(lambda: session.run(None, {"x": x}), 2.0 * size**3, seconds)
+    return lambda: session.run(None, {"x": x})
+
+
+def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
+    import onnxruntime as ort
+
+    rate = _best_rate(_ort_matmul(kind, size, size, size, threads), 2.0 * size**3, seconds)
     return GemmLimit(kind, size, threads, rate, f"onnxruntime {ort.__version__}")
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    """One Linear product of a forward pass: `rows` input rows (tokens × batch) by an
+    `inputs` × `outputs` weight, occurring `count` times."""
+
+    rows: int
+    inputs: int
+    outputs: int
+    count: int
+
+    @property
+    def ops(self) -> float:
+        return 2.0 * self.rows * self.inputs * self.outputs * self.count
+
+
+@dataclass(frozen=True)
+class LinearLimit:
+    """The model's Linear products of one image through the fastest kernel for `kind`."""
+
+    kind: str  # f32 | int8
+    threads: int
+    batch: int
+    seconds_per_image: float  # the sum over shapes of count × fastest time, over batch
+    ops_per_image: float
+    shapes: tuple[LinearShape, ...]
+    runtime: str
+
+    @property
+    def it_per_s(self) -> float:
+        return 1.0 / self.seconds_per_image
+
+    @property
+    def giga(self) -> float:
+        return self.ops_per_image / self.seconds_per_image / 1e9
+
+
+def linear_shapes(module: Any, input_size: tuple[int, int, int], *, batch: int = 1) -> tuple[LinearShape, ...]:
+    """Every nn.Linear product of one forward pass at `batch`, as the layers see them (after
+    token merging or pruning, the shapes the compressed model really runs)."""
+    import torch
+
+    seen: dict[tuple[int, int, int], int] = {}
+
+    def record(layer: torch.nn.Linear, args: tuple, _output: Any) -> None:
+        rows = int(np.prod(args[0].shape[:-1]))
+        key = (rows, layer.in_features, layer.out_features)
+        seen[key] = seen.get(key, 0) + 1
+
+    hooks = [m.register_forward_hook(record) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros((batch, *input_size)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return tuple(LinearShape(*key, count) for key, count in seen.items())
+
+
+def linear_limit(
+    shapes: tuple[LinearShape, ...], threads: int, kind: str = "int8", *, batch: int = 1, seconds: float = 0.5
+) -> LinearLimit:
+    """Time each shape alone (fastest call within `seconds`) and sum count × time per image."""
+    import onnxruntime as ort
+
+    total = 0.0
+    for shape in shapes:
+        call = _ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads)
+        once = shape.ops / shape.count
+        total += shape.count * once / _best_rate(call, once, seconds)
+    ops = sum(shape.ops for shape in shapes)
+    return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}")
 
 
 def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:

@@ -1,0 +1,46 @@
+"""The Linear-layer limit: the shapes a model really runs, and a ceiling built from them."""
+
+from __future__ import annotations
+
+import pytest
+from support import make_class_token_vit
+
+from vitedge.compress.tokens import tokens
+from vitedge.targets.limits import LinearShape, linear_limit, linear_shapes
+
+
+def test_linear_shapes_are_the_products_one_image_runs():
+    model = make_class_token_vit()  # 2 blocks, 64 wide, 4x4 patches on 32x32: 64 patches + class token
+    shapes = linear_shapes(model, (3, 32, 32))
+    assert set(shapes) == {
+        LinearShape(65, 64, 192, 2),  # qkv
+        LinearShape(65, 64, 64, 2),  # attention projection
+        LinearShape(65, 64, 128, 2),  # fc1
+        LinearShape(65, 128, 64, 2),  # fc2
+        LinearShape(1, 64, 10, 1),  # head on the pooled class token
+    }
+    assert sum(shape.ops for shape in shapes) == pytest.approx(2 * 2 * 65 * 64 * (192 + 64 + 128 + 128) + 2 * 64 * 10)
+    assert all(shape.rows == 3 * 65 for shape in linear_shapes(model, (3, 32, 32), batch=3) if shape.count == 2)
+    assert not any(hook for layer in model.modules() for hook in layer._forward_hooks.values())
+
+
+def test_linear_shapes_follow_token_merging():
+    """A merged model's ceiling is its own: later blocks run fewer rows."""
+    model = make_class_token_vit()
+    merged = tokens(model, r=8, mode="merge").model
+    rows = sorted(
+        {shape.rows for shape in linear_shapes(merged, (3, 32, 32)) if shape.inputs == 64 and shape.outputs == 192}
+    )
+    assert rows[0] < 65 and rows[-1] <= 65
+
+
+def test_linear_limit_sums_every_shape_by_its_count():
+    shapes = (LinearShape(16, 64, 64, 3), LinearShape(16, 64, 128, 1))
+    once = linear_limit(shapes[:1], 1, "f32", seconds=0.05)
+    both = linear_limit(shapes, 1, "f32", seconds=0.05)
+    assert once.ops_per_image == 3 * 2 * 16 * 64 * 64
+    assert both.ops_per_image == once.ops_per_image + 2 * 16 * 64 * 128
+    assert both.seconds_per_image > once.seconds_per_image > 0
+    assert both.it_per_s == pytest.approx(1 / both.seconds_per_image)
+    batched = linear_limit(shapes, 1, "int8", batch=2, seconds=0.05)
+    assert batched.ops_per_image == both.ops_per_image / 2 and batched.kind == "int8"
