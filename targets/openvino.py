@@ -105,18 +105,23 @@ def open_openvino(
             f"OpenVINO cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
             "the IR is corrupt or truncated; re-export it",
         ) from None
-    return OpenVinoRunner(
+    return compiled_runner(
         compiled,
-        runner_info(
-            compiled,
-            precision=precision,
-            device=device,
-            threads=threads,
-            device_name=core.get_property(ov_device, "FULL_DEVICE_NAME"),
-        ),
-        str(model_path),
-        _fixed_batch(compiled),
+        precision=precision,
+        device=device,
+        threads=threads,
+        name=str(model_path),
+        device_name=core.get_property(ov_device, "FULL_DEVICE_NAME"),
     )
+
+
+def compiled_runner(
+    compiled: Any, *, precision: str, device: str, threads: int | None, name: str, device_name: str = ""
+) -> OpenVinoRunner:
+    """A runner around a model compiled elsewhere (a peer's own compile settings in the
+    benchmarks), described by what the compiled model reports, like every OpenVINO row."""
+    info = runner_info(compiled, precision=precision, device=device, threads=threads, device_name=device_name)
+    return OpenVinoRunner(compiled, info, name, _fixed_batch(compiled))
 
 
 def runner_info(
