@@ -20,6 +20,8 @@ from vitedge.workflows.report import (
     pareto_front,
     pareto_plot,
     print_table,
+    recommendation_line,
+    recommended,
     write_reports,
 )
 
@@ -156,3 +158,17 @@ def test_print_table_has_every_row() -> None:
 )
 def test_formatter(value: float, kind: str, text: str) -> None:
     assert fmt(value, kind) == text
+
+
+def test_recommendation_is_the_fastest_row_that_passed_and_kept_accuracy() -> None:
+    failed = _row("fast-but-failed-parity", REFERENCE, 900.0, 0.9)
+    failed = ResultRow(failed.measurement, Parity(0.9, 0.5, 0.6, 2.0, False), delta=failed.delta)
+    lossy = _row("fast-but-lossy", _correct(lost=150, gained=0), 800.0, 0.9)  # -15 points
+    rows = [*ROWS, failed, lossy]
+    assert recommended(rows).measurement.name == "OpenVINO bf16"  # 400 it/s, same top-1, parity passed
+    assert recommended(rows, budget=0.1).measurement.name == "OpenVINO bf16"
+    assert recommended([ROWS[0], ROWS[2], ROWS[3]]).measurement.name == "int8"  # -0.5 within 1 point
+    assert recommended([ROWS[0], ROWS[2], ROWS[3]], budget=0.25).measurement.name == "PyTorch fp32"
+    line = recommendation_line(rows)
+    assert "OpenVINO bf16" in line and "400.0 it/s" in line and "2.00× ONNX fp32" in line and "Test CPU" in line
+    assert recommendation_line([ROWS[0]]) == ""  # no parity checked: nothing shows an artifact usable

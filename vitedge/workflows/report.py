@@ -111,6 +111,44 @@ def fastest_fp32(rows: Sequence[ResultRow]) -> ResultRow | None:
     return max(fp32, key=lambda row: row.measurement.timing(1).it_per_s, default=None)
 
 
+ACCURACY_BUDGET = 1.0  # top-1 points below the fp32 PyTorch row that a recommendation may cost
+
+
+def recommended(rows: Sequence[ResultRow], budget: float = ACCURACY_BUDGET) -> ResultRow | None:
+    """The fastest row at batch 1 among those this run showed to be usable: an artifact that
+    passed its parity check, or a PyTorch model, whose top-1 (when measured) is within `budget`
+    points of the fp32 PyTorch row on the same images. From these measurements, not from the
+    CPU's features: the same artifact kinds rank differently on the next CPU."""
+    baseline = baseline_of(rows)
+    base_top1 = baseline.measurement.accuracy.top1 if baseline and baseline.measurement.accuracy else None
+
+    def usable(row: ResultRow) -> bool:
+        passed = row.parity.passed if row.parity else row.measurement.runtime == "torch"
+        accuracy = row.measurement.accuracy
+        within = base_top1 is None or accuracy is None or accuracy.top1 >= base_top1 - budget
+        return passed and within and row.measurement.timing(1) is not None
+
+    return max(filter(usable, rows), key=lambda row: row.measurement.timing(1).it_per_s, default=None)
+
+
+def recommendation_line(rows: Sequence[ResultRow], budget: float = ACCURACY_BUDGET) -> str:
+    """One sentence naming `recommended(rows)` and what it was measured against; empty when no
+    row had a parity check (`vitedge bench` of artifacts alone: nothing shows they are usable)."""
+    if not any(row.parity for row in rows):
+        return ""
+    best = recommended(rows, budget)
+    if best is None:
+        return "No row passed parity within the accuracy budget: nothing to recommend from this run."
+    m, fastest = best.measurement, fastest_fp32(rows)
+    speed = m.timing(1).it_per_s
+    against = f", {speed / fastest.measurement.timing(1).it_per_s:.2f}× {fastest.measurement.name}" if fastest else ""
+    return (
+        f"Fastest here within parity and {budget:g} top-1 point of fp32: {m.name} "
+        f"({m.runtime} {m.precision}, computes {m.execution_precision or '?'}; {speed:.1f} it/s at batch 1{against}), "
+        f"measured in this run on {m.machine.get('cpu', '?')}."
+    )
+
+
 def fmt_delta(delta: PairedDelta | None, *, reference: bool = False) -> str:
     """Δ top-1 with its interval, marked when the interval contains 0."""
     if reference:
@@ -188,6 +226,7 @@ def markdown(rows: Sequence[ResultRow], title: str = "vitedge results", notes: S
         "Each batch size is timed on a runner opened for it; results.json records each timing's hint, streams and threads.",
     ]
     lines += [f"- {note}" for note in notes]
+    lines += ["", line] if (line := recommendation_line(rows)) else []
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +275,7 @@ def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
         axes.axvline(speed, linestyle=":", color="gray", label=f"{label} (published it/s; no top-1 published)")
 
 
-RUNTIME_COLORS = {"torch": "tab:blue", "onnxruntime": "tab:orange", "openvino": "tab:green"}
+RUNTIME_COLORS = {"torch": "tab:blue", "onnxruntime": "tab:orange", "openvino": "tab:green", "executorch": "tab:red"}
 # Label offsets (points) tried in turn, nearest first; a label takes the first that overlaps
 # no label placed before it, so every point keeps a readable number.
 LABEL_OFFSETS = tuple(
@@ -397,3 +436,72 @@ def progress_bar(console: Console) -> Progress:
 def print_table(rows: Sequence[ResultRow], console: Console, title: str = "vitedge results") -> None:
     console.print(rich_table(rows, title))
     console.print(f"[dim]{machine_line(rows)}[/]")
+    if line := recommendation_line(rows):
+        console.print(line, highlight=False)
+
+
+BOARD_COLUMNS = (
+    "model",
+    "runtime",
+    "computes",
+    "parity",
+    "cos mean",
+    "top-1 agree",
+    "it/s b1",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "load+1st ms",
+    "peak MB",
+    "°C before→after",
+)
+
+
+def board_cells(row: ResultRow) -> list[str]:
+    """One board row: parity, batch-1 latency percentiles, memory, first answer, temperature."""
+    m, parity = row.measurement, row.parity
+    b1 = m.timing(1) or (m.timings[0] if m.timings else None)
+    temps = m.machine.get("temperature_c") or {}
+    before, after = temps.get("before"), temps.get("after")
+    return [
+        m.name,
+        m.runtime,
+        m.execution_precision or DASH,
+        DASH if parity is None else ("pass" if parity.passed else "FAIL"),
+        fmt(parity.cosine_mean if parity else None, "cosine"),
+        fmt(parity.top1_agreement if parity else None, "agree"),
+        fmt(b1.it_per_s if b1 else None, "rate"),
+        fmt(b1.p50_ms if b1 else None, "ms"),
+        fmt(b1.p90_ms if b1 else None, "ms"),
+        fmt(b1.p99_ms if b1 else None, "ms"),
+        fmt(m.first_inference_ms, "ms"),
+        fmt(m.peak_rss_mb, "mb"),
+        f"{fmt(before, 'rate')}→{fmt(after, 'rate')}" if before is not None or after is not None else DASH,
+    ]
+
+
+def board_line(rows: Sequence[ResultRow]) -> str:
+    """The board's CPU facts as its bundle reported them: model, cores, the ISA that decides
+    int8 speed (dotprod, i8mm), clock and governor."""
+    if not rows:
+        return ""
+    machine = rows[0].measurement.machine
+    isa = ", ".join(machine.get("isa", [])) or "no ISA flags read"
+    dot = ", ".join(machine.get("int8_dot", [])) or "none"
+    mhz = machine.get("cpu_mhz") or {}
+    clock = (
+        f"{fmt(mhz.get('current'), 'rate')} of {fmt(mhz.get('max'), 'rate')} MHz ({mhz.get('governor') or '?'})"
+        if mhz.get("current") or mhz.get("max")
+        else "clock not readable"
+    )
+    return f"board: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('machine', '?')}; ISA {isa}; int8 dot products: {dot}; {clock}; Python {machine.get('python', '?')}"
+
+
+def print_board_table(rows: Sequence[ResultRow], console: Console, title: str = "on the board") -> None:
+    table = Table(title=title, header_style="bold")
+    for column in BOARD_COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "runtime") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*board_cells(row))
+    console.print(table)
+    console.print(f"[dim]{board_line(rows)}[/]", highlight=False)
