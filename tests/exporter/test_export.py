@@ -18,7 +18,7 @@ from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, sha256_file, verify_checksums
-from vitedge.exporter.export import FORMATS, ExportOptions, export_artifact
+from vitedge.exporter.export import FORMATS, NEEDS_CALIBRATION, ExportOptions, export_artifact
 from vitedge.exporter.onnx import read_metadata
 from vitedge.models import (
     Architecture,
@@ -39,7 +39,7 @@ def calib():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, calib):
-    """All six artifacts of one tiny ViT, exported once for the module."""
+    """Every format and precision of one tiny ViT, exported once for the module."""
     root = tmp_path_factory.mktemp("artifacts")
     model = make_tiny_vit()
     return {
@@ -62,7 +62,7 @@ def test_every_path_builds_a_checked_artifact(artifacts, calib, cifar_batch, to,
         assert sha256_file(folder / entry["path"]) == entry["sha256"]
         assert (folder / entry["path"]).stat().st_size == entry["bytes"]
     assert not list(folder.parent.glob(".*partial"))
-    if (to, precision) in (("onnx", "int8-static"), ("openvino", "int8")):
+    if (to, precision) in NEEDS_CALIBRATION:
         assert manifest["calibration"]["count"] == 32
         assert manifest["calibration"]["identities"] == list(calib.identities)
         assert manifest["calibration"]["image_sha256"] == list(calib.image_sha256)
@@ -115,6 +115,29 @@ def test_onnx_file_carries_metadata_and_dynamic_batch(artifacts):
     quantized = onnx.load(str(artifacts[("onnx", "int8-static")] / "model.onnx"))
     ops = {node.op_type for node in quantized.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "LayerNormalization"} <= ops
+
+
+def test_static_int8_runs_as_fused_int8_gemms_with_float_attention(artifacts, tmp_path):
+    """What ONNX Runtime runs from the static QDQ model: every Linear as one MatMulIntegerToFloat
+    (no QLinearMatMul + DequantizeLinear, the slow form of ORT's quantize_static defaults) and
+    the attention products Q·Kᵀ, A·V as float MatMuls on float inputs."""
+    import onnxruntime as ort
+
+    optimized = tmp_path / "optimized.onnx"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(
+        str(artifacts[("onnx", "int8-static")] / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    graph = onnx.load(str(optimized)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 4 * 2  # qkv, proj, fc1, fc2 in each of 2 blocks
+    assert "QLinearMatMul" not in ops
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    float_matmuls = [node for node in graph.node if node.op_type == "MatMul"]
+    assert len(float_matmuls) == 2 * 2  # Q·Kᵀ and A·V per block
+    assert all(producers.get(name) != "DequantizeLinear" for node in float_matmuls for name in node.input)
 
 
 def test_int8_artifacts_are_smaller(artifacts):

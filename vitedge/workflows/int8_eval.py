@@ -198,23 +198,12 @@ def ort_settings(options: ExportOptions) -> dict[str, Any]:
     """What exporter/quantize.py's `quantize_static_onnx` records for these options."""
     from ..exporter import quantize as q
 
-    settings: dict[str, Any] = {
-        "tool": "onnxruntime.quantize_static",
-        "format": "QDQ",
-        "pre_process": True,
-        "op_types": list(options.op_types),
-        "weight_type": "int8",
-        "activation_type": "int8",
-        "per_channel": options.per_channel,
-        "reduce_range": options.reduce_range,
-        "calib_method": options.calib_method,
-        "calib_chunk": q.CALIB_CHUNK,
-    }
-    if options.calib_method == "entropy":
-        settings.update(num_bins=q.ENTROPY_BINS, num_quantized_bins=q.ENTROPY_QUANTIZED_BINS)
-    if options.calib_method == "percentile":
-        settings.update(num_bins=q.PERCENTILE_BINS, percentile=q.PERCENTILE)
-    return settings
+    return q.qdq_settings(
+        method=options.calib_method,
+        per_channel=options.per_channel,
+        op_types=options.op_types,
+        reduce_range=options.reduce_range,
+    )
 
 
 def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Path:
@@ -240,10 +229,9 @@ def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Pat
 
 def ort_backend(prepared: Path, calibration: CalibrationSet, options: ExportOptions, work: Path) -> OrtBackend:
     """Calibrate `prepared` once with `options.calib_method` and keep the ranges on disk."""
-    import onnx
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from ..exporter.quantize import CALIB_METHODS, calibration_ranges, quiet_ort
+    from ..exporter.quantize import CALIB_METHODS, calibration_ranges, quiet_ort, weight_products
 
     if options.calib_method not in CALIB_METHODS:
         raise VitedgeError(
@@ -256,8 +244,7 @@ def ort_backend(prepared: Path, calibration: CalibrationSet, options: ExportOpti
         )
     cache = folder / "ranges.json"
     save_tensors_data(ranges, cache)
-    graph = onnx.load(str(prepared), load_external_data=False).graph
-    units = tuple(node.name for node in graph.node if node.op_type in options.op_types)
+    units = weight_products(prepared, options.op_types)
     return OrtBackend(prepared, cache, folder, options, calibration.manifest(), units)
 
 
