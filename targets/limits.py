@@ -192,3 +192,30 @@ def linear_limit(
             total += shape.count * once / _best_rate(call, once, seconds)
     runtime = f"onnxruntime {ort.__version__}"
     return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, runtime, streamed)
+
+
+def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    rate = _best_rate(lambda: torch.mm(a, b), 2.0 * size**3, seconds)
+    return GemmLimit("bf16", size, threads, rate, f"torch {torch.__version__}")
+
+
+def gemm_limits(threads: int, *, size: int = GEMM_SIZE, seconds: float = 2.0) -> dict[str, GemmLimit]:
+    """f32 and int8 GEMM rates of this CPU on `threads` threads (bf16 too where it is native)."""
+    from ..core.cpu import probe_cpu
+
+    limits = {kind: _ort_gemm(kind, size, threads, seconds) for kind in ("f32", "int8")}
+    if probe_cpu().bf16:
+        limits["bf16"] = _torch_bf16_gemm(size, threads, seconds)
+    return limits
+
+
+def limit_kind(execution_precision: str) -> str:
+    """Which GEMM limit a row is held to: int8 rows to int8, bf16 to bf16, the rest to f32."""
+    if execution_precision.startswith("int8"):
+        return "int8"
+    return "bf16" if execution_precision == "bf16" else "f32"
