@@ -53,3 +53,19 @@ def test_streamed_limit_times_every_occurrence_with_its_own_weight():
     assert streamed.streamed and not hot.streamed
     assert streamed.ops_per_image == hot.ops_per_image
     assert streamed.seconds_per_image > 0 and streamed.it_per_s == pytest.approx(1 / streamed.seconds_per_image)
+
+
+def test_square_gemm_limits_and_which_limit_a_row_is_held_to():
+    from vitedge.core.cpu import probe_cpu
+    from vitedge.targets.limits import gemm_limits, limit_kind
+
+    limits = gemm_limits(1, size=64, seconds=0.05)
+    assert {"f32", "int8"} <= set(limits) and ("bf16" in limits) == probe_cpu().bf16
+    assert all(limit.ops_per_s > 0 and limit.size == 64 for limit in limits.values())
+    assert [limit_kind(p) for p in ("int8+f32", "int8+bf16", "bf16", "f32", "f16")] == [
+        "int8",
+        "int8",
+        "bf16",
+        "f32",
+        "f32",
+    ]
