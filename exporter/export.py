@@ -22,11 +22,17 @@ from ..core.manifest import write_manifest
 from ..models import LoadedModel, require_vit
 from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
-FORMATS = {"onnx": ("fp32", "int8-dynamic", "int8-static"), "openvino": ("fp32", "fp16", "bf16", "int8")}
-NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8")}
+FORMATS = {
+    "onnx": ("fp32", "int8-dynamic", "int8-static"),
+    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "executorch": ("fp32", "int8"),
+}
+NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("executorch", "int8")}
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
-VERSIONED = ("vitedge", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
+VERSIONED = (
+    "vitedge", "torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "executorch", "torchao", "numpy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,29 @@ def _openvino(precision: str) -> Writer:
     return write
 
 
+def _executorch(precision: str) -> Writer:
+    def write(
+        loaded: LoadedModel,
+        folder: Path,
+        calibration: CalibrationSet | None,
+        options: ExportOptions,
+        metadata: dict[str, str],
+    ) -> dict[str, Any]:
+        from .executorch import PTE_FILE, export_executorch
+
+        # the .pte carries no metadata of its own: the manifest beside it holds the DataConfig
+        return export_executorch(
+            loaded.module,
+            folder / PTE_FILE,
+            input_size=loaded.data_config.input_size,
+            precision=precision,
+            batch=options.batch,
+            calibration=calibration,
+        )
+
+    return write
+
+
 EXPORTERS: dict[tuple[str, str], Writer] = {
     ("onnx", "fp32"): _onnx_fp32,
     ("onnx", "int8-dynamic"): _onnx_int8("dynamic"),
@@ -194,6 +223,8 @@ EXPORTERS: dict[tuple[str, str], Writer] = {
     ("openvino", "fp16"): _openvino("fp16"),
     ("openvino", "bf16"): _openvino("bf16"),
     ("openvino", "int8"): _openvino("int8"),
+    ("executorch", "fp32"): _executorch("fp32"),
+    ("executorch", "int8"): _executorch("int8"),
 }
 
 
@@ -209,6 +240,10 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
             "pass --calib SOURCE: cifar10:train, a folder of images like the ones the model will see, or a .npz "
             "(up to 256 are used by default; --calib-samples N to choose)",
         )
+    if to == "executorch":
+        from .executorch import require_executorch
+
+        require_executorch()
     if precision == "bf16":  # its parity can be checked only where bf16 runs
         from ..core.precision import require_bf16
 
@@ -302,6 +337,8 @@ def export_artifact(
                 "steps": list(loaded.steps),
             },
             "quantization": written["quantization"],
+            # what a writer adds beyond its model file (executorch: what was lowered, the batch bound)
+            **{k: v for k, v in written.items() if k not in ("model_file", "quantization")},
             "calibration": used_calibration.manifest() if used_calibration is not None else None,
             "options": asdict(options),
             "versions": versions(),

@@ -27,6 +27,17 @@ def open_artifact(folder: Path, *, target: str = "cpu", threads: int | None = No
         from .openvino import open_openvino
 
         return open_openvino(model_path, precision=precision, device=target, threads=threads)
+    if manifest["format"] == "executorch":
+        from .executorch import open_executorch
+
+        return open_executorch(
+            model_path,
+            precision=precision,
+            device=target,
+            threads=threads,
+            batch=manifest.get("batch", "dynamic"),
+            max_batch=manifest.get("max_batch"),
+        )
     raise VitedgeError(
         f"{folder}: unknown artifact format {manifest['format']!r}", "re-export it with `vitedge export`"
     )
