@@ -6,6 +6,12 @@ The bundle is still an artifact (its manifest lists every file with its sha256, 
 `run_bundle.py` (the standalone runner), `preprocess.py` (vitedge's own
 `calibration/preprocess.py`, copied byte for byte rather than rewritten, so the board
 prepares pixels exactly as the desktop did), `requirements.txt` and `labels.txt`.
+
+An ExecuTorch bundle is the one that needs torch on the board: ExecuTorch's Python runtime
+(the pybindings in its wheel) links libtorch and exchanges torch tensors. Its requirements
+pin the torch release that wheel was built against and name PyTorch's CPU wheel index, since
+PyPI's only aarch64 torch wheel is the CUDA build (it pulls gigabytes of CUDA libraries onto
+a Raspberry Pi).
 """
 
 from __future__ import annotations
@@ -36,9 +42,16 @@ REQUIREMENTS = "requirements.txt"
 LABELS = "labels.txt"
 BUNDLE_FILES = (RUNNER, PREPROCESS, REQUIREMENTS, LABELS)
 # Oldest releases with aarch64 + x86_64 wheels for Python 3.9-3.12 that read our exports
-# (opset 17, QDQ int8); the board may well have newer ones.
-RUNTIME_MINIMUM = {"onnxruntime": "1.17", "openvino": "2024.4"}
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
+# (opset 17, QDQ int8); the board may well have newer ones. ExecuTorch reads programs of its
+# own minor release only, and its 1.5 wheels are built against torch 2.14.
+RUNTIME_REQUIREMENTS = {
+    "onnxruntime": ("onnxruntime>=1.17",),
+    "openvino": ("openvino>=2024.4",),
+    "executorch": ("executorch>=1.5,<1.6", "torch>=2.14,<2.15"),
+}
+# pip options a runtime's requirements need (requirements.txt takes them as lines of their own)
+RUNTIME_PIP_OPTIONS = {"executorch": ("--extra-index-url https://download.pytorch.org/whl/cpu",)}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 
 
 def is_bundle(folder: Path) -> bool:
@@ -48,40 +61,62 @@ def is_bundle(folder: Path) -> bool:
 
 
 def _runtime_version(runtime: str) -> str:
+    from importlib import metadata
+
     if runtime == "onnxruntime":
         import onnxruntime
 
         return onnxruntime.__version__
-    import openvino
+    if runtime == "openvino":
+        import openvino
 
-    return openvino.get_version()
+        return openvino.get_version()
+    try:  # executorch, torch: read without importing them
+        return metadata.version(runtime)
+    except metadata.PackageNotFoundError:
+        return "not installed on this machine"
 
 
 def _choose_runtime(manifest: dict[str, Any], runtime: str | None) -> str:
     fmt = manifest["format"]
     if fmt not in DEFAULT_RUNTIME:
         raise VitedgeError(
-            f"cannot bundle a {fmt!r} artifact", "bundle an ONNX or OpenVINO artifact made by `vitedge export`"
+            f"cannot bundle a {fmt!r} artifact",
+            "bundle an ONNX, OpenVINO or ExecuTorch artifact made by `vitedge export`",
         )
     runtime = runtime or DEFAULT_RUNTIME[fmt]
-    if runtime not in RUNTIME_MINIMUM:
-        raise VitedgeError(f"unknown bundle runtime {runtime!r}", f"use one of {', '.join(RUNTIME_MINIMUM)}")
+    if runtime not in RUNTIME_REQUIREMENTS:
+        raise VitedgeError(f"unknown bundle runtime {runtime!r}", f"use one of {', '.join(RUNTIME_REQUIREMENTS)}")
     if fmt == "openvino" and runtime != "openvino":
         raise VitedgeError(
             "an OpenVINO IR artifact runs only with --runtime openvino", "export to ONNX for an onnxruntime bundle"
+        )
+    if (fmt == "executorch") != (runtime == "executorch"):
+        raise VitedgeError(
+            f"a {fmt} artifact cannot run with --runtime {runtime}",
+            "ExecuTorch runs .pte programs only: export with --to executorch for an executorch bundle",
         )
     return runtime
 
 
 def requirements_text(runtime: str) -> str:
     template = (BUNDLE_SOURCE / REQUIREMENTS).read_text()
+    needs = (
+        f"numpy, Pillow and {runtime}; nothing else (no torch)"
+        if runtime != "executorch"
+        else "numpy, Pillow, executorch and torch (ExecuTorch's Python runtime links libtorch)"
+    )
+    built = f"{runtime} {_runtime_version(runtime)}" + (
+        f", torch {_runtime_version('torch')}" if runtime == "executorch" else ""
+    )
+    lines = [*RUNTIME_PIP_OPTIONS.get(runtime, ()), *RUNTIME_REQUIREMENTS[runtime]]
     return template.format(
         bundle=RUNNER,
-        runtime=runtime,
-        runtime_minimum=RUNTIME_MINIMUM[runtime],
-        runtime_version=_runtime_version(runtime),
+        needs=needs,
+        built=built,
         numpy_version=np.__version__,
         pillow_version=PIL.__version__,
+        runtime_lines="\n".join(lines),
     )
 
 

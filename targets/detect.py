@@ -6,6 +6,10 @@ through 16-bit multiply-adds and often run no faster than fp32, sometimes slower
 (onnxruntime #20052, #17389; armnn #511 on a Raspberry Pi 4), so there int8 is worth it
 for the 4× smaller file only. `/proc/cpuinfo` is parsed from text, so the same code reads
 a board's cpuinfo (e.g. one fetched over SSH) as well as this machine's.
+
+That rule is where nothing was measured. On an ARM machine that `vitedge bench` has measured
+(targets.measured: the fastest row that passed parity, on this board), the measurement is the
+recommendation, and every board measured over SSH from here gets a row of its own.
 """
 
 from __future__ import annotations
@@ -86,23 +90,51 @@ def bf16_advice(cpu: CpuInfo) -> tuple[str, str]:
     )
 
 
-def recommend(machine: Machine) -> list[TargetInfo]:
-    """One entry per target vitedge can run: whether it is here, and what to export for it."""
+def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[TargetInfo]:
+    """One entry per target vitedge can run: whether it is here, and what to export for it;
+    `measured` (targets.measured.load_store()) adds what was measured on boards."""
+    from .measured import ARM, board_for, board_key, figures, latest, recommendation
+
     cpu = machine.cpu
-    what, why, warnings = cpu_recommendation(cpu)
-    more_what, more_why = bf16_advice(cpu)
-    what, why = what + more_what, why + more_why
+    store = measured or {}
+    here = board_for(cpu, store) if cpu.arch in ARM else None
+    found = recommendation(here) if here else None
+    if found is not None:
+        what, why, warnings = found
+    else:
+        what, why, warnings = cpu_recommendation(cpu)
+        more_what, more_why = bf16_advice(cpu)
+        what, why = what + more_what, why + more_why
+        if cpu.arch in ARM and here and figures(here):  # measured, but no row passed a parity check
+            why += f"; nothing recommended from the measurements (no row passed parity): {figures(here)}"
+        elif cpu.arch in ARM:
+            why += "; measure it instead: vitedge bench ONNX OPENVINO EXECUTORCH --target ssh://THIS_BOARD (from a desktop)"
     targets = [
         TargetInfo(
             "cpu",
             True,
             f"{cpu.model} ({cpu.cores} logical CPUs)",
-            ("onnxruntime", "openvino", "torch"),
+            ("onnxruntime", "openvino", "executorch", "torch"),
             what,
             why,
             warnings,
         )
     ]
+    for key, board in sorted(store.items()):
+        board_found = recommendation(board) if key != board_key(cpu) else None
+        if board_found is None:
+            continue
+        facts, (_, last) = board.get("cpu", {}), latest(board)
+        isa = ", ".join(facts.get("isa", [])) or "no ISA read"
+        targets.append(
+            TargetInfo(
+                str(last.get("where", "board")),
+                False,  # not this machine: a board measured from here
+                f"{facts.get('model', '?')} ({facts.get('cores', '?')} logical CPUs; {isa})",
+                ("onnxruntime", "openvino", "executorch"),
+                *board_found,
+            )
+        )
 
     gpus = machine.cuda_devices
     providers = set(machine.ort_providers)

@@ -1,5 +1,7 @@
-"""Benchmark a board over SSH: copy the bundle there, run `run_bundle.py` with the board's own
-Python, stream its progress, and bring back one result row.
+"""Benchmark a board over SSH: copy one or more bundles there in one session (the ONNX
+Runtime, OpenVINO and ExecuTorch artifacts of one model, say), run each one's
+`run_bundle.py` with the board's own Python, stream its progress, and bring back one result
+per bundle: timings, scores, logits and the board's facts.
 
 Why the system `ssh` and not paramiko: the board is reached exactly as the user's own
 `ssh board` reaches it, with their `~/.ssh/config` (aliases, ProxyJump, ports), their agent
@@ -40,6 +42,7 @@ from .bundle_build import REQUIREMENTS, build_bundle, is_bundle
 EXIT_NO_PYTHON = 127
 EXIT_NO_RUNTIME = 3  # run_bundle.py's exit code when numpy, Pillow or the runtime is missing
 PROGRESS_PREFIXES = ("bench:", "eval:", "vitedge-remote:")
+DATA_PLACEHOLDER = "@DATA@"  # an argument that names the data folder unpacked on the board
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_:.%-]+$")
 
@@ -115,9 +118,21 @@ def ssh_command(
     return [*argv, "--", target.host]
 
 
-def remote_script(python: str, bench_args: list[str], with_data: bool) -> str:
+BUNDLE_MARK = "vitedge-remote: bundle "
+STATUS_MARK = "@status "
+
+
+def _shell_arg(arg: str) -> str:
+    return '"$d"/data' if arg == DATA_PLACEHOLDER else shlex.quote(arg)
+
+
+def remote_script(python: str, runs: list[list[list[str]]]) -> str:
     """The sh script the board runs: check Python, unpack the tar from stdin into a private
-    temp folder (removed on exit), bench, then optionally eval. Every value is quoted."""
+    temp folder (removed on exit), then for each bundle (bundles/0, bundles/1, ...) run its
+    `run_bundle.py` commands in turn, each in a process of its own (so each reports its own
+    peak memory and time to first answer). `runs[i]` lists bundle i's argument lists. A
+    command that fails ends that bundle's turn, not the others': every command's exit status
+    is printed after it on stdout. Every value is quoted."""
     py = '"$HOME"/' + shlex.quote(python[2:]) if python.startswith("~/") else shlex.quote(python)
     lines = [
         f"command -v {py} >/dev/null 2>&1 || {{ echo 'vitedge-remote: no-python' >&2; exit {EXIT_NO_PYTHON}; }}",
@@ -125,13 +140,14 @@ def remote_script(python: str, bench_args: list[str], with_data: bool) -> str:
         "trap 'rm -rf \"$d\"' EXIT",
         "trap 'exit 143' HUP INT TERM",
         'tar -xf - -C "$d" || { echo "vitedge-remote: unpacking the bundle failed" >&2; exit 1; }',
-        'cd "$d/bundle" || exit 1',
         'echo "vitedge-remote: running on $(uname -n) ($(uname -m))" >&2',
-        f"{py} run_bundle.py bench --json {' '.join(shlex.quote(a) for a in bench_args)} || exit $?",
+        f'run() {{ "$@"; s=$?; echo "{STATUS_MARK}$s"; return $s; }}',
     ]
-    if with_data:
-        lines.append(f'{py} run_bundle.py eval "$d/data" --json || exit $?')
-    return "\n".join(lines) + "\n"
+    for number, commands in enumerate(runs):
+        steps = " && ".join(f"run {py} run_bundle.py {' '.join(_shell_arg(a) for a in args)}" for args in commands)
+        mark = f"{BUNDLE_MARK}{number + 1}/{len(runs)}"
+        lines += [f'echo "{mark}"; echo "{mark}" >&2', f'cd "$d/bundles/{number}" && {{ {steps}; }}']
+    return "\n".join([*lines, "exit 0"]) + "\n"
 
 
 def _ssh_error(stderr: str, target: SshTarget, *, known_hosts: Path | None, connect_timeout: float) -> VitedgeError:
@@ -191,21 +207,26 @@ def _last_line(text: str) -> str:
 
 
 def _pip_command(python: str, bundle: Path) -> str:
-    packages = [
+    """The pip line for the board, from the bundle's requirements.txt (its option lines, such
+    as an extra index, become options of the command)."""
+    lines = [
         line.strip()
         for line in (bundle / REQUIREMENTS).read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    return f"{shlex.quote(python)} -m pip install {' '.join(shlex.quote(p) for p in packages)}"
+    packages = [shlex.quote(line) for line in lines if not line.startswith("-")]
+    options = [" ".join(shlex.quote(part) for part in line.split()) for line in lines if line.startswith("-")]
+    return f"{shlex.quote(python)} -m pip install {' '.join(packages + options)}"
 
 
-def _send_tar(stream, bundle: Path, data: Path | None, errors: list[BaseException]) -> None:
-    """Write bundle/ (and data/) as a tar stream into ssh's stdin. File names go inside the
-    archive, never onto a command line. A closed pipe means the board stopped reading (it
-    reported why on stderr), so that is not an error here."""
+def _send_tar(stream, bundles: list[Path], data: Path | None, errors: list[BaseException]) -> None:
+    """Write bundles/0, bundles/1, ... (and data/) as a tar stream into ssh's stdin. File names
+    go inside the archive, never onto a command line. A closed pipe means the board stopped
+    reading (it reported why on stderr), so that is not an error here."""
     try:
         with tarfile.open(fileobj=stream, mode="w|") as archive:
-            archive.add(bundle, arcname="bundle")
+            for number, bundle in enumerate(bundles):
+                archive.add(bundle, arcname=f"bundles/{number}")
             if data is not None:
                 archive.add(data, arcname="data")
     except (BrokenPipeError, ConnectionResetError):
@@ -228,7 +249,12 @@ def _read_lines(stream, sink: list[str], on_progress: Callable[[str], None] | No
 
 
 def run_ssh(
-    argv: list[str], *, bundle: Path, data: Path | None, run_timeout: float, on_progress: Callable[[str], None] | None
+    argv: list[str],
+    *,
+    bundles: list[Path],
+    data: Path | None,
+    run_timeout: float,
+    on_progress: Callable[[str], None] | None,
 ) -> tuple[int, str, str]:
     """Run ssh with the tar on stdin; stream stderr lines; (exit code, stdout, stderr)."""
     try:
@@ -241,7 +267,7 @@ def run_ssh(
     err_lines: list[str] = []
     send_errors: list[BaseException] = []
     threads = [
-        threading.Thread(target=_send_tar, args=(process.stdin, bundle, data, send_errors), daemon=True),
+        threading.Thread(target=_send_tar, args=(process.stdin, bundles, data, send_errors), daemon=True),
         threading.Thread(target=_read_lines, args=(process.stdout, out_lines, None), daemon=True),
         threading.Thread(target=_read_lines, args=(process.stderr, err_lines, on_progress), daemon=True),
     ]
@@ -267,6 +293,139 @@ def run_ssh(
     return code, "\n".join(out_lines), "\n".join(err_lines)
 
 
+def _sections(text: str, count: int) -> list[list[str]]:
+    """The lines of the board's stdout or stderr, split by bundle (the script marks each)."""
+    sections: list[list[str]] = [[] for _ in range(count)]
+    current = None
+    for line in text.splitlines():
+        if line.startswith(BUNDLE_MARK):
+            current = int(line[len(BUNDLE_MARK) :].split("/")[0]) - 1
+        elif current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def _bundle_result(
+    stdout: list[str], stderr: list[str], expected: int, ssh_target: SshTarget, python: str, bundle: Path
+) -> dict[str, Any]:
+    """One bundle's JSON results, or {"error": VitedgeError} saying why it has none."""
+    results = [json.loads(line) for line in stdout if line.startswith("{")]
+    statuses = [int(line[len(STATUS_MARK) :]) for line in stdout if line.startswith(STATUS_MARK)]
+    failed = next((code for code in statuses if code != 0), None)
+    if failed == EXIT_NO_RUNTIME:
+        missing = _board_error("\n".join(stderr)).split(": run `")[0]  # its own pip line names a temp folder
+        return {
+            "error": VitedgeError(
+                f"{ssh_target}: {missing}",
+                f"on the board run: {_pip_command(python, bundle)}  (on Raspberry Pi OS inside a venv: python3 -m venv ~/vitedge-env, then use --python ~/vitedge-env/bin/python)",
+            )
+        }
+    if failed is not None:
+        return {
+            "error": VitedgeError(
+                f"{ssh_target}: the bundle failed (exit {failed}): {_board_error(chr(10).join(stderr))}",
+                "copy the bundle to the board and run `python3 run_bundle.py bench` there to see more",
+            )
+        }
+    if len(results) < expected:
+        return {
+            "error": VitedgeError(
+                f"{ssh_target}: the board printed no result",
+                f"its output ended with: {_last_line(chr(10).join(stderr)) or _last_line(chr(10).join(stdout)) or 'nothing'}",
+            )
+        }
+    benches = [r for r in results if "latency_ms" in r]
+    scored = next((r for r in results if "top1" in r), None)
+    return {"benches": benches, "eval": scored}
+
+
+def bench_board(
+    sources: list[Path],
+    target: str,
+    *,
+    identity: Path | None = None,
+    accept_new_host_key: bool = False,
+    known_hosts: Path | None = None,
+    connect_timeout: float = 10,
+    run_timeout: float = 600,
+    batches: tuple[int, ...] = (1,),
+    seconds: float = 10.0,
+    threads: int | None = None,
+    data: Path | None = None,
+    logits: bool = False,
+    python: str = "python3",
+    on_progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Benchmark several artifacts (each bundled on the fly) or bundles on the board at
+    `target` in one SSH session, one after another, each batch size and the scoring of `data`
+    (an ImageFolder; with `logits`, every image's logits too) in a process of its own. One
+    entry per source, in order: its bench results (one per batch size), its eval result, the
+    manifest, or `error` (a VitedgeError) when that bundle could not run there (a runtime the
+    board lacks does not stop the others)."""
+    ssh_target = parse_target(target)
+    if not sources:
+        raise VitedgeError("nothing to benchmark", "name one or more artifact folders")
+    if not batches or min(batches) < 1 or seconds <= 0 or (threads is not None and threads < 1):
+        raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
+    if data is not None and not Path(data).is_dir():
+        raise VitedgeError(f"--data {data} is not a folder", "pass an ImageFolder: one subfolder of images per class")
+    argv = ssh_command(
+        ssh_target,
+        identity=identity,
+        known_hosts=known_hosts,
+        accept_new_host_key=accept_new_host_key,
+        connect_timeout=connect_timeout,
+    )
+    timing = ["--seconds", f"{seconds:g}"] + (["--threads", str(threads)] if threads else [])
+    commands = [["bench", "--json", "--batch", str(batch), *timing] for batch in batches]
+    if data is not None:
+        commands.append(
+            ["eval", DATA_PLACEHOLDER, "--json", *(["--threads", str(threads)] if threads else [])]
+            + (["--logits"] if logits else [])
+        )
+    with tempfile.TemporaryDirectory(prefix="vitedge-remote-") as scratch:
+        bundles = []
+        for number, source in enumerate(Path(s) for s in sources):
+            if is_bundle(source):
+                verify_checksums(source, read_manifest(source))
+                bundles.append(source)
+            else:
+                bundles.append(build_bundle(source, Path(scratch) / f"bundle-{number}"))
+        manifests = [read_manifest(bundle) for bundle in bundles]
+        script = remote_script(python, [commands for _ in bundles])
+        started = time.monotonic()
+        code, stdout, stderr = run_ssh(
+            [*argv, "sh -c " + shlex.quote(script)],
+            bundles=bundles,
+            data=Path(data) if data else None,
+            run_timeout=run_timeout,
+            on_progress=on_progress,
+        )
+        if code == 255:
+            raise _ssh_error(stderr, ssh_target, known_hosts=known_hosts, connect_timeout=connect_timeout)
+        if code == EXIT_NO_PYTHON and "vitedge-remote: no-python" in stderr:
+            raise VitedgeError(
+                f"{ssh_target} has no {python!r} on its PATH",
+                "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3",
+            )
+        if code != 0:
+            raise VitedgeError(
+                f"{ssh_target}: the board's script failed (exit {code}): {_last_line(stderr) or 'no message'}",
+                "try `ssh` to the board by hand to see what is wrong",
+            )
+        outputs, errors = _sections(stdout, len(bundles)), _sections(stderr, len(bundles))
+        entries = [
+            {
+                "source": str(source),
+                "manifest": manifest,
+                **_bundle_result(out, err, len(commands), ssh_target, python, bundle),
+            }
+            for source, manifest, bundle, out, err in zip(sources, manifests, bundles, outputs, errors, strict=True)
+        ]
+    elapsed = time.monotonic() - started
+    return [{**entry, "target": str(ssh_target), "wall_s": elapsed} for entry in entries]
+
+
 def bench_remote(
     artifact_or_bundle: Path,
     target: str,
@@ -283,70 +442,31 @@ def bench_remote(
     python: str = "python3",
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark an artifact (bundled on the fly) or a bundle on the board at `target`
+    """Benchmark one artifact (bundled on the fly) or bundle on the board at `target`
     (`ssh://user@host[:port]`): it/s and latency percentiles at `batch`, top-1 on `data`
     (an ImageFolder) if given, and the board's platform, CPU and runtime versions."""
-    ssh_target = parse_target(target)
-    source = Path(artifact_or_bundle)
-    if batch < 1 or seconds <= 0 or (threads is not None and threads < 1):
-        raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
-    if data is not None and not Path(data).is_dir():
-        raise VitedgeError(f"--data {data} is not a folder", "pass an ImageFolder: one subfolder of images per class")
-    argv = ssh_command(
-        ssh_target,
+    entry = bench_board(
+        [Path(artifact_or_bundle)],
+        target,
         identity=identity,
-        known_hosts=known_hosts,
         accept_new_host_key=accept_new_host_key,
+        known_hosts=known_hosts,
         connect_timeout=connect_timeout,
-    )
-    bench_args = ["--batch", str(batch), "--seconds", f"{seconds:g}"] + (["--threads", str(threads)] if threads else [])
-    with tempfile.TemporaryDirectory(prefix="vitedge-remote-") as scratch:
-        if is_bundle(source):
-            bundle = source
-            verify_checksums(bundle, read_manifest(bundle))
-        else:
-            bundle = build_bundle(source, Path(scratch) / "bundle")
-        manifest = read_manifest(bundle)
-        script = remote_script(python, bench_args, data is not None)
-        started = time.monotonic()
-        code, stdout, stderr = run_ssh(
-            [*argv, "sh -c " + shlex.quote(script)],
-            bundle=bundle,
-            data=Path(data) if data else None,
-            run_timeout=run_timeout,
-            on_progress=on_progress,
-        )
-        pip = _pip_command(python, bundle)
-    if code == 255:
-        raise _ssh_error(stderr, ssh_target, known_hosts=known_hosts, connect_timeout=connect_timeout)
-    if code == EXIT_NO_PYTHON and "vitedge-remote: no-python" in stderr:
-        raise VitedgeError(
-            f"{ssh_target} has no {python!r} on its PATH",
-            "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3",
-        )
-    if code == EXIT_NO_RUNTIME:
-        missing = _board_error(stderr).split(": run `")[0]  # its own pip line names a temp folder
-        raise VitedgeError(
-            f"{ssh_target}: {missing}",
-            f"on the board run: {pip}  (on Raspberry Pi OS inside a venv: python3 -m venv ~/vitedge-env, then use --python ~/vitedge-env/bin/python)",
-        )
-    if code != 0:
-        raise VitedgeError(
-            f"{ssh_target}: the bundle failed (exit {code}): {_board_error(stderr)}",
-            "copy the bundle to the board and run `python3 run_bundle.py bench` there to see more",
-        )
-    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    bench = next((r for r in results if "latency_ms" in r), None)
-    scored = next((r for r in results if "top1" in r), None)
-    if bench is None or (data is not None and scored is None):
-        raise VitedgeError(
-            f"{ssh_target}: the board printed no result",
-            f"its output ended with: {_last_line(stderr) or _last_line(stdout) or 'nothing'}",
-        )
+        run_timeout=run_timeout,
+        batches=(batch,),
+        seconds=seconds,
+        threads=threads,
+        data=data,
+        python=python,
+        on_progress=on_progress,
+    )[0]
+    if "error" in entry:
+        raise entry["error"]
+    bench, scored, manifest = entry["benches"][0], entry["eval"], entry["manifest"]
     return {
-        "target": str(ssh_target),
+        "target": entry["target"],
         "runtime": bench["runtime"],
-        "device": str(ssh_target),
+        "device": entry["target"],
         "format": manifest["format"],
         "precision": manifest["precision"],
         "batch": bench["batch"],
@@ -356,10 +476,12 @@ def bench_remote(
         "runs": bench["runs"],
         "it_per_s": bench["it_per_s"],
         "latency_ms": bench["latency_ms"],
+        "first_inference_ms": bench.get("first_inference_ms"),
+        "peak_rss_mb": bench.get("peak_rss_mb"),
         "top1": scored["top1"] if scored else None,
         "eval_count": scored["count"] if scored else None,
         "board": bench["board"],
-        "wall_s": time.monotonic() - started,
+        "wall_s": entry["wall_s"],
     }
 
 

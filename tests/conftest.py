@@ -69,6 +69,45 @@ def bundle_python(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def executorch_python(tmp_path_factory) -> Path:
+    """Python of a venv holding what a board needs for an ExecuTorch bundle and nothing else
+    (boards.EXECUTORCH_BOARD, linked from this installation): no vitedge, no onnxruntime."""
+    from tests.support.boards import EXECUTORCH_BOARD, clean_env, make_linked_venv
+
+    folder = tmp_path_factory.mktemp("executorch-venv")
+    python = make_linked_venv(folder / "venv", **EXECUTORCH_BOARD)
+    for absent in ("vitedge", "onnxruntime"):  # run outside the checkout, whose vitedge/ python -c would see
+        probe = subprocess.run(
+            [str(python), "-c", f"import {absent}"], capture_output=True, env=clean_env(), cwd=folder
+        )
+        assert probe.returncode != 0, f"the ExecuTorch board venv must not see {absent}"
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory) -> Path:
+    """The tiny ViT as a checkpoint file: artifacts exported from it record a source that
+    loads again (a board bench checks their parity against it)."""
+    from vitedge.models import save_checkpoint
+
+    return save_checkpoint(make_tiny_vit(), tmp_path_factory.mktemp("tiny-source") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def executorch_artifact(tmp_path_factory, tiny_source) -> Path:
+    """The tiny ViT through `vitedge export`'s own exporter to ExecuTorch fp32 (XNNPACK)."""
+    from vitedge.compress.registry import load_model
+    from vitedge.exporter.export import export_artifact
+
+    return export_artifact(
+        load_model(str(tiny_source)),
+        to="executorch",
+        precision="fp32",
+        out=tmp_path_factory.mktemp("tiny-executorch") / "artifact",
+    )
+
+
+@pytest.fixture(scope="session")
 def onnx_artifact(tmp_path_factory) -> Path:
     from tests.support.boards import make_onnx_artifact
 

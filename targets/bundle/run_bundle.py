@@ -2,14 +2,15 @@
 """Run a vitedge bundle on a board: classify images, benchmark, or score an ImageFolder.
 
 This file is copied into every bundle and runs with numpy, Pillow and one runtime
-(onnxruntime or openvino) only: no torch, no vitedge. A Raspberry Pi gets these from
-pip wheels in a minute, while torch would take far longer or not install at all. The
-pixels are prepared by `preprocess.py` beside this file, a verbatim copy of vitedge's
-own `calibration/preprocess.py`, so the board sees exactly the inputs the desktop saw.
+(onnxruntime, openvino or executorch) only: no vitedge, and no torch except for an
+ExecuTorch program, whose Python runtime links libtorch (requirements.txt says what to
+install). A Raspberry Pi gets these from pip wheels in a minute. The pixels are prepared by
+`preprocess.py` beside this file, a verbatim copy of vitedge's own
+`calibration/preprocess.py`, so the board sees exactly the inputs the desktop saw.
 
     python3 run_bundle.py classify cat.jpg dog.png [--top 5] [--json]
     python3 run_bundle.py bench [--batch 1] [--seconds 10] [--json]
-    python3 run_bundle.py eval FOLDER [--batch 32] [--json]
+    python3 run_bundle.py eval FOLDER [--batch 32] [--logits] [--json]
     python3 run_bundle.py info [--json]
 
 Before loading the model it checks every file the manifest lists (model, weights,
@@ -149,8 +150,14 @@ def verify(folder: Path, manifest: dict) -> None:
 # ---------------------------------------------------------------- runtimes
 
 
+# what `pip install` needs for each runtime beyond numpy and Pillow (executorch: its runtime
+# links libtorch, and PyTorch's CPU index has the CPU-only torch wheels for ARM boards)
+PIP_PACKAGES = {"executorch": "torch executorch --extra-index-url https://download.pytorch.org/whl/cpu"}
+
+
 def pip_hint(runtime: str) -> str:
-    return f"{sys.executable} -m pip install -r {HERE / 'requirements.txt'}  (or: {sys.executable} -m pip install numpy pillow {runtime})"
+    packages = PIP_PACKAGES.get(runtime, runtime)
+    return f"{sys.executable} -m pip install -r {HERE / 'requirements.txt'}  (or: {sys.executable} -m pip install numpy pillow {packages})"
 
 
 class Model:
@@ -161,10 +168,15 @@ class Model:
         self.threads = threads
         model_path = inside(folder, manifest["model_file"])
         self.precision = manifest.get("precision", "fp32")
+        # a dynamic ExecuTorch program takes at most max_batch images a call (its buffers are
+        # planned for that many); larger batches run as several calls
+        self.max_batch = manifest.get("max_batch") if manifest.get("batch", "dynamic") == "dynamic" else None
         if self.runtime == "onnxruntime":
             self._open_onnxruntime(model_path, threads)
         elif self.runtime == "openvino":
             self._open_openvino(model_path, threads, manifest["bundle"].get("inference_precision", "f32"))
+        elif self.runtime == "executorch":
+            self._open_executorch(model_path, threads)
         else:
             raise BundleError(f"unknown runtime {self.runtime!r} in {MANIFEST}; rebuild the bundle")
 
@@ -234,11 +246,49 @@ class Model:
         self.detail["execution_precision"] = self._label(self.detail["inference_precision"])
         self._run = lambda batch: compiled(batch)[0]
 
+    def _open_executorch(self, model_path: Path, threads: int | None) -> None:
+        try:
+            import torch
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError as exc:
+            missing = exc.name or "executorch"
+            raise BundleError(
+                f"executorch is not installed for {sys.executable} (no {missing!r}): run `{pip_hint('executorch')}`",
+                EXIT_NO_RUNTIME,
+            ) from None
+        from importlib import metadata
+
+        runtime = Runtime.get()
+        if not runtime.backend_registry.is_available("XnnpackBackend"):
+            raise BundleError("this executorch build has no XnnpackBackend: install the executorch wheel from PyPI")
+        if threads:  # one XNNPACK thread pool per process, set before the program loads
+            portable_lib._unsafe_reset_threadpool(threads)
+        try:
+            method = runtime.load_program(model_path).load_method("forward")
+        except (RuntimeError, ValueError) as exc:
+            raise BundleError(
+                f"executorch {metadata.version('executorch')} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
+            ) from None
+        self.versions = {"executorch": metadata.version("executorch"), "torch": torch.__version__}
+        # XNNPACK has no precision switch: a program lowered in fp32 computes f32 (vitedge's
+        # targets/executorch.py says more); the thread count is read back from the pool
+        self.detail = {
+            "backend": "XnnpackBackend",
+            "threads": portable_lib._threadpool_get_thread_count(),
+            "execution_precision": self._label("f32"),
+            "max_batch": self.max_batch,
+        }
+        self._run = lambda batch: method.execute([torch.from_numpy(batch)])[0].numpy()
+
     def __call__(self, batch):
         import numpy as np
 
         try:
-            return np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+            batch = np.require(batch, np.float32, ["C", "W"])
+            step = self.max_batch or len(batch)
+            outputs = [np.array(self._run(batch[i : i + step]), dtype=np.float32) for i in range(0, len(batch), step)]
+            return np.concatenate(outputs)
         except Exception as exc:  # noqa: BLE001 - runtimes raise untyped errors on bad shapes
             raise BundleError(
                 f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}"
@@ -264,7 +314,49 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read(path: str, limit: int = 1 << 18) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read(limit)
+    except OSError:
+        return ""
+
+
+def cpu_mhz() -> dict:
+    """cpu0's current and maximum clock and its governor, where cpufreq exposes them."""
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    found = {}
+    for key, name in (("current", "scaling_cur_freq"), ("max", "cpuinfo_max_freq")):
+        text = _read(base + name).strip()
+        found[key] = int(text) / 1000.0 if text.isdigit() else None
+    found["governor"] = _read(base + "scaling_governor").strip() or None
+    return found
+
+
+def temperature_c():
+    """The CPU's temperature in °C from the kernel's thermal zones (a zone whose type names the
+    CPU or SoC first, else the first zone), or None where none is readable."""
+    zones = sorted(Path("/sys/class/thermal").glob("thermal_zone*"))
+    zones.sort(key=lambda zone: not any(word in _read(str(zone / "type")).lower() for word in ("cpu", "soc", "pkg")))
+    for zone in zones:
+        text = _read(str(zone / "temp")).strip()
+        if text.lstrip("-").isdigit():
+            return int(text) / 1000.0
+    return None
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM), or None where /proc does not say."""
+    for line in _read("/proc/self/status").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return None
+
+
 def board_info(model: Model | None = None) -> dict:
+    """What the board is: platform, Python, its /proc/cpuinfo text and device-tree model (the
+    desktop parses them with vitedge's own cpuinfo parser: CPU model, cores, dotprod/i8mm),
+    clock and temperature, and the runtime versions."""
     import numpy as np
     from PIL import __version__ as pillow_version
 
@@ -274,6 +366,10 @@ def board_info(model: Model | None = None) -> dict:
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpuinfo": _read("/proc/cpuinfo"),
+        "device_tree_model": _read("/proc/device-tree/model").strip("\x00\n "),
+        "cpu_mhz": cpu_mhz(),
+        "temperature_c": temperature_c(),
         "versions": {"numpy": np.__version__, "pillow": pillow_version},
     }
     if model is not None:
@@ -351,7 +447,14 @@ def bench(args, manifest: dict) -> dict:
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
     height, width = config.image_size
     inputs = np.random.default_rng(0).standard_normal((args.batch, 3, height, width)).astype(np.float32)
+    fixed = manifest.get("batch", "dynamic")
+    first = inputs[:1] if fixed == "dynamic" else np.repeat(inputs[:1], int(fixed), axis=0)
+    # from nothing loaded (the runtime's import included) to the first answer on one image
+    loading = time.perf_counter()
     model = Model(HERE, manifest, args.threads)
+    model(first)
+    first_inference_ms = (time.perf_counter() - loading) * 1000.0
+    before = {"temperature_c": temperature_c(), "cpu_mhz": cpu_mhz()["current"]}
     for _ in range(args.warmup):
         model(inputs)
     latencies: list[float] = []
@@ -388,6 +491,11 @@ def bench(args, manifest: dict) -> dict:
             "p99": percentile(latencies, 99),
             "mean": float(np.mean(latencies)),
         },
+        "first_inference_ms": first_inference_ms,
+        "peak_rss_mb": peak_rss_mb(),
+        # clock and temperature just before the warm-up and just after the timed calls:
+        # a board that heats up during the run throttles, and its numbers say so
+        "thermal": {"before": before, "after": {"temperature_c": temperature_c(), "cpu_mhz": cpu_mhz()["current"]}},
         "board": board_info(model),
         "detail": model.detail,
     }
@@ -427,19 +535,26 @@ def evaluate(args, manifest: dict) -> dict:
     model = Model(HERE, manifest, args.threads)
     correct = seen = 0
     hits: list[bool] = []  # per image, in file order: pairs two runs of the same folder
+    scored: list[str] = []  # the images scored, relative to the folder, in the same order
+    logits: list[list[float]] = []
     skipped: list[str] = []
     next_report = time.perf_counter() + 5.0
     for start in range(0, len(files), args.batch):
-        arrays, wanted = [], []
+        arrays, wanted, names = [], [], []
         for path, target in zip(files[start : start + args.batch], targets[start : start + args.batch]):
             try:
                 arrays.append(load_image(path, Image, preprocess, config))
                 wanted.append(target)
+                names.append(path.relative_to(args.folder).as_posix())
             except BundleError as exc:
                 skipped.append(str(exc))
         if not arrays:
             continue
-        predicted = model(np.stack(arrays)).argmax(axis=1)
+        outputs = model(np.stack(arrays))
+        predicted = outputs.argmax(axis=1)
+        scored += names
+        if args.logits:
+            logits += [[float(v) for v in row] for row in outputs]
         hits += [bool(h) for h in predicted == np.asarray(wanted)]
         correct = sum(hits)
         seen += len(arrays)
@@ -450,7 +565,7 @@ def evaluate(args, manifest: dict) -> dict:
         progress(f"eval: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}")
     if not seen:
         raise BundleError(f"no readable images in {args.folder}")
-    return {
+    result = {
         "top1": 100.0 * correct / seen,
         "correct": correct,
         "hits": hits,
@@ -458,8 +573,12 @@ def evaluate(args, manifest: dict) -> dict:
         "skipped": len(skipped),
         "classes": mapping,
         "runtime": model.runtime,
+        "peak_rss_mb": peak_rss_mb(),
         "board": board_info(model),
     }
+    if args.logits:  # every logit of every image: the desktop holds them to the artifact's parity bounds
+        result.update(images=scored, logits=logits)
+    return result
 
 
 def info(args, manifest: dict) -> dict:
@@ -507,7 +626,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     main = OneLineParser(
-        prog="run_bundle.py", description="Run a vitedge bundle (numpy + Pillow + onnxruntime or openvino)."
+        prog="run_bundle.py",
+        description="Run a vitedge bundle (numpy + Pillow + onnxruntime, openvino or executorch).",
     )
     commands = main.add_subparsers(dest="command", required=True)
     for name, helptext in (
@@ -531,6 +651,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("folder", help="ImageFolder: one subfolder per class")
             sub.add_argument("--batch", type=int, default=32)
             sub.add_argument("--limit", type=int, default=None, help="score only the first N images")
+            sub.add_argument("--logits", action="store_true", help="also report every image's logits (with --json)")
     return main
 
 

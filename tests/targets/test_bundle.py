@@ -6,50 +6,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.boards import run_bundle, vitedge_logits
+from tests.support.boards import check_against_vitedge, one_line_error, run_bundle, vitedge_logits
 from vitedge.calibration import preprocess
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, verify_checksums
 from vitedge.targets.bundle_build import build_bundle, is_bundle
 from vitedge.targets.runners import open_artifact
-from vitedge.workflows.parity import compare_logits
-
-
-def one_line_error(done: subprocess.CompletedProcess) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    return lines[0]
-
-
-def bundle_logits(python: Path, bundle: Path, images: list[Path], cwd: Path) -> np.ndarray:
-    """Every logit of every image, as `run_bundle.py classify --json` reports them."""
-    done = run_bundle(python, bundle, "classify", "--json", *map(str, images), cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    return np.array([item["logits"] for item in json.loads(done.stdout)["images"]])
-
-
-def check_against_vitedge(
-    python: Path, bundle: Path, images: list[Path], expected: np.ndarray, precision: str, cwd: Path
-) -> None:
-    """The board's logits against vitedge's runner under the artifact's own parity gate: the
-    board may run another runtime (OpenVINO) or another onnxruntime release than the desktop,
-    so exact equality or the exact order of near-tied classes is not the claim; agreement
-    within what the precision promises is (fp32: max |Δ| <= 1e-4, which bf16 fails)."""
-    got = bundle_logits(python, bundle, images, cwd)
-    report = compare_logits(expected, got, precision=precision, identities=[p.name for p in images])
-    assert report.passed, (report.failures, report.worst)
-    ranked = np.sort(expected, axis=1)
-    clear = ranked[:, -1] - ranked[:, -2] > 2 * report.max_abs  # no rounding can swap these
-    assert (got.argmax(axis=1) == expected.argmax(axis=1))[clear].all() and clear.any()
 
 
 def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, tmp_path):
@@ -265,12 +234,13 @@ class FakeTime:
 
 
 def test_bench_arithmetic_on_a_fake_clock(monkeypatch):
-    """run_bundle's bench on a fake model and clock: 20 calls of 10 ms, 4 of 100 ms, 1 of
-    300 ms; p50/p90/p99 and it/s are numpy's linear percentiles of exactly those 25."""
+    """run_bundle's bench on a fake model and clock: a first call of 500 ms (load + first
+    answer, not timed with the rest), 20 calls of 10 ms, 4 of 100 ms, 1 of 300 ms; p50/p90/p99
+    and it/s are numpy's linear percentiles of exactly those 25."""
     from vitedge.targets.bundle import run_bundle as runner
 
     clock = FakeTime()
-    durations = iter([0.0] * 2 + [0.010] * 20 + [0.100] * 4 + [0.300])
+    durations = iter([0.500] + [0.0] * 2 + [0.010] * 20 + [0.100] * 4 + [0.300])
 
     class FakeModel:
         runtime, versions, detail = "fake", {}, {"threads": 1}
@@ -292,6 +262,7 @@ def test_bench_arithmetic_on_a_fake_clock(monkeypatch):
     result = runner.bench(args, {"data_config": {"input_size": [3, 8, 8]}, "format": "onnx", "precision": "fp32"})
     sorted_ms = sorted([10.0] * 20 + [100.0] * 4 + [300.0])
     assert result["runs"] == 25 and result["warmup"] == 2
+    assert result["first_inference_ms"] == pytest.approx(500.0)
     assert result["latency_ms"]["p50"] == pytest.approx(10.0)
     assert result["latency_ms"]["p90"] == pytest.approx(100.0)  # rank 21.6 of 0..24: inside the 100 ms block
     assert result["latency_ms"]["p99"] == pytest.approx(100.0 + 0.76 * 200.0)  # rank 23.76

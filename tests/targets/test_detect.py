@@ -217,3 +217,83 @@ def test_cpuinfo_without_flags_or_features():
         cpu == CpuInfo("riscv64", "riscv64", 1, frozenset())
         and cpu_target("processor\t: 0\n", "riscv64").recommend == "onnx fp32"
     )
+
+
+def keep_board(cpu: CpuInfo, model: str, where: str, openvino_parity: bool | None = False) -> None:
+    """Three runtimes measured on a board, kept as `vitedge bench` keeps them (workflows.board):
+    OpenVINO the fastest but, by default, outside its parity bounds."""
+    from vitedge.targets.measure import Measurement, Timing
+    from vitedge.workflows.board import _keep
+    from vitedge.workflows.report import Parity, ResultRow
+
+    def row(runtime: str, fmt: str, precision: str, rate: float, passed: bool | None) -> tuple:
+        p50 = 1000.0 / rate
+        timing = Timing(1, 100, p50 / 1000, p50, 1.1 * p50, 1.3 * p50, rate, rate)
+        measurement = Measurement(
+            f"{fmt}-{precision}", runtime, where, precision, 4, None, (timing,), 6.0, 80.0, {}, {},
+            detail={"format": fmt}, execution_precision="int8+f32", first_inference_ms=900.0,
+        )  # fmt: skip
+        parity = None if passed is None else Parity(0.999, 0.99, 0.99, 0.3, passed)
+        return ResultRow(measurement, parity), {"format": fmt, "source": {"spec": model}}
+
+    _keep(
+        cpu,
+        [
+            row("onnxruntime", "onnx", "int8-dynamic", 41.0, True),
+            row("executorch", "executorch", "int8", 57.5, True),
+            row("openvino", "openvino", "int8", 70.2, openvino_parity),
+        ],
+        where=where,
+    )
+
+
+def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):
+    """On a Pi 5 that `vitedge bench` measured, the recommendation is the row that bench chose
+    (the fastest that passed parity there; not the dotprod rule), with the figures it comes
+    from; a faster row outside its bounds is named and never chosen; the latest model wins."""
+    from vitedge.targets import measured
+
+    pi5 = parse_cpuinfo(PI5, "aarch64")
+    assert cpu_target(PI5).recommend == "onnx int8-dynamic"  # the rule, before any measurement
+    assert "measure it instead: vitedge bench" in cpu_target(PI5).why
+    keep_board(pi5, "older.safetensors", "local", openvino_parity=True)
+    keep_board(pi5, "vitedge-cifar10", "local")
+    target = recommend(Machine(pi5), measured.load_store())[0]
+    assert target.recommend == "executorch int8 on executorch"
+    assert "on vitedge-cifar10, batch 1, threads 4" in target.why
+    assert "executorch int8 on executorch 57.5 it/s (p50 17.39 ms, parity passed)" in target.why
+    assert "openvino int8 on openvino 70.2 it/s (p50 14.25 ms, parity FAILED)" in target.why
+    assert target.warnings == ("failed parity here, not recommended: openvino int8 on openvino",)
+    keep_board(pi5, "older.safetensors", "local", openvino_parity=True)  # measured again: now the latest
+    assert recommend(Machine(pi5), measured.load_store())[0].recommend == "openvino int8 on openvino"
+
+
+def test_arm_measurements_without_parity_recommend_nothing(own_cache):
+    """Speed alone (a local bench of artifacts checks no parity) is shown, not recommended."""
+    from vitedge.targets import measured
+
+    pi5 = parse_cpuinfo(PI5, "aarch64")
+    measured.record(pi5, "m", [{"name": "a", "runtime": "executorch", "format": "executorch", "precision": "int8",
+                                "threads": 4, "it_per_s_b1": 50.0, "p50_ms_b1": 20.0, "parity_passed": None}],
+                    where="local")  # fmt: skip
+    target = recommend(Machine(pi5), measured.load_store())[0]
+    assert target.recommend == "onnx int8-dynamic"  # the rule stays, and says what was measured
+    assert "no row passed parity" in target.why and "50.0 it/s (p50 20.00 ms, parity not checked)" in target.why
+
+
+def test_boards_benched_over_ssh_get_rows_of_their_own(own_cache):
+    """From the desktop: the board measured over SSH is listed (not available here), with its
+    CPU facts and measured recommendation; this machine's own row keeps its ISA rule."""
+    pi5 = parse_cpuinfo(PI5, "aarch64")
+    keep_board(pi5, "vitedge-cifar10", "ssh://pi@raspberrypi.local")
+    from vitedge.targets import measured
+
+    targets = recommend(Machine(parse_cpuinfo(XEON_VNNI)), measured.load_store())
+    boards = [t for t in targets if t.target.startswith("ssh://")]
+    assert [t.target for t in boards] == ["ssh://pi@raspberrypi.local"] and not boards[0].available
+    assert boards[0].recommend == "executorch int8 on executorch" and "dotprod" in boards[0].device
+    assert "AVX512-VNNI" in targets[0].why  # the desktop's own row: its rule, untouched
+    done = CliRunner().invoke(app, ["targets", "--json"])
+    assert done.exit_code == 0, done.output
+    listed = {t["target"]: t for t in json.loads(done.stdout)["targets"]}
+    assert listed["ssh://pi@raspberrypi.local"]["recommend"] == "executorch int8 on executorch"

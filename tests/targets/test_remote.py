@@ -3,6 +3,7 @@ path, from tar over ssh to the bundle's JSON, plus every failure a user meets at
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,100 @@ def test_ssh_argv_checks_host_keys_and_ends_options():
         parse_target("ssh://b"), identity=None, known_hosts=None, accept_new_host_key=True, connect_timeout=5
     )
     assert str(parse_target("ssh://pi@[fe80::1]:22")) == "ssh://pi@[fe80::1]:22"
+
+
+@pytest.fixture(scope="module")
+def three_runtimes(tmp_path_factory, tiny_source, executorch_artifact):
+    """The tiny checkpoint as ONNX, OpenVINO and ExecuTorch fp32 artifacts (vitedge's own
+    exporters), and a board Python that has all three runtimes and nothing of vitedge."""
+    from tests.support.boards import EXECUTORCH_BOARD, make_linked_venv
+    from vitedge.compress.registry import load_model
+    from vitedge.exporter.export import export_artifact
+
+    root = tmp_path_factory.mktemp("three-runtimes")
+    loaded = load_model(str(tiny_source))
+    artifacts = [export_artifact(loaded, to=fmt, precision="fp32", out=root / fmt) for fmt in ("onnx", "openvino")] + [
+        executorch_artifact
+    ]
+    board = EXECUTORCH_BOARD["with_requirements"] + ("onnxruntime", "openvino")
+    python = make_linked_venv(root / "venv", board, EXECUTORCH_BOARD["alone"])
+    return artifacts, python
+
+
+def test_one_bench_call_runs_all_three_runtimes_on_the_board(server, three_runtimes, own_cache, capsys, monkeypatch):
+    """Acceptance (issue 21): `vitedge bench ONNX OPENVINO EXECUTORCH --target ssh://…` benches
+    the three in one SSH session and prints them side by side: parity against the PyTorch
+    reference on the same images, p50/p90/p99, peak memory, time to first answer, the board's
+    CPU facts; and `vitedge targets` then recommends from what was measured there."""
+    from tests.support.cli import cli
+    from vitedge.core.cpu import probe_cpu
+    from vitedge.targets import measured, remote
+
+    artifacts, python = three_runtimes
+    sessions: list[list[str]] = []
+    real_run_ssh = remote.run_ssh
+
+    def counted(argv, **options):  # noqa: ANN001, ANN003, ANN202 - remote.run_ssh's signature
+        sessions.append(argv)
+        return real_run_ssh(argv, **options)
+
+    monkeypatch.setattr(remote, "run_ssh", counted)
+    code, stdout, stderr = cli(
+        capsys, monkeypatch, "bench", *map(str, artifacts), "--target", server.target,
+        "--identity", str(server.identity), "--known-hosts", str(server.known_hosts), "--python", str(python),
+        "--batch", "1,8", "--seconds", "0.3", "--threads", "1", "--samples", "40", "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert len(sessions) == 1  # one SSH session for all three
+    rows = json.loads(stdout)
+    assert [r["measurement"]["runtime"] for r in rows] == ["onnxruntime", "openvino", "executorch"]
+    cpu = probe_cpu()  # the "board" is this machine, reached over SSH
+    for row in rows:
+        m, parity = row["measurement"], row["parity"]
+        assert parity["passed"] and parity["max_abs"] < 1e-4 and parity["top1_agreement"] == 1.0, row
+        assert m["accuracy"]["samples"] == 40 and m["execution_precision"] == "f32" and m["threads"] == 1
+        assert [t["batch"] for t in m["timings"]] == [1, 8]
+        for timing in m["timings"]:
+            assert 0 < timing["p50_ms"] <= timing["p90_ms"] <= timing["p99_ms"]
+            assert timing["images_per_s"] == pytest.approx(timing["batch"] * timing["it_per_s"])
+            assert timing["it_per_s"] == pytest.approx(1000.0 / timing["p50_ms"])
+        assert m["peak_rss_mb"] > 20 and m["first_inference_ms"] > m["timings"][0]["p50_ms"]
+        assert m["machine"]["cpu"] == cpu.model and m["machine"]["isa"] == list(cpu.isa)
+        assert m["machine"]["cores"] == cpu.cores and "temperature_c" in m["machine"]
+    # the same images, so the same top-1 from all three fp32 runtimes
+    assert len({r["measurement"]["accuracy"]["top1"] for r in rows}) == 1
+    code, table, _ = cli(
+        capsys, monkeypatch, "bench", *map(str, artifacts), "--target", server.target,
+        "--identity", str(server.identity), "--known-hosts", str(server.known_hosts), "--python", str(python),
+        "--batch", "1", "--seconds", "0.2", "--samples", "16",
+    )  # fmt: skip
+    assert code == 0 and "on the board" in table and "p99 ms" in table and "°C before→after" in table
+    assert table.count("pass") >= 3 and f"board: {cpu.model}" in " ".join(table.split())
+    board = measured.board_for(cpu, measured.load_store())
+    model, latest = measured.latest(board)
+    assert model.endswith("tiny.safetensors") and latest["where"] == server.target
+    assert sorted(r["runtime"] for r in latest["rows"]) == ["executorch", "onnxruntime", "openvino"]
+    fastest = max(latest["rows"], key=lambda r: r["it_per_s_b1"])  # all three passed parity
+    assert latest["recommended"] == fastest["name"] and all(r["parity_passed"] for r in latest["rows"])
+
+
+def test_a_runtime_the_board_lacks_does_not_stop_the_others(server, three_runtimes, bundle_python, own_cache):
+    """numpy, Pillow and onnxruntime only on the board: the ONNX row, and a warning naming the
+    pip line for the ExecuTorch one."""
+    from vitedge.workflows.pipeline import bench
+
+    artifacts, _ = three_runtimes
+    with pytest.warns(UserWarning, match="did not run: .*executorch is not installed") as caught:
+        rows = bench(
+            [str(artifacts[0]), str(artifacts[2])],
+            target=server.target,
+            identity=server.identity,
+            known_hosts=server.known_hosts,
+            python=str(bundle_python),
+            batches=(1,),
+            seconds=0.2,
+            threads=1,
+            samples=8,
+        )
+    assert [r.measurement.runtime for r in rows] == ["onnxruntime"] and rows[0].parity.passed
+    assert any("torch>=2.14,<2.15" in str(w.message) for w in caught)

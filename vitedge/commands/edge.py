@@ -12,14 +12,16 @@ from ..cli import EDGE, app, console, out
 
 @app.command("bundle", rich_help_panel=EDGE)
 def bundle_command(
-    artifact: Path = typer.Argument(..., help="An artifact folder written by `vitedge export` (ONNX or OpenVINO)."),
+    artifact: Path = typer.Argument(
+        ..., help="An artifact folder written by `vitedge export` (ONNX, OpenVINO or ExecuTorch)."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write."),
     runtime: str | None = typer.Option(
-        None, help="Runtime on the board: onnxruntime or openvino (default: the artifact's own)."
+        None, help="Runtime on the board: onnxruntime, openvino or executorch (default: the artifact's own)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
-    """Make a folder that runs on a board with numpy, Pillow and the runtime only (no torch)."""
+    """Make a folder that runs on a board with numpy, Pillow and the runtime only (no torch, except for ExecuTorch, whose runtime links it)."""
     from ..core.manifest import read_manifest
     from ..targets.bundle_build import build_bundle
 
@@ -37,13 +39,14 @@ def bundle_command(
 
 @app.command("targets", rich_help_panel=EDGE)
 def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target."""
+    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target; on ARM, and for boards benched over SSH, from what `vitedge bench` measured there."""
     from rich.table import Table
 
     from ..targets.detect import machine_dict, probe_machine, recommend
+    from ..targets.measured import load_store
 
     machine = probe_machine()
-    targets = recommend(machine)
+    targets = recommend(machine, load_store())
     if as_json:
         out.print_json(json.dumps({**machine_dict(machine), "targets": [t.to_dict() for t in targets]}))
         return

@@ -68,11 +68,13 @@ def bench_command(
     known_hosts: Path | None = typer.Option(
         None, help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own)."
     ),
+    seconds: float = typer.Option(10.0, help="ssh:// only: timed seconds per batch size on the board."),
+    python: str = typer.Option("python3", help="ssh:// only: the board's Python (e.g. ~/vitedge-env/bin/python)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
-    """Measure accuracy, it/s, latency, size and peak memory of artifacts or models."""
+    """Measure accuracy, it/s, latency, size and peak memory of artifacts or models; on an ssh:// board, all of them in one session, with parity, p50/p90/p99 and the board's CPU facts."""
     from ..workflows.pipeline import bench
-    from ..workflows.report import print_table
+    from ..workflows.report import print_board_table, print_table
 
     rows = bench(
         items,
@@ -85,9 +87,13 @@ def bench_command(
         identity=identity,
         accept_new_host_key=accept_new_host_key,
         known_hosts=known_hosts,
+        seconds=seconds,
+        python=python,
         console=console,
     )
     if as_json:
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
-    else:
-        print_table(rows, out, title=f"vitedge bench ({target})")
+        return
+    print_table(rows, out, title=f"vitedge bench ({target})")
+    if target.startswith("ssh://"):
+        print_board_table(rows, out, title=f"on the board {target}")

@@ -105,11 +105,19 @@ def _read(path: str) -> str:
         return ""
 
 
-def probe_cpu() -> CpuInfo:
-    cpu = parse_cpuinfo(_read("/proc/cpuinfo"), platform.machine())
-    board = _read("/proc/device-tree/model").strip("\x00\n ")
+def board_cpu(cpuinfo: str, machine: str | None, device_tree_model: str = "") -> CpuInfo:
+    """A machine's CpuInfo from its /proc/cpuinfo text and /proc/device-tree/model (which names
+    a board such as a Raspberry Pi where cpuinfo does not): this machine's, or a board's as
+    its bundle reported them over SSH."""
+    cpu = parse_cpuinfo(cpuinfo, machine)
+    board = device_tree_model.strip("\x00\n ")
     if board and board not in cpu.model:
         cpu = CpuInfo(cpu.arch, f"{board} {cpu.model}".strip(), cpu.cores, cpu.flags)
+    return cpu
+
+
+def probe_cpu() -> CpuInfo:
+    cpu = board_cpu(_read("/proc/cpuinfo"), platform.machine(), _read("/proc/device-tree/model"))
     if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
         cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
     return cpu

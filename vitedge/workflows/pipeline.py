@@ -279,28 +279,34 @@ def bench(
     identity: Path | None = None,
     accept_new_host_key: bool = False,
     known_hosts: Path | None = None,
+    seconds: float = 10.0,
+    python: str = "python3",
     console: Console | None = None,
     measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
 ) -> list[ResultRow]:
-    """Measure each artifact or model on `target`, each in its own process (`vitedge bench`)."""
+    """Measure each artifact or model on `target`, each in its own process (`vitedge bench`);
+    on an ssh:// board all of them in one session (workflows.board), `seconds` of timed
+    calls per batch size there, run by the board's `python`."""
     import tempfile
 
     if target.startswith("ssh://"):
-        return [
-            _bench_remote(
-                Path(item),
-                target,
-                identity=identity,
-                accept_new_host_key=accept_new_host_key,
-                known_hosts=known_hosts,
-                batches=batches,
-                threads=threads,
-                data=data,
-                samples=samples,
-                console=console,
-            )
-            for item in items
-        ]
+        from .board import bench_board_rows
+
+        return bench_board_rows(
+            items,
+            target,
+            folder_for=_image_folder,
+            identity=identity,
+            accept_new_host_key=accept_new_host_key,
+            known_hosts=known_hosts,
+            batches=batches,
+            threads=threads,
+            seconds=seconds,
+            data=data,
+            samples=samples,
+            python=python,
+            console=console,
+        )
     images = open_source(data) if data else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="vitedge-bench-") as scratch:
@@ -329,6 +335,9 @@ def bench(
                     )
                 )
             )
+    from .board import record_local
+
+    record_local(rows, items)  # on an ARM machine: what `vitedge targets` recommends from
     return _with_torch_yardstick(rows)
 
 
@@ -354,78 +363,3 @@ def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images.get(int(index))).save(target / f"{int(index):06d}.png")
     return folder
-
-
-def _bench_remote(
-    item: Path,
-    target: str,
-    *,
-    identity: Path | None,
-    accept_new_host_key: bool,
-    known_hosts: Path | None,
-    batches: tuple[int, ...],
-    threads: int,
-    data: str | None,
-    samples: int | None,
-    console: Console | None,
-) -> ResultRow:
-    """One artifact on a board over SSH, as a row like any other target's."""
-    import tempfile
-
-    from ..targets.measure import Timing, disk_size_mb
-    from ..targets.remote import bench_remote
-
-    console = console or Console(stderr=True)
-    timings, board, top1 = [], {}, None
-    with tempfile.TemporaryDirectory(prefix="vitedge-board-data-") as scratch:
-        folder = _image_folder(data, samples, Path(scratch)) if data else None
-        for number, batch in enumerate(batches):
-            row = bench_remote(
-                item,
-                target,
-                identity=identity,
-                accept_new_host_key=accept_new_host_key,
-                known_hosts=known_hosts,
-                batch=batch,
-                threads=threads,
-                data=folder if number == 0 else None,
-                on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False),
-            )
-            latency = row["latency_ms"]
-            timings.append(
-                Timing(
-                    batch,
-                    int(row["runs"]),
-                    1.0 / row["it_per_s"],
-                    latency["p50"],
-                    latency["p90"],
-                    latency["p99"],
-                    row["it_per_s"],
-                    row["it_per_s"] * batch,
-                )
-            )
-            board = row["board"]
-            if row.get("top1") is not None:
-                top1 = Accuracy(float(row["top1"]), float("nan"), int(row["eval_count"]))
-    measurement = Measurement(
-        name=f"{item.name} @ {target.removeprefix('ssh://')}",
-        runtime=row["runtime"],
-        device=target,
-        precision=row["precision"],
-        threads=row["threads"],
-        accuracy=top1,
-        timings=tuple(timings),
-        size_mb=disk_size_mb(item),
-        peak_rss_mb=float("nan"),
-        machine={
-            "cpu": board.get("cpu", "?"),
-            "cores": board.get("cpu_count"),
-            "machine": board.get("machine"),
-            "isa": [],
-            "python": board.get("python"),
-        },
-        versions=dict(board.get("versions", {})),
-        detail=dict(row.get("detail", {})),
-        execution_precision=str(row.get("detail", {}).get("execution_precision", "")),
-    )
-    return ResultRow(measurement)

@@ -1,0 +1,126 @@
+"""What vitedge measured on each board: the rows of the last `vitedge bench` of a model there
+(over SSH, or on an ARM machine itself), kept in the user's cache so that `vitedge targets`
+can recommend from measurements instead of rules.
+
+Which runtime is fastest on an ARM board does not follow from its ISA flags: ExecuTorch,
+ONNX Runtime and OpenVINO each pick their own kernels for dotprod and i8mm, and on a board
+whose runtime computes something else than the artifact promises the fastest row is no
+answer at all. So a recommendation is the one the bench made from its rows (workflows.report.recommended:
+the fastest batch-1 row whose parity check passed), on the same board, for one model, and it
+names the figures it comes from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from ..core.cpu import CpuInfo
+from ..core.io import write_json_atomic
+
+STORE = "boards.json"
+ARM = ("aarch64", "arm64")
+
+
+def store_path() -> Path:
+    """boards.json in the user's vitedge cache (VITEDGE_CACHE or ~/.cache/vitedge)."""
+    from ..calibration.sources import cache_dir
+
+    return cache_dir() / STORE
+
+
+def board_key(cpu: CpuInfo) -> str:
+    """One board kind: architecture, CPU model as vitedge names it, logical CPUs."""
+    return f"{cpu.arch}|{cpu.model}|{cpu.cores}"
+
+
+def load_store(path: Path | None = None) -> dict[str, Any]:
+    """Every board's measurements ({} when nothing was measured or the file is unreadable)."""
+    path = path or store_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(
+    cpu: CpuInfo,
+    model: str,
+    rows: list[dict[str, Any]],
+    *,
+    where: str,
+    recommended: str | None = None,
+    path: Path | None = None,
+) -> Path:
+    """Keep `rows` (plain dicts, see `workflows.board.board_summary`) as the latest
+    measurements of `model` on the board `cpu`, reached as `where` (ssh://… or "local"), with
+    the name of the row the bench recommended (None: it recommended none)."""
+    path = path or store_path()
+    store = load_store(path)
+    board = store.setdefault(
+        board_key(cpu), {"cpu": {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa": list(cpu.isa)}}
+    )
+    models = board.setdefault("models", {})
+    models[model] = {
+        "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        # the order of measurement, also within one second (the file's keys are sorted)
+        "sequence": 1 + max((m.get("sequence", 0) for m in models.values()), default=0),
+        "where": where,
+        "rows": rows,
+        "recommended": recommended,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, store)
+    return path
+
+
+def latest(board: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(model, its measurements) most recently measured on `board`."""
+    models = board.get("models") or {}
+    if not models:
+        return None
+    return max(models.items(), key=lambda item: (item[1].get("sequence", 0), item[1].get("measured", "")))
+
+
+def row_label(row: dict[str, Any]) -> str:
+    return f"{row['format']} {row['precision']} on {row['runtime']}"
+
+
+def figures(board: dict[str, Any]) -> str:
+    """The board's latest measurements in words: model, when, where, each row's batch-1 speed."""
+    found = latest(board)
+    if found is None:
+        return ""
+    model, measured = found
+    rows = sorted((r for r in measured.get("rows", []) if r.get("it_per_s_b1")), key=lambda r: -r["it_per_s_b1"])
+    listed = "; ".join(
+        f"{row_label(r)} {r['it_per_s_b1']:.1f} it/s (p50 {r['p50_ms_b1']:.2f} ms, parity "
+        f"{'passed' if r.get('parity_passed') else 'not checked' if r.get('parity_passed') is None else 'FAILED'})"
+        for r in rows
+    )
+    threads = sorted({str(r.get("threads")) for r in rows})
+    return f"measured {measured.get('measured', '?')[:10]} ({measured.get('where', '?')}) on {model}, batch 1, threads {'/'.join(threads)}: {listed}"
+
+
+def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:
+    """(what to export, why, warnings) from the board's latest measurements: the row the bench
+    chose (workflows.report.recommended: the fastest at batch 1 that passed parity), with the
+    figures it was chosen from; rows outside their parity bounds are named. None when that
+    bench chose nothing (no row had a parity check, or none passed)."""
+    found = latest(board)
+    if found is None:
+        return None
+    _, measured = found
+    chosen = next((r for r in measured.get("rows", []) if r.get("name") == measured.get("recommended")), None)
+    if chosen is None:
+        return None
+    failed = [row_label(r) for r in measured.get("rows", []) if r.get("parity_passed") is False]
+    warnings = (f"failed parity here, not recommended: {', '.join(failed)}",) if failed else ()
+    return row_label(chosen), figures(board), warnings
+
+
+def board_for(cpu: CpuInfo, store: dict[str, Any]) -> dict[str, Any] | None:
+    return store.get(board_key(cpu))
