@@ -99,6 +99,13 @@ def _fixed_batch(session: Any) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
+# ORT's common-subexpression pass merges identical Q/DQ pairs back into one, and a DequantizeLinear
+# with several consumers is not fused into MatMulIntegerToFloat: a static int8 transformers ViT
+# (query, key and value Linears on one LayerNorm output, each with its own pair, see
+# exporter/quantize.py) then ran those Linears as float MatMuls on dequantized inputs.
+DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+
+
 def _session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
@@ -138,7 +145,12 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
     if wanted == TENSORRT:
         Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=_session_options(threads), providers=providers)
+        session = ort.InferenceSession(
+            str(model_path),
+            sess_options=_session_options(threads),
+            providers=providers,
+            disabled_optimizers=list(DISABLED_OPTIMIZERS),
+        )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(
             f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from vitedge.models import (
     build_architecture,
     save_checkpoint,
 )
+from vitedge.targets.onnxruntime import DISABLED_OPTIMIZERS
 from vitedge.targets.runners import open_artifact
 from vitedge.workflows.parity import DEFAULT_TOLERANCES, verify_artifact
 
@@ -117,27 +119,49 @@ def test_onnx_file_carries_metadata_and_dynamic_batch(artifacts):
     assert {"QuantizeLinear", "DequantizeLinear", "LayerNormalization"} <= ops
 
 
-def test_static_int8_runs_as_fused_int8_gemms_with_float_attention(artifacts, tmp_path):
-    """What ONNX Runtime runs from the static QDQ model: every Linear as one MatMulIntegerToFloat
-    (no QLinearMatMul + DequantizeLinear, the slow form of ORT's quantize_static defaults) and
-    the attention products Q·Kᵀ, A·V as float MatMuls on float inputs."""
+def _ort_runs(model: Path, tmp_path: Path) -> onnx.GraphProto:
+    """The graph ONNX Runtime executes after its own fusions, as vitedge's runner opens it."""
     import onnxruntime as ort
 
-    optimized = tmp_path / "optimized.onnx"
+    optimized = tmp_path / f"{model.parent.name}-optimized.onnx"
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(optimized)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     ort.InferenceSession(
-        str(artifacts[("onnx", "int8-static")] / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
     )
-    graph = onnx.load(str(optimized)).graph
+    return onnx.load(str(optimized)).graph
+
+
+def _fused_int8_gemms_and_float_attention(graph: onnx.GraphProto, linears: int, blocks: int) -> None:
     ops = [node.op_type for node in graph.node]
-    assert ops.count("MatMulIntegerToFloat") == 4 * 2  # qkv, proj, fc1, fc2 in each of 2 blocks
+    assert ops.count("MatMulIntegerToFloat") == linears
     assert "QLinearMatMul" not in ops
     producers = {output: node.op_type for node in graph.node for output in node.output}
-    float_matmuls = [node for node in graph.node if node.op_type == "MatMul"]
-    assert len(float_matmuls) == 2 * 2  # Q·Kᵀ and A·V per block
-    assert all(producers.get(name) != "DequantizeLinear" for node in float_matmuls for name in node.input)
+    float_products = [node for node in graph.node if node.op_type in ("MatMul", "FusedMatMul")]
+    assert len(float_products) == 2 * blocks  # Q·Kᵀ and A·V per block
+    assert all(producers.get(name) != "DequantizeLinear" for node in float_products for name in node.input)
+
+
+def test_static_int8_runs_as_fused_int8_gemms_with_float_attention(artifacts, tmp_path):
+    """What ONNX Runtime runs from the static QDQ model: every Linear as one MatMulIntegerToFloat
+    (no QLinearMatMul + DequantizeLinear, the slow form of ORT's quantize_static defaults) and
+    the attention products Q·Kᵀ, A·V as float MatMuls on float inputs."""
+    graph = _ort_runs(artifacts[("onnx", "int8-static")] / "model.onnx", tmp_path)
+    _fused_int8_gemms_and_float_attention(graph, linears=4 * 2, blocks=2)  # qkv, proj, fc1, fc2 a block
+
+
+def test_static_int8_fuses_separate_query_key_value_linears(calib, tmp_path):
+    """transformers' ViT feeds one LayerNorm output to three Linears: each still fuses."""
+    from tests.support.families import hf_tiny
+
+    loaded = hf_tiny(tmp_path / "hf")
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 8, seed=0, cache=False)
+    folder = export_artifact(
+        loaded, to="onnx", precision="int8-static", out=tmp_path / "static", calibration=calibration
+    )
+    graph = _ort_runs(folder / "model.onnx", tmp_path)
+    _fused_int8_gemms_and_float_attention(graph, linears=6 * 2, blocks=2)  # query, key, value, output, 2 MLP
 
 
 def test_int8_artifacts_are_smaller(artifacts):
