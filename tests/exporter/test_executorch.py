@@ -199,6 +199,10 @@ def test_cli_export_verify_and_refusals(tmp_path, capsys, monkeypatch, tiny_chec
     for args, message in (
         (("--precision", "int8-dynamic"), "executorch has no precision 'int8-dynamic'"),
         (("--precision", "int8"), "executorch int8 needs calibration images"),
+        (
+            ("--precision", "int8", "--calib", "cifar10:train", "--max-drop", "1"),
+            "--max-drop/--min-cosine work on onnx and openvino int8, not executorch",
+        ),
     ):
         code, _, stderr = cli(
             capsys,

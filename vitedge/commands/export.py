@@ -1,4 +1,4 @@
-"""`vitedge export` (torch → ONNX / OpenVINO artifact, then a parity check) and `vitedge verify`."""
+"""`vitedge export` (torch → ONNX / OpenVINO / ExecuTorch artifact, then a parity check) and `vitedge verify`."""
 
 from __future__ import annotations
 
@@ -87,15 +87,16 @@ def export_command(
         ...,
         help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`).",
     ),
-    to: str = typer.Option(..., "--to", help="Format: onnx or openvino."),
+    to: str = typer.Option(..., "--to", help="Format: onnx, openvino or executorch (XNNPACK; the executorch extra)."),
     pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     precision: str = typer.Option(
         "fp32",
-        help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8.",
+        help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8; executorch: fp32, int8.",
     ),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
     calib: str | None = typer.Option(
-        None, help="Calibration images for int8-static / openvino int8: cifar10:train, a folder, a .npz."
+        None,
+        help="Calibration images for int8-static / openvino int8 / executorch int8: cifar10:train, a folder, a .npz.",
     ),
     calib_samples: int | None = typer.Option(
         None,
@@ -104,7 +105,9 @@ def export_command(
     calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
-    batch: str = typer.Option("dynamic", help="Batch axis: dynamic, or a fixed size N."),
+    batch: str = typer.Option(
+        "dynamic", help="Batch axis: dynamic (executorch: 1 to 32 images a call), or a fixed size N."
+    ),
     per_channel: bool = typer.Option(
         False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."
     ),
@@ -135,7 +138,7 @@ def export_command(
     threads: int | None = typer.Option(None, help="CPU threads for the parity check."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
-    """Export MODEL to an ONNX or OpenVINO artifact folder, then verify it against PyTorch."""
+    """Export MODEL to an ONNX, OpenVINO or ExecuTorch artifact folder, then verify it against PyTorch."""
     from ..core.manifest import read_manifest
     from ..exporter.export import (
         NEEDS_CALIBRATION,
@@ -267,6 +270,11 @@ def _export_to_budget(
         verify_data = plan_parity_data(None, calibration_source=calib, labels=()).spec
     samples = verify_samples or DEFAULT_VERIFY_SAMPLES
 
+    if to not in PRECISION:
+        raise VitedgeError(
+            f"--max-drop/--min-cosine work on {' and '.join(PRECISION)} int8, not {to}",
+            f"export --to {to} --precision {precision} without them, or use --to onnx / openvino for an accuracy budget",
+        )
     if PRECISION.get(to) != precision:
         raise VitedgeError(
             f"--max-drop/--min-cosine apply to calibrated int8, not {to} {precision}",
