@@ -203,6 +203,16 @@ def run_emulated(work: Path, board: str, python: Path, site: Path, args: list[st
     return subprocess.run(argv, capture_output=True, text=True, timeout=1800)
 
 
+def pip_reason(stderr: str, argv: list[str]) -> str:
+    """What made a `pip download` fail, in one line: an index it could not reach (pip then
+    reports only the resolution that failed for lack of candidates), else its first error."""
+    if "Failed to establish a new connection" in stderr or "Name or service not known" in stderr:
+        index = argv[argv.index("--index-url") + 1] if "--index-url" in argv else "the package index"
+        return f"{index} cannot be reached from here (name resolution or connection failed), so no aarch64 {argv[-1]} wheel"
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    return errors[0] if errors else (stderr.strip().splitlines() or ["pip failed"])[-1]
+
+
 def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: str) -> Path | str:
     """The aarch64 site of an ExecuTorch bundle (module docstring), checked to import under
     qemu; or why it cannot be had here."""
@@ -218,8 +228,7 @@ def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: 
     try:
         site = arm64_site(work, versions, alone=alone, torch_index=torch_index)
     except subprocess.CalledProcessError as failed:
-        last = [line for line in (failed.stderr or "").splitlines() if line.strip()]
-        return f"the aarch64 wheels of the ExecuTorch board set cannot be fetched here: {last[-1] if last else 'pip failed'}"
+        return f"the aarch64 wheels of the ExecuTorch board set cannot be fetched here: {pip_reason(failed.stderr or '', failed.cmd)}"
     probe = run_emulated(
         work, board, python, site, ["-c", "import torch; from executorch.runtime import Runtime; Runtime.get()"]
     )
