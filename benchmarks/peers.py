@@ -132,12 +132,6 @@ def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, thread
     return rows
 
 
-def streamed_limit(shapes: Any, threads: int, kind: str) -> Any:
-    from vitedge.targets.limits import linear_limit
-
-    return linear_limit(shapes, threads, kind, streamed=True)
-
-
 def openvino_defaults(path: str, precision: str, threads: int) -> Any:
     """What NNCF's example compiles: `core.compile_model(model, "CPU")` with OpenVINO's own
     defaults (its inference precision is bf16 on CPUs with native bf16), held to LATENCY and
@@ -207,8 +201,6 @@ def summarize(
                 "share_of_limit": median * flops / limit.ops_per_s,
                 "limit": limit.kind,
                 "share_of_linear_limit": median / linear["int8" if limit.kind == "int8" else "f32"].it_per_s,
-                "share_of_streamed_limit": median
-                / linear["int8-streamed" if limit.kind == "int8" else "f32-streamed"].it_per_s,
             }
         )
     per_round = []
@@ -225,15 +217,15 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
         "",
-        "| path | who | it/s (median) | computes | share of the Linear limit (cached / streamed weights) "
-        "| share of the square-GEMM limit | cosine vs PyTorch fp32 |",
+        "| path | who | it/s (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
+        "| cosine vs PyTorch fp32 |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         kind = "int8" if row["limit"] == "int8" else "f32"
         lines.append(
             f"| {row['name']} | {row['who']} | {row['it_per_s']:.1f} | {row['execution_precision']} | "
-            f"{100 * row['share_of_linear_limit']:.0f}% / {100 * row['share_of_streamed_limit']:.0f}% of {kind} "
+            f"{100 * row['share_of_linear_limit']:.0f}% of {kind} "
             f"| {100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
@@ -245,9 +237,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Fastest vitedge default over fastest peer: {result['fastest_vitedge_over_fastest_peer']:.2f}× "
         f"(median of per-round ratios {', '.join(f'{r:.2f}' for r in result['per_round'])}).",
         f"Linear-layer limits, the speed if nothing but the model's nn.Linear products cost anything "
-        f"(targets.limits.linear_limit; cached: each shape timed alone, its weight in cache; streamed: every "
-        f"product with its own weight in one sweep, each weight read from memory once per image as at batch 1): "
-        f"{linear}.",
+        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): {linear}.",
         f"GEMM limits ({result['limits_note']}): {limits}.",
     ]
     return "\n".join(lines) + "\n"
@@ -294,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
             )
     limits = gemm_limits(args.threads)
     linear = {kind: in_own_process(linear_limit, shapes, args.threads, kind) for kind in ("int8", "f32")}
-    for kind in ("int8", "f32"):
-        linear[f"{kind}-streamed"] = in_own_process(streamed_limit, shapes, args.threads, kind)
     cpu = probe_cpu()
     result = {
         "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
@@ -310,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                 "it_per_s": v.it_per_s,
                 "giga": v.giga,
                 "runtime": v.runtime,
-                "streamed": v.streamed,
                 "shapes": [vars(x) for x in v.shapes],
             }
             for kind, v in linear.items()

@@ -61,10 +61,9 @@ def _best_rate(call: Any, ops: float, seconds: float) -> float:
     return ops / best
 
 
-def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int, seed: int = 0) -> Any:
+def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
     """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
-    Runtime's kernel for `kind`, the weight a constant as in an exported model (`seed`: a
-    weight of its own)."""
+    Runtime's kernel for `kind`, the weight a constant as in an exported model."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -74,7 +73,7 @@ def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int, s
         "f32": ("MatMul", TensorProto.FLOAT, np.float32, np.float32, TensorProto.FLOAT),
         "int8": ("MatMulInteger", TensorProto.UINT8, np.uint8, np.int8, TensorProto.INT32),
     }[kind]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     weight = rng.integers(-127, 128, (inputs, outputs)).astype(w_dtype)
     x = rng.integers(0, 256, (rows, inputs)).astype(x_dtype)
     graph = helper.make_graph(
@@ -125,7 +124,6 @@ class LinearLimit:
     ops_per_image: float
     shapes: tuple[LinearShape, ...]
     runtime: str
-    streamed: bool = False  # every weight read from memory once per image (see linear_limit)
 
     @property
     def it_per_s(self) -> float:
@@ -159,39 +157,21 @@ def linear_shapes(module: Any, input_size: tuple[int, int, int], *, batch: int =
 
 
 def linear_limit(
-    shapes: tuple[LinearShape, ...],
-    threads: int,
-    kind: str = "int8",
-    *,
-    batch: int = 1,
-    seconds: float = 0.5,
-    streamed: bool = False,
+    shapes: tuple[LinearShape, ...], threads: int, kind: str = "int8", *, batch: int = 1, seconds: float = 0.5
 ) -> LinearLimit:
-    """Per image: the sum over shapes of count × the fastest call of that shape alone, its one
-    weight staying in cache: the kernels' peak on these shapes.
-
-    `streamed`: every occurrence gets a weight of its own and one timed sweep runs them all in
-    order, so each weight comes from memory once per image, as the whole model at batch 1 reads
-    them (ViT-B: 86 MB of int8 weights an image). Where the weights outgrow the caches this is
-    the lower, reachable ceiling; the gap between the two is memory traffic, not arithmetic."""
+    """Per image: the sum over shapes of count × the fastest call of that shape alone (its one
+    weight staying in cache): the kernels' peak on these shapes. A whole model at batch 1 also
+    reads every weight from memory once per image (ViT-B: 86 MB of int8), which this leaves
+    out, so it is a ceiling, not a target."""
     import onnxruntime as ort
 
+    total = 0.0
+    for shape in shapes:
+        once = shape.ops / shape.count
+        call = _ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads)
+        total += shape.count * once / _best_rate(call, once, seconds)
     ops = sum(shape.ops for shape in shapes)
-    if streamed:
-        calls = [
-            _ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads, seed=index)
-            for shape in shapes
-            for index in range(shape.count)
-        ]
-        total = ops / _best_rate(lambda: [call() for call in calls], ops, seconds)
-    else:
-        total = 0.0
-        for shape in shapes:
-            once = shape.ops / shape.count
-            call = _ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads)
-            total += shape.count * once / _best_rate(call, once, seconds)
-    runtime = f"onnxruntime {ort.__version__}"
-    return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, runtime, streamed)
+    return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}")
 
 
 def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:

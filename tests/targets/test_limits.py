@@ -46,15 +46,6 @@ def test_linear_limit_sums_every_shape_by_its_count():
     assert batched.ops_per_image == both.ops_per_image / 2 and batched.kind == "int8"
 
 
-def test_streamed_limit_times_every_occurrence_with_its_own_weight():
-    shapes = (LinearShape(16, 64, 64, 3), LinearShape(16, 64, 128, 1))
-    hot = linear_limit(shapes, 1, "int8", seconds=0.05)
-    streamed = linear_limit(shapes, 1, "int8", seconds=0.05, streamed=True)
-    assert streamed.streamed and not hot.streamed
-    assert streamed.ops_per_image == hot.ops_per_image
-    assert streamed.seconds_per_image > 0 and streamed.it_per_s == pytest.approx(1 / streamed.seconds_per_image)
-
-
 def test_square_gemm_limits_and_which_limit_a_row_is_held_to():
     from vitedge.core.cpu import probe_cpu
     from vitedge.targets.limits import gemm_limits, limit_kind
