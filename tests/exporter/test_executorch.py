@@ -33,13 +33,11 @@ def calib():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, calib):
-    root = tmp_path_factory.mktemp("executorch")
-    model = make_tiny_vit()
-    return {
-        precision: export_artifact(model, to="executorch", precision=precision, out=root / precision, calibration=calib)
-        for precision in ("fp32", "int8")
-    }
+def pair(tmp_path_factory, calib, executorch_artifact):
+    """The tiny ViT's fp32 program (the session's, shared with the board tests) and its int8 one."""
+    out = tmp_path_factory.mktemp("executorch") / "int8"
+    int8 = export_artifact(make_tiny_vit(), to="executorch", precision="int8", out=out, calibration=calib)
+    return {"fp32": executorch_artifact, "int8": int8}
 
 
 def reference(inputs: np.ndarray) -> np.ndarray:
