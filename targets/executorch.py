@@ -14,7 +14,12 @@ needed wherever a `.pte` is run from Python, a board included (README, "On a boa
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +55,38 @@ class ExecuTorchRunner:
         return np.concatenate(outputs)
 
 
+@contextlib.contextmanager
+def native_log(lines: list[str]) -> Iterator[None]:
+    """Hold back what ExecuTorch's C++ runtime writes to stderr while its thread pool starts
+    (a cpuinfo probe of five lines and a "Resetting threadpool" line on every run), unless
+    `vitedge --verbose`; `lines` receives it, for an error message."""
+    from ..core.verbosity import verbose
+
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
 def thread_pool(threads: int | None) -> int:
-    """Set ExecuTorch's thread pool to `threads` (if given) and return the count it reports."""
+    """Set ExecuTorch's thread pool to `threads` (if given) and return the count it reports
+    (asking for it starts the pool, so its start-up log is held back here, not at a call)."""
     from executorch.extension.pybindings import portable_lib
 
-    if threads:
-        portable_lib._unsafe_reset_threadpool(int(threads))
-    return int(portable_lib._threadpool_get_thread_count())
+    with native_log([]):
+        if threads:
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        return int(portable_lib._threadpool_get_thread_count())
 
 
 def open_executorch(
@@ -88,12 +118,15 @@ def open_executorch(
             "pip install the executorch wheel from PyPI, which includes XNNPACK",
         )
     pool = thread_pool(threads)
+    log: list[str] = []
     try:
-        program = runtime.load_program(Path(model_path))
-        method = program.load_method("forward")
+        with native_log(log):
+            program = runtime.load_program(Path(model_path))
+            method = program.load_method("forward")
     except (RuntimeError, ValueError) as exc:
+        said = f" ({log[-1].strip()[:160]})" if log else ""
         raise VitedgeError(
-            f"ExecuTorch cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
+            f"ExecuTorch cannot load {model_path}: {str(exc).splitlines()[0][:200]}{said}",
             "the file is corrupt, truncated or from another ExecuTorch release; re-export it",
         ) from None
     info = RunnerInfo(

@@ -215,3 +215,20 @@ def test_cli_export_verify_and_refusals(tmp_path, capsys, monkeypatch, tiny_chec
         )
         assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_runtime_start_up_log_is_held_back_unless_verbose(pair):
+    """ExecuTorch's C++ runtime logs its thread pool (re)start on stderr at every open: held
+    back by default, shown with `vitedge --verbose`, like the other libraries' chatter (in a
+    process of its own, as a user runs it: pytest's own fd capture interferes)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"from vitedge.targets.runners import open_artifact; open_artifact({str(pair['fp32'])!r}, threads=1)"
+    for verbose, shown in (("0", False), ("1", True)):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "VITEDGE_VERBOSE": verbose}
+        )
+        assert done.returncode == 0, done.stderr
+        assert ("Resetting threadpool to 1 threads" in done.stderr) is shown, done.stderr

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 VERBOSE_ENV = "VITEDGE_VERBOSE"
 # Loggers that speak on every run of a CPU machine and tell the user nothing they can act on:
-# torch's "No CUDA runtime is found, using CUDA_HOME=…" (imported through NNCF) among them.
-CHATTY_LOGGERS = ("torch.utils.cpp_extension",)
+# torch's "No CUDA runtime is found, using CUDA_HOME=…" (imported through NNCF) among them, and
+# torch's pytree note on an Enum that torchao registers (imported through ExecuTorch).
+CHATTY_LOGGERS = ("torch.utils.cpp_extension", "torch.utils._pytree")
 
 
 def verbose() -> bool:
