@@ -36,7 +36,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import warnings
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ import torch.nn as nn
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
+from .onnx import unfused_attention
 
 PTE_FILE = "model.pte"
 MAX_DYNAMIC_BATCH = 32  # verify's batch (workflows.parity.VERIFY_BATCH) and the board's eval batch
@@ -65,23 +65,6 @@ def require_executorch() -> None:
     """Refuse, in one line, an ExecuTorch export or run where ExecuTorch is not installed."""
     if importlib.util.find_spec("executorch") is None:
         raise VitedgeError("ExecuTorch is not installed", INSTALL_HINT)
-
-
-@contextlib.contextmanager
-def unfused_attention(module: nn.Module) -> Iterator[None]:
-    """The module with its attention computed as explicit matrix products (see the module
-    docstring), restored afterwards."""
-    fused = [child for child in module.modules() if getattr(child, "fused_attn", False) is True]
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    for child in fused:
-        child.fused_attn = False
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        for child in fused:
-            child.fused_attn = True
 
 
 def _example_and_shapes(input_size: tuple[int, int, int], batch: str | int) -> tuple[torch.Tensor, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,12 @@ def _batch_example(input_size: tuple[int, int, int], batch: str | int) -> torch.
 
 
 @contextlib.contextmanager
-def traceable(module: nn.Module) -> Iterator[None]:
-    """The module's math in a form the TorchScript tracer can write as ONNX, restored after:
-    nn.MultiheadAttention's inference fast path (torchvision ViTs) is one fused op with no ONNX
-    symbolic, and timm Eva's fused attention call hands the tracer a tensor `is_causal`; both
-    have an unfused path that computes the same values (parity checks the result)."""
-    from timm.models.eva import EvaAttention
-
+def unfused_attention(module: nn.Module, select: Callable[[nn.Module], bool] = lambda _child: True) -> Iterator[None]:
+    """nn.MultiheadAttention's inference fast path off, and the `fused_attn` switch off on every
+    timm attention `select` picks, restored afterwards: the explicit matrix products compute
+    the same values (parity checks the result) in a form exporters can write out."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    fused = [child for child in module.modules() if isinstance(child, EvaAttention) and child.fused_attn]
+    fused = [child for child in module.modules() if getattr(child, "fused_attn", False) is True and select(child)]
     torch.backends.mha.set_fastpath_enabled(False)
     for child in fused:
         child.fused_attn = False
@@ -54,6 +51,15 @@ def traceable(module: nn.Module) -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for child in fused:
             child.fused_attn = True
+
+
+def traceable(module: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """The module's math in a form the TorchScript tracer can write as ONNX: nn.MultiheadAttention's
+    fast path (torchvision ViTs) is one fused op with no ONNX symbolic, and timm Eva's fused
+    attention call hands the tracer a tensor `is_causal`; other timm attentions trace fused."""
+    from timm.models.eva import EvaAttention
+
+    return unfused_attention(module, lambda child: isinstance(child, EvaAttention))
 
 
 def _export_error(exc: Exception) -> VitedgeError:
