@@ -653,10 +653,34 @@ def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
         assert listing(folder) == before
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT unblocked and at its default, so Python installs its
+    KeyboardInterrupt handler whatever mask or disposition the test process carries."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_state() -> list[str]:
+    """This process's blocked and ignored signal masks, for the failure message."""
+    return [
+        line.strip()
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith(("SigBlk", "SigIgn"))
+    ]
+
+
 def _interrupt_export(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     """Run `args`, send SIGINT (what Ctrl-C sends) once its staging folder exists, and wait:
     the exit code and stderr."""
-    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,  # as a terminal's child: whatever this process did to SIGINT
+    )
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not list(cwd.glob(".art.*.partial")):
@@ -692,7 +716,7 @@ def test_ctrl_c_during_export_leaves_nothing_and_a_rerun_succeeds(assets: Assets
             break
         verify_checksums(tmp_path / "art", read_manifest(tmp_path / "art"))  # too late to interrupt: whole
         shutil.rmtree(tmp_path / "art")
-    assert code == 130, (code, stderr)
+    assert code == 130, (code, stderr, _signal_state())
     assert "Traceback" not in stderr and "aborted" in stderr, stderr
     assert listing(tmp_path) == {}, "Ctrl-C left a partial artifact"
     again = vitedge(command, cwd=tmp_path, env=cli_env(assets))
