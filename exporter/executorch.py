@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 
 from ..calibration.calibset import CalibrationSet
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from .onnx import unfused_attention
 
 PTE_FILE = "model.pte"
@@ -152,7 +152,7 @@ def delegation_summary(graph_module: Any) -> dict[str, Any]:
 
 
 def _lowering_error(exc: Exception, stage: str) -> VitedgeError:
-    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    first = first_line(exc)
     return VitedgeError(
         f"ExecuTorch {stage} failed: {first[:300]}",
         "export the float model (the exporters quantize themselves); a model torch.export cannot trace does not lower",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.calibset import CalibrationSet
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.io import atomic_folder
 from ..core.manifest import write_manifest
 from ..models import LoadedModel, require_vit
@@ -272,7 +272,7 @@ def preflight(loaded: LoadedModel) -> None:
         with torch.no_grad():
             logits = loaded.module.eval()(torch.zeros((1, *size)))
     except (AssertionError, RuntimeError, ValueError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise VitedgeError(
             f"{loaded.spec} cannot run on its DataConfig input size {size}: {first[:200]}",
             "the recorded data_config does not match the network; fix the checkpoint's metadata",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -63,7 +63,7 @@ def traceable(module: nn.Module) -> contextlib.AbstractContextManager[None]:
 
 
 def _export_error(exc: Exception) -> VitedgeError:
-    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    first = first_line(exc)
     return VitedgeError(
         f"torch.onnx.export failed: {first[:300]}",
         "export the float model: int8 PyTorch modules (the quantize-dynamic step) do not export; the exporters quantize themselves",

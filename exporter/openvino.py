@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..calibration.calibset import CalibrationSet
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.verbosity import quiet_progress
 
 INPUT_NAME = "input"
@@ -62,7 +62,7 @@ def convert_openvino(module: nn.Module, *, input_size: tuple[int, int, int], bat
             warnings.simplefilter("ignore")  # tracer chatter; parity is checked on the result
             model = ov.convert_model(module.eval(), example_input=example, input=[(batch_dim, *input_size)])
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontends raise their own untyped errors
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise VitedgeError(
             f"OpenVINO cannot convert the model: {first[:300]}", "export the float model (before any PyTorch int8 step)"
         ) from None

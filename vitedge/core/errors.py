@@ -11,3 +11,9 @@ class VitedgeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (a library's multi-line error in
+    one line), or its type's name when the message is empty."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
