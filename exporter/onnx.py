@@ -78,10 +78,15 @@ def export_onnx(
     opset: int = 17,
     batch: str | int = "dynamic",
     metadata: dict[str, Any] | None = None,
+    ort_attention: bool = False,
 ) -> Path:
     """Write `module` to `path` as ONNX (external data beside it above 2 GB), add `metadata`
-    (values JSON-encoded unless strings) as metadata_props, and run `onnx.checker`."""
+    (values JSON-encoded unless strings) as metadata_props, and run `onnx.checker`.
+    `ort_attention`: every attention `exporter.ort_attention` can fuse written as ONNX Runtime's
+    contrib Attention node (the file then runs on ONNX Runtime only)."""
     import onnx
+
+    from . import ort_attention as fused_attention
 
     path = Path(path)
     module = module.eval()
@@ -90,7 +95,8 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; correctness is checked below
         try:
-            with torch.no_grad(), traceable(module):
+            fused = fused_attention.ort_attention(module) if ort_attention else contextlib.nullcontext()
+            with torch.no_grad(), traceable(module), fused:
                 torch.onnx.export(
                     module,
                     (example,),
@@ -101,6 +107,7 @@ def export_onnx(
                     dynamo=False,
                     dynamic_axes=dynamic_axes,
                     do_constant_folding=True,
+                    custom_opsets=fused_attention.OPSET if ort_attention else None,
                 )
         except (RuntimeError, TypeError, ValueError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as exc:
             raise _export_error(exc) from None
