@@ -59,6 +59,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     console.print(f"[yellow]warning:[/] {escape(str(message).splitlines()[0])}", highlight=False, soft_wrap=True)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage-error base as this Typer raises it: Typer 0.2x vendors Click (its
+    exceptions derive from typer.TyperException, not click.ClickException); older Typer raises
+    click's own."""
+    import click
+
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException, vendored) if vendored is not None else (click.ClickException,)
+
+
 def run() -> None:
     """Console-script entry: user errors become one red line and exit code 2."""
     warnings.showwarning = _one_line_warning
@@ -77,9 +87,7 @@ def run() -> None:
         console.print("[red]aborted[/]")
         sys.exit(130)
     except Exception as exc:  # click usage errors come through here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -976,3 +976,17 @@ def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
     with pytest.raises(VitedgeError, match="unknown model 'vit_bsae_patch16_224'") as error:
         load_model("vit_bsae_patch16_224")
     assert error.value.hint.startswith("did you mean vit_base_patch16_224?"), error.value.hint
+
+
+@pytest.mark.parametrize(
+    "args", [["export", "vitedge-cifar10", "--to", "onnx", "--out", "x", "--samples", "9"], ["verify"]]
+)
+def test_usage_errors_are_one_message_not_a_traceback(args: list[str], capsys, monkeypatch, tmp_path: Path) -> None:
+    """An unknown option or a missing argument: Click's usage message, exit 2, no traceback."""
+    from tests.support.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = cli(capsys, monkeypatch, *args)
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert "No such option: --samples" in stderr or "Missing argument" in stderr, stderr
+    assert not list(tmp_path.iterdir())

@@ -118,3 +118,15 @@ def test_attention_the_node_cannot_express_exports_as_before(tmp_path):
     loaded = timm_tiny("eva02_small_patch14_224")
     folder = export_artifact(loaded, to="onnx", precision="int8-dynamic", out=tmp_path / "eva")
     assert read_manifest(folder)["runs_on"]["contrib_ops"] == {}
+
+
+@pytest.mark.parametrize(
+    ("flag", "runtimes"), [("--ort-fusions", ["onnxruntime"]), ("--standard-ops", ["any ONNX runtime"])]
+)
+def test_cli_chooses_the_flavour(flag, runtimes, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from tests.support.cli import cli
+
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-dynamic", flag, "--no-verify"]
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--out", str(tmp_path / "a"))
+    assert code == 0, stderr
+    assert read_manifest(tmp_path / "a")["runs_on"]["runtimes"] == runtimes

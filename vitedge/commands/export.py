@@ -117,6 +117,12 @@ def export_command(
     smooth_quant: bool = typer.Option(
         True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."
     ),
+    ort_fusions: bool = typer.Option(
+        True,
+        "--ort-fusions/--standard-ops",
+        help="ONNX int8-dynamic: each ViT attention as ONNX Runtime's fused Attention node (runs as QAttention; "
+        "the file then needs ONNX Runtime, as its manifest says), or standard ONNX ops for any ONNX runtime.",
+    ),
     max_drop: float | None = typer.Option(
         None,
         "--max-drop",
@@ -159,6 +165,7 @@ def export_command(
         per_channel=per_channel,
         reduce_range=reduce_range,
         smooth_quant=smooth_quant,
+        ort_fusions=ort_fusions,
     )
     needs_calibration = (to, precision) in NEEDS_CALIBRATION
     check_request(to, precision, calib is not None)
