@@ -207,11 +207,9 @@ def ort_settings(options: ExportOptions) -> dict[str, Any]:
 
 
 def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Path:
-    """fp32 ONNX (with vitedge's metadata) after `quant_pre_process`, as `vitedge export` does."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    """fp32 ONNX (with vitedge's metadata) after the quantizer's pre-processing, as `vitedge export` does."""
     from ..exporter.onnx import export_onnx
-    from ..exporter.quantize import quiet_ort
+    from ..exporter.quantize import pre_process
 
     fp32 = export_onnx(
         loaded.module,
@@ -221,10 +219,7 @@ def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Pat
         batch=options.batch,
         metadata=embedded_metadata(loaded),
     )
-    prepared = work / "prepared.onnx"
-    with quiet_ort():
-        quant_pre_process(str(fp32), str(prepared))
-    return prepared
+    return pre_process(fp32, work / "prepared.onnx")
 
 
 def ort_backend(prepared: Path, calibration: CalibrationSet, options: ExportOptions, work: Path) -> OrtBackend:
