@@ -14,6 +14,7 @@ import numpy as np
 from ..core.errors import VitedgeError
 from ..core.precision import F32, execution_label
 from .base import RunnerInfo
+from .bundle.run_bundle import ORT_DISABLED_OPTIMIZERS
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -99,11 +100,7 @@ def _fixed_batch(session: Any) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
-# ORT's common-subexpression pass merges identical Q/DQ pairs back into one, and a DequantizeLinear
-# with several consumers is not fused into MatMulIntegerToFloat: a static int8 transformers ViT
-# (query, key and value Linears on one LayerNorm output, each with its own pair, see
-# exporter/quantize.py) then ran those Linears as float MatMuls on dequantized inputs.
-DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+DISABLED_OPTIMIZERS = ORT_DISABLED_OPTIMIZERS  # why: targets/bundle/run_bundle.py, which a board runs too
 
 
 def _session_options(threads: int | None) -> Any:

@@ -35,6 +35,13 @@ MANIFEST = "manifest.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 EXIT_USER_ERROR = 2
 EXIT_NO_RUNTIME = 3
+# ONNX Runtime graph passes vitedge turns off, here and in the host's runner
+# (targets/onnxruntime.py imports this): the common-subexpression pass merges identical Q/DQ
+# pairs back into one, and a DequantizeLinear with several consumers is not fused into
+# MatMulIntegerToFloat: a static int8 transformers ViT (query, key and value Linears on one
+# LayerNorm output, each with its own pair, see exporter/quantize.py) then ran those Linears as
+# float MatMuls on dequantized inputs. A board must run the graph that was verified and timed.
+ORT_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 
 class BundleError(Exception):
@@ -197,7 +204,12 @@ class Model:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+            )
         except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad or too-new models
             raise BundleError(
                 f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"

@@ -283,3 +283,26 @@ def test_bundle_command(onnx_artifact, tmp_path):
     assert is_bundle(tmp_path / "b")
     again = runner.invoke(app, ["bundle", str(onnx_artifact), "--out", str(tmp_path / "b")])
     assert isinstance(again.exception, VitedgeError) and "already exists" in again.exception.message
+
+
+def test_board_session_turns_off_the_graph_passes_the_host_runner_does(onnx_artifact, tmp_path, monkeypatch):
+    """A board must run the graph vitedge verified and timed: the bundle's ONNX Runtime session
+    turns off the same passes as the host's runner (common-subexpression elimination, which
+    undoes static int8's fusable Q/DQ pairs), asked of the real InferenceSession."""
+    import onnxruntime as ort
+
+    from vitedge.targets.bundle import run_bundle
+    from vitedge.targets.onnxruntime import open_onnx
+
+    asked = []
+    session = ort.InferenceSession
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        asked.append(tuple(kwargs.get("disabled_optimizers") or ()))
+        return session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
+    run_bundle.Model(bundle, read_manifest(bundle), threads=1)
+    open_onnx(onnx_artifact / "model.onnx", precision="fp32", threads=1)
+    assert asked == [("CommonSubexpressionElimination",)] * 2
