@@ -108,14 +108,15 @@ def run(spec: str, calib_samples: int, threads: int, keep: Path | None) -> dict:
         "int8_exports_within_2_min": all(r["total_s"] <= MAX_INT8_SECONDS for r in int8),
         "int8_exports_peak_rss_within_3gb": all(r["peak_rss_mb"] <= MAX_INT8_RSS_MB for r in int8),
     }
+    cpu = probe_cpu()
     return {
         "model": spec,
         "threads": threads,
         "calib_samples": calib_samples,
         "calib_source": "cifar10:train",
         "cpu": platform.processor() or platform.machine(),
-        "cpu_model": probe_cpu().model,
-        "isa": list(probe_cpu().isa),
+        "cpu_model": cpu.model,
+        "isa": list(cpu.isa),
         "load_before": os.getloadavg(),
         "versions": versions(),
         "rows": rows,

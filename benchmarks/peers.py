@@ -104,7 +104,7 @@ def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, thread
     """Every row as (name, who, how to open it); artifacts written under `work`."""
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
-    from vitedge.compress.registry import load_model
+    from vitedge.compress.registry import apply_steps, load_model
     from vitedge.workflows.pipeline import runner_spec
 
     loaded = load_model(str(model))
@@ -121,8 +121,6 @@ def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, thread
     ):
         spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
         rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec))})
-    from vitedge.compress.registry import apply_steps
-
     pruned = apply_steps(loaded, COMPRESSED_STEPS)
     for kind in COMPRESSED_KINDS:
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
@@ -172,11 +173,10 @@ def onnx_runtimes(path: Path) -> dict[str, Any]:
     graph holds its contrib operators (by operator, with counts)."""
     import onnx
 
+    from .ort_attention import DOMAIN
+
     graph = onnx.load(str(path), load_external_data=False).graph
-    contrib: dict[str, int] = {}
-    for node in graph.node:
-        if node.domain == "com.microsoft":
-            contrib[node.op_type] = contrib.get(node.op_type, 0) + 1
+    contrib = dict(Counter(node.op_type for node in graph.node if node.domain == DOMAIN))
     return {"runtimes": ["onnxruntime"] if contrib else ["any ONNX runtime"], "contrib_ops": contrib}
 
 

@@ -100,9 +100,6 @@ def _fixed_batch(session: Any) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
-DISABLED_OPTIMIZERS = ORT_DISABLED_OPTIMIZERS  # why: targets/bundle/run_bundle.py, which a board runs too
-
-
 def _session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
@@ -146,7 +143,7 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
             str(model_path),
             sess_options=_session_options(threads),
             providers=providers,
-            disabled_optimizers=list(DISABLED_OPTIMIZERS),
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),  # why: targets/bundle/run_bundle.py
         )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(

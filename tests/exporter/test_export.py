@@ -27,7 +27,7 @@ from vitedge.models import (
     build_architecture,
     save_checkpoint,
 )
-from vitedge.targets.onnxruntime import DISABLED_OPTIMIZERS
+from vitedge.targets.bundle.run_bundle import ORT_DISABLED_OPTIMIZERS
 from vitedge.targets.runners import open_artifact
 from vitedge.workflows.parity import DEFAULT_TOLERANCES, verify_artifact
 
@@ -128,7 +128,7 @@ def _ort_runs(model: Path, tmp_path: Path) -> onnx.GraphProto:
     options.optimized_model_filepath = str(optimized)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     ort.InferenceSession(
-        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=ORT_DISABLED_OPTIMIZERS
     )
     return onnx.load(str(optimized)).graph
 
