@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,12 @@ PEER = "peer"
 VITEDGE = "vitedge default"
 COMPRESSED = "vitedge compressed"
 REFERENCE = "fp32 reference"
-# The compressed recipe timed beside the defaults: 25% of heads and MLP channels removed
-# (`prune-structured:ratio=0.25`), then vitedge's int8 exports. Its accuracy cost is measured on
-# vitedge-cifar10, where weights are real (benchmarks/compress_acceptance.md: the same pruning
-# + distillation fine-tune + int8); here the weights are random and only the speed is read.
-COMPRESSED_STEPS = [("prune-structured", {"ratio": 0.25})]
+# The compressed recipe timed beside the defaults (`--compressed`, `vitedge compress` step specs):
+# half of every block's heads and three quarters of its MLP channels removed, then vitedge's int8
+# exports. Its accuracy cost is measured on vitedge-cifar10, where weights are real (the same
+# steps + a distillation fine-tune, through the same int8 export: docs/compressed-recipe.md);
+# here the weights are random and only the speed is read.
+COMPRESSED_RECIPE = ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.75")
 COMPRESSED_KINDS = ("onnx:int8-dynamic", "openvino:int8")
 
 
@@ -100,11 +102,14 @@ def nncf_recipe(loaded: Any, calibration: Any, work: Path) -> Path:
     return save_openvino(quantized, work / "nncf" / "model.xml", compress_to_fp16=False, metadata={})
 
 
-def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int) -> list[dict[str, Any]]:
-    """Every row as (name, who, how to open it); artifacts written under `work`."""
+def build_rows(
+    model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int, compressed: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], Any]:
+    """Every row as (name, who, how to open it), artifacts written under `work`; and the
+    compressed model (its own reference logits and Linear-layer limit)."""
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
-    from vitedge.compress.registry import apply_steps, load_model
+    from vitedge.compress.registry import apply_steps, load_model, parse_step_spec
     from vitedge.workflows.pipeline import runner_spec
 
     loaded = load_model(str(model))
@@ -121,10 +126,10 @@ def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, thread
     ):
         spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
         rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec))})
-    pruned = apply_steps(loaded, COMPRESSED_STEPS)
+    pruned = apply_steps(loaded, [parse_step_spec(step) for step in compressed])
     for kind in COMPRESSED_KINDS:
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)
-        rows.append({"name": f"{spec.name}, 25% structured pruning", "who": COMPRESSED, "open": ("spec", vars(spec))})
+        rows.append({"name": f"{spec.name}, {' + '.join(compressed)}", "who": COMPRESSED, "open": ("spec", vars(spec))})
     flag = optimum_flag(probe_cpu())
     rows.append(
         {
@@ -140,7 +145,7 @@ def build_rows(model: Path, work: Path, venv_bin: Path, calib_count: int, thread
             "open": ("openvino-defaults", str(nncf_recipe(loaded, calibration, work)), "int8"),
         }
     )
-    return rows
+    return rows, pruned
 
 
 def openvino_defaults(path: str, precision: str, threads: int) -> Any:
@@ -183,21 +188,29 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str,
     }
 
 
-def summarize(
-    rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], flops: float, limits: dict, linear: dict
-) -> dict:
+@dataclass(frozen=True)
+class Scale:
+    """What a row is compared with: its own model's fp32 logits, forward FLOPs and
+    Linear-layer limits (the compressed rows run a smaller model than the rest)."""
+
+    reference: np.ndarray
+    flops: float
+    linear: dict[str, Any]
+
+
+def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
     """The table: each row's median over rounds, its share of the square-GEMM limit of its
-    kind and of the model's own Linear-layer limit (int8 rows: int8, the rest: f32)."""
+    kind and of its model's own Linear-layer limit (int8 rows: int8, the rest: f32)."""
     from vitedge.targets.limits import limit_kind
     from vitedge.workflows.parity import compare_logits  # the parity check's own cosine
 
-    reference = np.asarray(rounds[0][0]["logits"])
     table = []
     for index, row in enumerate(rows):
         rates = [r[index]["it_per_s"] for r in rounds]
         first = rounds[0][index]
         limit = limits[limit_kind(first["execution_precision"] or "f32")]
         median = statistics.median(rates)
+        scale = scales[row["who"] == COMPRESSED]
         table.append(
             {
                 "name": row["name"],
@@ -207,11 +220,11 @@ def summarize(
                 "execution_precision": first["execution_precision"],
                 "config": first["config"],
                 "cosine_vs_pytorch_fp32": compare_logits(
-                    reference, np.asarray(first["logits"]), precision="fp32"
+                    scale.reference, np.asarray(first["logits"]), precision="fp32"
                 ).cosine_mean,
-                "share_of_limit": median * flops / limit.ops_per_s,
+                "share_of_limit": median * scale.flops / limit.ops_per_s,
                 "limit": limit.kind,
-                "share_of_linear_limit": median / linear["int8" if limit.kind == "int8" else "f32"].it_per_s,
+                "share_of_linear_limit": median / scale.linear["int8" if limit.kind == "int8" else "f32"].it_per_s,
             }
         )
 
@@ -233,6 +246,20 @@ def summarize(
     }
 
 
+def torch_logits(module: Any, inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return module.eval()(torch.from_numpy(inputs)).numpy()
+
+
+def limits_json(linear: dict[str, Any]) -> dict[str, Any]:
+    return {
+        kind: {"it_per_s": v.it_per_s, "giga": v.giga, "runtime": v.runtime, "shapes": [vars(x) for x in v.shapes]}
+        for kind, v in linear.items()
+    }
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# vitedge defaults vs peers: {result['model']}, batch 1, {result['threads']} threads",
@@ -240,7 +267,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
         "",
         "| path | who | it/s (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
-        "| cosine vs PyTorch fp32 |",
+        "| cosine vs its model in PyTorch fp32 |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
@@ -251,18 +278,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
-    linear = ", ".join(
-        f"{k} {v['it_per_s']:.1f} it/s ({v['giga']:.0f} G/s)" for k, v in result["linear_limits"].items()
-    )
+
+    def linear(limits: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v['it_per_s']:.1f} it/s ({v['giga']:.0f} G/s)" for k, v in limits.items())
+
     lines += [
         "",
         f"Fastest vitedge default over fastest peer: {result['fastest_vitedge_over_fastest_peer']:.2f}× "
         f"(median of per-round ratios {', '.join(f'{r:.2f}' for r in result['per_round'])}).",
-        f"Fastest vitedge compressed row (25% structured pruning + int8) over fastest peer: "
+        f"Fastest vitedge compressed row ({' + '.join(result['compressed_recipe'])} + int8) over fastest peer: "
         f"{result['fastest_compressed_over_fastest_peer']:.2f}× "
         f"(per round {', '.join(f'{r:.2f}' for r in result['compressed_per_round'])}).",
         f"Linear-layer limits, the speed if nothing but the model's nn.Linear products cost anything "
-        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): {linear}.",
+        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): {linear(result['linear_limits'])}; "
+        f"the compressed model's own: {linear(result['compressed_linear_limits'])}.",
         f"GEMM limits ({result['limits_note']}): {limits}.",
     ]
     return "\n".join(lines) + "\n"
@@ -277,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--parity-samples", type=int, default=8)
     parser.add_argument("--peers-venv", type=Path, default=None, help="default: .peers-venv beside --out")
+    parser.add_argument(
+        "--compressed",
+        nargs="+",
+        default=list(COMPRESSED_RECIPE),
+        help="the compressed rows' steps, as `vitedge compress --step` specs",
+    )
     args = parser.parse_args(argv)
     from vitedge.calibration.preprocess import preprocess_batch
     from vitedge.calibration.sources import open_source
@@ -288,14 +323,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
         work = Path(scratch)
         model = make_model(work / "hf-vit-base")
-        rows = build_rows(model, work, venv_bin, args.calib_samples, args.threads)
+        rows, pruned = build_rows(model, work, venv_bin, args.calib_samples, args.threads, tuple(args.compressed))
         loaded = load_model(str(model))
         test = open_source("cifar10")
-        images = [test.get(i) for i in range(args.parity_samples)]
-        np.save(work / "inputs.npy", preprocess_batch(images, loaded.data_config))
-        flops = forward_flops(loaded.module, loaded.data_config.input_size)
-        shapes = linear_shapes(loaded.module, loaded.data_config.input_size)
-        del loaded
+        inputs = preprocess_batch([test.get(i) for i in range(args.parity_samples)], loaded.data_config)
+        np.save(work / "inputs.npy", inputs)
+        sizes = {
+            compressed: (
+                forward_flops(each.module, each.data_config.input_size),
+                linear_shapes(each.module, each.data_config.input_size),
+                # the compressed rows' reference: their own model in PyTorch fp32
+                None if not compressed else torch_logits(each.module, inputs),
+            )
+            for compressed, each in ((False, loaded), (True, pruned))
+        }
+        del loaded, pruned
         rounds = []
         for number in range(args.rounds):
             measured = [
@@ -308,26 +350,29 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     limits = gemm_limits(args.threads)
-    linear = {kind: in_own_process(linear_limit, shapes, args.threads, kind) for kind in ("int8", "f32")}
+    linear = {
+        compressed: {kind: in_own_process(linear_limit, shapes, args.threads, kind) for kind in ("int8", "f32")}
+        for compressed, (_, shapes, _) in sizes.items()
+    }
+    scales = {
+        compressed: Scale(
+            np.asarray(rounds[0][0]["logits"]) if reference is None else reference, flops, linear[compressed]
+        )
+        for compressed, (flops, _, reference) in sizes.items()
+    }
     cpu = probe_cpu()
     result = {
         "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
         "threads": args.threads,
         "rounds": args.rounds,
+        "compressed_recipe": list(args.compressed),
         "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
         "load_before": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",
-        "linear_limits": {
-            kind: {
-                "it_per_s": v.it_per_s,
-                "giga": v.giga,
-                "runtime": v.runtime,
-                "shapes": [vars(x) for x in v.shapes],
-            }
-            for kind, v in linear.items()
-        },
-        **summarize(rows, rounds, flops, limits, linear),
+        "linear_limits": limits_json(linear[False]),
+        "compressed_linear_limits": limits_json(linear[True]),
+        **summarize(rows, rounds, limits, scales),
     }
     write_json_atomic(args.out, result)
     write_text_atomic(args.out.with_suffix(".md"), markdown(result))
