@@ -293,7 +293,9 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     from ..calibration.sources import CIFAR10_CLASSES
 
     torch.manual_seed(seed)
-    architecture = cifar_vit_architecture(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, **overrides)
+    architecture = cifar_vit_architecture(
+        **{"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, **overrides}
+    )
     config = DataConfig(
         input_size=(3, 32, 32),
         interpolation="bicubic",

@@ -15,6 +15,7 @@ import torch
 from tests.exporter.test_export import _ort_runs
 from tests.support import make_tiny_vit
 from tests.support.families import TINY, hf_tiny, spread, timm_tiny
+from vitedge.compress.registry import apply_steps, parse_step_spec
 from vitedge.core.manifest import read_manifest
 from vitedge.exporter.export import ExportOptions, export_artifact
 from vitedge.exporter.onnx import export_onnx
@@ -35,9 +36,19 @@ def _spread(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
+def _pruned() -> LoadedModel:
+    """The compressed recipe's shape (docs/compressed-recipe.md): half of 4 heads and three
+    quarters of the MLP removed, so the node's head count and layout come from the pruned module."""
+    steps = [parse_step_spec(spec) for spec in ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.75")]
+    loaded = apply_steps(make_tiny_vit(num_heads=4), steps)
+    assert loaded.module.blocks[0].attn.num_heads == 2
+    return _spread(loaded)
+
+
 MODELS = {
     "timm vit": lambda tmp: _spread(make_tiny_vit()),
     "timm vit, no qkv bias": lambda tmp: _no_qkv_bias(),
+    "timm vit, heads and MLP pruned": lambda tmp: _pruned(),
     "timm deit, distillation token": lambda tmp: timm_tiny("deit_small_distilled_patch16_224"),
     "transformers vit": lambda tmp: hf_tiny(tmp / "hf"),
     "transformers dinov2": lambda tmp: hf_tiny(tmp / "hf", kind="dinov2"),
