@@ -1,11 +1,14 @@
 """What this machine can run, and which format to export for each target, with the reason.
 
-The one fact that decides most of it: int8 is fast only where the CPU has an int8 dot-product
+The one fact that decides most of it: int8 is fast where the CPU has an int8 dot-product
 instruction (x86 VNNI or AMX, ARM dotprod/i8mm). Without one, int8 matrix products go
-through 16-bit multiply-adds and often run no faster than fp32, sometimes slower
-(onnxruntime #20052, #17389; armnn #511 on a Raspberry Pi 4), so there int8 is worth it
-for the 4× smaller file only. `/proc/cpuinfo` is parsed from text, so the same code reads
-a board's cpuinfo (e.g. one fetched over SSH) as well as this machine's.
+through 16-bit multiply-adds, and what that is worth depends on the runtime's kernel: on an
+AVX2-only x86 CPU ONNX Runtime's int8 still ran ViT-B 1.7× its fp32, while OpenVINO's int8
+(oneDNN's AVX2 int8 GEMM) ran no faster than its fp32 (README, "Measured here"); peers report
+no gain at all on other CPUs (onnxruntime #20052, #17389), and on a Raspberry Pi 4 int8 can
+be slower (armnn #511). So without dot products the advice names a runtime and says to time
+int8 beside fp32. `/proc/cpuinfo` is parsed from text, so the same code reads a board's
+cpuinfo (e.g. one fetched over SSH) as well as this machine's.
 
 That rule is where nothing was measured. On an ARM machine that `vitedge bench` has measured
 (targets.measured: the fastest row that passed parity, on this board), the measurement is the
@@ -67,10 +70,14 @@ def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
         )
     size = "int8 is still about 4× smaller"
     if cpu.arch in ("x86_64", "amd64"):
-        warning = f"no VNNI or AMX ({isa} only): int8 is often no faster than fp32 here, sometimes slower; measure both before choosing ({size})"
+        warning = (
+            f"no VNNI or AMX ({isa} only): time onnx int8-dynamic beside onnx fp32 before choosing "
+            "(vitedge bench); openvino int8 is for size only here"
+        )
         return (
-            "onnx fp32 or openvino fp32 (int8 for size only)",
-            "int8 products fall back to 16-bit multiply-adds without an int8 dot-product instruction",
+            "onnx int8-dynamic or onnx fp32",
+            "without an int8 dot-product instruction int8 products run as 16-bit multiply-adds: ONNX Runtime's "
+            "int8 ran ViT-B/16 1.7× its fp32 on an AVX2-only EPYC, OpenVINO's int8 no faster than its fp32",
             (warning,),
         )
     if cpu.arch in ("aarch64", "arm64"):

@@ -86,13 +86,14 @@ def cpu_target(text: str, machine: str | None = None):
     return recommend(Machine(parse_cpuinfo(text, machine)))[0]
 
 
-def test_x86_without_vnni_warns_that_int8_is_slow():
+def test_x86_without_vnni_names_the_runtime_and_says_to_time_int8_beside_fp32():
     cpu = parse_cpuinfo(EPYC_AVX2)
     assert (cpu.arch, cpu.model, cpu.cores, cpu.isa, cpu.int8_dot) == ("x86_64", "AMD EPYC", 2, ("AVX2", "FMA"), ())
     target = cpu_target(EPYC_AVX2)
     assert target.target == "cpu" and target.available
-    assert "fp32" in target.recommend and "int8 for size only" in target.recommend
+    assert target.recommend == "onnx int8-dynamic or onnx fp32" and "openvino" not in target.recommend
     assert len(target.warnings) == 1 and "no VNNI or AMX" in target.warnings[0]
+    assert "beside onnx fp32" in target.warnings[0] and "openvino int8 is for size only" in target.warnings[0]
 
 
 def test_x86_with_vnni_or_amx_recommends_int8():
