@@ -15,8 +15,9 @@ from tests.support.families import TIMM_MODELS, hf_folder, hf_tiny, timm_tiny, t
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.preprocess import DataConfig
 from vitedge.calibration.sources import open_source
+from vitedge.core.cpu import probe_cpu
 from vitedge.core.manifest import read_manifest
-from vitedge.exporter.export import export_artifact
+from vitedge.exporter.export import ExportOptions, export_artifact
 from vitedge.workflows.parity import verify_artifact
 
 HF_KINDS = ("vit", "deit", "deit-teacher", "beit", "dinov2")
@@ -57,15 +58,21 @@ def test_fp32_onnx_and_openvino_match_pytorch(tmp_path, name):
     ],
 )
 def test_int8_within_the_int8_gate(tmp_path, name, to, precision):
-    """ONNX Runtime's int8 paths, which are deterministic on one CPU: with random weights many
-    images are near-ties between two classes, so a calibration that draws differently (NNCF's)
-    moves top-1 agreement around the 97% bound from run to run."""
+    """ONNX Runtime's int8 paths within the int8 cosine bound. Random weights leave many images
+    near-tied between two classes, so top-1 agreement moves with the CPU's int8 kernel (97.7%
+    on a VNNI Xeon, 92-97% on an AVX2-only EPYC for the same files) and is held to 90% here, as
+    in the other random-weight int8 tests. Where u8×s8 products saturate (x86 without VNNI:
+    eva02 int8-dynamic fell to cosine 0.9935 there), the file is exported as the product's
+    failed-parity advice says, with --reduce-range (tests/workflows/test_parity.py)."""
     loaded = make(name, tmp_path)
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 64, seed=0, cache=False)
-    folder = export_artifact(loaded, to=to, precision=precision, out=tmp_path / "int8", calibration=calibration)
-    report = verify_artifact(folder, loaded, parity_inputs(loaded, 128), threads=1)
+    options = ExportOptions(reduce_range=probe_cpu().u8s8_saturates)
+    folder = export_artifact(
+        loaded, to=to, precision=precision, out=tmp_path / "int8", calibration=calibration, options=options
+    )
+    report = verify_artifact(folder, loaded, parity_inputs(loaded, 128), tolerances={"top1_agreement": 0.9}, threads=1)
     assert report.passed, report.failures
-    assert report.cosine_mean >= 0.995 and report.top1_agreement >= 0.97
+    assert report.cosine_mean >= 0.995 and report.top1_agreement >= 0.9
     assert report.max_abs > 1e-4  # it really is int8: fp32 would agree to 1e-6
 
 

@@ -21,6 +21,7 @@ from vitedge.models import save_checkpoint
 from vitedge.workflows.parity import (
     DEFAULT_TOLERANCES,
     compare_logits,
+    saturation_advice,
     tolerance_for,
     verification_set,
     verify_artifact,
@@ -105,6 +106,33 @@ def test_verify_good_artifacts(exported, verify_set):
         )
         assert report.passed and report.cosine_mean > 0.999 and report.top5_overlap > 0.97, (precision, report)
         assert 1e-4 < report.max_abs < 0.1 * np.abs(reference).max(), (precision, report.max_abs)
+
+
+def test_a_failed_onnx_int8_check_names_u8s8_saturation_on_a_cpu_without_vnni(exported, verify_set, monkeypatch):
+    """On x86 without VNNI/AMX ONNX Runtime adds u8×s8 products in 16 bits, so a full-range int8
+    file can fail there and pass on a VNNI CPU: the failed report says so and names the fix
+    (--reduce-range). Only then: not on a pass, not on VNNI, ARM, 7-bit weights, fp32 or OpenVINO."""
+    from vitedge.core.cpu import CpuInfo
+    from vitedge.workflows import parity
+
+    avx2 = CpuInfo("x86_64", "AMD EPYC", 2, frozenset({"avx2", "fma"}))
+    vnni = CpuInfo("x86_64", "Xeon", 2, frozenset({"avx2", "fma", "avx512f", "avx512_vnni"}))
+    arm = CpuInfo("aarch64", "Cortex-A72", 4, frozenset({"asimd"}))
+    model, images = make_tiny_vit(), verify_set.inputs[:20]
+    monkeypatch.setattr(parity, "probe_cpu", lambda: avx2)
+    failed = verify_artifact(exported["int8-dynamic"], model, images, tolerances={"max_abs": 1e-9}, threads=1)
+    assert not failed.passed and len(failed.advice) == 1 and failed.advice[0] in failed.notes
+    assert "--reduce-range" in failed.advice[0] and "AVX2, FMA" in failed.advice[0]
+    assert failed.to_dict()["notes"] == list(failed.advice)
+    passed = verify_artifact(exported["int8-dynamic"], model, images, tolerances={"top1_agreement": 0.9}, threads=1)
+    assert passed.passed and not passed.advice
+    static = read_manifest(exported["int8-static"])
+    assert saturation_advice(static, avx2) and saturation_advice(read_manifest(exported["int8-dynamic"]), avx2)
+    assert not saturation_advice(static, vnni) and not saturation_advice(static, arm)
+    seven_bit = {**static, "quantization": {**static["quantization"], "reduce_range": True}}
+    assert not saturation_advice(seven_bit, avx2)
+    assert not saturation_advice(read_manifest(exported["fp32"]), avx2)
+    assert not saturation_advice(read_manifest(exported["fp16"]), avx2)  # OpenVINO: its own overflow fix
 
 
 def _with_cosine(reference: np.ndarray, cosine: float, rows: slice = slice(None)) -> np.ndarray:

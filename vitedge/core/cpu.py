@@ -59,6 +59,13 @@ class CpuInfo:
         return tuple(name for name in self.isa if name in INT8_DOT)
 
     @property
+    def u8s8_saturates(self) -> bool:
+        """x86 without an int8 dot-product instruction: ONNX Runtime's u8×s8 products add pairs
+        in 16 bits (VPMADDUBSW), which overflow when weights use the full int8 range; 7-bit
+        weights (reduce_range) cannot. VNNI/AMX and ARM kernels accumulate in 32 bits."""
+        return self.arch in ("x86_64", "amd64", "i686") and not self.int8_dot
+
+    @property
     def bf16(self) -> tuple[str, ...]:
         """The extensions that compute bf16 natively (empty: bf16 would be emulated)."""
         return tuple(name for name in self.isa if name in BF16_NATIVE)

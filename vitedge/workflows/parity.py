@@ -15,6 +15,7 @@ import numpy as np
 from ..calibration.calibset import CalibrationSet, build_calibration_set, indices_of
 from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, has_cifar10_labels
+from ..core.cpu import CpuInfo, probe_cpu
 from ..core.errors import VitedgeError
 from ..models import LoadedModel
 
@@ -140,6 +141,7 @@ class ParityReport:
         default=()
     )  # (identity, decision margin, max abs): near-tie choices that went the other way
     data: dict[str, Any] = field(default_factory=dict)  # which images, and why (see `data_record`)
+    advice: tuple[str, ...] = ()  # what to change when it failed for a known reason (see `verify_artifact`)
 
     @property
     def data_line(self) -> str:
@@ -150,14 +152,16 @@ class ParityReport:
 
     @property
     def notes(self) -> tuple[str, ...]:
-        """What a person should know beyond pass/fail: images set aside as flipped choices."""
+        """What a person should know beyond pass/fail: images set aside as flipped choices, and
+        the advice for a failure with a known cause."""
         if not self.set_aside:
-            return ()
+            return self.advice
         largest = max(m for _, _, m in self.set_aside)
         names = ", ".join(i for i, _, _ in self.set_aside[:3])
         return (
             f"{len(self.set_aside)} of {self.samples} images chose another merge/drop (their reference choice was within {NEAR_TIE_MARGIN:g} of a tie) "
             f"and differ by up to {largest:.2e}: {names}; not counted against the bounds",
+            *self.advice,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,12 +371,33 @@ def verify_artifact(
         tolerances=tolerances,
         margins=margins,
     )
+    if not report.passed:
+        report = replace(report, advice=saturation_advice(manifest))
     computed = artifact.info.execution_precision
     wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
     if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails
         failure = f"execution precision {computed or 'unreported'} (a {manifest['precision']} artifact must compute in {wanted})"
         return replace(report, execution_precision=computed, passed=False, failures=(*report.failures, failure))
     return replace(report, execution_precision=computed)
+
+
+def saturation_advice(manifest: dict[str, Any], cpu: CpuInfo | None = None) -> tuple[str, ...]:
+    """For an ONNX int8 artifact with full-range int8 weights that failed on a CPU where ONNX
+    Runtime's u8×s8 products saturate (`CpuInfo.u8s8_saturates`): say so, and how to re-export.
+    The same file can pass on a CPU with VNNI, so the cause is worth a line of its own."""
+    quantization = manifest.get("quantization") or {}
+    if manifest.get("format") != "onnx" or not str(manifest.get("precision", "")).startswith("int8"):
+        return ()
+    if quantization.get("reduce_range", True):
+        return ()
+    cpu = cpu or probe_cpu()
+    if not cpu.u8s8_saturates:
+        return ()
+    return (
+        f"this CPU has no int8 dot-product instruction ({', '.join(cpu.isa) or 'no SIMD reported'}), so ONNX "
+        "Runtime adds u8×s8 products in 16 bits, which can saturate with full-range int8 weights: try re-exporting with "
+        "--reduce-range (7-bit weights), or run this file on a CPU with VNNI or AMX",
+    )
 
 
 def verification_set(
