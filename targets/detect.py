@@ -48,7 +48,7 @@ class TargetInfo:
 def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
     """(what to export, why, warnings) for running on this CPU."""
     dot = cpu.int8_dot
-    isa = ", ".join(cpu.isa) or "no SIMD extensions reported"
+    isa = cpu.isa_text
     if "AMX" in dot:
         return (
             "openvino int8 (NNCF) or onnx int8-dynamic",

@@ -10,6 +10,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+X86_ARCHES = ("x86_64", "amd64", "i686")
 # (display name, cpuinfo flag(s) that must all be present)
 X86_ISA = (
     ("AVX2", ("avx2",)),
@@ -51,8 +52,13 @@ class CpuInfo:
     @property
     def isa(self) -> tuple[str, ...]:
         """The instruction-set extensions that matter for inference, by display name."""
-        table = X86_ISA if self.arch in ("x86_64", "amd64", "i686") else ARM_ISA
+        table = X86_ISA if self.arch in X86_ARCHES else ARM_ISA
         return tuple(name for name, needed in table if all(f in self.flags for f in needed))
+
+    @property
+    def isa_text(self) -> str:
+        """The ISA list as messages write it."""
+        return ", ".join(self.isa) or "no SIMD extensions reported"
 
     @property
     def int8_dot(self) -> tuple[str, ...]:
@@ -63,7 +69,7 @@ class CpuInfo:
         """x86 without an int8 dot-product instruction: ONNX Runtime's u8×s8 products add pairs
         in 16 bits (VPMADDUBSW), which overflow when weights use the full int8 range; 7-bit
         weights (reduce_range) cannot. VNNI/AMX and ARM kernels accumulate in 32 bits."""
-        return self.arch in ("x86_64", "amd64", "i686") and not self.int8_dot
+        return self.arch in X86_ARCHES and not self.int8_dot
 
     @property
     def bf16(self) -> tuple[str, ...]:

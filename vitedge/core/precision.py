@@ -51,7 +51,7 @@ def require_bf16(what: str) -> None:
 
     cpu = probe_cpu()
     if not cpu.bf16:
-        isa = ", ".join(cpu.isa) or "no SIMD extensions reported"
+        isa = cpu.isa_text
         raise VitedgeError(
             f"{what}: this CPU has no native bf16 ({isa}); bf16 needs AVX512-BF16 or AMX (x86) or the ARM bf16 extension",
             "use fp32 (or int8) here, or run the bf16 artifact on a CPU that has bf16 (`vitedge targets` shows this one's)",

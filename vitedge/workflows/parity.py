@@ -394,7 +394,7 @@ def saturation_advice(manifest: dict[str, Any], cpu: CpuInfo | None = None) -> t
     if not cpu.u8s8_saturates:
         return ()
     return (
-        f"this CPU has no int8 dot-product instruction ({', '.join(cpu.isa) or 'no SIMD reported'}), so ONNX "
+        f"this CPU has no int8 dot-product instruction ({cpu.isa_text}), so ONNX "
         "Runtime adds u8×s8 products in 16 bits, which can saturate with full-range int8 weights: try re-exporting with "
         "--reduce-range (7-bit weights), or run this file on a CPU with VNNI or AMX",
     )
