@@ -37,9 +37,9 @@ def _spread(loaded: LoadedModel) -> LoadedModel:
 
 
 def _pruned() -> LoadedModel:
-    """The compressed recipe's shape (docs/compressed-recipe.md): half of 4 heads and three
-    quarters of the MLP removed, so the node's head count and layout come from the pruned module."""
-    steps = [parse_step_spec(spec) for spec in ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.75")]
+    """The compressed recipe's shape (docs/compressed-recipe.md): half of 4 heads and five
+    eighths of the MLP removed, so the node's head count and layout come from the pruned module."""
+    steps = [parse_step_spec(spec) for spec in ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.625")]
     loaded = apply_steps(make_tiny_vit(num_heads=4), steps)
     assert loaded.module.blocks[0].attn.num_heads == 2
     return _spread(loaded)
