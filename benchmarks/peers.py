@@ -16,7 +16,9 @@ change speed) saved with `save_pretrained`, so every tool starts from the same m
 - vitedge's defaults: `export --to onnx --precision int8-dynamic`, `int8-static`, and
   `--to openvino --precision int8`, exactly as the CLI makes them.
 
-Batch 1, --threads threads. Each timing burst runs in a fresh process, and the rows are
+Batch 1 (or --batch N: every row timed on N images a call and read in images/s; NNCF's recipe is
+then converted with a batch-N example input, as its example would be for that batch), --threads
+threads. Each timing burst runs in a fresh process, and the rows are
 interleaved round by round, so drift on a shared machine hits every row alike. The
 headline ratio is taken per round (the fastest vitedge default over the fastest peer) and
 its median is reported. Beside the rows: this machine's measured GEMM limits
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +95,18 @@ def optimum_int8(model: Path, work: Path, venv_bin: Path, flag: str) -> Path:
     return quantized / "model_quantized.onnx"
 
 
-def nncf_recipe(loaded: Any, calibration: Any, work: Path) -> Path:
+def nncf_recipe(loaded: Any, calibration: Any, work: Path, batch: int) -> Path:
     """As NNCF's ViT example does it: convert with an example input (so the shape is static,
-    batch 1), `nncf.quantize` with the TRANSFORMER model type, nothing else set."""
+    its batch the timed one), `nncf.quantize` with the TRANSFORMER model type, nothing else set."""
     from vitedge.exporter.openvino import convert_openvino, quantize_openvino, save_openvino
 
-    model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=1)
-    quantized, _ = quantize_openvino(model, calibration, nncf_defaults=True)
+    model = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=batch)
+    quantized, _ = quantize_openvino(model, calibration, nncf_defaults=True, batch_size=batch)
     return save_openvino(quantized, work / "nncf" / "model.xml", compress_to_fp16=False, metadata={})
 
 
 def build_rows(
-    model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int, compressed: tuple[str, ...]
+    model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int, compressed: tuple[str, ...], batch: int
 ) -> tuple[list[dict[str, Any]], Any]:
     """Every row as (name, who, how to open it), artifacts written under `work`; and the
     compressed model (its own reference logits and Linear-layer limit)."""
@@ -142,7 +145,7 @@ def build_rows(
         {
             "name": "NNCF ViT recipe (TRANSFORMER, defaults)",
             "who": PEER,
-            "open": ("openvino-defaults", str(nncf_recipe(loaded, calibration, work)), "int8"),
+            "open": ("openvino-defaults", str(nncf_recipe(loaded, calibration, work, batch)), "int8"),
         }
     )
     return rows, pruned
@@ -162,8 +165,9 @@ def openvino_defaults(path: str, precision: str, threads: int) -> Any:
     return compiled_runner(compiled, precision=precision, device="cpu", threads=threads, name=path)
 
 
-def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str, Any]:
-    """In a fresh process: open the row, its logits on the parity images, then batch-1 timing."""
+def timed(opener: tuple, threads: int, seconds: float, inputs: str, batch: int) -> dict[str, Any]:
+    """In a fresh process: open the row, its logits on the parity images, then timing at `batch`
+    (the parity images, repeated if there are fewer)."""
     from vitedge.targets.measure import RunnerSpec, batched_logits, open_spec, time_runner, timing_config
     from vitedge.targets.onnxruntime import open_onnx
     from vitedge.targets.openvino import open_openvino
@@ -177,10 +181,11 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str) -> dict[str,
     else:
         runner = open_openvino(Path(opener[1]), precision=opener[2], threads=threads)
     images = np.load(inputs)
-    logits = batched_logits(runner, images, batch_size=1)
-    timing = time_runner(runner, np.ascontiguousarray(images[:1]), runs=10, min_seconds=seconds)
+    logits = batched_logits(runner, images, batch_size=batch)
+    timed_batch = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
+    timing = time_runner(runner, timed_batch, runs=10, min_seconds=seconds)
     return {
-        "it_per_s": timing.it_per_s,
+        "images_per_s": timing.images_per_s,
         "p50_ms": timing.p50_ms,
         "config": timing_config(runner),
         "execution_precision": runner.info.execution_precision,
@@ -206,7 +211,7 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
 
     table = []
     for index, row in enumerate(rows):
-        rates = [r[index]["it_per_s"] for r in rounds]
+        rates = [r[index]["images_per_s"] for r in rounds]
         first = rounds[0][index]
         limit = limits[limit_kind(first["execution_precision"] or "f32")]
         median = statistics.median(rates)
@@ -215,8 +220,8 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
             {
                 "name": row["name"],
                 "who": row["who"],
-                "it_per_s": median,
-                "it_per_s_rounds": rates,
+                "images_per_s": median,
+                "images_per_s_rounds": rates,
                 "execution_precision": first["execution_precision"],
                 "config": first["config"],
                 "cosine_vs_pytorch_fp32": compare_logits(
@@ -231,8 +236,8 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
     def ratios(who: str) -> list[float]:
         """Per round: the fastest row of `who` over the fastest peer row."""
         return [
-            max(r[i]["it_per_s"] for i, row in enumerate(rows) if row["who"] == who)
-            / max(r[i]["it_per_s"] for i, row in enumerate(rows) if row["who"] == PEER)
+            max(r[i]["images_per_s"] for i, row in enumerate(rows) if row["who"] == who)
+            / max(r[i]["images_per_s"] for i, row in enumerate(rows) if row["who"] == PEER)
             for r in rounds
         ]
 
@@ -262,25 +267,25 @@ def limits_json(linear: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"# vitedge defaults vs peers: {result['model']}, batch 1, {result['threads']} threads",
+        f"# vitedge defaults vs peers: {result['model']}, batch {result['batch']}, {result['threads']} threads",
         "",
         f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
         "",
-        "| path | who | it/s (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
+        f"| path | who | {'it/s' if result['batch'] == 1 else 'img/s'} (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
         "| cosine vs its model in PyTorch fp32 |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         kind = "int8" if row["limit"] == "int8" else "f32"
         lines.append(
-            f"| {row['name']} | {row['who']} | {row['it_per_s']:.1f} | {row['execution_precision']} | "
+            f"| {row['name']} | {row['who']} | {row['images_per_s']:.1f} | {row['execution_precision']} | "
             f"{100 * row['share_of_linear_limit']:.0f}% of {kind} "
             f"| {100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
 
     def linear(limits: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {v['it_per_s']:.1f} it/s ({v['giga']:.0f} G/s)" for k, v in limits.items())
+        return ", ".join(f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s)" for k, v in limits.items())
 
     lines += [
         "",
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per row per round")
+    parser.add_argument("--batch", type=int, default=1, help="images per timed call (1: latency)")
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--parity-samples", type=int, default=8)
     parser.add_argument("--peers-venv", type=Path, default=None, help="default: .peers-venv beside --out")
@@ -323,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
         work = Path(scratch)
         model = make_model(work / "hf-vit-base")
-        rows, pruned = build_rows(model, work, venv_bin, args.calib_samples, args.threads, tuple(args.compressed))
+        rows, pruned = build_rows(
+            model, work, venv_bin, args.calib_samples, args.threads, tuple(args.compressed), args.batch
+        )
         loaded = load_model(str(model))
         test = open_source("cifar10")
         inputs = preprocess_batch([test.get(i) for i in range(args.parity_samples)], loaded.data_config)
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {
             compressed: (
                 forward_flops(each.module, each.data_config.input_size),
-                linear_shapes(each.module, each.data_config.input_size),
+                linear_shapes(each.module, each.data_config.input_size, batch=args.batch),
                 # the compressed rows' reference: their own model in PyTorch fp32
                 None if not compressed else torch_logits(each.module, inputs),
             )
@@ -341,17 +349,21 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for number in range(args.rounds):
             measured = [
-                in_own_process(timed, row["open"], args.threads, args.seconds, str(work / "inputs.npy")) for row in rows
+                in_own_process(timed, row["open"], args.threads, args.seconds, str(work / "inputs.npy"), args.batch)
+                for row in rows
             ]
             rounds.append(measured)
             print(
                 f"round {number + 1}/{args.rounds}: "
-                + ", ".join(f"{r['name']} {m['it_per_s']:.1f}" for r, m in zip(rows, measured, strict=True)),
+                + ", ".join(f"{r['name']} {m['images_per_s']:.1f}" for r, m in zip(rows, measured, strict=True)),
                 file=sys.stderr,
             )
     limits = gemm_limits(args.threads)
     linear = {
-        compressed: {kind: in_own_process(linear_limit, shapes, args.threads, kind) for kind in ("int8", "f32")}
+        compressed: {
+            kind: in_own_process(partial(linear_limit, batch=args.batch), shapes, args.threads, kind)
+            for kind in ("int8", "f32")
+        }
         for compressed, (_, shapes, _) in sizes.items()
     }
     scales = {
@@ -364,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": "transformers ViT-B/16 (ViTConfig defaults, random weights)",
         "threads": args.threads,
+        "batch": args.batch,
         "rounds": args.rounds,
         "compressed_recipe": list(args.compressed),
         "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
