@@ -61,7 +61,7 @@ def _best_rate(call: Any, ops: float, seconds: float) -> float:
     return ops / best
 
 
-def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
+def ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
     """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
     Runtime's kernel for `kind`, the weight a constant as in an exported model."""
     import onnx
@@ -94,7 +94,7 @@ def _ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -
 def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
     import onnxruntime as ort
 
-    rate = _best_rate(_ort_matmul(kind, size, size, size, threads), 2.0 * size**3, seconds)
+    rate = _best_rate(ort_matmul(kind, size, size, size, threads), 2.0 * size**3, seconds)
     return GemmLimit(kind, size, threads, rate, f"onnxruntime {ort.__version__}")
 
 
@@ -168,7 +168,7 @@ def linear_limit(
     total = 0.0
     for shape in shapes:
         once = shape.ops / shape.count
-        call = _ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads)
+        call = ort_matmul(kind, shape.rows, shape.inputs, shape.outputs, threads)
         total += shape.count * once / _best_rate(call, once, seconds)
     ops = sum(shape.ops for shape in shapes)
     return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}")
