@@ -1,18 +1,18 @@
 """What this machine can run, and which format to export for each target, with the reason.
 
-The one fact that decides most of it: int8 is fast where the CPU has an int8 dot-product
-instruction (x86 VNNI or AMX, ARM dotprod/i8mm). Without one, int8 matrix products go
-through 16-bit multiply-adds, and what that is worth depends on the runtime's kernel: on an
-AVX2-only x86 CPU ONNX Runtime's int8 still ran ViT-B 1.7× its fp32, while OpenVINO's int8
-(oneDNN's AVX2 int8 GEMM) ran no faster than its fp32 (README, "Measured here"); peers report
-no gain at all on other CPUs (onnxruntime #20052, #17389), and on a Raspberry Pi 4 int8 can
-be slower (armnn #511). So without dot products the advice names a runtime and says to time
+Where vitedge has measured this machine, the measurement is the advice: the fastest row that
+passed parity in the last `vitedge run` here (any CPU), or in the last `vitedge bench` of a
+board (targets.measured), named with the figures it comes from. Every board measured over
+SSH from here gets a row of its own.
+
+Where nothing was measured, a rule, said as one: int8 is fast where the CPU has an int8
+dot-product instruction (x86 VNNI or AMX, ARM dotprod/i8mm). Without one, int8 matrix
+products go through 16-bit multiply-adds, and what that is worth depends on the runtime's
+kernel (README, "Measured here", shows two runtimes apart on one such CPU); peers report no
+gain at all on other CPUs (onnxruntime #20052, #17389), and on a Raspberry Pi 4 int8 can be
+slower (armnn #511). So without dot products the advice names a runtime and says to time
 int8 beside fp32. `/proc/cpuinfo` is parsed from text, so the same code reads a board's
 cpuinfo (e.g. one fetched over SSH) as well as this machine's.
-
-That rule is where nothing was measured. On an ARM machine that `vitedge bench` has measured
-(targets.measured: the fastest row that passed parity, on this board), the measurement is the
-recommendation, and every board measured over SSH from here gets a row of its own.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
     if dot and cpu.arch in ("x86_64", "amd64"):
         return (
             "openvino int8 (NNCF) or onnx int8-dynamic",
-            f"{' and '.join(dot)} give one-instruction int8 dot products: int8 ViT-B/16 ran 2.5-2.7× fp32 on a VNNI CPU (FIELD-NOTES)",
+            f"{' and '.join(dot)} give one-instruction int8 dot products ({isa})",
             (),
         )
     if dot:
@@ -76,8 +76,8 @@ def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
         )
         return (
             "onnx int8-dynamic or onnx fp32",
-            "without an int8 dot-product instruction int8 products run as 16-bit multiply-adds: ONNX Runtime's "
-            "int8 ran ViT-B/16 1.7× its fp32 on an AVX2-only EPYC, OpenVINO's int8 no faster than its fp32",
+            "without an int8 dot-product instruction int8 products run as 16-bit multiply-adds, so what int8 "
+            "gains depends on the runtime's kernel, not on the format",
             (warning,),
         )
     if cpu.arch in ("aarch64", "arm64"):
@@ -104,7 +104,7 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
 
     cpu = machine.cpu
     store = measured or {}
-    here = board_for(cpu, store) if cpu.arch in ARM else None
+    here = board_for(cpu, store)
     found = recommendation(here) if here else None
     if found is not None:
         what, why, warnings = found
@@ -112,10 +112,15 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
         what, why, warnings = cpu_recommendation(cpu)
         more_what, more_why = bf16_advice(cpu)
         what, why = what + more_what, why + more_why
-        if cpu.arch in ARM and here and figures(here):  # measured, but no row passed a parity check
+        if here and figures(here):  # measured, but no row passed a parity check
             why += f"; nothing recommended from the measurements (no row passed parity): {figures(here)}"
         elif cpu.arch in ARM:
-            why += "; measure it instead: vitedge bench ONNX OPENVINO EXECUTORCH --target ssh://THIS_BOARD (from a desktop)"
+            why += (
+                "; measure it instead: vitedge bench ONNX OPENVINO EXECUTORCH --target ssh://THIS_BOARD (from a desktop),"
+                " or vitedge run on the board"
+            )
+        else:
+            why += "; measure it instead: vitedge run here (its fastest row within parity becomes this advice)"
     targets = [
         TargetInfo(
             "cpu",
@@ -133,10 +138,11 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
             continue
         facts, (_, last) = board.get("cpu", {}), latest(board)
         isa = ", ".join(facts.get("isa", [])) or "no ISA read"
+        where = str(last.get("where", "board"))
         targets.append(
             TargetInfo(
-                str(last.get("where", "board")),
-                False,  # not this machine: a board measured from here
+                where if "://" in where else f"elsewhere ({where})",  # an ssh:// board, or a machine's own run
+                False,  # not this machine: measured from here, or on it
                 f"{facts.get('model', '?')} ({facts.get('cores', '?')} logical CPUs; {isa})",
                 ("onnxruntime", "openvino", "executorch"),
                 *board_found,

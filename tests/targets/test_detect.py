@@ -220,22 +220,28 @@ def test_cpuinfo_without_flags_or_features():
     )
 
 
+def measured_row(runtime: str, fmt: str, precision: str, rate: float, passed: bool | None, where: str = "cpu"):
+    """A ResultRow as a bench or run makes it: batch-1 timing at `rate` it/s, parity `passed`
+    (None: not checked)."""
+    from vitedge.targets.measure import Measurement, Timing
+    from vitedge.workflows.report import Parity, ResultRow
+
+    p50 = 1000.0 / rate
+    timing = Timing(1, 100, p50 / 1000, p50, 1.1 * p50, 1.3 * p50, rate, rate)
+    measurement = Measurement(
+        f"{fmt}-{precision}", runtime, where, precision, 4, None, (timing,), 6.0, 80.0, {}, {},
+        detail={"format": fmt}, execution_precision="int8+f32", first_inference_ms=900.0,
+    )  # fmt: skip
+    return ResultRow(measurement, None if passed is None else Parity(0.999, 0.99, 0.99, 0.3, passed))
+
+
 def keep_board(cpu: CpuInfo, model: str, where: str, openvino_parity: bool | None = False) -> None:
     """Three runtimes measured on a board, kept as `vitedge bench` keeps them (workflows.board):
     OpenVINO the fastest but, by default, outside its parity bounds."""
-    from vitedge.targets.measure import Measurement, Timing
     from vitedge.workflows.board import _keep
-    from vitedge.workflows.report import Parity, ResultRow
 
     def row(runtime: str, fmt: str, precision: str, rate: float, passed: bool | None) -> tuple:
-        p50 = 1000.0 / rate
-        timing = Timing(1, 100, p50 / 1000, p50, 1.1 * p50, 1.3 * p50, rate, rate)
-        measurement = Measurement(
-            f"{fmt}-{precision}", runtime, where, precision, 4, None, (timing,), 6.0, 80.0, {}, {},
-            detail={"format": fmt}, execution_precision="int8+f32", first_inference_ms=900.0,
-        )  # fmt: skip
-        parity = None if passed is None else Parity(0.999, 0.99, 0.99, 0.3, passed)
-        return ResultRow(measurement, parity), {"format": fmt, "source": {"spec": model}}
+        return measured_row(runtime, fmt, precision, rate, passed, where), {"format": fmt, "source": {"spec": model}}
 
     _keep(
         cpu,
@@ -246,6 +252,56 @@ def keep_board(cpu: CpuInfo, model: str, where: str, openvino_parity: bool | Non
         ],
         where=where,
     )
+
+
+RUN_KINDS = ("torch:fp32", "onnx:fp32", "onnx:int8-dynamic", "openvino:int8")
+
+
+def run_rows() -> list:
+    """The rows of a `vitedge run`: the PyTorch reference (no parity of its own), the fastest
+    row outside its parity bounds."""
+    return [
+        measured_row("torch", "torch", "fp32", 3.4, None),
+        measured_row("onnxruntime", "onnx", "fp32", 4.3, True),
+        measured_row("onnxruntime", "onnx", "int8-dynamic", 7.5, True),
+        measured_row("openvino", "openvino", "int8", 9.0, False),
+    ]
+
+
+def test_any_cpu_recommends_from_its_last_vitedge_run(own_cache):
+    """Not only ARM: once `vitedge run` measured this machine, `vitedge targets` names the
+    fastest row that passed parity there, with the figures, instead of its ISA rule."""
+    from vitedge.targets import measured
+    from vitedge.workflows.board import record_run
+
+    here = Machine(probe_cpu())
+    rule = recommend(here, measured.load_store())[0]
+    assert "measure it instead: vitedge " + ("bench" if here.cpu.arch in measured.ARM else "run here") in rule.why
+    record_run(run_rows(), RUN_KINDS, "vitedge-cifar10")
+    target = recommend(here, measured.load_store())[0]
+    assert target.recommend == "onnx int8-dynamic on onnxruntime" and target.available
+    assert "(local, vitedge run) on vitedge-cifar10, batch 1" in target.why
+    assert "onnx int8-dynamic on onnxruntime 7.5 it/s (p50 133.33 ms, parity passed)" in target.why
+    assert target.warnings == ("failed parity here, not recommended: openvino int8 on openvino",)
+    assert [t.target for t in recommend(here, measured.load_store())].count("cpu") == 1  # not listed twice
+    other = Machine(parse_cpuinfo(XEON_VNNI if "VNNI" not in " ".join(here.cpu.isa) else EPYC_AVX2))
+    assert "measure it instead: vitedge run here" in recommend(other, measured.load_store())[0].why  # its own rule
+
+
+def test_vitedge_run_records_what_it_measured(own_cache, monkeypatch):
+    """The command itself keeps its rows: `vitedge targets --json` then recommends from them."""
+    from vitedge.workflows import pipeline
+    from vitedge.workflows.recipe import Recipe
+
+    kinds = Recipe().rows
+    by_kind = dict(zip(RUN_KINDS, run_rows(), strict=True))
+    rows = [by_kind.get(kind, measured_row("openvino", "openvino", "fp16", 1.0, True)) for kind in kinds]
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda recipe, folder, **_: rows)
+    done = CliRunner().invoke(app, ["run", "--json", "--out", str(own_cache.parent / "run")])
+    assert done.exit_code == 0, done.output
+    listed = CliRunner().invoke(app, ["targets", "--json"])
+    cpu = json.loads(listed.stdout)["targets"][0]
+    assert cpu["recommend"] == "onnx int8-dynamic on onnxruntime" and f"on {Recipe().model}, batch 1" in cpu["why"]
 
 
 def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):

@@ -39,7 +39,7 @@ def bundle_command(
 
 @app.command("targets", rich_help_panel=EDGE)
 def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target; on ARM, and for boards benched over SSH, from what `vitedge bench` measured there."""
+    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target: from what the last `vitedge run` here (or `vitedge bench` on a board) measured, where it did; else from the CPU's ISA."""
     from rich.table import Table
 
     from ..targets.detect import machine_dict, probe_machine, recommend

@@ -37,6 +37,11 @@ def run_command(
     plan = dataclasses.replace(plan, **overrides)
     folder = out_dir or Path("vitedge-out") / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}"
     rows = run_pipeline(plan, folder, console=console, force=force)
+    if plan.target == "cpu":
+        from ..workflows.board import record_run
+
+        steps = "".join(f" + {name}" for name, _ in plan.steps)
+        record_run(rows, plan.rows, plan.model + steps)  # what `vitedge targets` recommends on this CPU from now on
     if as_json:
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
     else:

@@ -7,7 +7,8 @@ same images (the board's logits come back; the reference runs here, on the manif
 model, so the board needs no torch for that), peak memory and time to first inference of the
 board's own processes, and the board's CPU facts (model, cores, dotprod/i8mm from its
 /proc/cpuinfo, read by vitedge's own parser; clock and temperature before and after timing).
-The rows are kept (targets.measured) for `vitedge targets` to recommend from.
+The rows are kept (targets.measured) for `vitedge targets` to recommend from, as are the rows
+of a `vitedge run` on this machine, whatever its CPU (`record_run`).
 """
 
 from __future__ import annotations
@@ -293,3 +294,22 @@ def record_local(rows: list[ResultRow], items: Sequence[str]) -> None:
         return
     pairs = [(row, read_manifest(Path(item))) for row, item in zip(rows, items, strict=True) if Path(item).is_dir()]
     _keep(cpu, pairs, where="local")
+
+
+def record_run(rows: list[ResultRow], kinds: Sequence[str], model: str) -> None:
+    """`vitedge run`'s rows on this machine's CPU: every artifact parity-checked against the
+    PyTorch row, so the row `report.recommended` picks (the one the run's summary names) is
+    what `vitedge targets` recommends here from then on, on any CPU, instead of its ISA rule.
+    `kinds` are the recipe's row kinds ("onnx:int8-dynamic"), in the order of `rows`."""
+    from ..core.cpu import probe_cpu
+    from ..targets import measured
+    from .report import recommended
+
+    best = recommended(rows)
+    measured.record(
+        probe_cpu(),
+        model,
+        [board_summary(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)],
+        where="local, vitedge run",
+        recommended=best.measurement.name if best else None,
+    )
