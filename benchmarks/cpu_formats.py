@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.core.io import write_json_atomic
+from vitedge.core.io import write_json_atomic, write_text_atomic
 from vitedge.targets.limits import GemmLimit, forward_flops, gemm_limits, limit_kind
 from vitedge.workflows.pipeline import run_pipeline
 from vitedge.workflows.recipe import DEFAULT_ROWS, Recipe
@@ -81,6 +81,13 @@ def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
     result = queue.get(timeout=1800)
     process.join()
     return result
+
+
+def write_result(out: Path, result: dict[str, Any], table: str) -> None:
+    """A benchmark's JSON at `out`, its markdown table beside it (.md), and the table on stdout."""
+    write_json_atomic(out, result)
+    write_text_atomic(out.with_suffix(".md"), table)
+    print(table)
 
 
 def beside_plain_latency_compile(folder: str, threads: int, seconds: float = 1.0, rounds: int = 5) -> dict[str, Any]:

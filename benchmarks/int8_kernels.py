@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cpu_formats import in_own_process  # noqa: E402 - beside this script
+from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
 
 from vitedge.core.cpu import probe_cpu
-from vitedge.core.io import write_json_atomic, write_text_atomic
 from vitedge.targets.limits import LinearShape
 
 SHIPPED = "ORT DynamicQuantizeMatMul s8, per tensor (vitedge int8-dynamic)"
@@ -331,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": os.getloadavg(),
         **measured,
     }
-    write_json_atomic(args.out, result)
-    write_text_atomic(args.out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
     return 0
 
 

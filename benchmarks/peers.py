@@ -40,10 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cpu_formats import in_own_process  # noqa: E402 - beside this script
+from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
 
 from vitedge.core.cpu import probe_cpu
-from vitedge.core.io import write_json_atomic
 
 PEER = "peer"
 VITEDGE = "vitedge default"
@@ -322,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.calibration.preprocess import preprocess_batch
     from vitedge.calibration.sources import open_source
     from vitedge.compress.registry import load_model
-    from vitedge.core.io import write_text_atomic
     from vitedge.targets.limits import forward_flops, gemm_limits, linear_limit, linear_shapes
 
     venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
@@ -387,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "compressed_linear_limits": limits_json(linear[True]),
         **summarize(rows, rounds, limits, scales),
     }
-    write_json_atomic(args.out, result)
-    write_text_atomic(args.out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
     return 0
 
 
