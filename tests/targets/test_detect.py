@@ -302,6 +302,12 @@ def test_vitedge_run_records_what_it_measured(own_cache, monkeypatch):
     listed = CliRunner().invoke(app, ["targets", "--json"])
     cpu = json.loads(listed.stdout)["targets"][0]
     assert cpu["recommend"] == "onnx int8-dynamic on onnxruntime" and f"on {Recipe().model}, batch 1" in cpu["why"]
+    blocked = own_cache.parent / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("VITEDGE_CACHE", str(blocked))  # no cache can be made there
+    with pytest.warns(UserWarning, match="will not recommend from this run"):  # one warning line, no traceback
+        done = CliRunner().invoke(app, ["run", "--json", "--out", str(own_cache.parent / "run2")])
+    assert done.exit_code == 0 and done.exception is None, done.output
 
 
 def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):

@@ -306,10 +306,13 @@ def record_run(rows: list[ResultRow], kinds: Sequence[str], model: str) -> None:
     from .report import recommended
 
     best = recommended(rows)
-    measured.record(
-        probe_cpu(),
-        model,
-        [board_summary(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)],
-        where="local, vitedge run",
-        recommended=best.measurement.name if best else None,
-    )
+    try:
+        measured.record(
+            probe_cpu(),
+            model,
+            [board_summary(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)],
+            where="local, vitedge run",
+            recommended=best.measurement.name if best else None,
+        )
+    except OSError as error:  # the run's own results are written; only the advice is not kept
+        warnings.warn(f"`vitedge targets` will not recommend from this run: {error}", stacklevel=2)
