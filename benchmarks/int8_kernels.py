@@ -44,7 +44,7 @@ import numpy as np
 from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
 
 from vitedge.core.cpu import probe_cpu
-from vitedge.targets.limits import LinearShape
+from vitedge.targets.limits import LinearShape, matmul_model
 
 SHIPPED = "ORT DynamicQuantizeMatMul s8, per tensor (vitedge int8-dynamic)"
 LIMIT = "ORT MatMulInteger u8×s8, input already u8 (the int8 Linear limit's kernel)"
@@ -56,29 +56,10 @@ Call = Callable[[], Any]
 def _ort_session(model: Any, threads: int) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    from vitedge.targets.onnxruntime import session_options
+
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def _float_matmul_model(weight: np.ndarray, rows: int) -> Any:
-    """The ONNX graph an exporter writes for one bias-free Linear: x @ weight, the weight a constant."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    inputs, outputs = weight.shape
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, inputs])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, outputs])],
-        [onnx.numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _ort_rewritten(rewrite: Callable[[Path, Path], None]) -> Callable[..., Call]:
@@ -89,7 +70,7 @@ def _ort_rewritten(rewrite: Callable[[Path, Path], None]) -> Callable[..., Call]
 
         with tempfile.TemporaryDirectory(prefix="vitedge-kernels-") as scratch:
             src, dst = Path(scratch) / "f32.onnx", Path(scratch) / "int8.onnx"
-            onnx.save(_float_matmul_model(weight, x.shape[0]), src)
+            onnx.save(matmul_model(weight, x.shape[0]), src)
             rewrite(src, dst)
             session = _ort_session(dst.read_bytes(), threads)
         return lambda: session.run(None, {"x": x})[0]
@@ -124,7 +105,7 @@ def _nbits(bits: int, block: int) -> Callable[[Path, Path], None]:
 
 
 def _ort_f32(x: np.ndarray, weight: np.ndarray, threads: int) -> Call:
-    session = _ort_session(_float_matmul_model(weight, x.shape[0]), threads)
+    session = _ort_session(matmul_model(weight, x.shape[0]), threads)
     return lambda: session.run(None, {"x": x})[0]
 
 

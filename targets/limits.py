@@ -61,33 +61,41 @@ def _best_rate(call: Any, ops: float, seconds: float) -> float:
     return ops / best
 
 
-def ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
-    """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
-    Runtime's kernel for `kind`, the weight a constant as in an exported model."""
+def matmul_model(weight: np.ndarray, rows: int) -> Any:
+    """One Linear as an exporter writes it: x (rows × inputs) @ weight, the weight a constant;
+    MatMul for a float weight, MatMulInteger (u8 input, int32 output) for an int8 one."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    # kind -> (ONNX op, input type, input numpy type, weight numpy type, output type)
-    op, x_type, x_dtype, w_dtype, y_type = {
-        "f32": ("MatMul", TensorProto.FLOAT, np.float32, np.float32, TensorProto.FLOAT),
-        "int8": ("MatMulInteger", TensorProto.UINT8, np.uint8, np.int8, TensorProto.INT32),
-    }[kind]
-    rng = np.random.default_rng(0)
-    weight = rng.integers(-127, 128, (inputs, outputs)).astype(w_dtype)
-    x = rng.integers(0, 256, (rows, inputs)).astype(x_dtype)
+    integer = weight.dtype == np.int8
+    x_type, y_type = (TensorProto.UINT8, TensorProto.INT32) if integer else (TensorProto.FLOAT, TensorProto.FLOAT)
+    inputs, outputs = weight.shape
     graph = helper.make_graph(
-        [helper.make_node(op, ["x", "w"], ["y"])],
+        [helper.make_node("MatMulInteger" if integer else "MatMul", ["x", "w"], ["y"])],
         "gemm",
         [helper.make_tensor_value_info("x", x_type, [rows, inputs])],
         [helper.make_tensor_value_info("y", y_type, [rows, outputs])],
         [onnx.numpy_helper.from_array(weight, "w")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
+    """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
+    Runtime's kernel for `kind` (f32: MatMul, int8: MatMulInteger u8×s8), the weight a
+    constant as in an exported model."""
+    import onnxruntime as ort
+
+    from .onnxruntime import session_options
+
+    x_dtype, w_dtype = {"f32": (np.float32, np.float32), "int8": (np.uint8, np.int8)}[kind]
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-127, 128, (inputs, outputs)).astype(w_dtype)
+    x = rng.integers(0, 256, (rows, inputs)).astype(x_dtype)
+    model = matmul_model(weight, rows)
+    session = ort.InferenceSession(
+        model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
     return lambda: session.run(None, {"x": x})
 
 

@@ -100,7 +100,8 @@ def _fixed_batch(session: Any) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
-def _session_options(threads: int | None) -> Any:
+def session_options(threads: int | None) -> Any:
+    """The options every vitedge ONNX Runtime session runs with: set, not left to the defaults."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -141,7 +142,7 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
     try:
         session = ort.InferenceSession(
             str(model_path),
-            sess_options=_session_options(threads),
+            sess_options=session_options(threads),
             providers=providers,
             disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),  # why: targets/bundle/run_bundle.py
         )
