@@ -256,23 +256,29 @@ def bench_board_rows(
 
 
 def _keep(cpu: CpuInfo, pairs: list[tuple[ResultRow, dict[str, Any]]], *, where: str) -> None:
-    """Keep (row, manifest) pairs for `vitedge targets`, by the model they measured, with the
-    row `report.recommended` chooses from them (the same rule as `vitedge run`'s table)."""
+    """Keep (row, manifest) pairs for `vitedge targets`, by the model they measured."""
+    by_model: dict[str, list[tuple[ResultRow, str]]] = {}
+    for row, manifest in pairs:
+        spec = manifest.get("source", {}).get("spec") or "unknown model"
+        by_model.setdefault(spec, []).append((row, manifest["format"]))
+    for model, chosen in sorted(by_model.items()):
+        _keep_model(cpu, model, chosen, where=where)
+
+
+def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *, where: str) -> None:
+    """(row, format) pairs of one model as `vitedge targets` reads them, with the row
+    `report.recommended` chooses from them (the same rule as `vitedge run`'s table)."""
     from ..targets import measured
     from .report import recommended
 
-    by_model: dict[str, list[tuple[ResultRow, dict[str, Any]]]] = {}
-    for row, manifest in pairs:
-        by_model.setdefault(manifest.get("source", {}).get("spec") or "unknown model", []).append((row, manifest))
-    for model, chosen in sorted(by_model.items()):
-        best = recommended([row for row, _ in chosen])
-        measured.record(
-            cpu,
-            model,
-            [board_summary(row, manifest["format"]) for row, manifest in chosen],
-            where=where,
-            recommended=best.measurement.name if best else None,
-        )
+    best = recommended([row for row, _ in chosen])
+    measured.record(
+        cpu,
+        model,
+        [board_summary(row, fmt) for row, fmt in chosen],
+        where=where,
+        recommended=best.measurement.name if best else None,
+    )
 
 
 def _record(rows: list[ResultRow], entries: list[dict[str, Any]], *, where: str) -> None:
@@ -302,17 +308,9 @@ def record_run(rows: list[ResultRow], kinds: Sequence[str], model: str) -> None:
     what `vitedge targets` recommends here from then on, on any CPU, instead of its ISA rule.
     `kinds` are the recipe's row kinds ("onnx:int8-dynamic"), in the order of `rows`."""
     from ..core.cpu import probe_cpu
-    from ..targets import measured
-    from .report import recommended
 
-    best = recommended(rows)
+    chosen = [(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)]
     try:
-        measured.record(
-            probe_cpu(),
-            model,
-            [board_summary(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)],
-            where="local, vitedge run",
-            recommended=best.measurement.name if best else None,
-        )
+        _keep_model(probe_cpu(), model, chosen, where="local, vitedge run")
     except OSError as error:  # the run's own results are written; only the advice is not kept
         warnings.warn(f"`vitedge targets` will not recommend from this run: {error}", stacklevel=2)
