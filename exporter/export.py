@@ -21,6 +21,7 @@ from ..core.errors import VitedgeError, first_line
 from ..core.io import atomic_folder
 from ..core.manifest import write_manifest
 from ..models import LoadedModel, require_vit
+from .class_token import trimmed
 from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 FORMATS = {
@@ -64,6 +65,9 @@ class ExportOptions:
     ort_fusions writes (exporter/ort_attention.py), quantized to QAttention.
     ort_fusions: int8-dynamic writes each plain ViT attention as ORT's Attention node (an
     artifact for ONNX Runtime only, recorded in the manifest); False keeps standard ONNX ops.
+    class_token_only: every format computes the last block for the tokens the classifier reads
+    only, where that gives the same logits (exporter/class_token.py; recorded in the manifest);
+    False exports every token of every block.
     """
 
     opset: int = 17
@@ -74,6 +78,7 @@ class ExportOptions:
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
     dynamic_op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")
     ort_fusions: bool = True
+    class_token_only: bool = True
     smooth_quant: bool = True
     overflow_fix: str = "enable"
     nncf_preset: str = "performance"
@@ -344,7 +349,8 @@ def export_artifact(
         )
     used_calibration = calibration if (to, precision) in NEEDS_CALIBRATION else None
     with atomic_folder(Path(out), force=force) as staging:
-        written = EXPORTERS[(to, precision)](loaded, staging, used_calibration, options, embedded_metadata(loaded))
+        with trimmed(loaded.module, options.class_token_only) as trim:
+            written = EXPORTERS[(to, precision)](loaded, staging, used_calibration, options, embedded_metadata(loaded))
         manifest = {
             "format": to,
             "precision": precision,
@@ -362,6 +368,8 @@ def export_artifact(
                 "steps": list(loaded.steps),
             },
             "quantization": written["quantization"],
+            # how many tokens the last block computes: the classifier's only (exporter/class_token.py), or all
+            "last_block_tokens": trim.keep if trim.ran else "all",
             # what a writer adds beyond its model file (executorch: what was lowered, the batch bound)
             **{k: v for k, v in written.items() if k not in ("model_file", "quantization")},
             "calibration": used_calibration.manifest() if used_calibration is not None else None,

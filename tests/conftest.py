@@ -4,6 +4,7 @@ board tests' artifacts, images and torch-free virtualenv (built once a session).
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,19 @@ from vitedge.calibration.sources import CIFAR10_CLASSES, open_source
 from vitedge.models import LoadedModel
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_of_the_session(tmp_path_factory) -> Iterator[Path]:
+    """Every test's vitedge cache lives under pytest's temporary folder, never the user's own
+    (~/.cache/vitedge): a `vitedge run` in a test would otherwise record the test's tiny model
+    as this machine's measurement, which `vitedge targets` then recommends from. `own_cache`
+    still gives a test a cache of its own."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("vitedge-cache")
+    patch.setenv("VITEDGE_CACHE", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture()

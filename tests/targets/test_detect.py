@@ -360,3 +360,11 @@ def test_boards_benched_over_ssh_get_rows_of_their_own(own_cache):
     assert done.exit_code == 0, done.output
     listed = {t["target"]: t for t in json.loads(done.stdout)["targets"]}
     assert listed["ssh://pi@raspberrypi.local"]["recommend"] == "executorch int8 on executorch"
+
+
+def test_tests_keep_out_of_the_users_cache(tmp_path_factory):
+    """What a test's `vitedge run` records lands in pytest's temporary folder (conftest), not in
+    ~/.cache/vitedge, where `vitedge targets` would recommend from the test's tiny model."""
+    from vitedge.targets.measured import store_path
+
+    assert store_path().is_relative_to(tmp_path_factory.getbasetemp())

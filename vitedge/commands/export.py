@@ -123,6 +123,12 @@ def export_command(
         help="ONNX int8-dynamic: each ViT attention as ONNX Runtime's fused Attention node (runs as QAttention; "
         "the file then needs ONNX Runtime, as its manifest says), or standard ONNX ops for any ONNX runtime.",
     ),
+    class_token_only: bool = typer.Option(
+        True,
+        "--class-token-only/--all-tokens",
+        help="ViTs that classify from the class token: compute the last block for the tokens the classifier reads "
+        "only (same logits, 7% less Linear work on ViT-B; recorded in the manifest), or for every token.",
+    ),
     max_drop: float | None = typer.Option(
         None,
         "--max-drop",
@@ -166,6 +172,7 @@ def export_command(
         reduce_range=reduce_range,
         smooth_quant=smooth_quant,
         ort_fusions=ort_fusions,
+        class_token_only=class_token_only,
     )
     needs_calibration = (to, precision) in NEEDS_CALIBRATION
     check_request(to, precision, calib is not None)

@@ -208,17 +208,19 @@ def ort_settings(options: ExportOptions) -> dict[str, Any]:
 
 def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Path:
     """fp32 ONNX (with vitedge's metadata) after the quantizer's pre-processing, as `vitedge export` does."""
+    from ..exporter.class_token import trimmed
     from ..exporter.onnx import export_onnx
     from ..exporter.quantize import pre_process
 
-    fp32 = export_onnx(
-        loaded.module,
-        work / "fp32.onnx",
-        input_size=loaded.data_config.input_size,
-        opset=options.opset,
-        batch=options.batch,
-        metadata=embedded_metadata(loaded),
-    )
+    with trimmed(loaded.module, options.class_token_only):
+        fp32 = export_onnx(
+            loaded.module,
+            work / "fp32.onnx",
+            input_size=loaded.data_config.input_size,
+            opset=options.opset,
+            batch=options.batch,
+            metadata=embedded_metadata(loaded),
+        )
     return pre_process(fp32, work / "prepared.onnx")
 
 
@@ -311,6 +313,15 @@ class OpenVinoBackend:
         return OpenVinoRunner(compiled, runner_info(compiled, precision="int8", device="cpu", threads=threads))
 
 
+def openvino_graph(loaded: LoadedModel, options: ExportOptions) -> Any:
+    """The fp32 OpenVINO model `vitedge export --to openvino` converts for these options."""
+    from ..exporter.class_token import trimmed
+    from ..exporter.openvino import convert_openvino
+
+    with trimmed(loaded.module, options.class_token_only):
+        return convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
+
+
 def openvino_backend(
     loaded: LoadedModel,
     calibration: CalibrationSet,
@@ -320,13 +331,9 @@ def openvino_backend(
     model: Any = None,
 ) -> OpenVinoBackend:
     """Convert once (or reuse `model`); units are the MatMul/Convolution ops NNCF quantizes."""
-    from ..exporter.openvino import convert_openvino
-
-    fp32 = (
-        model
-        if model is not None
-        else convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
-    )
+    if model is None:
+        model = openvino_graph(loaded, options)
+    fp32 = model
     units = tuple(op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() in OPENVINO_UNIT_TYPES)
     return OpenVinoBackend(fp32, calibration, options, variant or OpenVinoVariant.of(options), Path(work), units)
 

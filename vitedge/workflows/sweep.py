@@ -32,6 +32,7 @@ from .int8_eval import (
     Progress,
     Score,
     openvino_backend,
+    openvino_graph,
     ort_backend,
     ort_settings,
     prepare_onnx,
@@ -143,10 +144,8 @@ def sweep_openvino(
     threads: int | None = 1,
     progress: Progress | None = None,
 ) -> list[SweepPoint]:
-    from ..exporter.openvino import convert_openvino
-
     variants = variants if variants is not None else openvino_variants(options)
-    fp32 = convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
+    fp32 = openvino_graph(loaded, options)
     points = []
     total = len(draws) * len(variants)
     with tempfile.TemporaryDirectory(prefix="vitedge-sweep-") as tmp:
