@@ -134,13 +134,17 @@ def test_average_pooled_export_says_every_token(tmp_path):
     assert read_manifest(folder)["last_block_tokens"] == "all"
 
 
-@pytest.mark.parametrize(("flag", "tokens"), [("--class-token-only", 1), ("--all-tokens", "all")])
-def test_cli_chooses(flag, tokens, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("to", "flag", "tokens"),
+    [("openvino", "--class-token-only", 1), ("executorch", "--class-token-only", 1), ("onnx", "--all-tokens", "all")],
+)
+def test_cli_chooses_and_verifies(to, flag, tokens, tmp_path, capsys, monkeypatch):
+    """The export's own parity check (on by default) passes on the trimmed file in every format."""
     from tests.support.cli import cli
     from vitedge.models import save_checkpoint
 
     checkpoint = save_checkpoint(_class_token_vit(), tmp_path / "cls.safetensors")
-    args = ["export", str(checkpoint), "--to", "openvino", flag, "--no-verify", "--out", str(tmp_path / "a")]
+    args = ["export", str(checkpoint), "--to", to, flag, "--verify-samples", "32", "--out", str(tmp_path / "a")]
     code, _, stderr = cli(capsys, monkeypatch, *args)
     assert code == 0, stderr
     assert read_manifest(tmp_path / "a")["last_block_tokens"] == tokens

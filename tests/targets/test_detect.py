@@ -305,9 +305,19 @@ def test_vitedge_run_records_what_it_measured(own_cache, monkeypatch):
     blocked = own_cache.parent / "a-file"
     blocked.write_text("")
     monkeypatch.setenv("VITEDGE_CACHE", str(blocked))  # no cache can be made there
-    with pytest.warns(UserWarning, match="will not recommend from this run"):  # one warning line, no traceback
+    with pytest.warns(UserWarning, match="will not recommend from these measurements"):  # one line, no traceback
         done = CliRunner().invoke(app, ["run", "--json", "--out", str(own_cache.parent / "run2")])
     assert done.exit_code == 0 and done.exception is None, done.output
+
+
+def test_a_board_bench_with_an_unwritable_cache_warns_and_keeps_its_rows(own_cache, monkeypatch):
+    """`vitedge bench` on a board (and on an ARM machine itself) records through the same path
+    as `vitedge run`: a cache that cannot be made is one warning, not an OSError."""
+    blocked = own_cache.parent / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("VITEDGE_CACHE", str(blocked))
+    with pytest.warns(UserWarning, match="will not recommend from these measurements"):
+        keep_board(parse_cpuinfo(PI5, "aarch64"), "vitedge-cifar10", "pi@board")
 
 
 def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):

@@ -267,18 +267,23 @@ def _keep(cpu: CpuInfo, pairs: list[tuple[ResultRow, dict[str, Any]]], *, where:
 
 def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *, where: str) -> None:
     """(row, format) pairs of one model as `vitedge targets` reads them, with the row
-    `report.recommended` chooses from them (the same rule as `vitedge run`'s table)."""
+    `report.recommended` chooses from them (the same rule as `vitedge run`'s table). A cache
+    that cannot be written costs the advice only: one warning, and the bench or run that
+    measured the rows still prints and writes them."""
     from ..targets import measured
     from .report import recommended
 
     best = recommended([row for row, _ in chosen])
-    measured.record(
-        cpu,
-        model,
-        [board_summary(row, fmt) for row, fmt in chosen],
-        where=where,
-        recommended=best.measurement.name if best else None,
-    )
+    try:
+        measured.record(
+            cpu,
+            model,
+            [board_summary(row, fmt) for row, fmt in chosen],
+            where=where,
+            recommended=best.measurement.name if best else None,
+        )
+    except OSError as error:
+        warnings.warn(f"`vitedge targets` will not recommend from these measurements: {error}", stacklevel=2)
 
 
 def _record(rows: list[ResultRow], entries: list[dict[str, Any]], *, where: str) -> None:
@@ -310,7 +315,4 @@ def record_run(rows: list[ResultRow], kinds: Sequence[str], model: str) -> None:
     from ..core.cpu import probe_cpu
 
     chosen = [(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)]
-    try:
-        _keep_model(probe_cpu(), model, chosen, where="local, vitedge run")
-    except OSError as error:  # the run's own results are written; only the advice is not kept
-        warnings.warn(f"`vitedge targets` will not recommend from this run: {error}", stacklevel=2)
+    _keep_model(probe_cpu(), model, chosen, where="local, vitedge run")

@@ -331,9 +331,7 @@ def openvino_backend(
     model: Any = None,
 ) -> OpenVinoBackend:
     """Convert once (or reuse `model`); units are the MatMul/Convolution ops NNCF quantizes."""
-    if model is None:
-        model = openvino_graph(loaded, options)
-    fp32 = model
+    fp32 = model if model is not None else openvino_graph(loaded, options)
     units = tuple(op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() in OPENVINO_UNIT_TYPES)
     return OpenVinoBackend(fp32, calibration, options, variant or OpenVinoVariant.of(options), Path(work), units)
 
