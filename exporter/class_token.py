@@ -5,9 +5,10 @@ last block. That block's key and value projections need every token, but its que
 attention weights, output projection, LayerNorms and MLP are per token: computed for the class
 token alone they give the same logits (the same operations on the same values) for 6.9% less
 of ViT-B's Linear work (the last of 12 blocks computes 1,536 of its 9,216 weight columns for
-every token, the other 7,680 for one). Measured on vit_base_patch16_224, int8-dynamic, batch 1, 2 threads, ORT,
-five interleaved rounds on a 2-core AVX2 EPYC: 1.076× the untrimmed export (median of
-per-round ratios). The final LayerNorm is per token and the pool reads token 0 (DeiT-distilled:
+every token, the other 7,680 for one). benchmarks/class_token.py times each export both ways;
+on a 2-core AVX2 EPYC (batch 1, 2 threads, medians of five interleaved rounds) trimmed over
+whole was 1.07× for ONNX int8-dynamic and int8-static, 1.06× for fp32, 1.03× for OpenVINO int8;
+how much of the removed work shows as time depends on the CPU and runtime. The final LayerNorm is per token and the pool reads token 0 (DeiT-distilled:
 tokens 0 and 1) of what is left, so nothing after the block changes. An int8-dynamic export
 scales the trimmed block's activations over the kept tokens alone, so its int8 values differ
 from the untrimmed graph's; parity against the PyTorch model is checked as for any export.
@@ -49,7 +50,10 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     """softmax(q·kᵀ·scale)·v over heads for q of the kept tokens [B, keep, W] against k, v of
     every token [B, N, W]; returns [B, keep, W]."""
     batch, keep, width = q.shape
-    split = lambda t: t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)  # noqa: E731
+
+    def split(t: torch.Tensor) -> torch.Tensor:  # [B, T, W] → [B, heads, T, W / heads]
+        return t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2)
+
     scores = (split(q) * scale) @ split(k).transpose(-2, -1)
     return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, keep, width)
 

@@ -30,6 +30,10 @@ FORMATS = {
     "executorch": ("fp32", "int8"),
 }
 NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("executorch", "int8")}
+# formats whose last block is computed for the class token only (exporter/class_token.py). Not
+# ExecuTorch: its XNNPACK program of the trimmed forward came out with a static batch (the
+# example's 2; any other batch fails to load its input), though torch.export kept it dynamic.
+CLASS_TOKEN_FORMATS = ("onnx", "openvino")
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 VERSIONED = (
@@ -65,9 +69,9 @@ class ExportOptions:
     ort_fusions writes (exporter/ort_attention.py), quantized to QAttention.
     ort_fusions: int8-dynamic writes each plain ViT attention as ORT's Attention node (an
     artifact for ONNX Runtime only, recorded in the manifest); False keeps standard ONNX ops.
-    class_token_only: every format computes the last block for the tokens the classifier reads
-    only, where that gives the same logits (exporter/class_token.py; recorded in the manifest);
-    False exports every token of every block.
+    class_token_only: ONNX and OpenVINO compute the last block for the tokens the classifier
+    reads only, where that gives the same logits (exporter/class_token.py; recorded in the
+    manifest; CLASS_TOKEN_FORMATS); False exports every token of every block.
     """
 
     opset: int = 17
@@ -349,7 +353,7 @@ def export_artifact(
         )
     used_calibration = calibration if (to, precision) in NEEDS_CALIBRATION else None
     with atomic_folder(Path(out), force=force) as staging:
-        with trimmed(loaded.module, options.class_token_only) as trim:
+        with trimmed(loaded.module, options.class_token_only and to in CLASS_TOKEN_FORMATS) as trim:
             written = EXPORTERS[(to, precision)](loaded, staging, used_calibration, options, embedded_metadata(loaded))
         manifest = {
             "format": to,

@@ -136,10 +136,16 @@ def test_average_pooled_export_says_every_token(tmp_path):
 
 @pytest.mark.parametrize(
     ("to", "flag", "tokens"),
-    [("openvino", "--class-token-only", 1), ("executorch", "--class-token-only", 1), ("onnx", "--all-tokens", "all")],
+    [
+        ("openvino", "--class-token-only", 1),
+        ("onnx", "--all-tokens", "all"),
+        ("executorch", "--class-token-only", "all"),
+    ],
 )
 def test_cli_chooses_and_verifies(to, flag, tokens, tmp_path, capsys, monkeypatch):
-    """The export's own parity check (on by default) passes on the trimmed file in every format."""
+    """The export's own parity check (on by default) passes; ExecuTorch is exported whole (its
+    trimmed XNNPACK program lost the dynamic batch: exporter/export.py CLASS_TOKEN_FORMATS), and
+    its parity check runs batches of several sizes, which a static program fails."""
     from tests.support.cli import cli
     from vitedge.models import save_checkpoint
 
