@@ -37,7 +37,7 @@ def linear_work(module: Any, input_size: tuple[int, int, int], trim: bool) -> tu
     from vitedge.exporter.class_token import trimmed
     from vitedge.targets.limits import linear_shapes
 
-    with trimmed(module, trim):
+    with trimmed(module, trim, "onnx"):
         shapes = linear_shapes(module, input_size)
     return float(sum(s.rows * s.inputs * s.outputs * s.count for s in shapes)), sum(s.count for s in shapes)
 

@@ -30,11 +30,6 @@ FORMATS = {
     "executorch": ("fp32", "int8"),
 }
 NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("executorch", "int8")}
-# formats whose last block is computed for the class token only (exporter/class_token.py). Not
-# ExecuTorch: its XNNPACK program of the trimmed forward came out with a static batch (the
-# example's 2), though torch.export kept it dynamic; with k/v split by slicing instead of chunk()
-# the batch stayed dynamic but the fp32 program ran 0.27x the untrimmed one on vit_base (AVX2 EPYC).
-CLASS_TOKEN_FORMATS = ("onnx", "openvino")
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 VERSIONED = (
@@ -72,7 +67,7 @@ class ExportOptions:
     artifact for ONNX Runtime only, recorded in the manifest); False keeps standard ONNX ops.
     class_token_only: ONNX and OpenVINO compute the last block for the tokens the classifier
     reads only, where that gives the same logits (exporter/class_token.py; recorded in the
-    manifest; CLASS_TOKEN_FORMATS); False exports every token of every block.
+    manifest; class_token.FORMATS); False exports every token of every block.
     """
 
     opset: int = 17
@@ -354,7 +349,7 @@ def export_artifact(
         )
     used_calibration = calibration if (to, precision) in NEEDS_CALIBRATION else None
     with atomic_folder(Path(out), force=force) as staging:
-        with trimmed(loaded.module, options.class_token_only and to in CLASS_TOKEN_FORMATS) as trim:
+        with trimmed(loaded.module, options.class_token_only, to) as trim:
             written = EXPORTERS[(to, precision)](loaded, staging, used_calibration, options, embedded_metadata(loaded))
         manifest = {
             "format": to,

@@ -144,7 +144,7 @@ def test_average_pooled_export_says_every_token(tmp_path):
 )
 def test_cli_chooses_and_verifies(to, flag, tokens, tmp_path, capsys, monkeypatch):
     """The export's own parity check (on by default) passes; ExecuTorch is exported whole (its
-    trimmed XNNPACK program lost the dynamic batch: exporter/export.py CLASS_TOKEN_FORMATS), and
+    trimmed XNNPACK program lost the dynamic batch: exporter/class_token.py FORMATS), and
     its parity check runs batches of several sizes, which a static program fails."""
     from tests.support.cli import cli
     from vitedge.models import save_checkpoint

@@ -212,7 +212,7 @@ def prepare_onnx(loaded: LoadedModel, options: ExportOptions, work: Path) -> Pat
     from ..exporter.onnx import export_onnx
     from ..exporter.quantize import pre_process
 
-    with trimmed(loaded.module, options.class_token_only):
+    with trimmed(loaded.module, options.class_token_only, "onnx"):
         fp32 = export_onnx(
             loaded.module,
             work / "fp32.onnx",
@@ -318,7 +318,7 @@ def openvino_graph(loaded: LoadedModel, options: ExportOptions) -> Any:
     from ..exporter.class_token import trimmed
     from ..exporter.openvino import convert_openvino
 
-    with trimmed(loaded.module, options.class_token_only):
+    with trimmed(loaded.module, options.class_token_only, "openvino"):
         return convert_openvino(loaded.module, input_size=loaded.data_config.input_size, batch=options.batch)
 
 
