@@ -7,8 +7,8 @@ The model is the transformers ViT-B/16 of benchmarks/peers.py (`ViTConfig()` def
 weights) unless --model names another (a timm name, a folder, a checkpoint). Each timing burst
 runs in a fresh process (peers.timed), the two artifacts of a precision are interleaved round by
 round, and the ratio trimmed / whole is taken per round; its median is reported with the
-per-round values. Beside each pair: the fraction of the model's nn.Linear work the trimmed file
-does (targets.limits.linear_shapes of each forward, where its hooks see every product), and the largest logit difference between
+per-round values. Beside each pair: the fraction of the model's Linear work the trimmed file
+does (targets.limits.linear_shapes of each forward: every Linear product, functional ones too), and the largest logit difference between
 the two files on the parity images. Check that nothing else runs first.
 """
 
@@ -31,25 +31,20 @@ from vitedge.core.cpu import probe_cpu
 KINDS = ("onnx:int8-dynamic", "onnx:int8-static", "openvino:int8", "onnx:fp32")
 
 
-def linear_work(module: Any, input_size: tuple[int, int, int], trim: bool) -> tuple[float, int]:
-    """Multiply-adds of one image's nn.Linear products and how many products, the forward
-    trimmed or whole (targets.limits.linear_shapes: forward hooks on nn.Linear)."""
+def linear_work(module: Any, input_size: tuple[int, int, int], trim: bool) -> float:
+    """Multiply-adds of one image's Linear products, the forward trimmed or whole
+    (targets.limits.linear_shapes)."""
     from vitedge.exporter.class_token import trimmed
     from vitedge.targets.limits import linear_shapes
 
     with trimmed(module, trim, "onnx"):
         shapes = linear_shapes(module, input_size)
-    return float(sum(s.rows * s.inputs * s.outputs * s.count for s in shapes)), sum(s.count for s in shapes)
+    return float(sum(s.rows * s.inputs * s.outputs * s.count for s in shapes))
 
 
-def work_fraction(module: Any, input_size: tuple[int, int, int]) -> float | None:
-    """The trimmed forward's share of the whole one's nn.Linear multiply-adds; None where the hooks
-    cannot see every product (timm's trim applies the q and k/v rows of the packed qkv weight
-    without an nn.Linear call, so it makes fewer calls than the whole forward)."""
-    (trimmed_work, trimmed_calls), (whole_work, whole_calls) = (
-        linear_work(module, input_size, trim) for trim in (True, False)
-    )
-    return trimmed_work / whole_work if trimmed_calls == whole_calls else None
+def work_fraction(module: Any, input_size: tuple[int, int, int]) -> float:
+    """The trimmed forward's share of the whole one's Linear multiply-adds."""
+    return linear_work(module, input_size, True) / linear_work(module, input_size, False)
 
 
 def build(loaded: Any, kinds: tuple[str, ...], work: Path, calib_count: int, threads: int) -> list[dict[str, Any]]:
@@ -104,11 +99,8 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]]) ->
 
 def markdown(result: dict[str, Any]) -> str:
     unit = "it/s" if result["batch"] == 1 else "img/s"
-    fraction = result["linear_work_fraction"]
     work = (
-        f"The trimmed file does {100 * fraction:.1f}% of the whole model's nn.Linear multiply-adds."
-        if fraction is not None
-        else "(nn.Linear hooks do not see every product of this model's trimmed block: no work fraction.)"
+        f"The trimmed file does {100 * result['linear_work_fraction']:.1f}% of the whole model's Linear multiply-adds."
     )
     lines = [
         f"# The last block for the class token only: {result['model']}, batch {result['batch']}, "

@@ -22,7 +22,9 @@ threads. Each timing burst runs in a fresh process, and the rows are
 interleaved round by round, so drift on a shared machine hits every row alike. The
 headline ratio is taken per round (the fastest vitedge default over the fastest peer) and
 its median is reported. Beside the rows: this machine's measured GEMM limits
-(`targets.limits`) and each row's share of its limit. Check that nothing else runs first.
+(`targets.limits`) and each row's share of its limit; a row's Linear-layer limit is that of the
+products its file runs (vitedge's exports compute the last block for the class token only, the
+peers' files and PyTorch the whole forward). Check that nothing else runs first.
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ def nncf_recipe(loaded: Any, calibration: Any, work: Path, batch: int) -> Path:
     return save_openvino(quantized, work / "nncf" / "model.xml", compress_to_fp16=False, metadata={})
 
 
+def trimmed_artifact(spec: Any) -> bool:
+    """Whether the row's artifact computes its last block for the class token only (its
+    manifest says so): its Linear-layer limit is then the trimmed forward's."""
+    from vitedge.core.manifest import read_manifest
+
+    return spec.kind == "artifact" and read_manifest(Path(spec.path))["last_block_tokens"] != "all"
+
+
 def build_rows(
     model: Path, work: Path, venv_bin: Path, calib_count: int, threads: int, compressed: tuple[str, ...], batch: int
 ) -> tuple[list[dict[str, Any]], Any]:
@@ -127,11 +137,12 @@ def build_rows(
         (VITEDGE, "openvino:int8"),
     ):
         spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
-        rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec))})
+        rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
     pruned = apply_steps(loaded, [parse_step_spec(step) for step in compressed])
     for kind in COMPRESSED_KINDS:
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)
-        rows.append({"name": f"{spec.name}, {' + '.join(compressed)}", "who": COMPRESSED, "open": ("spec", vars(spec))})
+        name = f"{spec.name}, {' + '.join(compressed)}"
+        rows.append({"name": name, "who": COMPRESSED, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
     flag = optimum_flag(probe_cpu())
     rows.append(
         {
@@ -148,6 +159,16 @@ def build_rows(
         }
     )
     return rows, pruned
+
+
+def row_shapes(loaded: Any, trim: bool, batch: int) -> Any:
+    """The Linear products the model's rows run: the whole forward (PyTorch and the peers'
+    files), or the last block for the class token only, as vitedge's default exports write it."""
+    from vitedge.exporter.class_token import trimmed
+    from vitedge.targets.limits import linear_shapes
+
+    with trimmed(loaded.module, trim, "onnx"):
+        return linear_shapes(loaded.module, loaded.data_config.input_size, batch=batch)
 
 
 def openvino_defaults(path: str, precision: str, threads: int) -> Any:
@@ -199,7 +220,7 @@ class Scale:
 
     reference: np.ndarray
     flops: float
-    linear: dict[str, Any]
+    linear: dict[bool, dict[str, Any]]  # whole (False) or trimmed (True) forward → kind → LinearLimit
 
 
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
@@ -228,7 +249,9 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
                 ).cosine_mean,
                 "share_of_limit": median * scale.flops / limit.ops_per_s,
                 "limit": limit.kind,
-                "share_of_linear_limit": median / scale.linear["int8" if limit.kind == "int8" else "f32"].it_per_s,
+                "linear_limit_of": "trimmed forward" if row.get("trimmed") else "whole forward",
+                "share_of_linear_limit": median
+                / scale.linear[bool(row.get("trimmed"))]["int8" if limit.kind == "int8" else "f32"].it_per_s,
             }
         )
 
@@ -278,7 +301,7 @@ def markdown(result: dict[str, Any]) -> str:
         kind = "int8" if row["limit"] == "int8" else "f32"
         lines.append(
             f"| {row['name']} | {row['who']} | {row['images_per_s']:.1f} | {row['execution_precision']} | "
-            f"{100 * row['share_of_linear_limit']:.0f}% of {kind} "
+            f"{100 * row['share_of_linear_limit']:.0f}% of {kind}, {row['linear_limit_of']} "
             f"| {100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
@@ -293,9 +316,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"Fastest vitedge compressed row ({' + '.join(result['compressed_recipe'])} + int8) over fastest peer: "
         f"{result['fastest_compressed_over_fastest_peer']:.2f}× "
         f"(per round {', '.join(f'{r:.2f}' for r in result['compressed_per_round'])}).",
-        f"Linear-layer limits, the speed if nothing but the model's nn.Linear products cost anything "
-        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): {linear(result['linear_limits'])}; "
-        f"the compressed model's own: {linear(result['compressed_linear_limits'])}.",
+        f"Linear-layer limits, the speed if nothing but the model's Linear products cost anything "
+        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): "
+        f"whole forward {linear(result['linear_limits'])}, "
+        f"last block for the class token only (vitedge's exports) {linear(result['trimmed_linear_limits'])}; "
+        f"the compressed model's own: whole {linear(result['compressed_linear_limits'])}, "
+        f"trimmed {linear(result['compressed_trimmed_linear_limits'])}.",
         f"GEMM limits ({result['limits_note']}): {limits}.",
     ]
     return "\n".join(lines) + "\n"
@@ -321,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.calibration.preprocess import preprocess_batch
     from vitedge.calibration.sources import open_source
     from vitedge.compress.registry import load_model
-    from vitedge.targets.limits import forward_flops, gemm_limits, linear_limit, linear_shapes
+    from vitedge.targets.limits import forward_flops, gemm_limits, linear_limit
 
     venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
     with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
@@ -337,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {
             compressed: (
                 forward_flops(each.module, each.data_config.input_size),
-                linear_shapes(each.module, each.data_config.input_size, batch=args.batch),
+                {trim: row_shapes(each, trim, args.batch) for trim in (False, True)},
                 # the compressed rows' reference: their own model in PyTorch fp32
                 None if not compressed else torch_logits(each.module, inputs),
             )
@@ -359,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     limits = gemm_limits(args.threads)
     linear = {
         compressed: {
-            kind: in_own_process(partial(linear_limit, batch=args.batch), shapes, args.threads, kind)
-            for kind in ("int8", "f32")
+            trim: {
+                kind: in_own_process(partial(linear_limit, batch=args.batch), shapes[trim], args.threads, kind)
+                for kind in ("int8", "f32")
+            }
+            for trim in shapes
         }
         for compressed, (_, shapes, _) in sizes.items()
     }
@@ -381,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",
-        "linear_limits": limits_json(linear[False]),
-        "compressed_linear_limits": limits_json(linear[True]),
+        "linear_limits": limits_json(linear[False][False]),
+        "trimmed_linear_limits": limits_json(linear[False][True]),
+        "compressed_linear_limits": limits_json(linear[True][False]),
+        "compressed_trimmed_linear_limits": limits_json(linear[True][True]),
         **summarize(rows, rounds, limits, scales),
     }
     write_result(args.out, result, markdown(result))

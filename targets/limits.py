@@ -16,11 +16,13 @@ All on the same thread count as the rows.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch.overrides import TorchFunctionMode
 
 GEMM_SIZE = 2048
 
@@ -142,26 +144,62 @@ class LinearLimit:
         return self.ops_per_image / self.seconds_per_image / 1e9
 
 
+class _LinearProducts(TorchFunctionMode):
+    """Counts every Linear product a forward computes, by shape, at the torch-function level:
+    nn.Linear's calls and functional ones alike (timm's class-token trim applies slices of the
+    packed qkv weight with F.linear, which module hooks never see). nn.MultiheadAttention's
+    projections run inside F.multi_head_attention_forward, one torch function the mode sees
+    whole, so they are counted from its arguments the way its in-projection splits them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[int, int, int], int] = {}
+
+    def add(self, rows: int, inputs: int, outputs: int) -> None:
+        key = (rows, inputs, outputs)
+        self.seen[key] = self.seen.get(key, 0) + 1
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        import torch.nn.functional as F
+
+        kwargs = kwargs or {}
+        if func is F.linear:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            self.add(_rows(args[0]), weight.shape[1], weight.shape[0])
+        elif func is F.multi_head_attention_forward:
+            self._attention(inspect.signature(func).bind(*args, **kwargs).arguments)
+        return func(*args, **kwargs)
+
+    def _attention(self, bound: dict[str, Any]) -> None:
+        query, key, value = bound["query"], bound["key"], bound["value"]
+        width = query.shape[-1]
+        if bound.get("use_separate_proj_weight", False):
+            for x, name in ((query, "q_proj_weight"), (key, "k_proj_weight"), (value, "v_proj_weight")):
+                self.add(_rows(x), bound[name].shape[1], bound[name].shape[0])
+        elif query is key and key is value:
+            self.add(_rows(query), width, 3 * width)
+        elif key is value:
+            self.add(_rows(query), width, width)
+            self.add(_rows(key), width, 2 * width)
+        else:
+            for x in (query, key, value):
+                self.add(_rows(x), width, width)
+        self.add(_rows(query), width, bound["out_proj_weight"].shape[0])
+
+
+def _rows(x: Any) -> int:
+    return int(np.prod(x.shape[:-1]))
+
+
 def linear_shapes(module: Any, input_size: tuple[int, int, int], *, batch: int = 1) -> tuple[LinearShape, ...]:
-    """Every nn.Linear product of one forward pass at `batch`, as the layers see them (after
-    token merging or pruning, the shapes the compressed model really runs)."""
+    """Every Linear product of one forward pass at `batch`, as the layers compute them (after
+    token merging, pruning or a class-token trim, the shapes the compressed model really runs)."""
     import torch
 
-    seen: dict[tuple[int, int, int], int] = {}
-
-    def record(layer: torch.nn.Linear, args: tuple, _output: Any) -> None:
-        rows = int(np.prod(args[0].shape[:-1]))
-        key = (rows, layer.in_features, layer.out_features)
-        seen[key] = seen.get(key, 0) + 1
-
-    hooks = [m.register_forward_hook(record) for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros((batch, *input_size)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return tuple(LinearShape(*key, count) for key, count in seen.items())
+    products = _LinearProducts()
+    with torch.no_grad(), products:
+        module.eval()(torch.zeros((batch, *input_size)))
+    return tuple(LinearShape(*key, count) for key, count in products.seen.items())
 
 
 def linear_limit(

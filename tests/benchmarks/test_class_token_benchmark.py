@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.exporter.test_class_token import _class_token_vit
+from tests.support import make_class_token_vit
 from tests.support.families import hf_tiny
 from vitedge.models import save_checkpoint
 
@@ -15,15 +16,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import class_token  # noqa: E402
 
 
+def trimmed_share(tokens: int, width: int, mlp: int, classes: int) -> float:
+    """A 2-block class-token ViT's trimmed share of its Linear multiply-adds, counted by hand."""
+    per_token = 4 * width * width + 2 * width * mlp  # q, k, v, o; fc1, fc2
+    last = tokens * 2 * width * width + (
+        2 * width * width + 2 * width * mlp
+    )  # k, v of every token; q, o, fc1, fc2 of one
+    head = width * classes  # the classifier, on one token either way
+    return (tokens * per_token + last + head) / (2 * tokens * per_token + head)
+
+
 def test_the_work_fraction_counts_what_the_trimmed_block_leaves_out(tmp_path):
-    loaded = hf_tiny(tmp_path / "hf")  # 2 layers, 32 wide, MLP 64, 16 patches + the class token
-    per_token = 4 * 32 * 32 + 2 * 32 * 64  # q, k, v, o; fc1, fc2
-    last = 17 * 2 * 32 * 32 + (2 * 32 * 32 + 2 * 32 * 64)  # k, v of every token; q, o, fc1, fc2 of one
-    head = 32 * 10  # the classifier, on one token either way
-    expected = (17 * per_token + last + head) / (2 * 17 * per_token + head)
-    assert class_token.work_fraction(loaded.module, loaded.data_config.input_size) == expected
-    timm = _class_token_vit()  # the trimmed q/kv products are no nn.Linear call: no fraction claimed
-    assert class_token.work_fraction(timm.module, timm.data_config.input_size) is None
+    hf = hf_tiny(tmp_path / "hf")  # 2 layers, 32 wide, MLP 64, 16 patches + the class token
+    assert class_token.work_fraction(hf.module, hf.data_config.input_size) == trimmed_share(17, 32, 64, 10)
+    timm = make_class_token_vit()  # 64 wide, MLP 128, 64 patches + the class token; trimmed q/kv are F.linear calls
+    assert class_token.work_fraction(timm, (3, 32, 32)) == trimmed_share(65, 64, 128, 10)
 
 
 def test_a_pair_is_one_export_trimmed_and_whole(tmp_path):

@@ -34,6 +34,42 @@ def test_linear_shapes_follow_token_merging():
     assert rows[0] < 65 and rows[-1] <= 65
 
 
+def test_linear_shapes_see_functional_products_of_the_class_token_trim():
+    """timm's trimmed last block applies slices of its packed qkv weight with F.linear, no
+    nn.Linear call: the query for the class token alone, keys and values for every token."""
+    from vitedge.exporter.class_token import class_token_only
+
+    model = make_class_token_vit()
+    with class_token_only(model) as trim:
+        shapes = linear_shapes(model, (3, 32, 32))
+    assert trim.ran
+    assert set(shapes) == {
+        LinearShape(65, 64, 192, 1),  # first block: qkv over every token
+        LinearShape(65, 64, 64, 1),  # its projection
+        LinearShape(65, 64, 128, 2),  # its fc1, and the last block's keys and values (functional)
+        LinearShape(65, 128, 64, 1),  # its fc2
+        LinearShape(1, 64, 64, 2),  # last block: the class token's query (functional), projection
+        LinearShape(1, 64, 128, 1),  # its fc1
+        LinearShape(1, 128, 64, 1),  # its fc2
+        LinearShape(1, 64, 10, 1),  # head
+    }
+
+
+def test_linear_shapes_count_multihead_attention_projections():
+    """torchvision's encoder runs nn.MultiheadAttention, whose projections are computed inside
+    F.multi_head_attention_forward: packed q/k/v in, then out."""
+    from tests.support.families import torchvision_tiny
+
+    shapes = linear_shapes(torchvision_tiny().module, (3, 32, 32))  # 16 patches + class token, 32 wide
+    assert set(shapes) == {
+        LinearShape(17, 32, 96, 2),
+        LinearShape(17, 32, 32, 2),
+        LinearShape(17, 32, 64, 2),
+        LinearShape(17, 64, 32, 2),
+        LinearShape(1, 32, 10, 1),
+    }
+
+
 def test_linear_limit_sums_every_shape_by_its_count():
     shapes = (LinearShape(16, 64, 64, 3), LinearShape(16, 64, 128, 1))
     once = linear_limit(shapes[:1], 1, "f32", seconds=0.05)
