@@ -22,9 +22,10 @@ threads. Each timing burst runs in a fresh process, and the rows are
 interleaved round by round, so drift on a shared machine hits every row alike. The
 headline ratio is taken per round (the fastest vitedge default over the fastest peer) and
 its median is reported. Beside the rows: this machine's measured GEMM limits
-(`targets.limits`) and each row's share of its limit; a row's Linear-layer limit is that of the
-products its file runs (vitedge's exports compute the last block for the class token only, the
-peers' files and PyTorch the whole forward). Check that nothing else runs first.
+(`targets.limits`) and each row's share of its limit; a row's Linear-layer limit is measured
+every round, beside the rows, from the products its file runs (vitedge's exports compute the
+last block for the class token only, the peers' files and PyTorch the whole forward). Check that
+nothing else runs first.
 """
 
 from __future__ import annotations
@@ -220,12 +221,13 @@ class Scale:
 
     reference: np.ndarray
     flops: float
-    linear: dict[bool, dict[str, Any]]  # whole (False) or trimmed (True) forward → kind → LinearLimit
+    linear: list[dict[bool, dict[str, Any]]]  # per round: whole (False) or trimmed (True) forward → kind → LinearLimit
 
 
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
     """The table: each row's median over rounds, its share of the square-GEMM limit of its
-    kind and of its model's own Linear-layer limit (int8 rows: int8, the rest: f32)."""
+    kind, and the median over rounds of its share of its model's own Linear-layer limit
+    measured in the same round (int8 rows: int8, the rest: f32)."""
     from vitedge.targets.limits import limit_kind
     from vitedge.workflows.parity import compare_logits  # the parity check's own cosine
 
@@ -236,6 +238,11 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
         limit = limits[limit_kind(first["execution_precision"] or "f32")]
         median = statistics.median(rates)
         scale = scales[row["who"] == COMPRESSED]
+        linear_kind = "int8" if limit.kind == "int8" else "f32"
+        linear_shares = [
+            rate / each[bool(row.get("trimmed"))][linear_kind].it_per_s
+            for rate, each in zip(rates, scale.linear, strict=True)
+        ]
         table.append(
             {
                 "name": row["name"],
@@ -250,8 +257,8 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
                 "share_of_limit": median * scale.flops / limit.ops_per_s,
                 "limit": limit.kind,
                 "linear_limit_of": "trimmed forward" if row.get("trimmed") else "whole forward",
-                "share_of_linear_limit": median
-                / scale.linear[bool(row.get("trimmed"))]["int8" if limit.kind == "int8" else "f32"].it_per_s,
+                "share_of_linear_limit": statistics.median(linear_shares),
+                "share_of_linear_limit_rounds": linear_shares,
             }
         )
 
@@ -280,10 +287,31 @@ def torch_logits(module: Any, inputs: np.ndarray) -> np.ndarray:
         return module.eval()(torch.from_numpy(inputs)).numpy()
 
 
-def limits_json(linear: dict[str, Any]) -> dict[str, Any]:
+def limits_json(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One Linear-layer limit measured every round: its median and per-round rates, by kind."""
     return {
-        kind: {"it_per_s": v.it_per_s, "giga": v.giga, "runtime": v.runtime, "shapes": [vars(x) for x in v.shapes]}
-        for kind, v in linear.items()
+        kind: {
+            "it_per_s": statistics.median(r[kind].it_per_s for r in rounds),
+            "it_per_s_rounds": [r[kind].it_per_s for r in rounds],
+            "giga": statistics.median(r[kind].giga for r in rounds),
+            "runtime": rounds[0][kind].runtime,
+            "shapes": [vars(x) for x in rounds[0][kind].shapes],
+        }
+        for kind in rounds[0]
+    }
+
+
+def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[bool, dict[str, Any]]:
+    """A model's Linear-layer limits, whole and trimmed forward, int8 and f32, each in its own
+    process like the rows (measured every round, so drift hits limit and rows alike)."""
+    from vitedge.targets.limits import linear_limit
+
+    return {
+        trim: {
+            kind: in_own_process(partial(linear_limit, batch=batch), shapes[trim], threads, kind)
+            for kind in ("int8", "f32")
+        }
+        for trim in shapes
     }
 
 
@@ -307,7 +335,11 @@ def markdown(result: dict[str, Any]) -> str:
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
 
     def linear(limits: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s)" for k, v in limits.items())
+        return ", ".join(
+            f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s; per round "
+            f"{'/'.join(f'{x:.1f}' for x in v['it_per_s_rounds'])})"
+            for k, v in limits.items()
+        )
 
     lines += [
         "",
@@ -317,7 +349,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['fastest_compressed_over_fastest_peer']:.2f}× "
         f"(per round {', '.join(f'{r:.2f}' for r in result['compressed_per_round'])}).",
         f"Linear-layer limits, the speed if nothing but the model's Linear products cost anything "
-        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed): "
+        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed; measured "
+        f"every round after the rows, a row's share is the median of its per-round shares): "
         f"whole forward {linear(result['linear_limits'])}, "
         f"last block for the class token only (vitedge's exports) {linear(result['trimmed_linear_limits'])}; "
         f"the compressed model's own: whole {linear(result['compressed_linear_limits'])}, "
@@ -347,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.calibration.preprocess import preprocess_batch
     from vitedge.calibration.sources import open_source
     from vitedge.compress.registry import load_model
-    from vitedge.targets.limits import forward_flops, gemm_limits, linear_limit
+    from vitedge.targets.limits import forward_flops, gemm_limits
 
     venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
     with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
@@ -370,32 +403,30 @@ def main(argv: list[str] | None = None) -> int:
             for compressed, each in ((False, loaded), (True, pruned))
         }
         del loaded, pruned
-        rounds = []
+        rounds, linear = [], []
         for number in range(args.rounds):
             measured = [
                 in_own_process(timed, row["open"], args.threads, args.seconds, str(work / "inputs.npy"), args.batch)
                 for row in rows
             ]
             rounds.append(measured)
+            linear.append(
+                {
+                    compressed: linear_limits(shapes, args.threads, args.batch)
+                    for compressed, (_, shapes, _) in sizes.items()
+                }
+            )
             print(
                 f"round {number + 1}/{args.rounds}: "
                 + ", ".join(f"{r['name']} {m['images_per_s']:.1f}" for r, m in zip(rows, measured, strict=True)),
                 file=sys.stderr,
             )
     limits = gemm_limits(args.threads)
-    linear = {
-        compressed: {
-            trim: {
-                kind: in_own_process(partial(linear_limit, batch=args.batch), shapes[trim], args.threads, kind)
-                for kind in ("int8", "f32")
-            }
-            for trim in shapes
-        }
-        for compressed, (_, shapes, _) in sizes.items()
-    }
     scales = {
         compressed: Scale(
-            np.asarray(rounds[0][0]["logits"]) if reference is None else reference, flops, linear[compressed]
+            np.asarray(rounds[0][0]["logits"]) if reference is None else reference,
+            flops,
+            [each[compressed] for each in linear],
         )
         for compressed, (flops, _, reference) in sizes.items()
     }
@@ -410,10 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",
-        "linear_limits": limits_json(linear[False][False]),
-        "trimmed_linear_limits": limits_json(linear[False][True]),
-        "compressed_linear_limits": limits_json(linear[True][False]),
-        "compressed_trimmed_linear_limits": limits_json(linear[True][True]),
+        "linear_limits": limits_json([each[False][False] for each in linear]),
+        "trimmed_linear_limits": limits_json([each[False][True] for each in linear]),
+        "compressed_linear_limits": limits_json([each[True][False] for each in linear]),
+        "compressed_trimmed_linear_limits": limits_json([each[True][True] for each in linear]),
         **summarize(rows, rounds, limits, scales),
     }
     write_result(args.out, result, markdown(result))
