@@ -14,7 +14,8 @@ change speed) saved with `save_pretrained`, so every tool starts from the same m
   hint and thread count of every row.
 - PyTorch dynamic int8 (the study's DQ), and the fp32 rows (PyTorch eager, ONNX, OpenVINO).
 - vitedge's defaults: `export --to onnx --precision int8-dynamic`, `int8-static`, and
-  `--to openvino --precision int8`, exactly as the CLI makes them.
+  `--to openvino --precision int8`, exactly as the CLI makes them; where the CPU computes bf16
+  natively, also the opt-in `--to openvino --precision int8-bf16` (and the compressed recipe's).
 
 Batch 1 (or --batch N: every row timed on N images a call and read in images/s; NNCF's recipe is
 then converted with a batch-N example input, as its example would be for that batch), --threads
@@ -50,6 +51,7 @@ from vitedge.core.cpu import probe_cpu
 PEER = "peer"
 VITEDGE = "vitedge default"
 COMPRESSED = "vitedge compressed"
+OPT_IN = "vitedge opt-in"  # a vitedge export the user asks for by name, not a default
 REFERENCE = "fp32 reference"
 # The compressed recipe timed beside the defaults (`--compressed`, `vitedge compress` step specs):
 # half of every block's heads and five eighths of its MLP channels removed, then vitedge's int8
@@ -58,6 +60,9 @@ REFERENCE = "fp32 reference"
 # here the weights are random and only the speed is read.
 COMPRESSED_RECIPE = ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.625")
 COMPRESSED_KINDS = ("onnx:int8-dynamic", "openvino:int8")
+# Where the CPU computes bf16 natively: `--to openvino --precision int8-bf16` (the int8 IR, its
+# float parts in bf16), an opt-in row, and the compressed recipe's too.
+BF16_KIND = "openvino:int8-bf16"
 
 
 def optimum_flag(cpu: Any) -> str:
@@ -127,6 +132,7 @@ def build_rows(
 
     loaded = load_model(str(model))
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, calib_count)
+    bf16 = bool(probe_cpu().bf16)
     rows = []
     for who, kind in (
         (REFERENCE, "torch:fp32"),
@@ -136,11 +142,12 @@ def build_rows(
         (VITEDGE, "onnx:int8-dynamic"),
         (VITEDGE, "onnx:int8-static"),
         (VITEDGE, "openvino:int8"),
+        *([(OPT_IN, BF16_KIND)] if bf16 else []),
     ):
         spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
         rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
     pruned = apply_steps(loaded, [parse_step_spec(step) for step in compressed])
-    for kind in COMPRESSED_KINDS:
+    for kind in COMPRESSED_KINDS + ((BF16_KIND,) if bf16 else ()):
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)
         name = f"{spec.name}, {' + '.join(compressed)}"
         rows.append({"name": name, "who": COMPRESSED, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
@@ -271,12 +278,15 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
         ]
 
     per_round, compressed = ratios(VITEDGE), ratios(COMPRESSED)
+    opt_in = ratios(OPT_IN) if any(row["who"] == OPT_IN for row in rows) else []
     return {
         "rows": table,
         "fastest_vitedge_over_fastest_peer": statistics.median(per_round),
         "per_round": per_round,
         "fastest_compressed_over_fastest_peer": statistics.median(compressed),
         "compressed_per_round": compressed,
+        "fastest_opt_in_over_fastest_peer": statistics.median(opt_in) if opt_in else None,
+        "opt_in_per_round": opt_in,
     }
 
 
@@ -348,6 +358,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"Fastest vitedge compressed row ({' + '.join(result['compressed_recipe'])} + int8) over fastest peer: "
         f"{result['fastest_compressed_over_fastest_peer']:.2f}× "
         f"(per round {', '.join(f'{r:.2f}' for r in result['compressed_per_round'])}).",
+        *(
+            [
+                f"Fastest vitedge opt-in row (`--precision int8-bf16`: the int8 IR, its float parts in bf16) over "
+                f"fastest peer: {result['fastest_opt_in_over_fastest_peer']:.2f}× "
+                f"(per round {', '.join(f'{r:.2f}' for r in result['opt_in_per_round'])})."
+            ]
+            if result.get("opt_in_per_round")
+            else []
+        ),
         f"Linear-layer limits, the speed if nothing but the model's Linear products cost anything "
         f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed; measured "
         f"every round after the rows, a row's share is the median of its per-round shares): "

@@ -20,16 +20,17 @@ from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError, first_line
 from ..core.io import atomic_folder
 from ..core.manifest import write_manifest
+from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from ..models import LoadedModel, require_vit
 from .class_token import trimmed
 from .onnx import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 FORMATS = {
     "onnx": ("fp32", "int8-dynamic", "int8-static"),
-    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "openvino": ("fp32", "fp16", "bf16", "int8", "int8-bf16"),
     "executorch": ("fp32", "int8"),
 }
-NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("executorch", "int8")}
+NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("openvino", "int8-bf16"), ("executorch", "int8")}
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 VERSIONED = (
@@ -207,7 +208,7 @@ def _openvino(precision: str) -> Writer:
                 "compress_to_fp16": False,
                 "compute": "f32 weights; computed in bf16 (INFERENCE_PRECISION_HINT=bf16), on CPUs with native bf16 only",
             }
-        if precision == "int8":
+        if precision.startswith("int8"):  # int8-bf16: the same IR; its float parts compute in bf16
             assert calibration is not None
             model, settings = quantize_openvino(
                 model,
@@ -216,6 +217,7 @@ def _openvino(precision: str) -> Writer:
                 overflow_fix=options.overflow_fix,
                 preset=options.nncf_preset,
             )
+            settings["float_parts"] = float_precision(precision)
         save_openvino(model, folder / OPENVINO_FILE, compress_to_fp16=precision == "fp16", metadata=metadata)
         return {"model_file": OPENVINO_FILE, "quantization": settings}
 
@@ -253,6 +255,7 @@ EXPORTERS: dict[tuple[str, str], Writer] = {
     ("openvino", "fp16"): _openvino("fp16"),
     ("openvino", "bf16"): _openvino("bf16"),
     ("openvino", "int8"): _openvino("int8"),
+    ("openvino", "int8-bf16"): _openvino("int8-bf16"),
     ("executorch", "fp32"): _executorch("fp32"),
     ("executorch", "int8"): _executorch("int8"),
 }
@@ -274,10 +277,8 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
         from .executorch import require_executorch
 
         require_executorch()
-    if precision == "bf16":  # its parity can be checked only where bf16 runs
-        from ..core.precision import require_bf16
-
-        require_bf16(f"{to} bf16")
+    if precision in NATIVE_BF16:  # its parity can be checked only where bf16 runs
+        require_bf16(f"{to} {precision}")
 
 
 def preflight(loaded: LoadedModel) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitedgeError
-from ..core.precision import execution_label, float_precision, require_bf16
+from ..core.precision import NATIVE_BF16, execution_label, float_precision, require_bf16
 from .base import RunnerInfo
 from .onnxruntime import check_batch
 
@@ -83,8 +83,8 @@ def open_openvino(
 
     if device not in DEVICES:
         raise VitedgeError(f"OpenVINO cannot run on target {device!r}", f"use one of {', '.join(DEVICES)}")
-    if precision == "bf16" and DEVICES[device] == "CPU":
-        require_bf16(f"{model_path} is a bf16 artifact")
+    if precision in NATIVE_BF16 and DEVICES[device] == "CPU":
+        require_bf16(f"{model_path} is a {precision} artifact")
     core = ov.Core()
     ov_device = DEVICES[device]
     if ov_device not in core.available_devices:

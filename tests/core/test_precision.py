@@ -35,6 +35,7 @@ HAS_BF16 = bool(probe_cpu().bf16)
         ("fp16", "cpu", "f32"),
         ("int8", "cpu", "f32"),
         ("bf16", "cpu", "bf16"),
+        ("int8-bf16", "cpu", "bf16"),
         ("fp32", "openvino-gpu", "f32"),
         ("fp16", "openvino-gpu", "f16"),
     ],
@@ -103,6 +104,34 @@ def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
 @pytest.mark.skipif(
     not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it"
 )
+def test_int8_bf16_computes_its_float_parts_in_bf16_where_the_cpu_has_it(tmp_path: Path, cifar_batch) -> None:
+    """The same int8 IR as int8, its float parts in bf16: the compiled model says bf16, the gate
+    is int8's, and the logits differ from the int8+f32 run of the same IR (bf16 really ran)."""
+    from tests.support import make_tiny_vit
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.core.manifest import read_manifest
+    from vitedge.targets.openvino import open_openvino
+
+    loaded = make_tiny_vit()
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 16, cache=False)
+    folder = export_artifact(loaded, to="openvino", precision="int8-bf16", out=tmp_path / "a", calibration=calibration)
+    assert read_manifest(folder)["quantization"]["float_parts"] == "bf16"
+    # random weights tie their logits: int8 top-1 agreement is noise here (tests/exporter/test_export.py)
+    report = verify_artifact(folder, loaded, cifar_batch[0], tolerances={"top1_agreement": 0.9}, threads=1)
+    assert report.execution_precision == "int8+bf16" and report.passed, report.failures
+    assert report.cosine_mean > 0.995
+    runner = open_artifact(folder, threads=1)
+    assert runner.info.detail["inference_precision"] == "bf16"
+    f32_parts = open_openvino(folder / "model.xml", precision="int8", threads=1)
+    assert f32_parts.info.execution_precision == "int8+f32"
+    images = cifar_batch[0][:8]
+    assert 0 < np.abs(runner(images) - f32_parts(images)).max() < 0.5
+
+
+@pytest.mark.skipif(
+    not HAS_BF16, reason="this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it"
+)
 def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, cifar_batch) -> None:
     from tests.support import make_tiny_vit
 
@@ -119,15 +148,24 @@ def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, 
 
 
 def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
-    """On a CPU without bf16 (simulated here whatever this one is) export and both runners
-    refuse bf16 in one line before writing anything."""
+    """On a CPU without bf16 (simulated here whatever this one is) export and the runners
+    refuse bf16 and int8-bf16 in one line before writing anything."""
     from tests.support import make_tiny_vit
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.targets.openvino import open_openvino
 
     monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: AVX2_ONLY)
     loaded = make_tiny_vit()
-    with pytest.raises(VitedgeError, match="no native bf16"):
-        export_artifact(loaded, to="openvino", precision="bf16", out=tmp_path / "bf16")
-    assert not (tmp_path / "bf16").exists()
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 4, cache=False)
+    for precision in ("bf16", "int8-bf16"):
+        with pytest.raises(VitedgeError, match="no native bf16"):
+            export_artifact(
+                loaded, to="openvino", precision=precision, out=tmp_path / precision, calibration=calibration
+            )
+        assert not (tmp_path / precision).exists()
+        with pytest.raises(VitedgeError, match=f"is a {precision} artifact: this CPU has no native bf16"):
+            open_openvino(tmp_path / "model.xml", precision=precision)
     with pytest.raises(VitedgeError, match="no native bf16"):
         open_torch(loaded.module, precision="bf16")
 

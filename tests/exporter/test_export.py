@@ -20,6 +20,7 @@ from vitedge.calibration.sources import open_source
 from vitedge.core.cpu import probe_cpu
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, sha256_file, verify_checksums
+from vitedge.core.precision import NATIVE_BF16
 from vitedge.exporter.export import FORMATS, NEEDS_CALIBRATION, ExportOptions, export_artifact
 from vitedge.exporter.onnx import read_metadata
 from vitedge.models import (
@@ -49,13 +50,13 @@ def artifacts(tmp_path_factory, calib):
     return {
         (to, p): export_artifact(model, to=to, precision=p, out=root / f"{to}-{p}", calibration=calib)
         for to, p in PATHS
-        if p != "bf16" or HAS_BF16
+        if p not in NATIVE_BF16 or HAS_BF16
     }
 
 
 @pytest.mark.parametrize(("to", "precision"), PATHS)
 def test_every_path_builds_a_checked_artifact(artifacts, calib, cifar_batch, to, precision):
-    if precision == "bf16" and not HAS_BF16:
+    if precision in NATIVE_BF16 and not HAS_BF16:
         pytest.skip("this CPU has no native bf16; test_bf16_is_refused_without_native_bf16 covers it")
     folder = artifacts[(to, precision)]
     manifest = read_manifest(folder)

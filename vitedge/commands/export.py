@@ -91,12 +91,12 @@ def export_command(
     pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     precision: str = typer.Option(
         "fp32",
-        help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8; executorch: fp32, int8.",
+        help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8, int8-bf16 (int8, float parts in bf16; CPUs with native bf16 only); executorch: fp32, int8.",
     ),
     out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
     calib: str | None = typer.Option(
         None,
-        help="Calibration images for int8-static / openvino int8 / executorch int8: cifar10:train, a folder, a .npz.",
+        help="Calibration images for int8-static / openvino int8, int8-bf16 / executorch int8: cifar10:train, a folder, a .npz.",
     ),
     calib_samples: int | None = typer.Option(
         None,

@@ -16,6 +16,9 @@ table, and runners pass it on and record what the runtime reports back.
   GELU, the unquantized MatMuls) in f32, as they were when the int8 gate was measured.
 - bf16: chosen by the user, only where the CPU computes bf16 natively (AVX512-BF16, AMX, ARM
   bf16); refused elsewhere, since emulated bf16 is slower than f32 and proves nothing.
+- int8-bf16 (OpenVINO IR): the int8 artifact, its float parts in bf16; chosen by the user, on
+  the same CPUs as bf16. Where int8 matrix products are as fast as AMX makes them, the float
+  parts are much of the time (attention, GELU, LayerNorm), and bf16 halves what they move.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from .errors import VitedgeError
 
 F32, BF16, F16 = "f32", "bf16", "f16"
 GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
+NATIVE_BF16 = ("bf16", "int8-bf16")  # artifact precisions that compute bf16: refused on CPUs without it
 
 
 def float_precision(precision: str, device: str = "cpu") -> str:
     """The precision the float parts of an artifact of `precision` compute in on `device`."""
-    if precision == "bf16":
+    if precision in NATIVE_BF16:
         return BF16
     if precision == "fp16" and device in GPU_DEVICES:
         return F16

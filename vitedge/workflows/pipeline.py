@@ -87,7 +87,10 @@ def runner_spec(
 
 
 def needs_calibration(kind: str) -> bool:
-    return kind.endswith(("int8-static", ":int8"))
+    """Whether a row kind ("format:precision") is an artifact its exporter calibrates."""
+    from ..exporter.export import NEEDS_CALIBRATION
+
+    return tuple(kind.split(":", 1)) in NEEDS_CALIBRATION
 
 
 def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -> Any:

@@ -27,9 +27,10 @@ ROW_KINDS = {
     "openvino:fp16": "OpenVINO fp16",
     "openvino:bf16": "OpenVINO bf16",
     "openvino:int8": "OpenVINO int8",
+    "openvino:int8-bf16": "OpenVINO int8, bf16 float parts",
 }
 DEFAULT_ROWS = tuple(
-    k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16")
+    k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16", "openvino:int8-bf16")
 )  # bf16 needs a CPU with it: ask for it in a recipe
 
 
