@@ -92,8 +92,8 @@ def bf16_advice(cpu: CpuInfo) -> tuple[str, str]:
     if not cpu.bf16:
         return "", ""
     return (
-        "; openvino bf16 (or torch bf16) where float accuracy matters (time it beside int8 here)",
-        f"; {' and '.join(cpu.bf16)} compute bf16 natively (export --precision bf16)",
+        "; openvino bf16 (or torch bf16) where float accuracy matters, openvino int8-bf16 beside int8 (time them here)",
+        f"; {' and '.join(cpu.bf16)} compute bf16 natively (export --precision bf16, or int8-bf16: int8 with bf16 float parts)",
     )
 
 
