@@ -179,6 +179,7 @@ def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
     scatter (collection), lines (axes index, label, x, y), bar widths, annotation texts and
     their boxes in display space, legend texts and titles of every axes."""
     from matplotlib.patches import Rectangle
+    from matplotlib.text import Text
 
     drawn: dict = {"scatters": [], "lines": [], "bars": [], "labels": [], "titles": [], "key": [], "label_boxes": []}
     renderer = figure.canvas.get_renderer()
@@ -191,7 +192,8 @@ def _drawn(figure) -> dict:  # noqa: ANN001 - matplotlib Figure
             )
         drawn["bars"].extend(float(p.get_width()) for p in axes.patches if isinstance(p, Rectangle))
         drawn["labels"].extend(text.get_text() for text in axes.texts)
-        drawn["label_boxes"].extend(tuple(text.get_window_extent(renderer).bounds) for text in axes.texts)
+        # the text alone, not an annotation's leader line (which may cross other labels)
+        drawn["label_boxes"].extend(tuple(Text.get_window_extent(text, renderer).bounds) for text in axes.texts)
         for legend in [child for child in axes.get_children() if type(child).__name__ == "Legend"]:
             drawn["key"].extend(text.get_text() for text in legend.get_texts())
         drawn["titles"].append((axes.get_title(), axes.get_xlabel(), axes.get_ylabel()))

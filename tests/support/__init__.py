@@ -35,6 +35,11 @@ def overlapping_labels(boxes: list[tuple[float, float, float, float]]) -> list[t
     ]
 
 
+def label_numbers(labels: list[str]) -> list[str]:
+    """The point numbers a plot's labels name, in order ("7, 8" labels two points on one spot)."""
+    return [number for label in labels for number in label.split(", ")]
+
+
 def key_names(key: list[str]) -> list[str]:
     """The row names of a plot's numbered key ("3. ONNX fp32 (front)" → "ONNX fp32")."""
     return [text.split(". ", 1)[1].removesuffix(" (front)") for text in key if text.split(". ", 1)[0].isdigit()]

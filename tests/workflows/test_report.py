@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.text import Text
 from PIL import Image
 from rich.console import Console
 
@@ -127,6 +128,32 @@ def test_plot_draws_the_noise_aware_front(tmp_path: Path) -> None:
     assert front == ["int8"]
     with Image.open(tmp_path / "p.png") as image:
         assert image.format == "PNG" and image.size[0] > 500
+
+
+def test_labels_of_points_on_one_spot_do_not_overlap() -> None:
+    """Rows of equal speed and top-1 (a tiny model's int8 and fp16 rows can tie) plot on one
+    spot and share one label; a crowd of points near each other still gets a label each, no
+    label's text on top of another's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tests.support import label_numbers, overlapping_labels
+    from vitedge.workflows.report import place_labels
+
+    figure, axes = plt.subplots(figsize=(11.0, 5.5))
+    points = [(100.0, 80.0)] * 3 + [(100.0 + n, 80.0 + n / 50) for n in range(1, 25)] + [(100.0, 80.0)]
+    axes.scatter([x for x, _ in points], [y for _, y in points])
+    axes.set_xscale("log")
+    figure.canvas.draw()
+    labels = place_labels(figure, axes, points, [str(n) for n in range(1, len(points) + 1)])
+    texts = [label.get_text() for label in labels]
+    assert texts[0] == "1, 2, 3, 28" and len(texts) == 25
+    assert sorted(label_numbers(texts), key=int) == [str(n) for n in range(1, len(points) + 1)]
+    boxes = [Text.get_window_extent(label, figure.canvas.get_renderer()).bounds for label in labels]
+    assert not overlapping_labels(boxes)
+    plt.close(figure)
 
 
 def test_reports_are_written_and_parseable(tmp_path: Path) -> None:

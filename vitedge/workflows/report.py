@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -278,12 +279,15 @@ def _plot_published(axes: Any, published: Sequence[PublishedPoint]) -> None:
 RUNTIME_COLORS = {"torch": "tab:blue", "onnxruntime": "tab:orange", "openvino": "tab:green", "executorch": "tab:red"}
 # Label offsets (points) tried in turn, nearest first; a label takes the first that overlaps
 # no label placed before it, so every point keeps a readable number.
+# Where a point's label may go, nearest first: six directions, each at growing distances, far
+# enough out that a crowd of points close together still gets a free place for each label.
 LABEL_OFFSETS = tuple(
     (dx, dy)
-    for radius in (1, 2, 3, 4)
+    for radius in range(1, 13)
     for dx, dy in ((5, 3), (5, -11), (-12, 3), (-12, -11), (0, 9), (0, -17))
     for dx, dy in [(dx * radius, dy * radius)]
 )
+SAME_SPOT_PX = 2.0  # points closer than this on screen are one spot and share a label
 FIGURE_SIZE = (11.0, 5.5)  # inches: the axes, and a key column on the right that names every point
 
 
@@ -292,22 +296,33 @@ def runtime_color(measurement: Measurement) -> str:
 
 
 def place_labels(figure: Any, axes: Any, points: Sequence[tuple[float, float]], texts: Sequence[str]) -> list[Any]:
-    """Annotate each point with its text at the first `LABEL_OFFSETS` entry whose box overlaps no
-    label already placed (the layout must be final: boxes are measured in display space)."""
+    """Annotate each point with its text at the first `LABEL_OFFSETS` entry whose text box
+    overlaps no label already placed (the layout must be final: boxes are measured in display
+    space). Points drawn on one spot (rows of equal speed and top-1) share one label, "7, 8"."""
+    from matplotlib.text import Text
+
     renderer = figure.canvas.get_renderer()
+    spots: list[tuple[tuple[float, float], Any, list[str]]] = []  # (data point, display point, texts)
+    for point, text in zip(points, texts, strict=True):
+        shown = axes.transData.transform(point)
+        same = next((spot for spot in spots if math.dist(spot[1], shown) < SAME_SPOT_PX), None)
+        if same is None:
+            spots.append((point, shown, [text]))
+        else:
+            same[2].append(text)
     placed: list[Any] = []
     boxes: list[Any] = []
-    for (x, y), text in zip(points, texts, strict=True):
+    for (x, y), _, names in spots:
         for dx, dy in LABEL_OFFSETS:
             label = axes.annotate(
-                text,
+                ", ".join(names),
                 (x, y),
                 xytext=(dx, dy),
                 textcoords="offset points",
                 fontsize=7,
                 arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.4},
             )
-            box = label.get_window_extent(renderer)
+            box = Text.get_window_extent(label, renderer)  # the text alone, not its leader line
             if not any(box.overlaps(other) for other in boxes) or (dx, dy) == LABEL_OFFSETS[-1]:
                 boxes.append(box)
                 placed.append(label)
