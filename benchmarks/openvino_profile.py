@@ -4,8 +4,8 @@ compiles it.
     python benchmarks/openvino_profile.py ARTIFACT_DIR --out benchmarks/results/NAME.json [--precision int8-bf16]
 
 The artifact is compiled with `targets.openvino.compile_config` (the product's precision hint,
-LATENCY, the thread count) plus `PERF_COUNT`, run `--calls` times at batch 1 on `--images`
-preprocessed CIFAR-10 test images (the artifact's own DataConfig), and the last call's counters
+LATENCY, the thread count) plus `PERF_COUNT`, run `--calls` times at batch 1 on the first
+CIFAR-10 test image (preprocessed by the artifact's own DataConfig), and the last call's counters
 are summed by node type and kernel ("FullyConnected brgemm_avx512_amx_i8"). `--precision` runs
 the same IR at another artifact precision (`int8-bf16` on an `int8` IR: its float parts in bf16),
 to see which parts a precision moves. Check that nothing else runs on the machine first.
