@@ -103,6 +103,27 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
         run_pipeline(recipe, out, measure=quick_measure)
 
 
+@pytest.mark.parametrize("row", ["openvino:int8-bf16", "openvino:bf16", "torch:bf16"])
+def test_run_refuses_a_bf16_row_before_any_work_on_a_cpu_without_bf16(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch, row: str
+) -> None:
+    """On a CPU without native bf16 (simulated, whatever this one is) a recipe with a bf16 row
+    fails in one line before the model is loaded or any row is measured."""
+    import vitedge.core.cpu
+    import vitedge.workflows.pipeline
+    from vitedge.core.cpu import CpuInfo
+
+    monkeypatch.setattr(
+        vitedge.core.cpu, "probe_cpu", lambda: CpuInfo("x86_64", "AVX2-only", 2, frozenset({"avx2", "fma"}))
+    )
+    loads: list[str] = []
+    monkeypatch.setattr(vitedge.workflows.pipeline, "load_model", lambda *a, **k: loads.append("load"))
+    recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), rows=("torch:fp32", "onnx:fp32", row))
+    with pytest.raises(VitedgeError, match="no native bf16"):
+        run_pipeline(recipe, tmp_path / "out", measure=lambda request: loads.append("measure"))
+    assert loads == [] and not (tmp_path / "out").exists()
+
+
 def test_run_needs_the_reference_row(tiny_checkpoint: Path, tmp_path: Path) -> None:
     recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), rows=("onnx:fp32",))
     with pytest.raises(VitedgeError, match="torch:fp32"):

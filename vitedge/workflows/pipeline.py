@@ -86,6 +86,21 @@ def runner_spec(
     return RunnerSpec(ROW_KINDS[kind], "artifact", str(path), precision=precision, target=target, threads=threads)
 
 
+def check_rows(kinds: Sequence[str]) -> None:
+    """Refuse, before any work, a row this machine cannot build or run: a bf16 row on a CPU
+    without native bf16, an ExecuTorch row without executorch (what `vitedge export` refuses
+    for one artifact), rather than after the rows before it were measured."""
+    from ..core.precision import NATIVE_BF16, require_bf16
+    from ..exporter.export import FORMATS, check_request
+
+    for kind in kinds:
+        to, precision = kind.split(":", 1)
+        if to in FORMATS:
+            check_request(to, precision, has_calibration=True)  # the run draws its own calibration set
+        elif precision in NATIVE_BF16:
+            require_bf16(f"row {kind}")
+
+
 def needs_calibration(kind: str) -> bool:
     """Whether a row kind ("format:precision") is an artifact its exporter calibrates."""
     from ..exporter.export import NEEDS_CALIBRATION
@@ -127,6 +142,7 @@ def run_pipeline(
             "a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup",
             'add "torch:fp32" to [export] rows',
         )
+    check_rows(recipe.rows)
     console = console or Console(stderr=True)
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
