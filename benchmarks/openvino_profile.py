@@ -28,14 +28,14 @@ def profile(folder: Path, precision: str | None, threads: int, calls: int) -> di
 
     from vitedge.calibration.preprocess import DataConfig, preprocess_batch
     from vitedge.calibration.sources import open_source
-    from vitedge.core.manifest import read_manifest
+    from vitedge.core.manifest import model_path, read_manifest
     from vitedge.targets.openvino import compile_config, reported
 
     manifest = read_manifest(folder)
     precision = precision or manifest["precision"]
     config = {**compile_config(precision, "cpu", threads=threads), "PERF_COUNT": True}
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(folder / manifest["model_file"])), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(model_path(folder, manifest))), "CPU", config)
     data_config = DataConfig.from_dict(manifest["data_config"])
     image = preprocess_batch([open_source("cifar10").get(0)], data_config)
     request = compiled.create_infer_request()

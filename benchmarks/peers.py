@@ -132,7 +132,8 @@ def build_rows(
 
     loaded = load_model(str(model))
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, calib_count)
-    bf16 = bool(probe_cpu().bf16)
+    cpu = probe_cpu()
+    bf16 = bool(cpu.bf16)
     rows = []
     for who, kind in (
         (REFERENCE, "torch:fp32"),
@@ -151,7 +152,7 @@ def build_rows(
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)
         name = f"{spec.name}, {' + '.join(compressed)}"
         rows.append({"name": name, "who": COMPRESSED, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
-    flag = optimum_flag(probe_cpu())
+    flag = optimum_flag(cpu)
     rows.append(
         {
             "name": f"Optimum CLI quantize {flag}",

@@ -124,6 +124,22 @@ def test_run_refuses_a_bf16_row_before_any_work_on_a_cpu_without_bf16(
     assert loads == [] and not (tmp_path / "out").exists()
 
 
+def test_a_torch_bf16_row_on_a_gpu_target_is_not_held_to_the_cpu(monkeypatch) -> None:
+    """PyTorch bf16 on target cuda runs on the GPU (targets.torch refuses it on a CPU only), so
+    the up-front check does not refuse it on a CPU without bf16; an OpenVINO bf16 export still is
+    (its parity check runs on this CPU)."""
+    import vitedge.core.cpu
+    from vitedge.core.cpu import CpuInfo
+    from vitedge.workflows.pipeline import check_rows
+
+    monkeypatch.setattr(
+        vitedge.core.cpu, "probe_cpu", lambda: CpuInfo("x86_64", "AVX2-only", 2, frozenset({"avx2", "fma"}))
+    )
+    check_rows(("torch:fp32", "torch:bf16"), "cuda")
+    with pytest.raises(VitedgeError, match="no native bf16"):
+        check_rows(("torch:fp32", "openvino:int8-bf16"), "cuda")
+
+
 def test_run_needs_the_reference_row(tiny_checkpoint: Path, tmp_path: Path) -> None:
     recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), rows=("onnx:fp32",))
     with pytest.raises(VitedgeError, match="torch:fp32"):

@@ -86,10 +86,11 @@ def runner_spec(
     return RunnerSpec(ROW_KINDS[kind], "artifact", str(path), precision=precision, target=target, threads=threads)
 
 
-def check_rows(kinds: Sequence[str]) -> None:
+def check_rows(kinds: Sequence[str], target: str) -> None:
     """Refuse, before any work, a row this machine cannot build or run: a bf16 row on a CPU
     without native bf16, an ExecuTorch row without executorch (what `vitedge export` refuses
-    for one artifact), rather than after the rows before it were measured."""
+    for one artifact, and `targets.torch` for a bf16 module on `target` cpu), rather than
+    after the rows before it were measured."""
     from ..core.precision import NATIVE_BF16, require_bf16
     from ..exporter.export import FORMATS, check_request
 
@@ -97,7 +98,7 @@ def check_rows(kinds: Sequence[str]) -> None:
         to, precision = kind.split(":", 1)
         if to in FORMATS:
             check_request(to, precision, has_calibration=True)  # the run draws its own calibration set
-        elif precision in NATIVE_BF16:
+        elif precision in NATIVE_BF16 and target == "cpu":
             require_bf16(f"row {kind}")
 
 
@@ -142,7 +143,7 @@ def run_pipeline(
             "a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup",
             'add "torch:fp32" to [export] rows',
         )
-    check_rows(recipe.rows)
+    check_rows(recipe.rows, recipe.target)
     console = console or Console(stderr=True)
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
