@@ -53,6 +53,7 @@ VITEDGE = "vitedge default"
 COMPRESSED = "vitedge compressed"
 OPT_IN = "vitedge opt-in"  # a vitedge export the user asks for by name, not a default
 REFERENCE = "fp32 reference"
+STREAMED = "int8, weights streamed"  # the Linear-layer limit with every weight read once per image
 # The compressed recipe timed beside the defaults (`--compressed`, `vitedge compress` step specs):
 # half of every block's heads and five eighths of its MLP channels removed, then vitedge's int8
 # exports. Its accuracy cost is measured on vitedge-cifar10, where weights are real (the same
@@ -232,10 +233,16 @@ class Scale:
     linear: list[dict[bool, dict[str, Any]]]  # per round: whole (False) or trimmed (True) forward → kind → LinearLimit
 
 
+def _shares(rates: list[float], linear: list[dict[bool, dict[str, Any]]], trim: bool, kind: str) -> list[float]:
+    """Per round: a row's rate over its limit of `kind` measured in that round."""
+    return [rate / each[trim][kind].it_per_s for rate, each in zip(rates, linear, strict=True)]
+
+
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
     """The table: each row's median over rounds, its share of the square-GEMM limit of its
     kind, and the median over rounds of its share of its model's own Linear-layer limit
-    measured in the same round (int8 rows: int8, the rest: f32)."""
+    measured in the same round (int8 rows: int8, the rest: f32; int8 rows also the int8 limit
+    with every weight read once per image)."""
     from vitedge.targets.limits import limit_kind
     from vitedge.workflows.parity import compare_logits  # the parity check's own cosine
 
@@ -247,10 +254,9 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
         median = statistics.median(rates)
         scale = scales[row["who"] == COMPRESSED]
         linear_kind = "int8" if limit.kind == "int8" else "f32"
-        linear_shares = [
-            rate / each[bool(row.get("trimmed"))][linear_kind].it_per_s
-            for rate, each in zip(rates, scale.linear, strict=True)
-        ]
+        trim = bool(row.get("trimmed"))
+        linear_shares = _shares(rates, scale.linear, trim, linear_kind)
+        streamed_shares = _shares(rates, scale.linear, trim, STREAMED) if linear_kind == "int8" else []
         table.append(
             {
                 "name": row["name"],
@@ -264,9 +270,11 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
                 ).cosine_mean,
                 "share_of_limit": median * scale.flops / limit.ops_per_s,
                 "limit": limit.kind,
-                "linear_limit_of": "trimmed forward" if row.get("trimmed") else "whole forward",
+                "linear_limit_of": "trimmed forward" if trim else "whole forward",
                 "share_of_linear_limit": statistics.median(linear_shares),
                 "share_of_linear_limit_rounds": linear_shares,
+                "share_of_streamed_linear_limit": statistics.median(streamed_shares) if streamed_shares else None,
+                "share_of_streamed_linear_limit_rounds": streamed_shares,
             }
         )
 
@@ -313,14 +321,18 @@ def limits_json(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[bool, dict[str, Any]]:
-    """A model's Linear-layer limits, whole and trimmed forward, int8 and f32, each in its own
-    process like the rows (measured every round, so drift hits limit and rows alike)."""
-    from vitedge.targets.limits import linear_limit
+    """A model's Linear-layer limits, whole and trimmed forward: int8 and f32 each weight in
+    cache, and int8 with every weight read once per image (`STREAMED`), each in its own process
+    like the rows (measured every round, so drift hits limit and rows alike)."""
+    from vitedge.targets.limits import linear_limit, streamed_linear_limit
 
     return {
         trim: {
-            kind: in_own_process(partial(linear_limit, batch=batch), shapes[trim], threads, kind)
-            for kind in ("int8", "f32")
+            **{
+                kind: in_own_process(partial(linear_limit, batch=batch), shapes[trim], threads, kind)
+                for kind in ("int8", "f32")
+            },
+            STREAMED: in_own_process(partial(streamed_linear_limit, batch=batch), shapes[trim], threads, "int8"),
         }
         for trim in shapes
     }
@@ -332,15 +344,22 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['cpu']}; {result['rounds']} interleaved rounds, every burst in its own process.",
         "",
-        f"| path | who | {'it/s' if result['batch'] == 1 else 'img/s'} (median) | computes | share of the Linear-layer limit | share of the square-GEMM limit "
+        f"| path | who | {'it/s' if result['batch'] == 1 else 'img/s'} (median) | computes | share of the Linear-layer limit "
+        "| share of the int8 limit, weights streamed | share of the square-GEMM limit "
         "| cosine vs its model in PyTorch fp32 |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
+
+    def streamed_share(row: dict[str, Any]) -> str:
+        share = row.get("share_of_streamed_linear_limit")
+        return "–" if share is None else f"{100 * share:.0f}%"
+
     for row in result["rows"]:
         kind = "int8" if row["limit"] == "int8" else "f32"
         lines.append(
             f"| {row['name']} | {row['who']} | {row['images_per_s']:.1f} | {row['execution_precision']} | "
             f"{100 * row['share_of_linear_limit']:.0f}% of {kind}, {row['linear_limit_of']} "
+            f"| {streamed_share(row)} "
             f"| {100 * row['share_of_limit']:.0f}% of {row['limit']} | {row['cosine_vs_pytorch_fp32']:.5f} |"
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
@@ -369,7 +388,9 @@ def markdown(result: dict[str, Any]) -> str:
             else []
         ),
         f"Linear-layer limits, the speed if nothing but the model's Linear products cost anything "
-        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed; measured "
+        f"(targets.limits.linear_limit: each shape timed alone, its weight in cache, summed; "
+        f"'{STREAMED}': streamed_linear_limit, every product in one call, each with its own weight, "
+        f"as a whole model reads them; measured "
         f"every round after the rows, a row's share is the median of its per-round shares): "
         f"whole forward {linear(result['linear_limits'])}, "
         f"last block for the class token only (vitedge's exports) {linear(result['trimmed_linear_limits'])}; "

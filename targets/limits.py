@@ -1,7 +1,7 @@
 """What this machine can do at best, measured, so a row's speed can be read as a share of it.
 
 A figure like "5.2 img/s" says little across CPUs; "62% of this CPU's int8 GEMM rate" says
-how much is left. Two kinds of limit:
+how much is left. Three kinds of limit:
 - square GEMMs (`gemm_limits`): the CPU's peak rate, f32 and int8 through ONNX Runtime's own
   kernels (MatMul for f32, MatMulInteger u8×s8 for int8: the kernels the exported models use)
   and bf16 through PyTorch's oneDNN matmul where the CPU has native bf16;
@@ -10,7 +10,11 @@ how much is left. Two kinds of limit:
   times), timed one shape at a time through the same kernels and summed. Its reciprocal is the
   model's speed if nothing but those products cost anything, the ceiling a whole-model row is
   held to. Short-row shapes run well below the square rate (less reuse per weight byte), so the
-  square figure overstates what a batch-1 ViT can reach.
+  square figure overstates what a batch-1 ViT can reach;
+- the same products with every weight read once per image (`streamed_linear_limit`): one call
+  of all of them, each with a weight of its own, as the whole model reads its weights. Where
+  the int8 kernels are fast, reading ViT-B's 86 MB of weights is a large part of an image, and
+  the in-cache figure is a ceiling no whole model reaches.
 All on the same thread count as the rows.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,42 +68,48 @@ def _best_rate(call: Any, ops: float, seconds: float) -> float:
     return ops / best
 
 
-def matmul_model(weight: np.ndarray, rows: int) -> Any:
-    """One Linear as an exporter writes it: x (rows × inputs) @ weight, the weight a constant;
-    MatMul for a float weight, MatMulInteger (u8 input, int32 output) for an int8 one."""
+def products_model(products: Sequence[tuple[str, np.ndarray, int, str]]) -> Any:
+    """Linears as an exporter writes them, one node per (input name, weight, rows, output name):
+    x (rows × inputs) @ weight, each weight its own constant; MatMul for a float weight,
+    MatMulInteger (u8 input, int32 output) for an int8 one. Products that name the same input
+    read one graph input; every product's output is a graph output."""
     import onnx
     from onnx import TensorProto, helper
 
-    integer = weight.dtype == np.int8
-    x_type, y_type = (TensorProto.UINT8, TensorProto.INT32) if integer else (TensorProto.FLOAT, TensorProto.FLOAT)
-    inputs, outputs = weight.shape
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger" if integer else "MatMul", ["x", "w"], ["y"])],
-        "gemm",
-        [helper.make_tensor_value_info("x", x_type, [rows, inputs])],
-        [helper.make_tensor_value_info("y", y_type, [rows, outputs])],
-        [onnx.numpy_helper.from_array(weight, "w")],
-    )
+    nodes, inputs, outputs, weights = [], {}, [], []
+    for index, (x, weight, rows, y) in enumerate(products):
+        integer = weight.dtype == np.int8
+        x_type, y_type = (TensorProto.UINT8, TensorProto.INT32) if integer else (TensorProto.FLOAT, TensorProto.FLOAT)
+        width, out = weight.shape
+        w = "w" if len(products) == 1 else f"w{index}"
+        nodes.append(helper.make_node("MatMulInteger" if integer else "MatMul", [x, w], [y]))
+        inputs.setdefault(x, helper.make_tensor_value_info(x, x_type, [rows, width]))
+        outputs.append(helper.make_tensor_value_info(y, y_type, [rows, out]))
+        weights.append(onnx.numpy_helper.from_array(weight, w))
+    graph = helper.make_graph(nodes, "gemm", list(inputs.values()), outputs, weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def matmul_model(weight: np.ndarray, rows: int) -> Any:
+    """One Linear, input `x`, output `y`."""
+    return products_model([("x", weight, rows, "y")])
 
 
 def ort_matmul(kind: str, rows: int, inputs: int, outputs: int, threads: int) -> Any:
     """A call that runs one (rows × inputs) by (inputs × outputs) product through ONNX
     Runtime's kernel for `kind` (f32: MatMul, int8: MatMulInteger u8×s8), the weight a
     constant as in an exported model."""
+    model, feeds = linear_chain((LinearShape(rows, inputs, outputs, 1),), kind)
+    session = _session(model, threads)
+    return lambda: session.run(None, feeds)
+
+
+def _session(model: Any, threads: int) -> Any:
     import onnxruntime as ort
 
     from .onnxruntime import session_options
 
-    x_dtype, w_dtype = {"f32": (np.float32, np.float32), "int8": (np.uint8, np.int8)}[kind]
-    rng = np.random.default_rng(0)
-    weight = rng.integers(-127, 128, (inputs, outputs)).astype(w_dtype)
-    x = rng.integers(0, 256, (rows, inputs)).astype(x_dtype)
-    model = matmul_model(weight, rows)
-    session = ort.InferenceSession(
-        model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
-    )
-    return lambda: session.run(None, {"x": x})
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _ort_gemm(kind: str, size: int, threads: int, seconds: float) -> GemmLimit:
@@ -134,6 +145,7 @@ class LinearLimit:
     ops_per_image: float
     shapes: tuple[LinearShape, ...]
     runtime: str
+    streamed: bool = False  # every weight read once per image (True) or each shape's one weight in cache
 
     @property
     def it_per_s(self) -> float:
@@ -218,6 +230,48 @@ def linear_limit(
         total += shape.count * once / _best_rate(call, once, seconds)
     ops = sum(shape.ops for shape in shapes)
     return LinearLimit(kind, threads, batch, total / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}")
+
+
+def linear_chain(shapes: tuple[LinearShape, ...], kind: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """The model `streamed_linear_limit` times and its inputs: `count` products of every shape,
+    each with a weight of its own (random, as weights do not change speed), the products of one
+    input shape reading one input."""
+    x_dtype, w_dtype = {"f32": (np.float32, np.float32), "int8": (np.uint8, np.int8)}[kind]
+    rng = np.random.default_rng(0)
+    products, feeds = [], {}
+    for shape in shapes:
+        x = f"x{shape.rows}_{shape.inputs}"
+        feeds.setdefault(x, rng.integers(0, 256, (shape.rows, shape.inputs)).astype(x_dtype))
+        for _ in range(shape.count):
+            weight = rng.integers(-127, 128, (shape.inputs, shape.outputs)).astype(w_dtype)
+            products.append((x, weight, shape.rows, f"y{len(products)}"))
+    return products_model(products), feeds
+
+
+def streamed_linear_limit(
+    shapes: tuple[LinearShape, ...], threads: int, kind: str = "int8", *, batch: int = 1, seconds: float = 2.0
+) -> LinearLimit:
+    """Per image: one call of every product of the forward, each with its own weight, through
+    the same kernels as `linear_limit`: the weights (ViT-B: 86 MB of int8) are read from
+    wherever they stay between images, as a whole model reads them. The honest ceiling at
+    batch 1 where the kernels are fast enough for those reads to matter; outputs are bound to
+    buffers made once, so returning them costs nothing."""
+    import onnxruntime as ort
+
+    model, feeds = linear_chain(shapes, kind)
+    session = _session(model, threads)
+    del model
+    binding = session.io_binding()
+    for name, x in feeds.items():
+        binding.bind_cpu_input(name, x)
+    y_dtype = np.int32 if kind == "int8" else np.float32
+    for output in session.get_outputs():
+        binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(np.empty(output.shape, y_dtype)))
+    ops = sum(shape.ops for shape in shapes)
+    rate = _best_rate(lambda: session.run_with_iobinding(binding), ops, seconds)
+    return LinearLimit(
+        kind, threads, batch, ops / rate / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}", streamed=True
+    )
 
 
 def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:

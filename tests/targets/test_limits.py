@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from support import make_class_token_vit
 
 from vitedge.compress.tokens import tokens
-from vitedge.targets.limits import LinearShape, linear_limit, linear_shapes
+from vitedge.targets.limits import LinearShape, linear_chain, linear_limit, linear_shapes, streamed_linear_limit
 
 
 def test_linear_shapes_are_the_products_one_image_runs():
@@ -80,6 +81,37 @@ def test_linear_limit_sums_every_shape_by_its_count():
     assert both.it_per_s == pytest.approx(1 / both.seconds_per_image)
     batched = linear_limit(shapes, 1, "int8", batch=2, seconds=0.05)
     assert batched.ops_per_image == both.ops_per_image / 2 and batched.kind == "int8"
+
+
+def test_linear_chain_computes_every_product_with_a_weight_of_its_own():
+    """The streamed limit reads as many weights as the forward: one per product, not one per
+    shape (a shared weight would stay in cache and measure the in-cache ceiling again)."""
+    import onnx
+    import onnxruntime as ort
+
+    shapes = (LinearShape(16, 64, 32, 3), LinearShape(1, 32, 8, 2))
+    for kind, dtype in (("int8", np.int8), ("f32", np.float32)):
+        model, feeds = linear_chain(shapes, kind)
+        weights = [onnx.numpy_helper.to_array(w) for w in model.graph.initializer]
+        assert [w.shape for w in weights] == [(64, 32)] * 3 + [(32, 8)] * 2
+        assert all(w.dtype == dtype for w in weights)
+        assert len({w.tobytes() for w in weights}) == 5
+        assert {name: x.shape for name, x in feeds.items()} == {"x16_64": (16, 64), "x1_32": (1, 32)}
+        outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        inputs = [feeds["x16_64"]] * 3 + [feeds["x1_32"]] * 2
+        for x, w, y in zip(inputs, weights, outputs, strict=True):
+            expected = x.astype(np.int64) @ w.astype(np.int64)
+            np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_streamed_linear_limit_times_the_whole_chain_per_image():
+    shapes = (LinearShape(16, 64, 64, 3), LinearShape(16, 64, 128, 1))
+    streamed = streamed_linear_limit(shapes, 1, "int8", seconds=0.05)
+    assert streamed.streamed and not linear_limit(shapes, 1, "int8", seconds=0.05).streamed
+    assert streamed.ops_per_image == 3 * 2 * 16 * 64 * 64 + 2 * 16 * 64 * 128
+    assert streamed.seconds_per_image > 0 and streamed.it_per_s == pytest.approx(1 / streamed.seconds_per_image)
+    batched = streamed_linear_limit(shapes, 1, "f32", batch=2, seconds=0.05)
+    assert batched.ops_per_image == streamed.ops_per_image / 2 and batched.kind == "f32"
 
 
 def test_square_gemm_limits_and_which_limit_a_row_is_held_to():
