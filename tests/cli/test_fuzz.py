@@ -30,7 +30,7 @@ from vitedge.calibration.preprocess import (
 )
 from vitedge.calibration.sources import decode_image
 from vitedge.core.errors import VitedgeError
-from vitedge.workflows.recipe import ROW_KINDS, SCHEMA, Recipe, parse_recipe
+from vitedge.workflows.recipe import ROW_KINDS, SCHEMA, Recipe, parse_recipe, rows_for
 
 LONG_RUN = os.environ.get("VITEDGE_FUZZ_EXAMPLES")
 
@@ -290,7 +290,7 @@ def check_recipe(text: str) -> None:
         assert exc.message.startswith("fuzz.toml"), exc.message  # names the file (and line)
         return
     assert isinstance(recipe, Recipe)
-    assert all(kind in ROW_KINDS for kind in recipe.rows)
+    assert all(kind in ROW_KINDS for kind in rows_for(recipe).kinds)
     assert all(isinstance(b, int) and b >= 1 for b in recipe.batches), recipe.batches
     assert recipe.samples is None or (isinstance(recipe.samples, int) and recipe.samples >= 1), recipe.samples
     assert isinstance(recipe.calibration_samples, int) and recipe.calibration_samples >= 1

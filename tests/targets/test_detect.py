@@ -291,9 +291,9 @@ def test_any_cpu_recommends_from_its_last_vitedge_run(own_cache):
 def test_vitedge_run_records_what_it_measured(own_cache, monkeypatch):
     """The command itself keeps its rows: `vitedge targets --json` then recommends from them."""
     from vitedge.workflows import pipeline
-    from vitedge.workflows.recipe import Recipe
+    from vitedge.workflows.recipe import Recipe, rows_for
 
-    kinds = Recipe().rows
+    kinds = rows_for(Recipe()).kinds  # the rows `vitedge run` measures on this CPU
     by_kind = dict(zip(RUN_KINDS, run_rows(), strict=True))
     rows = [by_kind.get(kind, measured_row("openvino", "openvino", "fp16", 1.0, True)) for kind in kinds]
     monkeypatch.setattr(pipeline, "run_pipeline", lambda recipe, folder, **_: rows)

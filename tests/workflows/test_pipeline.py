@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import key_names, label_numbers, overlapping_labels
+from vitedge.core.cpu import CpuInfo, probe_cpu
 from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
 from vitedge.targets.measure import Measurement, MeasureRequest, measure
 from vitedge.workflows.pipeline import run_pipeline
-from vitedge.workflows.recipe import Recipe
+from vitedge.workflows.recipe import DEFAULT_ROWS, Recipe
 from vitedge.workflows.report import Parity
 
 
@@ -37,6 +38,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 FP32_ROWS = ("ONNX fp32", "OpenVINO fp32")
 FP16_ROWS = ("OpenVINO fp16",)
 INT8_ROWS = ("PyTorch dynamic int8", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO int8")
+INT8_BF16_ROW = "OpenVINO int8, bf16 float parts"  # a default row where this CPU computes bf16 natively
+HAS_BF16 = bool(probe_cpu().bf16)
+AVX2_ONLY = CpuInfo("x86_64", "AVX2-only", 2, frozenset({"avx2", "fma"}))
+X86_BF16 = CpuInfo(
+    "x86_64", "AMX test CPU", 2, frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_int8"})
+)
 
 
 def check_parity(name: str, parity: Parity | None) -> None:
@@ -46,7 +53,7 @@ def check_parity(name: str, parity: Parity | None) -> None:
     elif name in FP16_ROWS:
         assert parity.passed and 1e-6 < parity.max_abs < 1e-3 and parity.cosine_min > 0.99999, (name, parity)
     else:
-        assert name in INT8_ROWS, name
+        assert name in INT8_ROWS or name == INT8_BF16_ROW, name
         assert parity.cosine_mean > 0.995 and parity.max_abs < 0.15, (name, parity)
         # random weights tie their logits (mean top-2 gap 0.09), so top-1 agreement on 40
         # images is not asserted; the gate's verdict must still follow from its own bounds
@@ -54,21 +61,26 @@ def check_parity(name: str, parity: Parity | None) -> None:
 
 
 def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, figures: dict[str, dict]) -> None:
+    """The default rows of this CPU: OpenVINO int8-bf16 too where it computes bf16 natively."""
     recipe = dataclasses.replace(
         Recipe(), model=str(tiny_checkpoint), samples=40, calibration_samples=16, batches=(1, 4), threads=1, name="tiny"
     )
     rows = run_pipeline(recipe, tmp_path / "out", measure=quick_measure)
     names = [row.measurement.name for row in rows]
-    assert names == [
-        "PyTorch fp32",
-        "PyTorch dynamic int8",
-        "ONNX fp32",
-        "ONNX int8 dynamic",
-        "ONNX int8 static",
-        "OpenVINO fp32",
-        "OpenVINO fp16",
-        "OpenVINO int8",
-    ]
+    assert (
+        names
+        == [
+            "PyTorch fp32",
+            "PyTorch dynamic int8",
+            "ONNX fp32",
+            "ONNX int8 dynamic",
+            "ONNX int8 static",
+            "OpenVINO fp32",
+            "OpenVINO fp16",
+            "OpenVINO int8",
+        ]
+        + [INT8_BF16_ROW] * HAS_BF16
+    )
     assert rows[0].baseline and rows[0].parity is None
     for row in rows[1:]:
         assert row.measurement.accuracy.samples == 40
@@ -79,8 +91,12 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
     assert by_name["PyTorch dynamic int8"].measurement.size_mb < 0.6 * rows[0].measurement.size_mb
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
-    assert len(results["rows"]) == 8 and results["calibration"]["disjoint_from_eval"]
-    assert (out / "report.md").read_text().count("\n| ") == 9  # header + 8 rows
+    assert len(results["rows"]) == len(rows) and results["calibration"]["disjoint_from_eval"]
+    assert results["recipe"]["rows"] == list(DEFAULT_ROWS) + ["openvino:int8-bf16"] * HAS_BF16
+    assert ("computes bf16 natively" in results["recipe"]["rows_chosen"]) == HAS_BF16
+    report = (out / "report.md").read_text()
+    assert report.count("\n| ") == 1 + len(rows)  # header + rows
+    assert ("- rows: the defaults, with openvino:int8-bf16" in report) == HAS_BF16
     plotted = figures["pareto.png"]
     assert plotted["size"] == (1320, 660)  # figsize 11×5.5 in at 120 dpi, read back from the PNG
     np.testing.assert_allclose(
@@ -90,14 +106,18 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
     assert sorted(label_numbers(plotted["labels"]), key=int) == [str(n) for n in range(1, len(rows) + 1)]
     assert key_names(plotted["key"]) == [row.measurement.name for row in rows]
     assert not overlapping_labels(plotted["label_boxes"])
-    assert sorted(p.name for p in (out / "artifacts").iterdir()) == [
-        "onnx-fp32",
-        "onnx-int8-dynamic",
-        "onnx-int8-static",
-        "openvino-fp16",
-        "openvino-fp32",
-        "openvino-int8",
-    ]
+    assert (
+        sorted(p.name for p in (out / "artifacts").iterdir())
+        == [
+            "onnx-fp32",
+            "onnx-int8-dynamic",
+            "onnx-int8-static",
+            "openvino-fp16",
+            "openvino-fp32",
+            "openvino-int8",
+        ]
+        + ["openvino-int8-bf16"] * HAS_BF16
+    )
     assert not list(tmp_path.glob(".*"))  # nothing left from staging
     with pytest.raises(VitedgeError, match="already exists"):
         run_pipeline(recipe, out, measure=quick_measure)
@@ -138,6 +158,32 @@ def test_a_torch_bf16_row_on_a_gpu_target_is_not_held_to_the_cpu(monkeypatch) ->
     check_rows(("torch:fp32", "torch:bf16"), "cuda")
     with pytest.raises(VitedgeError, match="no native bf16"):
         check_rows(("torch:fp32", "openvino:int8-bf16"), "cuda")
+
+
+class Stop(Exception):
+    """Ends a run at its first measurement: what it built before that is the test's."""
+
+
+@pytest.mark.parametrize("cpu,added", [(AVX2_ONLY, ()), (X86_BF16, ("openvino:int8-bf16",))], ids=["no-bf16", "bf16"])
+def test_run_builds_the_default_rows_of_the_cpu_it_runs_on(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch, cpu: CpuInfo, added: tuple[str, ...]
+) -> None:
+    """A recipe without rows builds rows_for(recipe), as the simulated CPU gives them, not the
+    recipe's field; nothing is exported or measured (runner_spec is stubbed), so it holds on any CPU."""
+    import vitedge.core.cpu
+    import vitedge.workflows.pipeline
+
+    monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: cpu)
+    built: list[str] = []
+    monkeypatch.setattr(vitedge.workflows.pipeline, "runner_spec", lambda loaded, kind, folder, **_: built.append(kind))
+    recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), samples=8, calibration_samples=4)
+
+    def stop(request: MeasureRequest) -> Measurement:
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_pipeline(recipe, tmp_path / "out", measure=stop)
+    assert tuple(built) == DEFAULT_ROWS + added and not (tmp_path / "out").exists()
 
 
 def test_run_needs_the_reference_row(tiny_checkpoint: Path, tmp_path: Path) -> None:

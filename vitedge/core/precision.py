@@ -16,8 +16,8 @@ table, and runners pass it on and record what the runtime reports back.
   GELU, the unquantized MatMuls) in f32, as they were when the int8 gate was measured.
 - bf16: chosen by the user, only where the CPU computes bf16 natively (AVX512-BF16, AMX, ARM
   bf16); refused elsewhere, since emulated bf16 is slower than f32 and proves nothing.
-- int8-bf16 (OpenVINO IR): the int8 artifact, its float parts in bf16; chosen by the user, on
-  the same CPUs as bf16. Where int8 matrix products are as fast as AMX makes them, the float
+- int8-bf16 (OpenVINO IR): the int8 artifact, its float parts in bf16; on the same CPUs as
+  bf16, chosen by the user or timed among `vitedge run`'s default rows there. Where int8 matrix products are as fast as AMX makes them, the float
   parts are much of the time (attention, GELU, LayerNorm), and bf16 halves what they move.
 """
 

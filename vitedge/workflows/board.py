@@ -311,7 +311,7 @@ def record_run(rows: list[ResultRow], kinds: Sequence[str], model: str) -> None:
     """`vitedge run`'s rows on this machine's CPU: every artifact parity-checked against the
     PyTorch row, so the row `report.recommended` picks (the one the run's summary names) is
     what `vitedge targets` recommends here from then on, on any CPU, instead of its ISA rule.
-    `kinds` are the recipe's row kinds ("onnx:int8-dynamic"), in the order of `rows`."""
+    `kinds` are the run's row kinds (`recipe.rows_for`: "onnx:int8-dynamic"), in the order of `rows`."""
     from ..core.cpu import probe_cpu
 
     chosen = [(row, kind.split(":")[0]) for row, kind in zip(rows, kinds, strict=True)]

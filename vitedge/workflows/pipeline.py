@@ -29,7 +29,7 @@ from ..targets.measure import (
     RunnerSpec,
     measure_isolated,
 )
-from .recipe import ROW_KINDS, Recipe
+from .recipe import ROW_KINDS, Recipe, rows_for
 from .report import Parity, ResultRow, progress_bar, write_reports
 
 REFERENCE_ROW = "torch:fp32"
@@ -137,19 +137,25 @@ def run_pipeline(
     measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
 ) -> list[ResultRow]:
     """Run the whole recipe; write results.json, report.md, pareto.png (and the artifacts)
-    into `out`; return the rows in recipe order."""
-    if REFERENCE_ROW not in recipe.rows:
+    into `out`; return the rows in the order of `rows_for(recipe).kinds`: the recipe's own
+    rows, or the defaults for this machine (openvino:int8-bf16 too on a CPU with native bf16,
+    which results.json's recipe.rows_chosen and report.md then say)."""
+    chosen = rows_for(recipe)
+    kinds = chosen.kinds
+    if REFERENCE_ROW not in kinds:
         raise VitedgeError(
             "a run needs the torch:fp32 row: it is the reference for parity, Δ top-1 and speedup",
             'add "torch:fp32" to [export] rows',
         )
-    check_rows(recipe.rows, recipe.target)
+    check_rows(kinds, recipe.target)
     console = console or Console(stderr=True)
+    if chosen.added:
+        console.print(f"rows: {chosen.why}")
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
         loaded = _apply_steps(loaded, recipe.steps)
     eval_data = prepare_eval_data(open_source(recipe.data), loaded.data_config, recipe.samples, seed=recipe.seed)
-    calibrated = any(needs_calibration(kind) for kind in recipe.rows)
+    calibrated = any(needs_calibration(kind) for kind in kinds)
     rows: list[ResultRow] = []
     with (
         atomic_folder(out, force=force) as staging,
@@ -161,9 +167,9 @@ def run_pipeline(
         if eval_data.labels is not None:
             np.save(staging / "labels.npy", eval_data.labels)
             labels_path = str(staging / "labels.npy")
-        build = progress.add_task("export", total=len(recipe.rows), item="")
+        build = progress.add_task("export", total=len(kinds), item="")
         specs: dict[str, RunnerSpec] = {}
-        for kind in recipe.rows:
+        for kind in kinds:
             progress.update(build, item=ROW_KINDS[kind])
             specs[kind] = runner_spec(
                 loaded,
@@ -175,10 +181,10 @@ def run_pipeline(
                 calibration=calibration,
             )
             progress.advance(build)
-        bench = progress.add_task("measure", total=len(recipe.rows), item="")
+        bench = progress.add_task("measure", total=len(kinds), item="")
         logits: dict[str, np.ndarray] = {}
         measurements: dict[str, Measurement] = {}
-        for kind in [REFERENCE_ROW] + [k for k in recipe.rows if k != REFERENCE_ROW]:
+        for kind in [REFERENCE_ROW] + [k for k in kinds if k != REFERENCE_ROW]:
             progress.update(bench, item=ROW_KINDS[kind])
             logits_path = staging / f".logits-{kind.replace(':', '-')}.npy"
             request = MeasureRequest(
@@ -198,7 +204,7 @@ def run_pipeline(
 
         margins = decision_margins(loaded.module, eval_data.inputs)
         reference_hits = measurements[REFERENCE_ROW].accuracy.hits() if measurements[REFERENCE_ROW].accuracy else None
-        for kind in recipe.rows:
+        for kind in kinds:
             parity = (
                 None
                 if kind == REFERENCE_ROW
@@ -221,7 +227,8 @@ def run_pipeline(
                 )
             )
         extra = {
-            "recipe": recipe.__dict__ | {"steps": [list(s) for s in recipe.steps]},
+            "recipe": recipe.__dict__
+            | {"rows": list(kinds), "rows_chosen": chosen.why, "steps": [list(s) for s in recipe.steps]},
             "model": loaded.spec,
             "samples": int(len(eval_data.inputs)),
         }
@@ -232,7 +239,8 @@ def run_pipeline(
                 "seed": recipe.seed,
                 "disjoint_from_eval": True,
             }
-        write_reports(rows, staging, title=recipe.name, extra=extra)
+        notes = [f"rows: {chosen.why}"] if chosen.added else []
+        write_reports(rows, staging, title=recipe.name, extra=extra, notes=notes)
         (staging / "inputs.npy").unlink()
         if labels_path:
             Path(labels_path).unlink()

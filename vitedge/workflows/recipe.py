@@ -12,7 +12,9 @@ from typing import Any
 
 import tomllib
 
+from ..core.cpu import CpuInfo
 from ..core.errors import VitedgeError
+from ..targets.base import CPU_TARGETS
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 ROW_KINDS = {
@@ -31,7 +33,10 @@ ROW_KINDS = {
 }
 DEFAULT_ROWS = tuple(
     k for k in ROW_KINDS if k not in ("torch:fp16", "torch:bf16", "openvino:bf16", "openvino:int8-bf16")
-)  # bf16 needs a CPU with it: ask for it in a recipe
+)  # what every CPU runs; bf16 rows need a CPU that computes bf16 natively
+# Added to the defaults on target cpu where the CPU computes bf16 natively: there int8-bf16 can
+# be the fastest row that passes parity (docs/precision.md); the other bf16 rows stay opt-in.
+NATIVE_BF16_ROWS = ("openvino:int8-bf16",)
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Recipe:
     pretrained: bool = False
     arch: str | None = None
     steps: tuple[tuple[str, dict[str, Any]], ...] = ()
-    rows: tuple[str, ...] = DEFAULT_ROWS
+    rows: tuple[str, ...] | None = None  # None: not listed, rows_for picks the defaults for this machine
     data: str = "cifar10"
     samples: int | None = 1000  # None: every image
     calibration: str = "cifar10:train"
@@ -53,6 +58,41 @@ class Recipe:
     target: str = "cpu"
     name: str = "vitedge-cifar10 on CIFAR-10"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChosenRows:
+    """The row kinds a run measures, in order, and where they came from: results.json and
+    report.md say why a run on one machine has a row that the same recipe lacks on another."""
+
+    kinds: tuple[str, ...]
+    why: str
+    added: tuple[str, ...] = ()  # beyond DEFAULT_ROWS, for this machine's CPU
+
+
+def default_rows(target: str, cpu: CpuInfo | None = None) -> ChosenRows:
+    """The rows of a recipe that lists none. On target cpu, where `cpu` (this machine's by
+    default) computes bf16 natively, also NATIVE_BF16_ROWS: a run recommends only rows it
+    measured, so int8-bf16 must be timed to be chosen. Elsewhere it would be refused
+    (pipeline.check_rows) or run on another device, so it is left to a recipe to ask for."""
+    if target not in CPU_TARGETS:
+        return ChosenRows(DEFAULT_ROWS, f"the defaults for target {target}")
+    if cpu is None:
+        from ..core.cpu import probe_cpu
+
+        cpu = probe_cpu()
+    if not cpu.bf16:
+        return ChosenRows(DEFAULT_ROWS, f"the defaults: this CPU has no native bf16 ({cpu.isa_text})")
+    why = f"the defaults, with {', '.join(NATIVE_BF16_ROWS)}: this CPU computes bf16 natively ({', '.join(cpu.bf16)})"
+    return ChosenRows(DEFAULT_ROWS + NATIVE_BF16_ROWS, why, NATIVE_BF16_ROWS)
+
+
+def rows_for(recipe: Recipe) -> ChosenRows:
+    """The rows a run of `recipe` measures: exactly its [export] rows when it lists them, else
+    the defaults for its target on this machine. Every reader of a recipe's rows goes through here."""
+    if recipe.rows is not None:
+        return ChosenRows(recipe.rows, "the recipe's [export] rows")
+    return default_rows(recipe.target)
 
 
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -154,8 +194,8 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     check_tables(data, SCHEMA, frozenset({"compress"}), source, text)
     model, export, data_table = data.get("model", {}), data.get("export", {}), data.get("data", {})
     calibration, bench = data.get("calibration", {}), data.get("bench", {})
-    rows = tuple(export.get("rows", DEFAULT_ROWS))
-    for row in rows:
+    rows = tuple(export["rows"]) if "rows" in export else None
+    for row in rows or ():
         if not isinstance(row, str) or row not in ROW_KINDS:
             raise _unknown("export row", str(row), list(ROW_KINDS), source, text, "rows")
     samples = data_table.get("samples", 1000)
