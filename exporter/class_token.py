@@ -21,10 +21,12 @@ whose last layer's attention has plain q/k/v/o Linears (the tests of exporter/or
 Anything else (average pooling, EVA, BEiT, DINOv2, token merging's blocks, Nyström attention)
 exports whole. The export records whether the trimmed forward actually ran.
 
-Which formats (FORMATS): ONNX and OpenVINO. Not ExecuTorch: its XNNPACK program of the trimmed
-forward came out with a static batch (the example's 2), though torch.export kept it dynamic;
-with k/v split by slicing instead of chunk() the batch stayed dynamic but the fp32 program ran
-0.27× the untrimmed one on vit_base (AVX2 EPYC).
+Which formats (FORMATS): all of them. While the trim is on, timm's packed qkv becomes two
+Linears of the block (its query rows, its key and value rows: `_rows_of`), and the keys and
+values are sliced out of the second's output. Written otherwise, ExecuTorch's XNNPACK program
+suffered: with k/v split by chunk() it lost its dynamic batch (the example's 2), and with the
+weight sliced inside the graph that product fell out of the delegate to a portable addmm (the
+fp32 program ran 0.27× the untrimmed one on vit_base, AVX2 EPYC).
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "executorch")
+# timm's packed qkv as two Linears of the block while the trim is on (registered on it, so
+# exporters see their weights as the model's parameters; removed afterwards)
+TIMM_PARTS = ("class_token_q", "class_token_kv")
 HF_KEEP = {
     "ViTForImageClassification": 1,
     "DeiTForImageClassification": 1,
@@ -65,26 +70,40 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, keep, width)
 
 
-def _timm_forward(block: nn.Module, keep: int, trim: Trim) -> Callable[..., Any]:
+def _rows_of(linear: nn.Linear, start: int, stop: int) -> nn.Linear:
+    """Output rows start:stop of `linear` as a Linear of its own, its weight a parameter rather
+    than a slice computed in the graph: XNNPACK delegates a linear only when its weight is a
+    constant (module docstring)."""
+    weight = linear.weight
+    part = nn.Linear(weight.shape[1], stop - start, linear.bias is not None, weight.device, weight.dtype)
+    with torch.no_grad():
+        part.weight.copy_(weight[start:stop])
+        if linear.bias is not None:
+            part.bias.copy_(linear.bias[start:stop])
+    return part.requires_grad_(False)
+
+
+def _timm_forward(block: nn.Module, keep: int, trim: Trim) -> tuple[Callable[..., Any], dict[str, nn.Module]]:
     original, attn = block.forward, block.attn
+    width = attn.num_heads * attn.head_dim
+    parts = dict(zip(TIMM_PARTS, (_rows_of(attn.qkv, 0, width), _rows_of(attn.qkv, width, 3 * width)), strict=True))
+    q, kv = parts.values()
 
     def forward(x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             return original(x, attn_mask=attn_mask, is_causal=is_causal)
         trim.ran = True
-        width = attn.num_heads * attn.head_dim
         y = block.norm1(x)
-        weight, bias = attn.qkv.weight, attn.qkv.bias
-        q = nn.functional.linear(y[:, :keep], weight[:width], None if bias is None else bias[:width])
-        k, v = nn.functional.linear(y, weight[width:], None if bias is None else bias[width:]).chunk(2, dim=-1)
-        mixed = attn.proj(prefix_attention(q, k, v, attn.num_heads, float(attn.scale)))
+        k_and_v = kv(y)
+        k, v = k_and_v[..., :width], k_and_v[..., width:]  # slices, not chunk(): see the module docstring
+        mixed = attn.proj(prefix_attention(q(y[:, :keep]), k, v, attn.num_heads, float(attn.scale)))
         x = x[:, :keep] + block.drop_path1(block.ls1(mixed))
         return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
-    return forward
+    return forward, parts
 
 
-def _hf_forward(layer: nn.Module, keep: int, trim: Trim) -> Callable[..., Any]:
+def _hf_forward(layer: nn.Module, keep: int, trim: Trim) -> tuple[Callable[..., Any], dict[str, nn.Module]]:
     original, attn = layer.forward, layer.attention
 
     def forward(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
@@ -98,7 +117,7 @@ def _hf_forward(layer: nn.Module, keep: int, trim: Trim) -> Callable[..., Any]:
         x = hidden_states[:, :keep] + layer.dropout(attn.o_proj(mixed))
         return x + layer.dropout(layer.mlp(layer.layernorm_after(x)))
 
-    return forward
+    return forward, {}
 
 
 def _timm_last(model: nn.Module) -> tuple[nn.Module, int, Callable[..., Any]] | None:
@@ -152,8 +171,12 @@ def class_token_only(model: nn.Module) -> Iterator[Trim]:
         return
     block, keep, build = found
     trim = Trim(keep=keep)
-    block.forward = build(block, keep, trim)
+    block.forward, parts = build(block, keep, trim)
+    for name, part in parts.items():
+        block.add_module(name, part)
     try:
         yield trim
     finally:
         del block.forward  # the instance attribute; the class's forward shows through again
+        for name in parts:
+            delattr(block, name)

@@ -66,8 +66,8 @@ class ExportOptions:
     ort_fusions writes (exporter/ort_attention.py), quantized to QAttention.
     ort_fusions: int8-dynamic writes each plain ViT attention as ORT's Attention node (an
     artifact for ONNX Runtime only, recorded in the manifest); False keeps standard ONNX ops.
-    class_token_only: ONNX and OpenVINO compute the last block for the tokens the classifier
-    reads only, where that gives the same logits (exporter/class_token.py; recorded in the
+    class_token_only: ONNX, OpenVINO and ExecuTorch compute the last block for the tokens the
+    classifier reads only, where that gives the same logits (exporter/class_token.py; recorded in the
     manifest; class_token.FORMATS); False exports every token of every block.
     """
 

@@ -126,7 +126,7 @@ def export_command(
     class_token_only: bool = typer.Option(
         True,
         "--class-token-only/--all-tokens",
-        help="ONNX and OpenVINO, ViTs that classify from the class token: compute the last block for the tokens the classifier reads "
+        help="ViTs that classify from the class token: compute the last block for the tokens the classifier reads "
         "only (same logits, 7% less Linear work on ViT-B; recorded in the manifest), or for every token.",
     ),
     max_drop: float | None = typer.Option(
