@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             for compressed, each in ((False, loaded), (True, pruned))
         }
         del loaded, pruned
+        load_before = os.getloadavg()  # after the builds (this script's own work), before the timed rounds
         rounds, linear = [], []
         for number in range(args.rounds):
             measured = [
@@ -479,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "compressed_recipe": list(args.compressed),
         "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
-        "load_before": os.getloadavg(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},
         "limits_note": "square GEMMs, targets.limits",
         "linear_limits": limits_json([each[False][False] for each in linear]),
