@@ -364,6 +364,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     limits = ", ".join(f"{k} {v['giga']:.0f} G/s" for k, v in result["limits"].items())
 
+    def load(averages: list[float]) -> str:
+        return ", ".join(f"{x:.2f}" for x in averages)
+
     def linear(limits: dict[str, Any]) -> str:
         return ", ".join(
             f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s; per round "
@@ -397,6 +400,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"the compressed model's own: whole {linear(result['compressed_linear_limits'])}, "
         f"trimmed {linear(result['compressed_trimmed_linear_limits'])}.",
         f"GEMM limits ({result['limits_note']}): {limits}.",
+        *(
+            [
+                f"Load average (1, 5, 15 min) before / after the rounds: {load(result['load_before'])} / {load(result['load_after'])}."
+            ]
+            if result.get("load_after")
+            else []
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -72,6 +72,8 @@ def test_int8_rows_are_read_against_the_streamed_limit_of_their_own_round():
             "compressed_recipe": ["heads"],
             "limits": {"int8": {"giga": 1000.0}},
             "limits_note": "square",
+            "load_before": [0.25, 0.5, 1.0],
+            "load_after": [1.5, 1.25, 1.0],
             **{
                 key: peers.limits_json([each[trim] for each in linear])
                 for key, trim in (("linear_limits", False), ("trimmed_linear_limits", True))
@@ -85,3 +87,4 @@ def test_int8_rows_are_read_against_the_streamed_limit_of_their_own_round():
     row = next(line for line in lines if line.startswith("| vitedge int8 |"))
     assert row.split(" | ")[5] == "60%"
     assert next(line for line in lines if line.startswith("| ONNX fp32 |")).split(" | ")[5] == "–"
+    assert lines[-1] == "Load average (1, 5, 15 min) before / after the rounds: 0.25, 0.50, 1.00 / 1.50, 1.25, 1.00."
