@@ -11,10 +11,12 @@ how much is left. Three kinds of limit:
   model's speed if nothing but those products cost anything, the ceiling a whole-model row is
   held to. Short-row shapes run well below the square rate (less reuse per weight byte), so the
   square figure overstates what a batch-1 ViT can reach;
-- the same products with every weight read once per image (`streamed_linear_limit`): one call
-  of all of them, each with a weight of its own, as the whole model reads its weights. Where
-  the int8 kernels are fast, reading ViT-B's 86 MB of weights is a large part of an image, and
-  the in-cache figure is a ceiling no whole model reaches.
+- the same products with every weight read once per image (`streamed_linear_limit`, and
+  `openvino_streamed_linear_limit` through OpenVINO's int8 FullyConnected kernels, which an
+  OpenVINO int8 IR runs instead of ONNX Runtime's): one call of all of them, each with a
+  weight of its own, as the whole model reads its weights. Where the int8 kernels are fast,
+  reading ViT-B's 86 MB of weights is a large part of an image, and the in-cache figure is a
+  ceiling no whole model reaches.
 All on the same thread count as the rows.
 """
 
@@ -271,6 +273,69 @@ def streamed_linear_limit(
     rate = _best_rate(lambda: session.run_with_iobinding(binding), ops, seconds)
     return LinearLimit(
         kind, threads, batch, ops / rate / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}", streamed=True
+    )
+
+
+def openvino_linear_chain(shapes: tuple[LinearShape, ...]) -> Any:
+    """The OpenVINO model of `linear_chain`: per input shape an f32 input quantized to u8 by a
+    FakeQuantize over [0, 1], per product an int8 weight of its own dequantized by a
+    per-channel scale (int8 constant → Convert → Multiply, as NNCF writes a weight), then
+    MatMul: the pattern OpenVINO's CPU plugin runs as one int8 FullyConnected."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    zero, one = ops.constant(np.float32(0)), ops.constant(np.float32(1))
+    inputs: dict[tuple[int, int], tuple[Any, Any]] = {}
+    products = []
+    for shape in shapes:
+        key = (shape.rows, shape.inputs)
+        if key not in inputs:
+            x = ops.parameter([shape.rows, shape.inputs], ov.Type.f32, name=f"x{shape.rows}_{shape.inputs}")
+            inputs[key] = (x, ops.fake_quantize(x, zero, one, zero, one, 256))
+        for _ in range(shape.count):
+            weight = ops.constant(rng.integers(-127, 128, (shape.outputs, shape.inputs)).astype(np.int8))
+            scale = ops.constant(np.full((shape.outputs, 1), 0.01, np.float32))
+            products.append(
+                ops.matmul(inputs[key][1], ops.multiply(ops.convert(weight, ov.Type.f32), scale), False, True)
+            )
+    return ov.Model([ops.result(y) for y in products], [x for x, _ in inputs.values()], "linear_chain")
+
+
+def int8_products(compiled: Any) -> int:
+    """How many FullyConnected nodes of a compiled OpenVINO model run in int8 (u8/i8), read
+    from its runtime model: a limit must not time a float product and call it int8."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind, precision = (info[key].astype(str) if key in info else "" for key in ("layerType", "runtimePrecision"))
+        count += kind == "FullyConnected" and precision in ("u8", "i8")
+    return count
+
+
+def openvino_streamed_linear_limit(
+    shapes: tuple[LinearShape, ...], threads: int, *, batch: int = 1, seconds: float = 2.0
+) -> LinearLimit:
+    """`streamed_linear_limit` through OpenVINO's int8 FullyConnected kernels (the ones an
+    OpenVINO int8 IR runs), compiled with the product's own CPU settings; its outputs stay in
+    the request (share_outputs), so copying them out costs nothing."""
+    import openvino as ov
+
+    from .openvino import compile_config
+
+    compiled = ov.Core().compile_model(
+        openvino_linear_chain(shapes), "CPU", compile_config("int8", "cpu", threads=threads)
+    )
+    if int8_products(compiled) != sum(shape.count for shape in shapes):
+        raise RuntimeError("OpenVINO did not run every product of the chain as an int8 FullyConnected")
+    request = compiled.create_infer_request()
+    rng = np.random.default_rng(1)
+    for x in compiled.inputs:
+        request.set_tensor(x, ov.Tensor(rng.random(tuple(x.shape), dtype=np.float32)))
+    ops = sum(shape.ops for shape in shapes)
+    rate = _best_rate(lambda: request.infer(share_outputs=True), ops, seconds)
+    return LinearLimit(
+        "int8", threads, batch, ops / rate / batch, ops / batch, shapes, f"openvino {ov.__version__}", streamed=True
     )
 
 

@@ -114,6 +114,37 @@ def test_streamed_linear_limit_times_the_whole_chain_per_image():
     assert batched.ops_per_image == streamed.ops_per_image / 2 and batched.kind == "f32"
 
 
+def test_openvino_chain_runs_every_product_as_an_int8_fully_connected():
+    """The OpenVINO streamed limit times OpenVINO's int8 kernels, each product with its own
+    weight, and computes the quantized products it claims to."""
+    import openvino as ov
+
+    from vitedge.targets.limits import int8_products, openvino_linear_chain, openvino_streamed_linear_limit
+    from vitedge.targets.openvino import compile_config
+
+    shapes = (LinearShape(16, 64, 32, 3), LinearShape(1, 32, 8, 2))
+    model = openvino_linear_chain(shapes)
+
+    def weight(result: ov.Node) -> np.ndarray:  # Result ← MatMul ← Multiply ← Convert ← int8 Constant
+        dequantized = result.input_value(0).get_node().input_value(1).get_node()
+        return dequantized.input_value(0).get_node().input_value(0).get_node().get_data()
+
+    weights = [weight(result) for result in model.get_results()]
+    assert [w.shape for w in weights] == [(32, 64)] * 3 + [(8, 32)] * 2 and len({w.tobytes() for w in weights}) == 5
+    compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=1))
+    assert int8_products(compiled) == 5
+    rng = np.random.default_rng(2)
+    feeds = {x.get_any_name(): rng.random(tuple(x.shape), dtype=np.float32) for x in compiled.inputs}
+    outputs = compiled(feeds)
+    inputs = [feeds["x16_64"]] * 3 + [feeds["x1_32"]] * 2
+    for x, w, y in zip(inputs, weights, outputs.values(), strict=True):
+        expected = (np.round(x * 255) / 255) @ (w.astype(np.float32) * 0.01).T
+        np.testing.assert_allclose(y, expected, rtol=0, atol=2e-3 * np.abs(expected).max())
+    limit = openvino_streamed_linear_limit(shapes, 1, seconds=0.05)
+    assert limit.streamed and limit.kind == "int8" and limit.runtime.startswith("openvino")
+    assert limit.ops_per_image == 3 * 2 * 16 * 64 * 32 + 2 * 2 * 32 * 8 and limit.seconds_per_image > 0
+
+
 def test_square_gemm_limits_and_which_limit_a_row_is_held_to():
     from vitedge.core.cpu import probe_cpu
     from vitedge.targets.limits import gemm_limits, limit_kind
