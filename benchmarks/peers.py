@@ -23,10 +23,11 @@ threads. Each timing burst runs in a fresh process, and the rows are
 interleaved round by round, so drift on a shared machine hits every row alike. The
 headline ratio is taken per round (the fastest vitedge default over the fastest peer) and
 its median is reported. Beside the rows: this machine's measured GEMM limits
-(`targets.limits`) and each row's share of its limit; a row's Linear-layer limit is measured
+(`targets.limits`) and each row's share of its limit; a row's Linear-layer limits are measured
 every round, beside the rows, from the products its file runs (vitedge's exports compute the
-last block for the class token only, the peers' files and PyTorch the whole forward). Check that
-nothing else runs first.
+last block for the class token only, the peers' files and PyTorch the whole forward): each
+weight in cache, and every weight read once per image (an int8 row's share is of the faster of
+ONNX Runtime's and OpenVINO's). Check that nothing else runs first.
 """
 
 from __future__ import annotations
