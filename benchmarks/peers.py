@@ -55,9 +55,8 @@ COMPRESSED = "vitedge compressed"
 OPT_IN = "vitedge opt-in"  # a vitedge export the user asks for by name, not a default
 REFERENCE = "fp32 reference"
 # The Linear-layer limit with every weight read once per image, through each runtime's int8
-# kernels, and the faster of the two (what a row's share is taken of)
+# kernels; an int8 row's share is taken of the faster of the two in its round
 STREAMED_RUNTIMES = ("int8, weights streamed, onnxruntime", "int8, weights streamed, openvino")
-STREAMED = "int8, weights streamed, faster runtime"
 # The compressed recipe timed beside the defaults (`--compressed`, `vitedge compress` step specs):
 # half of every block's heads and five eighths of its MLP channels removed, then vitedge's int8
 # exports. Its accuracy cost is measured on vitedge-cifar10, where weights are real (the same
@@ -237,9 +236,9 @@ class Scale:
     linear: list[dict[bool, dict[str, Any]]]  # per round: whole (False) or trimmed (True) forward → kind → LinearLimit
 
 
-def _shares(rates: list[float], linear: list[dict[bool, dict[str, Any]]], trim: bool, kind: str) -> list[float]:
-    """Per round: a row's rate over its limit of `kind` measured in that round."""
-    return [rate / each[trim][kind].it_per_s for rate, each in zip(rates, linear, strict=True)]
+def _shares(rates: list[float], linear: list[dict[bool, dict[str, Any]]], trim: bool, *kinds: str) -> list[float]:
+    """Per round: a row's rate over the fastest of its limits of `kinds` measured in that round."""
+    return [rate / max(each[trim][kind].it_per_s for kind in kinds) for rate, each in zip(rates, linear, strict=True)]
 
 
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
@@ -260,7 +259,7 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
         linear_kind = "int8" if limit.kind == "int8" else "f32"
         trim = bool(row.get("trimmed"))
         linear_shares = _shares(rates, scale.linear, trim, linear_kind)
-        streamed_shares = _shares(rates, scale.linear, trim, STREAMED) if linear_kind == "int8" else []
+        streamed_shares = _shares(rates, scale.linear, trim, *STREAMED_RUNTIMES) if linear_kind == "int8" else []
         table.append(
             {
                 "name": row["name"],
@@ -327,7 +326,7 @@ def limits_json(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[bool, dict[str, Any]]:
     """A model's Linear-layer limits, whole and trimmed forward: int8 and f32 each weight in
     cache, and int8 with every weight read once per image through ONNX Runtime's and
-    OpenVINO's kernels (`STREAMED`: the faster), each in its own process like the rows
+    OpenVINO's kernels (`STREAMED_RUNTIMES`), each in its own process like the rows
     (measured every round, so drift hits limit and rows alike)."""
     from vitedge.targets.limits import linear_limit, openvino_streamed_linear_limit, streamed_linear_limit
 
@@ -342,7 +341,6 @@ def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[boo
             in_own_process(partial(openvino_streamed_linear_limit, batch=batch), shapes[trim], threads),
         )
         limits[trim].update(zip(STREAMED_RUNTIMES, streamed, strict=True))
-        limits[trim][STREAMED] = max(streamed, key=lambda limit: limit.it_per_s)
     return limits
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,15 +239,29 @@ def linear_chain(shapes: tuple[LinearShape, ...], kind: str) -> tuple[Any, dict[
     each with a weight of its own (random, as weights do not change speed), the products of one
     input shape reading one input."""
     x_dtype, w_dtype = {"f32": (np.float32, np.float32), "int8": (np.uint8, np.int8)}[kind]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(1)
     products, feeds = [], {}
-    for shape in shapes:
+    for shape, weight in _chain_weights(shapes, w_dtype):
         x = f"x{shape.rows}_{shape.inputs}"
         feeds.setdefault(x, rng.integers(0, 256, (shape.rows, shape.inputs)).astype(x_dtype))
-        for _ in range(shape.count):
-            weight = rng.integers(-127, 128, (shape.inputs, shape.outputs)).astype(w_dtype)
-            products.append((x, weight, shape.rows, f"y{len(products)}"))
+        products.append((x, weight, shape.rows, f"y{len(products)}"))
     return products_model(products), feeds
+
+
+def _chain_weights(shapes: tuple[LinearShape, ...], dtype: type) -> Iterator[tuple[LinearShape, np.ndarray]]:
+    """Every product of `shapes` in order (`count` of each), each with a random weight
+    (inputs × outputs) of its own: what both runtimes' chains are built from."""
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        for _ in range(shape.count):
+            yield shape, rng.integers(-127, 128, (shape.inputs, shape.outputs)).astype(dtype)
+
+
+def _streamed(
+    shapes: tuple[LinearShape, ...], threads: int, kind: str, batch: int, rate: float, runtime: str
+) -> LinearLimit:
+    ops = sum(shape.ops for shape in shapes)
+    return LinearLimit(kind, threads, batch, ops / rate / batch, ops / batch, shapes, runtime, streamed=True)
 
 
 def streamed_linear_limit(
@@ -269,11 +283,8 @@ def streamed_linear_limit(
     y_dtype = np.int32 if kind == "int8" else np.float32
     for output in session.get_outputs():
         binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_numpy(np.empty(output.shape, y_dtype)))
-    ops = sum(shape.ops for shape in shapes)
-    rate = _best_rate(lambda: session.run_with_iobinding(binding), ops, seconds)
-    return LinearLimit(
-        kind, threads, batch, ops / rate / batch, ops / batch, shapes, f"onnxruntime {ort.__version__}", streamed=True
-    )
+    rate = _best_rate(lambda: session.run_with_iobinding(binding), sum(shape.ops for shape in shapes), seconds)
+    return _streamed(shapes, threads, kind, batch, rate, f"onnxruntime {ort.__version__}")
 
 
 def openvino_linear_chain(shapes: tuple[LinearShape, ...]) -> Any:
@@ -284,21 +295,19 @@ def openvino_linear_chain(shapes: tuple[LinearShape, ...]) -> Any:
     import openvino as ov
     import openvino.opset13 as ops
 
-    rng = np.random.default_rng(0)
     zero, one = ops.constant(np.float32(0)), ops.constant(np.float32(1))
     inputs: dict[tuple[int, int], tuple[Any, Any]] = {}
     products = []
-    for shape in shapes:
+    for shape, weight in _chain_weights(shapes, np.int8):
         key = (shape.rows, shape.inputs)
         if key not in inputs:
             x = ops.parameter([shape.rows, shape.inputs], ov.Type.f32, name=f"x{shape.rows}_{shape.inputs}")
             inputs[key] = (x, ops.fake_quantize(x, zero, one, zero, one, 256))
-        for _ in range(shape.count):
-            weight = ops.constant(rng.integers(-127, 128, (shape.outputs, shape.inputs)).astype(np.int8))
-            scale = ops.constant(np.full((shape.outputs, 1), 0.01, np.float32))
-            products.append(
-                ops.matmul(inputs[key][1], ops.multiply(ops.convert(weight, ov.Type.f32), scale), False, True)
-            )
+        weight_rows = ops.constant(np.ascontiguousarray(weight.T))  # outputs × inputs, as NNCF stores a weight
+        scale = ops.constant(np.full((shape.outputs, 1), 0.01, np.float32))
+        products.append(
+            ops.matmul(inputs[key][1], ops.multiply(ops.convert(weight_rows, ov.Type.f32), scale), False, True)
+        )
     return ov.Model([ops.result(y) for y in products], [x for x, _ in inputs.values()], "linear_chain")
 
 
@@ -332,11 +341,8 @@ def openvino_streamed_linear_limit(
     rng = np.random.default_rng(1)
     for x in compiled.inputs:
         request.set_tensor(x, ov.Tensor(rng.random(tuple(x.shape), dtype=np.float32)))
-    ops = sum(shape.ops for shape in shapes)
-    rate = _best_rate(lambda: request.infer(share_outputs=True), ops, seconds)
-    return LinearLimit(
-        "int8", threads, batch, ops / rate / batch, ops / batch, shapes, f"openvino {ov.__version__}", streamed=True
-    )
+    rate = _best_rate(lambda: request.infer(share_outputs=True), sum(shape.ops for shape in shapes), seconds)
+    return _streamed(shapes, threads, "int8", batch, rate, f"openvino {ov.__version__}")
 
 
 def _torch_bf16_gemm(size: int, threads: int, seconds: float) -> GemmLimit:

@@ -27,7 +27,16 @@ def _round(scale: float) -> dict[bool, dict[str, LinearLimit]]:
         trim: {
             "int8": _limit(scale * (110 if trim else 100)),
             "f32": _limit(scale * 10, "f32"),
-            peers.STREAMED: _limit(scale * (55 if trim else 50), streamed=True),
+            **dict(
+                zip(
+                    peers.STREAMED_RUNTIMES,
+                    (
+                        _limit(scale * (45 if trim else 40), streamed=True),
+                        _limit(scale * (55 if trim else 50), streamed=True),
+                    ),
+                    strict=True,
+                )
+            ),  # the row's share is of the faster
         }
         for trim in (False, True)
     }
