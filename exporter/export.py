@@ -278,7 +278,7 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
 
         require_executorch()
     if precision in NATIVE_BF16:  # its parity can be checked only where bf16 runs
-        require_bf16(f"{to} {precision}")
+        require_bf16(f"{to} {precision}", to)
 
 
 def preflight(loaded: LoadedModel) -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.cpu import CpuInfo, probe_cpu
+from ..core.precision import bf16_missing
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,17 @@ def cpu_recommendation(cpu: CpuInfo) -> tuple[str, str, tuple[str, ...]]:
 
 def bf16_advice(cpu: CpuInfo) -> tuple[str, str]:
     """(what to add to the export advice, why) for bf16: a float format between fp32 and int8
-    that only pays where the CPU computes bf16 itself; elsewhere it is emulated and slower."""
+    that only pays where the CPU computes bf16 itself; elsewhere it is emulated and slower.
+    OpenVINO's rows are advised only where its CPU plugin offers bf16 on this machine."""
     if not cpu.bf16:
         return "", ""
+    native = f"; {' and '.join(cpu.bf16)} compute bf16 natively"
+    missing = bf16_missing("openvino", cpu)
+    if missing is not None:
+        return "; torch bf16 where float accuracy matters", f"{native} (torch bf16); {missing}"
     return (
         "; openvino bf16 (or torch bf16) where float accuracy matters, openvino int8-bf16 beside int8 (time them here)",
-        f"; {' and '.join(cpu.bf16)} compute bf16 natively (export --precision bf16, or int8-bf16: int8 with bf16 float parts)",
+        f"{native} (export --precision bf16, or int8-bf16: int8 with bf16 float parts)",
     )
 
 

@@ -84,7 +84,7 @@ def open_openvino(
     if device not in DEVICES:
         raise VitedgeError(f"OpenVINO cannot run on target {device!r}", f"use one of {', '.join(DEVICES)}")
     if precision in NATIVE_BF16 and DEVICES[device] == "CPU":
-        require_bf16(f"{model_path} is a {precision} artifact")
+        require_bf16(f"{model_path} is a {precision} artifact", "openvino")
     core = ov.Core()
     ov_device = DEVICES[device]
     if ov_device not in core.available_devices:

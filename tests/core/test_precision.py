@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import vitedge.core.cpu
+import vitedge.core.precision
 import vitedge.targets.detect
-from vitedge.core.cpu import CpuInfo, parse_cpuinfo, probe_cpu
+from tests.support.cpus import ARM_BF16, AVX2_ONLY, OPENVINO_BF16, OPENVINO_BF16_HERE, OPENVINO_NO_BF16, simulate
+from vitedge.core.cpu import parse_cpuinfo
 from vitedge.core.errors import VitedgeError
 from vitedge.core.precision import float_precision
 from vitedge.exporter.export import export_artifact
@@ -24,8 +25,7 @@ from vitedge.targets.runners import open_artifact
 from vitedge.targets.torch import open_torch
 from vitedge.workflows.parity import tolerance_for, verify_artifact
 
-AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
-HAS_BF16 = bool(probe_cpu().bf16)
+HAS_BF16 = OPENVINO_BF16_HERE  # the bf16 artifacts here are OpenVINO's
 
 
 @pytest.mark.parametrize(
@@ -147,36 +147,51 @@ def test_bf16_runs_and_passes_its_own_gate_where_the_cpu_has_it(tmp_path: Path, 
     assert 0 < np.abs(bf16 - reference).max() < 0.1
 
 
-def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch) -> None:
-    """On a CPU without bf16 (simulated here whatever this one is) export and the runners
-    refuse bf16 and int8-bf16 in one line before writing anything."""
+@pytest.mark.parametrize(
+    "cpu,openvino,refusal",
+    [
+        (AVX2_ONLY, OPENVINO_BF16, "this CPU has no native bf16"),
+        (ARM_BF16, OPENVINO_NO_BF16, "OpenVINO [0-9.]+'s CPU plugin computes no bf16 on this CPU, though it has bf16"),
+    ],
+    ids=["cpu-without-bf16", "openvino-without-bf16"],
+)
+def test_bf16_is_refused_without_native_bf16(tmp_path: Path, monkeypatch, cpu, openvino, refusal: str) -> None:
+    """Where the CPU has no bf16, or OpenVINO's plugin computes none on it (its ARM plugin on an
+    ARM CPU with bf16), simulated whatever this one is: export and the OpenVINO runner refuse
+    bf16 and int8-bf16 in one line before writing anything. PyTorch bf16 follows the CPU alone."""
     from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
     from vitedge.targets.openvino import open_openvino
 
-    monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: AVX2_ONLY)
+    simulate(monkeypatch, cpu, openvino)
     loaded = make_tiny_vit()
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 4, cache=False)
     for precision in ("bf16", "int8-bf16"):
-        with pytest.raises(VitedgeError, match="no native bf16"):
+        with pytest.raises(VitedgeError, match=f"openvino {precision}: {refusal}"):
             export_artifact(
                 loaded, to="openvino", precision=precision, out=tmp_path / precision, calibration=calibration
             )
         assert not (tmp_path / precision).exists()
-        with pytest.raises(VitedgeError, match=f"is a {precision} artifact: this CPU has no native bf16"):
+        with pytest.raises(VitedgeError, match=f"is a {precision} artifact: {refusal}"):
             open_openvino(tmp_path / "model.xml", precision=precision)
-    with pytest.raises(VitedgeError, match="no native bf16"):
-        open_torch(loaded.module, precision="bf16")
+    if not cpu.bf16:
+        with pytest.raises(VitedgeError, match="no native bf16"):
+            open_torch(loaded.module, precision="bf16")
 
 
-def test_targets_recommends_bf16_only_where_the_cpu_has_it() -> None:
+@pytest.mark.parametrize("openvino", [OPENVINO_BF16, OPENVINO_NO_BF16], ids=["openvino-bf16", "openvino-no-bf16"])
+def test_targets_recommends_bf16_only_where_the_cpu_has_it(monkeypatch, openvino: tuple[str, ...]) -> None:
+    """OpenVINO's bf16 rows only where its plugin offers bf16 here; PyTorch's wherever the CPU has it."""
+    monkeypatch.setattr(vitedge.core.precision, "openvino_capabilities", lambda: openvino)
     amx = parse_cpuinfo(
         "processor : 0\nmodel name : Xeon\nflags : avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n"
     )
     assert amx.bf16 == ("AVX512-BF16", "AMX")
     advice = recommend(vitedge.targets.detect.Machine(amx))[0]
-    assert "bf16" in advice.recommend and "AVX512-BF16 and AMX compute bf16 natively" in advice.why
+    assert "torch bf16" in advice.recommend and "AVX512-BF16 and AMX compute bf16 natively" in advice.why
+    assert ("openvino int8-bf16" in advice.recommend) == ("BF16" in openvino)
+    assert ("CPU plugin computes no bf16" in advice.why) == ("BF16" not in openvino)
     plain = recommend(vitedge.targets.detect.Machine(AVX2_ONLY))[0]
     assert "bf16" not in plain.recommend and AVX2_ONLY.bf16 == ()
 

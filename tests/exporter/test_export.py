@@ -15,9 +15,9 @@ from PIL import Image
 
 from tests.support import make_tiny_vit
 from tests.support.cli import cli
+from tests.support.cpus import OPENVINO_BF16_HERE
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
-from vitedge.core.cpu import probe_cpu
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, sha256_file, verify_checksums
 from vitedge.core.precision import NATIVE_BF16
@@ -34,7 +34,7 @@ from vitedge.targets.runners import open_artifact
 from vitedge.workflows.parity import DEFAULT_TOLERANCES, verify_artifact
 
 PATHS = [(to, precision) for to, precisions in FORMATS.items() for precision in precisions]
-HAS_BF16 = bool(probe_cpu().bf16)  # bf16 is refused without it: tests/core/test_precision.py checks that
+HAS_BF16 = OPENVINO_BF16_HERE  # refused elsewhere: tests/core/test_precision.py checks that
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,16 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import key_names, label_numbers, overlapping_labels
-from vitedge.core.cpu import CpuInfo, probe_cpu
+from tests.support.cpus import (
+    ARM_BF16,
+    AVX2_ONLY,
+    OPENVINO_BF16,
+    OPENVINO_BF16_HERE,
+    OPENVINO_NO_BF16,
+    X86_BF16,
+    simulate,
+)
+from vitedge.core.cpu import CpuInfo
 from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
 from vitedge.targets.measure import Measurement, MeasureRequest, measure
@@ -39,11 +48,7 @@ FP32_ROWS = ("ONNX fp32", "OpenVINO fp32")
 FP16_ROWS = ("OpenVINO fp16",)
 INT8_ROWS = ("PyTorch dynamic int8", "ONNX int8 dynamic", "ONNX int8 static", "OpenVINO int8")
 INT8_BF16_ROW = "OpenVINO int8, bf16 float parts"  # a default row where this CPU computes bf16 natively
-HAS_BF16 = bool(probe_cpu().bf16)
-AVX2_ONLY = CpuInfo("x86_64", "AVX2-only", 2, frozenset({"avx2", "fma"}))
-X86_BF16 = CpuInfo(
-    "x86_64", "AMX test CPU", 2, frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_int8"})
-)
+HAS_BF16 = OPENVINO_BF16_HERE
 
 
 def check_parity(name: str, parity: Parity | None) -> None:
@@ -160,20 +165,42 @@ def test_a_torch_bf16_row_on_a_gpu_target_is_not_held_to_the_cpu(monkeypatch) ->
         check_rows(("torch:fp32", "openvino:int8-bf16"), "cuda")
 
 
+@pytest.mark.parametrize("row", ["openvino:int8-bf16", "openvino:bf16"])
+def test_an_openvino_bf16_row_is_refused_where_openvino_computes_no_bf16(monkeypatch, row: str) -> None:
+    """An ARM CPU with bf16: PyTorch computes bf16 there, OpenVINO's plugin would run f32 under
+    a bf16 label; the row is refused up front, naming OpenVINO and what its plugin offers."""
+    from vitedge.workflows.pipeline import check_rows
+
+    simulate(monkeypatch, ARM_BF16, OPENVINO_NO_BF16)
+    check_rows(("torch:fp32", "torch:bf16"), "cpu")
+    with pytest.raises(
+        VitedgeError, match=r"CPU plugin computes no bf16 on this CPU, though it has bf16 \(the plugin offers FP32"
+    ):
+        check_rows(("torch:fp32", row), "cpu")
+
+
 class Stop(Exception):
     """Ends a run at its first measurement: what it built before that is the test's."""
 
 
-@pytest.mark.parametrize("cpu,added", [(AVX2_ONLY, ()), (X86_BF16, ("openvino:int8-bf16",))], ids=["no-bf16", "bf16"])
+@pytest.mark.parametrize(
+    "cpu,openvino,added",
+    [
+        (AVX2_ONLY, OPENVINO_NO_BF16, ()),
+        (X86_BF16, OPENVINO_BF16, ("openvino:int8-bf16",)),
+        (ARM_BF16, OPENVINO_NO_BF16, ()),
+    ],
+    ids=["no-bf16", "bf16", "arm-bf16"],
+)
 def test_run_builds_the_default_rows_of_the_cpu_it_runs_on(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch, cpu: CpuInfo, added: tuple[str, ...]
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch, cpu: CpuInfo, openvino: tuple[str, ...], added: tuple[str, ...]
 ) -> None:
-    """A recipe without rows builds rows_for(recipe), as the simulated CPU gives them, not the
-    recipe's field; nothing is exported or measured (runner_spec is stubbed), so it holds on any CPU."""
-    import vitedge.core.cpu
+    """A recipe without rows builds rows_for(recipe), as the simulated CPU and OpenVINO give them,
+    not the recipe's field; nothing is exported or measured (runner_spec is stubbed), so it holds
+    on any CPU."""
     import vitedge.workflows.pipeline
 
-    monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: cpu)
+    simulate(monkeypatch, cpu, openvino)
     built: list[str] = []
     monkeypatch.setattr(vitedge.workflows.pipeline, "runner_spec", lambda loaded, kind, folder, **_: built.append(kind))
     recipe = dataclasses.replace(Recipe(), model=str(tiny_checkpoint), samples=8, calibration_samples=4)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-import vitedge.core.cpu
+from tests.support.cpus import ARM_BF16, AVX2_ONLY, OPENVINO_BF16, OPENVINO_NO_BF16, X86_BF16, simulate
 from vitedge.core.cpu import CpuInfo
 from vitedge.core.errors import VitedgeError
 from vitedge.workflows.recipe import (
@@ -17,17 +17,7 @@ from vitedge.workflows.recipe import (
     rows_for,
 )
 
-# Simulated CPUs, whatever this one is: the row decision reads only what probe_cpu reports.
-AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
-X86_BF16 = CpuInfo(
-    "x86_64", "AMX test CPU", 2, frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_int8"})
-)
-ARM_BF16 = CpuInfo("aarch64", "ARM bf16 test CPU", 4, frozenset({"asimd", "asimddp", "bf16"}))
 INT8_BF16 = "openvino:int8-bf16"
-
-
-def simulate(monkeypatch: pytest.MonkeyPatch, cpu: CpuInfo) -> None:
-    monkeypatch.setattr(vitedge.core.cpu, "probe_cpu", lambda: cpu)
 
 
 def test_shipped_default_recipe_equals_the_built_in_defaults() -> None:
@@ -35,17 +25,27 @@ def test_shipped_default_recipe_equals_the_built_in_defaults() -> None:
     assert Recipe().rows is None and len(DEFAULT_ROWS) == 8 and INT8_BF16 not in DEFAULT_ROWS
 
 
-@pytest.mark.parametrize("cpu", [X86_BF16, ARM_BF16], ids=["x86", "arm"])
-def test_default_rows_add_int8_bf16_on_a_cpu_with_native_bf16(monkeypatch, cpu: CpuInfo) -> None:
-    simulate(monkeypatch, cpu)
+def test_default_rows_add_int8_bf16_where_the_cpu_and_openvino_compute_bf16(monkeypatch) -> None:
+    simulate(monkeypatch, X86_BF16, OPENVINO_BF16)
     chosen = rows_for(Recipe())
     assert chosen.kinds == DEFAULT_ROWS + (INT8_BF16,) and chosen.added == (INT8_BF16,)
-    assert f"{INT8_BF16}: this CPU computes bf16 natively ({', '.join(cpu.bf16)})" in chosen.why
-    assert default_rows("cpu", cpu) == chosen  # the probe is only the default
+    assert f"{INT8_BF16}: this CPU computes bf16 natively (AVX512-BF16, AMX)" in chosen.why
+    assert default_rows("cpu", X86_BF16) == chosen  # the probe is only the default
+
+
+@pytest.mark.parametrize("cpu", [X86_BF16, ARM_BF16], ids=["x86", "arm"])
+def test_default_rows_leave_int8_bf16_out_where_openvino_computes_no_bf16(monkeypatch, cpu: CpuInfo) -> None:
+    """OpenVINO's ARM plugin has no bf16 kernels on an ARM CPU with bf16: it would drop the hint
+    and run f32, so the row would fail its own check; the run says why it is not there."""
+    simulate(monkeypatch, cpu, OPENVINO_NO_BF16)
+    chosen = rows_for(Recipe())
+    assert chosen.kinds == DEFAULT_ROWS and not chosen.added
+    assert "OpenVINO" in chosen.why and "CPU plugin computes no bf16 on this CPU" in chosen.why
+    assert f"though it has {', '.join(cpu.bf16)} (the plugin offers FP32, FP16, INT8" in chosen.why
 
 
 def test_default_rows_are_todays_eight_on_a_cpu_without_native_bf16(monkeypatch) -> None:
-    simulate(monkeypatch, AVX2_ONLY)
+    simulate(monkeypatch, AVX2_ONLY, OPENVINO_BF16)  # the CPU decides first
     chosen = rows_for(Recipe())
     assert chosen.kinds == DEFAULT_ROWS and not chosen.added and "no native bf16 (AVX2, FMA)" in chosen.why
 
@@ -53,7 +53,7 @@ def test_default_rows_are_todays_eight_on_a_cpu_without_native_bf16(monkeypatch)
 @pytest.mark.parametrize("cpu", [AVX2_ONLY, X86_BF16], ids=["no-bf16", "bf16"])
 def test_listed_rows_are_run_exactly_as_listed(monkeypatch, cpu: CpuInfo) -> None:
     """Also when the list is the defaults written out: what a recipe lists is never extended."""
-    simulate(monkeypatch, cpu)
+    simulate(monkeypatch, cpu, OPENVINO_BF16)
     listed = parse_recipe('[export]\nrows = ["torch:fp32", "openvino:int8"]\n')
     assert rows_for(listed).kinds == ("torch:fp32", "openvino:int8") and not rows_for(listed).added
     written_out = parse_recipe(f"[export]\nrows = {list(DEFAULT_ROWS)!r}\n".replace("'", '"'))
@@ -62,7 +62,7 @@ def test_listed_rows_are_run_exactly_as_listed(monkeypatch, cpu: CpuInfo) -> Non
 
 @pytest.mark.parametrize("target", ["cuda", "tensorrt", "openvino-gpu"])
 def test_another_target_keeps_the_defaults_on_a_cpu_with_native_bf16(monkeypatch, target: str) -> None:
-    simulate(monkeypatch, X86_BF16)
+    simulate(monkeypatch, X86_BF16, OPENVINO_BF16)
     recipe = parse_recipe(f'[bench]\ntarget = "{target}"\n')
     assert rows_for(recipe).kinds == DEFAULT_ROWS and not rows_for(recipe).added
     assert INT8_BF16 in rows_for(parse_recipe('[bench]\ntarget = "cpu"\n')).kinds

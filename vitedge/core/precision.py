@@ -15,7 +15,8 @@ table, and runners pass it on and record what the runtime reports back.
 - int8 (dynamic, static, NNCF): int8 matrix products, the float parts (LayerNorm, Softmax,
   GELU, the unquantized MatMuls) in f32, as they were when the int8 gate was measured.
 - bf16: chosen by the user, only where the CPU computes bf16 natively (AVX512-BF16, AMX, ARM
-  bf16); refused elsewhere, since emulated bf16 is slower than f32 and proves nothing.
+  bf16) and, for OpenVINO, where its CPU plugin offers bf16 there (`bf16_missing`); refused
+  elsewhere, since emulated bf16 is slower than f32 and proves nothing.
 - int8-bf16 (OpenVINO IR): the int8 artifact, its float parts in bf16; on the same CPUs as
   bf16, chosen by the user or timed among `vitedge run`'s default rows there. Where int8 matrix products are as fast as AMX makes them, the float
   parts are much of the time (attention, GELU, LayerNorm), and bf16 halves what they move.
@@ -23,7 +24,12 @@ table, and runners pass it on and record what the runtime reports back.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import VitedgeError
+
+if TYPE_CHECKING:
+    from .cpu import CpuInfo
 
 F32, BF16, F16 = "f32", "bf16", "f16"
 GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
@@ -49,14 +55,50 @@ def execution_label(precision: str, float_part: str) -> str:
     return f"int8+{float_part}" if precision.startswith("int8") else float_part
 
 
-def require_bf16(what: str) -> None:
-    """Refuse bf16 on a CPU without native bf16, in one line, before any work."""
+def openvino_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin says it computes on this machine (OPTIMIZATION_CAPABILITIES)."""
+    import openvino as ov
+
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def bf16_missing(runtime: str | None = None, cpu: CpuInfo | None = None) -> str | None:
+    """Why bf16 would not run natively here, or None where it does. The CPU must compute bf16
+    itself, and for `runtime` "openvino" its CPU plugin must offer BF16 too: OpenVINO drops a
+    bf16 hint it has no kernels for and computes f32 without a word (its ARM plugin has no bf16
+    on a CPU with the ARM bf16 extension), so the CPU's flags alone do not say what it runs."""
+    if cpu is None:
+        from .cpu import probe_cpu
+
+        cpu = probe_cpu()
+    if not cpu.bf16:
+        return f"this CPU has no native bf16 ({cpu.isa_text})"
+    if runtime == "openvino":
+        import openvino as ov
+
+        offered = openvino_capabilities()
+        if "BF16" not in offered:
+            return (
+                f"OpenVINO {ov.__version__.split('-')[0]}'s CPU plugin computes no bf16 on this CPU, though it has "
+                f"{', '.join(cpu.bf16)} (the plugin offers {', '.join(offered)})"
+            )
+    return None
+
+
+def require_bf16(what: str, runtime: str | None = None) -> None:
+    """Refuse bf16 where it would not run natively (`bf16_missing`), in one line, before any work."""
     from .cpu import probe_cpu
 
     cpu = probe_cpu()
-    if not cpu.bf16:
-        isa = cpu.isa_text
+    missing = bf16_missing(runtime, cpu)
+    if missing is None:
+        return
+    if cpu.bf16:  # the CPU has it, the runtime does not
         raise VitedgeError(
-            f"{what}: this CPU has no native bf16 ({isa}); bf16 needs AVX512-BF16 or AMX (x86) or the ARM bf16 extension",
-            "use fp32 (or int8) here, or run the bf16 artifact on a CPU that has bf16 (`vitedge targets` shows this one's)",
+            f"{what}: {missing}",
+            "use openvino int8 or fp32 here (f32 float parts), or torch bf16",
         )
+    raise VitedgeError(
+        f"{what}: {missing}; bf16 needs AVX512-BF16 or AMX (x86) or the ARM bf16 extension",
+        "use fp32 (or int8) here, or run the bf16 artifact on a CPU that has bf16 (`vitedge targets` shows this one's)",
+    )

@@ -14,6 +14,7 @@ import tomllib
 
 from ..core.cpu import CpuInfo
 from ..core.errors import VitedgeError
+from ..core.precision import bf16_missing
 from ..targets.base import CPU_TARGETS
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -72,17 +73,19 @@ class ChosenRows:
 
 def default_rows(target: str, cpu: CpuInfo | None = None) -> ChosenRows:
     """The rows of a recipe that lists none. On target cpu, where `cpu` (this machine's by
-    default) computes bf16 natively, also NATIVE_BF16_ROWS: a run recommends only rows it
-    measured, so int8-bf16 must be timed to be chosen. Elsewhere it would be refused
-    (pipeline.check_rows) or run on another device, so it is left to a recipe to ask for."""
+    default) computes bf16 natively and OpenVINO's CPU plugin offers it there, also
+    NATIVE_BF16_ROWS: a run recommends only rows it measured, so int8-bf16 must be timed to be
+    chosen. Elsewhere it would be refused (pipeline.check_rows) or run on another device, so it
+    is left to a recipe to ask for."""
     if target not in CPU_TARGETS:
         return ChosenRows(DEFAULT_ROWS, f"the defaults for target {target}")
     if cpu is None:
         from ..core.cpu import probe_cpu
 
         cpu = probe_cpu()
-    if not cpu.bf16:
-        return ChosenRows(DEFAULT_ROWS, f"the defaults: this CPU has no native bf16 ({cpu.isa_text})")
+    missing = bf16_missing("openvino", cpu)
+    if missing is not None:
+        return ChosenRows(DEFAULT_ROWS, f"the defaults: {missing}")
     why = f"the defaults, with {', '.join(NATIVE_BF16_ROWS)}: this CPU computes bf16 natively ({', '.join(cpu.bf16)})"
     return ChosenRows(DEFAULT_ROWS + NATIVE_BF16_ROWS, why, NATIVE_BF16_ROWS)
 
