@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,12 @@ def profile_by_op(artifact: Path, batch: np.ndarray, threads: int, calls: int = 
     return {op: round(us / whole, 4) for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def _in_child(queue: Any, job: Callable[..., Any], args: tuple) -> None:
-    queue.put(job(*args))
-
-
 def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
-    """Run `job(*args)` in a fresh process, like every row: no thread pool shared with another."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_in_child, args=(queue, job, args))
-    process.start()
-    result = queue.get(timeout=1800)
-    process.join()
-    return result
+    """Run `job(*args)` in a fresh process, like every row: no thread pool shared with another.
+    What the job raises is raised here (the child's traceback as its cause), and a child that
+    dies ends the benchmark at once (BrokenProcessPool) rather than leaving it waiting."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(job, *args).result()
 
 
 def write_result(out: Path, result: dict[str, Any], table: str) -> None:
@@ -169,13 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile the fastest int8 ONNX artifact by op type")
     args = parser.parse_args(argv)
     from vitedge.compress.registry import load_model
-    from vitedge.core.cpu import probe_cpu
+    from vitedge.core.precision import bf16_missing
 
-    bf16 = bool(probe_cpu().bf16)
+    bf16_rows = tuple(kind for kind in BF16_ROWS if bf16_missing(kind.split(":")[0]) is None)
     recipe = dataclasses.replace(
         Recipe(),
         model=args.model,
-        rows=DEFAULT_ROWS + (BF16_ROWS if bf16 else ()),
+        rows=DEFAULT_ROWS + bf16_rows,
         samples=args.samples,
         calibration_samples=args.calibration_samples,
         batches=tuple(int(b) for b in args.batches.split(",")),

@@ -27,7 +27,9 @@ its median is reported. Beside the rows: this machine's measured GEMM limits
 every round, beside the rows, from the products its file runs (vitedge's exports compute the
 last block for the class token only, the peers' files and PyTorch the whole forward): each
 weight in cache, and every weight read once per image (an int8 row's share is of the faster of
-ONNX Runtime's and OpenVINO's). Check that nothing else runs first.
+ONNX Runtime's and OpenVINO's; where OpenVINO will not run the chain in int8 on this CPU, its
+limit is recorded as not measurable and the share is of ONNX Runtime's). Check that nothing
+else runs first.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,6 +51,8 @@ import numpy as np
 from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
 
 from vitedge.core.cpu import probe_cpu
+from vitedge.core.precision import bf16_missing
+from vitedge.targets.limits import LinearLimit, NotInt8
 
 PEER = "peer"
 VITEDGE = "vitedge default"
@@ -64,8 +69,8 @@ STREAMED_RUNTIMES = ("int8, weights streamed, onnxruntime", "int8, weights strea
 # here the weights are random and only the speed is read.
 COMPRESSED_RECIPE = ("prune-heads:ratio=0.5", "prune-mlp:ratio=0.625")
 COMPRESSED_KINDS = ("onnx:int8-dynamic", "openvino:int8")
-# Where the CPU computes bf16 natively: `--to openvino --precision int8-bf16` (the int8 IR, its
-# float parts in bf16), an opt-in row, and the compressed recipe's too.
+# Where the CPU computes bf16 natively and OpenVINO offers it: `--to openvino --precision
+# int8-bf16` (the int8 IR, its float parts in bf16), an opt-in row, and the compressed recipe's too.
 BF16_KIND = "openvino:int8-bf16"
 
 
@@ -137,7 +142,7 @@ def build_rows(
     loaded = load_model(str(model))
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, calib_count)
     cpu = probe_cpu()
-    bf16 = bool(cpu.bf16)
+    bf16 = bf16_missing("openvino", cpu) is None  # what vitedge itself would build and run here
     rows = []
     for who, kind in (
         (REFERENCE, "torch:fp32"),
@@ -233,12 +238,26 @@ class Scale:
 
     reference: np.ndarray
     flops: float
-    linear: list[dict[bool, dict[str, Any]]]  # per round: whole (False) or trimmed (True) forward → kind → LinearLimit
+    # per round: whole (False) or trimmed (True) forward → kind → LinearLimit, or its NotInt8 refusal
+    linear: list[dict[bool, dict[str, Any]]]
 
 
-def _shares(rates: list[float], linear: list[dict[bool, dict[str, Any]]], trim: bool, *kinds: str) -> list[float]:
-    """Per round: a row's rate over the fastest of its limits of `kinds` measured in that round."""
-    return [rate / max(each[trim][kind].it_per_s for kind in kinds) for rate, each in zip(rates, linear, strict=True)]
+def _shares(
+    rates: list[float], linear: list[dict[bool, dict[str, Any]]], trim: bool, *kinds: str
+) -> list[float | None]:
+    """Per round: a row's rate over the fastest of its limits of `kinds` measured in that round
+    (a refused one, NotInt8, is left out); None where every one was refused."""
+    shares: list[float | None] = []
+    for rate, each in zip(rates, linear, strict=True):
+        measured = [each[trim][kind].it_per_s for kind in kinds if not isinstance(each[trim][kind], NotInt8)]
+        shares.append(rate / max(measured) if measured else None)
+    return shares
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the rounds that have a value; None if none has."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], limits: dict, scales: dict) -> dict:
@@ -276,7 +295,7 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
                 "linear_limit_of": "trimmed forward" if trim else "whole forward",
                 "share_of_linear_limit": statistics.median(linear_shares),
                 "share_of_linear_limit_rounds": linear_shares,
-                "share_of_streamed_linear_limit": statistics.median(streamed_shares) if streamed_shares else None,
+                "share_of_streamed_linear_limit": _median(streamed_shares),
                 "share_of_streamed_linear_limit_rounds": streamed_shares,
             }
         )
@@ -310,24 +329,41 @@ def torch_logits(module: Any, inputs: np.ndarray) -> np.ndarray:
 
 
 def limits_json(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """One Linear-layer limit measured every round: its median and per-round rates, by kind."""
-    return {
-        kind: {
-            "it_per_s": statistics.median(r[kind].it_per_s for r in rounds),
-            "it_per_s_rounds": [r[kind].it_per_s for r in rounds],
-            "giga": statistics.median(r[kind].giga for r in rounds),
-            "runtime": rounds[0][kind].runtime,
-            "shapes": [vars(x) for x in rounds[0][kind].shapes],
+    """One Linear-layer limit measured every round: its median and per-round rates, by kind. A
+    round whose runtime refused the limit (NotInt8) has null there, the medians are of the
+    rounds measured (null if none was), and the refusal is kept once, as "unavailable"."""
+    shapes = [vars(x) for x in next(v for v in rounds[0].values() if not isinstance(v, NotInt8)).shapes]
+    table: dict[str, Any] = {}
+    for kind in rounds[0]:
+        each = [r[kind] for r in rounds]
+        measured = [x for x in each if not isinstance(x, NotInt8)]
+        refused = [x for x in each if isinstance(x, NotInt8)]
+        table[kind] = {
+            "it_per_s": statistics.median(x.it_per_s for x in measured) if measured else None,
+            "it_per_s_rounds": [None if isinstance(x, NotInt8) else x.it_per_s for x in each],
+            "giga": statistics.median(x.giga for x in measured) if measured else None,
+            "runtime": (measured or refused)[0].runtime,
+            "shapes": shapes,
+            **({"unavailable": str(refused[0])} if refused else {}),
         }
-        for kind in rounds[0]
-    }
+    return table
+
+
+def limit_or_refusal(job: Callable[..., LinearLimit], *args: Any) -> LinearLimit | NotInt8:
+    """`job(*args)` in its own process, or its NotInt8 refusal as the result: the one refusal a
+    limit may make is recorded and the run goes on; any other error still ends the benchmark."""
+    try:
+        return in_own_process(job, *args)
+    except NotInt8 as refusal:
+        return refusal
 
 
 def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[bool, dict[str, Any]]:
     """A model's Linear-layer limits, whole and trimmed forward: int8 and f32 each weight in
     cache, and int8 with every weight read once per image through ONNX Runtime's and
     OpenVINO's kernels (`STREAMED_RUNTIMES`), each in its own process like the rows
-    (measured every round, so drift hits limit and rows alike)."""
+    (measured every round, so drift hits limit and rows alike). OpenVINO's is its NotInt8
+    refusal instead where it will not run the chain in int8 on this CPU."""
     from vitedge.targets.limits import linear_limit, openvino_streamed_linear_limit, streamed_linear_limit
 
     limits: dict[bool, dict[str, Any]] = {}
@@ -338,7 +374,7 @@ def linear_limits(shapes: dict[bool, Any], threads: int, batch: int) -> dict[boo
         }
         streamed = (
             in_own_process(partial(streamed_linear_limit, batch=batch), shapes[trim], threads, "int8"),
-            in_own_process(partial(openvino_streamed_linear_limit, batch=batch), shapes[trim], threads),
+            limit_or_refusal(partial(openvino_streamed_linear_limit, batch=batch), shapes[trim], threads),
         )
         limits[trim].update(zip(STREAMED_RUNTIMES, streamed, strict=True))
     return limits
@@ -375,10 +411,22 @@ def markdown(result: dict[str, Any]) -> str:
 
     def linear(limits: dict[str, Any]) -> str:
         return ", ".join(
-            f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s; per round "
-            f"{'/'.join(f'{x:.1f}' for x in v['it_per_s_rounds'])})"
+            f"{k} not measurable"
+            if v["it_per_s"] is None
+            else f"{k} {v['it_per_s']:.1f} img/s ({v['giga']:.0f} G/s; per round "
+            f"{'/'.join('–' if x is None else f'{x:.1f}' for x in v['it_per_s_rounds'])})"
             for k, v in limits.items()
         )
+
+    sections = (
+        "linear_limits",
+        "trimmed_linear_limits",
+        "compressed_linear_limits",
+        "compressed_trimmed_linear_limits",
+    )
+    refusals = list(
+        dict.fromkeys(v["unavailable"] for key in sections for v in result[key].values() if "unavailable" in v)
+    )
 
     lines += [
         "",
@@ -406,6 +454,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"last block for the class token only (vitedge's exports) {linear(result['trimmed_linear_limits'])}; "
         f"the compressed model's own: whole {linear(result['compressed_linear_limits'])}, "
         f"trimmed {linear(result['compressed_trimmed_linear_limits'])}.",
+        *(
+            [
+                f"Streamed limits not measurable here, so a row's streamed share is of the faster of those measured "
+                f"in its round (– where none was): {'; '.join(refusals)}."
+            ]
+            if refusals
+            else []
+        ),
         f"GEMM limits ({result['limits_note']}): {limits}.",
         *(
             [

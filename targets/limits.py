@@ -311,6 +311,24 @@ def openvino_linear_chain(shapes: tuple[LinearShape, ...]) -> Any:
     return ov.Model([ops.result(y) for y in products], [x for x, _ in inputs.values()], "linear_chain")
 
 
+class NotInt8(RuntimeError):
+    """OpenVINO compiled some products of the int8 chain in another precision (its CPU plugin
+    need not run quantized FullyConnected in int8 where the CPU lacks int8 dot products, as on
+    ARM cores without dotprod). Timing them would call a float rate an int8 limit, so the
+    limit is refused instead; the counts travel as the exception's arguments, so it survives
+    pickling back from a child process."""
+
+    def __init__(self, int8: int, products: int, runtime: str) -> None:
+        super().__init__(int8, products, runtime)
+        self.int8, self.products, self.runtime = int8, products, runtime
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runtime} ran {self.int8} of {self.products} products of the chain as int8 FullyConnected; "
+            "its int8 streamed limit is not measurable on this CPU"
+        )
+
+
 def int8_products(compiled: Any) -> int:
     """How many FullyConnected nodes of a compiled OpenVINO model run in int8 (u8/i8), read
     from its runtime model: a limit must not time a float product and call it int8."""
@@ -327,7 +345,8 @@ def openvino_streamed_linear_limit(
 ) -> LinearLimit:
     """`streamed_linear_limit` through OpenVINO's int8 FullyConnected kernels (the ones an
     OpenVINO int8 IR runs), compiled with the product's own CPU settings; its outputs stay in
-    the request (share_outputs), so copying them out costs nothing."""
+    the request (share_outputs), so copying them out costs nothing. Raises NotInt8 where the
+    CPU plugin runs any product in another precision: better no figure than a false one."""
     import openvino as ov
 
     from .openvino import compile_config
@@ -335,8 +354,9 @@ def openvino_streamed_linear_limit(
     compiled = ov.Core().compile_model(
         openvino_linear_chain(shapes), "CPU", compile_config("int8", "cpu", threads=threads)
     )
-    if int8_products(compiled) != sum(shape.count for shape in shapes):
-        raise RuntimeError("OpenVINO did not run every product of the chain as an int8 FullyConnected")
+    int8, products = int8_products(compiled), sum(shape.count for shape in shapes)
+    if int8 != products:
+        raise NotInt8(int8, products, f"OpenVINO {ov.__version__.split('-')[0]}")
     request = compiled.create_infer_request()
     rng = np.random.default_rng(1)
     for x in compiled.inputs:

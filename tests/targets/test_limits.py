@@ -116,10 +116,14 @@ def test_streamed_linear_limit_times_the_whole_chain_per_image():
 
 def test_openvino_chain_runs_every_product_as_an_int8_fully_connected():
     """The OpenVINO streamed limit times OpenVINO's int8 kernels, each product with its own
-    weight, and computes the quantized products it claims to."""
+    weight, and computes the quantized products it claims to. On x86-64 the CPU plugin runs
+    u8×i8 FullyConnected through oneDNN on every CPU it supports, so all five are int8 and the
+    limit is measured; elsewhere (ARM's executors) it may run some in float, and the limit must
+    then refuse rather than time them."""
     import openvino as ov
 
-    from vitedge.targets.limits import int8_products, openvino_linear_chain, openvino_streamed_linear_limit
+    from vitedge.core.cpu import X86_ARCHES, probe_cpu
+    from vitedge.targets.limits import NotInt8, int8_products, openvino_linear_chain, openvino_streamed_linear_limit
     from vitedge.targets.openvino import compile_config
 
     shapes = (LinearShape(16, 64, 32, 3), LinearShape(1, 32, 8, 2))
@@ -132,7 +136,9 @@ def test_openvino_chain_runs_every_product_as_an_int8_fully_connected():
     weights = [weight(result) for result in model.get_results()]
     assert [w.shape for w in weights] == [(32, 64)] * 3 + [(8, 32)] * 2 and len({w.tobytes() for w in weights}) == 5
     compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=1))
-    assert int8_products(compiled) == 5
+    int8 = int8_products(compiled)
+    if probe_cpu().arch in X86_ARCHES:
+        assert int8 == 5
     rng = np.random.default_rng(2)
     feeds = {x.get_any_name(): rng.random(tuple(x.shape), dtype=np.float32) for x in compiled.inputs}
     outputs = compiled(feeds)
@@ -140,9 +146,45 @@ def test_openvino_chain_runs_every_product_as_an_int8_fully_connected():
     for x, w, y in zip(inputs, weights, outputs.values(), strict=True):
         expected = (np.round(x * 255) / 255) @ (w.astype(np.float32) * 0.01).T
         np.testing.assert_allclose(y, expected, rtol=0, atol=2e-3 * np.abs(expected).max())
+    if int8 < 5:
+        with pytest.raises(NotInt8, match=f"ran {int8} of 5 products"):
+            openvino_streamed_linear_limit(shapes, 1, seconds=0.05)
+        return
     limit = openvino_streamed_linear_limit(shapes, 1, seconds=0.05)
     assert limit.streamed and limit.kind == "int8" and limit.runtime.startswith("openvino")
     assert limit.ops_per_image == 3 * 2 * 16 * 64 * 32 + 2 * 2 * 32 * 8 and limit.seconds_per_image > 0
+
+
+def test_openvino_streamed_limit_refuses_a_chain_not_run_in_int8(monkeypatch):
+    """A float product timed as int8 would flatter every row read against the limit: a chain
+    OpenVINO cannot run in int8 (float weights, no quantized input) is refused, with the
+    counts, on any CPU."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    import vitedge.targets.limits as limits
+
+    def float_chain(shapes: tuple[LinearShape, ...]) -> ov.Model:
+        inputs, products = {}, []
+        for shape, weight in limits._chain_weights(shapes, np.float32):
+            key = (shape.rows, shape.inputs)
+            if key not in inputs:
+                inputs[key] = ops.parameter(
+                    [shape.rows, shape.inputs], ov.Type.f32, name=f"x{shape.rows}_{shape.inputs}"
+                )
+            products.append(ops.matmul(inputs[key], ops.constant(weight), False, False))
+        return ov.Model([ops.result(y) for y in products], list(inputs.values()), "float_chain")
+
+    monkeypatch.setattr(limits, "openvino_linear_chain", float_chain)
+    shapes = (LinearShape(16, 64, 32, 3), LinearShape(1, 32, 8, 2))
+    with pytest.raises(limits.NotInt8) as refusal:
+        limits.openvino_streamed_linear_limit(shapes, 1, seconds=0.05)
+    assert isinstance(refusal.value, RuntimeError) and (refusal.value.int8, refusal.value.products) == (0, 5)
+    version = ov.__version__.split("-")[0]
+    assert str(refusal.value) == (
+        f"OpenVINO {version} ran 0 of 5 products of the chain as int8 FullyConnected; "
+        "its int8 streamed limit is not measurable on this CPU"
+    )
 
 
 def test_square_gemm_limits_and_which_limit_a_row_is_held_to():
