@@ -1,5 +1,5 @@
 """arm64 proof: run a bundle's `run_bundle.py classify` and `eval` on aarch64 (Debian arm64
-Python + the aarch64 numpy, Pillow and onnxruntime wheels, under qemu-aarch64 user
+Python + the aarch64 numpy, Pillow and onnxruntime or openvino wheels, under qemu-aarch64 user
 emulation) and compare with the same bundle on this x86 machine. Correctness only: emulated
 speed means nothing.
 
@@ -10,8 +10,8 @@ the x86 logits (exporter.parity: fp32 max |Δ| <= 1e-4; int8 mean cosine >= 0.99
 agreement >= 97%, since x86 VNNI/AMX and ARM run different int8 kernels and neither is the
 reference), and the ImageFolder top-1 of both is within the paired noise; 1: a mismatch;
 2: it cannot run here (and why). Without --artifact it exports the embedded vitedge-cifar10
-model to ONNX fp32, ORT dynamic int8 and ORT static int8 (calibrated on cifar10:train, from
-$VITEDGE_DATA or the cache) and checks those.
+model to ONNX fp32, ORT dynamic int8, ORT static int8, OpenVINO fp32 and OpenVINO int8 (NNCF),
+the int8 ones calibrated on cifar10:train (from $VITEDGE_DATA or the cache), and checks those.
 
 How: `debootstrap --foreign --arch=arm64` fetches Debian bookworm's arm64 packages, which are
 unpacked with `dpkg-deb -x` (no second stage, so no binfmt registration is needed);
@@ -71,7 +71,8 @@ def board_cpuinfo(board: str) -> str:
 
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 EXECUTORCH_ALONE = ("executorch", "flatbuffers", "ruamel.yaml", "tabulate")  # what its runtime imports
-PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64")
+# up to the board Python's glibc (Debian bookworm: 2.36); OpenVINO's aarch64 wheels are manylinux_2_35
+PLATFORMS = tuple(f"manylinux_2_{minor}_aarch64" for minor in (17, 27, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
 
 
 def cannot_run() -> str | None:
@@ -214,14 +215,32 @@ def pip_reason(stderr: str, argv: list[str]) -> str:
 
 
 def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: str) -> Path | str:
-    """The aarch64 site of an ExecuTorch bundle (module docstring), checked to import under
-    qemu; or why it cannot be had here."""
+    """The aarch64 site of an OpenVINO or ExecuTorch bundle (module docstring), checked to
+    import under qemu; or why it cannot be had here."""
     from importlib import metadata
 
-    if runtime != "executorch":
-        return f"no aarch64 site for runtime {runtime}"
     import numpy
     import PIL
+
+    if runtime == "openvino":
+        import openvino
+
+        versions = {
+            "numpy": numpy.__version__,
+            "pillow": PIL.__version__,
+            "openvino": openvino.__version__.split("-")[0],
+        }
+        try:
+            site = arm64_site(work, versions)
+        except subprocess.CalledProcessError as failed:
+            return f"the aarch64 OpenVINO wheels cannot be fetched here: {pip_reason(failed.stderr or '', failed.cmd)}"
+        probe = run_emulated(work, board, python, site, ["-c", "import openvino; openvino.Core().available_devices"])
+        if probe.returncode != 0:
+            last = [line for line in probe.stderr.splitlines() if line.strip()]
+            return f"the aarch64 OpenVINO runtime does not import under qemu: {last[-1] if last else probe.returncode}"
+        return site
+    if runtime != "executorch":
+        return f"no aarch64 site for runtime {runtime}"
 
     versions = {"numpy": numpy.__version__, "pillow": PIL.__version__, "torch": metadata.version("torch").split("+")[0]}
     alone = {name: metadata.version(name) for name in EXECUTORCH_ALONE}
@@ -239,8 +258,8 @@ def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: 
 
 
 def default_artifacts(folder: Path, executorch: bool = False) -> list[Path]:
-    """vitedge-cifar10 as ONNX fp32, int8 dynamic and int8 static (256 calibration images),
-    and with `executorch` as ExecuTorch fp32 and int8 (the same calibration images)."""
+    """vitedge-cifar10 as ONNX fp32, int8 dynamic and int8 static, OpenVINO fp32 and int8 (256
+    calibration images), and with `executorch` as ExecuTorch fp32 and int8 (the same images)."""
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
     from vitedge.compress.registry import load_model
@@ -248,7 +267,7 @@ def default_artifacts(folder: Path, executorch: bool = False) -> list[Path]:
 
     loaded = load_model("vitedge-cifar10")
     calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 256)
-    paths = [("onnx", p) for p in ("fp32", "int8-dynamic", "int8-static")]
+    paths = [("onnx", p) for p in ("fp32", "int8-dynamic", "int8-static")] + [("openvino", p) for p in ("fp32", "int8")]
     paths += [("executorch", p) for p in ("fp32", "int8")] if executorch else []
     return [
         export_artifact(

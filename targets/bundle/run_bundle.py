@@ -243,8 +243,19 @@ class Model:
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        # a dynamic batch is compiled static for each batch size it is given, one compile kept:
+        # OpenVINO's ARM plugin computes int8 FullyConnected wrong on a dynamic batch (as
+        # vitedge's own runner, targets/openvino.py's batch_compiler, says)
         try:
-            compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+            model = core.read_model(str(model_path))
+            shape = model.input(0).get_partial_shape()
+
+            def compile_for(size):
+                static = model.clone()
+                static.reshape({static.input(0): ov.PartialShape([size, *shape[1:]])})
+                return core.compile_model(static, "CPU", config)
+
+            compiled = core.compile_model(model, "CPU", config) if shape[0].is_static else compile_for(1)
         except RuntimeError as exc:
             raise BundleError(
                 f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
@@ -256,7 +267,17 @@ class Model:
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
         }
         self.detail["execution_precision"] = self._label(self.detail["inference_precision"])
-        self._run = lambda batch: compiled(batch)[0]
+        self.compiled_by_batch = {} if shape[0].is_static else {1: compiled}
+
+        def run(batch):
+            if shape[0].is_static:
+                return compiled(batch)[0]
+            if len(batch) not in self.compiled_by_batch:
+                self.compiled_by_batch.clear()
+                self.compiled_by_batch[len(batch)] = compile_for(len(batch))
+            return self.compiled_by_batch[len(batch)](batch)[0]
+
+        self._run = run
 
     def _open_executorch(self, model_path: Path, threads: int | None) -> None:
         try:

@@ -470,3 +470,25 @@ def test_nncf_defaults_is_nncfs_own_recipe_not_ours(calib):
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # explicit: some CPUs' default is bf16
     outputs = [core.compile_model(m, "CPU", f32)(batch)[0] for m in (theirs, ours)]
     assert not np.array_equal(outputs[0], outputs[1])  # NNCF's SmoothQuant default is on; ours is off
+
+
+def test_a_dynamic_batch_ir_runs_with_a_static_shape_per_batch_size(artifacts, cifar_batch):
+    """OpenVINO's ARM plugin computes int8 FullyConnected wrong on a dynamic batch (under QEMU),
+    so the runner compiles the IR for each batch size it is given, its input static, keeping one
+    compile at a time; the logits are the dynamic compile's, on whatever CPU runs this."""
+    import openvino as ov
+
+    from vitedge.targets.openvino import compile_config
+
+    folder = artifacts[("openvino", "int8")]
+    runner = open_artifact(folder, threads=1)
+    images = cifar_batch[0][:3]
+    dynamic = ov.Core().compile_model(str(folder / "model.xml"), "CPU", compile_config("int8", "cpu", threads=1))
+    assert not dynamic.input(0).get_partial_shape()[0].is_static and runner.fixed_batch is None
+    for size in (1, 3, 3, 2):
+        logits = runner(images[:size])
+        compiled = runner._compiled_for(size)
+        assert list(compiled.input(0).get_partial_shape().to_shape()) == [size, *images.shape[1:]]
+        assert list(runner._by_batch) == [size]
+        np.testing.assert_allclose(logits, dynamic(images[:size])[0], rtol=0, atol=1e-4)
+    assert runner._compiled_for(1) is runner.compiled  # the compile the runner was opened with

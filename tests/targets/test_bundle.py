@@ -220,6 +220,24 @@ def test_openvino_bundle_agrees_with_onnxruntime(onnx_artifact, png_images, tmp_
     assert bench["detail"]["inference_precision"] == "f32" and bench["detail"]["threads"] == 1, bench["detail"]
 
 
+def test_openvino_bundle_compiles_a_static_shape_per_batch_size(onnx_artifact, tmp_path):
+    """As vitedge's own runner: a dynamic batch runs through a compile for that batch size, its
+    input static (OpenVINO's ARM plugin computes int8 wrong on a dynamic one), one kept at a time."""
+    import importlib.util
+
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle", runtime="openvino")
+    spec = importlib.util.spec_from_file_location("bundle_runner", bundle / "run_bundle.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    model = runner.Model(bundle, json.loads((bundle / runner.MANIFEST).read_text()), threads=1)
+    images = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    whole = model(images)
+    for size in (1, 2, 3):
+        np.testing.assert_allclose(model(images[:size]), whole[:size], rtol=0, atol=1e-5)
+        (compiled,) = model.compiled_by_batch.values()
+        assert list(compiled.input(0).get_partial_shape().to_shape()) == [size, 3, 32, 32]
+
+
 class FakeTime:
     """perf_counter advances only when the fake model runs; process_time at half that rate."""
 

@@ -306,11 +306,11 @@ class OpenVinoBackend:
     def open(self, excluded: Iterable[str] = (), *, threads: int | None = 1):  # noqa: ANN201 - Runner
         import openvino as ov
 
-        from ..targets.openvino import OpenVinoRunner, compile_config, runner_info
+        from ..targets.openvino import compile_config, model_runner
 
         model, _ = self.quantize_model(excluded)
-        compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=threads))
-        return OpenVinoRunner(compiled, runner_info(compiled, precision="int8", device="cpu", threads=threads))
+        config = compile_config("int8", "cpu", threads=threads)
+        return model_runner(ov.Core(), model, config, precision="int8", device="cpu", threads=threads, name="int8")
 
 
 def openvino_graph(loaded: LoadedModel, options: ExportOptions) -> Any:
