@@ -77,6 +77,23 @@ def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
         return pool.submit(job, *args).result()
 
 
+def on_this_machine(measure: Callable[[], dict[str, Any]], **about: Any) -> dict[str, Any]:
+    """A benchmark's result: what it is `about`, this CPU and its ISA, the load average just
+    before and after `measure()` (what else was running), and what it measured."""
+    from vitedge.core.cpu import probe_cpu
+
+    cpu = probe_cpu()
+    load_before = os.getloadavg()
+    measured = measure()
+    return {
+        **about,
+        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        **measured,
+    }
+
+
 def write_result(out: Path, result: dict[str, Any], table: str) -> None:
     """A benchmark's JSON at `out`, its markdown table beside it (.md), and the table on stdout."""
     write_json_atomic(out, result)

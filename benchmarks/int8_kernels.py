@@ -31,7 +31,6 @@ Check that nothing else runs on the machine first.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -41,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
+from cpu_formats import in_own_process, on_this_machine, write_result  # noqa: E402 - beside this script
 
-from vitedge.core.cpu import probe_cpu
 from vitedge.targets.limits import LinearShape, matmul_model
 
 SHIPPED = "ORT DynamicQuantizeMatMul s8, per tensor (vitedge int8-dynamic)"
@@ -298,19 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     shapes = linear_shapes(loaded.module, loaded.data_config.input_size, batch=args.batch)
     del loaded
-    cpu = probe_cpu()
-    load_before = os.getloadavg()
-    measured = measure(shapes, threads=args.threads, rounds=args.rounds, seconds=args.seconds, batch=args.batch)
-    result = {
-        "model": args.model,
-        "threads": args.threads,
-        "batch": args.batch,
-        "rounds": args.rounds,
-        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-        **measured,
-    }
+    result = on_this_machine(
+        lambda: measure(shapes, threads=args.threads, rounds=args.rounds, seconds=args.seconds, batch=args.batch),
+        model=args.model,
+        threads=args.threads,
+        batch=args.batch,
+        rounds=args.rounds,
+    )
     write_result(args.out, result, markdown(result))
     return 0
 

@@ -15,14 +15,11 @@ Check that nothing else runs first.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cpu_formats import write_result  # noqa: E402 - beside this script
-
-from vitedge.core.cpu import probe_cpu
+from cpu_formats import on_this_machine, write_result  # noqa: E402 - beside this script
 
 
 def measure(folder: Path, threads: int, batches: tuple[int, ...], rounds: int, seconds: float) -> dict[str, Any]:
@@ -86,19 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
-    cpu = probe_cpu()
-    load_before = os.getloadavg()
     batches = tuple(int(b) for b in args.batches.split(","))
-    measured = measure(args.artifact, args.threads, batches, args.rounds, args.seconds)
-    result = {
-        "artifact": args.artifact.name,
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-        **measured,
-    }
+    result = on_this_machine(
+        lambda: measure(args.artifact, args.threads, batches, args.rounds, args.seconds),
+        artifact=args.artifact.name,
+        threads=args.threads,
+        rounds=args.rounds,
+    )
     write_result(args.out, result, markdown(result))
     return 0
 

@@ -8,7 +8,10 @@ The hint is LATENCY at every batch size. The runner serves one synchronous calle
 request at a time (vitedge's timing loop, a board's `runner(batch)`); THROUGHPUT splits the
 cores into streams that only pay with as many requests in flight, and a single request then
 runs on one stream's share: on 2 cores it made 2 streams of 1 thread, and ViT-B ran 4.2 img/s
-at batch 8 against 8.3 with LATENCY (int8: 21.2 against 43.0), and 27% slower at batch 1."""
+at batch 8 against 8.3 with LATENCY (int8: 21.2 against 43.0), and 27% slower at batch 1.
+
+A dynamic-batch IR is compiled for each batch size it is given, its input static
+(`batch_compiler`): OpenVINO's ARM plugin computes int8 wrong on a dynamic batch."""
 
 from __future__ import annotations
 
