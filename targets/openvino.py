@@ -16,7 +16,7 @@ A dynamic-batch IR is compiled for each batch size it is given, its input static
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ class OpenVinoRunner:
         return np.asarray(self._compiled_for(len(batch))(np.ascontiguousarray(batch, dtype=np.float32))[0])
 
     def _compiled_for(self, size: int) -> Any:
-        """The compile for `size` images; one kept at a time (each holds its own repacked weights),
-        so a timing loop or an evaluation's batches reuse it and a new size compiles once."""
+        """The compile for `size` images: the batch-1 one the runner opened with, or one other kept
+        at a time (each holds its own repacked weights), so a timing loop or an evaluation's
+        batches reuse it and a new size compiles once."""
         if self.compile_batch is None:
             return self.compiled
         if size not in self._by_batch:
@@ -158,10 +159,15 @@ def model_runner(
     ov_device = DEVICES[device]
     compile_batch = batch_compiler(core, model, ov_device, config)
     compiled = compile_batch(1) if compile_batch else core.compile_model(model, ov_device, config)
-    device_name = core.get_property(ov_device, "FULL_DEVICE_NAME")
-    info = runner_info(compiled, precision=precision, device=device, threads=threads, device_name=device_name)
-    fixed = None if compile_batch else _fixed_batch(compiled)
-    return OpenVinoRunner(compiled, info, name, fixed, compile_batch)
+    runner = compiled_runner(
+        compiled,
+        precision=precision,
+        device=device,
+        threads=threads,
+        name=name,
+        device_name=core.get_property(ov_device, "FULL_DEVICE_NAME"),
+    )
+    return runner if compile_batch is None else replace(runner, fixed_batch=None, compile_batch=compile_batch)
 
 
 def compiled_runner(
