@@ -17,11 +17,19 @@ Safety: ssh is started from an argv list (never a local shell); the one remote c
 shell on either side. Host keys are checked against known_hosts (`StrictHostKeyChecking=yes`)
 unless the caller explicitly accepts a new one (`accept-new`, which still refuses a changed
 key). The whole run is bounded by `run_timeout`, the connection by `connect_timeout`.
+
+Time limit: the board enforces `run_timeout` itself (see `_watchdog`): ssh without a pty
+sends the board no hangup when the client is killed, so a client-side kill alone would leave
+the board's Python running and its temp folder behind. The client waits a little longer
+(`CLIENT_GRACE_S`) and kills ssh only if the board never answers. Bundles that finished
+before the limit keep their results; only the one cut short and those after it report an
+error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -43,6 +51,9 @@ EXIT_NO_PYTHON = 127
 EXIT_NO_RUNTIME = 3  # run_bundle.py's exit code when numpy, Pillow or the runtime is missing
 PROGRESS_PREFIXES = ("bench:", "eval:", "vitedge-remote:")
 DATA_PLACEHOLDER = "@DATA@"  # an argument that names the data folder unpacked on the board
+RUN_TIMEOUT_S = 1800.0  # ViT-B scoring 1,000 images on a Raspberry Pi 4 takes most of this
+CLIENT_GRACE_S = 30.0  # beyond the board's own limit, before the client gives up on it
+TIMEOUT_MARK = "vitedge-remote: out of time after"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_:.%-]+$")
 
@@ -126,18 +137,38 @@ def _shell_arg(arg: str) -> str:
     return '"$d"/data' if arg == DATA_PLACEHOLDER else shlex.quote(arg)
 
 
-def remote_script(python: str, runs: list[list[list[str]]]) -> str:
+def _watchdog(limit_s: float) -> list[str]:
+    """Lines that make the board stop itself once `limit_s` has passed: a background loop says
+    so on stderr, then sends TERM to the session's process group (sshd makes each session a
+    group of its own: this script, the Python it runs, anything that Python started), and the
+    script's traps remove the temp folder. The loop checks once a second that the script still
+    runs and ends with it; its `sleep` holds none of the session's output, so it never keeps
+    the SSH channel open, and the script's EXIT trap kills it."""
+    seconds = max(1, math.ceil(limit_s))
+    loop = (
+        "trap - EXIT HUP INT TERM; "
+        f"end=$(($(date +%s) + {seconds})); "
+        'while [ "$(date +%s)" -lt "$end" ]; do '
+        'sleep 1 </dev/null >/dev/null 2>&1; kill -0 "$main" 2>/dev/null || exit 0; done; '
+        f'echo "{TIMEOUT_MARK} {seconds} s" >&2; kill -TERM 0'
+    )
+    return ["main=$$", f"( {loop} ) </dev/null >/dev/null &", "watchdog=$!"]
+
+
+def remote_script(python: str, runs: list[list[list[str]]], limit_s: float = RUN_TIMEOUT_S) -> str:
     """The sh script the board runs: check Python, unpack the tar from stdin into a private
     temp folder (removed on exit), then for each bundle (bundles/0, bundles/1, ...) run its
     `run_bundle.py` commands in turn, each in a process of its own (so each reports its own
     peak memory and time to first answer). `runs[i]` lists bundle i's argument lists. A
     command that fails ends that bundle's turn, not the others': every command's exit status
-    is printed after it on stdout. Every value is quoted."""
+    is printed after it on stdout. After `limit_s` the board stops everything it started
+    (`_watchdog`). Every value is quoted."""
     py = '"$HOME"/' + shlex.quote(python[2:]) if python.startswith("~/") else shlex.quote(python)
     lines = [
         f"command -v {py} >/dev/null 2>&1 || {{ echo 'vitedge-remote: no-python' >&2; exit {EXIT_NO_PYTHON}; }}",
         'd=$(mktemp -d "${TMPDIR:-/tmp}/vitedge.XXXXXX") || exit 1',
-        "trap 'rm -rf \"$d\"' EXIT",
+        *_watchdog(limit_s),
+        'trap \'kill "$watchdog" 2>/dev/null; rm -rf "$d"\' EXIT',
         "trap 'exit 143' HUP INT TERM",
         'tar -xf - -C "$d" || { echo "vitedge-remote: unpacking the bundle failed" >&2; exit 1; }',
         'echo "vitedge-remote: running on $(uname -n) ($(uname -m))" >&2',
@@ -255,8 +286,10 @@ def run_ssh(
     data: Path | None,
     run_timeout: float,
     on_progress: Callable[[str], None] | None,
-) -> tuple[int, str, str]:
-    """Run ssh with the tar on stdin; stream stderr lines; (exit code, stdout, stderr)."""
+) -> tuple[int | None, str, str]:
+    """Run ssh with the tar on stdin; stream stderr lines; (exit code, stdout, stderr). The
+    board stops itself at `run_timeout`; if ssh has not ended `CLIENT_GRACE_S` later it is
+    killed and the exit code is None (what arrived until then is kept)."""
     try:
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
@@ -273,24 +306,73 @@ def run_ssh(
     ]
     for thread in threads:
         thread.start()
+    code: int | None
     try:
-        code = process.wait(timeout=run_timeout)
+        code = process.wait(timeout=run_timeout + CLIENT_GRACE_S)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise VitedgeError(
-            f"the board did not finish within {run_timeout:g} s (last: {_last_line(chr(10).join(err_lines)) or 'nothing'})",
-            "raise --run-timeout, or lower --seconds / use fewer --data images",
-        ) from None
+        code = None
     except BaseException:
         process.kill()
         process.wait()
         raise
     for thread in threads:
         thread.join(timeout=10)
-    if send_errors:
+    if send_errors and code is not None:
         raise send_errors[0]
     return code, "\n".join(out_lines), "\n".join(err_lines)
+
+
+def _out_of_time(
+    count: int, stdout: str, ssh_target: SshTarget, run_timeout: float, *, board_stopped: bool
+) -> list[dict[str, Any] | None]:
+    """After the limit: None for each bundle that finished (its results stand), an error for
+    the one cut short and for each that never started. A bundle finished when the board moved
+    on to the next one (it prints a mark as each starts)."""
+    marks = [
+        int(line[len(BUNDLE_MARK) :].split("/")[0]) - 1 for line in stdout.splitlines() if line.startswith(BUNDLE_MARK)
+    ]
+    running = marks[-1] if marks else -1
+    hint = (
+        f"raise --board-timeout (now {run_timeout:g} s), or time fewer batch sizes, "
+        "fewer --seconds, or fewer images (--samples)"
+    )
+    stopped = (
+        "the board stopped it"
+        if board_stopped
+        else f"the board did not answer for {CLIENT_GRACE_S:g} s more, so ssh was closed (it may still be running there)"
+    )
+    errors: list[dict[str, Any] | None] = []
+    for number in range(count):
+        if number < running:
+            errors.append(None)
+        elif number == running:
+            message = f"{ssh_target}: did not finish within the {run_timeout:g} s limit: {stopped}"
+            errors.append({"error": VitedgeError(message, hint)})
+        else:
+            message = f"{ssh_target}: not run: the {run_timeout:g} s limit passed before its turn ({stopped})"
+            errors.append({"error": VitedgeError(message, hint)})
+    return errors
+
+
+def _session_error(
+    code: int, stderr: str, ssh_target: SshTarget, python: str, known_hosts: Path | None, connect_timeout: float
+) -> VitedgeError | None:
+    """Why the whole SSH session failed (ssh itself, no Python there, the script), or None."""
+    if code == 255:
+        return _ssh_error(stderr, ssh_target, known_hosts=known_hosts, connect_timeout=connect_timeout)
+    if code == EXIT_NO_PYTHON and "vitedge-remote: no-python" in stderr:
+        return VitedgeError(
+            f"{ssh_target} has no {python!r} on its PATH",
+            "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3",
+        )
+    if code != 0:
+        return VitedgeError(
+            f"{ssh_target}: the board's script failed (exit {code}): {_last_line(stderr) or 'no message'}",
+            "try `ssh` to the board by hand to see what is wrong",
+        )
+    return None
 
 
 def _sections(text: str, count: int) -> list[list[str]]:
@@ -324,7 +406,7 @@ def _bundle_result(
         return {
             "error": VitedgeError(
                 f"{ssh_target}: the bundle failed (exit {failed}): {_board_error(chr(10).join(stderr))}",
-                "copy the bundle to the board and run `python3 run_bundle.py bench` there to see more",
+                f"copy the bundle to the board and run `{python} run_bundle.py bench` there to see more",
             )
         }
     if len(results) < expected:
@@ -347,7 +429,7 @@ def bench_board(
     accept_new_host_key: bool = False,
     known_hosts: Path | None = None,
     connect_timeout: float = 10,
-    run_timeout: float = 600,
+    run_timeout: float = RUN_TIMEOUT_S,
     batches: tuple[int, ...] = (1,),
     seconds: float = 10.0,
     threads: int | None = None,
@@ -361,12 +443,15 @@ def bench_board(
     (an ImageFolder; with `logits`, every image's logits too) in a process of its own. One
     entry per source, in order: its bench results (one per batch size), its eval result, the
     manifest, or `error` (a VitedgeError) when that bundle could not run there (a runtime the
-    board lacks does not stop the others)."""
+    board lacks does not stop the others; past `run_timeout`, those that finished keep their
+    results)."""
     ssh_target = parse_target(target)
     if not sources:
         raise VitedgeError("nothing to benchmark", "name one or more artifact folders")
     if not batches or min(batches) < 1 or seconds <= 0 or (threads is not None and threads < 1):
         raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
+    if not run_timeout > 0:
+        raise VitedgeError(f"the board's time limit must be > 0 s, not {run_timeout:g}", "e.g. --board-timeout 1800")
     if data is not None and not Path(data).is_dir():
         raise VitedgeError(f"--data {data} is not a folder", "pass an ImageFolder: one subfolder of images per class")
     argv = ssh_command(
@@ -392,7 +477,7 @@ def bench_board(
             else:
                 bundles.append(build_bundle(source, Path(scratch) / f"bundle-{number}"))
         manifests = [read_manifest(bundle) for bundle in bundles]
-        script = remote_script(python, [commands for _ in bundles])
+        script = remote_script(python, [commands for _ in bundles], run_timeout)
         started = time.monotonic()
         code, stdout, stderr = run_ssh(
             [*argv, "sh -c " + shlex.quote(script)],
@@ -401,26 +486,24 @@ def bench_board(
             run_timeout=run_timeout,
             on_progress=on_progress,
         )
-        if code == 255:
-            raise _ssh_error(stderr, ssh_target, known_hosts=known_hosts, connect_timeout=connect_timeout)
-        if code == EXIT_NO_PYTHON and "vitedge-remote: no-python" in stderr:
-            raise VitedgeError(
-                f"{ssh_target} has no {python!r} on its PATH",
-                "install it there (sudo apt install python3), or name the board's interpreter with --python /path/to/python3",
-            )
-        if code != 0:
-            raise VitedgeError(
-                f"{ssh_target}: the board's script failed (exit {code}): {_last_line(stderr) or 'no message'}",
-                "try `ssh` to the board by hand to see what is wrong",
-            )
+        board_stopped = code == 143 and TIMEOUT_MARK in stderr
+        if code is None or board_stopped:
+            late = _out_of_time(len(bundles), stdout, ssh_target, run_timeout, board_stopped=board_stopped)
+        else:
+            failure = _session_error(code, stderr, ssh_target, python, known_hosts, connect_timeout)
+            if failure:
+                raise failure
+            late = [None] * len(bundles)
         outputs, errors = _sections(stdout, len(bundles)), _sections(stderr, len(bundles))
         entries = [
             {
                 "source": str(source),
                 "manifest": manifest,
-                **_bundle_result(out, err, len(commands), ssh_target, python, bundle),
+                **(cut or _bundle_result(out, err, len(commands), ssh_target, python, bundle)),
             }
-            for source, manifest, bundle, out, err in zip(sources, manifests, bundles, outputs, errors, strict=True)
+            for source, manifest, bundle, out, err, cut in zip(
+                sources, manifests, bundles, outputs, errors, late, strict=True
+            )
         ]
     elapsed = time.monotonic() - started
     return [{**entry, "target": str(ssh_target), "wall_s": elapsed} for entry in entries]
@@ -434,7 +517,7 @@ def bench_remote(
     accept_new_host_key: bool = False,
     known_hosts: Path | None = None,
     connect_timeout: float = 10,
-    run_timeout: float = 600,
+    run_timeout: float = RUN_TIMEOUT_S,
     batch: int = 1,
     seconds: float = 10.0,
     threads: int | None = None,

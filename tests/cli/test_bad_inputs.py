@@ -493,6 +493,20 @@ CASES = [
         lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://-oProxyCommand=touch%20PWNED-by-ssh", "--data", ""],
         ("bad host name",),
     ),
+    Case(
+        "board-timeout-not-positive",
+        lambda tmp, a: [
+            "bench",
+            str(a.onnx),
+            "--target",
+            "ssh://root@127.0.0.1:9",
+            "--board-timeout",
+            "0",
+            "--data",
+            "",
+        ],
+        ("time limit must be > 0 s",),
+    ),
 ]
 
 

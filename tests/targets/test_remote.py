@@ -3,12 +3,16 @@ path, from tar over ssh to the bundle's JSON, plus every failure a user meets at
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import vitedge.targets.remote as remote
 from tests.support import sshd
 from tests.support.boards import make_venv, vitedge_logits
 from tests.support.sshd import (
@@ -22,7 +26,7 @@ from tests.support.sshd import (
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.bundle_build import build_bundle
-from vitedge.targets.remote import bench_remote, parse_target, ssh_command
+from vitedge.targets.remote import bench_board, bench_remote, parse_target, ssh_command
 
 SENTINEL = "vitedge-pwned"
 
@@ -174,9 +178,68 @@ def test_board_without_python_or_runtime(server, onnx_artifact, bundle_python, t
     assert f"{bare} -m pip install 'numpy>=1.24' 'pillow>=10' 'onnxruntime>=1.17'" in caught.value.hint
 
 
-def test_run_timeout(server, onnx_artifact, bundle_python):
-    with pytest.raises(VitedgeError, match="did not finish within 2 s"):
-        bench(server, onnx_artifact, bundle_python, seconds=20, run_timeout=2)
+def test_out_of_time_keeps_what_finished_and_leaves_nothing_on_the_board(
+    server, onnx_artifact, bundle_python, tmp_path
+):
+    """Three bundles, the second hangs (its Python sleeps first): the board stops itself at the
+    limit, the first keeps its result, the other two say why they have none, and nothing of
+    the run is left running or on disk there (ssh has no pty, so killing the client alone
+    would leave both behind)."""
+    nap = "sleep 7919"  # a length nothing else sleeps for, to look for afterwards
+    python = tmp_path / "python-that-hangs-in-the-second-bundle"
+    python.write_text(f'#!/bin/sh\ncase "$PWD" in */bundles/1) {nap};; esac\nexec {bundle_python} "$@"\n')
+    python.chmod(0o755)
+    before = set(Path("/tmp").glob("vitedge.*"))
+    entries = bench_board(
+        [onnx_artifact] * 3,
+        server.target,
+        identity=server.identity,
+        known_hosts=server.known_hosts,
+        seconds=0.3,
+        python=str(python),
+        run_timeout=20,
+    )
+    assert entries[0]["benches"][0]["it_per_s"] > 0
+    hung, never = entries[1]["error"], entries[2]["error"]
+    assert hung.message.endswith("did not finish within the 20 s limit: the board stopped it"), hung.message
+    assert "not run: the 20 s limit passed before its turn (the board stopped it)" in never.message
+    assert "--board-timeout" in hung.hint and "--samples" in hung.hint
+    assert set(Path("/tmp").glob("vitedge.*")) == before
+    left = subprocess.run(["pgrep", "-f", nap], capture_output=True, text=True)
+    assert left.returncode == 1, f"still running on the board: {left.stdout}"
+
+
+def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
+    """The client's own limit (the board's did not fire: frozen, or its clock jumped): bundles
+    the board moved past keep their results, the one it was in is cut short, the rest never
+    ran, and the message says the board may still be running."""
+    stdout = f"{remote.BUNDLE_MARK}1/3\n{{}}\n{remote.STATUS_MARK}0\n{remote.BUNDLE_MARK}2/3\n"
+    kept, cut, never = remote._out_of_time(3, stdout, parse_target("ssh://pi@board"), 60, board_stopped=False)
+    assert kept is None
+    assert cut["error"].message == (
+        f"ssh://pi@board: did not finish within the 60 s limit: the board did not answer for "
+        f"{remote.CLIENT_GRACE_S:g} s more, so ssh was closed (it may still be running there)"
+    )
+    assert never["error"].message.startswith("ssh://pi@board: not run: the 60 s limit passed before its turn")
+    assert remote._out_of_time(2, "", parse_target("ssh://pi@board"), 60, board_stopped=True)[0] is not None
+
+
+def test_remote_hints_name_only_options_vitedge_bench_has():
+    """Every --option a board error tells the user to change is one `vitedge bench` takes."""
+    import typer
+
+    from vitedge.cli import app
+
+    bench = typer.main.get_command(app).commands["bench"]  # type: ignore[attr-defined]
+    options = {name for param in bench.params for name in param.opts if name.startswith("--")}
+    prose = [  # the module's sentences (run_bundle.py's own arguments are single words)
+        node.value
+        for node in ast.walk(ast.parse(Path(remote.__file__).read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and " " in node.value
+    ]
+    named = {option for text in prose for option in re.findall(r"(?<![\w-])--[a-z][a-z-]+", text)}
+    board_commands = {"--now"}  # `systemctl enable --now ssh`, run on the board
+    assert {"--board-timeout", "--python", "--identity"} <= named <= options | board_commands, named - options
 
 
 @pytest.mark.parametrize(

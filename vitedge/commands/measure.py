@@ -10,6 +10,7 @@ import typer
 
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
+from ..targets.remote import RUN_TIMEOUT_S
 from .common import parse_samples
 
 
@@ -70,6 +71,10 @@ def bench_command(
     ),
     seconds: float = typer.Option(10.0, help="ssh:// only: timed seconds per batch size on the board."),
     python: str = typer.Option("python3", help="ssh:// only: the board's Python (e.g. ~/vitedge-env/bin/python)."),
+    board_timeout: float = typer.Option(
+        RUN_TIMEOUT_S,
+        help="ssh:// only: seconds the whole board session may take; the board then stops itself, and the artifacts that finished keep their results.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Measure accuracy, it/s, latency, size and peak memory of artifacts or models; on an ssh:// board, all of them in one session, with parity, p50/p90/p99 and the board's CPU facts."""
@@ -89,6 +94,7 @@ def bench_command(
         known_hosts=known_hosts,
         seconds=seconds,
         python=python,
+        board_timeout=board_timeout,
         console=console,
     )
     if as_json:

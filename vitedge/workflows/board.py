@@ -209,6 +209,7 @@ def bench_board_rows(
     data: str | None,
     samples: int | None,
     python: str = "python3",
+    run_timeout: float | None = None,
     console: Console | None = None,
     record: bool = True,
 ) -> list[ResultRow]:
@@ -231,6 +232,7 @@ def bench_board_rows(
             data=folder,
             logits=folder is not None,
             python=python,
+            **({"run_timeout": run_timeout} if run_timeout is not None else {}),
             on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False),
         )
         failed = [entry for entry in entries if "error" in entry]

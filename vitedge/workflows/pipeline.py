@@ -309,12 +309,14 @@ def bench(
     known_hosts: Path | None = None,
     seconds: float = 10.0,
     python: str = "python3",
+    board_timeout: float | None = None,
     console: Console | None = None,
     measure: Callable[[MeasureRequest], Measurement] = measure_isolated,
 ) -> list[ResultRow]:
     """Measure each artifact or model on `target`, each in its own process (`vitedge bench`);
     on an ssh:// board all of them in one session (workflows.board), `seconds` of timed
-    calls per batch size there, run by the board's `python`."""
+    calls per batch size there, run by the board's `python`, the whole session stopped after
+    `board_timeout` seconds (targets.remote's default when None)."""
     import tempfile
 
     if target.startswith("ssh://"):
@@ -333,6 +335,7 @@ def bench(
             data=data,
             samples=samples,
             python=python,
+            run_timeout=board_timeout,
             console=console,
         )
     images = open_source(data) if data else None
