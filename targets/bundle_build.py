@@ -24,6 +24,7 @@ import numpy as np
 import PIL
 
 from ..calibration import preprocess
+from ..core import cpu
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder
 from ..core.manifest import (
@@ -38,9 +39,10 @@ from ..core.precision import float_precision
 BUNDLE_SOURCE = Path(__file__).with_name("bundle")
 RUNNER = "run_bundle.py"
 PREPROCESS = "preprocess.py"
+CPU = "cpu.py"
 REQUIREMENTS = "requirements.txt"
 LABELS = "labels.txt"
-BUNDLE_FILES = (RUNNER, PREPROCESS, REQUIREMENTS, LABELS)
+BUNDLE_FILES = (RUNNER, PREPROCESS, CPU, REQUIREMENTS, LABELS)
 # Oldest releases with aarch64 + x86_64 wheels for Python 3.9-3.12 that read our exports
 # (opset 17, QDQ int8); the board may well have newer ones. ExecuTorch reads programs of its
 # own minor release only, and its 1.5 wheels are built against torch 2.14.
@@ -143,6 +145,7 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
             shutil.copyfile(inside(artifact, entry["path"]), target)
         shutil.copyfile(BUNDLE_SOURCE / RUNNER, staging / RUNNER)
         shutil.copyfile(preprocess.__file__, staging / PREPROCESS)
+        shutil.copyfile(cpu.__file__, staging / CPU)
         (staging / REQUIREMENTS).write_text(requirements_text(runtime))
         if labels:
             (staging / LABELS).write_text("".join(f"{label}\n" for label in labels))

@@ -387,8 +387,8 @@ def peak_rss_mb():
 
 
 def board_info(model: Model | None = None) -> dict:
-    """What the board is: platform, Python, its /proc/cpuinfo text and device-tree model (the
-    desktop parses them with vitedge's own cpuinfo parser: CPU model, cores, dotprod/i8mm),
+    """What the board is: platform, Python, its /proc/cpuinfo text, device-tree model and
+    hwcaps (the desktop reads them with vitedge's own parser: CPU model, cores, dotprod/i8mm),
     clock and temperature, and the runtime versions."""
     import numpy as np
     from PIL import __version__ as pillow_version
@@ -401,6 +401,7 @@ def board_info(model: Model | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "cpuinfo": _read("/proc/cpuinfo"),
         "device_tree_model": _read("/proc/device-tree/model").strip("\x00\n "),
+        "hwcaps": _vendored("cpu").read_hwcaps(),  # what the process may use (cpuinfo can be the host's)
         "cpu_mhz": cpu_mhz(),
         "temperature_c": temperature_c(),
         "versions": {"numpy": np.__version__, "pillow": pillow_version},

@@ -15,6 +15,7 @@ import pytest
 from tests.support.boards import check_against_vitedge, one_line_error, run_bundle, vitedge_logits
 from vitedge.calibration import preprocess
 from vitedge.calibration.sources import CIFAR10_CLASSES
+from vitedge.core import cpu
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, verify_checksums
 from vitedge.targets.bundle_build import build_bundle, is_bundle
@@ -25,6 +26,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
     assert is_bundle(bundle) and not is_bundle(onnx_artifact)
     assert sorted(p.name for p in bundle.iterdir()) == [
+        "cpu.py",
         "labels.txt",
         "manifest.json",
         "model.onnx",
@@ -33,6 +35,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
         "run_bundle.py",
     ]
     assert (bundle / "preprocess.py").read_bytes() == Path(preprocess.__file__).read_bytes()
+    assert (bundle / "cpu.py").read_bytes() == Path(cpu.__file__).read_bytes()
     assert (bundle / "model.onnx").read_bytes() == (onnx_artifact / "model.onnx").read_bytes()
     assert (bundle / "labels.txt").read_text().split("\n")[:10] == list(CIFAR10_CLASSES)
     requirements = [
@@ -43,6 +46,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
     verify_checksums(bundle, manifest)  # the bundle is itself a valid artifact
     assert manifest["bundle"]["runtime"] == "onnxruntime" and manifest["precision"] == "fp32"
     assert {e["path"] for e in manifest["files"]} == {
+        "cpu.py",
         "labels.txt",
         "model.onnx",
         "preprocess.py",
@@ -272,8 +276,9 @@ def test_bench_arithmetic_on_a_fake_clock(monkeypatch):
 
     monkeypatch.setattr(runner, "time", clock)
     monkeypatch.setattr(runner, "Model", FakeModel)
-    # in a bundle preprocess.py sits beside the runner; here it is vitedge's own (the same file)
+    # in a bundle preprocess.py and cpu.py sit beside the runner; here they are vitedge's own (the same files)
     monkeypatch.setattr(runner, "_import_base", lambda: (np, None, preprocess))
+    monkeypatch.setattr(runner, "_vendored", {"cpu": cpu}.__getitem__)  # likewise cpu.py
     args = runner.parser().parse_args(
         ["bench", "--batch", "4", "--seconds", "0.5", "--warmup", "2", "--min-runs", "25"]
     )

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from vitedge.cli import app
-from vitedge.core.cpu import CpuInfo, parse_cpuinfo, probe_cpu
+from vitedge.core.cpu import CpuInfo, board_cpu, parse_cpuinfo, probe_cpu
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.detect import Machine, detect_targets, probe_machine, recommend
 from vitedge.targets.onnxruntime import open_onnx
@@ -121,6 +121,24 @@ def test_raspberry_pi_5_has_dotprod_and_pi_4_does_not():
     target = cpu_target(PI4)
     assert target.recommend.startswith("onnx fp32") and "no ARM dotprod" in target.warnings[0]
     assert "i8mm" in parse_cpuinfo(PI5.replace("asimddp", "asimddp i8mm")).int8_dot
+
+
+def test_an_emulated_arm_board_is_read_from_its_hwcaps_not_the_hosts_cpuinfo():
+    """qemu-user (an arm64 container on an x86 laptop, say) passes the host's /proc/cpuinfo
+    through: the hwcaps the board reports are what its Python may use."""
+    pi5_hwcaps = [1 << 1 | 1 << 10 | 1 << 20, 0]  # asimd, asimdhp, asimddp (A76: no i8mm, no bf16)
+    board = board_cpu(XEON_AMX, "aarch64", "", pi5_hwcaps)
+    assert (
+        board.model == "aarch64 CPU, emulated (its /proc/cpuinfo describes the host's Intel(R) Xeon(R) Platinum 8480+)"
+    )
+    assert board.isa == ("NEON", "fp16", "dotprod") and board.int8_dot == ("dotprod",) and not board.bf16
+    assert board_cpu(XEON_AMX, "aarch64").isa == ()  # an older bundle, no hwcaps: nothing claimed
+    neoverse_v2 = [1 << 1 | 1 << 10 | 1 << 20 | 1 << 22, 1 << 13 | 1 << 14]
+    assert board_cpu(XEON_AMX, "aarch64", "", neoverse_v2).isa == ("NEON", "fp16", "dotprod", "i8mm", "bf16", "SVE")
+    # on real ARM hardware cpuinfo and hwcaps agree, and the board's own description stands
+    pi5 = board_cpu(PI5, "aarch64", "", pi5_hwcaps)
+    assert pi5 == parse_cpuinfo(PI5, "aarch64")
+    assert board_cpu(XEON_AMX, "x86_64", "", [6, 2]) == parse_cpuinfo(XEON_AMX)  # x86: hwcaps not read
 
 
 def test_gpu_targets_follow_devices_and_providers():

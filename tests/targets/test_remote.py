@@ -24,6 +24,7 @@ from tests.support.sshd import (
     write_known_hosts,
 )
 from vitedge.calibration.sources import CIFAR10_CLASSES
+from vitedge.core.cpu import read_hwcaps
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.bundle_build import build_bundle
 from vitedge.targets.remote import bench_board, bench_remote, parse_target, ssh_command
@@ -83,6 +84,7 @@ def test_bench_over_ssh_returns_speed_top1_and_board(server, onnx_artifact, bund
     # arithmetic itself is checked on a fake clock in test_bundle)
     assert row["detail"]["threads"] == 1 and row["cpu_per_wall"] <= 1.05, row
     assert row["board"]["versions"]["onnxruntime"] and row["board"]["machine"] and row["board"]["python"]
+    assert row["board"]["hwcaps"] == list(read_hwcaps())  # the same machine: the bundle's vendored reader agrees
     assert any(line.startswith("vitedge-remote: running on") for line in progress)
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")  # a ready bundle travels as is
     assert bench(server, bundle, bundle_python)["it_per_s"] > 0

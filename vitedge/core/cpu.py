@@ -1,7 +1,13 @@
 """This machine's CPU as the rest of vitedge sees it: architecture, model name and the
 instruction-set extensions that decide what runs fast (int8 dot products, native bf16).
 `/proc/cpuinfo` is parsed from text, so the same code reads a board's cpuinfo (e.g. one
-fetched over SSH) as well as this machine's."""
+fetched over SSH) as well as this machine's. On 64-bit ARM the kernel's hwcaps (`getauxval`)
+are read too: they are what the process may actually use, and under user-mode emulation
+(qemu-user, an arm64 container on an x86 host) they describe the emulated CPU while
+/proc/cpuinfo describes the host's.
+
+The board bundle ships this file byte for byte (`read_hwcaps` runs there), so it imports
+nothing outside the standard library."""
 
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ ARM_ISA = (
     ("bf16", ("bf16",)),
     ("SVE", ("sve",)),
 )
+# aarch64 AT_HWCAP / AT_HWCAP2 bits (Linux arch/arm64/include/uapi/asm/hwcap.h), by the name
+# /proc/cpuinfo's Features line gives each: (0 for AT_HWCAP or 1 for AT_HWCAP2, bit)
+AARCH64_HWCAPS = {
+    "asimd": (0, 1), "asimdhp": (0, 10), "asimddp": (0, 20), "sve": (0, 22), "i8mm": (1, 13), "bf16": (1, 14),
+}  # fmt: skip
+AT_HWCAP, AT_HWCAP2 = 16, 26
 INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
 BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
 # Arm Ltd. (implementer 0x41) core part numbers seen on boards and ARM servers.
@@ -118,11 +130,39 @@ def _read(path: str) -> str:
         return ""
 
 
-def board_cpu(cpuinfo: str, machine: str | None, device_tree_model: str = "") -> CpuInfo:
-    """A machine's CpuInfo from its /proc/cpuinfo text and /proc/device-tree/model (which names
-    a board such as a Raspberry Pi where cpuinfo does not): this machine's, or a board's as
-    its bundle reported them over SSH."""
+def read_hwcaps() -> tuple[int, int] | None:
+    """This process's AT_HWCAP and AT_HWCAP2 from the C library's `getauxval` (glibc 2.16+,
+    musl), or None where there is no such call."""
+    try:
+        import ctypes
+
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return int(getauxval(AT_HWCAP)), int(getauxval(AT_HWCAP2))
+
+
+def hwcap_flags(hwcaps: tuple[int, int] | list[int]) -> frozenset[str]:
+    """aarch64 hwcaps → the Features names the ISA table reads."""
+    return frozenset(name for name, (word, bit) in AARCH64_HWCAPS.items() if hwcaps[word] >> bit & 1)
+
+
+def board_cpu(
+    cpuinfo: str, machine: str | None, device_tree_model: str = "", hwcaps: tuple[int, int] | list[int] | None = None
+) -> CpuInfo:
+    """A machine's CpuInfo from its /proc/cpuinfo text, /proc/device-tree/model (which names
+    a board such as a Raspberry Pi where cpuinfo does not) and, on aarch64, its hwcaps: this
+    machine's, or a board's as its bundle reported them over SSH. An aarch64 machine whose
+    cpuinfo describes an x86 CPU is emulated: its model says so and its ISA comes from the
+    hwcaps alone."""
     cpu = parse_cpuinfo(cpuinfo, machine)
+    arm64 = cpu.arch in ("aarch64", "arm64")
+    if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
+        emulated = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
+        cpu = CpuInfo(cpu.arch, emulated, cpu.cores, frozenset())
+    if arm64 and hwcaps:
+        cpu = CpuInfo(cpu.arch, cpu.model, cpu.cores, cpu.flags | hwcap_flags(hwcaps))
     board = device_tree_model.strip("\x00\n ")
     if board and board not in cpu.model:
         cpu = CpuInfo(cpu.arch, f"{board} {cpu.model}".strip(), cpu.cores, cpu.flags)
@@ -130,7 +170,9 @@ def board_cpu(cpuinfo: str, machine: str | None, device_tree_model: str = "") ->
 
 
 def probe_cpu() -> CpuInfo:
-    cpu = board_cpu(_read("/proc/cpuinfo"), platform.machine(), _read("/proc/device-tree/model"))
+    machine = platform.machine()
+    hwcaps = read_hwcaps() if machine in ("aarch64", "arm64") else None
+    cpu = board_cpu(_read("/proc/cpuinfo"), machine, _read("/proc/device-tree/model"), hwcaps)
     if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
         cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
     return cpu

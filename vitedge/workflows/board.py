@@ -33,7 +33,9 @@ from .report import Parity, ResultRow
 
 def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
     """The board's CpuInfo and the `machine` dict of its rows, from what its bundle reported."""
-    cpu = board_cpu(board.get("cpuinfo", ""), board.get("machine"), board.get("device_tree_model", ""))
+    cpu = board_cpu(
+        board.get("cpuinfo", ""), board.get("machine"), board.get("device_tree_model", ""), board.get("hwcaps")
+    )
     if not board.get("cpuinfo"):  # a board without /proc/cpuinfo: what the bundle could name
         cpu = CpuInfo(board.get("machine") or "?", board.get("cpu", "?"), board.get("cpu_count") or 1, frozenset())
     machine = {
