@@ -211,6 +211,17 @@ def test_out_of_time_keeps_what_finished_and_leaves_nothing_on_the_board(
     assert left.returncode == 1, f"still running on the board: {left.stdout}"
 
 
+def test_a_failing_bundle_names_the_boards_own_python(server, onnx_artifact, tmp_path):
+    """The hint to rerun a failed bundle by hand names the interpreter the user chose."""
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "error: the model would not load" >&2\nexit 1\n')
+    python.chmod(0o755)
+    with pytest.raises(VitedgeError, match=r"the bundle failed \(exit 1\): the model would not load") as caught:
+        bench(server, onnx_artifact, python)
+    assert f"run `{python} run_bundle.py bench` there" in caught.value.hint
+
+
 def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
     """The client's own limit (the board's did not fire: frozen, or its clock jumped): bundles
     the board moved past keep their results, the one it was in is cut short, the rest never
