@@ -26,6 +26,7 @@ def requirements(bundle) -> list[str]:  # noqa: ANN001 - Path
 def test_bundle_names_what_the_board_installs(executorch_artifact, tmp_path):
     bundle = build_bundle(executorch_artifact, tmp_path / "bundle")
     assert sorted(p.name for p in bundle.iterdir()) == [
+        "cpu.py",
         "labels.txt",
         "manifest.json",
         "model.pte",
