@@ -121,6 +121,8 @@ def test_raspberry_pi_5_has_dotprod_and_pi_4_does_not():
     target = cpu_target(PI4)
     assert target.recommend.startswith("onnx fp32") and "no ARM dotprod" in target.warnings[0]
     assert "i8mm" in parse_cpuinfo(PI5.replace("asimddp", "asimddp i8mm")).int8_dot
+    # part numbers are per implementer: Qualcomm's 0xd0b is no Cortex-A76
+    assert parse_cpuinfo(PI5.replace("0x41", "0x51")).model == "Raspberry Pi 5 Model B Rev 1.0 (Qualcomm part 0xd0b)"
 
 
 def test_an_emulated_arm_board_is_read_from_its_hwcaps_not_the_hosts_cpuinfo():
@@ -388,6 +390,22 @@ def test_boards_benched_over_ssh_get_rows_of_their_own(own_cache):
     assert done.exit_code == 0, done.output
     listed = {t["target"]: t for t in json.loads(done.stdout)["targets"]}
     assert listed["ssh://pi@raspberrypi.local"]["recommend"] == "executorch int8 on executorch"
+
+
+def test_an_emulated_boards_speeds_are_not_kept_as_advice(own_cache):
+    """A board under qemu-user (an arm64 container on an x86 laptop): `vitedge bench` still
+    prints its rows, but says the speeds are the emulator's and keeps nothing for `targets`."""
+    from vitedge.targets import measured
+
+    emulated = board_cpu(XEON_AMX, "aarch64", "", [1 << 1 | 1 << 10 | 1 << 20, 0])
+    assert emulated.emulated and not board_cpu(PI5, "aarch64").emulated
+    with pytest.warns(
+        UserWarning, match=r"the CPU is emulated \(aarch64 CPU, emulated .*the emulator's, not a board's"
+    ):
+        keep_board(emulated, "vitedge-cifar10", "ssh://root@arm64-container")
+    assert measured.load_store() == {}
+    keep_board(board_cpu(PI5, "aarch64"), "vitedge-cifar10", "ssh://pi@raspberrypi.local")  # a real one is kept
+    assert len(measured.load_store()) == 1
 
 
 def test_tests_keep_out_of_the_users_cache(tmp_path_factory):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 X86_ARCHES = ("x86_64", "amd64", "i686")
@@ -44,7 +44,13 @@ AARCH64_HWCAPS = {
 AT_HWCAP, AT_HWCAP2 = 16, 26
 INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
 BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
-# Arm Ltd. (implementer 0x41) core part numbers seen on boards and ARM servers.
+# Part numbers are the implementer's own: these are Arm Ltd.'s (implementer 0x41), seen on boards
+# and ARM servers; another implementer's parts are shown by number, under its name.
+ARM_LTD = 0x41
+IMPLEMENTERS = {
+    0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x50: "Applied Micro",
+    0x51: "Qualcomm", 0x61: "Apple", 0x6D: "Microsoft", 0xC0: "Ampere",
+}  # fmt: skip
 ARM_PARTS = {
     0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
     0xD09: "Cortex-A73", 0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77",
@@ -60,6 +66,7 @@ class CpuInfo:
     model: str
     cores: int
     flags: frozenset[str]
+    emulated: bool = False  # user-mode emulation (qemu-user): the ISA is real, its speed is not
 
     @property
     def isa(self) -> tuple[str, ...]:
@@ -89,12 +96,20 @@ class CpuInfo:
         return tuple(name for name in self.isa if name in BF16_NATIVE)
 
 
+def _core_name(implementer: int, part: int) -> str:
+    """Arm Ltd.'s cores by name; any other core (or an Arm part not listed) by number, under its maker."""
+    if implementer == ARM_LTD:
+        return ARM_PARTS.get(part, f"Arm part {part:#x}")
+    return f"{IMPLEMENTERS.get(implementer, f'implementer {implementer:#x}')} part {part:#x}"
+
+
 def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
     """`/proc/cpuinfo` text (x86 or ARM) → CpuInfo. `machine` (platform.machine()) wins
     over the guess from the text when given."""
     fields: dict[str, str] = {}
     processors = 0
-    parts: list[int] = []
+    parts: list[tuple[int, int]] = []  # (implementer, part) per processor
+    implementer = ARM_LTD  # a block without the line: the one before it
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -102,11 +117,15 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
         key, value = key.strip().lower(), value.strip()
         if key == "processor":
             processors += 1
-        if key == "cpu part":
+        if key in ("cpu implementer", "cpu part"):
             try:
-                parts.append(int(value, 16))
+                number = int(value, 16)
             except ValueError:
-                pass
+                continue
+            if key == "cpu implementer":
+                implementer = number
+            else:
+                parts.append((implementer, number))
         fields.setdefault(key, value)
     if "flags" in fields:
         arch, flags = machine or "x86_64", fields["flags"]
@@ -117,7 +136,7 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
         )
     model = fields.get("model name") or ""
     if not model or model.lower() in ("arm", "unknown"):
-        cores = sorted({ARM_PARTS.get(p, f"part {p:#x}") for p in parts})
+        cores = sorted({_core_name(maker, part) for maker, part in parts})
         board = fields.get("model") or fields.get("hardware") or ""
         model = " ".join(x for x in (board, f"({', '.join(cores)})" if cores else "") if x) or model or arch
     return CpuInfo(arch=arch, model=model, cores=processors or 1, flags=frozenset(flags.split()))
@@ -159,13 +178,13 @@ def board_cpu(
     cpu = parse_cpuinfo(cpuinfo, machine)
     arm64 = cpu.arch in ("aarch64", "arm64")
     if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
-        emulated = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
-        cpu = CpuInfo(cpu.arch, emulated, cpu.cores, frozenset())
+        model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
+        cpu = replace(cpu, model=model, flags=frozenset(), emulated=True)
     if arm64 and hwcaps:
-        cpu = CpuInfo(cpu.arch, cpu.model, cpu.cores, cpu.flags | hwcap_flags(hwcaps))
+        cpu = replace(cpu, flags=cpu.flags | hwcap_flags(hwcaps))
     board = device_tree_model.strip("\x00\n ")
     if board and board not in cpu.model:
-        cpu = CpuInfo(cpu.arch, f"{board} {cpu.model}".strip(), cpu.cores, cpu.flags)
+        cpu = replace(cpu, model=f"{board} {cpu.model}".strip())
     return cpu
 
 

@@ -273,10 +273,17 @@ def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *
     """(row, format) pairs of one model as `vitedge targets` reads them, with the row
     `report.recommended` chooses from them (the same rule as `vitedge run`'s table). A cache
     that cannot be written costs the advice only: one warning, and the bench or run that
-    measured the rows still prints and writes them."""
+    measured the rows still prints and writes them. Speeds taken on an emulated CPU are not kept."""
     from ..targets import measured
     from .report import recommended
 
+    if cpu.emulated:
+        warnings.warn(
+            f"{where}: the CPU is emulated ({cpu.model}): its it/s and latency are the emulator's, not a"
+            " board's (parity and accuracy stand), so `vitedge targets` keeps nothing from them",
+            stacklevel=2,
+        )
+        return
     best = recommended([row for row, _ in chosen])
     try:
         measured.record(
