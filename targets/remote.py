@@ -325,15 +325,19 @@ def run_ssh(
 
 
 def _out_of_time(
-    count: int, stdout: str, ssh_target: SshTarget, run_timeout: float, *, board_stopped: bool
+    stdout: str, count: int, expected: int, ssh_target: SshTarget, run_timeout: float, *, board_stopped: bool
 ) -> list[dict[str, Any] | None]:
-    """After the limit: None for each bundle that finished (its results stand), an error for
-    the one cut short and for each that never started. A bundle finished when the board moved
-    on to the next one (it prints a mark as each starts)."""
-    marks = [
+    """After the limit: None for each of the `count` bundles that finished (its results, or
+    its own error, stand), an error for the one cut short and for each that never started. The
+    board marks each bundle as it starts; one finished when its `expected` commands all
+    reported their exit status, or one failed (which ends its turn)."""
+    started = {
         int(line[len(BUNDLE_MARK) :].split("/")[0]) - 1 for line in stdout.splitlines() if line.startswith(BUNDLE_MARK)
+    }
+    statuses = [
+        [int(line[len(STATUS_MARK) :]) for line in lines if line.startswith(STATUS_MARK)]
+        for lines in _sections(stdout, count)
     ]
-    running = marks[-1] if marks else -1
     hint = (
         f"raise --board-timeout (now {run_timeout:g} s), or time fewer batch sizes, "
         "fewer --seconds, or fewer images (--samples)"
@@ -344,10 +348,10 @@ def _out_of_time(
         else f"the board did not answer for {CLIENT_GRACE_S:g} s more, so ssh was closed (it may still be running there)"
     )
     errors: list[dict[str, Any] | None] = []
-    for number in range(count):
-        if number < running:
+    for number, codes in enumerate(statuses):
+        if number in started and (len(codes) >= expected or any(codes)):
             errors.append(None)
-        elif number == running:
+        elif number in started:
             message = f"{ssh_target}: did not finish within the {run_timeout:g} s limit: {stopped}"
             errors.append({"error": VitedgeError(message, hint)})
         else:
@@ -486,15 +490,17 @@ def bench_board(
             run_timeout=run_timeout,
             on_progress=on_progress,
         )
+        outputs, errors = _sections(stdout, len(bundles)), _sections(stderr, len(bundles))
         board_stopped = code == 143 and TIMEOUT_MARK in stderr
         if code is None or board_stopped:
-            late = _out_of_time(len(bundles), stdout, ssh_target, run_timeout, board_stopped=board_stopped)
+            late = _out_of_time(
+                stdout, len(bundles), len(commands), ssh_target, run_timeout, board_stopped=board_stopped
+            )
         else:
             failure = _session_error(code, stderr, ssh_target, python, known_hosts, connect_timeout)
             if failure:
                 raise failure
             late = [None] * len(bundles)
-        outputs, errors = _sections(stdout, len(bundles)), _sections(stderr, len(bundles))
         entries = [
             {
                 "source": str(source),

@@ -224,17 +224,26 @@ def test_a_failing_bundle_names_the_boards_own_python(server, onnx_artifact, tmp
 
 def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
     """The client's own limit (the board's did not fire: frozen, or its clock jumped): bundles
-    the board moved past keep their results, the one it was in is cut short, the rest never
-    ran, and the message says the board may still be running."""
-    stdout = f"{remote.BUNDLE_MARK}1/3\n{{}}\n{remote.STATUS_MARK}0\n{remote.BUNDLE_MARK}2/3\n"
-    kept, cut, never = remote._out_of_time(3, stdout, parse_target("ssh://pi@board"), 60, board_stopped=False)
-    assert kept is None
+    that ended keep their results (or their own error: a failed command ends a bundle's turn),
+    the one the board was in is cut short, the rest never ran, and the message says the board
+    may still be running."""
+    mark, status = remote.BUNDLE_MARK, remote.STATUS_MARK
+    stdout = f"{mark}1/4\n{{}}\n{status}0\n{{}}\n{status}0\n{mark}2/4\n{status}3\n{mark}3/4\n{{}}\n{status}0\n"
+    board = parse_target("ssh://pi@board")
+    done, failed, cut, never = remote._out_of_time(stdout, 4, 2, board, 60, board_stopped=False)
+    assert done is None and failed is None
     assert cut["error"].message == (
         f"ssh://pi@board: did not finish within the 60 s limit: the board did not answer for "
         f"{remote.CLIENT_GRACE_S:g} s more, so ssh was closed (it may still be running there)"
     )
     assert never["error"].message.startswith("ssh://pi@board: not run: the 60 s limit passed before its turn")
-    assert remote._out_of_time(2, "", parse_target("ssh://pi@board"), 60, board_stopped=True)[0] is not None
+    # the limit struck between two bundles: the first one's results all arrived, so they stand
+    first_done = f"{mark}1/2\n{{}}\n{status}0\n{{}}\n{status}0\n"
+    kept, next_one = remote._out_of_time(first_done, 2, 2, board, 60, board_stopped=True)
+    assert kept is None and "not run" in next_one["error"].message
+    assert remote._out_of_time("", 2, 2, board, 60, board_stopped=True)[0]["error"].message.endswith(
+        "not run: the 60 s limit passed before its turn (the board stopped it)"
+    )
 
 
 def test_remote_hints_name_only_options_vitedge_bench_has():
