@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 seen["bench"] = {
                     "cpu": machine.get("cpu"),
                     "isa": machine.get("isa"),
+                    "computes": measured.get("execution_precision"),
+                    "products": (measured.get("detail") or {}).get("products"),
                     "parity_passed": parity.get("passed"),
                     "cosine_mean": parity.get("cosine_mean"),
                     "top1": (measured.get("accuracy") or {}).get("top1"),

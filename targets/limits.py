@@ -332,12 +332,10 @@ class NotInt8(RuntimeError):
 def int8_products(compiled: Any) -> int:
     """How many FullyConnected nodes of a compiled OpenVINO model run in int8 (u8/i8), read
     from its runtime model: a limit must not time a float product and call it int8."""
-    count = 0
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        kind, precision = (info[key].astype(str) if key in info else "" for key in ("layerType", "runtimePrecision"))
-        count += kind == "FullyConnected" and precision in ("u8", "i8")
-    return count
+    from .bundle.run_bundle import INT8_KERNELS, openvino_products
+
+    counts = openvino_products(compiled, ("FullyConnected",))
+    return sum(counts.get(precision, 0) for precision in INT8_KERNELS)
 
 
 def openvino_streamed_linear_limit(

@@ -25,6 +25,7 @@ import numpy as np
 from ..core.errors import VitedgeError
 from ..core.precision import NATIVE_BF16, execution_label, float_precision, require_bf16
 from .base import RunnerInfo
+from .bundle.run_bundle import INT8_KERNELS, openvino_products
 from .onnxruntime import check_batch
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -93,9 +94,17 @@ def compile_config(precision: str, device: str, *, threads: int | None = None) -
     return config
 
 
+def execution_of(precision: str, float_part: str, products: dict[str, int]) -> str:
+    """The row's label from what ran: an int8 artifact whose products the plugin ran in no int8
+    kernel at all computes in its float precision, and says so."""
+    if precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
+        return f"{float_part} (no int8 kernel ran)"
+    return execution_label(precision, float_part)
+
+
 def reported(compiled: Any) -> dict[str, Any]:
     """What the compiled model says it will do (not what it was asked): precision, hint,
-    streams, threads."""
+    streams, threads, and the precision each product runs in."""
 
     def get(name: str) -> Any:
         try:
@@ -110,6 +119,7 @@ def reported(compiled: Any) -> dict[str, Any]:
         "hint": str(hint) if hint is not None else None,
         "streams": get("NUM_STREAMS"),
         "threads": get("INFERENCE_NUM_THREADS"),
+        "products": openvino_products(compiled),
     }
 
 
@@ -193,5 +203,5 @@ def runner_info(
         threads=actual["threads"] or threads,
         versions={"openvino": ov.get_version()},
         detail={**actual, "device_name": device_name},
-        execution_precision=execution_label(precision, actual["inference_precision"] or "?"),
+        execution_precision=execution_of(precision, actual["inference_precision"] or "?", actual["products"]),
     )

@@ -44,6 +44,27 @@ EXIT_NO_RUNTIME = 3
 ORT_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 
+INT8_KERNELS = ("u8", "i8")  # OpenVINO's runtime precisions of an int8 product
+
+
+def openvino_products(compiled, kinds: tuple = ("FullyConnected", "MatMul", "Convolution")) -> dict:
+    """How many of a compiled OpenVINO model's products (layers of `kinds`) run in each
+    precision, read from its runtime model ({"i8": 25, "f32": 1}): what the plugin chose,
+    kernel by kernel; {} where a plugin has no runtime model. vitedge's own runner and its
+    int8 limit read it from here too (targets/openvino.py, targets/limits.py)."""
+    counts: dict = {}
+    try:
+        ops = compiled.get_runtime_model().get_ops()
+    except RuntimeError:
+        return counts
+    for op in ops:
+        info = op.get_rt_info()
+        kind, precision = (info[key].astype(str) if key in info else "" for key in ("layerType", "runtimePrecision"))
+        if kind in kinds:
+            counts[precision] = counts.get(precision, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 class BundleError(Exception):
     """A mistake the user can fix; printed as one line."""
 
@@ -224,8 +245,11 @@ class Model:
         }
         self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
-    def _label(self, float_part: str) -> str:
-        """As vitedge records it: the float precision, int8 named for int8 artifacts."""
+    def _label(self, float_part: str, products: dict | None = None) -> str:
+        """As vitedge records it: the float precision, int8 named for int8 artifacts, unless the
+        runtime reports that none of the products ran in an int8 kernel."""
+        if self.precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
+            return f"{float_part} (no int8 kernel ran)"
         return f"int8+{float_part}" if self.precision.startswith("int8") else float_part
 
     def _open_openvino(self, model_path: Path, threads: int | None, inference_precision: str) -> None:
@@ -265,8 +289,9 @@ class Model:
             "hint": config["PERFORMANCE_HINT"],
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
+            "products": openvino_products(compiled),
         }
-        self.detail["execution_precision"] = self._label(self.detail["inference_precision"])
+        self.detail["execution_precision"] = self._label(self.detail["inference_precision"], self.detail["products"])
         self.compiled_by_batch = {} if shape[0].is_static else {1: compiled}
 
         def run(batch):

@@ -86,6 +86,44 @@ def test_openvino_fp32_artifact_computes_in_f32_as_reported(openvino_fp32, monke
     assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()) == "f32"
 
 
+def test_openvino_names_int8_only_for_kernels_that_ran_int8(openvino_fp32, tmp_path: Path) -> None:
+    """The int8 in a row's label is read back from the compiled model's runtime graph, kernel by
+    kernel, in vitedge's runner and in the board bundle alike: an int8 IR's products run in int8
+    kernels; a float IR handed over as int8 (what a plugin that ran every product in float would
+    amount to) is labelled by the precision it computed in."""
+    import importlib.util
+    import json
+
+    from tests.support import make_tiny_vit
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.targets.bundle_build import build_bundle
+    from vitedge.targets.openvino import open_openvino
+
+    loaded = make_tiny_vit()
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 16, cache=False)
+    int8 = export_artifact(loaded, to="openvino", precision="int8", out=tmp_path / "int8", calibration=calibration)
+    runner = open_openvino(int8 / "model.xml", precision="int8", threads=1)
+    products = runner.info.detail["products"]
+    assert products.get("i8", 0) + products.get("u8", 0) > 0 and runner.info.execution_precision == "int8+f32"
+    floats = open_openvino(openvino_fp32[0] / "model.xml", precision="int8", threads=1)
+    assert set(floats.info.detail["products"]) == {"f32"}
+    assert floats.info.execution_precision == "f32 (no int8 kernel ran)"
+
+    def bundle_model(artifact: Path, precision: str):  # noqa: ANN202 - the bundle's own Model
+        bundle = build_bundle(artifact, tmp_path / f"bundle-{artifact.name}")
+        spec = importlib.util.spec_from_file_location(f"runner_{artifact.name}", bundle / "run_bundle.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        manifest = {**json.loads((bundle / module.MANIFEST).read_text()), "precision": precision}
+        return module.Model(bundle, manifest, threads=1)
+
+    board = bundle_model(int8, "int8")
+    assert board.detail["products"] == products and board.detail["execution_precision"] == "int8+f32"
+    board_floats = bundle_model(openvino_fp32[0], "int8")
+    assert board_floats.detail["execution_precision"] == "f32 (no int8 kernel ran)"
+
+
 def test_openvino_fp32_meets_the_fp32_bound_on_this_cpu(openvino_fp32, cifar_batch) -> None:
     folder, loaded = openvino_fp32
     report = verify_artifact(folder, loaded, cifar_batch[0], threads=1)
