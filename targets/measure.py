@@ -182,6 +182,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "cpu": cpu.model,
         "isa": list(cpu.isa),
+        "emulated": cpu.emulated,
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),

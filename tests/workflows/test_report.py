@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,9 @@ def test_recommendation_is_the_fastest_row_that_passed_and_kept_accuracy() -> No
     line = recommendation_line(rows)
     assert "OpenVINO bf16" in line and "400.0 it/s" in line and "2.00× ONNX fp32" in line and "Test CPU" in line
     assert recommendation_line([ROWS[0]]) == ""  # no parity checked: nothing shows an artifact usable
+    assert "emulated" not in line
+    on_qemu = [
+        replace(r, measurement=replace(r.measurement, machine={**r.measurement.machine, "emulated": True}))
+        for r in rows
+    ]
+    assert recommendation_line(on_qemu).endswith("Test CPU (emulated: these speeds rank nothing on real hardware).")

@@ -43,6 +43,7 @@ def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
         "cores": cpu.cores,
         "isa": list(cpu.isa),
         "int8_dot": list(cpu.int8_dot),
+        "emulated": cpu.emulated,
         "machine": board.get("machine"),
         "python": board.get("python"),
         "platform": board.get("platform"),

@@ -143,10 +143,11 @@ def recommendation_line(rows: Sequence[ResultRow], budget: float = ACCURACY_BUDG
     m, fastest = best.measurement, fastest_fp32(rows)
     speed = m.timing(1).it_per_s
     against = f", {speed / fastest.measurement.timing(1).it_per_s:.2f}× {fastest.measurement.name}" if fastest else ""
+    emulated = " (emulated: these speeds rank nothing on real hardware)" if m.machine.get("emulated") else ""
     return (
         f"Fastest here within parity and {budget:g} top-1 point of fp32: {m.name} "
         f"({m.runtime} {m.precision}, computes {m.execution_precision or '?'}; {speed:.1f} it/s at batch 1{against}), "
-        f"measured in this run on {m.machine.get('cpu', '?')}."
+        f"measured in this run on {m.machine.get('cpu', '?')}{emulated}."
     )
 
 
