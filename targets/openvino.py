@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitedgeError
-from ..core.precision import NATIVE_BF16, execution_label, float_precision, require_bf16
+from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from .base import RunnerInfo
-from .bundle.run_bundle import INT8_KERNELS, openvino_products
+from .bundle.run_bundle import openvino_batch_compiler as batch_compiler
+from .bundle.run_bundle import openvino_label, openvino_products
 from .onnxruntime import check_batch
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -56,26 +57,6 @@ class OpenVinoRunner:
         return self._by_batch[size]
 
 
-def batch_compiler(core: Any, model: Any, device: str, config: dict[str, Any]) -> Callable[[int], Any] | None:
-    """A dynamic-batch IR compiled for one batch size at a time, with a static input shape, or
-    None where the IR fixes its batch. OpenVINO's ARM plugin computes int8 FullyConnected wrong
-    on a dynamic batch (vitedge-cifar10 int8 under QEMU Cortex-A72/A76: cosine 0.63 against
-    PyTorch, 0.9997 with the same IR reshaped static, as on x86), so no CPU is left to its
-    dynamic-shape kernels: every plugin gets the static shape it will run."""
-    import openvino as ov
-
-    shape = model.input(0).get_partial_shape()
-    if shape[0].is_static:
-        return None
-
-    def compile_for(size: int) -> Any:
-        static = model.clone()
-        static.reshape({static.input(0): ov.PartialShape([size, *shape[1:]])})
-        return core.compile_model(static, device, config)
-
-    return compile_for
-
-
 def _fixed_batch(compiled: Any) -> int | None:
     """The input's batch dimension if the IR fixes it (a dynamic one is -1 / not static)."""
     first = compiled.input(0).get_partial_shape()[0]
@@ -92,14 +73,6 @@ def compile_config(precision: str, device: str, *, threads: int | None = None) -
     if threads and DEVICES.get(device) == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
     return config
-
-
-def execution_of(precision: str, float_part: str, products: dict[str, int]) -> str:
-    """The row's label from what ran: an int8 artifact whose products the plugin ran in no int8
-    kernel at all computes in its float precision, and says so."""
-    if precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
-        return f"{float_part} (no int8 kernel ran)"
-    return execution_label(precision, float_part)
 
 
 def reported(compiled: Any) -> dict[str, Any]:
@@ -203,5 +176,5 @@ def runner_info(
         threads=actual["threads"] or threads,
         versions={"openvino": ov.get_version()},
         detail={**actual, "device_name": device_name},
-        execution_precision=execution_of(precision, actual["inference_precision"] or "?", actual["products"]),
+        execution_precision=openvino_label(precision, actual["inference_precision"] or "?", actual["products"]),
     )

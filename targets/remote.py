@@ -325,19 +325,23 @@ def run_ssh(
 
 
 def _out_of_time(
-    stdout: str, count: int, expected: int, ssh_target: SshTarget, run_timeout: float, *, board_stopped: bool
+    stdout: str,
+    outputs: list[list[str]],
+    expected: int,
+    ssh_target: SshTarget,
+    run_timeout: float,
+    *,
+    board_stopped: bool,
 ) -> list[dict[str, Any] | None]:
-    """After the limit: None for each of the `count` bundles that finished (its results, or
-    its own error, stand), an error for the one cut short and for each that never started. The
-    board marks each bundle as it starts; one finished when its `expected` commands all
-    reported their exit status, or one failed (which ends its turn)."""
+    """After the limit: None for each bundle that finished (its results, or its own error,
+    stand), an error for the one cut short and for each that never started. The board marks
+    each bundle as it starts on `stdout`; `outputs` are its lines split by bundle (`_sections`).
+    One finished when its `expected` commands all reported their exit status, or one failed
+    (which ends its turn)."""
     started = {
         int(line[len(BUNDLE_MARK) :].split("/")[0]) - 1 for line in stdout.splitlines() if line.startswith(BUNDLE_MARK)
     }
-    statuses = [
-        [int(line[len(STATUS_MARK) :]) for line in lines if line.startswith(STATUS_MARK)]
-        for lines in _sections(stdout, count)
-    ]
+    statuses = [[int(line[len(STATUS_MARK) :]) for line in lines if line.startswith(STATUS_MARK)] for lines in outputs]
     hint = (
         f"raise --board-timeout (now {run_timeout:g} s), or time fewer batch sizes, "
         "fewer --seconds, or fewer images (--samples)"
@@ -433,7 +437,7 @@ def bench_board(
     accept_new_host_key: bool = False,
     known_hosts: Path | None = None,
     connect_timeout: float = 10,
-    run_timeout: float = RUN_TIMEOUT_S,
+    run_timeout: float | None = None,
     batches: tuple[int, ...] = (1,),
     seconds: float = 10.0,
     threads: int | None = None,
@@ -447,13 +451,14 @@ def bench_board(
     (an ImageFolder; with `logits`, every image's logits too) in a process of its own. One
     entry per source, in order: its bench results (one per batch size), its eval result, the
     manifest, or `error` (a VitedgeError) when that bundle could not run there (a runtime the
-    board lacks does not stop the others; past `run_timeout`, those that finished keep their
-    results)."""
+    board lacks does not stop the others; past `run_timeout`, RUN_TIMEOUT_S when None, those
+    that finished keep their results)."""
     ssh_target = parse_target(target)
     if not sources:
         raise VitedgeError("nothing to benchmark", "name one or more artifact folders")
     if not batches or min(batches) < 1 or seconds <= 0 or (threads is not None and threads < 1):
         raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
+    run_timeout = RUN_TIMEOUT_S if run_timeout is None else run_timeout
     if not run_timeout > 0:
         raise VitedgeError(f"the board's time limit must be > 0 s, not {run_timeout:g}", "e.g. --board-timeout 1800")
     if data is not None and not Path(data).is_dir():
@@ -493,9 +498,7 @@ def bench_board(
         outputs, errors = _sections(stdout, len(bundles)), _sections(stderr, len(bundles))
         board_stopped = code == 143 and TIMEOUT_MARK in stderr
         if code is None or board_stopped:
-            late = _out_of_time(
-                stdout, len(bundles), len(commands), ssh_target, run_timeout, board_stopped=board_stopped
-            )
+            late = _out_of_time(stdout, outputs, len(commands), ssh_target, run_timeout, board_stopped=board_stopped)
         else:
             failure = _session_error(code, stderr, ssh_target, python, known_hosts, connect_timeout)
             if failure:
@@ -523,7 +526,7 @@ def bench_remote(
     accept_new_host_key: bool = False,
     known_hosts: Path | None = None,
     connect_timeout: float = 10,
-    run_timeout: float = RUN_TIMEOUT_S,
+    run_timeout: float | None = None,
     batch: int = 1,
     seconds: float = 10.0,
     threads: int | None = None,

@@ -65,6 +65,36 @@ def openvino_products(compiled, kinds: tuple = ("FullyConnected", "MatMul", "Con
     return dict(sorted(counts.items()))
 
 
+def openvino_label(precision: str, float_part: str, products: dict | None = None) -> str:
+    """As vitedge records what a row computes: the float precision, int8 named for int8
+    artifacts, unless the runtime reports (`openvino_products`) that none of the products ran
+    in an int8 kernel. vitedge's OpenVINO runner labels its rows with this too."""
+    if precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
+        return f"{float_part} (no int8 kernel ran)"
+    return f"int8+{float_part}" if precision.startswith("int8") else float_part
+
+
+def openvino_batch_compiler(core, model, device: str, config: dict):
+    """A dynamic-batch IR compiled for one batch size at a time, with a static input shape, or
+    None where the IR fixes its batch. OpenVINO's ARM plugin computes int8 FullyConnected wrong
+    on a dynamic batch (vitedge-cifar10 int8 under QEMU Cortex-A72/A76: cosine 0.63 against
+    PyTorch, 0.9997 with the same IR reshaped static, as on x86), so no CPU is left to its
+    dynamic-shape kernels: every plugin gets the static shape it will run. vitedge's own runner
+    compiles through this too (targets/openvino.py)."""
+    import openvino as ov
+
+    shape = model.input(0).get_partial_shape()
+    if shape[0].is_static:
+        return None
+
+    def compile_for(size: int):
+        static = model.clone()
+        static.reshape({static.input(0): ov.PartialShape([size, *shape[1:]])})
+        return core.compile_model(static, device, config)
+
+    return compile_for
+
+
 class BundleError(Exception):
     """A mistake the user can fix; printed as one line."""
 
@@ -246,11 +276,7 @@ class Model:
         self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
     def _label(self, float_part: str, products: dict | None = None) -> str:
-        """As vitedge records it: the float precision, int8 named for int8 artifacts, unless the
-        runtime reports that none of the products ran in an int8 kernel."""
-        if self.precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
-            return f"{float_part} (no int8 kernel ran)"
-        return f"int8+{float_part}" if self.precision.startswith("int8") else float_part
+        return openvino_label(self.precision, float_part, products)
 
     def _open_openvino(self, model_path: Path, threads: int | None, inference_precision: str) -> None:
         try:
@@ -267,19 +293,12 @@ class Model:
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        # a dynamic batch is compiled static for each batch size it is given, one compile kept:
-        # OpenVINO's ARM plugin computes int8 FullyConnected wrong on a dynamic batch (as
-        # vitedge's own runner, targets/openvino.py's batch_compiler, says)
+        # a dynamic batch is compiled static for each batch size it is given, one compile kept
+        # (openvino_batch_compiler says why)
         try:
             model = core.read_model(str(model_path))
-            shape = model.input(0).get_partial_shape()
-
-            def compile_for(size):
-                static = model.clone()
-                static.reshape({static.input(0): ov.PartialShape([size, *shape[1:]])})
-                return core.compile_model(static, "CPU", config)
-
-            compiled = core.compile_model(model, "CPU", config) if shape[0].is_static else compile_for(1)
+            compile_for = openvino_batch_compiler(core, model, "CPU", config)
+            compiled = compile_for(1) if compile_for else core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
             raise BundleError(
                 f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
@@ -292,10 +311,10 @@ class Model:
             "products": openvino_products(compiled),
         }
         self.detail["execution_precision"] = self._label(self.detail["inference_precision"], self.detail["products"])
-        self.compiled_by_batch = {} if shape[0].is_static else {1: compiled}
+        self.compiled_by_batch = {} if compile_for is None else {1: compiled}
 
         def run(batch):
-            if shape[0].is_static:
+            if compile_for is None:
                 return compiled(batch)[0]
             if len(batch) not in self.compiled_by_batch:
                 self.compiled_by_batch.clear()

@@ -240,6 +240,6 @@ def test_verify_fails_an_artifact_computing_in_another_precision(openvino_fp32, 
     import vitedge.targets.openvino
 
     folder, loaded = openvino_fp32
-    monkeypatch.setattr(vitedge.targets.openvino, "execution_label", lambda precision, part: "bf16")
+    monkeypatch.setattr(vitedge.targets.openvino, "openvino_label", lambda precision, part, products=None: "bf16")
     report = verify_artifact(folder, loaded, cifar_batch[0][:8], threads=1)
     assert not report.passed and report.failures[-1] == "execution precision bf16 (a fp32 artifact must compute in f32)"

@@ -230,7 +230,9 @@ def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
     mark, status = remote.BUNDLE_MARK, remote.STATUS_MARK
     stdout = f"{mark}1/4\n{{}}\n{status}0\n{{}}\n{status}0\n{mark}2/4\n{status}3\n{mark}3/4\n{{}}\n{status}0\n"
     board = parse_target("ssh://pi@board")
-    done, failed, cut, never = remote._out_of_time(stdout, 4, 2, board, 60, board_stopped=False)
+    done, failed, cut, never = remote._out_of_time(
+        stdout, remote._sections(stdout, 4), 2, board, 60, board_stopped=False
+    )
     assert done is None and failed is None
     assert cut["error"].message == (
         f"ssh://pi@board: did not finish within the 60 s limit: the board did not answer for "
@@ -239,9 +241,9 @@ def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
     assert never["error"].message.startswith("ssh://pi@board: not run: the 60 s limit passed before its turn")
     # the limit struck between two bundles: the first one's results all arrived, so they stand
     first_done = f"{mark}1/2\n{{}}\n{status}0\n{{}}\n{status}0\n"
-    kept, next_one = remote._out_of_time(first_done, 2, 2, board, 60, board_stopped=True)
+    kept, next_one = remote._out_of_time(first_done, remote._sections(first_done, 2), 2, board, 60, board_stopped=True)
     assert kept is None and "not run" in next_one["error"].message
-    assert remote._out_of_time("", 2, 2, board, 60, board_stopped=True)[0]["error"].message.endswith(
+    assert remote._out_of_time("", [[], []], 2, board, 60, board_stopped=True)[0]["error"].message.endswith(
         "not run: the 60 s limit passed before its turn (the board stopped it)"
     )
 

@@ -235,7 +235,7 @@ def bench_board_rows(
             data=folder,
             logits=folder is not None,
             python=python,
-            **({"run_timeout": run_timeout} if run_timeout is not None else {}),
+            run_timeout=run_timeout,
             on_progress=lambda line: console.print(f"[dim]{target}[/] {line}", highlight=False),
         )
         failed = [entry for entry in entries if "error" in entry]
