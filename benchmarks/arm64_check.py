@@ -21,7 +21,10 @@ Raspberry Pi 5, `cortex-a72` for a Pi 4). qemu 7.2 passes the host's x86 /proc/c
 through, on which onnxruntime's cpuinfo library crashes at import, and the kernels it picks
 must match the emulated CPU, so each emulated process runs in a private mount namespace
 (`unshare --mount`) with that board's /proc/cpuinfo bound over the real one; nothing
-outside that process sees it. Needs root (debootstrap, unshare), the Debian mirror and
+outside that process sees it. `--qemu` names another qemu-aarch64 (qemu 8 and later write an
+ARM /proc/cpuinfo of their own, which the bind then replaces); the `max` board is qemu's
+`-cpu max` (SVE, SME, i8mm, bf16), whose SME qemu 7.2 emulates wrongly (int8 garbage) and
+qemu 10.0 rightly. Needs root (debootstrap, unshare), the Debian mirror and
 PyPI; the first run downloads about 150 MB into --work, later runs reuse it.
 
 ExecuTorch bundles (`--executorch` adds vitedge-cifar10 as ExecuTorch fp32 and int8; an
@@ -57,7 +60,14 @@ BOARDS = {
         0xD0B,
     ),
     "pi4": ("cortex-a72", "fp asimd evtstrm crc32 cpuid", 0xD08),
+    "max": (
+        "max",
+        "fp asimd aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp sve asimdfhm"
+        " svei8mm svebf16 i8mm bf16 sme smei8i32 smef32f32",
+        0x051,
+    ),
 }
+QEMU = "qemu-aarch64-static"  # Debian's qemu-user-static
 
 
 def board_cpuinfo(board: str) -> str:
@@ -75,11 +85,11 @@ EXECUTORCH_ALONE = ("executorch", "flatbuffers", "ruamel.yaml", "tabulate")  # w
 PLATFORMS = tuple(f"manylinux_2_{minor}_aarch64" for minor in (17, 27, 28, 31, 34, 35, 36)) + ("manylinux2014_aarch64",)
 
 
-def cannot_run() -> str | None:
+def cannot_run(qemu: str = QEMU) -> str | None:
     if os.geteuid() != 0:
         return "needs root (debootstrap unpacks a Debian arm64 tree; unshare --mount gives qemu its own /proc/cpuinfo)"
     for tool, package in (
-        ("qemu-aarch64-static", "qemu-user-static"),
+        (qemu, "qemu-user-static"),
         ("debootstrap", "debootstrap"),
         ("dpkg-deb", "dpkg"),
         ("unshare", "util-linux"),
@@ -173,9 +183,11 @@ def arm64_site(
     return site
 
 
-def run_emulated(work: Path, board: str, python: Path, site: Path, args: list[str]) -> subprocess.CompletedProcess:
-    """python ARGS on an emulated board CPU, in a private mount namespace whose /proc/cpuinfo
-    describes that CPU."""
+def run_emulated(
+    work: Path, board: str, python: Path, site: Path, args: list[str], qemu: str = QEMU
+) -> subprocess.CompletedProcess:
+    """python ARGS on an emulated board CPU (by `qemu`, a name on PATH or a path), in a private
+    mount namespace whose /proc/cpuinfo describes that CPU."""
     cpuinfo = work / f"cpuinfo.{board}"
     cpuinfo.write_text(board_cpuinfo(board))
     root = python.parents[2]
@@ -193,7 +205,7 @@ def run_emulated(work: Path, board: str, python: Path, site: Path, args: list[st
         "-i",
         "PATH=/usr/bin:/bin",
         f"PYTHONPATH={site}",
-        "qemu-aarch64-static",
+        shutil.which(qemu) or qemu,
         "-cpu",
         BOARDS[board][0],
         "-L",
@@ -214,7 +226,7 @@ def pip_reason(stderr: str, argv: list[str]) -> str:
     return errors[0] if errors else (stderr.strip().splitlines() or ["pip failed"])[-1]
 
 
-def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: str) -> Path | str:
+def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: str, qemu: str = QEMU) -> Path | str:
     """The aarch64 site of an OpenVINO or ExecuTorch bundle (module docstring), checked to
     import under qemu; or why it cannot be had here."""
     from importlib import metadata
@@ -234,7 +246,9 @@ def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: 
             site = arm64_site(work, versions)
         except subprocess.CalledProcessError as failed:
             return f"the aarch64 OpenVINO wheels cannot be fetched here: {pip_reason(failed.stderr or '', failed.cmd)}"
-        probe = run_emulated(work, board, python, site, ["-c", "import openvino; openvino.Core().available_devices"])
+        probe = run_emulated(
+            work, board, python, site, ["-c", "import openvino; openvino.Core().available_devices"], qemu
+        )
         if probe.returncode != 0:
             last = [line for line in probe.stderr.splitlines() if line.strip()]
             return f"the aarch64 OpenVINO runtime does not import under qemu: {last[-1] if last else probe.returncode}"
@@ -249,7 +263,7 @@ def board_site(work: Path, board: str, python: Path, runtime: str, torch_index: 
     except subprocess.CalledProcessError as failed:
         return f"the aarch64 wheels of the ExecuTorch board set cannot be fetched here: {pip_reason(failed.stderr or '', failed.cmd)}"
     probe = run_emulated(
-        work, board, python, site, ["-c", "import torch; from executorch.runtime import Runtime; Runtime.get()"]
+        work, board, python, site, ["-c", "import torch; from executorch.runtime import Runtime; Runtime.get()"], qemu
     )
     if probe.returncode != 0:
         last = [line for line in probe.stderr.splitlines() if line.strip()]
@@ -331,14 +345,14 @@ def compare(name: str, x86: dict, arm: dict) -> list[str]:
     )
 
 
-def compare_eval(name: str, x86: dict, arm: dict) -> list[str]:
+def compare_eval(name: str, x86: dict, arm: dict, there: str = "arm64") -> list[str]:
     """ImageFolder top-1 on both: the same when the precision is fp32, within the paired
     noise for the others (different int8 kernels may flip an image or two)."""
     from vitedge.targets.stats import paired_delta
 
     delta = paired_delta(np.array(x86["hits"], dtype=bool), np.array(arm["hits"], dtype=bool))
     say(
-        f"{name}: eval top-1 x86 {x86['top1']:.2f}% arm64 {arm['top1']:.2f}% on {arm['count']} images (Δ {delta.delta:+.2f} [{delta.low:+.2f}, {delta.high:+.2f}])"
+        f"{name}: eval top-1 here {x86['top1']:.2f}% {there} {arm['top1']:.2f}% on {arm['count']} images (Δ {delta.delta:+.2f} [{delta.low:+.2f}, {delta.high:+.2f}])"
     )
     if not delta.within_noise:
         return [f"{name}: eval top-1 differs beyond the noise (Δ {delta.delta:+.2f} points)"]
@@ -356,11 +370,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--boards", default=",".join(BOARDS), help=f"emulated boards: {', '.join(BOARDS)}")
+    parser.add_argument("--boards", default="pi5,pi4", help=f"emulated boards: {', '.join(BOARDS)}")
+    parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
     parser.add_argument("--executorch", action="store_true", help="also vitedge-cifar10 as ExecuTorch fp32 and int8")
     parser.add_argument("--torch-index", default=TORCH_CPU_INDEX, help="where the board's CPU-only torch comes from")
     args = parser.parse_args()
-    reason = cannot_run()
+    reason = cannot_run(args.qemu)
     if reason:
         say(f"arm64 check cannot run here: {reason}")
         return 2
@@ -391,11 +406,15 @@ def main() -> int:
             "-c",
             "import platform, onnxruntime, numpy; print(platform.machine(), platform.python_version(), onnxruntime.__version__, numpy.__version__)",
         ],
+        args.qemu,
     )
     if probe.returncode != 0:
         say(f"arm64 Python cannot import onnxruntime under qemu: {probe.stderr.strip()[-500:]}")
         return 2
-    say(f"emulated: {probe.stdout.strip()} (machine, Python, onnxruntime, numpy)")
+    version = subprocess.run([shutil.which(args.qemu) or args.qemu, "--version"], capture_output=True, text=True)
+    say(
+        f"emulated by {version.stdout.splitlines()[0] if version.stdout else args.qemu}: {probe.stdout.strip()} (machine, Python, onnxruntime, numpy)"
+    )
     problems: list[str] = []
     unrun: list[str] = []
     sites: dict[str, Path | str] = {"onnxruntime": site}
@@ -406,7 +425,7 @@ def main() -> int:
             bundle = build_bundle(artifact, scratch / "bundles" / artifact.name)
             runtime = read_manifest(bundle)["bundle"]["runtime"]
             if runtime not in sites:
-                sites[runtime] = board_site(args.work, boards[0], python, runtime, args.torch_index)
+                sites[runtime] = board_site(args.work, boards[0], python, runtime, args.torch_index, args.qemu)
             if isinstance(sites[runtime], str):
                 unrun.append(f"{artifact.name}: {sites[runtime]}")
                 continue
@@ -418,7 +437,7 @@ def main() -> int:
             }
             for board in boards:
                 results[board] = run_bundle(
-                    bundle, images, tree, lambda a, b=board, s=here: run_emulated(args.work, b, python, s, a)
+                    bundle, images, tree, lambda a, b=board, s=here: run_emulated(args.work, b, python, s, a, args.qemu)
                 )
             for where, result in results.items():
                 if isinstance(result, str):
