@@ -429,6 +429,20 @@ def _bundle_result(
     return {"benches": benches, "eval": scored}
 
 
+def checked_board_request(
+    target: str, batches: tuple[int, ...], seconds: float, threads: int | None, run_timeout: float | None
+) -> tuple[SshTarget, float]:
+    """The board and its time limit (RUN_TIMEOUT_S when None), or the one-line error of a
+    request that cannot run: checked before anything is prepared for the board."""
+    ssh_target = parse_target(target)
+    if not batches or min(batches) < 1 or seconds <= 0 or (threads is not None and threads < 1):
+        raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
+    run_timeout = RUN_TIMEOUT_S if run_timeout is None else run_timeout
+    if not run_timeout > 0:
+        raise VitedgeError(f"the board's time limit must be > 0 s, not {run_timeout:g}", "e.g. --board-timeout 1800")
+    return ssh_target, run_timeout
+
+
 def bench_board(
     sources: list[Path],
     target: str,
@@ -453,14 +467,9 @@ def bench_board(
     manifest, or `error` (a VitedgeError) when that bundle could not run there (a runtime the
     board lacks does not stop the others; past `run_timeout`, RUN_TIMEOUT_S when None, those
     that finished keep their results)."""
-    ssh_target = parse_target(target)
     if not sources:
         raise VitedgeError("nothing to benchmark", "name one or more artifact folders")
-    if not batches or min(batches) < 1 or seconds <= 0 or (threads is not None and threads < 1):
-        raise VitedgeError("batch and threads must be ≥ 1 and seconds > 0", "e.g. --batch 1 --seconds 10")
-    run_timeout = RUN_TIMEOUT_S if run_timeout is None else run_timeout
-    if not run_timeout > 0:
-        raise VitedgeError(f"the board's time limit must be > 0 s, not {run_timeout:g}", "e.g. --board-timeout 1800")
+    ssh_target, run_timeout = checked_board_request(target, batches, seconds, threads, run_timeout)
     if data is not None and not Path(data).is_dir():
         raise VitedgeError(f"--data {data} is not a folder", "pass an ImageFolder: one subfolder of images per class")
     argv = ssh_command(

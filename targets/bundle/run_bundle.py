@@ -431,8 +431,8 @@ def peak_rss_mb():
 
 
 def board_info(model: Model | None = None) -> dict:
-    """What the board is: platform, Python, its /proc/cpuinfo text, device-tree model and
-    hwcaps (the desktop reads them with vitedge's own parser: CPU model, cores, dotprod/i8mm),
+    """What the board is: platform, Python, its /proc/cpuinfo text, device-tree model, hwcaps,
+    kernel architecture and numpy's CPUID view (the desktop reads them with vitedge's own parser: CPU model, cores, dotprod/i8mm),
     clock and temperature, and the runtime versions."""
     import numpy as np
     from PIL import __version__ as pillow_version
@@ -446,6 +446,8 @@ def board_info(model: Model | None = None) -> dict:
         "cpuinfo": _read("/proc/cpuinfo"),
         "device_tree_model": _read("/proc/device-tree/model").strip("\x00\n "),
         "hwcaps": _vendored("cpu").read_hwcaps(),  # what the process may use (cpuinfo can be the host's)
+        "kernel_arch": _vendored("cpu").read_kernel_arch(),  # another family than `machine`: emulated
+        "cpu_features": _vendored("cpu").read_cpu_features(),  # numpy's CPUID view (x86: what runs)
         "cpu_mhz": cpu_mhz(),
         "temperature_c": temperature_c(),
         "versions": {"numpy": np.__version__, "pillow": pillow_version},

@@ -4,6 +4,7 @@ targets' clear errors where there is no GPU (this CI machine has none)."""
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ import torch
 from typer.testing import CliRunner
 
 from vitedge.cli import app
-from vitedge.core.cpu import CpuInfo, board_cpu, parse_cpuinfo, probe_cpu
+from vitedge.core.cpu import (
+    CpuInfo,
+    arch_family,
+    board_cpu,
+    parse_cpuinfo,
+    probe_cpu,
+    read_cpu_features,
+    read_kernel_arch,
+)
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.detect import Machine, detect_targets, probe_machine, recommend
 from vitedge.targets.onnxruntime import open_onnx
@@ -141,6 +150,70 @@ def test_an_emulated_arm_board_is_read_from_its_hwcaps_not_the_hosts_cpuinfo():
     pi5 = board_cpu(PI5, "aarch64", "", pi5_hwcaps)
     assert pi5 == parse_cpuinfo(PI5, "aarch64")
     assert board_cpu(XEON_AMX, "x86_64", "", [6, 2]) == parse_cpuinfo(XEON_AMX)  # x86: hwcaps not read
+
+
+# what qemu-user 8 and later make up for an emulated Cortex-A76 (Debian trixie's qemu 10.0)
+QEMU_A76 = """processor\t: 0
+model name\t: ARMv8 Processor rev 1 (v8l)
+BogoMIPS\t: 100.00
+Features\t: fp asimd aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x4
+CPU part\t: 0xd0b
+CPU revision\t: 1
+"""
+
+
+def test_an_emulated_board_whose_cpuinfo_is_made_up_is_told_by_its_kernel():
+    """qemu 8 on writes an ARM /proc/cpuinfo for the CPU it emulates, so nothing in it says
+    "emulated"; the kernel's architecture (kernel.arch, passed through) does."""
+    board = board_cpu(QEMU_A76, "aarch64", "", [1 << 1 | 1 << 10 | 1 << 20, 0], "x86_64")
+    assert board.emulated and board.model == "ARMv8 Processor rev 1 (v8l), emulated (the kernel is x86_64)"
+    assert board.isa == ("NEON", "fp16", "dotprod")  # the emulated CPU's ISA stands
+    assert not board_cpu(QEMU_A76, "aarch64", "", None, None).emulated  # a kernel without kernel.arch: not told
+    # native: an arm64 kernel under a 64-bit or a 32-bit userland (Raspberry Pi OS), an x86 one under i686
+    assert not board_cpu(PI5, "aarch64", "", None, "aarch64").emulated
+    assert not board_cpu(PI5.replace("asimd", "neon"), "armv7l", "", None, "aarch64").emulated
+    assert not board_cpu(XEON_AMX, "i686", "", None, "x86_64").emulated
+    # an x86 Python on an ARM kernel (qemu-x86_64, FEX, Rosetta in a Linux VM)
+    rosetta = board_cpu(PI5, "x86_64", "", None, "aarch64")
+    assert rosetta.emulated and rosetta.model.endswith("emulated (the kernel is aarch64)")
+
+
+def test_an_emulated_x86_cpu_claims_only_what_its_process_can_run():
+    """qemu-x86_64 as a Haswell on an AMX host (or Intel SDE): cpuinfo is the host's, numpy's
+    CPUID probe is the emulated CPU's. What the process cannot run is not claimed, and the
+    int8 advice follows the CPU that runs (u8×s8 saturates without VNNI)."""
+    haswell = {
+        "AVX2": True,
+        "FMA3": True,
+        "AVX512F": False,
+        "AVX512VNNI": False,
+        "AVX512BF16": False,
+        "AVX512FP16": False,
+    }
+    cpu = board_cpu(XEON_AMX, "x86_64", "", None, "x86_64", haswell)
+    assert cpu.emulated and cpu.isa == ("AVX2", "FMA") and cpu.u8s8_saturates and not cpu.bf16
+    assert cpu.model == (
+        "x86_64 CPU, emulated (its /proc/cpuinfo describes the host's Intel(R) Xeon(R) Platinum 8480+;"
+        " this process cannot run AVX512F, AVX512-VNNI, AVX512-BF16, AVX512-FP16)"
+    )
+    native = {name: True for name in haswell}
+    assert board_cpu(XEON_AMX, "x86_64", "", None, "x86_64", native) == parse_cpuinfo(XEON_AMX)
+    assert board_cpu(XEON_AMX, "x86_64", "", None, "x86_64", {"AVX2": True}) == parse_cpuinfo(XEON_AMX)  # unknown: kept
+    assert not board_cpu(PI5, "aarch64", "", None, "aarch64", {"ASIMD": True, "AVX2": False}).emulated  # x86 only
+
+
+def test_this_machines_kernel_is_of_its_own_family():
+    """Read here for real: this process runs natively, and says so."""
+    kernel = read_kernel_arch()
+    if kernel is not None:  # a kernel with kernel.arch
+        assert arch_family(kernel) == arch_family(platform.machine())
+    assert not probe_cpu().emulated
+    features = read_cpu_features()
+    if features is not None and arch_family(platform.machine()) == "x86":  # numpy agrees with cpuinfo here
+        assert probe_cpu() == board_cpu(Path("/proc/cpuinfo").read_text(), platform.machine(), "", None, kernel)
 
 
 def test_gpu_targets_follow_devices_and_providers():
@@ -399,6 +472,9 @@ def test_an_emulated_boards_speeds_are_not_kept_as_advice(own_cache):
 
     emulated = board_cpu(XEON_AMX, "aarch64", "", [1 << 1 | 1 << 10 | 1 << 20, 0])
     assert emulated.emulated and not board_cpu(PI5, "aarch64").emulated
+    made_up = board_cpu(QEMU_A76, "aarch64", "", [1 << 1 | 1 << 10 | 1 << 20, 0], "x86_64")
+    with pytest.warns(UserWarning, match=r"the CPU is emulated \(ARMv8 Processor rev 1 \(v8l\), emulated \(the kernel"):
+        keep_board(made_up, "vitedge-cifar10", "ssh://root@arm64-container")
     with pytest.warns(
         UserWarning, match=r"the CPU is emulated \(aarch64 CPU, emulated .*the emulator's, not a board's"
     ):

@@ -24,10 +24,11 @@ from tests.support.sshd import (
     write_known_hosts,
 )
 from vitedge.calibration.sources import CIFAR10_CLASSES
-from vitedge.core.cpu import read_hwcaps
+from vitedge.core.cpu import read_hwcaps, read_kernel_arch
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.bundle_build import build_bundle
 from vitedge.targets.remote import bench_board, bench_remote, parse_target, ssh_command
+from vitedge.workflows.board import bench_board_rows, board_facts
 
 SENTINEL = "vitedge-pwned"
 
@@ -85,6 +86,7 @@ def test_bench_over_ssh_returns_speed_top1_and_board(server, onnx_artifact, bund
     assert row["detail"]["threads"] == 1 and row["cpu_per_wall"] <= 1.05, row
     assert row["board"]["versions"]["onnxruntime"] and row["board"]["machine"] and row["board"]["python"]
     assert row["board"]["hwcaps"] == list(read_hwcaps())  # the same machine: the bundle's vendored reader agrees
+    assert row["board"]["kernel_arch"] == read_kernel_arch() and not board_facts(row["board"])[0].emulated
     assert any(line.startswith("vitedge-remote: running on") for line in progress)
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")  # a ready bundle travels as is
     assert bench(server, bundle, bundle_python)["it_per_s"] > 0
@@ -281,6 +283,37 @@ def test_remote_hints_name_only_options_vitedge_bench_has():
 def test_bad_targets_are_refused_before_ssh_runs(target):
     with pytest.raises(VitedgeError):
         parse_target(target)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"run_timeout": 0}, "time limit must be > 0 s"),
+        ({"seconds": 0}, "seconds > 0"),
+        ({"batches": (0,)}, "batch and threads must be ≥ 1"),
+    ],
+)
+def test_a_board_request_that_cannot_run_is_refused_before_the_images_are_written(options, message):
+    """`vitedge bench --target ssh://…` writes the evaluation images (1,000 PNGs by default)
+    before the SSH session; a request bench_board would refuse must not cost that first."""
+
+    def folder_for(*_):
+        raise AssertionError("the images were written for a request that cannot run")
+
+    request = {"batches": (1,), "seconds": 1.0, "run_timeout": None, **options}
+    with pytest.raises(VitedgeError, match=re.escape(message)):
+        bench_board_rows(
+            ["artifact"],
+            "ssh://pi@127.0.0.1:9",
+            folder_for=folder_for,
+            identity=None,
+            accept_new_host_key=False,
+            known_hosts=None,
+            threads=1,
+            data="cifar10",
+            samples=1000,
+            **request,
+        )
 
 
 def test_ssh_argv_checks_host_keys_and_ends_options():

@@ -4,10 +4,14 @@ instruction-set extensions that decide what runs fast (int8 dot products, native
 fetched over SSH) as well as this machine's. On 64-bit ARM the kernel's hwcaps (`getauxval`)
 are read too: they are what the process may actually use, and under user-mode emulation
 (qemu-user, an arm64 container on an x86 host) they describe the emulated CPU while
-/proc/cpuinfo describes the host's.
+/proc/cpuinfo describes the host's (qemu before 8) or, made up by qemu, the emulated one (qemu
+8 on). Either way the kernel's own architecture (`/proc/sys/kernel/arch`, which qemu passes
+through) tells emulation apart from a real board. On x86 the same holds within one family
+(qemu-x86_64 as an AVX2 CPU, Intel SDE): numpy's own CPUID probe says what this process can
+run, and a feature cpuinfo lists but the process cannot run marks the CPU as emulated.
 
 The board bundle ships this file byte for byte (`read_hwcaps` runs there), so it imports
-nothing outside the standard library."""
+nothing outside the standard library at import time (numpy is asked where it is installed)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 X86_ARCHES = ("x86_64", "amd64", "i686")
+ARM_ARCHES = ("aarch64", "arm64", "armv6l", "armv7l", "armv8l", "arm")  # a 32-bit userland on an arm64 kernel is native
 # (display name, cpuinfo flag(s) that must all be present)
 X86_ISA = (
     ("AVX2", ("avx2",)),
@@ -36,6 +41,13 @@ ARM_ISA = (
     ("bf16", ("bf16",)),
     ("SVE", ("sve",)),
 )
+# cpuinfo flag -> the name numpy's CPUID probe gives it; AMX and AVX-VNNI have none there, so
+# on an emulated x86 CPU they are not claimed
+X86_CPUID = {
+    "avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI", "avx512_bf16": "AVX512BF16",
+    "avx512_fp16": "AVX512FP16",
+}  # fmt: skip
+X86_UNPROBED = frozenset({"amx_tile", "amx_int8", "amx_bf16", "avx_vnni"})
 # aarch64 AT_HWCAP / AT_HWCAP2 bits (Linux arch/arm64/include/uapi/asm/hwcap.h), by the name
 # /proc/cpuinfo's Features line gives each: (0 for AT_HWCAP or 1 for AT_HWCAP2, bit)
 AARCH64_HWCAPS = {
@@ -149,6 +161,30 @@ def _read(path: str) -> str:
         return ""
 
 
+def read_kernel_arch() -> str | None:
+    """The running kernel's architecture as the kernel.arch sysctl names it (`uname -m`, which
+    qemu-user answers with the emulated one instead), or None where the kernel lacks it."""
+    return _read("/proc/sys/kernel/arch").strip() or None
+
+
+def arch_family(arch: str) -> str:
+    """x86 or arm for the machine names one family's kernel runs natively; any other name as is."""
+    return "x86" if arch in X86_ARCHES or arch in ("i386", "i586") else "arm" if arch in ARM_ARCHES else arch
+
+
+def read_cpu_features() -> dict[str, bool] | None:
+    """What numpy's CPUID probe found this process can run (x86: the CPU's bits and the
+    OS-enabled register state), by numpy's names; None without numpy or its probe."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as found  # numpy 2
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as found  # numpy 1
+        except ImportError:
+            return None
+    return {str(name): bool(value) for name, value in found.items()}
+
+
 def read_hwcaps() -> tuple[int, int] | None:
     """This process's AT_HWCAP and AT_HWCAP2 from the C library's `getauxval` (glibc 2.16+,
     musl), or None where there is no such call."""
@@ -168,18 +204,35 @@ def hwcap_flags(hwcaps: tuple[int, int] | list[int]) -> frozenset[str]:
 
 
 def board_cpu(
-    cpuinfo: str, machine: str | None, device_tree_model: str = "", hwcaps: tuple[int, int] | list[int] | None = None
+    cpuinfo: str,
+    machine: str | None,
+    device_tree_model: str = "",
+    hwcaps: tuple[int, int] | list[int] | None = None,
+    kernel_arch: str | None = None,
+    cpu_features: dict[str, bool] | None = None,
 ) -> CpuInfo:
     """A machine's CpuInfo from its /proc/cpuinfo text, /proc/device-tree/model (which names
-    a board such as a Raspberry Pi where cpuinfo does not) and, on aarch64, its hwcaps: this
-    machine's, or a board's as its bundle reported them over SSH. An aarch64 machine whose
-    cpuinfo describes an x86 CPU is emulated: its model says so and its ISA comes from the
-    hwcaps alone."""
+    a board such as a Raspberry Pi where cpuinfo does not), on aarch64 its hwcaps, and its
+    kernel's architecture, and on x86 numpy's CPUID view: this machine's, or a board's as its
+    bundle reported them over SSH. A process whose kernel is of another architecture family
+    is emulated, and so is an aarch64 one whose cpuinfo describes an x86 CPU (then its ISA comes
+    from the hwcaps alone) and an x86 one that cannot run what cpuinfo lists (then only what it
+    can run is claimed): the model says so each time."""
     cpu = parse_cpuinfo(cpuinfo, machine)
     arm64 = cpu.arch in ("aarch64", "arm64")
     if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
         model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
         cpu = replace(cpu, model=model, flags=frozenset(), emulated=True)
+    elif kernel_arch and arch_family(kernel_arch) != arch_family(cpu.arch):
+        cpu = replace(cpu, model=f"{cpu.model}, emulated (the kernel is {kernel_arch})", emulated=True)
+    elif cpu.arch in X86_ARCHES and cpu_features:
+        denied = sorted(
+            flag for flag, name in X86_CPUID.items() if flag in cpu.flags and cpu_features.get(name) is False
+        )
+        if denied:
+            cannot = ", ".join(display for display, needed in X86_ISA if needed[0] in denied)
+            model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model}; this process cannot run {cannot})"
+            cpu = replace(cpu, model=model, flags=cpu.flags - set(denied) - X86_UNPROBED, emulated=True)
     if arm64 and hwcaps:
         cpu = replace(cpu, flags=cpu.flags | hwcap_flags(hwcaps))
     board = device_tree_model.strip("\x00\n ")
@@ -191,7 +244,10 @@ def board_cpu(
 def probe_cpu() -> CpuInfo:
     machine = platform.machine()
     hwcaps = read_hwcaps() if machine in ("aarch64", "arm64") else None
-    cpu = board_cpu(_read("/proc/cpuinfo"), machine, _read("/proc/device-tree/model"), hwcaps)
+    features = read_cpu_features() if machine in X86_ARCHES else None
+    cpu = board_cpu(
+        _read("/proc/cpuinfo"), machine, _read("/proc/device-tree/model"), hwcaps, read_kernel_arch(), features
+    )
     if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
         cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
     return cpu

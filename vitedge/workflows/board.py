@@ -34,7 +34,12 @@ from .report import Parity, ResultRow
 def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
     """The board's CpuInfo and the `machine` dict of its rows, from what its bundle reported."""
     cpu = board_cpu(
-        board.get("cpuinfo", ""), board.get("machine"), board.get("device_tree_model", ""), board.get("hwcaps")
+        board.get("cpuinfo", ""),
+        board.get("machine"),
+        board.get("device_tree_model", ""),
+        board.get("hwcaps"),
+        board.get("kernel_arch"),
+        board.get("cpu_features"),
     )
     if not board.get("cpuinfo"):  # a board without /proc/cpuinfo: what the bundle could name
         cpu = CpuInfo(board.get("machine") or "?", board.get("cpu", "?"), board.get("cpu_count") or 1, frozenset())
@@ -218,8 +223,9 @@ def bench_board_rows(
 ) -> list[ResultRow]:
     """Every item on the board in one SSH call; a row per item that ran, a warning per item
     that could not (its runtime missing there, say), an error only if none ran."""
-    from ..targets.remote import bench_board
+    from ..targets.remote import bench_board, checked_board_request
 
+    checked_board_request(target, batches, seconds, threads, run_timeout)  # before the images are written
     console = console or Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="vitedge-board-data-") as scratch:
         folder = folder_for(data, samples, Path(scratch)) if data else None

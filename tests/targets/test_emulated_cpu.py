@@ -1,0 +1,54 @@
+"""What a board's bundle says of an x86 CPU it does not have the host's features on, whatever CPU
+runs the suite: the bundle runs under qemu-x86_64 as a Haswell (AVX2 and FMA; no AVX-512, no
+VNNI, no AMX), while /proc/cpuinfo stays the host's. vitedge must name that CPU as emulated,
+claim only what it can run, and so give the advice of a CPU whose u8×s8 int8 saturates."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.boards import clean_env
+from vitedge.core.cpu import arch_family, probe_cpu
+from vitedge.targets.bundle_build import build_bundle
+from vitedge.workflows.board import board_facts
+
+QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+pytestmark = pytest.mark.skipif(
+    arch_family(platform.machine()) != "x86" or QEMU is None,
+    reason="needs an x86 machine and qemu-x86_64 (scripts/setup.sh installs qemu-user)",
+)
+HASWELL = "Haswell-v4"  # AVX2, FMA; no TSX
+
+
+def board_seen(bundle, python, cwd, *emulate: str) -> dict:
+    """The bundle's `info` run by `python` (under `emulate`, a qemu command line, if given)."""
+    done = subprocess.run(
+        [*emulate, str(python), str(bundle / "run_bundle.py"), "info", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)["board"]
+
+
+def test_an_emulated_avx2_cpu_is_named_and_claims_only_what_it_runs(onnx_artifact, bundle_python, tmp_path):
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
+    here = board_seen(bundle, bundle_python, tmp_path)
+    cpu, machine = board_facts(here)
+    assert not machine["emulated"] and cpu.isa == probe_cpu().isa  # natively: what vitedge sees here
+
+    there = board_seen(bundle, bundle_python, tmp_path, QEMU, "-cpu", HASWELL)
+    assert there["cpuinfo"] == here["cpuinfo"]  # qemu passes the host's text through
+    assert there["cpu_features"]["AVX2"] and not there["cpu_features"]["AVX512F"]
+    cpu, machine = board_facts(there)
+    assert machine["emulated"] and machine["cpu"].startswith("x86_64 CPU, emulated")
+    assert machine["isa"] == ["AVX2", "FMA"] and machine["int8_dot"] == []
+    assert cpu.u8s8_saturates and not cpu.bf16  # the int8 and bf16 advice of the CPU that runs
