@@ -103,6 +103,20 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def finish(
+    check: str, problems: list[str], seen: dict, out: Path | None, *, label: str, started: float | None = None
+) -> int:
+    """A check's ending: what was seen (with the problems) as JSON to `out`, each problem on a
+    line, the verdict; exit 1 with problems, else 0."""
+    if out:
+        out.write_text(json.dumps({**seen, "problems": problems}, indent=2) + "\n")
+    for problem in problems:
+        say(f"{label} {problem}")
+    took = f" in {time.monotonic() - started:.0f} s" if started is not None else ""
+    say(f"{check} {'FAILED' if problems else 'PASSED'}{took}")
+    return 1 if problems else 0
+
+
 def arm64_python(work: Path, mirror: str) -> Path:
     """Debian bookworm's arm64 python3.11 unpacked under work/root (once)."""
     root = work / "root"

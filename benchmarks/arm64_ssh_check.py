@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arm64_check import QEMU, arm64_python, board_site, cannot_run, say  # noqa: E402 - beside this script
+from arm64_check import QEMU, arm64_python, board_site, cannot_run, finish, say  # noqa: E402 - beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 QEMU_CPU = "cortex-a76"  # a Raspberry Pi 5
@@ -163,12 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         seen["left_on_board"] = left
         if left:
             problems.append(f"left on the board: {left}")
-    if args.out:
-        args.out.write_text(json.dumps({**seen, "problems": problems}, indent=2) + "\n")
-    for problem in problems:
-        say(f"PROBLEM {problem}")
-    say(f"arm64 SSH check {'FAILED' if problems else 'PASSED'}")
-    return 1 if problems else 0
+    return finish("arm64 SSH check", problems, seen, args.out, label="PROBLEM")
 
 
 if __name__ == "__main__":

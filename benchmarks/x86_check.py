@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arm64_check import compare, compare_eval, default_artifacts, run_bundle, sample_images, say  # noqa: E402 - beside this script
+from arm64_check import compare, compare_eval, default_artifacts, finish, run_bundle, sample_images, say  # noqa: E402 - beside this script
 
 # qemu CPU model -> the ISA vitedge must report for it (core.cpu.X86_ISA names)
 CPUS = {"Haswell-v4": ["AVX2", "FMA"], "Nehalem-v2": []}
@@ -106,12 +106,7 @@ def main() -> int:
                 name = f"{artifact.name} on {cpu}"
                 problems += compare(name, native[0], there[0])
                 problems += compare_eval(name, native[1], there[1], there=cpu)
-    if args.out:
-        args.out.write_text(json.dumps({**seen, "problems": problems}, indent=2) + "\n")
-    for problem in problems:
-        say(f"MISMATCH {problem}")
-    say(f"x86 check {'FAILED' if problems else 'PASSED'} in {time.monotonic() - started:.0f} s")
-    return 1 if problems else 0
+    return finish("x86 check", problems, seen, args.out, label="MISMATCH", started=started)
 
 
 if __name__ == "__main__":
