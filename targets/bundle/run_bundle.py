@@ -432,8 +432,9 @@ def peak_rss_mb():
 
 def board_info(model: Model | None = None) -> dict:
     """What the board is: platform, Python, its /proc/cpuinfo text, device-tree model, hwcaps,
-    kernel architecture and numpy's CPUID view (the desktop reads them with vitedge's own parser: CPU model, cores, dotprod/i8mm),
-    clock and temperature, and the runtime versions."""
+    kernel architecture and numpy's CPUID view (the desktop reads them with vitedge's own
+    parser: CPU model, cores, dotprod/i8mm, emulated or not), clock and temperature, and the
+    runtime versions."""
     import numpy as np
     from PIL import __version__ as pillow_version
 

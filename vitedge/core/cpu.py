@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 X86_ARCHES = ("x86_64", "amd64", "i686")
+X86_32 = ("i386", "i586")  # older 32-bit names, for telling architecture families apart
 ARM_ARCHES = ("aarch64", "arm64", "armv6l", "armv7l", "armv8l", "arm")  # a 32-bit userland on an arm64 kernel is native
 # (display name, cpuinfo flag(s) that must all be present)
 X86_ISA = (
@@ -169,7 +170,7 @@ def read_kernel_arch() -> str | None:
 
 def arch_family(arch: str) -> str:
     """x86 or arm for the machine names one family's kernel runs natively; any other name as is."""
-    return "x86" if arch in X86_ARCHES or arch in ("i386", "i586") else "arm" if arch in ARM_ARCHES else arch
+    return "x86" if arch in X86_ARCHES + X86_32 else "arm" if arch in ARM_ARCHES else arch
 
 
 def read_cpu_features() -> dict[str, bool] | None:
@@ -231,7 +232,10 @@ def board_cpu(
         )
         if denied:
             cannot = ", ".join(display for display, needed in X86_ISA if needed[0] in denied)
-            model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model}; this process cannot run {cannot})"
+            model = (
+                f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model};"
+                f" this process cannot run {cannot})"
+            )
             cpu = replace(cpu, model=model, flags=cpu.flags - set(denied) - X86_UNPROBED, emulated=True)
     if arm64 and hwcaps:
         cpu = replace(cpu, flags=cpu.flags | hwcap_flags(hwcaps))
