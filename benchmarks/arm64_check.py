@@ -21,7 +21,7 @@ Raspberry Pi 5, `cortex-a72` for a Pi 4). qemu 7.2 passes the host's x86 /proc/c
 through, on which onnxruntime's cpuinfo library crashes at import, and the kernels it picks
 must match the emulated CPU, so each emulated process runs in a private mount namespace
 (`unshare --mount`) with that board's /proc/cpuinfo bound over the real one; nothing
-outside that process sees it. `--qemu` names another qemu-aarch64 (qemu 8 and later write an
+outside that process sees it. `--qemu` names another qemu-aarch64 (newer ones, such as 10.0, write an
 ARM /proc/cpuinfo of their own, which the bind then replaces); the `max` board is qemu's
 `-cpu max` (SVE, SME, i8mm, bf16), whose SME qemu 7.2 emulates wrongly (int8 garbage) and
 qemu 10.0 rightly. Needs root (debootstrap, unshare), the Debian mirror and

@@ -9,7 +9,7 @@ The board's "python3" is Debian's arm64 Python with the aarch64 numpy, Pillow an
 (set up as `arm64_check.py` sets them up, in the same --work folder) under qemu-aarch64 user
 emulation as a Cortex-A76, with /proc/cpuinfo left as that qemu shows it, as qemu-user and arm64
 containers on an x86 machine do: qemu 7.2 (Debian bookworm's) passes the host's x86 text through,
-qemu 8 and later (`--qemu`, e.g. Debian trixie's 10.0) write an ARM one for the emulated CPU.
+newer ones (`--qemu`, e.g. Debian trixie's 10.0) write an ARM one for the emulated CPU.
 (ONNX Runtime's cpuinfo library crashes on the x86 text at import, so the artifact is
 OpenVINO's.) Two runs:
 

@@ -152,7 +152,7 @@ def test_an_emulated_arm_board_is_read_from_its_hwcaps_not_the_hosts_cpuinfo():
     assert board_cpu(XEON_AMX, "x86_64", "", [6, 2]) == parse_cpuinfo(XEON_AMX)  # x86: hwcaps not read
 
 
-# what qemu-user 8 and later make up for an emulated Cortex-A76 (Debian trixie's qemu 10.0)
+# what newer qemu-user makes up for an emulated Cortex-A76 (Debian trixie's qemu 10.0)
 QEMU_A76 = """processor\t: 0
 model name\t: ARMv8 Processor rev 1 (v8l)
 BogoMIPS\t: 100.00
@@ -166,7 +166,7 @@ CPU revision\t: 1
 
 
 def test_an_emulated_board_whose_cpuinfo_is_made_up_is_told_by_its_kernel():
-    """qemu 8 on writes an ARM /proc/cpuinfo for the CPU it emulates, so nothing in it says
+    """A newer qemu (10.0) writes an ARM /proc/cpuinfo for the CPU it emulates, so nothing in it says
     "emulated"; the kernel's architecture (kernel.arch, passed through) does."""
     board = board_cpu(QEMU_A76, "aarch64", "", [1 << 1 | 1 << 10 | 1 << 20, 0], "x86_64")
     assert board.emulated and board.model == "ARMv8 Processor rev 1 (v8l), emulated (the kernel is x86_64)"

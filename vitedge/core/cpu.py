@@ -4,8 +4,8 @@ instruction-set extensions that decide what runs fast (int8 dot products, native
 fetched over SSH) as well as this machine's. On 64-bit ARM the kernel's hwcaps (`getauxval`)
 are read too: they are what the process may actually use, and under user-mode emulation
 (qemu-user, an arm64 container on an x86 host) they describe the emulated CPU while
-/proc/cpuinfo describes the host's (qemu before 8) or, made up by qemu, the emulated one (qemu
-8 on). Either way the kernel's own architecture (`/proc/sys/kernel/arch`, which qemu passes
+/proc/cpuinfo describes the host's (qemu 7) or, made up by qemu, the emulated one (newer qemu:
+10.0 does). Either way the kernel's own architecture (`/proc/sys/kernel/arch`, which qemu passes
 through) tells emulation apart from a real board. On x86 the same holds within one family
 (qemu-x86_64 as an AVX2 CPU, Intel SDE): numpy's own CPUID probe says what this process can
 run, and a feature cpuinfo lists but the process cannot run marks the CPU as emulated.
