@@ -5,20 +5,18 @@
 # bundle too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_install() {  # apt-get install "$@", or say what to install where there is no apt
+  if command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "warning: install $* for the tests that need them" >&2
+  fi
+}
 if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then
-  missing+=(openssh-server openssh-client)
+  apt_install openssh-server openssh-client
 fi
 if ! command -v qemu-x86_64 >/dev/null 2>&1 && ! command -v qemu-x86_64-static >/dev/null 2>&1; then
-  missing+=(qemu-user)
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "warning: install ${missing[*]} for the remote-board and emulated-CPU tests" >&2
-  fi
+  apt_install qemu-user || echo "warning: qemu-user did not install; the emulated-CPU test will skip" >&2
 fi
 python -m pip install -q -e '.[dev,executorch]'
