@@ -103,6 +103,14 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def board_options(parser: argparse.ArgumentParser) -> None:
+    """The options every emulated-arm64 check takes: where its Debian tree and wheels live,
+    the mirror they come from, and the qemu-aarch64 that runs them."""
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
+    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
+
+
 def finish(
     check: str, problems: list[str], seen: dict, out: Path | None, *, label: str, started: float | None = None
 ) -> int:
@@ -309,6 +317,20 @@ def default_artifacts(folder: Path, executorch: bool = False) -> list[Path]:
     ]
 
 
+def openvino_int8(folder: Path) -> Path:
+    """vitedge-cifar10 as OpenVINO int8, calibrated on 256 CIFAR-10 training images."""
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.exporter.export import export_artifact
+
+    loaded = load_model("vitedge-cifar10")
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 256)
+    return export_artifact(
+        loaded, to="openvino", precision="int8", out=folder / "vitedge-cifar10-openvino-int8", calibration=calibration
+    )
+
+
 def sample_images(folder: Path, count: int) -> tuple[list[Path], Path]:
     """`count` real CIFAR-10 test images as PNG, flat and as an ImageFolder."""
     from PIL import Image
@@ -381,11 +403,9 @@ def main() -> int:
         action="append",
         help="artifact folder(s) to check (default: the tiny ViT, fp32 and int8)",
     )
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
-    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    board_options(parser)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--boards", default="pi5,pi4", help=f"emulated boards: {', '.join(BOARDS)}")
-    parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
     parser.add_argument("--executorch", action="store_true", help="also vitedge-cifar10 as ExecuTorch fp32 and int8")
     parser.add_argument("--torch-index", default=TORCH_CPU_INDEX, help="where the board's CPU-only torch comes from")
     args = parser.parse_args()

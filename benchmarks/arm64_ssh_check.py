@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arm64_check import QEMU, arm64_python, board_site, cannot_run, finish, say  # noqa: E402 - beside this script
+from arm64_check import arm64_python, board_options, board_site, cannot_run, finish, openvino_int8, say  # noqa: E402 - beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 QEMU_CPU = "cortex-a76"  # a Raspberry Pi 5
@@ -57,20 +57,6 @@ def board_python(folder: Path, python: Path, site: Path, qemu: str) -> Path:
     return wrapper
 
 
-def openvino_int8(folder: Path) -> Path:
-    """vitedge-cifar10 as OpenVINO int8, calibrated on 256 CIFAR-10 training images."""
-    from vitedge.calibration.calibset import build_calibration_set
-    from vitedge.calibration.sources import open_source
-    from vitedge.compress.registry import load_model
-    from vitedge.exporter.export import export_artifact
-
-    loaded = load_model("vitedge-cifar10")
-    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 256)
-    return export_artifact(
-        loaded, to="openvino", precision="int8", out=folder / "vitedge-cifar10-openvino-int8", calibration=calibration
-    )
-
-
 def leftovers(before: set[Path], qemu: str) -> list[str]:
     """What the run left on the board (the same machine here): temp folders and qemu processes."""
     folders = sorted(str(p) for p in set(Path(tempfile.gettempdir()).glob("vitedge.*")) - before)
@@ -81,10 +67,8 @@ def leftovers(before: set[Path], qemu: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, help="an OpenVINO artifact (default: vitedge-cifar10 int8)")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
-    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    board_options(parser)
     parser.add_argument("--out", type=Path, help="JSON of what was seen")
-    parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))  # tests/support/sshd.py: the loopback sshd the tests use
     from tests.support.sshd import running_sshd, unavailable_reason

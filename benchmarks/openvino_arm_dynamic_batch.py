@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from arm64_check import BOARDS, QEMU, arm64_python, board_site, cannot_run, run_emulated, say  # noqa: E402 - beside this script
+from arm64_check import BOARDS, arm64_python, board_options, board_site, cannot_run, openvino_int8, run_emulated, say  # noqa: E402 - beside this script
 
 # Runs under any Python with openvino and numpy: argv[1] the IR, argv[2] the .npy batch.
 COMPARE = """
@@ -44,20 +44,6 @@ print(json.dumps({"cosine_mean": float(cosine.mean()), "max_abs": float(np.abs(a
 AGREE = 0.999
 
 
-def openvino_int8(folder: Path) -> Path:
-    """vitedge-cifar10 as OpenVINO int8, calibrated on 256 CIFAR-10 training images."""
-    from vitedge.calibration.calibset import build_calibration_set
-    from vitedge.calibration.sources import open_source
-    from vitedge.compress.registry import load_model
-    from vitedge.exporter.export import export_artifact
-
-    loaded = load_model("vitedge-cifar10")
-    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 256)
-    return export_artifact(
-        loaded, to="openvino", precision="int8", out=folder / "openvino-int8", calibration=calibration
-    )
-
-
 def test_images(artifact: Path, count: int) -> np.ndarray:
     """`count` CIFAR-10 test images, preprocessed as the artifact's manifest says."""
     from vitedge.calibration.preprocess import DataConfig, preprocess_batch
@@ -72,10 +58,8 @@ def test_images(artifact: Path, count: int) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, help="an OpenVINO int8 artifact (default: vitedge-cifar10 int8)")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
-    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    board_options(parser)
     parser.add_argument("--boards", default="pi4,pi5", help=f"emulated boards: {', '.join(BOARDS)}")
-    parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
     parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
     reason = cannot_run(args.qemu)
@@ -85,6 +69,9 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     python = arm64_python(args.work, args.mirror)
     boards = [b.strip() for b in args.boards.split(",") if b.strip()]
+    if not boards or not set(boards) <= set(BOARDS):
+        say(f"unknown board(s) in --boards {args.boards}; choose from {', '.join(BOARDS)}")
+        return 2
     site = board_site(args.work, boards[0], python, "openvino", "", args.qemu)
     if isinstance(site, str):
         say(f"OpenVINO ARM dynamic-batch check cannot run here: {site}")
