@@ -56,14 +56,14 @@ def board_named(bundle: Path, qemu: str, cpu: str) -> tuple[dict, list[str]]:
     return seen, problems
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, action="append", help="artifact folder(s) (default: vitedge-cifar10)")
     parser.add_argument("--cpus", default=",".join(CPUS), help=f"qemu CPU models: {', '.join(CPUS)}")
     parser.add_argument("--qemu", default=shutil.which("qemu-x86_64-static") or "qemu-x86_64")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--out", type=Path, help="JSON of what was seen")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     qemu = shutil.which(args.qemu)
     cpus = [c.strip() for c in args.cpus.split(",") if c.strip()]
     if platform.machine() not in ("x86_64", "AMD64"):

@@ -3,12 +3,23 @@ only `core.cpu.probe_cpu` and `core.precision.openvino_capabilities`, so a test 
 
 from __future__ import annotations
 
+import platform
+import shutil
+
 import pytest
 
 import vitedge.core.cpu
 import vitedge.core.precision
-from vitedge.core.cpu import CpuInfo
+from vitedge.core.cpu import CpuInfo, arch_family
 from vitedge.core.precision import bf16_missing
+
+# qemu user emulation of another x86 CPU (the set-up installs qemu-user): for the tests that run
+# a board bundle as that CPU, on an x86 machine only, since the emulated Python is this one.
+QEMU_X86 = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+needs_qemu_x86 = pytest.mark.skipif(
+    arch_family(platform.machine()) != "x86" or QEMU_X86 is None,
+    reason="needs an x86 machine and qemu-x86_64 (scripts/setup.sh installs qemu-user)",
+)
 
 AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
 X86_BF16 = CpuInfo(

@@ -6,22 +6,15 @@ claim only what it can run, and so give the advice of a CPU whose u8×s8 int8 sa
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import subprocess
 
-import pytest
-
 from tests.support.boards import clean_env
-from vitedge.core.cpu import arch_family, probe_cpu
+from tests.support.cpus import QEMU_X86, needs_qemu_x86
+from vitedge.core.cpu import probe_cpu
 from vitedge.targets.bundle_build import build_bundle
 from vitedge.workflows.board import board_facts
 
-QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
-pytestmark = pytest.mark.skipif(
-    arch_family(platform.machine()) != "x86" or QEMU is None,
-    reason="needs an x86 machine and qemu-x86_64 (scripts/setup.sh installs qemu-user)",
-)
+pytestmark = needs_qemu_x86
 HASWELL = "Haswell-v4"  # AVX2, FMA; no TSX
 
 
@@ -45,7 +38,7 @@ def test_an_emulated_avx2_cpu_is_named_and_claims_only_what_it_runs(onnx_artifac
     cpu, machine = board_facts(here)
     assert not machine["emulated"] and cpu.isa == probe_cpu().isa  # natively: what vitedge sees here
 
-    there = board_seen(bundle, bundle_python, tmp_path, QEMU, "-cpu", HASWELL)
+    there = board_seen(bundle, bundle_python, tmp_path, QEMU_X86, "-cpu", HASWELL)
     assert there["cpuinfo"] == here["cpuinfo"]  # qemu passes the host's text through
     assert there["cpu_features"]["AVX2"] and not there["cpu_features"]["AVX512F"]
     cpu, machine = board_facts(there)
