@@ -10,7 +10,7 @@ import pytest
 
 import vitedge.core.cpu
 import vitedge.core.precision
-from vitedge.core.cpu import CpuInfo, arch_family
+from vitedge.core.cpu import X86_CPUID, X86_ISA, CpuInfo, arch_family, probe_cpu
 from vitedge.core.precision import bf16_missing
 
 # qemu user emulation of another x86 CPU (the set-up installs qemu-user): for the tests that run
@@ -20,6 +20,22 @@ needs_qemu_x86 = pytest.mark.skipif(
     arch_family(platform.machine()) != "x86" or QEMU_X86 is None,
     reason="needs an x86 machine and qemu-x86_64 (scripts/setup.sh installs qemu-user)",
 )
+# qemu CPU model -> the ISA vitedge must report for it when emulated (core.cpu.X86_ISA names)
+EMULATED_X86 = {"Haswell-v4": ("AVX2", "FMA"), "Nehalem-v2": ()}
+# the extensions numpy's CPUID probe sees, by which vitedge tells an emulated x86 CPU
+X86_PROBED = frozenset(display for display, needed in X86_ISA if needed[0] in X86_CPUID)
+
+
+def emulation_told(model: str, host: CpuInfo) -> bool:
+    """Whether vitedge can tell `model` emulated on `host`: only if the host has a probed
+    extension the model lacks (an AVX2 Haswell on an AVX2-only host looks like the host)."""
+    return bool((set(host.isa) & X86_PROBED) - set(EMULATED_X86[model]))
+
+
+def x86_model_below_this_cpu() -> str | None:
+    """The first emulated model whose emulation vitedge can tell on this machine, if any."""
+    return next((model for model in EMULATED_X86 if emulation_told(model, probe_cpu())), None)
+
 
 AVX2_ONLY = CpuInfo("x86_64", "AVX2-only test CPU", 2, frozenset({"avx2", "fma"}))
 X86_BF16 = CpuInfo(

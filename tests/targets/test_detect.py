@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.support.cpus import AVX2_ONLY, X86_BF16, emulation_told
 from vitedge.cli import app
 from vitedge.core.cpu import (
     CpuInfo,
@@ -203,6 +204,13 @@ def test_an_emulated_x86_cpu_claims_only_what_its_process_can_run():
     assert board_cpu(XEON_AMX, "x86_64", "", None, "x86_64", native) == parse_cpuinfo(XEON_AMX)
     assert board_cpu(XEON_AMX, "x86_64", "", None, "x86_64", {"AVX2": True}) == parse_cpuinfo(XEON_AMX)  # unknown: kept
     assert not board_cpu(PI5, "aarch64", "", None, "aarch64", {"ASIMD": True, "AVX2": False}).emulated  # x86 only
+
+
+def test_which_emulated_x86_cpu_can_be_told_depends_on_the_host():
+    """An emulated Haswell on an AVX2-only host shows what the host shows, so the emulated-CPU
+    tests pick a Nehalem there (tests/support/cpus.py); on an AVX-512 host a Haswell is told."""
+    assert not emulation_told("Haswell-v4", AVX2_ONLY) and emulation_told("Nehalem-v2", AVX2_ONLY)
+    assert emulation_told("Haswell-v4", X86_BF16) and emulation_told("Haswell-v4", parse_cpuinfo(XEON_VNNI))
 
 
 def test_this_machines_kernel_is_of_its_own_family():

@@ -1,21 +1,23 @@
-"""What a board's bundle says of an x86 CPU it does not have the host's features on, whatever CPU
-runs the suite: the bundle runs under qemu-x86_64 as a Haswell (AVX2 and FMA; no AVX-512, no
-VNNI, no AMX), while /proc/cpuinfo stays the host's. vitedge must name that CPU as emulated,
-claim only what it can run, and so give the advice of a CPU whose u8×s8 int8 saturates."""
+"""What a board's bundle says of an x86 CPU that lacks the host's features, whatever CPU runs the
+suite: the bundle runs under qemu-x86_64 as an older CPU (a Haswell: AVX2 and FMA, no AVX-512,
+VNNI or AMX; on a host with no more than that, a Nehalem: SSE4.2), while /proc/cpuinfo stays the
+host's. vitedge must name that CPU as emulated, claim only what it can run, and so give the
+advice of a CPU whose u8×s8 int8 saturates."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
+import pytest
+
 from tests.support.boards import clean_env
-from tests.support.cpus import QEMU_X86, needs_qemu_x86
+from tests.support.cpus import EMULATED_X86, QEMU_X86, needs_qemu_x86, x86_model_below_this_cpu
 from vitedge.core.cpu import probe_cpu
 from vitedge.targets.bundle_build import build_bundle
 from vitedge.workflows.board import board_facts
 
 pytestmark = needs_qemu_x86
-HASWELL = "Haswell-v4"  # AVX2, FMA; no TSX
 
 
 def board_seen(bundle, python, cwd, *emulate: str) -> dict:
@@ -32,16 +34,19 @@ def board_seen(bundle, python, cwd, *emulate: str) -> dict:
     return json.loads(done.stdout)["board"]
 
 
-def test_an_emulated_avx2_cpu_is_named_and_claims_only_what_it_runs(onnx_artifact, bundle_python, tmp_path):
+def test_an_emulated_older_cpu_is_named_and_claims_only_what_it_runs(onnx_artifact, bundle_python, tmp_path):
+    model = x86_model_below_this_cpu()
+    if model is None:
+        pytest.skip("this CPU has no extension numpy probes beyond an SSE4.2 Nehalem's: nothing tells emulation")
     bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
     here = board_seen(bundle, bundle_python, tmp_path)
     cpu, machine = board_facts(here)
     assert not machine["emulated"] and cpu.isa == probe_cpu().isa  # natively: what vitedge sees here
 
-    there = board_seen(bundle, bundle_python, tmp_path, QEMU_X86, "-cpu", HASWELL)
+    there = board_seen(bundle, bundle_python, tmp_path, QEMU_X86, "-cpu", model)
     assert there["cpuinfo"] == here["cpuinfo"]  # qemu passes the host's text through
-    assert there["cpu_features"]["AVX2"] and not there["cpu_features"]["AVX512F"]
+    assert not there["cpu_features"]["AVX512F"] and there["cpu_features"]["AVX2"] == ("AVX2" in EMULATED_X86[model])
     cpu, machine = board_facts(there)
     assert machine["emulated"] and machine["cpu"].startswith("x86_64 CPU, emulated")
-    assert machine["isa"] == ["AVX2", "FMA"] and machine["int8_dot"] == []
+    assert machine["isa"] == list(EMULATED_X86[model]) and machine["int8_dot"] == []
     assert cpu.u8s8_saturates and not cpu.bf16  # the int8 and bf16 advice of the CPU that runs

@@ -49,6 +49,7 @@ X86_CPUID = {
     "avx512_fp16": "AVX512FP16",
 }  # fmt: skip
 X86_UNPROBED = frozenset({"amx_tile", "amx_int8", "amx_bf16", "avx_vnni"})
+ARM64_ARCHES = ("aarch64", "arm64")
 # aarch64 AT_HWCAP / AT_HWCAP2 bits (Linux arch/arm64/include/uapi/asm/hwcap.h), by the name
 # /proc/cpuinfo's Features line gives each: (0 for AT_HWCAP or 1 for AT_HWCAP2, bit)
 AARCH64_HWCAPS = {
@@ -220,7 +221,7 @@ def board_cpu(
     from the hwcaps alone) and an x86 one that cannot run what cpuinfo lists (then only what it
     can run is claimed): the model says so each time."""
     cpu = parse_cpuinfo(cpuinfo, machine)
-    arm64 = cpu.arch in ("aarch64", "arm64")
+    arm64 = cpu.arch in ARM64_ARCHES
     if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
         model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
         cpu = replace(cpu, model=model, flags=frozenset(), emulated=True)
@@ -246,12 +247,10 @@ def board_cpu(
 
 
 def probe_cpu() -> CpuInfo:
-    machine = platform.machine()
-    hwcaps = read_hwcaps() if machine in ("aarch64", "arm64") else None
+    machine, cpuinfo = platform.machine(), _read("/proc/cpuinfo")
+    hwcaps = read_hwcaps() if machine in ARM64_ARCHES else None
     features = read_cpu_features() if machine in X86_ARCHES else None
-    cpu = board_cpu(
-        _read("/proc/cpuinfo"), machine, _read("/proc/device-tree/model"), hwcaps, read_kernel_arch(), features
-    )
-    if not cpu.flags and not _read("/proc/cpuinfo"):  # not Linux: at least name the CPU
+    cpu = board_cpu(cpuinfo, machine, _read("/proc/device-tree/model"), hwcaps, read_kernel_arch(), features)
+    if not cpu.flags and not cpuinfo:  # not Linux: at least name the CPU
         cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
     return cpu
