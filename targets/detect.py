@@ -251,6 +251,8 @@ def machine_dict(machine: Machine) -> dict[str, Any]:
             "isa": list(cpu.isa),
             "int8_dot_product": list(cpu.int8_dot),
             "bf16_native": list(cpu.bf16),
+            "onednn_cap": cpu.onednn_cap or None,
+            "onednn_denied": list(cpu.onednn_denied),
         },
         "onnxruntime_providers": list(machine.ort_providers),
         "openvino_devices": machine.openvino_devices,

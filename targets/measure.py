@@ -183,6 +183,7 @@ def machine_facts() -> dict[str, Any]:
         "cpu": cpu.model,
         "isa": list(cpu.isa),
         "emulated": cpu.emulated,
+        "onednn_cap": cpu.onednn_cap or None,
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),

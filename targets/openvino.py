@@ -26,7 +26,7 @@ from ..core.errors import VitedgeError
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from .base import RunnerInfo
 from .bundle.run_bundle import openvino_batch_compiler as batch_compiler
-from .bundle.run_bundle import openvino_label, openvino_products
+from .bundle.run_bundle import openvino_kernels, openvino_label, openvino_products
 from .onnxruntime import check_batch
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -77,7 +77,7 @@ def compile_config(precision: str, device: str, *, threads: int | None = None) -
 
 def reported(compiled: Any) -> dict[str, Any]:
     """What the compiled model says it will do (not what it was asked): precision, hint,
-    streams, threads, and the precision each product runs in."""
+    streams, threads, and the precision and kernel each product runs in."""
 
     def get(name: str) -> Any:
         try:
@@ -93,6 +93,7 @@ def reported(compiled: Any) -> dict[str, Any]:
         "streams": get("NUM_STREAMS"),
         "threads": get("INFERENCE_NUM_THREADS"),
         "products": openvino_products(compiled),
+        "kernels": openvino_kernels(compiled),
     }
 
 

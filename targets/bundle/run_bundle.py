@@ -47,11 +47,12 @@ ORT_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 INT8_KERNELS = ("u8", "i8")  # OpenVINO's runtime precisions of an int8 product
 
 
-def openvino_products(compiled, kinds: tuple = ("FullyConnected", "MatMul", "Convolution")) -> dict:
-    """How many of a compiled OpenVINO model's products (layers of `kinds`) run in each
-    precision, read from its runtime model ({"i8": 25, "f32": 1}): what the plugin chose,
-    kernel by kernel; {} where a plugin has no runtime model. vitedge's own runner and its
-    int8 limit read it from here too (targets/openvino.py, targets/limits.py)."""
+PRODUCT_LAYERS = ("FullyConnected", "MatMul", "Convolution")
+
+
+def _product_counts(compiled, key: str, kinds: tuple) -> dict:
+    """How many of a compiled OpenVINO model's products (layers of `kinds`) have each value of
+    the runtime-model field `key`; {} where a plugin has no runtime model."""
     counts: dict = {}
     try:
         ops = compiled.get_runtime_model().get_ops()
@@ -59,10 +60,24 @@ def openvino_products(compiled, kinds: tuple = ("FullyConnected", "MatMul", "Con
         return counts
     for op in ops:
         info = op.get_rt_info()
-        kind, precision = (info[key].astype(str) if key in info else "" for key in ("layerType", "runtimePrecision"))
+        kind, value = (info[name].astype(str) if name in info else "" for name in ("layerType", key))
         if kind in kinds:
-            counts[precision] = counts.get(precision, 0) + 1
+            counts[value] = counts.get(value, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def openvino_products(compiled, kinds: tuple = PRODUCT_LAYERS) -> dict:
+    """How many of a compiled OpenVINO model's products run in each precision, read from its
+    runtime model ({"i8": 25, "f32": 1}): what the plugin chose, kernel by kernel. vitedge's
+    own runner and its int8 limit read it from here too (targets/openvino.py, targets/limits.py)."""
+    return _product_counts(compiled, "runtimePrecision", kinds)
+
+
+def openvino_kernels(compiled, kinds: tuple = PRODUCT_LAYERS) -> dict:
+    """How many of the products run each oneDNN/ACL implementation ({"brgemm_avx512_amx_i8": 25,
+    ...}): which ISA the plugin's kernels use here, which the CPU's flags alone do not say (a
+    oneDNN ISA cap, a plugin without kernels for an extension)."""
+    return _product_counts(compiled, "primitiveType", kinds)
 
 
 def openvino_label(precision: str, float_part: str, products: dict | None = None) -> str:
@@ -309,6 +324,7 @@ class Model:
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "products": openvino_products(compiled),
+            "kernels": openvino_kernels(compiled),
         }
         self.detail["execution_precision"] = self._label(self.detail["inference_precision"], self.detail["products"])
         self.compiled_by_batch = {} if compile_for is None else {1: compiled}
@@ -432,7 +448,7 @@ def peak_rss_mb():
 
 def board_info(model: Model | None = None) -> dict:
     """What the board is: platform, Python, its /proc/cpuinfo text, device-tree model, hwcaps,
-    kernel architecture and numpy's CPUID view (the desktop reads them with vitedge's own
+    kernel architecture, numpy's CPUID view and a oneDNN ISA cap (the desktop reads them with vitedge's own
     parser: CPU model, cores, dotprod/i8mm, emulated or not), clock and temperature, and the
     runtime versions."""
     import numpy as np
@@ -449,6 +465,7 @@ def board_info(model: Model | None = None) -> dict:
         "hwcaps": _vendored("cpu").read_hwcaps(),  # what the process may use (cpuinfo can be the host's)
         "kernel_arch": _vendored("cpu").read_kernel_arch(),  # another family than `machine`: emulated
         "cpu_features": _vendored("cpu").read_cpu_features(),  # numpy's CPUID view (x86: what runs)
+        "onednn_cap": _vendored("cpu").read_onednn_cap(),  # OpenVINO's kernels held below the CPU's ISA
         "cpu_mhz": cpu_mhz(),
         "temperature_c": temperature_c(),
         "versions": {"numpy": np.__version__, "pillow": pillow_version},

@@ -23,7 +23,9 @@ import pytest
 from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
 from vitedge.compress.registry import load_model
+from vitedge.core.cpu import probe_cpu
 from vitedge.exporter.export import ExportOptions, export_artifact
+from vitedge.targets.runners import open_artifact
 
 pytestmark = pytest.mark.skipif(
     platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's x86 ISA cap; ARM runs other kernels"
@@ -53,9 +55,19 @@ def _verify_as_avx2(folder: Path) -> dict:
 
 
 def test_default_int8_passes_its_gate_on_avx2_kernels(cifar_model, tmp_path):
-    parity = _verify_as_avx2(_export(cifar_model, tmp_path / "default", ExportOptions().overflow_fix))
+    folder = _export(cifar_model, tmp_path / "default", ExportOptions().overflow_fix)
+    parity = _verify_as_avx2(folder)
     assert parity["passed"], parity["failures"]
     assert parity["cosine_mean"] > 0.999 and parity["top1_agreement"] >= 0.97
+    # what ran is read back from the plugin: every product in a kernel of AVX2 or less, and the
+    # report says the check ran under the cap wherever the CPU has more than AVX2
+    native = open_artifact(folder, threads=2).info.detail["kernels"]
+    capped = parity["kernels"]
+    assert sum(native.values()) >= 25 and sum(capped.values()) >= 25, (native, capped)  # 24 Linears, head, patches
+    assert not [k for k in capped if "avx512" in k.lower() or "amx" in k.lower()], capped
+    above_avx2 = set(probe_cpu().isa) - {"AVX2", "FMA"}
+    cap_notes = [n for n in parity["notes"] if n.startswith("ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN")]
+    assert len(cap_notes) == (1 if above_avx2 else 0), parity["notes"]
 
 
 def test_without_the_overflow_fix_avx2_kernels_saturate(cifar_model, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ from vitedge.core.cpu import (
     CpuInfo,
     arch_family,
     board_cpu,
+    onednn_denied,
     parse_cpuinfo,
     probe_cpu,
     read_cpu_features,
     read_kernel_arch,
+    read_onednn_cap,
 )
 from vitedge.core.errors import VitedgeError
 from vitedge.targets.detect import Machine, detect_targets, probe_machine, recommend
@@ -490,6 +493,79 @@ def test_an_emulated_boards_speeds_are_not_kept_as_advice(own_cache):
     assert measured.load_store() == {}
     keep_board(board_cpu(PI5, "aarch64"), "vitedge-cifar10", "ssh://pi@raspberrypi.local")  # a real one is kept
     assert len(measured.load_store()) == 1
+
+
+SAPPHIRE_RAPIDS_ISA = ("AVX2", "FMA", "AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")
+
+
+@pytest.mark.parametrize(
+    ("cap", "ruled_out"),
+    [
+        ("AVX2", ("AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")),
+        ("avx2_vnni", ("AVX512F", "AVX512-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")),  # oneDNN takes any case
+        ("AVX512_CORE_VNNI", ("AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")),  # its mask lacks AVX2_VNNI's bit
+        ("AVX512_CORE_BF16", ("AVX-VNNI", "AVX512-FP16", "AMX")),
+        ("AVX512_CORE_FP16", ("AMX",)),
+        ("AVX512_CORE_AMX", ()),
+        ("ALL", ()),
+        ("no-such-isa", ()),  # oneDNN ignores a value it does not know
+    ],
+)
+def test_a_onednn_cap_rules_out_what_its_isa_mask_lacks(cap: str, ruled_out: tuple[str, ...]):
+    """oneDNN's ISA masks (dnnl_cpu_isa_t) decide what a cap keeps from OpenVINO's CPU plugin."""
+    assert onednn_denied(cap, SAPPHIRE_RAPIDS_ISA) == ruled_out
+    assert onednn_denied(cap, ("AVX2", "FMA")) == ()  # nothing above AVX2 on an AVX2-only CPU to rule out
+
+
+def test_a_onednn_cap_is_read_as_onednn_reads_it_and_kept_where_it_binds():
+    assert read_onednn_cap({}) is None and read_onednn_cap({"ONEDNN_MAX_CPU_ISA": " "}) is None
+    assert read_onednn_cap({"DNNL_MAX_CPU_ISA": "AVX2"}) == "DNNL_MAX_CPU_ISA=AVX2"  # the older name
+    both = {"ONEDNN_MAX_CPU_ISA": "ALL", "DNNL_MAX_CPU_ISA": "AVX2"}
+    assert read_onednn_cap(both) == "ONEDNN_MAX_CPU_ISA=ALL"  # the newer name wins, as in oneDNN
+    capped = board_cpu(XEON_AMX, "x86_64", onednn_cap="ONEDNN_MAX_CPU_ISA=AVX2")
+    assert capped.onednn_cap == "ONEDNN_MAX_CPU_ISA=AVX2" and capped.isa == board_cpu(XEON_AMX, "x86_64").isa
+    assert capped.onednn_denied == ("AVX512F", "AVX512-VNNI", "AVX-VNNI", "AVX512-BF16", "AVX512-FP16", "AMX")
+    assert not board_cpu(XEON_AMX, "x86_64", onednn_cap="ONEDNN_MAX_CPU_ISA=ALL").onednn_cap
+    assert not board_cpu(PI5, "aarch64", onednn_cap="ONEDNN_MAX_CPU_ISA=AVX2").onednn_cap  # x86 masks only
+
+
+def test_this_machines_onednn_cap_is_read_from_its_environment(monkeypatch):
+    """Capped at SSE4.1, any x86 CPU with AVX2 or more is held below its ISA; no x86 cap binds on ARM."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    cpu = probe_cpu()
+    binds = arch_family(cpu.arch) == "x86" and bool(cpu.isa)
+    assert (cpu.onednn_cap == "ONEDNN_MAX_CPU_ISA=SSE41") == binds and cpu.onednn_denied == (cpu.isa if binds else ())
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert not probe_cpu().onednn_cap
+
+
+def test_speeds_taken_under_a_onednn_cap_are_not_kept_as_advice(own_cache):
+    """OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2 ran 2.7x slower than on this AMX CPU's own kernels
+    (vitedge-cifar10 int8, batch 1): kept, they would be `vitedge targets`' advice for this CPU."""
+    from vitedge.targets import measured
+
+    capped = board_cpu(XEON_AMX, "x86_64", onednn_cap="ONEDNN_MAX_CPU_ISA=AVX2")
+    with pytest.warns(UserWarning, match=r"ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN .* from AVX512F, .*keeps nothing"):
+        keep_board(capped, "vitedge-cifar10", "local, vitedge run")
+    assert measured.load_store() == {}
+    keep_board(board_cpu(XEON_AMX, "x86_64"), "vitedge-cifar10", "local, vitedge run")
+    assert len(measured.load_store()) == 1
+
+
+def test_a_run_under_a_onednn_cap_says_so_beside_its_figures():
+    from vitedge.workflows.report import machine_line, recommendation_line
+
+    row = measured_row("openvino", "openvino", "int8", 580.0, True)
+    capped = replace(
+        row.measurement,
+        machine={"cpu": "Xeon", "isa": list(SAPPHIRE_RAPIDS_ISA), "onednn_cap": "ONEDNN_MAX_CPU_ISA=AVX2"},
+    )
+    row = replace(row, measurement=capped)
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN (OpenVINO's CPU plugin) from AVX512F" in machine_line([row])
+    assert "OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2: its speeds are an older CPU's kernels" in recommendation_line(
+        [row], 1.0
+    )
 
 
 def test_tests_keep_out_of_the_users_cache(tmp_path_factory):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,18 @@ def test_default_rows_leave_int8_bf16_out_where_openvino_computes_no_bf16(monkey
     assert chosen.kinds == DEFAULT_ROWS and not chosen.added
     assert "OpenVINO" in chosen.why and "CPU plugin computes no bf16 on this CPU" in chosen.why
     assert f"though it has {', '.join(cpu.bf16)} (the plugin offers FP32, FP16, INT8" in chosen.why
+
+
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE_VNNI"])
+def test_default_rows_leave_int8_bf16_out_where_a_onednn_cap_rules_bf16_out(monkeypatch, cap: str) -> None:
+    """ONEDNN_MAX_CPU_ISA below bf16: the plugin still offers BF16 but then fails to compile
+    (AVX2) or emulates it (AVX512_CORE_VNNI), so the row is left out, saying why."""
+    simulate(monkeypatch, replace(X86_BF16, onednn_cap=f"ONEDNN_MAX_CPU_ISA={cap}"), OPENVINO_BF16)
+    chosen = rows_for(Recipe())
+    assert chosen.kinds == DEFAULT_ROWS and not chosen.added
+    assert f"ONEDNN_MAX_CPU_ISA={cap} keeps OpenVINO's CPU plugin from AVX512-BF16, AMX" in chosen.why
+    simulate(monkeypatch, replace(X86_BF16, onednn_cap="ONEDNN_MAX_CPU_ISA=AVX512_CORE_AMX"), OPENVINO_BF16)
+    assert rows_for(Recipe()).added == (INT8_BF16,)  # a cap that leaves bf16 alone changes nothing
 
 
 def test_default_rows_are_todays_eight_on_a_cpu_without_native_bf16(monkeypatch) -> None:

@@ -56,6 +56,21 @@ AARCH64_HWCAPS = {
     "asimd": (0, 1), "asimdhp": (0, 10), "asimddp": (0, 20), "sve": (0, 22), "i8mm": (1, 13), "bf16": (1, 14),
 }  # fmt: skip
 AT_HWCAP, AT_HWCAP2 = 16, 26
+# oneDNN (OpenVINO's CPU plugin, PyTorch's oneDNN ops) runs no kernel above the ISA these name;
+# the newer name wins, and a value oneDNN does not know is ignored (as oneDNN ignores it)
+ONEDNN_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# oneDNN's dnnl_cpu_isa_t bit masks (dnnl_types.h): an ISA is allowed under a cap whose bits hold its own
+ONEDNN_ISA_BITS = {
+    "SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F, "AVX512_CORE": 0x27,
+    "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7, "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF,
+    "AVX10_1_512_AMX": 0xFEF, "AVX512_CORE_AMX": 0xFEF, "AVX10_1_512_AMX_FP16": 0x1FEF,
+    "AVX512_CORE_AMX_FP16": 0x1FEF,
+}  # fmt: skip
+# the display names of X86_ISA as the oneDNN ISA that first includes each
+X86_ONEDNN_BITS = {
+    "AVX2": 0x7, "FMA": 0x7, "AVX512F": 0x27, "AVX512-VNNI": 0x67, "AVX-VNNI": 0xF, "AVX512-BF16": 0xE7,
+    "AVX512-FP16": 0x1EF, "AMX": 0xFEF,
+}  # fmt: skip
 INT8_DOT = {"AVX512-VNNI", "AVX-VNNI", "AMX", "dotprod", "i8mm"}
 BF16_NATIVE = {"AVX512-BF16", "AMX", "bf16"}  # bf16 dot products in hardware (x86, ARM)
 # Part numbers are the implementer's own: these are Arm Ltd.'s (implementer 0x41), seen on boards
@@ -81,6 +96,7 @@ class CpuInfo:
     cores: int
     flags: frozenset[str]
     emulated: bool = False  # user-mode emulation (qemu-user): the ISA is real, its speed is not
+    onednn_cap: str = ""  # "ONEDNN_MAX_CPU_ISA=AVX2" where the environment keeps oneDNN below this ISA
 
     @property
     def isa(self) -> tuple[str, ...]:
@@ -108,6 +124,39 @@ class CpuInfo:
     def bf16(self) -> tuple[str, ...]:
         """The extensions that compute bf16 natively (empty: bf16 would be emulated)."""
         return tuple(name for name in self.isa if name in BF16_NATIVE)
+
+    @property
+    def onednn_denied(self) -> tuple[str, ...]:
+        """The extensions of this CPU that `onednn_cap` keeps oneDNN's kernels from."""
+        return onednn_denied(self.onednn_cap.partition("=")[2], self.isa) if self.onednn_cap else ()
+
+
+def onednn_denied(cap: str, isa: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of `isa` (display names) a oneDNN ISA cap such as "AVX2" rules out; () for a
+    value oneDNN does not know (it ignores those) or a cap at or above the CPU."""
+    bits = ONEDNN_ISA_BITS.get(cap.strip().upper())
+    if bits is None:
+        return ()
+    return tuple(name for name in isa if X86_ONEDNN_BITS.get(name, 0) & ~bits)
+
+
+def onednn_cap_note(cap: str, isa: tuple[str, ...] | list[str]) -> str:
+    """What a binding cap (`CpuInfo.onednn_cap`) means, as messages write it; "" for none."""
+    denied = onednn_denied(cap.partition("=")[2], tuple(isa)) if cap else ()
+    return f"{cap} keeps oneDNN (OpenVINO's CPU plugin) from {', '.join(denied)}" if denied else ""
+
+
+def read_onednn_cap(environ: dict[str, str] | None = None) -> str | None:
+    """The oneDNN ISA cap this process's environment sets ("ONEDNN_MAX_CPU_ISA=AVX2"), or None.
+    oneDNN reads it once, when it starts; OpenVINO's CPU plugin then runs the kernels of an
+    older CPU here, while ONNX Runtime (MLAS) still runs this CPU's: a test of another CPU's
+    kernels, whose speeds are not this CPU's."""
+    environ = os.environ if environ is None else environ
+    for name in ONEDNN_CAP_VARIABLES:
+        value = (environ.get(name) or "").strip()
+        if value:
+            return f"{name}={value}"
+    return None
 
 
 def _core_name(implementer: int, part: int) -> str:
@@ -212,6 +261,7 @@ def board_cpu(
     hwcaps: tuple[int, int] | list[int] | None = None,
     kernel_arch: str | None = None,
     cpu_features: dict[str, bool] | None = None,
+    onednn_cap: str | None = None,
 ) -> CpuInfo:
     """A machine's CpuInfo from its /proc/cpuinfo text, /proc/device-tree/model (which names
     a board such as a Raspberry Pi where cpuinfo does not), on aarch64 its hwcaps, and its
@@ -219,7 +269,8 @@ def board_cpu(
     bundle reported them over SSH. A process whose kernel is of another architecture family
     is emulated, and so is an aarch64 one whose cpuinfo describes an x86 CPU (then its ISA comes
     from the hwcaps alone) and an x86 one that cannot run what cpuinfo lists (then only what it
-    can run is claimed): the model says so each time."""
+    can run is claimed): the model says so each time. A oneDNN cap (`read_onednn_cap`) that
+    rules out some of the ISA is kept beside it (`onednn_cap`, `onednn_denied`)."""
     cpu = parse_cpuinfo(cpuinfo, machine)
     arm64 = cpu.arch in ARM64_ARCHES
     if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
@@ -243,6 +294,8 @@ def board_cpu(
     board = device_tree_model.strip("\x00\n ")
     if board and board not in cpu.model:
         cpu = replace(cpu, model=f"{board} {cpu.model}".strip())
+    if onednn_cap and onednn_denied(onednn_cap.partition("=")[2], cpu.isa):
+        cpu = replace(cpu, onednn_cap=onednn_cap)
     return cpu
 
 
@@ -250,7 +303,9 @@ def probe_cpu() -> CpuInfo:
     machine, cpuinfo = platform.machine(), _read("/proc/cpuinfo")
     hwcaps = read_hwcaps() if machine in ARM64_ARCHES else None
     features = read_cpu_features() if machine in X86_ARCHES else None
-    cpu = board_cpu(cpuinfo, machine, _read("/proc/device-tree/model"), hwcaps, read_kernel_arch(), features)
+    cpu = board_cpu(
+        cpuinfo, machine, _read("/proc/device-tree/model"), hwcaps, read_kernel_arch(), features, read_onednn_cap()
+    )
     if not cpu.flags and not cpuinfo:  # not Linux: at least name the CPU
         cpu = CpuInfo(platform.machine(), platform.processor() or platform.machine(), os.cpu_count() or 1, frozenset())
     return cpu

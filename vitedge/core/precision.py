@@ -76,6 +76,8 @@ def bf16_missing(runtime: str | None = None, cpu: CpuInfo | None = None) -> str 
     if runtime == "openvino":
         import openvino as ov
 
+        if set(cpu.bf16) <= set(cpu.onednn_denied):  # the plugin still offers BF16, then fails or emulates it
+            return f"{cpu.onednn_cap} keeps OpenVINO's CPU plugin from {', '.join(cpu.bf16)}"
         offered = openvino_capabilities()
         if "BF16" not in offered:
             return (

@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..core.cpu import CpuInfo, board_cpu
+from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note
 from ..core.errors import VitedgeError
 from ..targets.measure import Accuracy, Measurement, Timing, disk_size_mb, top_k_accuracy
 from .report import Parity, ResultRow
@@ -40,6 +40,7 @@ def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
         board.get("hwcaps"),
         board.get("kernel_arch"),
         board.get("cpu_features"),
+        board.get("onednn_cap"),
     )
     if not board.get("cpuinfo"):  # a board without /proc/cpuinfo: what the bundle could name
         cpu = CpuInfo(board.get("machine") or "?", board.get("cpu", "?"), board.get("cpu_count") or 1, frozenset())
@@ -49,6 +50,7 @@ def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
         "isa": list(cpu.isa),
         "int8_dot": list(cpu.int8_dot),
         "emulated": cpu.emulated,
+        "onednn_cap": cpu.onednn_cap or None,
         "machine": board.get("machine"),
         "python": board.get("python"),
         "platform": board.get("platform"),
@@ -288,6 +290,14 @@ def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *
         warnings.warn(
             f"{where}: the CPU is emulated ({cpu.model}): its it/s and latency are the emulator's, not a"
             " board's (parity and accuracy stand), so `vitedge targets` keeps nothing from them",
+            stacklevel=2,
+        )
+        return
+    if cpu.onednn_cap:
+        warnings.warn(
+            f"{where}: {onednn_cap_note(cpu.onednn_cap, cpu.isa)}: its OpenVINO it/s and latency are an older"
+            f" CPU's kernels, not this {cpu.model}'s (parity and accuracy stand), so `vitedge targets`"
+            f" keeps nothing from them; unset {cpu.onednn_cap.partition('=')[0]} to measure this CPU",
             stacklevel=2,
         )
         return

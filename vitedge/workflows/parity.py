@@ -15,7 +15,7 @@ import numpy as np
 from ..calibration.calibset import CalibrationSet, build_calibration_set, indices_of
 from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, has_cifar10_labels
-from ..core.cpu import CpuInfo, probe_cpu
+from ..core.cpu import CpuInfo, onednn_cap_note, probe_cpu
 from ..core.errors import VitedgeError
 from ..models import LoadedModel
 
@@ -142,6 +142,8 @@ class ParityReport:
     )  # (identity, decision margin, max abs): near-tie choices that went the other way
     data: dict[str, Any] = field(default_factory=dict)  # which images, and why (see `data_record`)
     advice: tuple[str, ...] = ()  # what to change when it failed for a known reason (see `verify_artifact`)
+    kernels: dict[str, int] = field(default_factory=dict)  # OpenVINO: products per kernel the plugin chose
+    capped: str = ""  # OpenVINO checked under a oneDNN ISA cap, in words (core.cpu.onednn_cap_note)
 
     @property
     def data_line(self) -> str:
@@ -152,15 +154,17 @@ class ParityReport:
 
     @property
     def notes(self) -> tuple[str, ...]:
-        """What a person should know beyond pass/fail: images set aside as flipped choices, and
-        the advice for a failure with a known cause."""
+        """What a person should know beyond pass/fail: images set aside as flipped choices, a
+        oneDNN ISA cap the check ran under, and the advice for a failure with a known cause."""
+        capped = (f"{self.capped}: this check ran an older CPU's kernels, not this one's",) if self.capped else ()
         if not self.set_aside:
-            return self.advice
+            return (*capped, *self.advice)
         largest = max(m for _, _, m in self.set_aside)
         names = ", ".join(i for i, _, _ in self.set_aside[:3])
         return (
             f"{len(self.set_aside)} of {self.samples} images chose another merge/drop (their reference choice was within {NEAR_TIE_MARGIN:g} of a tie) "
             f"and differ by up to {largest:.2e}: {names}; not counted against the bounds",
+            *capped,
             *self.advice,
         )
 
@@ -181,6 +185,7 @@ class ParityReport:
             "worst": [{"identity": i, "cosine": c, "max_abs": m} for i, c, m in self.worst],
             "set_aside": [{"identity": i, "decision_margin": g, "max_abs": m} for i, g, m in self.set_aside],
             "notes": list(self.notes),
+            "kernels": dict(self.kernels),
             "data": dict(self.data),
         }
 
@@ -373,6 +378,13 @@ def verify_artifact(
     )
     if not report.passed:
         report = replace(report, advice=saturation_advice(manifest))
+    if artifact.info.runtime == "openvino":
+        cpu = probe_cpu()
+        report = replace(
+            report,
+            kernels=dict(artifact.info.detail.get("kernels") or {}),
+            capped=onednn_cap_note(cpu.onednn_cap, cpu.isa),
+        )
     computed = artifact.info.execution_precision
     wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
     if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..core.cpu import onednn_cap_note
 from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from ..targets.measure import Measurement
 from ..targets.stats import PairedDelta, paired_delta
@@ -144,6 +145,10 @@ def recommendation_line(rows: Sequence[ResultRow], budget: float = ACCURACY_BUDG
     speed = m.timing(1).it_per_s
     against = f", {speed / fastest.measurement.timing(1).it_per_s:.2f}× {fastest.measurement.name}" if fastest else ""
     emulated = " (emulated: these speeds rank nothing on real hardware)" if m.machine.get("emulated") else ""
+    if _capped(m):
+        emulated += (
+            f" (OpenVINO under {m.machine['onednn_cap']}: its speeds are an older CPU's kernels, not this CPU's)"
+        )
     return (
         f"Fastest here within parity and {budget:g} top-1 point of fp32: {m.name} "
         f"({m.runtime} {m.precision}, computes {m.execution_precision or '?'}; {speed:.1f} it/s at batch 1{against}), "
@@ -200,11 +205,17 @@ def rich_table(rows: Sequence[ResultRow], title: str = "vitedge results") -> Tab
     return table
 
 
+def _capped(m: Measurement) -> str:
+    """The oneDNN ISA cap the row was measured under, in words ("" for none)."""
+    return onednn_cap_note(m.machine.get("onednn_cap") or "", m.machine.get("isa") or ())
+
+
 def machine_line(rows: Sequence[ResultRow]) -> str:
     if not rows:
         return ""
     m = rows[0].measurement
     isa = ", ".join(m.machine.get("isa", [])) or "no SIMD flags read"
+    isa += f"; {_capped(m)}" if _capped(m) else ""
     threads = sorted({str(r.measurement.threads) for r in rows})
     return f"{m.machine.get('cpu', '?')} ({m.machine.get('cores', '?')} cores; {isa}); threads {'/'.join(threads)}; Python {m.machine.get('python', '?')}"
 
