@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "batch": args.batch,
         "rounds": args.rounds,
-        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
+        "cpu": cpu.described,
         "linear_work_fraction": fraction,
         "pairs": summarize(rows, rounds),
     }

@@ -87,7 +87,7 @@ def on_this_machine(measure: Callable[[], dict[str, Any]], **about: Any) -> dict
     measured = measure()
     return {
         **about,
-        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
+        "cpu": cpu.described,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         **measured,

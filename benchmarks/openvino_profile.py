@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu = probe_cpu()
     result = {
-        "cpu": f"{cpu.model} ({cpu.isa_text})",
+        "cpu": cpu.described,
         **profile(args.artifact, args.precision, args.threads, args.calls),
     }
     lines = [

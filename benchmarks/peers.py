@@ -227,6 +227,7 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str, batch: int) 
         "p50_ms": timing.p50_ms,
         "config": timing_config(runner),
         "execution_precision": runner.info.execution_precision,
+        "kernels": runner.info.detail.get("kernels"),  # OpenVINO: products per kernel it chose
         "logits": logits.tolist(),
     }
 
@@ -287,6 +288,7 @@ def summarize(rows: list[dict[str, Any]], rounds: list[list[dict[str, Any]]], li
                 "images_per_s_rounds": rates,
                 "execution_precision": first["execution_precision"],
                 "config": first["config"],
+                "kernels": first.get("kernels"),
                 "cosine_vs_pytorch_fp32": compare_logits(
                     scale.reference, np.asarray(first["logits"]), precision="fp32"
                 ).cosine_mean,
@@ -552,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "rounds": args.rounds,
         "compressed_recipe": list(args.compressed),
-        "cpu": f"{cpu.model} ({', '.join(cpu.isa)})",
+        "cpu": cpu.described,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},

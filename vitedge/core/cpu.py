@@ -126,6 +126,12 @@ class CpuInfo:
         return tuple(name for name in self.isa if name in BF16_NATIVE)
 
     @property
+    def described(self) -> str:
+        """Model and ISA as a result names the machine, with a oneDNN cap that binds."""
+        capped = onednn_cap_note(self.onednn_cap, self.isa)
+        return f"{self.model} ({self.isa_text}{'; ' + capped if capped else ''})"
+
+    @property
     def onednn_denied(self) -> tuple[str, ...]:
         """The extensions of this CPU that `onednn_cap` keeps oneDNN's kernels from."""
         return onednn_denied(self.onednn_cap.partition("=")[2], self.isa) if self.onednn_cap else ()
