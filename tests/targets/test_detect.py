@@ -541,7 +541,7 @@ def test_this_machines_onednn_cap_is_read_from_its_environment(monkeypatch):
 
 
 def test_speeds_taken_under_a_onednn_cap_are_not_kept_as_advice(own_cache):
-    """OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2 ran 2.7x slower than on this AMX CPU's own kernels
+    """OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2 ran 2.3x slower than on an AMX CPU's own kernels
     (vitedge-cifar10 int8, batch 1): kept, they would be `vitedge targets`' advice for this CPU."""
     from vitedge.targets import measured
 
