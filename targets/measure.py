@@ -321,8 +321,13 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
 
 
 def _child(request: MeasureRequest, queue: multiprocessing.Queue[Any]) -> None:
+    """One row in a fresh process, kept on the fastest CPUs before any runtime starts its threads."""
+    from ..core.cpu import pin_to_fastest
+
     try:
-        queue.put(("ok", measure(request).to_dict()))
+        pinned = pin_to_fastest(request.spec.threads)
+        measured = measure(request)
+        queue.put(("ok", replace(measured, machine={**measured.machine, "timed_on": pinned}).to_dict()))
     except VitedgeError as exc:
         queue.put(("user", (exc.message, exc.hint)))
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which re-raises

@@ -4,7 +4,10 @@ targets' clear errors where there is no GPU (this CI machine has none)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +22,12 @@ from vitedge.core.cpu import (
     CpuInfo,
     arch_family,
     board_cpu,
+    fastest_cpus,
     onednn_denied,
     parse_cpuinfo,
+    pinned_text,
     probe_cpu,
+    read_core_speeds,
     read_cpu_features,
     read_kernel_arch,
     read_onednn_cap,
@@ -563,6 +569,14 @@ def test_a_run_under_a_onednn_cap_says_so_beside_its_figures():
     )
     row = replace(row, measurement=capped)
     assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN (OpenVINO's CPU plugin) from AVX512F" in machine_line([row])
+    pinned = {
+        "cpus": [4, 5, 6, 7],
+        "of": list(range(8)),
+        "rated_by": "cpu_capacity",
+        "ratings": {str(c): rate for c, rate in RK3588.items()},
+    }
+    row = replace(row, measurement=replace(row.measurement, machine={**row.measurement.machine, "timed_on": pinned}))
+    assert "; timed on CPUs 4,5,6,7 of 8 (cpu_capacity: 4 at 1024, 4 at 414)" in machine_line([row])
     assert "OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2: its speeds are an older CPU's kernels" in recommendation_line(
         [row], 1.0
     )
@@ -574,3 +588,63 @@ def test_tests_keep_out_of_the_users_cache(tmp_path_factory):
     from vitedge.targets.measured import store_path
 
     assert store_path().is_relative_to(tmp_path_factory.getbasetemp())
+
+
+def cpu_tree(root: Path, ratings: dict[int, int], name: str = "cpu_capacity") -> str:
+    """A /sys/devices/system/cpu with each CPU rated in `name`."""
+    for cpu, rating in ratings.items():
+        (root / f"cpu{cpu}" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / f"cpu{cpu}" / name).write_text(f"{rating}\n")
+    return str(root)
+
+
+RK3588 = {**dict.fromkeys(range(4), 414), **dict.fromkeys(range(4, 8), 1024)}  # 4 Cortex-A55 + 4 Cortex-A76
+
+
+@pytest.mark.parametrize(
+    ("ratings", "threads", "chosen"),
+    [
+        (RK3588, 1, (4, 5, 6, 7)),
+        (RK3588, 4, (4, 5, 6, 7)),
+        (RK3588, 6, tuple(range(8))),  # more threads than big cores: the little ones join
+        ({0: 1024, 1: 870, 2: 870, 3: 870, 4: 300, 5: 300}, 2, (0, 1, 2, 3)),  # prime + big + little
+        (dict.fromkeys(range(4), 1024), 2, (0, 1, 2, 3)),  # alike: all
+    ],
+)
+def test_the_fastest_cpus_are_chosen_for_a_timing(ratings, threads, chosen):
+    assert fastest_cpus(ratings, threads) == chosen
+
+
+def test_core_speeds_are_read_from_the_kernels_ratings(tmp_path):
+    assert read_core_speeds([0, 1, 2], cpu_tree(tmp_path / "arm", {0: 414, 1: 414, 2: 1024})) == (
+        "cpu_capacity",
+        {0: 414, 1: 414, 2: 1024},
+    )
+    hybrid = cpu_tree(tmp_path / "x86", {0: 5000000, 1: 5000000, 2: 3800000}, "cpufreq/cpuinfo_max_freq")
+    assert read_core_speeds([0, 1, 2], hybrid) == ("cpufreq/cpuinfo_max_freq", {0: 5000000, 1: 5000000, 2: 3800000})
+    partial = cpu_tree(tmp_path / "partial", {0: 1024})  # cpu1 unrated: no ratings at all
+    assert read_core_speeds([0, 1], partial) == ("", {})
+    assert read_core_speeds([0, 1], str(tmp_path / "none")) == ("", {})
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_process_is_kept_on_its_fastest_cpus(tmp_path):
+    """For real, in a fresh process: the kernel rates this process's last CPU fastest, so from
+    then on it (and any thread it starts) runs there alone, and the record says so."""
+    allowed = sorted(os.sched_getaffinity(0))
+    root = cpu_tree(tmp_path, {**dict.fromkeys(allowed, 400), allowed[-1]: 1024})
+    script = (
+        "import json, os, threading; from vitedge.core.cpu import pin_to_fastest;"
+        f"pinned = pin_to_fastest(1, {root!r}); seen = [];"
+        "t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0)))); t.start(); t.join();"
+        "print(json.dumps([pinned, sorted(os.sched_getaffinity(0)), seen[0]]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pinned, process, thread = json.loads(done.stdout)
+    assert process == thread == [allowed[-1]]
+    assert pinned["cpus"] == [allowed[-1]] and pinned["of"] == allowed and pinned["rated_by"] == "cpu_capacity"
+    assert pinned_text(pinned).startswith(f"timed on CPUs {allowed[-1]} of {len(allowed)} (cpu_capacity: 1 at 1024,")
+    alike = cpu_tree(tmp_path / "alike", dict.fromkeys(allowed, 1024))
+    script = f"from vitedge.core.cpu import pin_to_fastest; import os; print(pin_to_fastest(1, {alike!r}), len(os.sched_getaffinity(0)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["None", str(len(allowed))]  # nothing to choose between: untouched

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vitedge.core.cpu import fastest_cpus, read_core_speeds
 from vitedge.models import save_checkpoint
 from vitedge.targets.base import RunnerInfo
 from vitedge.targets.measure import (
@@ -107,3 +109,12 @@ def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tm
     )
     assert isolated.peak_rss_mb > 50
     assert isolated.machine["cores"] >= 1 and "torch" in isolated.versions
+    # the child was kept on this machine's fastest CPUs (core.cpu.pin_to_fastest), or, where its
+    # CPUs are alike or unrated, left on all of them: either way the record says which
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    _, ratings = read_core_speeds(allowed)
+    expected = fastest_cpus(ratings, 1) if ratings else tuple(allowed)
+    if len(expected) == len(allowed):
+        assert "timed_on" in isolated.machine and isolated.machine["timed_on"] is None
+    else:
+        assert isolated.machine["timed_on"]["cpus"] == list(expected)

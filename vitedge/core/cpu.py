@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 X86_ARCHES = ("x86_64", "amd64", "i686")
 X86_32 = ("i386", "i586")  # older 32-bit names, for telling architecture families apart
@@ -303,6 +305,62 @@ def board_cpu(
     if onednn_cap and onednn_denied(onednn_cap.partition("=")[2], cpu.isa):
         cpu = replace(cpu, onednn_cap=onednn_cap)
     return cpu
+
+
+CPU_SYSFS = "/sys/devices/system/cpu"
+# how the kernel rates each CPU's speed, first found wins: cpu_capacity (ARM big.LITTLE and
+# DynamIQ, x86 hybrid on recent kernels; 1024 for the fastest), else the highest clock
+CORE_SPEED_FILES = ("cpu_capacity", "cpufreq/cpuinfo_max_freq")
+
+
+def read_core_speeds(cpus: Sequence[int], root: str | None = None) -> tuple[str, dict[int, int]]:
+    """(the file, each CPU's rating) for `cpus`, from the first of CORE_SPEED_FILES that rates
+    them all; ("", {}) where none does (a VM without cpufreq, a container that hides /sys)."""
+    root = root or CPU_SYSFS
+    for name in CORE_SPEED_FILES:
+        speeds = {cpu: _read(f"{root}/cpu{cpu}/{name}").strip() for cpu in cpus}
+        if cpus and all(value.isdigit() for value in speeds.values()):
+            return name, {cpu: int(value) for cpu, value in speeds.items()}
+    return "", {}
+
+
+def fastest_cpus(speeds: dict[int, int], threads: int) -> tuple[int, ...]:
+    """The CPUs to time on: the fastest kind, with the next kinds added until there are at
+    least `threads` of them, so no thread shares a CPU that a faster kind leaves idle."""
+    chosen: list[int] = []
+    for speed in sorted(set(speeds.values()), reverse=True):
+        chosen += [cpu for cpu, rated in speeds.items() if rated == speed]
+        if len(chosen) >= threads:
+            break
+    return tuple(sorted(chosen))
+
+
+def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, Any] | None:
+    """Keep this process (and the runtime threads it starts from now on) on its fastest CPUs
+    where they differ in speed (big.LITTLE boards such as an RK3588's 4 Cortex-A76 + 4
+    Cortex-A55, x86 hybrids): left to the scheduler, a timing lands on whichever cores it picks
+    and a board's figures change from run to run. Only CPUs this process may use are chosen, so
+    `taskset` picks the cores to time. Returns what was done for the record, None where all
+    allowed CPUs are alike or unrated (nothing changed)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    source, speeds = read_core_speeds(allowed, root)
+    chosen = fastest_cpus(speeds, max(threads or 1, 1)) if speeds else tuple(allowed)
+    if len(chosen) == len(allowed):
+        return None
+    os.sched_setaffinity(0, chosen)
+    return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
+
+
+def pinned_text(pinned: dict[str, Any] | None) -> str:
+    """A `pin_to_fastest` record in words ("" for none): which CPUs, of which, rated how."""
+    if not pinned:
+        return ""
+    ratings = pinned["ratings"]
+    kinds = sorted({ratings[str(c)] for c in pinned["of"]}, reverse=True)
+    counts = ", ".join(f"{sum(ratings[str(c)] == k for c in pinned['of'])} at {k}" for k in kinds)
+    return f"timed on CPUs {','.join(map(str, pinned['cpus']))} of {len(pinned['of'])} ({pinned['rated_by']}: {counts})"
 
 
 def probe_cpu() -> CpuInfo:

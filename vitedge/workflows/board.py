@@ -123,7 +123,11 @@ def _timing(bench: dict[str, Any]) -> Timing:
         latency["p99"],
         1000.0 / latency["p50"],
         batch * 1000.0 / latency["p50"],
-        config={"threads": bench.get("detail", {}).get("threads"), "thermal": bench.get("thermal")},
+        config={
+            "threads": bench.get("detail", {}).get("threads"),
+            "thermal": bench.get("thermal"),
+            "timed_on": bench.get("timed_on"),
+        },
     )
 
 
@@ -135,6 +139,7 @@ def board_row(entry: dict[str, Any], folder: Path | None, cache: dict[str, Any])
     manifest, benches, scored = entry["manifest"], entry["benches"], entry["eval"]
     first = benches[0]
     _, machine = board_facts(first["board"])
+    machine["timed_on"] = first.get("timed_on")
     machine["temperature_c"] = {
         "before": (first.get("thermal") or {}).get("before", {}).get("temperature_c"),
         "after": (benches[-1].get("thermal") or {}).get("after", {}).get("temperature_c"),

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..core.cpu import onednn_cap_note
+from ..core.cpu import onednn_cap_note, pinned_text
 from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from ..targets.measure import Measurement
 from ..targets.stats import PairedDelta, paired_delta
@@ -216,6 +216,7 @@ def machine_line(rows: Sequence[ResultRow]) -> str:
     m = rows[0].measurement
     isa = ", ".join(m.machine.get("isa", [])) or "no SIMD flags read"
     isa += f"; {_capped(m)}" if _capped(m) else ""
+    isa += f"; {pinned_text(m.machine.get('timed_on'))}" if m.machine.get("timed_on") else ""
     threads = sorted({str(r.measurement.threads) for r in rows})
     return f"{m.machine.get('cpu', '?')} ({m.machine.get('cores', '?')} cores; {isa}); threads {'/'.join(threads)}; Python {m.machine.get('python', '?')}"
 
