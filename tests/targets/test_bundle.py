@@ -288,7 +288,7 @@ def test_bench_arithmetic_on_a_fake_clock(monkeypatch, tmp_path):
     monkeypatch.setattr(runner, "_import_base", lambda: (np, None, preprocess))
     monkeypatch.setattr(runner, "_vendored", {"cpu": cpu}.__getitem__)  # likewise cpu.py
     args = runner.parser().parse_args(
-        ["bench", "--batch", "4", "--seconds", "0.5", "--warmup", "2", "--min-runs", "25"]
+        ["bench", "--batch", "4", "--seconds", "0.5", "--warmup", "2", "--min-runs", "25", "--threads", "1"]
     )
     result = runner.bench(args, {"data_config": {"input_size": [3, 8, 8]}, "format": "onnx", "precision": "fp32"})
     sorted_ms = sorted([10.0] * 20 + [100.0] * 4 + [300.0])

@@ -311,6 +311,11 @@ CPU_SYSFS = "/sys/devices/system/cpu"
 # how the kernel rates each CPU's speed, first found wins: cpu_capacity (ARM big.LITTLE and
 # DynamIQ, x86 hybrid on recent kernels; 1024 for the fastest), else the highest clock
 CORE_SPEED_FILES = ("cpu_capacity", "cpufreq/cpuinfo_max_freq")
+# ratings within this fraction of a kind's fastest are one kind: a favoured core's few percent
+# more clock (Turbo Boost Max, preferred cores) is no other core type, and picking it alone
+# would put two threads on one core's SMT siblings; core types differ by far more (A55 vs A76
+# 0.40, an E-core's clock vs a P-core's about 0.75)
+SAME_KIND = 0.85
 
 
 def read_core_speeds(cpus: Sequence[int], root: str | None = None) -> tuple[str, dict[int, int]]:
@@ -325,13 +330,16 @@ def read_core_speeds(cpus: Sequence[int], root: str | None = None) -> tuple[str,
 
 
 def fastest_cpus(speeds: dict[int, int], threads: int) -> tuple[int, ...]:
-    """The CPUs to time on: the fastest kind, with the next kinds added until there are at
-    least `threads` of them, so no thread shares a CPU that a faster kind leaves idle."""
+    """The CPUs to time on: the fastest kind (ratings within SAME_KIND of its fastest), with
+    the next kinds added until there are at least `threads` of them, so no thread shares a CPU
+    that a faster kind leaves idle."""
     chosen: list[int] = []
-    for speed in sorted(set(speeds.values()), reverse=True):
-        chosen += [cpu for cpu, rated in speeds.items() if rated == speed]
-        if len(chosen) >= threads:
-            break
+    ranked = sorted(speeds, key=lambda cpu: -speeds[cpu])
+    while ranked and len(chosen) < threads:
+        top = speeds[ranked[0]]
+        kind = [cpu for cpu in ranked if speeds[cpu] >= SAME_KIND * top]
+        chosen += kind
+        ranked = ranked[len(kind) :]
     return tuple(sorted(chosen))
 
 
@@ -340,13 +348,15 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
     where they differ in speed (big.LITTLE boards such as an RK3588's 4 Cortex-A76 + 4
     Cortex-A55, x86 hybrids): left to the scheduler, a timing lands on whichever cores it picks
     and a board's figures change from run to run. Only CPUs this process may use are chosen, so
-    `taskset` picks the cores to time. Returns what was done for the record, None where all
-    allowed CPUs are alike or unrated (nothing changed)."""
-    if not hasattr(os, "sched_setaffinity"):
+    `taskset` picks the cores to time. Without a thread count (`threads` None: the runtime's
+    own choice, often one per CPU) nothing is pinned, so no runtime crowds its threads onto
+    fewer CPUs than it counted. Returns what was done for the record, None where nothing
+    changed (all allowed CPUs alike or unrated, or no thread count)."""
+    if not threads or not hasattr(os, "sched_setaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     source, speeds = read_core_speeds(allowed, root)
-    chosen = fastest_cpus(speeds, max(threads or 1, 1)) if speeds else tuple(allowed)
+    chosen = fastest_cpus(speeds, threads) if speeds else tuple(allowed)
     if len(chosen) == len(allowed):
         return None
     os.sched_setaffinity(0, chosen)
