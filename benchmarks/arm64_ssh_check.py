@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     "isa": machine.get("isa"),
                     "computes": measured.get("execution_precision"),
                     "products": (measured.get("detail") or {}).get("products"),
+                    "kernels": (measured.get("detail") or {}).get("kernels"),
+                    "timed_on": machine.get("timed_on"),
                     "parity_passed": parity.get("passed"),
                     "cosine_mean": parity.get("cosine_mean"),
                     "top1": (measured.get("accuracy") or {}).get("top1"),
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     problems.append(
                         f"the board's ISA is not the Cortex-A76's (NEON, fp16, dotprod): {machine.get('isa')}"
                     )
+                if not seen["bench"]["kernels"]:
+                    problems.append("the board did not report which OpenVINO kernels ran")
                 if not seen["bench"]["parity_passed"]:
                     problems.append(f"parity failed on the board: cosine {seen['bench']['cosine_mean']}")
                 if not seen["bench"]["warned_emulated"]:
