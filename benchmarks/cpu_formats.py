@@ -79,15 +79,18 @@ def in_own_process(job: Callable[..., Any], *args: Any) -> Any:
 
 def on_this_machine(measure: Callable[[], dict[str, Any]], **about: Any) -> dict[str, Any]:
     """A benchmark's result: what it is `about`, this CPU and its ISA, the load average just
-    before and after `measure()` (what else was running), and what it measured."""
-    from vitedge.core.cpu import probe_cpu
+    before and after `measure()` (what else was running), and what it measured, on the fastest
+    CPUs for `about["threads"]` where the CPUs differ (`timed_on`, as vitedge's own rows)."""
+    from vitedge.core.cpu import on_fastest_cpus, probe_cpu
 
     cpu = probe_cpu()
     load_before = os.getloadavg()
-    measured = measure()
+    with on_fastest_cpus(about.get("threads")) as pinned:
+        measured = measure()
     return {
         **about,
         "cpu": cpu.described,
+        "timed_on": pinned,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         **measured,

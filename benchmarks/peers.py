@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from cpu_formats import in_own_process, write_result  # noqa: E402 - beside this script
 
-from vitedge.core.cpu import probe_cpu
+from vitedge.core.cpu import on_fastest_cpus, probe_cpu
 from vitedge.core.precision import bf16_missing
 from vitedge.targets.limits import LinearLimit, NotInt8
 
@@ -499,7 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.targets.limits import forward_flops, gemm_limits
 
     venv_bin = peers_venv(args.peers_venv or args.out.parent / ".peers-venv")
-    with tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch:
+    # every row, limit and build on the fastest CPUs where they differ (each row's own process
+    # inherits it), as vitedge's own rows are timed
+    with (
+        tempfile.TemporaryDirectory(prefix="vitedge-peers-") as scratch,
+        on_fastest_cpus(args.threads) as pinned,
+    ):
         work = Path(scratch)
         model = make_model(work / "hf-vit-base")
         rows, pruned = build_rows(
@@ -538,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{r['name']} {m['images_per_s']:.1f}" for r, m in zip(rows, measured, strict=True)),
                 file=sys.stderr,
             )
-    limits = gemm_limits(args.threads)
+        limits = gemm_limits(args.threads)
     scales = {
         compressed: Scale(
             np.asarray(rounds[0][0]["logits"]) if reference is None else reference,
@@ -555,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "compressed_recipe": list(args.compressed),
         "cpu": cpu.described,
+        "timed_on": pinned,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "limits": {k: {"giga": v.giga, "size": v.size, "runtime": v.runtime} for k, v in limits.items()},

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,20 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
         return None
     os.sched_setaffinity(0, chosen)
     return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
+
+
+@contextmanager
+def on_fastest_cpus(threads: int | None) -> Iterator[dict[str, Any] | None]:
+    """`pin_to_fastest` for the span of a block, this process's CPUs given back after it: for a
+    benchmark that times in its own process (and in the processes it starts, which inherit the
+    affinity) and may itself run inside another program, such as a test."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    pinned = pin_to_fastest(threads)
+    try:
+        yield pinned
+    finally:
+        if pinned and allowed is not None:
+            os.sched_setaffinity(0, allowed)
 
 
 def pinned_text(pinned: dict[str, Any] | None) -> str:
