@@ -111,6 +111,15 @@ def board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
 
 
+def chosen_boards(text: str) -> list[str] | None:
+    """The emulated boards a `--boards` list names, or None (said why) for an empty list or an unknown board."""
+    boards = [b.strip() for b in text.split(",") if b.strip()]
+    if not boards or not set(boards) <= set(BOARDS):
+        say(f"unknown board(s) in --boards {text}; choose from {', '.join(BOARDS)}")
+        return None
+    return boards
+
+
 def finish(
     check: str, problems: list[str], seen: dict, out: Path | None, *, label: str, started: float | None = None
 ) -> int:
@@ -427,9 +436,8 @@ def main() -> int:
     site = arm64_site(
         args.work, {"numpy": numpy.__version__, "pillow": PIL.__version__, "onnxruntime": onnxruntime.__version__}
     )
-    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
-    if not set(boards) <= set(BOARDS):
-        say(f"unknown board(s) in --boards {args.boards}; choose from {', '.join(BOARDS)}")
+    boards = chosen_boards(args.boards)
+    if boards is None:
         return 2
     probe = run_emulated(
         args.work,

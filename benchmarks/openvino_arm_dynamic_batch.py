@@ -22,7 +22,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from arm64_check import BOARDS, arm64_python, board_options, board_site, cannot_run, openvino_int8, run_emulated, say  # noqa: E402 - beside this script
+from arm64_check import (  # noqa: E402 - beside this script
+    BOARDS,
+    arm64_python,
+    board_options,
+    board_site,
+    cannot_run,
+    chosen_boards,
+    openvino_int8,
+    run_emulated,
+    say,
+)
 
 # Runs under any Python with openvino and numpy: argv[1] the IR, argv[2] the .npy batch.
 COMPARE = """
@@ -68,9 +78,8 @@ def main() -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     python = arm64_python(args.work, args.mirror)
-    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
-    if not boards or not set(boards) <= set(BOARDS):
-        say(f"unknown board(s) in --boards {args.boards}; choose from {', '.join(BOARDS)}")
+    boards = chosen_boards(args.boards)
+    if boards is None:
         return 2
     site = board_site(args.work, boards[0], python, "openvino", "", args.qemu)
     if isinstance(site, str):

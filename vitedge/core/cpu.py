@@ -137,7 +137,7 @@ class CpuInfo:
     @property
     def onednn_denied(self) -> tuple[str, ...]:
         """The extensions of this CPU that `onednn_cap` keeps oneDNN's kernels from."""
-        return onednn_denied(self.onednn_cap.partition("=")[2], self.isa) if self.onednn_cap else ()
+        return cap_denies(self.onednn_cap, self.isa)
 
 
 def onednn_denied(cap: str, isa: tuple[str, ...]) -> tuple[str, ...]:
@@ -149,9 +149,14 @@ def onednn_denied(cap: str, isa: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in isa if X86_ONEDNN_BITS.get(name, 0) & ~bits)
 
 
+def cap_denies(setting: str, isa: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`onednn_denied` for a setting as `read_onednn_cap` gives it ("ONEDNN_MAX_CPU_ISA=AVX2"; "" for none)."""
+    return onednn_denied(setting.partition("=")[2], tuple(isa)) if setting else ()
+
+
 def onednn_cap_note(cap: str, isa: tuple[str, ...] | list[str]) -> str:
     """What a binding cap (`CpuInfo.onednn_cap`) means, as messages write it; "" for none."""
-    denied = onednn_denied(cap.partition("=")[2], tuple(isa)) if cap else ()
+    denied = cap_denies(cap, isa)
     return f"{cap} keeps oneDNN (OpenVINO's CPU plugin) from {', '.join(denied)}" if denied else ""
 
 
@@ -303,7 +308,7 @@ def board_cpu(
     board = device_tree_model.strip("\x00\n ")
     if board and board not in cpu.model:
         cpu = replace(cpu, model=f"{board} {cpu.model}".strip())
-    if onednn_cap and onednn_denied(onednn_cap.partition("=")[2], cpu.isa):
+    if onednn_cap and cap_denies(onednn_cap, cpu.isa):
         cpu = replace(cpu, onednn_cap=onednn_cap)
     return cpu
 

@@ -283,28 +283,33 @@ def _keep(cpu: CpuInfo, pairs: list[tuple[ResultRow, dict[str, Any]]], *, where:
         _keep_model(cpu, model, chosen, where=where)
 
 
+def _speeds_not_its_own(cpu: CpuInfo) -> str:
+    """Why speeds taken on `cpu` are not that CPU's (emulated, or OpenVINO under a oneDNN cap), "" where they are."""
+    if cpu.emulated:
+        return (
+            f"the CPU is emulated ({cpu.model}): its it/s and latency are the emulator's, not a board's"
+            " (parity and accuracy stand)"
+        )
+    if cpu.onednn_cap:
+        return (
+            f"{onednn_cap_note(cpu.onednn_cap, cpu.isa)}: its OpenVINO it/s and latency are an older CPU's kernels,"
+            f" not this {cpu.model}'s (parity and accuracy stand; unset {cpu.onednn_cap.partition('=')[0]} to"
+            " measure this CPU)"
+        )
+    return ""
+
+
 def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *, where: str) -> None:
     """(row, format) pairs of one model as `vitedge targets` reads them, with the row
     `report.recommended` chooses from them (the same rule as `vitedge run`'s table). A cache
     that cannot be written costs the advice only: one warning, and the bench or run that
-    measured the rows still prints and writes them. Speeds taken on an emulated CPU are not kept."""
+    measured the rows still prints and writes them. Speeds that are not the CPU's own are not kept."""
     from ..targets import measured
     from .report import recommended
 
-    if cpu.emulated:
-        warnings.warn(
-            f"{where}: the CPU is emulated ({cpu.model}): its it/s and latency are the emulator's, not a"
-            " board's (parity and accuracy stand), so `vitedge targets` keeps nothing from them",
-            stacklevel=2,
-        )
-        return
-    if cpu.onednn_cap:
-        warnings.warn(
-            f"{where}: {onednn_cap_note(cpu.onednn_cap, cpu.isa)}: its OpenVINO it/s and latency are an older"
-            f" CPU's kernels, not this {cpu.model}'s (parity and accuracy stand), so `vitedge targets`"
-            f" keeps nothing from them; unset {cpu.onednn_cap.partition('=')[0]} to measure this CPU",
-            stacklevel=2,
-        )
+    not_its_own = _speeds_not_its_own(cpu)
+    if not_its_own:
+        warnings.warn(f"{where}: {not_its_own}, so `vitedge targets` keeps nothing from them", stacklevel=2)
         return
     best = recommended([row for row, _ in chosen])
     try:

@@ -214,9 +214,10 @@ def machine_line(rows: Sequence[ResultRow]) -> str:
     if not rows:
         return ""
     m = rows[0].measurement
-    isa = ", ".join(m.machine.get("isa", [])) or "no SIMD flags read"
-    isa += f"; {_capped(m)}" if _capped(m) else ""
-    isa += f"; {pinned_text(m.machine.get('timed_on'))}" if m.machine.get("timed_on") else ""
+    isa = "; ".join(
+        [", ".join(m.machine.get("isa", [])) or "no SIMD flags read"]
+        + [text for text in (_capped(m), pinned_text(m.machine.get("timed_on"))) if text]
+    )
     threads = sorted({str(r.measurement.threads) for r in rows})
     return f"{m.machine.get('cpu', '?')} ({m.machine.get('cores', '?')} cores; {isa}); threads {'/'.join(threads)}; Python {m.machine.get('python', '?')}"
 
