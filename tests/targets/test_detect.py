@@ -144,6 +144,35 @@ def test_raspberry_pi_5_has_dotprod_and_pi_4_does_not():
     assert parse_cpuinfo(PI5.replace("0x41", "0x51")).model == "Raspberry Pi 5 Model B Rev 1.0 (Qualcomm part 0xd0b)"
 
 
+# /proc/cpuinfo of a Raspberry Pi 4 under 32-bit Raspberry Pi OS (an armv7l kernel): one block
+# of four, and the board lines
+PI4_ARMV7L = """processor\t: 0
+model name\t: ARMv7 Processor rev 3 (v7l)
+BogoMIPS\t: 108.00
+Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32
+CPU implementer\t: 0x41
+CPU architecture: 7
+CPU variant\t: 0x0
+CPU part\t: 0xd08
+CPU revision\t: 3
+
+Hardware\t: BCM2711
+Revision\t: c03112
+Model\t\t: Raspberry Pi 4 Model B Rev 1.2
+"""
+
+
+def test_a_32_bit_arm_kernel_names_the_same_extensions_by_its_own_flags():
+    """A 32-bit ARM kernel (and an arm64 one, to a 32-bit process) names NEON `neon` and bf16
+    `asimdbf16` where aarch64 says asimd and bf16; fp16, dotprod and i8mm keep their names. The
+    ISA is the CPU's, whichever the kernel."""
+    pi4 = board_cpu(PI4_ARMV7L, "armv7l", "Raspberry Pi 4 Model B Rev 1.2", None, "armv7l")
+    assert pi4.arch == "armv7l" and not pi4.emulated and pi4.isa == ("NEON",)
+    newer = PI4_ARMV7L.replace("crc32", "crc32 asimdhp asimddp i8mm asimdbf16")
+    assert parse_cpuinfo(newer, "armv7l").isa == ("NEON", "fp16", "dotprod", "i8mm", "bf16")
+    assert parse_cpuinfo(newer, "armv7l").isa == parse_cpuinfo(PI5.replace("asimddp", "asimddp i8mm bf16")).isa
+
+
 def test_an_emulated_arm_board_is_read_from_its_hwcaps_not_the_hosts_cpuinfo():
     """qemu-user (an arm64 container on an x86 laptop, say) passes the host's /proc/cpuinfo
     through: the hwcaps the board reports are what its Python may use."""

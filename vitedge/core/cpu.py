@@ -45,6 +45,10 @@ ARM_ISA = (
     ("bf16", ("bf16",)),
     ("SVE", ("sve",)),
 )
+# 32-bit ARM names (an armv7l kernel's Features line, or an arm64 kernel's to a 32-bit
+# process) for the extensions ARM_ISA names by their aarch64 flag; fp16, dotprod and i8mm
+# keep their names (asimdhp, asimddp, i8mm)
+ARM32_FLAGS = {"neon": "asimd", "asimdbf16": "bf16"}
 # cpuinfo flag -> the name numpy's CPUID probe gives it; AMX and AVX-VNNI have none there, so
 # on an emulated x86 CPU they are not claimed
 X86_CPUID = {
@@ -104,8 +108,11 @@ class CpuInfo:
     @property
     def isa(self) -> tuple[str, ...]:
         """The instruction-set extensions that matter for inference, by display name."""
-        table = X86_ISA if self.arch in X86_ARCHES else ARM_ISA
-        return tuple(name for name, needed in table if all(f in self.flags for f in needed))
+        if self.arch in X86_ARCHES:
+            table, flags = X86_ISA, self.flags
+        else:
+            table, flags = ARM_ISA, self.flags | {ARM32_FLAGS[f] for f in self.flags if f in ARM32_FLAGS}
+        return tuple(name for name, needed in table if all(f in flags for f in needed))
 
     @property
     def isa_text(self) -> str:
