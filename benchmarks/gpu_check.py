@@ -127,7 +127,7 @@ def timed_row(runner: Any, inputs: np.ndarray, seconds: float, warmup: int) -> d
         "latency_ms_p50": timing.p50_ms,
         "latency_ms_p90": timing.p90_ms,
         "runs": timing.runs,
-        "config": timing_config(runner),
+        "config": timing_config(runner, len(inputs)),
         "execution_precision": runner.info.execution_precision,
         "detail": dict(runner.info.detail),
     }

@@ -222,12 +222,13 @@ def timed(opener: tuple, threads: int, seconds: float, inputs: str, batch: int) 
     logits = batched_logits(runner, images, batch_size=batch)
     timed_batch = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
     timing = time_runner(runner, timed_batch, runs=10, min_seconds=seconds)
+    config = timing_config(runner, batch)
     return {
         "images_per_s": timing.images_per_s,
         "p50_ms": timing.p50_ms,
-        "config": timing_config(runner),
+        "config": config,
         "execution_precision": runner.info.execution_precision,
-        "kernels": runner.info.detail.get("kernels"),  # OpenVINO: products per kernel it chose
+        "kernels": config.get("kernels"),  # products per kernel (OpenVINO) or operator (ONNX Runtime) that ran
         "logits": logits.tolist(),
     }
 

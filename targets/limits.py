@@ -332,9 +332,9 @@ class NotInt8(RuntimeError):
 def int8_products(compiled: Any) -> int:
     """How many FullyConnected nodes of a compiled OpenVINO model run in int8 (u8/i8), read
     from its runtime model: a limit must not time a float product and call it int8."""
-    from .bundle.run_bundle import INT8_KERNELS, openvino_products
+    from .bundle.run_bundle import INT8_KERNELS, openvino_record
 
-    counts = openvino_products(compiled, ("FullyConnected",))
+    counts = openvino_record(compiled, ("FullyConnected",))["products"]
     return sum(counts.get(precision, 0) for precision in INT8_KERNELS)
 
 

@@ -270,12 +270,16 @@ def open_and_first_call(spec: RunnerSpec, image: np.ndarray, clock: Clock) -> tu
     return runner, clock() - began
 
 
-def timing_config(runner: Runner) -> dict[str, Any]:
-    """What a timing was taken on: the runner's reported hint, streams and threads."""
-    detail = runner.info.detail
+def timing_config(runner: Runner, batch: int = 1) -> dict[str, Any]:
+    """What a timing at `batch` was taken on: the runner's reported hint, streams, threads and
+    kernels, from the compile that ran that batch where a runner keeps one per batch size
+    (OpenVINO's `reported_at`: a timing names the kernels it timed, not batch 1's)."""
+    reported_at = getattr(runner, "reported_at", None)
+    at_batch = reported_at(batch) if reported_at is not None else {}
+    detail = {**runner.info.detail, **at_batch}
     return {
-        "threads": runner.info.threads,
-        **{key: detail[key] for key in ("hint", "streams", "provider") if key in detail},
+        "threads": at_batch.get("threads") or runner.info.threads,
+        **{key: detail[key] for key in ("hint", "streams", "provider", "kernels") if key in detail},
     }
 
 
@@ -301,7 +305,7 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
             np.resize(np.asarray(inputs[: min(batch, len(inputs))]), (batch, *inputs.shape[1:]))
         )
         timing = time_runner(runner, sample, runs=request.runs, min_seconds=request.min_seconds, clock=clock)
-        timings.append(replace(timing, config=timing_config(runner)))
+        timings.append(replace(timing, config=timing_config(runner, batch)))
     return Measurement(
         name=spec.name,
         runtime=info.runtime,

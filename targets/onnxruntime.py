@@ -5,16 +5,16 @@ the CPU provider's bf16 fast-math GEMM on ARM is a session setting (off here, sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import VitedgeError
-from ..core.precision import F32, execution_label
+from ..core.precision import F32
 from .base import RunnerInfo
-from .bundle.run_bundle import ORT_DISABLED_OPTIMIZERS
+from .bundle.run_bundle import ProfiledSession, onnxruntime_label
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -73,15 +73,29 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class OnnxRunner:
-    session: Any
+    session: Any  # a ProfiledSession (targets/bundle/run_bundle.py)
     input_name: str
-    info: RunnerInfo
+    opened: RunnerInfo  # as opened; `info` adds what the first call ran
+    float_part: str  # the float precision the session reported (`reported_float_precision`)
     name: str = "model.onnx"
     fixed_batch: int | None = None  # the one batch size a model exported with --batch N takes
 
+    @property
+    def info(self) -> RunnerInfo:
+        """As opened, and once the first call ran, the operators its products ran under
+        (`kernels`) and the precision they computed in."""
+        kernels = self.session.kernels
+        if kernels is None:
+            return self.opened
+        return replace(
+            self.opened,
+            detail={**self.opened.detail, "kernels": kernels},
+            execution_precision=onnxruntime_label(self.opened.precision, self.float_part, kernels),
+        )
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         check_batch(self.name, self.fixed_batch, len(batch))
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run({self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
 def check_batch(name: str, fixed: int | None, size: int) -> None:
@@ -139,26 +153,22 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
         )
     if wanted == TENSORRT:
         Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-    try:
-        session = ort.InferenceSession(
-            str(model_path),
-            sess_options=session_options(threads),
-            providers=providers,
-            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),  # why: targets/bundle/run_bundle.py
-        )
+    try:  # opened as on a board, what its first call runs read back (why: targets/bundle/run_bundle.py)
+        profiled = ProfiledSession(ort, model_path, session_options(threads), providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(
             f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
             "the file is corrupt or truncated; re-export it",
         ) from None
-    provider = session.get_providers()[0]
+    session = profiled.session
+    float_part = reported_float_precision(session)
     info = RunnerInfo(
         runtime="onnxruntime",
         device=device,
         precision=precision,
         threads=threads,
         versions={"onnxruntime": ort.__version__},
-        detail={"provider": provider},
-        execution_precision=execution_label(precision, reported_float_precision(session)),
+        detail={"provider": session.get_providers()[0]},
+        execution_precision=onnxruntime_label(precision, float_part),
     )
-    return OnnxRunner(session, session.get_inputs()[0].name, info, str(model_path), _fixed_batch(session))
+    return OnnxRunner(profiled, session.get_inputs()[0].name, info, float_part, str(model_path), _fixed_batch(session))

@@ -26,7 +26,7 @@ from ..core.errors import VitedgeError
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from .base import RunnerInfo
 from .bundle.run_bundle import openvino_batch_compiler as batch_compiler
-from .bundle.run_bundle import openvino_kernels, openvino_label, openvino_products
+from .bundle.run_bundle import openvino_label, openvino_record
 from .onnxruntime import check_batch
 
 DEVICES = {"cpu": "CPU", "openvino-gpu": "GPU"}
@@ -44,6 +44,11 @@ class OpenVinoRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         check_batch(self.name, self.fixed_batch, len(batch))
         return np.asarray(self._compiled_for(len(batch))(np.ascontiguousarray(batch, dtype=np.float32))[0])
+
+    def reported_at(self, size: int) -> dict[str, Any]:
+        """What the compile that runs `size` images reports (`reported`): a dynamic-batch IR is
+        compiled for each batch size, and its kernels are chosen for that shape."""
+        return reported(self._compiled_for(size))
 
     def _compiled_for(self, size: int) -> Any:
         """The compile for `size` images: the batch-1 one the runner opened with, or one other kept
@@ -92,8 +97,7 @@ def reported(compiled: Any) -> dict[str, Any]:
         "hint": str(hint) if hint is not None else None,
         "streams": get("NUM_STREAMS"),
         "threads": get("INFERENCE_NUM_THREADS"),
-        "products": openvino_products(compiled),
-        "kernels": openvino_kernels(compiled),
+        **openvino_record(compiled),
     }
 
 

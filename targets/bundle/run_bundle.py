@@ -42,6 +42,14 @@ EXIT_NO_RUNTIME = 3
 # LayerNorm output, each with its own pair, see exporter/quantize.py) then ran those Linears as
 # float MatMuls on dequantized inputs. A board must run the graph that was verified and timed.
 ORT_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+# ONNX Runtime operators that compute their product in int8: what its fusions make of a QDQ or a
+# dynamic-int8 graph. A product under any other operator (MatMul, Gemm, FusedMatMul, Conv,
+# Attention) ran in float.
+ORT_INT8_OPS = (
+    "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm", "QAttention",
+    "ConvInteger", "QLinearConv",
+)  # fmt: skip
+ORT_PRODUCT_WORDS = ("MatMul", "Gemm", "Conv", "Attention")  # one is in the name of every ORT product operator
 
 
 INT8_KERNELS = ("u8", "i8")  # OpenVINO's runtime precisions of an int8 product
@@ -50,43 +58,120 @@ INT8_KERNELS = ("u8", "i8")  # OpenVINO's runtime precisions of an int8 product
 PRODUCT_LAYERS = ("FullyConnected", "MatMul", "Convolution")
 
 
-def _product_counts(compiled, key: str, kinds: tuple) -> dict:
-    """How many of a compiled OpenVINO model's products (layers of `kinds`) have each value of
-    the runtime-model field `key`; {} where a plugin has no runtime model."""
-    counts: dict = {}
+# what each product's runtime-model entry says (OpenVINO's field for it): the precision it runs
+# in ({"i8": 25, "f32": 1}) and the oneDNN/ACL implementation ({"brgemm_avx512_amx_i8": 25}),
+# which says which ISA the plugin's kernels use here, as the CPU's flags alone do not (a oneDNN
+# ISA cap, a plugin without kernels for an extension)
+OPENVINO_RECORD = {"products": "runtimePrecision", "kernels": "primitiveType"}
+
+
+def openvino_record(compiled, kinds: tuple = PRODUCT_LAYERS) -> dict:
+    """How many of a compiled OpenVINO model's products (layers of `kinds`) run in each
+    precision and each implementation, read in one walk of its runtime model: what the plugin
+    chose, kernel by kernel ({"products": {}, "kernels": {}} where a plugin has no runtime
+    model). vitedge's own runner and its int8 limit read it from here too."""
+    counts: dict = {name: {} for name in OPENVINO_RECORD}
     try:
         ops = compiled.get_runtime_model().get_ops()
     except RuntimeError:
         return counts
     for op in ops:
         info = op.get_rt_info()
-        kind, value = (info[name].astype(str) if name in info else "" for name in ("layerType", key))
-        if kind in kinds:
-            counts[value] = counts.get(value, 0) + 1
-    return dict(sorted(counts.items()))
+        fields = {key: info[key].astype(str) for key in ("layerType", *OPENVINO_RECORD.values()) if key in info}
+        if fields.get("layerType") not in kinds:
+            continue
+        for name, key in OPENVINO_RECORD.items():
+            value = fields.get(key, "")
+            counts[name][value] = counts[name].get(value, 0) + 1
+    return {name: dict(sorted(found.items())) for name, found in counts.items()}
 
 
-def openvino_products(compiled, kinds: tuple = PRODUCT_LAYERS) -> dict:
-    """How many of a compiled OpenVINO model's products run in each precision, read from its
-    runtime model ({"i8": 25, "f32": 1}): what the plugin chose, kernel by kernel. vitedge's
-    own runner and its int8 limit read it from here too (targets/openvino.py, targets/limits.py)."""
-    return _product_counts(compiled, "runtimePrecision", kinds)
-
-
-def openvino_kernels(compiled, kinds: tuple = PRODUCT_LAYERS) -> dict:
-    """How many of the products run each oneDNN/ACL implementation ({"brgemm_avx512_amx_i8": 25,
-    ...}): which ISA the plugin's kernels use here, which the CPU's flags alone do not say (a
-    oneDNN ISA cap, a plugin without kernels for an extension)."""
-    return _product_counts(compiled, "primitiveType", kinds)
+def execution_text(precision: str, float_part: str, int8_ran: bool | None = None) -> str:
+    """As vitedge records what a row computes: the float precision, int8 named for int8
+    artifacts, unless the runtime's own record says none of the products ran in an int8 kernel
+    (`int8_ran` False; None where the runtime keeps no such record)."""
+    if precision.startswith("int8") and int8_ran is False:
+        return f"{float_part} (no int8 kernel ran)"
+    return f"int8+{float_part}" if precision.startswith("int8") else float_part
 
 
 def openvino_label(precision: str, float_part: str, products: dict | None = None) -> str:
-    """As vitedge records what a row computes: the float precision, int8 named for int8
-    artifacts, unless the runtime reports (`openvino_products`) that none of the products ran
-    in an int8 kernel. vitedge's OpenVINO runner labels its rows with this too."""
-    if precision.startswith("int8") and products and not any(products.get(p) for p in INT8_KERNELS):
-        return f"{float_part} (no int8 kernel ran)"
-    return f"int8+{float_part}" if precision.startswith("int8") else float_part
+    """`execution_text` from the products' precisions in `openvino_record`; vitedge's OpenVINO
+    runner labels its rows with this too."""
+    return execution_text(precision, float_part, any(products.get(p) for p in INT8_KERNELS) if products else None)
+
+
+def onnxruntime_label(precision: str, float_part: str, kernels: dict | None = None) -> str:
+    """`execution_text` from the operators of `ProfiledSession`; vitedge's ONNX Runtime
+    runner labels its rows with this too."""
+    ran = any(op.split(" on ")[0] in ORT_INT8_OPS for op in kernels) if kernels else None
+    return execution_text(precision, float_part, ran)
+
+
+class ProfiledSession:
+    """An ONNX Runtime session opened as every vitedge row opens one (ORT_DISABLED_OPTIMIZERS),
+    whose first call ONNX Runtime profiles: which fusions it applies, and so whether an int8
+    file's products run in int8 at all, is decided by the build, the provider and the graph, not
+    by the file, so the operators that call ran the products under are read back (`kernels`,
+    None until then; `onnxruntime_kernels`). Profiling ends with that call, so the later calls
+    and their timings run unprofiled, and no call is added for it. The session logs fatal
+    errors only: with profiling on, ONNX Runtime also logs a profile it cannot write for a file
+    it could not load, beside the error it raises for it (which the caller words)."""
+
+    def __init__(self, ort, model_path, options, providers: list) -> None:
+        import shutil
+        import tempfile
+        import weakref
+
+        folder = tempfile.mkdtemp(prefix="vitedge-ort-profile-")
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "first-call")
+        options.log_severity_level = 4
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=providers,
+                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+            )
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.kernels: dict | None = None
+        self._end = weakref.finalize(self, _end_profile, self.session, folder)  # a session never called
+
+    def run(self, feed: dict) -> list:
+        outputs = self.session.run(None, feed)
+        if self.kernels is None:
+            self.kernels = onnxruntime_kernels(self._end(), self.session.get_providers()[0])
+        return outputs
+
+
+def _end_profile(session, folder: str) -> list:
+    """Ends a session's profiling: the events it wrote, their folder removed."""
+    import shutil
+
+    profile = session.end_profiling()
+    try:
+        return json.loads(Path(profile).read_text()) if profile else []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def onnxruntime_kernels(events: list, provider: str) -> dict:
+    """Products per operator in an ONNX Runtime profile ({"DynamicQuantizeMatMul": 19,
+    "QAttention": 6, "Conv": 1}); an operator another provider than the session's own ran is
+    named with it ("MatMul on CPUExecutionProvider": a GPU row's product left on the CPU)."""
+    counts: dict = {}
+    for event in events:
+        args = event.get("args") or {}
+        op = str(args.get("op_name", ""))
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        if any(word in op for word in ORT_PRODUCT_WORDS):
+            key = op if args.get("provider", provider) == provider else f"{op} on {args['provider']}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def openvino_batch_compiler(core, model, device: str, config: dict):
@@ -270,28 +355,29 @@ class Model:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(
-                str(model_path),
-                sess_options=options,
-                providers=["CPUExecutionProvider"],
-                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
-            )
+            profiled = ProfiledSession(ort, model_path, options, ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad or too-new models
             raise BundleError(
                 f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
             ) from None
+        session = profiled.session
         input_name = session.get_inputs()[0].name
         self.versions = {"onnxruntime": ort.__version__}
         # read back from the session, not echoed from the arguments (0: the runtime's default)
         self.detail = {
             "provider": session.get_providers()[0],
             "threads": session.get_session_options().intra_op_num_threads,
-            "execution_precision": self._label("f32"),
+            "execution_precision": onnxruntime_label(self.precision, "f32"),
         }
-        self._run = lambda batch: session.run(None, {input_name: batch})[0]
 
-    def _label(self, float_part: str, products: dict | None = None) -> str:
-        return openvino_label(self.precision, float_part, products)
+        def run(batch):
+            outputs = profiled.run({input_name: batch})[0]
+            if "kernels" not in self.detail:  # the first call: the operators it ran, and what they compute
+                self.detail["kernels"] = profiled.kernels
+                self.detail["execution_precision"] = onnxruntime_label(self.precision, "f32", profiled.kernels)
+            return outputs
+
+        self._run = run
 
     def _open_openvino(self, model_path: Path, threads: int | None, inference_precision: str) -> None:
         try:
@@ -323,10 +409,11 @@ class Model:
             "hint": config["PERFORMANCE_HINT"],
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
-            "products": openvino_products(compiled),
-            "kernels": openvino_kernels(compiled),
+            **openvino_record(compiled),
         }
-        self.detail["execution_precision"] = self._label(self.detail["inference_precision"], self.detail["products"])
+        self.detail["execution_precision"] = openvino_label(
+            self.precision, self.detail["inference_precision"], self.detail["products"]
+        )
         self.compiled_by_batch = {} if compile_for is None else {1: compiled}
 
         def run(batch):
@@ -369,7 +456,7 @@ class Model:
         self.detail = {
             "backend": "XnnpackBackend",
             "threads": portable_lib._threadpool_get_thread_count(),
-            "execution_precision": self._label("f32"),
+            "execution_precision": execution_text(self.precision, "f32"),
             "max_batch": self.max_batch,
         }
         self._run = lambda batch: method.execute([torch.from_numpy(batch)])[0].numpy()

@@ -86,18 +86,31 @@ def test_openvino_fp32_artifact_computes_in_f32_as_reported(openvino_fp32, monke
     assert str(runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()) == "f32"
 
 
+def _board_model(artifact: Path, precision: str, scratch: Path):  # noqa: ANN202 - the bundle's own Model
+    """The board bundle's runner of `artifact`, told its manifest says `precision`."""
+    import importlib.util
+    import json
+
+    from vitedge.targets.bundle_build import build_bundle
+
+    bundle = build_bundle(artifact, scratch / f"bundle-{artifact.parent.name}-{artifact.name}")
+    spec = importlib.util.spec_from_file_location(
+        f"runner_{artifact.parent.name}_{artifact.name}", bundle / "run_bundle.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    manifest = {**json.loads((bundle / module.MANIFEST).read_text()), "precision": precision}
+    return module.Model(bundle, manifest, threads=1)
+
+
 def test_openvino_names_int8_only_for_kernels_that_ran_int8(openvino_fp32, tmp_path: Path) -> None:
     """The int8 in a row's label is read back from the compiled model's runtime graph, kernel by
     kernel, in vitedge's runner and in the board bundle alike: an int8 IR's products run in int8
     kernels; a float IR handed over as int8 (what a plugin that ran every product in float would
     amount to) is labelled by the precision it computed in."""
-    import importlib.util
-    import json
-
     from tests.support import make_tiny_vit
     from vitedge.calibration.calibset import build_calibration_set
     from vitedge.calibration.sources import open_source
-    from vitedge.targets.bundle_build import build_bundle
     from vitedge.targets.openvino import open_openvino
 
     loaded = make_tiny_vit()
@@ -110,18 +123,60 @@ def test_openvino_names_int8_only_for_kernels_that_ran_int8(openvino_fp32, tmp_p
     assert set(floats.info.detail["products"]) == {"f32"}
     assert floats.info.execution_precision == "f32 (no int8 kernel ran)"
 
-    def bundle_model(artifact: Path, precision: str):  # noqa: ANN202 - the bundle's own Model
-        bundle = build_bundle(artifact, tmp_path / f"bundle-{artifact.name}")
-        spec = importlib.util.spec_from_file_location(f"runner_{artifact.name}", bundle / "run_bundle.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        manifest = {**json.loads((bundle / module.MANIFEST).read_text()), "precision": precision}
-        return module.Model(bundle, manifest, threads=1)
-
-    board = bundle_model(int8, "int8")
+    board = _board_model(int8, "int8", tmp_path)
     assert board.detail["products"] == products and board.detail["execution_precision"] == "int8+f32"
-    board_floats = bundle_model(openvino_fp32[0], "int8")
+    board_floats = _board_model(openvino_fp32[0], "int8", tmp_path)
     assert board_floats.detail["execution_precision"] == "f32 (no int8 kernel ran)"
+
+
+def test_onnxruntime_names_int8_only_for_operators_that_ran_int8(onnx_artifact, cifar_batch, tmp_path: Path) -> None:
+    """ONNX Runtime's int8 is its fusions' work: a QDQ or dynamic-int8 file runs in int8 only
+    where they turned its products into int8 operators. Which operators ran is read back from
+    the session's own profile of its first call, in vitedge's runner and in the board bundle
+    alike, and a float file handed over as int8 (what a graph whose int8 fusions did not apply
+    amounts to) is labelled by the precision it computed in, and fails its check."""
+    import json
+    import shutil
+    import tempfile
+
+    from tests.support import make_tiny_vit
+    from vitedge.calibration.calibset import build_calibration_set
+    from vitedge.calibration.sources import open_source
+    from vitedge.targets.bundle.run_bundle import ORT_INT8_OPS
+    from vitedge.targets.onnxruntime import open_onnx
+
+    loaded = make_tiny_vit()
+    images = cifar_batch[0][:2]
+    calibration = build_calibration_set(open_source("cifar10:train"), loaded.data_config, 16, cache=False)
+    profiles = sorted(Path(tempfile.gettempdir()).glob("vitedge-ort-profile-*"))
+    for precision in ("int8-dynamic", "int8-static"):
+        folder = export_artifact(
+            loaded, to="onnx", precision=precision, out=tmp_path / precision, calibration=calibration
+        )
+        runner = open_onnx(folder / "model.onnx", precision=precision, threads=1)
+        assert "kernels" not in runner.info.detail  # read from the first call: no call is added for it
+        runner(images)
+        kernels = runner.info.detail["kernels"]
+        assert set(kernels) & set(ORT_INT8_OPS) and runner.info.execution_precision == "int8+f32", kernels
+        board = _board_model(folder, precision, tmp_path)
+        board(images)
+        assert board.detail["kernels"] == kernels and board.detail["execution_precision"] == "int8+f32"
+    floats = open_onnx(onnx_artifact / "model.onnx", precision="int8-dynamic", threads=1)
+    floats(images)
+    assert floats.info.detail["kernels"].get("MatMul") and not set(floats.info.detail["kernels"]) & set(ORT_INT8_OPS)
+    assert floats.info.execution_precision == "f32 (no int8 kernel ran)"
+    board_floats = _board_model(onnx_artifact, "int8-dynamic", tmp_path)
+    board_floats(images)
+    assert board_floats.detail["execution_precision"] == "f32 (no int8 kernel ran)"
+    assert sorted(Path(tempfile.gettempdir()).glob("vitedge-ort-profile-*")) == profiles  # each profile removed
+    relabelled = shutil.copytree(onnx_artifact, tmp_path / "relabelled")
+    manifest = json.loads((relabelled / "manifest.json").read_text())
+    (relabelled / "manifest.json").write_text(json.dumps({**manifest, "precision": "int8-dynamic"}))
+    report = verify_artifact(relabelled, make_tiny_vit(), cifar_batch[0][:8], threads=1)
+    assert not report.passed and report.kernels == floats.info.detail["kernels"]
+    assert report.failures[-1] == (
+        "execution precision f32 (no int8 kernel ran) (a int8-dynamic artifact must compute in int8+f32)"
+    )
 
 
 def test_openvino_fp32_meets_the_fp32_bound_on_this_cpu(openvino_fp32, cifar_batch) -> None:

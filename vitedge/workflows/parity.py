@@ -142,7 +142,9 @@ class ParityReport:
     )  # (identity, decision margin, max abs): near-tie choices that went the other way
     data: dict[str, Any] = field(default_factory=dict)  # which images, and why (see `data_record`)
     advice: tuple[str, ...] = ()  # what to change when it failed for a known reason (see `verify_artifact`)
-    kernels: dict[str, int] = field(default_factory=dict)  # OpenVINO: products per kernel the plugin chose
+    kernels: dict[str, int] = field(
+        default_factory=dict
+    )  # products per kernel (OpenVINO) or operator (ONNX Runtime) that ran
     capped: str = ""  # OpenVINO checked under a oneDNN ISA cap, in words (core.cpu.onednn_cap_note)
 
     @property
@@ -378,13 +380,10 @@ def verify_artifact(
     )
     if not report.passed:
         report = replace(report, advice=saturation_advice(manifest))
+    report = replace(report, kernels=dict(artifact.info.detail.get("kernels") or {}))
     if artifact.info.runtime == "openvino":
         cpu = probe_cpu()
-        report = replace(
-            report,
-            kernels=dict(artifact.info.detail.get("kernels") or {}),
-            capped=onednn_cap_note(cpu.onednn_cap, cpu.isa),
-        )
+        report = replace(report, capped=onednn_cap_note(cpu.onednn_cap, cpu.isa))
     computed = artifact.info.execution_precision
     wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
     if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails
