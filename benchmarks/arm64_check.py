@@ -404,6 +404,18 @@ def compare_eval(name: str, x86: dict, arm: dict, there: str = "arm64") -> list[
     return []
 
 
+def compare_detail(name: str, x86: dict, arm: dict, there: str = "arm64") -> list[str]:
+    """What each side's runtime reports it ran (execution precision; OpenVINO's kernels or ONNX
+    Runtime's operators, which differ between ISAs): the precisions must agree."""
+    here, board = x86.get("detail") or {}, arm.get("detail") or {}
+    say(f"{name}: ran here {json.dumps(here.get('kernels'))}, {there} {json.dumps(board.get('kernels'))}")
+    if here.get("execution_precision") != board.get("execution_precision"):
+        return [
+            f"{name}: computed {board.get('execution_precision')!r} on {there}, {here.get('execution_precision')!r} here"
+        ]
+    return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -494,6 +506,7 @@ def main() -> int:
                 name = f"{artifact.name} on {board} ({BOARDS[board][0]})"
                 problems += compare(name, x86_classify, arm_classify)
                 problems += compare_eval(name, x86_eval, arm_eval)
+                problems += compare_detail(name, x86_eval, arm_eval)
     for problem in problems:
         say(f"MISMATCH {problem}")
     for reason in unrun:

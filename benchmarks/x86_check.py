@@ -30,7 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from arm64_check import compare, compare_eval, default_artifacts, finish, run_bundle, sample_images, say  # noqa: E402 - beside this script
+from arm64_check import (  # noqa: E402 - beside this script
+    compare,
+    compare_detail,
+    compare_eval,
+    default_artifacts,
+    finish,
+    run_bundle,
+    sample_images,
+    say,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/support/cpus.py: the emulated CPU models the tests use
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{artifact.name} on {cpu}"
                 problems += compare(name, native[0], there[0])
                 problems += compare_eval(name, native[1], there[1], there=cpu)
+                problems += compare_detail(name, native[1], there[1], there=cpu)
     return finish("x86 check", problems, seen, args.out, label="MISMATCH", started=started)
 
 

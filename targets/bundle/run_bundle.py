@@ -26,8 +26,11 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
+import weakref
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -119,10 +122,6 @@ class ProfiledSession:
     it could not load, beside the error it raises for it (which the caller words)."""
 
     def __init__(self, ort, model_path, options, providers: list) -> None:
-        import shutil
-        import tempfile
-        import weakref
-
         folder = tempfile.mkdtemp(prefix="vitedge-ort-profile-")
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "first-call")
@@ -149,8 +148,6 @@ class ProfiledSession:
 
 def _end_profile(session, folder: str) -> list:
     """Ends a session's profiling: the events it wrote, their folder removed."""
-    import shutil
-
     profile = session.end_profiling()
     try:
         return json.loads(Path(profile).read_text()) if profile else []
@@ -763,6 +760,7 @@ def evaluate(args, manifest: dict) -> dict:
         "runtime": model.runtime,
         "peak_rss_mb": peak_rss_mb(),
         "board": board_info(model),
+        "detail": model.detail,  # what ran: the precision it computed in, kernels or operators
     }
     if args.logits:  # every logit of every image: the desktop holds them to the artifact's parity bounds
         result.update(images=scored, logits=logits)
