@@ -142,9 +142,7 @@ class ParityReport:
     )  # (identity, decision margin, max abs): near-tie choices that went the other way
     data: dict[str, Any] = field(default_factory=dict)  # which images, and why (see `data_record`)
     advice: tuple[str, ...] = ()  # what to change when it failed for a known reason (see `verify_artifact`)
-    kernels: dict[str, int] = field(
-        default_factory=dict
-    )  # products per kernel (OpenVINO) or operator (ONNX Runtime) that ran
+    kernels: dict[str, int] = field(default_factory=dict)  # products per kernel or ORT operator that ran
     capped: str = ""  # OpenVINO checked under a oneDNN ISA cap, in words (core.cpu.onednn_cap_note)
 
     @property
