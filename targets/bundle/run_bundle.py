@@ -140,9 +140,13 @@ class ProfiledSession:
         self._end = weakref.finalize(self, _end_profile, self.session, folder)  # a session never called
 
     def run(self, feed: dict) -> list:
-        outputs = self.session.run(None, feed)
-        if self.kernels is None:
-            self.kernels = onnxruntime_kernels(self._end(), self.session.get_providers()[0])
+        if not self._end.alive:
+            return self.session.run(None, feed)
+        try:  # the first call; one that fails ends the profile too, and `kernels` stays unread
+            outputs = self.session.run(None, feed)
+        finally:
+            events = self._end()
+        self.kernels = onnxruntime_kernels(events, self.session.get_providers()[0])
         return outputs
 
 
