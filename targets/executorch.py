@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitedgeError
-from ..core.precision import execution_label, float_precision
+from ..core.precision import float_precision
 from .base import RunnerInfo
+from .bundle.run_bundle import execution_text
 from .onnxruntime import check_batch
 
 BACKEND = "XnnpackBackend"
@@ -136,7 +137,7 @@ def open_executorch(
         threads=pool,
         versions={"executorch": executorch.version.__version__},
         detail={"backend": BACKEND, "threads": pool, "max_batch": max_batch},
-        execution_precision=execution_label(precision, float_precision(precision, device)),
+        execution_precision=execution_text(precision, float_precision(precision, device)),
     )
     fixed = int(batch) if batch != "dynamic" else None
     return ExecuTorchRunner(method, info, str(model_path), fixed, None if fixed else max_batch)

@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import VitedgeError
-from ..core.precision import BF16, F16, F32, execution_label, require_bf16
+from ..core.precision import BF16, F16, F32, require_bf16
 from .base import RunnerInfo
+from .bundle.run_bundle import execution_text
 
 _DTYPES = {"fp16": torch.float16}  # weights cast; bf16 runs through autocast instead
 
@@ -69,7 +70,7 @@ def open_torch(
                 else {}
             ),
         },
-        execution_precision=execution_label(precision, computes),
+        execution_precision=execution_text(precision, computes),
     )
     return TorchRunner(
         module.eval(), info, torch.device(device), dtype, torch.bfloat16 if precision == "bf16" else None

@@ -348,7 +348,6 @@ class Model:
             ) from None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         options.add_session_config_entry(
             "mlas.enable_gemm_fastmath_arm64_bfloat16", "0"
         )  # f32 GEMMs on ARM too, as verified

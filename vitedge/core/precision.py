@@ -50,11 +50,6 @@ def float_precision(precision: str, device: str = "cpu") -> str:
     )
 
 
-def execution_label(precision: str, float_part: str) -> str:
-    """What a row reports: the float precision, with int8 named for int8 artifacts ("int8+f32")."""
-    return f"int8+{float_part}" if precision.startswith("int8") else float_part
-
-
 def openvino_capabilities() -> tuple[str, ...]:
     """What OpenVINO's CPU plugin says it computes on this machine (OPTIMIZATION_CAPABILITIES)."""
     import openvino as ov

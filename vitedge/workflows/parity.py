@@ -361,7 +361,8 @@ def verify_artifact(
             "preprocess them with the artifact's DataConfig",
         )
     from ..compress.tokens import decision_margins
-    from ..core.precision import execution_label, float_precision
+    from ..core.precision import float_precision
+    from ..targets.bundle.run_bundle import execution_text
 
     artifact = open_artifact(Path(folder), threads=threads)
     torch_runner = open_torch(reference.module, precision="fp32", threads=threads)
@@ -383,7 +384,7 @@ def verify_artifact(
         cpu = probe_cpu()
         report = replace(report, capped=onednn_cap_note(cpu.onednn_cap, cpu.isa))
     computed = artifact.info.execution_precision
-    wanted = execution_label(manifest["precision"], float_precision(manifest["precision"], "cpu"))
+    wanted = execution_text(manifest["precision"], float_precision(manifest["precision"], "cpu"))
     if computed != wanted:  # whatever the numbers say, a runtime computing in another precision fails
         failure = f"execution precision {computed or 'unreported'} (a {manifest['precision']} artifact must compute in {wanted})"
         return replace(report, execution_precision=computed, passed=False, failures=(*report.failures, failure))
