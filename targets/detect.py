@@ -103,6 +103,11 @@ def bf16_advice(cpu: CpuInfo) -> tuple[str, str]:
     )
 
 
+def named_generation(model: str, generation: str) -> str:
+    """ "; family 26 model 2" where the model name does not already say which cores these are."""
+    return f"; {generation}" if generation and generation not in model else ""
+
+
 def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[TargetInfo]:
     """One entry per target vitedge can run: whether it is here, and what to export for it;
     `measured` (targets.measured.load_store()) adds what was measured on boards."""
@@ -131,7 +136,7 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
         TargetInfo(
             "cpu",
             True,
-            f"{cpu.model} ({cpu.cores} logical CPUs)",
+            f"{cpu.model} ({cpu.cores} logical CPUs{named_generation(cpu.model, cpu.generation)})",
             ("onnxruntime", "openvino", "executorch", "torch"),
             what,
             why,
@@ -149,7 +154,8 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
             TargetInfo(
                 where if "://" in where else f"elsewhere ({where})",  # an ssh:// board, or a machine's own run
                 False,  # not this machine: measured from here, or on it
-                f"{facts.get('model', '?')} ({facts.get('cores', '?')} logical CPUs; {isa})",
+                f"{facts.get('model', '?')} ({facts.get('cores', '?')} logical CPUs"
+                f"{named_generation(str(facts.get('model', '')), str(facts.get('generation', '')))}; {isa})",
                 ("onnxruntime", "openvino", "executorch"),
                 *board_found,
             )

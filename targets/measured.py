@@ -32,8 +32,10 @@ def store_path() -> Path:
 
 
 def board_key(cpu: CpuInfo) -> str:
-    """One board kind: architecture, CPU model as vitedge names it, logical CPUs."""
-    return f"{cpu.arch}|{cpu.model}|{cpu.cores}"
+    """One board kind: architecture, CPU model as vitedge names it, logical CPUs, the ISA and
+    the cores' generation. The name alone is not a kind: a cloud VM calls every EPYC "AMD
+    EPYC", and an AVX2-only one's measurements must not become an AVX-512 one's advice."""
+    return "|".join((cpu.arch, cpu.model, str(cpu.cores), ",".join(cpu.isa), cpu.generation))
 
 
 def load_store(path: Path | None = None) -> dict[str, Any]:
@@ -61,7 +63,16 @@ def record(
     path = path or store_path()
     store = load_store(path)
     board = store.setdefault(
-        board_key(cpu), {"cpu": {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores, "isa": list(cpu.isa)}}
+        board_key(cpu),
+        {
+            "cpu": {
+                "model": cpu.model,
+                "arch": cpu.arch,
+                "cores": cpu.cores,
+                "isa": list(cpu.isa),
+                "generation": cpu.generation,
+            }
+        },
     )
     models = board.setdefault("models", {})
     models[model] = {

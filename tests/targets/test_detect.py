@@ -427,6 +427,40 @@ def test_any_cpu_recommends_from_its_last_vitedge_run(own_cache):
     assert "measure it instead: vitedge run here" in recommend(other, measured.load_store())[0].why  # its own rule
 
 
+def test_one_cpu_name_is_not_one_cpu_kind(own_cache):
+    """A cloud VM names a Zen 3 without AVX-512 and a Zen 5 with it alike, "AMD EPYC" on 2
+    logical CPUs: what was measured on one is never the other's advice, nor a Zen 4's that
+    has the Zen 5's ISA, nor a Zen 5's whose VM hides AVX-512; the same kind again gets it, and
+    the others list it by generation."""
+    from vitedge.targets import measured
+
+    avx512 = "fsrm avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16 avx_vnni"
+
+    def epyc(family: int, model: int, flags: str = "fsrm") -> CpuInfo:
+        text = EPYC_AVX2.replace("cpu family\t: 25", f"cpu family\t: {family}").replace(
+            "model\t\t: 1", f"model\t\t: {model}"
+        )
+        return parse_cpuinfo(text.replace("fsrm", flags))
+
+    zen3, zen4, zen5 = epyc(25, 1), epyc(25, 17, avx512), epyc(26, 2, avx512)
+    assert {cpu.model for cpu in (zen3, zen4, zen5)} == {"AMD EPYC"} and zen3.cores == zen5.cores == 2
+    assert (zen3.generation, zen5.generation) == ("family 25 model 1", "family 26 model 2")
+    keep_board(zen3, "vitedge-cifar10", "local")
+    assert recommend(Machine(zen3), measured.load_store())[0].recommend == "executorch int8 on executorch"
+    for other in (zen5, zen4):
+        target = recommend(Machine(other), measured.load_store())[0]
+        assert "measure it instead: vitedge run here" in target.why and "executorch" not in target.recommend
+    keep_board(zen5, "vitedge-cifar10", "local", openvino_parity=True)
+    assert recommend(Machine(zen5), measured.load_store())[0].recommend == "openvino int8 on openvino"
+    for other in (zen4, epyc(26, 2)):  # a Zen 4 with the Zen 5's ISA, a Zen 5 whose VM hides AVX-512
+        assert "measure it instead: vitedge run here" in recommend(Machine(other), measured.load_store())[0].why
+    listed = [t.device for t in recommend(Machine(zen4), measured.load_store())[1:] if t.target.startswith("elsewhere")]
+    assert sorted(listed) == [
+        "AMD EPYC (2 logical CPUs; family 25 model 1; AVX2, FMA)",
+        "AMD EPYC (2 logical CPUs; family 26 model 2; AVX2, FMA, AVX512F, AVX512-VNNI, AVX-VNNI, AVX512-BF16)",
+    ]
+
+
 def test_vitedge_run_records_what_it_measured(own_cache, monkeypatch):
     """The command itself keeps its rows: `vitedge targets --json` then recommends from them."""
     from vitedge.workflows import pipeline

@@ -104,6 +104,9 @@ class CpuInfo:
     flags: frozenset[str]
     emulated: bool = False  # user-mode emulation (qemu-user): the ISA is real, its speed is not
     onednn_cap: str = ""  # "ONEDNN_MAX_CPU_ISA=AVX2" where the environment keeps oneDNN below this ISA
+    # which design the cores are, where the model name may not say: x86 "family 26 model 2" (a
+    # cloud VM names a Zen 3 and a Zen 5 alike "AMD EPYC"), ARM the cores' part names
+    generation: str = ""
 
     @property
     def isa(self) -> tuple[str, ...]:
@@ -219,11 +222,16 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
             fields.get("features", ""),
         )
     model = fields.get("model name") or ""
+    cores = sorted({_core_name(maker, part) for maker, part in parts})
+    if "flags" in fields:
+        family, number = fields.get("cpu family", ""), fields.get("model", "")
+        generation = f"family {family} model {number}" if family.isdigit() and number.isdigit() else ""
+    else:
+        generation = ", ".join(cores)
     if not model or model.lower() in ("arm", "unknown"):
-        cores = sorted({_core_name(maker, part) for maker, part in parts})
         board = fields.get("model") or fields.get("hardware") or ""
         model = " ".join(x for x in (board, f"({', '.join(cores)})" if cores else "") if x) or model or arch
-    return CpuInfo(arch=arch, model=model, cores=processors or 1, flags=frozenset(flags.split()))
+    return CpuInfo(arch=arch, model=model, cores=processors or 1, flags=frozenset(flags.split()), generation=generation)
 
 
 def _read(path: str) -> str:
@@ -296,7 +304,7 @@ def board_cpu(
     arm64 = cpu.arch in ARM64_ARCHES
     if arm64 and any(line.lower().startswith("flags") for line in cpuinfo.splitlines()):  # x86 text
         model = f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model})"
-        cpu = replace(cpu, model=model, flags=frozenset(), emulated=True)
+        cpu = replace(cpu, model=model, flags=frozenset(), emulated=True, generation="")
     elif kernel_arch and arch_family(kernel_arch) != arch_family(cpu.arch):
         cpu = replace(cpu, model=f"{cpu.model}, emulated (the kernel is {kernel_arch})", emulated=True)
     elif cpu.arch in X86_ARCHES and cpu_features:
@@ -309,7 +317,7 @@ def board_cpu(
                 f"{cpu.arch} CPU, emulated (its /proc/cpuinfo describes the host's {cpu.model};"
                 f" this process cannot run {cannot})"
             )
-            cpu = replace(cpu, model=model, flags=cpu.flags - set(denied) - X86_UNPROBED, emulated=True)
+            cpu = replace(cpu, model=model, flags=cpu.flags - set(denied) - X86_UNPROBED, emulated=True, generation="")
     if arm64 and hwcaps:
         cpu = replace(cpu, flags=cpu.flags | hwcap_flags(hwcaps))
     board = device_tree_model.strip("\x00\n ")
