@@ -366,6 +366,17 @@ def manifest_not_json(tmp: Path, a: Assets) -> list[str]:
     return ["verify", "art1", "--samples", "8"]
 
 
+def verified_against_a_model_name(tmp: Path, a: Assets) -> list[str]:
+    """An artifact exported from a timm name without pretrained weights: a new load of the name
+    is another random model, against which any artifact fails (cosine about 0)."""
+    shutil.copytree(a.onnx, tmp / "art1")
+    manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+    source = {**manifest["source"], "spec": "vit_tiny_patch16_224", "sha256": ""}
+    (tmp / "art1" / MANIFEST).write_text(json.dumps({**manifest, "source": source}))
+    resign_manifest(tmp / "art1")
+    return ["verify", "art1", "--samples", "8"]
+
+
 def recipe(text: str) -> Setup:
     def setup(tmp: Path, a: Assets) -> list[str]:
         (tmp / "bad.toml").write_text(text)
@@ -477,6 +488,16 @@ CASES = [
         ("names the file '../elsewhere.onnx', outside the artifact folder",),
     ),
     Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
+    Case(
+        "verify-against-a-model-name",
+        verified_against_a_model_name,
+        ("vit_tiny_patch16_224", "random weights"),
+    ),
+    Case(
+        "verify-against-a-named-model",
+        lambda tmp, a: ["verify", str(a.onnx), "--model", "vit_tiny_patch16_224", "--samples", "8"],
+        ("vit_tiny_patch16_224", "random weights"),
+    ),
     Case(
         "fixed-batch-onnx-fed-batch-8",
         fixed_batch_onnx_fed_batch_8,

@@ -337,6 +337,7 @@ def verify_command(
     """Compare an artifact's logits with PyTorch's on real images; exit 1 outside tolerance."""
     from ..compress.registry import load_model
     from ..core.manifest import read_manifest, verify_checksums
+    from ..models import has_random_weights
     from ..workflows.parity import verify_folder
 
     manifest = read_manifest(artifact)
@@ -344,6 +345,11 @@ def verify_command(
     spec = model or manifest.get("source", {}).get("spec")
     if not spec:
         raise VitedgeError(f"{artifact} does not record its source model", "pass --model REF")
+    if has_random_weights(spec, pretrained=False):  # compared with new random weights, any artifact fails
+        raise VitedgeError(
+            f"the reference {spec} is a model name: loading it builds new random weights, not those {artifact} was exported from",
+            "pass --model with the checkpoint file or hf-hub: name it was exported from (export from a checkpoint to keep one)",
+        )
     reference = load_model(spec, arch=arch)
     recorded = manifest.get("source", {}).get("sha256")
     if recorded and reference.source_sha256 and recorded != reference.source_sha256:
