@@ -159,7 +159,7 @@ def export_command(
         export_artifact,
     )
     from ..exporter.quantize import CALIB_METHODS
-    from ..models import require_vit
+    from ..models import has_random_weights, require_vit
     from ..workflows.parity import plan_parity_data, verify_folder
 
     if calib_method not in CALIB_METHODS:
@@ -224,7 +224,14 @@ def export_command(
             out.print_json(json.dumps(summary))
         return
     with console.status(f"verifying on images of {parity_data.spec}"):
-        report = verify_folder(folder, reference=loaded, data=parity_data, samples=verify_samples, threads=threads)
+        report = verify_folder(
+            folder,
+            reference=loaded,
+            data=parity_data,
+            samples=verify_samples,
+            threads=threads,
+            random_weights=has_random_weights(model, pretrained=pretrained),
+        )
     _show(report, folder, as_json, summary)
 
 

@@ -120,11 +120,23 @@ def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -
 
 
 def _parity(
-    reference: np.ndarray, logits: np.ndarray, precision: str, identities: Sequence[str], margins: np.ndarray | None
+    reference: np.ndarray,
+    logits: np.ndarray,
+    precision: str,
+    identities: Sequence[str],
+    margins: np.ndarray | None,
+    random_weights: bool,
 ) -> Parity:
     from .parity import compare_logits
 
-    report = compare_logits(reference, logits, precision=precision, identities=identities, margins=margins)
+    report = compare_logits(
+        reference,
+        logits,
+        precision=precision,
+        identities=identities,
+        margins=margins,
+        random_weights=random_weights,
+    )
     return Parity(report.cosine_mean, report.cosine_min, report.top1_agreement, report.max_abs, report.passed)
 
 
@@ -200,16 +212,23 @@ def run_pipeline(
             logits_path.unlink(missing_ok=True)
             progress.advance(bench)
         from ..compress.tokens import decision_margins
+        from ..models import has_random_weights
         from ..targets.stats import paired_delta
 
         margins = decision_margins(loaded.module, eval_data.inputs)
+        random_weights = has_random_weights(recipe.model, pretrained=recipe.pretrained)
         reference_hits = measurements[REFERENCE_ROW].accuracy.hits() if measurements[REFERENCE_ROW].accuracy else None
         for kind in kinds:
             parity = (
                 None
                 if kind == REFERENCE_ROW
                 else _parity(
-                    logits[REFERENCE_ROW], logits[kind], measurements[kind].precision, eval_data.identities, margins
+                    logits[REFERENCE_ROW],
+                    logits[kind],
+                    measurements[kind].precision,
+                    eval_data.identities,
+                    margins,
+                    random_weights,
                 )
             )
             delta = (
