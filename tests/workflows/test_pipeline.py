@@ -128,6 +128,43 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
         run_pipeline(recipe, out, measure=quick_measure)
 
 
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_a_run_of_a_model_name_gates_logits_only_where_its_weights_are_random(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch, pretrained: bool
+) -> None:
+    """`vitedge run` on a model name without --pretrained (random weights, whose classes are
+    near-ties) gates its rows' logits, not their top-1 agreement; a checkpoint's rows, and a
+    name's with --pretrained, are gated on agreement too. The weights here are the checkpoint's:
+    what is checked is which bounds each row is held to."""
+    from vitedge.workflows import parity, pipeline
+
+    held = []
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003 - compare_logits' own
+        report = compare_logits(*args, **kwargs)
+        held.append(report.tolerance)
+        return report
+
+    compare_logits = parity.compare_logits
+    monkeypatch.setattr(parity, "compare_logits", spy)
+    loaded = pipeline.load_model(str(tiny_checkpoint))
+    monkeypatch.setattr(pipeline, "load_model", lambda *_a, **_k: loaded)
+    for spec in ("vit_tiny_patch16_224", str(tiny_checkpoint)):
+        recipe = dataclasses.replace(
+            Recipe(),
+            model=spec,
+            pretrained=pretrained,
+            rows=("torch:fp32", "onnx:int8-dynamic"),
+            samples=16,
+            batches=(1,),
+            threads=1,
+            name="tiny",
+        )
+        run_pipeline(recipe, tmp_path / f"out-{len(held)}", measure=quick_measure)
+    gated = {"cosine_mean": 0.995, "top1_agreement": 0.97}
+    assert held == [gated if pretrained else {"cosine_mean": 0.995}, gated]
+
+
 @pytest.mark.parametrize("row", ["openvino:int8-bf16", "openvino:bf16", "torch:bf16"])
 def test_run_refuses_a_bf16_row_before_any_work_on_a_cpu_without_bf16(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch, row: str
