@@ -99,10 +99,43 @@ def check_parity(folder, precision: str, inputs: np.ndarray) -> None:  # noqa: A
         assert report.cosine_mean > 0.995 and 1e-4 < report.max_abs < 0.2 * largest, report
 
 
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
+def test_onnx_int8_defaults_hold_a_weight_far_out_of_its_tensor(tmp_path, calib, cifar_batch, precision):
+    """torch's `trunc_normal_(std=0.02)`, which timm and transformers initialise ViTs with, draws
+    weights of exactly ±2.0 (100 standard deviations) in most random ViT-Bs. One int8 scale
+    per tensor is then set by that weight and leaves the rest a level or two (random ViT-B
+    int8-dynamic: cosine 0.93-0.98); the default, a scale per output channel, keeps the
+    gate with an error a fraction of per-tensor's. Red with per-tensor defaults."""
+    model = make_tiny_vit()
+    draw = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for block in model.module.blocks:  # not the head, whose outlier would be the logits
+            for linear in (m for m in block.modules() if isinstance(m, torch.nn.Linear)):
+                row, column = (int(torch.randint(size, (1,), generator=draw)) for size in linear.weight.shape)
+                linear.weight[row, column] = 2.0
+    inputs = cifar_batch[0]
+    loose = {"top1_agreement": 0.9}  # random weights tie their logits (check_parity)
+    calibration = calib if precision == "int8-static" else None
+
+    def parity(out: str, options: ExportOptions):  # noqa: ANN202 - ParityReport
+        folder = export_artifact(
+            model, to="onnx", precision=precision, out=tmp_path / out, calibration=calibration, options=options
+        )
+        return verify_artifact(folder, model, inputs, tolerances=loose, threads=1)
+
+    default = parity("default", ExportOptions())
+    assert default.passed and default.cosine_mean >= 0.995, default.failures
+    per_tensor = parity("per-tensor", ExportOptions(per_channel=False, reduce_range=False))
+    # the outlier sets every weight's step in its tensor: this 2-block model keeps its gate that way
+    # (vit_tiny_patch16_224 falls to cosine 0.87), but its error is many times the default's
+    assert 1 - per_tensor.cosine_mean > 5 * (1 - default.cosine_mean), (default.cosine_mean, per_tensor.cosine_mean)
+
+
 def test_quantization_settings_are_recorded(artifacts):
     static = read_manifest(artifacts[("onnx", "int8-static")])["quantization"]
     assert static["op_types"] == ["MatMul", "Gemm", "Conv"] and static["format"] == "QDQ"
-    assert static["calib_method"] == "minmax" and static["per_channel"] is False and static["pre_process"] is True
+    assert static["calib_method"] == "minmax" and static["per_channel"] is True and static["pre_process"] is True
+    assert static["reduce_range"] is True  # ExportOptions: 7-bit weights, the same on every CPU
     dynamic = read_manifest(artifacts[("onnx", "int8-dynamic")])["quantization"]
     assert dynamic["tool"] == "onnxruntime.quantize_dynamic" and dynamic["weight_type"] == "int8"
     nncf = read_manifest(artifacts[("openvino", "int8")])["quantization"]
@@ -492,3 +525,16 @@ def test_a_dynamic_batch_ir_runs_with_a_static_shape_per_batch_size(artifacts, c
         assert list(runner._by_batch) == [size]
         np.testing.assert_allclose(logits, dynamic(images[:size])[0], rtol=0, atol=1e-4)
     assert runner._compiled_for(1) is runner.compiled  # the compile the runner was opened with
+
+
+def test_the_export_command_defaults_to_the_export_options():
+    """`vitedge export` spells its defaults out (it imports the exporter lazily, to start without
+    torch); they must be ExportOptions' own, or the command and the library export differently."""
+    import inspect
+
+    from vitedge.commands.export import export_command
+
+    flags = inspect.signature(export_command).parameters
+    shared = ("opset", "calib_method", "per_channel", "reduce_range", "smooth_quant", "ort_fusions", "class_token_only")
+    for name in shared:
+        assert flags[name].default.default == getattr(ExportOptions(), name), name

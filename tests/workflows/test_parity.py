@@ -108,29 +108,38 @@ def test_verify_good_artifacts(exported, verify_set):
         assert 1e-4 < report.max_abs < 0.1 * np.abs(reference).max(), (precision, report.max_abs)
 
 
-def test_a_failed_onnx_int8_check_names_u8s8_saturation_on_a_cpu_without_vnni(exported, verify_set, monkeypatch):
+def test_a_failed_onnx_int8_check_names_u8s8_saturation_on_a_cpu_without_vnni(
+    exported, verify_set, monkeypatch, tmp_path
+):
     """On x86 without VNNI/AMX ONNX Runtime adds u8×s8 products in 16 bits, so a full-range int8
-    file can fail there and pass on a VNNI CPU: the failed report says so and names the fix
-    (--reduce-range). Only then: not on a pass, not on VNNI, ARM, 7-bit weights, fp32 or OpenVINO."""
+    file (`--full-range`) can fail there and pass on a VNNI CPU: the failed report says so and
+    names the fix (--reduce-range, the default). Only then: not on a pass, not on VNNI, ARM,
+    7-bit weights (the defaults), fp32 or OpenVINO."""
     from vitedge.core.cpu import CpuInfo
+    from vitedge.exporter.export import ExportOptions
     from vitedge.workflows import parity
 
     avx2 = CpuInfo("x86_64", "AMD EPYC", 2, frozenset({"avx2", "fma"}))
     vnni = CpuInfo("x86_64", "Xeon", 2, frozenset({"avx2", "fma", "avx512f", "avx512_vnni"}))
     arm = CpuInfo("aarch64", "Cortex-A72", 4, frozenset({"asimd"}))
     model, images = make_tiny_vit(), verify_set.inputs[:20]
+    full_range = export_artifact(
+        model, to="onnx", precision="int8-dynamic", out=tmp_path / "full", options=ExportOptions(reduce_range=False)
+    )
     monkeypatch.setattr(parity, "probe_cpu", lambda: avx2)
-    failed = verify_artifact(exported["int8-dynamic"], model, images, tolerances={"max_abs": 1e-9}, threads=1)
+    failed = verify_artifact(full_range, model, images, tolerances={"max_abs": 1e-9}, threads=1)
     assert not failed.passed and len(failed.advice) == 1 and failed.advice[0] in failed.notes
     assert "--reduce-range" in failed.advice[0] and "AVX2, FMA" in failed.advice[0]
     assert failed.to_dict()["notes"] == list(failed.advice)
-    passed = verify_artifact(exported["int8-dynamic"], model, images, tolerances={"top1_agreement": 0.9}, threads=1)
+    passed = verify_artifact(full_range, model, images, tolerances={"top1_agreement": 0.9}, threads=1)
     assert passed.passed and not passed.advice
+    default = verify_artifact(exported["int8-dynamic"], model, images, tolerances={"max_abs": 1e-9}, threads=1)
+    assert not default.passed and not default.advice  # 7-bit weights cannot saturate
     static = read_manifest(exported["int8-static"])
-    assert saturation_advice(static, avx2) and saturation_advice(read_manifest(exported["int8-dynamic"]), avx2)
-    assert not saturation_advice(static, vnni) and not saturation_advice(static, arm)
-    seven_bit = {**static, "quantization": {**static["quantization"], "reduce_range": True}}
-    assert not saturation_advice(seven_bit, avx2)
+    full_static = {**static, "quantization": {**static["quantization"], "reduce_range": False}}
+    assert saturation_advice(full_static, avx2) and saturation_advice(read_manifest(full_range), avx2)
+    assert not saturation_advice(full_static, vnni) and not saturation_advice(full_static, arm)
+    assert not saturation_advice(static, avx2) and not saturation_advice(read_manifest(exported["int8-dynamic"]), avx2)
     assert not saturation_advice(read_manifest(exported["fp32"]), avx2)
     assert not saturation_advice(read_manifest(exported["fp16"]), avx2)  # OpenVINO: its own overflow fix
 

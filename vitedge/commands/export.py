@@ -109,10 +109,14 @@ def export_command(
         "dynamic", help="Batch axis: dynamic (executorch: 1 to 32 images a call), or a fixed size N."
     ),
     per_channel: bool = typer.Option(
-        False, "--per-channel/--per-tensor", help="ONNX int8 weight scales per output channel or per tensor."
+        True,  # ExportOptions.per_channel (imported lazily: the CLI starts without torch)
+        "--per-channel/--per-tensor",
+        help="ONNX int8 weight scales per output channel or per tensor.",
     ),
     reduce_range: bool = typer.Option(
-        False, help="ONNX int8: 7-bit weights (avoids u8s8 saturation on CPUs without VNNI)."
+        True,  # ExportOptions.reduce_range
+        "--reduce-range/--full-range",
+        help="ONNX int8: 7-bit weights, computed alike on every CPU; full-range 8-bit weights saturate in ONNX Runtime's u8s8 products on x86 without VNNI or AMX.",
     ),
     smooth_quant: bool = typer.Option(
         True, "--smooth-quant/--no-smooth-quant", help="OpenVINO int8: NNCF SmoothQuant on MatMuls."
