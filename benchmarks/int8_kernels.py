@@ -11,8 +11,9 @@ kernel than the one vitedge ships, on this CPU?" is answered by measurement, not
 - ONNX Runtime MatMulInteger u8×s8 on an input already in u8 (the kernel of the int8 Linear
   limit in `targets.limits`: no activation quantization, no dequantization);
 - ONNX Runtime DynamicQuantizeMatMul, as vitedge's `--precision int8-dynamic` writes it
-  (`exporter.quantize.quantize_dynamic_onnx`), per tensor (the default), per channel, and
-  with 7-bit weights (`--reduce-range`);
+  (`exporter.quantize.quantize_dynamic_onnx`): per channel with 7-bit weights (the default),
+  per channel with 8-bit weights (`--full-range`), per tensor with 8-bit weights (`--per-tensor
+  --full-range`, the default before);
 - ONNX Runtime MatMulNBits, 8-bit and 4-bit block-wise weights with int8 compute
   (accuracy_level 4), as ORT's own `MatMulNBitsQuantizer` writes them;
 - PyTorch's dynamic int8 Linear (the study's DQ) on every quantized engine torch offers here,
@@ -44,7 +45,7 @@ from cpu_formats import in_own_process, on_this_machine, write_result  # noqa: E
 
 from vitedge.targets.limits import LinearShape, matmul_model
 
-SHIPPED = "ORT DynamicQuantizeMatMul s8, per tensor (vitedge int8-dynamic)"
+SHIPPED = "ORT DynamicQuantizeMatMul s8, per channel, 7-bit weights (vitedge int8-dynamic)"
 LIMIT = "ORT MatMulInteger u8×s8, input already u8 (the int8 Linear limit's kernel)"
 WEIGHT_STD = 0.02
 
@@ -156,14 +157,14 @@ def kernels() -> dict[str, tuple[str, Callable[..., Call]]]:
     found = {
         "ORT MatMul f32": ("f32", _ort_f32),
         LIMIT: ("int8", _ort_integer),
-        SHIPPED: ("int8", _ort_rewritten(_dynamic(per_channel=False))),
-        "ORT DynamicQuantizeMatMul s8, per channel (--per-channel)": (
+        SHIPPED: ("int8", _ort_rewritten(_dynamic(per_channel=True, reduce_range=True))),
+        "ORT DynamicQuantizeMatMul s8, per channel, 8-bit weights (--full-range)": (
             "int8",
-            _ort_rewritten(_dynamic(per_channel=True)),
+            _ort_rewritten(_dynamic(per_channel=True, reduce_range=False)),
         ),
-        "ORT DynamicQuantizeMatMul s8, 7-bit weights (--reduce-range)": (
+        "ORT DynamicQuantizeMatMul s8, per tensor, 8-bit weights (--per-tensor --full-range)": (
             "int8",
-            _ort_rewritten(_dynamic(per_channel=False, reduce_range=True)),
+            _ort_rewritten(_dynamic(per_channel=False, reduce_range=False)),
         ),
         "ORT MatMulNBits 8-bit, blocks of 32, int8 compute": ("int8", _ort_rewritten(_nbits(8, 32))),
         "ORT MatMulNBits 8-bit, blocks of 128, int8 compute": ("int8", _ort_rewritten(_nbits(8, 128))),
