@@ -58,9 +58,13 @@ class ExportOptions:
     (per-channel 8-bit 0.99990 / 99.46%, per-tensor 7-bit 0.99904 / 98.32%); int8-static
     0.99968 / 98.89% against 0.99971 / 98.92%; random vit_base_patch16_224 (six seeds, 24
     images), int8-dynamic per-tensor 0.926-0.981 (five of six failing the 0.995 bound),
-    per-channel 7-bit 0.9981-0.9986. The speed is the same kernel's: per-channel 7-bit ViT-B
-    int8-dynamic 0.98× per-tensor on that EPYC (5 interleaved rounds, within their spread),
-    per-channel 1.04× on an AMX Xeon and 1.06× on an AVX2 EPYC (benchmarks/int8_kernels.py).
+    per-channel 7-bit 0.9981-0.9986. (On an AVX2-only EPYC a briefly trained tiny ViT had
+    measured per-tensor 8-bit 0.99996 / 99.1%, per-channel 7-bit 0.99991 / 98.9%, dynamic.)
+    The cost is speed, the kernels being the same: on that Zen 5, ViT-B per-channel 7-bit
+    against per-tensor 8-bit ran 0.98× (int8-dynamic) and 0.945× (int8-static; 5 interleaved
+    rounds each), vitedge-cifar10 0.96× and 0.95×; at kernel level per-channel had been 1.04×
+    on an AMX Xeon and 1.06× on an AVX2 EPYC (benchmarks/int8_kernels.py). `--per-tensor
+    --full-range` gives the faster file where a model's weights allow it.
     calib_method minmax: percentile matched it (0.99985 / 97.7%), entropy clipped too much
     (0.99791 / 95.3%, worst image cosine 0.913) and is slower.
     OpenVINO int8 (smooth_quant, overflow_fix, nncf_preset): see exporter/openvino.py.
