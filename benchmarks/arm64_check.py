@@ -369,8 +369,9 @@ def run_bundle(bundle: Path, images: list[Path], tree: Path, run) -> tuple[dict,
     return json.loads(classify.stdout), json.loads(scored.stdout)
 
 
-def compare(name: str, x86: dict, arm: dict) -> list[str]:
-    """The arm64 logits against the x86 ones, held to the artifact precision's parity bounds."""
+def compare(name: str, x86: dict, arm: dict, record: dict | None = None) -> list[str]:
+    """The arm64 logits against the x86 ones, held to the artifact precision's parity bounds;
+    the figures go into `record[name]` too where a check writes JSON."""
     from vitedge.workflows.parity import compare_logits
 
     report = compare_logits(
@@ -383,6 +384,16 @@ def compare(name: str, x86: dict, arm: dict) -> list[str]:
         f"{name}: {report.precision} bounds {report.tolerance}: max |Δ| {report.max_abs:.1e}, cosine mean {report.cosine_mean:.6f}, "
         f"top-1 agreement {100 * report.top1_agreement:.1f}% -> {'pass' if report.passed else 'FAIL'}"
     )
+    if record is not None:
+        record[name] = {
+            "precision": report.precision,
+            "samples": report.samples,
+            "max_abs": report.max_abs,
+            "cosine_mean": report.cosine_mean,
+            "cosine_min": report.cosine_min,
+            "top1_agreement": report.top1_agreement,
+            "passed": report.passed,
+        }
     return (
         [f"{name}: {'; '.join(report.failures)} (worst: {', '.join(w[0] for w in report.worst[:3])})"]
         if not report.passed

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", default=",".join(CPUS), help=f"qemu CPU models: {', '.join(CPUS)}")
     parser.add_argument("--qemu", default=shutil.which("qemu-x86_64-static") or "qemu-x86_64")
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--out", type=Path, help="JSON of what was seen")
+    parser.add_argument("--out", type=Path, help="JSON of what was seen (each CPU, each comparison's figures)")
     args = parser.parse_args(argv)
     qemu = shutil.which(args.qemu)
     cpus = [c.strip() for c in args.cpus.split(",") if c.strip()]
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     problems.append(f"{artifact.name} on {cpu}: {there}")
                     continue
                 name = f"{artifact.name} on {cpu}"
-                problems += compare(name, native[0], there[0])
+                problems += compare(name, native[0], there[0], seen.setdefault("logits", {}))
                 problems += compare_eval(name, native[1], there[1], there=cpu)
                 problems += compare_detail(name, native[1], there[1], there=cpu)
     return finish("x86 check", problems, seen, args.out, label="MISMATCH", started=started)

@@ -27,6 +27,9 @@ def test_an_int8_bundle_on_an_emulated_older_cpu_passes_and_is_named(default_int
     seen = json.loads(out.read_text())[model]
     assert seen["name_checked"] and seen["emulated"] and seen["isa"] == list(EMULATED_X86[model])
     assert json.loads(out.read_text())["problems"] == []
+    (name, logits), *others = json.loads(out.read_text())["logits"].items()  # each comparison's figures
+    assert not others and name == f"{default_int8_artifact.name} on {model}"
+    assert logits["samples"] == 4 and logits["passed"] and logits["cosine_mean"] >= 0.995, logits
     # expecting another ISA than the emulated CPU reports makes the check fail
     monkeypatch.setitem(x86_check.CPUS, model, ("no such extension",))
     assert x86_check.main(argv) == 1
