@@ -385,15 +385,7 @@ def compare(name: str, x86: dict, arm: dict, record: dict | None = None) -> list
         f"top-1 agreement {100 * report.top1_agreement:.1f}% -> {'pass' if report.passed else 'FAIL'}"
     )
     if record is not None:
-        record[name] = {
-            "precision": report.precision,
-            "samples": report.samples,
-            "max_abs": report.max_abs,
-            "cosine_mean": report.cosine_mean,
-            "cosine_min": report.cosine_min,
-            "top1_agreement": report.top1_agreement,
-            "passed": report.passed,
-        }
+        record[name] = report.to_dict()
     return (
         [f"{name}: {'; '.join(report.failures)} (worst: {', '.join(w[0] for w in report.worst[:3])})"]
         if not report.passed

@@ -16,7 +16,7 @@ from vitedge.calibration.calibset import build_calibration_set
 from vitedge.calibration.sources import open_source
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, write_manifest
-from vitedge.exporter.export import export_artifact
+from vitedge.exporter.export import ExportOptions, export_artifact
 from vitedge.models import save_checkpoint
 from vitedge.workflows.parity import (
     DEFAULT_TOLERANCES,
@@ -116,7 +116,6 @@ def test_a_failed_onnx_int8_check_names_u8s8_saturation_on_a_cpu_without_vnni(
     names the fix (--reduce-range, the default). Only then: not on a pass, not on VNNI, ARM,
     7-bit weights (the defaults), fp32 or OpenVINO."""
     from vitedge.core.cpu import CpuInfo
-    from vitedge.exporter.export import ExportOptions
     from vitedge.workflows import parity
 
     avx2 = CpuInfo("x86_64", "AMD EPYC", 2, frozenset({"avx2", "fma"}))
