@@ -12,7 +12,9 @@ change speed) saved with `save_pretrained`, so every tool starts from the same m
   NNCF's default (`exporter.openvino.quantize_openvino(nncf_defaults=True)`), compiled with
   OpenVINO's own defaults (bf16 float parts where the CPU has native bf16) plus the LATENCY
   hint and thread count of every row.
-- PyTorch dynamic int8 (the study's DQ), and the fp32 rows (PyTorch eager, ONNX, OpenVINO).
+- PyTorch dynamic int8 with PyTorch's own defaults (one scale per weight tensor; the study's
+  DQ; vitedge's `quantize-dynamic` step is per channel), and the fp32 rows (PyTorch eager,
+  ONNX, OpenVINO).
 - vitedge's defaults: `export --to onnx --precision int8-dynamic`, `int8-static`, and
   `--to openvino --precision int8`, exactly as the CLI makes them; where the CPU computes bf16
   natively, also the opt-in `--to openvino --precision int8-bf16` (and the compressed recipe's).
@@ -59,6 +61,7 @@ VITEDGE = "vitedge default"
 COMPRESSED = "vitedge compressed"
 OPT_IN = "vitedge opt-in"  # a vitedge export the user asks for by name, not a default
 REFERENCE = "fp32 reference"
+PYTORCH_DQ = "PyTorch dynamic int8 (per tensor, its defaults)"
 # The Linear-layer limit with every weight read once per image, through each runtime's int8
 # kernels; an int8 row's share is taken of the faster of the two in its round
 STREAMED_RUNTIMES = ("int8, weights streamed, onnxruntime", "int8, weights streamed, openvino")
@@ -121,6 +124,18 @@ def nncf_recipe(loaded: Any, calibration: Any, work: Path, batch: int) -> Path:
     return save_openvino(quantized, work / "nncf" / "model.xml", compress_to_fp16=False, metadata={})
 
 
+def pytorch_dynamic_int8(loaded: Any, work: Path, threads: int) -> Any:
+    """`torch.ao.quantization.quantize_dynamic` with PyTorch's defaults (one scale per weight
+    tensor), through vitedge's step so it saves and reloads like every PyTorch row."""
+    from vitedge.compress.registry import apply_steps
+    from vitedge.models import save_checkpoint
+    from vitedge.targets.measure import RunnerSpec
+
+    model = apply_steps(loaded, [("quantize-dynamic", {"per_channel": False})])
+    path = save_checkpoint(model, work / "rows" / "torch-int8-dynamic-per-tensor.safetensors")
+    return RunnerSpec(PYTORCH_DQ, "torch", str(path), precision="int8-dynamic", target="cpu", threads=threads)
+
+
 def trimmed_artifact(spec: Any) -> bool:
     """Whether the row's artifact computes its last block for the class token only (its
     manifest says so): its Linear-layer limit is then the trimmed forward's."""
@@ -148,7 +163,6 @@ def build_rows(
         (REFERENCE, "torch:fp32"),
         (REFERENCE, "onnx:fp32"),
         (REFERENCE, "openvino:fp32"),
-        (PEER, "torch:int8-dynamic"),
         (VITEDGE, "onnx:int8-dynamic"),
         (VITEDGE, "onnx:int8-static"),
         (VITEDGE, "openvino:int8"),
@@ -156,6 +170,7 @@ def build_rows(
     ):
         spec = runner_spec(loaded, kind, work / "rows", threads=threads, target="cpu", calibration=calibration)
         rows.append({"name": spec.name, "who": who, "open": ("spec", vars(spec)), "trimmed": trimmed_artifact(spec)})
+    rows.append({"name": PYTORCH_DQ, "who": PEER, "open": ("spec", vars(pytorch_dynamic_int8(loaded, work, threads)))})
     pruned = apply_steps(loaded, [parse_step_spec(step) for step in compressed])
     for kind in COMPRESSED_KINDS + ((BF16_KIND,) if bf16 else ()):
         spec = runner_spec(pruned, kind, work / "compressed", threads=threads, target="cpu", calibration=calibration)

@@ -96,8 +96,19 @@ class PackedDynamicLinear(DynamicLinear):
         return new
 
 
-def quantize_dynamic(model: nn.Module, *, per_channel: bool = False) -> StepResult:
-    """int8 weights, activations quantized on the fly per batch: about 4× smaller Linears."""
+def quantize_dynamic(model: nn.Module, *, per_channel: bool = True) -> StepResult:
+    """int8 weights, activations quantized on the fly per batch: about 4× smaller Linears.
+
+    One scale per output channel by default, not PyTorch's one per tensor: torch's
+    `trunc_normal_(std=0.02)`, which timm and transformers initialise ViTs with, draws weights of
+    exactly ±2.0 (100 standard deviations) into most random ViT-Bs, and a per-tensor scale set by
+    such a weight leaves the others a level or two. Measured on a Zen 5 EPYC (AVX512-VNNI), 2
+    threads, batch 1: random vit_base_patch16_224 (seed 2, 16 CIFAR-10 images) cosine to fp32
+    0.928 per tensor (the parity gate is 0.995) against 0.9989 per channel, at the same speed
+    (1.007×, 5 interleaved rounds); vitedge-cifar10, all 10,000 test images, cosine 0.99962 /
+    top-1 agreement 98.79% against 0.99978 / 99.06% (0.991×). `per_channel=false` is PyTorch's
+    own default, the one the study ran.
+    """
     from torch.ao.quantization import (
         default_dynamic_qconfig,
         per_channel_dynamic_qconfig,
@@ -179,7 +190,7 @@ STEPS: dict[str, Step] = {
         quantize_dynamic,
         "PyTorch dynamic int8 on every nn.Linear (weights int8, activations quantized per batch)",
         rebuild=_rebuild_dynamic,
-        options={"per_channel": "one scale per output channel instead of per layer (default false)"},
+        options={"per_channel": "one scale per output channel (default true); false: one per layer, PyTorch's default"},
     ),
     "fp16": _cast_step("fp16", torch.float16),
     "bf16": _cast_step("bf16", torch.bfloat16),

@@ -169,3 +169,14 @@ def test_a_child_process_error_reaches_the_benchmark_at_once() -> None:
     with pytest.raises(BrokenProcessPool):
         peers.in_own_process(os._exit, 3)
     assert peers.in_own_process(max, 2, 3) == 3
+
+
+def test_the_pytorch_peer_runs_pytorchs_own_per_tensor_defaults(tiny_vit, tmp_path: Path) -> None:
+    """The peer is `quantize_dynamic` as PyTorch ships it (one scale per weight tensor), not
+    vitedge's per-channel step; red with the peer built from the step's default."""
+    from vitedge.compress.registry import load_model
+
+    spec = peers.pytorch_dynamic_int8(tiny_vit, tmp_path, threads=1)
+    reloaded = load_model(spec.path)
+    assert reloaded.module.get_submodule("blocks.0.mlp.fc1").state_dict()["weight_scale"].numel() == 1
+    assert (spec.name, spec.kind, spec.precision) == (peers.PYTORCH_DQ, "torch", "int8-dynamic")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.support import make_tiny_vit
+from tests.support import make_tiny_vit, with_weight_outliers
 from tests.support.cli import cli
 from tests.support.cpus import OPENVINO_BF16_HERE
 from vitedge.calibration.calibset import build_calibration_set
@@ -101,18 +101,11 @@ def check_parity(folder, precision: str, inputs: np.ndarray) -> None:  # noqa: A
 
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
 def test_onnx_int8_defaults_hold_a_weight_far_out_of_its_tensor(tmp_path, calib, cifar_batch, precision):
-    """torch's `trunc_normal_(std=0.02)`, which timm and transformers initialise ViTs with, draws
-    weights of exactly ±2.0 (100 standard deviations) in most random ViT-Bs. One int8 scale
-    per tensor is then set by that weight and leaves the rest a level or two (random ViT-B
-    int8-dynamic: cosine 0.93-0.98); the default, a scale per output channel, keeps the
-    gate with an error a fraction of per-tensor's. Red with per-tensor defaults."""
-    model = make_tiny_vit()
-    draw = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for block in model.module.blocks:  # not the head, whose outlier would be the logits
-            for linear in (m for m in block.modules() if isinstance(m, torch.nn.Linear)):
-                row, column = (int(torch.randint(size, (1,), generator=draw)) for size in linear.weight.shape)
-                linear.weight[row, column] = 2.0
+    """The 100-standard-deviation weights torch's `trunc_normal_` draws into most random ViT-Bs
+    (`with_weight_outliers`) set a per-tensor int8 scale and leave the rest a level or two
+    (random ViT-B int8-dynamic: cosine 0.93-0.98); the default, a scale per output channel,
+    keeps the gate with an error a fraction of per-tensor's. Red with per-tensor defaults."""
+    model = with_weight_outliers(make_tiny_vit())
     inputs = cifar_batch[0]
     loose = {"top1_agreement": 0.9}  # random weights tie their logits (check_parity)
     calibration = calib if precision == "int8-static" else None

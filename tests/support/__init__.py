@@ -14,6 +14,20 @@ def make_tiny_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     return tiny_cifar_vit(seed, **overrides)
 
 
+def with_weight_outliers(loaded: LoadedModel) -> LoadedModel:
+    """`loaded` with one weight of 2.0 in every block Linear (not the head, whose outlier would
+    be the logits): what torch's `trunc_normal_(std=0.02)`, which timm and transformers
+    initialise ViTs with, draws into most random ViT-Bs (exactly ±2.0, 100 standard deviations;
+    pytorch/pytorch#155588). One int8 scale per tensor is then set by that weight."""
+    draw = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for block in loaded.module.blocks:
+            for linear in (m for m in block.modules() if isinstance(m, torch.nn.Linear)):
+                row, column = (int(torch.randint(size, (1,), generator=draw)) for size in linear.weight.shape)
+                linear.weight[row, column] = 2.0
+    return loaded
+
+
 def make_class_token_vit() -> torch.nn.Module:
     """The tiny CIFAR ViT with a class token and token pooling (timm's default ViT layout)."""
     from vitedge.models import Architecture, build_architecture

@@ -128,6 +128,17 @@ def test_run_end_to_end_on_a_tiny_model(tiny_checkpoint: Path, tmp_path: Path, f
         run_pipeline(recipe, out, measure=quick_measure)
 
 
+def test_the_pytorch_int8_row_has_a_scale_per_output_channel(tiny_vit, tmp_path: Path) -> None:
+    """`vitedge run`'s "PyTorch dynamic int8" row is the quantize-dynamic step's default, per
+    channel (a random ViT-B per tensor falls to cosine 0.93); red with the row built per tensor."""
+    from vitedge.compress.registry import load_model
+    from vitedge.workflows.pipeline import runner_spec
+
+    spec = runner_spec(tiny_vit, "torch:int8-dynamic", tmp_path, threads=1, target="cpu")
+    fc1 = load_model(spec.path).module.get_submodule("blocks.0.mlp.fc1")
+    assert fc1.state_dict()["weight_scale"].numel() == fc1.out_features == 128
+
+
 @pytest.mark.parametrize("pretrained", [False, True])
 def test_a_run_of_a_model_name_gates_logits_only_where_its_weights_are_random(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch, pretrained: bool
