@@ -280,6 +280,10 @@ def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["measurement"]["name"] for r in rows] == ["PyTorch fp32", "ONNX fp32"]
+    # a recipe without [run] name is titled by what it measured, not by the built-in run
+    title = f"{tiny_checkpoint} on cifar10"
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["title"] == title
+    assert (tmp_path / "run" / "report.md").read_text().startswith(f"# {title}\n")
     result = runner.invoke(app, ["eval", str(tiny_checkpoint), "--data", "cifar10", "--samples", "50", "--json"])
     assert result.exit_code == 0, result.output
     accuracy = json.loads(result.stdout)

@@ -26,6 +26,16 @@ def test_shipped_default_recipe_equals_the_built_in_defaults() -> None:
     assert Recipe().rows is None and len(DEFAULT_ROWS) == 8 and INT8_BF16 not in DEFAULT_ROWS
 
 
+def test_a_run_is_titled_by_the_model_and_data_it_measured() -> None:
+    """Without `[run] name`, "MODEL on DATA", whichever of recipe, `--model` or `--data` set them
+    (before: every such run was titled "vitedge-cifar10 on CIFAR-10", a ViT-B run included)."""
+    assert Recipe().title == "vitedge-cifar10 on cifar10"
+    assert parse_recipe('[model]\nspec = "vit_base_patch16_224"\n').title == "vit_base_patch16_224 on cifar10"
+    overridden = replace(Recipe(), model="m.safetensors", data="photos/")  # as `vitedge run --model --data`
+    assert overridden.title == "m.safetensors on photos/"
+    assert parse_recipe('[run]\nname = "mine"\n[model]\nspec = "x"\n').title == "mine"
+
+
 def test_default_rows_add_int8_bf16_where_the_cpu_and_openvino_compute_bf16(monkeypatch) -> None:
     simulate(monkeypatch, X86_BF16, OPENVINO_BF16)
     chosen = rows_for(Recipe())

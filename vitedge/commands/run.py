@@ -48,5 +48,5 @@ def run_command(
     if as_json:
         out.print_json(json.dumps([row.to_dict() for row in rows], default=str))
     else:
-        print_table(rows, out, title=plan.name)
+        print_table(rows, out, title=plan.title)
         out.print(f"wrote {folder}/results.json, report.md, pareto.png")

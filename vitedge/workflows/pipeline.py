@@ -259,7 +259,7 @@ def run_pipeline(
                 "disjoint_from_eval": True,
             }
         notes = [f"rows: {chosen.why}"] if chosen.added else []
-        write_reports(rows, staging, title=recipe.name, extra=extra, notes=notes)
+        write_reports(rows, staging, title=recipe.title, extra=extra, notes=notes)
         (staging / "inputs.npy").unlink()
         if labels_path:
             Path(labels_path).unlink()

@@ -57,8 +57,14 @@ class Recipe:
     threads: int = 2
     runs: int = 20
     target: str = "cpu"
-    name: str = "vitedge-cifar10 on CIFAR-10"
+    name: str | None = None  # None: `title` says the model and data this run actually measured
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The report's title: the recipe's `[run] name`, else "MODEL on DATA", so a run whose
+        model or data came from a recipe or `--model`/`--data` is not headed by another's."""
+        return self.name or f"{self.model} on {self.data}"
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         threads=bench.get("threads", 2),
         runs=bench.get("runs", 20),
         target=bench.get("target", "cpu"),
-        name=data.get("run", {}).get("name", Recipe.name),
+        name=data.get("run", {}).get("name"),
     )
 
 
