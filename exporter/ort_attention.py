@@ -11,7 +11,10 @@ Measured on vit_base_patch16_224 (random weights, batch 1, 2 threads, ORT 1.32, 
 Xeon without AMX): dynamic int8 with the node 14.3-16.2 it/s against 12.4-13.6 without, in
 interleaved runs (and leaving the patch-embedding Conv float, see exporter/export.py). In
 fp32 the node ran slower than the plain graph (4.5 against 5.7 it/s), so only the int8-dynamic
-export uses it. The node is a contrib operator: the artifact then runs on ONNX Runtime only
+export uses it. On a Zen 5 EPYC (AVX512-VNNI) the alternatives ran slower in int8-dynamic
+(vit_base_patch16_224, batch 1, 2 threads, interleaved processes): the attention products
+quantized too (74 DynamicQuantizeMatMul) 0.89×, `MultiHeadAttention` on separate q, k, v (ORT's
+CPU flash attention) 0.99×. The node is a contrib operator: the artifact then runs on ONNX Runtime only
 (OpenVINO and other ONNX readers do not know it), and its manifest says so.
 
 Which modules: timm's plain `Attention` (ViT, DeiT) with no q/k norm, scale norm or gate, and

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from ..core.errors import VitedgeError
 from ..core.precision import BF16, F16, F32, require_bf16
@@ -16,6 +17,18 @@ from .base import RunnerInfo
 from .bundle.run_bundle import execution_text
 
 _DTYPES = {"fp16": torch.float16}  # weights cast; bf16 runs through autocast instead
+_STORED = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def stored_precision(module: nn.Module) -> str:
+    """The precision a module holds, read from the module itself, not from a file name or the
+    precision a caller asks for: "int8-dynamic" where its Linears are PyTorch's dynamic int8
+    ones (`vitedge compress --step quantize-dynamic`), "fp16"/"bf16" where its weights are
+    (the cast steps), else "fp32"."""
+    if any(isinstance(layer, DynamicLinear) for layer in module.modules()):
+        return "int8-dynamic"
+    dtypes = {weight.dtype for weight in module.parameters() if weight.is_floating_point()}
+    return next((_STORED[dtype] for dtype in (torch.bfloat16, torch.float16) if dtype in dtypes), "fp32")
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,8 @@ def open_torch(
         torch.backends.cudnn.allow_tf32 = False
     dtype = _DTYPES.get(precision, torch.float32)
     module = module.to(device=device, dtype=dtype) if dtype != torch.float32 else module.to(device)
-    computes = {"fp16": F16, "bf16": BF16}.get(precision, F32)
+    held = stored_precision(module)
+    computes = {"fp16": F16, "bf16": BF16}.get(held if held in ("fp16", "bf16") else precision, F32)
     info = RunnerInfo(
         runtime="torch",
         device=device,
@@ -70,7 +84,10 @@ def open_torch(
                 else {}
             ),
         },
-        execution_precision=execution_text(precision, computes),
+        # int8 named where the module's Linears are int8, whatever was asked for
+        execution_precision=execution_text(
+            "int8-dynamic" if held == "int8-dynamic" else precision, computes, held == "int8-dynamic"
+        ),
     )
     return TorchRunner(
         module.eval(), info, torch.device(device), dtype, torch.bfloat16 if precision == "bf16" else None

@@ -187,11 +187,18 @@ def test_openvino_fp32_meets_the_fp32_bound_on_this_cpu(openvino_fp32, cifar_bat
 
 def test_onnx_and_torch_runners_report_what_they_compute(onnx_artifact) -> None:
     from tests.support import make_tiny_vit
+    from vitedge.compress.quantize import quantize_dynamic
 
     assert open_artifact(onnx_artifact, threads=1).info.execution_precision == "f32"
     module = make_tiny_vit().module
     assert open_torch(module, precision="fp32", threads=1).info.execution_precision == "f32"
-    assert open_torch(module, precision="int8-dynamic", threads=1).info.execution_precision == "int8+f32"
+    # read from the module: a float module asked for as int8 runs no int8 kernel, an int8 one is int8
+    assert (
+        open_torch(module, precision="int8-dynamic", threads=1).info.execution_precision == "f32 (no int8 kernel ran)"
+    )
+    int8 = quantize_dynamic(module).model
+    assert open_torch(int8, precision="fp32", threads=1).info.execution_precision == "int8+f32"
+    assert open_torch(int8, precision="int8-dynamic", threads=1).info.execution_precision == "int8+f32"
 
 
 @pytest.mark.skipif(

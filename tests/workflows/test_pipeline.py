@@ -268,6 +268,25 @@ def test_run_needs_the_reference_row(tiny_checkpoint: Path, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def test_bench_labels_a_compressed_checkpoint_by_what_it_holds(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`vitedge bench` of `vitedge compress` checkpoints: the int8 and fp16 ones are labelled by
+    what the loaded module holds, and neither becomes the "fastest fp32" yardstick (before:
+    every checkpoint was "f32", an int8 checkpoint the fp32 yardstick). Red with the runner's
+    label or bench's precision taken from the request instead of the module."""
+    from vitedge.compress.registry import apply_steps, load_model
+    from vitedge.workflows.pipeline import bench
+    from vitedge.workflows.report import fastest_fp32
+
+    base = load_model(str(tiny_checkpoint))
+    files = [str(tiny_checkpoint)]
+    for step in ("quantize-dynamic", "fp16"):
+        files.append(str(save_checkpoint(apply_steps(base, [(step, {})]), tmp_path / f"{step}.safetensors")))
+    rows = bench(files, samples=8, batches=(1,), threads=1, measure=quick_measure)
+    held = [(row.measurement.precision, row.measurement.execution_precision) for row in rows]
+    assert held == [("fp32", "f32"), ("int8-dynamic", "int8+f32"), ("fp16", "f16")]
+    assert fastest_fp32(rows) is rows[0]
+
+
 def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from vitedge.cli import app
 

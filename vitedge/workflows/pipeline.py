@@ -308,9 +308,12 @@ def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataC
         return RunnerSpec(
             path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads
         ), DataConfig.from_dict(manifest["data_config"])
+    from ..targets.torch import stored_precision
+
     loaded = load_model(item)
+    precision = stored_precision(loaded.module)  # a compressed checkpoint's int8 or fp16/bf16 weights
     return RunnerSpec(
-        f"{item} (PyTorch)", "torch", item, precision="fp32", target=target, threads=threads
+        f"{item} (PyTorch)", "torch", item, precision=precision, target=target, threads=threads
     ), loaded.data_config
 
 
