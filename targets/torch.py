@@ -31,6 +31,17 @@ def stored_precision(module: nn.Module) -> str:
     return next((_STORED[dtype] for dtype in (torch.bfloat16, torch.float16) if dtype in dtypes), "fp32")
 
 
+def refuse_int8_off_cpu(precision: str, device: str) -> None:
+    """PyTorch's dynamic int8 Linears have CPU kernels only: refuse them on another target in
+    one line, before any work, rather than with torch's own error once the rows before were
+    measured."""
+    if precision == "int8-dynamic" and device != "cpu":
+        raise VitedgeError(
+            f"PyTorch dynamic int8 runs on the CPU only, not on target {device}",
+            "use --target cpu for it, or export to ONNX int8 for a GPU (ONNX Runtime's CUDA provider, TensorRT)",
+        )
+
+
 @dataclass(frozen=True)
 class TorchRunner:
     module: nn.Module
@@ -59,6 +70,8 @@ def open_torch(
         )
     if device not in ("cpu", "cuda"):
         raise VitedgeError(f"PyTorch cannot run on target {device!r}", "use --target cpu or cuda")
+    held = stored_precision(module)
+    refuse_int8_off_cpu("int8-dynamic" if held == "int8-dynamic" else precision, device)
     if precision == "bf16" and device == "cpu":
         require_bf16("PyTorch bf16")
     if threads:
@@ -68,7 +81,7 @@ def open_torch(
         torch.backends.cudnn.allow_tf32 = False
     dtype = _DTYPES.get(precision, torch.float32)
     module = module.to(device=device, dtype=dtype) if dtype != torch.float32 else module.to(device)
-    held = stored_precision(module)
+    held = stored_precision(module)  # again: the fp16 cast above changes it
     computes = {"fp16": F16, "bf16": BF16}.get(held if held in ("fp16", "bf16") else precision, F32)
     info = RunnerInfo(
         runtime="torch",

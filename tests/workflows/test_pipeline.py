@@ -213,6 +213,26 @@ def test_a_torch_bf16_row_on_a_gpu_target_is_not_held_to_the_cpu(monkeypatch) ->
         check_rows(("torch:fp32", "openvino:int8-bf16"), "cuda")
 
 
+def test_pytorch_dynamic_int8_off_the_cpu_is_refused_before_any_work(monkeypatch, tiny_vit) -> None:
+    """Its quantized Linears have CPU kernels only: a `torch:int8-dynamic` row on target cuda,
+    and an int8 checkpoint opened for cuda (`vitedge bench FILE --target cuda`), are refused in
+    one line before the module moves (before: torch's own error once earlier rows had run).
+    Red without the check."""
+    import torch
+
+    from vitedge.compress.quantize import quantize_dynamic
+    from vitedge.targets.torch import open_torch
+    from vitedge.workflows.pipeline import check_rows
+
+    check_rows(("torch:fp32", "torch:int8-dynamic"), "cpu")
+    with pytest.raises(VitedgeError, match="PyTorch dynamic int8 runs on the CPU only, not on target cuda"):
+        check_rows(("torch:fp32", "torch:int8-dynamic"), "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    int8 = quantize_dynamic(tiny_vit.module).model
+    with pytest.raises(VitedgeError, match="CPU only"):
+        open_torch(int8, precision="fp32", device="cuda")
+
+
 @pytest.mark.parametrize("row", ["openvino:int8-bf16", "openvino:bf16"])
 def test_an_openvino_bf16_row_is_refused_where_openvino_computes_no_bf16(monkeypatch, row: str) -> None:
     """An ARM CPU with bf16: PyTorch computes bf16 there, OpenVINO's plugin would run f32 under

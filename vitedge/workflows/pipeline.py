@@ -88,17 +88,20 @@ def runner_spec(
 
 def check_rows(kinds: Sequence[str], target: str) -> None:
     """Refuse, before any work, a row this machine cannot build or run: a bf16 row on a CPU
-    without native bf16, an ExecuTorch row without executorch (what `vitedge export` refuses
-    for one artifact, and `targets.torch` for a bf16 module on `target` cpu), rather than
-    after the rows before it were measured."""
+    without native bf16, an ExecuTorch row without executorch, PyTorch dynamic int8 off the CPU
+    (what `vitedge export` refuses for one artifact, and `targets.torch` for one module),
+    rather than after the rows before it were measured."""
     from ..core.precision import NATIVE_BF16, require_bf16
     from ..exporter.export import FORMATS, check_request
+    from ..targets.torch import refuse_int8_off_cpu
 
     for kind in kinds:
         to, precision = kind.split(":", 1)
         if to in FORMATS:
             check_request(to, precision, has_calibration=True)  # the run draws its own calibration set
-        elif precision in NATIVE_BF16 and target == "cpu":
+            continue
+        refuse_int8_off_cpu(precision, target)
+        if precision in NATIVE_BF16 and target == "cpu":
             require_bf16(f"row {kind}")
 
 
