@@ -294,11 +294,23 @@ def check_request(to: str, precision: str, has_calibration: bool) -> None:
 
 
 def preflight(loaded: LoadedModel) -> None:
-    """Refuse, before writing anything, a model that would export garbage: NaN/inf weights (a
-    diverged training run) or a DataConfig input size the network cannot take (a checkpoint
-    whose metadata was edited by hand). One forward pass of one blank image."""
+    """Refuse, before writing anything, a model that would export garbage: int8 or fp16/bf16
+    weights from `vitedge compress` (an int8 module does not trace; a cast one would be written
+    as an "fp32" file computing in fp16), NaN/inf weights (a diverged training run) or a
+    DataConfig input size the network cannot take (a checkpoint whose metadata was edited by
+    hand). One forward pass of one blank image."""
     import torch
 
+    from ..compress.quantize import stored_precision
+
+    held = stored_precision(loaded.module)
+    if held != "fp32":
+        step = "quantize-dynamic" if held == "int8-dynamic" else held
+        raise VitedgeError(
+            f"{loaded.spec} holds {held} weights (vitedge compress's {step} step); the exporters start from the float model",
+            f"export the model from before that step, with --precision {'int8-dynamic, int8-static or int8' if step == 'quantize-dynamic' else held} "
+            "for the smaller file (the exporter quantizes or casts it itself)",
+        )
     broken = [
         name
         for name, value in loaded.module.state_dict().items()

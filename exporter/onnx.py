@@ -66,7 +66,7 @@ def _export_error(exc: Exception) -> VitedgeError:
     first = first_line(exc)
     return VitedgeError(
         f"torch.onnx.export failed: {first[:300]}",
-        "export the float model: int8 PyTorch modules (the quantize-dynamic step) do not export; the exporters quantize themselves",
+        "the model's forward does not trace as ONNX; if a compression step rewrote it, export the model from before that step",
     )
 
 

@@ -9,26 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+from ..compress.quantize import stored_precision
 from ..core.errors import VitedgeError
 from ..core.precision import BF16, F16, F32, require_bf16
 from .base import RunnerInfo
 from .bundle.run_bundle import execution_text
 
 _DTYPES = {"fp16": torch.float16}  # weights cast; bf16 runs through autocast instead
-_STORED = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def stored_precision(module: nn.Module) -> str:
-    """The precision a module holds, read from the module itself, not from a file name or the
-    precision a caller asks for: "int8-dynamic" where its Linears are PyTorch's dynamic int8
-    ones (`vitedge compress --step quantize-dynamic`), "fp16"/"bf16" where its weights are
-    (the cast steps), else "fp32"."""
-    if any(isinstance(layer, DynamicLinear) for layer in module.modules()):
-        return "int8-dynamic"
-    dtypes = {weight.dtype for weight in module.parameters() if weight.is_floating_point()}
-    return next((_STORED[dtype] for dtype in (torch.bfloat16, torch.float16) if dtype in dtypes), "fp32")
 
 
 def refuse_int8_off_cpu(precision: str, device: str) -> None:

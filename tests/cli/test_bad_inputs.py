@@ -253,6 +253,20 @@ def wrong_input_size(tmp: Path, a: Assets) -> list[str]:
     return export_of("weights.pth")
 
 
+def compressed(step: str) -> Setup:
+    """The export of a `vitedge compress --step STEP` checkpoint: an int8 module does not trace,
+    and a cast one would be written as an "fp32" file computing in fp16 (before: written, and
+    only the parity check, when it ran, said anything)."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        from vitedge.compress.registry import apply_steps, load_model
+
+        save_checkpoint(apply_steps(load_model(str(a.checkpoint)), [(step, {})]), tmp / "small.safetensors")
+        return export_of("small.safetensors")
+
+    return setup
+
+
 def empty_folder(tmp: Path, a: Assets) -> list[str]:
     (tmp / "empty").mkdir()
     return calibrate_on("empty")(tmp, a)
@@ -425,6 +439,12 @@ CASES = [
         lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--precision", "int8-static", "--out", "art"],
         ("calibration",),
     ),
+    Case(
+        "export-of-an-int8-checkpoint",
+        compressed("quantize-dynamic"),
+        ("holds int8-dynamic weights", "quantize-dynamic step", "start from the float model"),
+    ),
+    Case("export-of-an-fp16-checkpoint", compressed("fp16"), ("holds fp16 weights", "fp16 step")),
     Case("opset-too-old", lambda tmp, a: export_of(str(a.checkpoint), "--opset", "13"), ("opset 13",)),
     Case(
         "unknown-compress-step",

@@ -311,7 +311,7 @@ def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataC
         return RunnerSpec(
             path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads
         ), DataConfig.from_dict(manifest["data_config"])
-    from ..targets.torch import stored_precision
+    from ..compress.quantize import stored_precision
 
     loaded = load_model(item)
     precision = stored_precision(loaded.module)  # a compressed checkpoint's int8 or fp16/bf16 weights
