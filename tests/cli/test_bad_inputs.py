@@ -253,8 +253,8 @@ def wrong_input_size(tmp: Path, a: Assets) -> list[str]:
     return export_of("weights.pth")
 
 
-def compressed(step: str) -> Setup:
-    """The export of a `vitedge compress --step STEP` checkpoint: an int8 module does not trace,
+def compressed(step: str, command: str = "export") -> Setup:
+    """The export (or `vitedge quantize`) of a `vitedge compress --step STEP` checkpoint: an int8 module does not trace,
     and a cast one would be written as an "fp32" file computing in fp16 (before: written, and
     only the parity check, when it ran, said anything)."""
 
@@ -262,6 +262,19 @@ def compressed(step: str) -> Setup:
         from vitedge.compress.registry import apply_steps, load_model
 
         save_checkpoint(apply_steps(load_model(str(a.checkpoint)), [(step, {})]), tmp / "small.safetensors")
+        if command == "quantize":
+            return [
+                "quantize",
+                "small.safetensors",
+                "--to",
+                "onnx",
+                "--out",
+                "art",
+                "--max-drop",
+                "1",
+                "--calib-samples",
+                "4",
+            ]
         return export_of("small.safetensors")
 
     return setup
@@ -445,6 +458,7 @@ CASES = [
         ("holds int8-dynamic weights", "quantize-dynamic step", "start from the float model"),
     ),
     Case("export-of-an-fp16-checkpoint", compressed("fp16"), ("holds fp16 weights", "fp16 step")),
+    Case("quantize-of-a-bf16-checkpoint", compressed("bf16", "quantize"), ("holds bf16 weights", "bf16 step")),
     Case("opset-too-old", lambda tmp, a: export_of(str(a.checkpoint), "--opset", "13"), ("opset 13",)),
     Case(
         "unknown-compress-step",

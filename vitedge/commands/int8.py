@@ -96,6 +96,7 @@ def _setup(
 
     from ..calibration.calibset import build_calibration_set
     from ..calibration.sources import open_source
+    from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import evaluation_set
     from ..workflows.parity import held_out_reserve, same_source
@@ -104,6 +105,7 @@ def _setup(
         torch.set_num_threads(threads)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
+    preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
     images = open_source(calib)
     shared = same_source(data, calib)
     hold_out = held_out_reserve(images.count) if shared else 0
@@ -386,6 +388,7 @@ def calibrate_sweep_command(
     import torch
 
     from ..core.io import write_text_atomic
+    from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import calibration_record, evaluation_set
     from ..workflows.sweep import (
@@ -402,6 +405,7 @@ def calibrate_sweep_command(
         torch.set_num_threads(threads)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
+    preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
     all_variants = openvino_variants()
     if variants != "all":
         unknown = [v for v in _names(variants) if v not in all_variants]
