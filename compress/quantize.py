@@ -144,8 +144,8 @@ _STORED = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 def stored_precision(module: nn.Module) -> str:
     """The precision a module holds, read from the module itself, not from a file name or the
     precision a caller asks for: "int8-dynamic" where its Linears are PyTorch's dynamic int8
-    ones (the quantize-dynamic step), "fp16"/"bf16" where its weights are
-    (the cast steps), else "fp32"."""
+    ones (the quantize-dynamic step), "fp16"/"bf16" where its weights are (the cast steps),
+    else "fp32"."""
     if any(isinstance(layer, DynamicLinear) for layer in module.modules()):
         return "int8-dynamic"
     dtypes = {weight.dtype for weight in module.parameters() if weight.is_floating_point()}

@@ -59,7 +59,9 @@ def open_torch(
     if device not in ("cpu", "cuda"):
         raise VitedgeError(f"PyTorch cannot run on target {device!r}", "use --target cpu or cuda")
     held = stored_precision(module)
-    refuse_int8_off_cpu("int8-dynamic" if held == "int8-dynamic" else precision, device)
+    # what runs: the module's own int8/fp16/bf16 weights, else the cast or autocast `precision` asks for
+    runs = held if held != "fp32" else precision
+    refuse_int8_off_cpu(runs, device)
     if precision == "bf16" and device == "cpu":
         require_bf16("PyTorch bf16")
     if threads:
@@ -69,8 +71,7 @@ def open_torch(
         torch.backends.cudnn.allow_tf32 = False
     dtype = _DTYPES.get(precision, torch.float32)
     module = module.to(device=device, dtype=dtype) if dtype != torch.float32 else module.to(device)
-    held = stored_precision(module)  # again: the fp16 cast above changes it
-    computes = {"fp16": F16, "bf16": BF16}.get(held if held in ("fp16", "bf16") else precision, F32)
+    computes = {"fp16": F16, "bf16": BF16}.get(precision if runs == "int8-dynamic" else runs, F32)
     info = RunnerInfo(
         runtime="torch",
         device=device,
@@ -85,10 +86,7 @@ def open_torch(
                 else {}
             ),
         },
-        # int8 named where the module's Linears are int8, whatever was asked for
-        execution_precision=execution_text(
-            "int8-dynamic" if held == "int8-dynamic" else precision, computes, held == "int8-dynamic"
-        ),
+        execution_precision=execution_text(runs, computes, held == "int8-dynamic"),
     )
     return TorchRunner(
         module.eval(), info, torch.device(device), dtype, torch.bfloat16 if precision == "bf16" else None
