@@ -51,6 +51,29 @@ class ImageSet:
         return self.identities[index] if self.identities else f"{self.name}[{index}]"
 
 
+def _class_indices(name: str, labels: np.ndarray) -> np.ndarray:
+    """Labels as int64 class indices; anything else (negative, fractional, text, one-hot) is
+    refused, where a cast would truncate it into some class and score it silently."""
+    numeric = labels.dtype.kind in "iuf" and labels.ndim == 1
+    if numeric and (not len(labels) or (labels.min() >= 0 and np.array_equal(labels, np.round(labels)))):
+        return labels.astype(np.int64)
+    span = f", from {labels.min()} to {labels.max()}" if numeric else ""
+    raise VitedgeError(
+        f"{name}: the labels are not class indices (0, 1, 2, …): {labels.dtype} {labels.shape}{span}",
+        "save y as one whole number of at least 0 per image",
+    )
+
+
+def require_labels_within(labels: np.ndarray, classes: int) -> None:
+    """Labels that index no output of a `classes`-way model (a .npz or folder from another label
+    set) would score 0% as if the model were wrong: refused instead."""
+    if classes and len(labels) and int(labels.max()) >= classes:
+        raise VitedgeError(
+            f"the labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes (0 to {classes - 1})",
+            "score it on labelled images of its own classes, labels 0 to the class count - 1",
+        )
+
+
 def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, class_names: tuple[str, ...]) -> ImageSet:
     """An ImageSet over an in-memory uint8 N×H×W×3 array."""
     if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
@@ -62,6 +85,7 @@ def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, cl
         raise VitedgeError(
             f"{name}: {len(pixels)} images but {len(labels)} labels", "x and y must have the same length"
         )
+    labels = None if labels is None else _class_indices(name, labels)
     return ImageSet(name, len(pixels), pixels.__getitem__, labels, class_names)
 
 
@@ -145,7 +169,7 @@ def npz_image_set(path: Path) -> ImageSet:
                     "store images as x (uint8 N×H×W×3) and labels as y",
                 )
             pixels = data["x"]
-            labels = data["y"].astype(np.int64) if "y" in data else None
+            labels = data["y"] if "y" in data else None
     except (OSError, ValueError) as exc:
         raise VitedgeError(
             f"cannot read {path}: {exc}", "pass a .npz written by numpy.savez with arrays x and y"

@@ -53,6 +53,24 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        """A setting no training can run with fails here, before any data loads: otherwise torch
+        fails mid-epoch (label smoothing, threads) or zero epochs save the random start as if
+        trained."""
+        checks = (
+            ("epochs", self.epochs, self.epochs >= 1, "at least 1", "30"),
+            ("batch size", self.batch_size, self.batch_size >= 1, "at least 1", "128"),
+            ("learning rate", self.lr, self.lr > 0, "positive", "1e-3"),
+            ("weight decay", self.weight_decay, self.weight_decay >= 0, "0 or more", "0.05"),
+            ("warm-up epochs", self.warmup_epochs, self.warmup_epochs >= 0, "0 or more", "2"),
+            ("label smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)", "0.1"),
+            ("crop padding", self.crop_padding, self.crop_padding >= 0, "0 or more", "4"),
+            ("threads", self.threads, self.threads is None or self.threads >= 1, "at least 1", "2"),
+        )
+        for name, value, holds, bound, example in checks:
+            if not holds:
+                raise VitedgeError(f"training {name} {value} must be {bound}", f"e.g. {name} {example}")
+
 
 @dataclass(frozen=True)
 class EpochLog:
@@ -270,7 +288,19 @@ def cifar_vit_architecture(
     global_pool: str = "avg",
 ) -> Architecture:
     """A small timm ViT for low-resolution images: no class token, average-pooled tokens
-    (64 tokens at 32×32/patch 4, which token merging and Nyström landmarks divide evenly)."""
+    (64 tokens at 32×32/patch 4, which token merging and Nyström landmarks divide evenly).
+    Refuses a size timm would build but not train as asked: a patch that does not tile the
+    image (the border would be cut off), no blocks, or an MLP of width 0."""
+    if patch_size < 1 or img_size < patch_size or img_size % patch_size:
+        raise VitedgeError(
+            f"image size {img_size} is not a whole number of {patch_size}-pixel patches",
+            "pass an image size that is a multiple of the patch size, e.g. 32 with patch 4",
+        )
+    if depth < 1 or embed_dim < 1 or num_heads < 1 or mlp_ratio <= 0:
+        raise VitedgeError(
+            f"depth {depth}, width {embed_dim}, heads {num_heads} and MLP ratio {mlp_ratio} must all be positive",
+            "e.g. depth 6, width 128, heads 4, MLP ratio 2",
+        )
     return Architecture(
         "vit_tiny_patch16_224",
         {

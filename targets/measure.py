@@ -120,8 +120,10 @@ def check_timing_batches(runner: Runner, name: str, batches: tuple[int, ...]) ->
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
     """Top-1 and top-5 in percent, with the per-image top-1 hits."""
+    from ..calibration.sources import require_labels_within
     from .stats import pack_correct
 
+    require_labels_within(labels, logits.shape[1])
     top5 = np.argsort(-logits, axis=1)[:, :5]
     top1_hits = top5[:, 0] == labels
     top5_hits = (top5 == labels[:, None]).any(axis=1)

@@ -404,6 +404,23 @@ def verified_against_a_model_name(tmp: Path, a: Assets) -> list[str]:
     return ["verify", "art1", "--samples", "8"]
 
 
+def npz_labelled(labels: list[int] | list[float]) -> Setup:
+    """`vitedge eval` on a .npz whose y holds `labels` (one black image each)."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        np.savez(tmp / "set.npz", x=np.zeros((len(labels), 32, 32, 3), np.uint8), y=np.array(labels))
+        return ["eval", str(a.checkpoint), "--data", "set.npz"]
+
+    return setup
+
+
+def train_on_four_images(tmp: Path, *options: str) -> list[str]:
+    """`vitedge train` on four black images, one epoch unless `options` say otherwise: seconds
+    if a bad option is let through."""
+    np.savez(tmp / "four.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=np.arange(4))
+    return ["train", "--data", "four.npz", "--test-data", "", "--epochs", "1", *options, "--out", "t.safetensors"]
+
+
 def recipe(text: str) -> Setup:
     def setup(tmp: Path, a: Assets) -> list[str]:
         (tmp / "bad.toml").write_text(text)
@@ -436,6 +453,36 @@ CASES = [
         "missing-model-file", lambda tmp, a: export_of("nothere.safetensors"), ("nothere.safetensors", "does not exist")
     ),
     Case("not-a-vit-export", lambda tmp, a: export_of("resnet18"), ("vision transformer", "resnet18")),
+    Case(
+        "export-of-an-artifact-folder",
+        lambda tmp, a: export_of(str(a.onnx)),
+        ("artifact folder written by vitedge export", "not a PyTorch model"),
+    ),
+    Case(
+        "export-of-a-plain-folder",
+        lambda tmp, a: ((tmp / "plain").mkdir(), export_of("plain"))[1],
+        ("plain is a folder but not a model", "config.json"),
+    ),
+    Case(
+        "bench-of-an-exported-model-file",
+        lambda tmp, a: ["bench", str(a.onnx / "model.onnx"), "--data", ""],
+        ("model.onnx is not a PyTorch checkpoint",),
+    ),
+    Case(
+        "verify-of-a-file-in-an-artifact",
+        lambda tmp, a: ["verify", str(a.onnx / MANIFEST)],
+        ("manifest.json is a file, not a vitedge artifact folder",),
+    ),
+    Case(
+        "train-zero-epochs",
+        lambda tmp, a: train_on_four_images(tmp, "--epochs", "0"),
+        ("training epochs 0", "at least 1"),
+    ),
+    Case(
+        "train-image-not-whole-patches",
+        lambda tmp, a: train_on_four_images(tmp, "--img-size", "30"),
+        ("image size 30", "4-pixel patches"),
+    ),
     Case(
         "not-a-vit-compress",
         lambda tmp, a: ["compress", "resnet18", "--step", "prune-heads:ratio=0.25", "--out", "small.safetensors"],
@@ -484,6 +531,9 @@ CASES = [
     Case("broken-and-bomb-images", broken_images, ("no readable images", "broken")),
     Case("nan-inf-float-npz", float_npz_with_nan, ("uint8", "float32")),
     Case("zero-calibration-samples", calibrate_on("cifar10:train", 0), ("0 images",)),
+    Case("npz-negative-labels", npz_labelled([0, -1]), ("set.npz", "not class indices", "from -1 to 0")),
+    Case("npz-fractional-labels", npz_labelled([0.5, 1.0]), ("set.npz", "not class indices")),
+    Case("labels-beyond-the-model", npz_labelled([0, 99]), ("labels run from 0 to 99", "10 classes")),
     Case("more-calibration-samples-than-images", too_few_images, ("5 images", "only 4")),
     Case("eval-samples-zero", lambda tmp, a: ["eval", str(a.checkpoint), "--samples", "0"], ("--samples", "positive")),
     Case(
@@ -1045,6 +1095,33 @@ def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
     with pytest.raises(VitedgeError, match="unknown model 'vit_bsae_patch16_224'") as error:
         load_model("vit_bsae_patch16_224")
     assert error.value.hint.startswith("did you mean vit_base_patch16_224?"), error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["export", "vitedge-cifar10", "--to", "onnx", "--out", "x", "--threads", "-1"], "--threads"),
+        (["export", "vitedge-cifar10", "--to", "onnx", "--out", "x", "--verify-samples", "0"], "--verify-samples"),
+        (["bench", "vitedge-cifar10", "--runs", "0", "--samples", "8"], "--runs"),
+        (["bench", "vitedge-cifar10", "--threads", "0", "--samples", "8"], "--threads"),
+        (["verify", "x", "--min-top1", "5"], "--min-top1"),
+        (["verify", "x", "--max-abs", "-1"], "--max-abs"),
+        (["compress", "vitedge-cifar10", "--step", "fp16", "--data-count", "-1", "--out", "x"], "--data-count"),
+    ],
+    ids=["export-threads", "export-verify-samples", "bench-runs", "bench-threads", "min-top1", "max-abs", "data-count"],
+)
+def test_a_number_out_of_its_range_is_refused_before_any_work(
+    args: list[str], option: str, capsys, monkeypatch, tmp_path: Path
+) -> None:
+    """Before these had bounds, `--threads -1` ended in torch's traceback after the export was
+    written, `--verify-samples 0` was refused only after it, `--min-top1 5` made every artifact
+    fail its check, and `--runs 0` or `--data-count -1` ran as something else."""
+    from tests.support.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = cli(capsys, monkeypatch, *args)
+    assert code == 2 and f"Invalid value for '{option}'" in stderr, stderr
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -307,6 +307,19 @@ def test_bench_labels_a_compressed_checkpoint_by_what_it_holds(tiny_checkpoint: 
     assert fastest_fp32(rows) is rows[0]
 
 
+def test_bench_takes_a_transformers_folder_as_a_model(tmp_path: Path) -> None:
+    """A save_pretrained folder is a model to `vitedge bench`, as to every other command (before:
+    every folder was read as an artifact, "not a vitedge artifact (no manifest.json)")."""
+    from tests.support.families import hf_folder
+    from vitedge.workflows.pipeline import bench
+
+    folder = hf_folder(tmp_path / "hf")
+    (row,) = bench([str(folder)], samples=8, batches=(1,), threads=1, measure=quick_measure)
+    assert row.measurement.name == f"{folder} (PyTorch)"
+    assert (row.measurement.precision, row.measurement.execution_precision) == ("fp32", "f32")
+    assert row.measurement.accuracy is not None and row.measurement.accuracy.samples == 8
+
+
 def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from vitedge.cli import app
 

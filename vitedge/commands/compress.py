@@ -25,7 +25,7 @@ def compress_command(
         None,
         help="Labelled images for steps that use data (prune-taylor, importance=taylor, distill, finetune): cifar10:train, a folder, a .npz.",
     ),
-    data_count: int = typer.Option(0, help="Use this many images of --data, class-balanced (0: all)."),
+    data_count: int = typer.Option(0, min=0, help="Use this many images of --data, class-balanced (0: all)."),
     arch: str | None = typer.Option(None, help="timm architecture of a .pth/.safetensors without metadata."),
 ) -> None:
     """Compress a model with one or more steps; the result loads anywhere a model is accepted."""
@@ -66,7 +66,7 @@ def distill_command(
     alpha: float = typer.Option(0.5, help="Weight of the teacher term."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft term."),
     seed: int = typer.Option(0, help="Seed for initialization, order and augmentation."),
-    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
 ) -> None:

@@ -100,6 +100,7 @@ def export_command(
     ),
     calib_samples: int | None = typer.Option(
         None,
+        min=1,
         help="Number of calibration images (class-balanced when labelled); default: up to 256, as many as --calib can spare.",
     ),
     calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
@@ -150,8 +151,8 @@ def export_command(
         None,
         help="Images for the parity check (never a calibration image); default: images of --calib held out of calibration, else CIFAR-10 test.",
     ),
-    verify_samples: int | None = typer.Option(None, help="Number of parity images; default: up to 1000."),
-    threads: int | None = typer.Option(None, help="CPU threads for the parity check."),
+    verify_samples: int | None = typer.Option(None, min=1, help="Number of parity images; default: up to 1000."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for the parity check."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
     """Export MODEL to an ONNX, OpenVINO or ExecuTorch artifact folder, then verify it against PyTorch."""
@@ -337,12 +338,18 @@ def verify_command(
         None,
         help="Real images to compare on (never a calibration image); default: images of the recorded calibration source held out of it, else CIFAR-10 test.",
     ),
-    samples: int | None = typer.Option(None, help="Number of images; default: up to 1000."),
-    max_abs: float | None = typer.Option(None, help="Override: largest allowed |logit difference|."),
-    min_cosine: float | None = typer.Option(None, help="Override: smallest allowed mean cosine similarity."),
-    min_cosine_each: float | None = typer.Option(None, help="Override: smallest allowed per-image cosine similarity."),
-    min_top1: float | None = typer.Option(None, help="Override: smallest allowed top-1 agreement (0..1)."),
-    threads: int | None = typer.Option(None, help="CPU threads."),
+    samples: int | None = typer.Option(None, min=1, help="Number of images; default: up to 1000."),
+    max_abs: float | None = typer.Option(None, min=0, help="Override: largest allowed |logit difference|."),
+    min_cosine: float | None = typer.Option(
+        None, min=0, max=1, help="Override: smallest allowed mean cosine similarity."
+    ),
+    min_cosine_each: float | None = typer.Option(
+        None, min=0, max=1, help="Override: smallest allowed per-image cosine similarity."
+    ),
+    min_top1: float | None = typer.Option(
+        None, min=0, max=1, help="Override: smallest allowed top-1 agreement (0..1)."
+    ),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the parity report as JSON."),
 ) -> None:
     """Compare an artifact's logits with PyTorch's on real images; exit 1 outside tolerance."""

@@ -138,7 +138,7 @@ def sensitivity_command(
     ),
     pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     data: str = typer.Option("cifar10", "--data", help="Held-out images to score on (never a calibration image)."),
-    samples: int = typer.Option(1000, help="Number of held-out images."),
+    samples: int = typer.Option(1000, min=1, help="Number of held-out images."),
     to: str = typer.Option(
         "onnx", "--to", help="Runtime whose int8 to analyse: onnx (ORT static QDQ) or openvino (NNCF)."
     ),
@@ -150,13 +150,13 @@ def sensitivity_command(
     ),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_samples: int | None = typer.Option(
-        None, help="Number of calibration images; default: up to 256, as many as --calib can spare."
+        None, min=1, help="Number of calibration images; default: up to 256, as many as --calib can spare."
     ),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: int | None = typer.Option(1, help="CPU threads."),
+    threads: int | None = typer.Option(1, min=1, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Rank MODEL's quantizable nodes by how much int8 accuracy they cost; table + bar plot."""
@@ -211,18 +211,18 @@ def quantize_command(
         None, "--min-cosine", help="Instead of --max-drop: smallest allowed mean cosine to the fp32 logits."
     ),
     data: str = typer.Option("cifar10", "--data", help="Held-out validation images (never a calibration image)."),
-    samples: int = typer.Option(10000, help="Validation images the budget is judged on."),
-    rank_samples: int = typer.Option(1000, help="Of those, how many rank the nodes (sensitivity)."),
+    samples: int = typer.Option(10000, min=1, help="Validation images the budget is judged on."),
+    rank_samples: int = typer.Option(1000, min=1, help="Of those, how many rank the nodes (sensitivity)."),
     group: str = typer.Option("node", help="Exclusion unit: node, block or kind."),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_samples: int | None = typer.Option(
-        None, help="Number of calibration images; default: up to 256, as many as --calib can spare."
+        None, min=1, help="Number of calibration images; default: up to 256, as many as --calib can spare."
     ),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
-    timing_runs: int = typer.Option(20, help="Batch-1 timed runs per exclusion for its speed cost (0: skip)."),
+    timing_runs: int = typer.Option(20, min=0, help="Batch-1 timed runs per exclusion for its speed cost (0: skip)."),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: int | None = typer.Option(1, help="CPU threads (evaluation and timing)."),
+    threads: int | None = typer.Option(1, min=1, help="CPU threads (evaluation and timing)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's accuracy_budget as JSON."),
 ) -> None:
@@ -374,14 +374,14 @@ def calibrate_sweep_command(
         help="OpenVINO variants: all, or a comma-separated subset of default, mixed, smoothquant-off, bias-correction-off, bias-correction-full.",
     ),
     data: str = typer.Option("cifar10", "--data", help="Held-out evaluation images (never a calibration image)."),
-    samples: int = typer.Option(1000, help="Number of evaluation images."),
+    samples: int = typer.Option(1000, min=1, help="Number of evaluation images."),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_seed: int = typer.Option(0, help="Seed of the calibration draws."),
     out_dir: Path = typer.Option(
         Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md."
     ),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
-    threads: int | None = typer.Option(1, help="CPU threads."),
+    threads: int | None = typer.Option(1, min=1, help="CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the sweep as JSON."),
 ) -> None:
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""

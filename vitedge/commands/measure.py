@@ -38,7 +38,7 @@ def eval_command(
     samples: str = typer.Option("all", help="How many images (class-balanced, seeded), or 'all'."),
     arch: str | None = typer.Option(None, help="Architecture of a bare .pth/.safetensors (timm name)."),
     pretrained: bool = typer.Option(False, help="Load timm's pretrained weights for a timm name."),
-    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Top-1 / top-5 accuracy of a PyTorch model on labelled images."""
@@ -62,8 +62,8 @@ def bench_command(
     data: str | None = typer.Option("cifar10", help="Labelled images for top-1 ('' to skip accuracy)."),
     samples: str = typer.Option("1000", help="Images for accuracy, or 'all'."),
     batch: str = typer.Option("1,8", help="Batch sizes to time, comma-separated."),
-    threads: int = typer.Option(2, help="Intra-op threads for every runtime."),
-    runs: int = typer.Option(20, help="Timed calls per batch size (at least 1 s), after warm-up."),
+    threads: int = typer.Option(2, min=1, help="Intra-op threads for every runtime."),
+    runs: int = typer.Option(20, min=1, help="Timed calls per batch size (at least 1 s), after warm-up."),
     identity: Path | None = typer.Option(None, help="SSH private key for an ssh:// target."),
     accept_new_host_key: bool = typer.Option(False, help="ssh:// only: trust a board's host key on first contact."),
     known_hosts: Path | None = typer.Option(

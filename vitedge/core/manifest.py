@@ -24,12 +24,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_artifact(path: Path) -> bool:
+    """A folder `vitedge export` wrote (it holds the manifest)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of the artifact `folder` (or the manifest file itself), with its fields and
+    """The manifest of the artifact `folder`, with its fields and
     every path it names checked: a manifest that points outside its folder is refused here, so
     no reader (runner, bundle builder, size summary) can be steered outside the artifact."""
     folder = Path(folder)
-    path = folder / MANIFEST if folder.is_dir() else folder
+    if folder.is_file():  # the model file or the manifest itself: the checksums are of the folder's files
+        holder = (
+            f"the folder that holds it, {folder.parent}"
+            if is_artifact(folder.parent)
+            else "a folder written by `vitedge export`"
+        )
+        raise VitedgeError(f"{folder} is a file, not a vitedge artifact folder", f"pass {holder}")
+    path = folder / MANIFEST
     if not path.is_file():
         raise VitedgeError(
             f"{folder} is not a vitedge artifact (no {MANIFEST})", "pass a folder written by `vitedge export`"

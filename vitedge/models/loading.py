@@ -23,7 +23,7 @@ import torch.nn as nn
 from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError
 from ..core.io import write_bytes_atomic
-from ..core.manifest import sha256_file
+from ..core.manifest import MANIFEST, sha256_file
 from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
 from .preprocessing import data_config_for, hf_data_config
 from .types import Architecture, LoadedModel, StepRecord
@@ -251,8 +251,24 @@ def load_checkpoint(
 ) -> LoadedModel:
     """A local checkpoint: our own metadata wins; otherwise `arch_name` is required."""
     path = Path(path)
+    if (path / MANIFEST).is_file():
+        raise VitedgeError(
+            f"{path} is an artifact folder written by vitedge export, not a PyTorch model",
+            "pass the model it was exported from (its manifest.json names it under source)",
+        )
+    if path.is_dir():
+        raise VitedgeError(
+            f"{path} is a folder but not a model: no config.json (transformers) and no manifest.json (vitedge artifact)",
+            "pass a .safetensors or .pth file, or a folder written by save_pretrained",
+        )
     if not path.is_file():
         raise VitedgeError(f"model file {path} does not exist", "check the path")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise VitedgeError(
+            f"{path} is not a PyTorch checkpoint (vitedge reads {', '.join(CHECKPOINT_SUFFIXES)})",
+            "an exported model (.onnx, .xml, .pte) is measured and verified through its artifact folder; "
+            "pass that folder, or the PyTorch checkpoint",
+        )
     if path.suffix == ".safetensors":
         state, header = _read_safetensors(path)
         metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else _sidecar_metadata(path)
@@ -286,6 +302,12 @@ def load_checkpoint(
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 
+def is_transformers_folder(path: Path) -> bool:
+    """A transformers `save_pretrained` folder (config.json beside the weights): a model, where
+    any other folder a command takes is an artifact."""
+    return path.is_dir() and (path / "config.json").is_file()
+
+
 def has_random_weights(spec: str, *, pretrained: bool) -> bool:
     """Whether `load_model(spec, pretrained=...)` builds an architecture with random weights (a
     timm, torchvision or transformers hub name without `pretrained`): fine for parity and
@@ -307,7 +329,7 @@ def load_model(
             )
         return load_checkpoint(EMBEDDED[spec], spec=spec, replay=replay)
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():  # a transformers save_pretrained folder
+    if is_transformers_folder(path):
         return load_transformers(str(path), spec=spec)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         return load_checkpoint(path, arch_name=arch, replay=replay)

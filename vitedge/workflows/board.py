@@ -335,13 +335,13 @@ def record_local(rows: list[ResultRow], items: Sequence[str]) -> None:
     a local bench of artifacts runs no parity check, so they recommend nothing by themselves
     and `vitedge targets` shows them beside its rule)."""
     from ..core.cpu import probe_cpu
-    from ..core.manifest import read_manifest
+    from ..core.manifest import is_artifact, read_manifest
     from ..targets import measured
 
     cpu = probe_cpu()
     if cpu.arch not in measured.ARM:
         return
-    pairs = [(row, read_manifest(Path(item))) for row, item in zip(rows, items, strict=True) if Path(item).is_dir()]
+    pairs = [(row, read_manifest(Path(item))) for row, item in zip(rows, items, strict=True) if is_artifact(Path(item))]
     _keep(cpu, pairs, where="local")
 
 

@@ -17,11 +17,11 @@ import numpy as np
 from rich.console import Console
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..calibration.sources import ImageSet, open_source, subset_indices
+from ..calibration.sources import ImageSet, open_source, require_labels_within, subset_indices
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder
-from ..models import LoadedModel, save_checkpoint
+from ..models import LoadedModel, is_transformers_folder, save_checkpoint
 from ..targets.measure import (
     Accuracy,
     Measurement,
@@ -44,6 +44,8 @@ class EvalData:
 
 
 def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
+    if images.labels is not None:
+        require_labels_within(images.labels, config.num_classes)
     indices = subset_indices(images, samples, seed=seed)
     inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
     labels = np.asarray(images.labels)[indices] if images.labels is not None else None
@@ -306,7 +308,7 @@ def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataC
     from ..core.manifest import read_manifest
 
     path = Path(item)
-    if path.is_dir():
+    if path.is_dir() and not is_transformers_folder(path):
         manifest = read_manifest(path)
         return RunnerSpec(
             path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads
