@@ -97,6 +97,15 @@ def lowrank(
         set_module(model, name, factorize(linear, chosen))
         ranks[name] = chosen
     options = {"layers": layers, **({"rank": int(rank)} if rank is not None else {"energy": float(energy)})}
+    factorable = [linear for name, linear in targets if name not in direct]
+    if factorable and not ranks:  # every layer kept whole: a no-op recorded as compression
+        useful = max((m.in_features * m.out_features - 1) // (m.in_features + m.out_features) for m in factorable)
+        asked = f"rank={rank}" if rank is not None else f"energy={energy}"
+        raise VitedgeError(
+            f"lowrank: {asked} factors none of the {len(factorable)} layers: at that rank the two factors "
+            "hold at least as many weights as the layer",
+            f"use rank={useful} or lower (or a lower energy), e.g. lowrank:rank={max(1, useful // 2)}",
+        )
     return StepResult(model.eval(), record("lowrank", options, {"ranks": ranks, "skipped": skipped}))
 
 

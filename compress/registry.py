@@ -69,6 +69,8 @@ def parse_step_spec(spec: str) -> tuple[str, dict[str, bool | int | float | str]
         if key not in step.options:
             valid = ", ".join(step.options) or "none"
             raise VitedgeError(f"step {name} has no option {key!r}", f"options of {name}: {valid}")
+        if key in options:  # the last would win silently: a typo for another option, or a stale copy
+            raise VitedgeError(f"step option {key!r} is given twice in {spec!r}", f"give {key} once")
         options[key] = _value(value)
     return name.strip(), options
 

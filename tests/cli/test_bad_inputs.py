@@ -530,7 +530,6 @@ CASES = [
     Case("folder-of-non-images", non_images, ("no readable images", "docs")),
     Case("broken-and-bomb-images", broken_images, ("no readable images", "broken")),
     Case("nan-inf-float-npz", float_npz_with_nan, ("uint8", "float32")),
-    Case("zero-calibration-samples", calibrate_on("cifar10:train", 0), ("0 images",)),
     Case("npz-negative-labels", npz_labelled([0, -1]), ("set.npz", "not class indices", "from -1 to 0")),
     Case("npz-fractional-labels", npz_labelled([0.5, 1.0]), ("set.npz", "not class indices")),
     Case("labels-beyond-the-model", npz_labelled([0, 99]), ("labels run from 0 to 99", "10 classes")),
@@ -1102,13 +1101,27 @@ def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
     [
         (["export", "vitedge-cifar10", "--to", "onnx", "--out", "x", "--threads", "-1"], "--threads"),
         (["export", "vitedge-cifar10", "--to", "onnx", "--out", "x", "--verify-samples", "0"], "--verify-samples"),
+        (
+            ["export", "vitedge-cifar10", "--to", "onnx", "--precision", "int8-static", "--calib", "cifar10:train"]
+            + ["--calib-samples", "0", "--out", "x"],
+            "--calib-samples",
+        ),
         (["bench", "vitedge-cifar10", "--runs", "0", "--samples", "8"], "--runs"),
         (["bench", "vitedge-cifar10", "--threads", "0", "--samples", "8"], "--threads"),
         (["verify", "x", "--min-top1", "5"], "--min-top1"),
         (["verify", "x", "--max-abs", "-1"], "--max-abs"),
         (["compress", "vitedge-cifar10", "--step", "fp16", "--data-count", "-1", "--out", "x"], "--data-count"),
     ],
-    ids=["export-threads", "export-verify-samples", "bench-runs", "bench-threads", "min-top1", "max-abs", "data-count"],
+    ids=[
+        "export-threads",
+        "export-verify-samples",
+        "calib-samples",
+        "bench-runs",
+        "bench-threads",
+        "min-top1",
+        "max-abs",
+        "data-count",
+    ],
 )
 def test_a_number_out_of_its_range_is_refused_before_any_work(
     args: list[str], option: str, capsys, monkeypatch, tmp_path: Path

@@ -38,3 +38,18 @@ def test_lowrank_shrinks_the_blocks_and_skips_unprofitable_layers(tiny_vit) -> N
     assert "blocks.0.attn.proj" in lowrank(tiny_vit.module, rank=40).record["structure"]["skipped"]
     with pytest.raises(VitedgeError, match="exactly one"):
         lowrank(tiny_vit.module, rank=4, energy=0.9)
+
+
+def test_a_rank_that_factors_no_layer_is_refused(tiny_vit) -> None:
+    """Every layer too small for the rank: the step would change nothing and record itself as
+    compression (before: `lowrank:rank=100000` saved the same weights as a lowrank model). The
+    hint names the largest rank that factors a layer: the 64×192 qkv up to 47 (47·256 < 64·192)."""
+    with pytest.raises(VitedgeError, match="rank=100000 factors none of the 8 layers") as refused:
+        lowrank(tiny_vit.module, rank=100000)
+    assert refused.value.hint.startswith("use rank=47 or lower")
+    assert list(lowrank(tiny_vit.module, rank=47).record["structure"]["ranks"]) == [
+        "blocks.0.attn.qkv",
+        "blocks.1.attn.qkv",
+    ]
+    with pytest.raises(VitedgeError, match="rank=48 factors none"):
+        lowrank(tiny_vit.module, rank=48)

@@ -54,6 +54,9 @@ def test_parse_step_spec_typos_list_the_valid_choices() -> None:
     assert "r" in option.value.hint and "mode" in option.value.hint
     with pytest.raises(VitedgeError, match="key=value"):
         parse_step_spec("tokens:r")
+    # the last of two would win silently
+    with pytest.raises(VitedgeError, match="step option 'ratio' is given twice"):
+        parse_step_spec("prune-heads:ratio=0.25,ratio=0.5")
 
 
 def test_bad_option_values_are_user_errors(tiny_vit) -> None:

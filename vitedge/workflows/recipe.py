@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,17 @@ def check_tables(data: dict[str, Any], schema: Schema, arrays: frozenset[str], s
         check_keys(body, schema[table], f"[{table}]", source, text)
 
 
+def require_at_least_one(entries: Iterable[tuple[str, str, int]], source: str, text: str) -> None:
+    """Counts a recipe gives (table, key, value) that must be 1 or more: a thread count or a number
+    of runs, images or epochs below that fails hours into a run, or runs as something else."""
+    for table, key, value in entries:
+        if value < 1:
+            raise VitedgeError(
+                f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}",
+                "use a whole number of at least 1",
+            )
+
+
 def count_or_all(value: int | str, key: str, source: str, text: str) -> int | None:
     """A count of images: a positive number, or "all" (None)."""
     if value == "all":
@@ -213,17 +225,16 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             f'{source}:{_line_of(text, "samples") or "?"}: [data] samples must be a number or "all"',
             'e.g. samples = 1000 or samples = "all"',
         )
-    for table, key, value in (
-        ("data", "samples", samples if samples != "all" else 1),
-        ("calibration", "samples", calibration.get("samples", 1)),
-        ("bench", "threads", bench.get("threads", 1)),
-        ("bench", "runs", bench.get("runs", 1)),
-    ):
-        if value < 1:
-            raise VitedgeError(
-                f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}",
-                "use a whole number of at least 1",
-            )
+    require_at_least_one(
+        (
+            ("data", "samples", samples if samples != "all" else 1),
+            ("calibration", "samples", calibration.get("samples", 1)),
+            ("bench", "threads", bench.get("threads", 1)),
+            ("bench", "runs", bench.get("runs", 1)),
+        ),
+        source,
+        text,
+    )
     batches = bench.get("batches", [1, 8])
     if not batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
         raise VitedgeError(

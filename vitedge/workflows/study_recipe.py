@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import VitedgeError
-from .recipe import RECIPES_DIR, ROW_KINDS, _line_of, _unknown, check_keys, check_tables, count_or_all, read_toml
+from .recipe import (
+    RECIPES_DIR,
+    ROW_KINDS,
+    _line_of,
+    _unknown,
+    check_keys,
+    check_tables,
+    count_or_all,
+    read_toml,
+    require_at_least_one,
+)
 
 STUDY_RECIPE = RECIPES_DIR / "study.toml"
 QUICK_RECIPE = RECIPES_DIR / "study-quick.toml"
@@ -230,6 +240,15 @@ def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe
             f"{source}:{_line_of(text, 'batches') or '?'}: [bench] batches must be positive sizes",
             "e.g. batches = [1, 8]",
         )
+    counts = {
+        "study": (study, ("speed_samples", "train_samples")),
+        "calibration": (calibration, ("samples", "speed_samples")),
+        "distill": (data.get("distill", {}), ("epochs", "batch_size")),
+        "bench": (bench, ("threads", "runs")),
+    }
+    require_at_least_one(
+        [(table, key, body[key]) for table, (body, keys) in counts.items() for key in keys if key in body], source, text
+    )
     study_keys = ("name", "model", "speed_model", "student_speed_model", "pretrained", "data", "speed_samples")
     return dataclasses.replace(
         defaults,
