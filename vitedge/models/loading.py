@@ -23,7 +23,7 @@ import torch.nn as nn
 from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError
 from ..core.io import write_bytes_atomic
-from ..core.manifest import MANIFEST, sha256_file
+from ..core.manifest import is_artifact, sha256_file
 from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
 from .preprocessing import data_config_for, hf_data_config
 from .types import Architecture, LoadedModel, StepRecord
@@ -251,7 +251,7 @@ def load_checkpoint(
 ) -> LoadedModel:
     """A local checkpoint: our own metadata wins; otherwise `arch_name` is required."""
     path = Path(path)
-    if (path / MANIFEST).is_file():
+    if is_artifact(path):
         raise VitedgeError(
             f"{path} is an artifact folder written by vitedge export, not a PyTorch model",
             "pass the model it was exported from (its manifest.json names it under source)",
