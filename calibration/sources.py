@@ -64,6 +64,14 @@ def _class_indices(name: str, labels: np.ndarray) -> np.ndarray:
     )
 
 
+def scores_other_classes(data_classes: Sequence[str], model_labels: Sequence[str]) -> bool:
+    """CIFAR-10's labels scored against a model whose own class names are known and are not
+    CIFAR-10's (an ImageNet model): in range, so scored, but label 0 is "airplane" to the data
+    and the model's first class (ImageNet's "tench") to the model. Only CIFAR-10's names are
+    trusted here: a folder's class names (ImageNet's synset ids) rarely spell the model's labels."""
+    return has_cifar10_labels(data_classes) and bool(model_labels) and not has_cifar10_labels(model_labels)
+
+
 def require_labels_within(labels: np.ndarray, classes: int) -> None:
     """Labels that index no output of a `classes`-way model (a .npz or folder from another label
     set) would score 0% as if the model were wrong: refused instead."""

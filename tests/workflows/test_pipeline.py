@@ -320,6 +320,26 @@ def test_bench_takes_a_transformers_folder_as_a_model(tmp_path: Path) -> None:
     assert row.measurement.accuracy is not None and row.measurement.accuracy.samples == 8
 
 
+def test_cifar10_labels_scored_by_a_model_of_other_classes_are_warned_not_refused() -> None:
+    """An ImageNet model on CIFAR-10: labels 0-9 are in its range, so they are scored, but 0 is
+    "airplane" to the data and "tench" to the model; the top-1 is said to be no accuracy (before:
+    printed as one). A model with CIFAR-10's names, or with no names, is not warned about."""
+    import warnings
+
+    from vitedge.calibration.preprocess import DataConfig
+    from vitedge.calibration.sources import CIFAR10_CLASSES, array_image_set
+    from vitedge.workflows.pipeline import prepare_eval_data
+
+    images = array_image_set("c10", np.zeros((4, 32, 32, 3), np.uint8), np.arange(4), CIFAR10_CLASSES)
+    imagenet = DataConfig((3, 32, 32), labels=tuple(f"class {i}" for i in range(1000)))
+    with pytest.warns(UserWarning, match="c10 has CIFAR-10's labels and the model has its own 1000 classes"):
+        prepare_eval_data(images, imagenet, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_eval_data(images, DataConfig((3, 32, 32), num_classes=10, labels=CIFAR10_CLASSES), None)
+        prepare_eval_data(images, DataConfig((3, 32, 32)), None)
+
+
 def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from vitedge.cli import app
 

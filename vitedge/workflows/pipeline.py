@@ -8,6 +8,7 @@ preprocessed inputs; parity compares each row's logits with the fp32 PyTorch row
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,13 @@ import numpy as np
 from rich.console import Console
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..calibration.sources import ImageSet, open_source, require_labels_within, subset_indices
+from ..calibration.sources import (
+    ImageSet,
+    open_source,
+    require_labels_within,
+    scores_other_classes,
+    subset_indices,
+)
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder
@@ -46,6 +53,12 @@ class EvalData:
 def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
     if images.labels is not None:
         require_labels_within(images.labels, config.num_classes)
+        if scores_other_classes(images.class_names, config.labels):
+            warnings.warn(
+                f"{images.name} has CIFAR-10's labels and the model has its own {len(config.labels)} classes "
+                f"({config.labels[0]}, …): its top-1 here is not an accuracy (parity and speed still hold)",
+                stacklevel=2,
+            )
     indices = subset_indices(images, samples, seed=seed)
     inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
     labels = np.asarray(images.labels)[indices] if images.labels is not None else None
