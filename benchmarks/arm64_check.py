@@ -103,12 +103,16 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def board_options(parser: argparse.ArgumentParser) -> None:
+def board_options(parser: argparse.ArgumentParser, *, boards: str | None = None) -> None:
     """The options every emulated-arm64 check takes: where its Debian tree and wheels live,
-    the mirror they come from, and the qemu-aarch64 that runs them."""
+    the mirror they come from and the qemu-aarch64 that runs them; with `boards` (the check's
+    default list), which boards it emulates one by one and how many images each runs."""
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "vitedge" / "arm64")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--qemu", default=QEMU, help="the qemu-aarch64 to emulate with (a name on PATH or a path)")
+    if boards is not None:
+        parser.add_argument("--boards", default=boards, help=f"emulated boards: {', '.join(BOARDS)}")
+        parser.add_argument("--images", type=int, default=16)
 
 
 def chosen_boards(text: str) -> list[str] | None:
@@ -427,9 +431,7 @@ def main() -> int:
         action="append",
         help="artifact folder(s) to check (default: the tiny ViT, fp32 and int8)",
     )
-    board_options(parser)
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--boards", default="pi5,pi4", help=f"emulated boards: {', '.join(BOARDS)}")
+    board_options(parser, boards="pi5,pi4")
     parser.add_argument("--executorch", action="store_true", help="also vitedge-cifar10 as ExecuTorch fp32 and int8")
     parser.add_argument("--torch-index", default=TORCH_CPU_INDEX, help="where the board's CPU-only torch comes from")
     args = parser.parse_args()

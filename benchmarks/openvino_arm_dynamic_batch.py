@@ -68,9 +68,7 @@ def test_images(artifact: Path, count: int) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, help="an OpenVINO int8 artifact (default: vitedge-cifar10 int8)")
-    board_options(parser)
-    parser.add_argument("--boards", default="pi4,pi5", help=f"emulated boards: {', '.join(BOARDS)}")
-    parser.add_argument("--images", type=int, default=16)
+    board_options(parser, boards="pi4,pi5")
     args = parser.parse_args()
     reason = cannot_run(args.qemu)
     if reason:
