@@ -217,12 +217,31 @@ def _swap(model: nn.Module, landmarks: int, iterations: int) -> nn.Module:
     return model
 
 
+def token_count(model: nn.Module) -> int | None:
+    """How many tokens attention sees at the model's own input size (patches plus class and
+    distillation tokens); None where the model does not say."""
+    if hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens"):  # timm ViT, EVA
+        return int(model.patch_embed.num_patches) + int(model.num_prefix_tokens)
+    config = getattr(model, "config", None)  # transformers ViT, DeiT (with its distillation token)
+    size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if isinstance(size, int) and isinstance(patch, int) and patch > 0:
+        return (size // patch) ** 2 + (2 if getattr(config, "model_type", "") == "deit" else 1)
+    return None
+
+
 def nystrom(model: nn.Module, *, landmarks: int = 16, iterations: int = 6) -> StepResult:
     """Replace every block's attention by Nyström attention with `landmarks` landmarks."""
     if int(landmarks) < 1 or int(iterations) < 1:
         raise VitedgeError(
             f"nystrom: landmarks={landmarks} and iterations={iterations} must be at least 1",
             "e.g. nystrom:landmarks=16",
+        )
+    tokens = token_count(model)
+    if tokens is not None and int(landmarks) >= tokens:
+        raise VitedgeError(
+            f"nystrom: landmarks={landmarks} is not fewer than the model's {tokens} tokens: attention would stay "
+            "exact, nothing approximated or saved",
+            f"use fewer landmarks than tokens, e.g. nystrom:landmarks={max(1, tokens // 4)}",
         )
     options = {"landmarks": int(landmarks), "iterations": int(iterations)}
     return StepResult(_swap(clone(model), **options).eval(), record("nystrom", options))

@@ -3,6 +3,9 @@ attention on the tiny ViTs (64 tokens, and 65 with a class token)."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from timm.models.vision_transformer import Attention
 
@@ -12,7 +15,9 @@ from vitedge.compress.nystrom import (
     iterative_pinv,
     nystrom,
     segment_means,
+    token_count,
 )
+from vitedge.core.errors import VitedgeError
 
 
 def test_segment_means_are_ragged_when_tokens_do_not_divide() -> None:
@@ -42,8 +47,24 @@ def test_nystrom_keeps_weights_and_tracks_exact_attention(tiny_vit) -> None:
         assert all(isinstance(block.attn, Attention) for block in model.blocks)  # pure
         assert result.model.state_dict().keys() == model.state_dict().keys()
         assert (result.model(inputs) - reference).abs().max() < 0.05, tokens
-        exact = nystrom(model, landmarks=tokens)  # m >= N: exact attention
-        assert torch.allclose(exact.model(inputs), reference, atol=1e-5)
+        exact = copy.deepcopy(model)  # m >= N: exact attention (the step refuses it: see below)
+        for block in exact.blocks:
+            block.attn = NystromAttention(block.attn, tokens)
+        assert torch.allclose(exact(inputs), reference, atol=1e-5)
+
+
+def test_as_many_landmarks_as_tokens_is_refused(tiny_vit, tmp_path) -> None:
+    """A no-op recorded as compression (before: `nystrom:landmarks=1000` on the 64-token model
+    saved a model whose attention is exact, no faster). The count is read from the model: 64
+    patches for the tiny ViT, 65 with a class token, 16 + 2 for a transformers DeiT."""
+    from tests.support.families import hf_tiny
+
+    deit = hf_tiny(tmp_path / "deit", "deit").module
+    for model, tokens in ((tiny_vit.module, 64), (make_class_token_vit(), 65), (deit, 18)):
+        assert token_count(model) == tokens
+        with pytest.raises(VitedgeError, match=f"landmarks={tokens} is not fewer than the model's {tokens} tokens"):
+            nystrom(model, landmarks=tokens)
+        nystrom(model, landmarks=tokens - 1)
 
 
 def test_nystrom_error_falls_with_more_landmarks_on_peaked_attention(tiny_vit) -> None:
