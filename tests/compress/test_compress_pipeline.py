@@ -138,6 +138,7 @@ def test_compress_to_file_and_cli(tiny_vit, cifar_test, tmp_path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "tokens after each block: 60, 56" in result.output  # 64 patches, r=4 in each of 2 blocks
     reloaded = load_model(str(tmp_path / "b.safetensors"))
     assert reloaded.module.blocks[0].attn.num_heads == 1 and reloaded.module.blocks[0].mlp.fc1.out_features == 64
     typo = CliRunner().invoke(

@@ -38,7 +38,10 @@ def compress_command(
     )
     weights = count_weights(compressed.module)
     for record in compressed.steps:
-        console.print(f"{record['name']} {record['options']}", highlight=False)
+        # token reduction caps r at what each block has left: the counts say what r did
+        after = record.get("structure", {}).get("tokens_after_block")
+        tokens = f" (tokens after each block: {', '.join(map(str, after))})" if after else ""
+        console.print(f"{record['name']} {record['options']}{tokens}", highlight=False, soft_wrap=True)
     out.print(f"saved {out_path} ({weights:,} weights, {out_path.stat().st_size / 1e6:.2f} MB)")
 
 
