@@ -38,14 +38,43 @@ def board_key(cpu: CpuInfo) -> str:
     return "|".join((cpu.arch, cpu.model, str(cpu.cores), ",".join(cpu.isa), cpu.generation))
 
 
+def _usable_row(row: Any) -> bool:
+    """A row as `record` keeps it: what `row_label` and `figures` read is there, of its type."""
+    number = (int, float)
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(key), str) for key in ("format", "precision", "runtime"))
+        and (
+            not row.get("it_per_s_b1")
+            or (isinstance(row["it_per_s_b1"], number) and isinstance(row.get("p50_ms_b1"), number))
+        )
+    )
+
+
+def _usable_board(board: Any) -> bool:
+    models = board.get("models", {}) if isinstance(board, dict) else None
+    return (
+        isinstance(board, dict)
+        and isinstance(board.get("cpu"), dict)
+        and isinstance(models, dict)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("rows", []), list) and all(map(_usable_row, m.get("rows", [])))
+            for m in models.values()
+        )
+    )
+
+
 def load_store(path: Path | None = None) -> dict[str, Any]:
-    """Every board's measurements ({} when nothing was measured or the file is unreadable)."""
+    """Every board's measurements ({} when nothing was measured or the file is unreadable). A
+    board entry of another shape (edited by hand, or by another version) is left out, as an
+    unreadable file is: `vitedge targets` then falls back to its rule for that board, and the
+    next measurement there replaces the entry."""
     path = path or store_path()
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return {key: board for key, board in data.items() if _usable_board(board)} if isinstance(data, dict) else {}
 
 
 def record(

@@ -545,6 +545,31 @@ def test_boards_benched_over_ssh_get_rows_of_their_own(own_cache):
     assert listed["ssh://pi@raspberrypi.local"]["recommend"] == "executorch int8 on executorch"
 
 
+def test_a_store_entry_of_another_shape_is_left_out_not_a_crash(own_cache, capsys, monkeypatch):
+    """boards.json is plain JSON in the user's cache: an entry edited by hand (or by another
+    version) is skipped, the well-formed ones kept, and `vitedge targets` still answers (before:
+    `AttributeError: 'int' object has no attribute 'get'`, exit 1)."""
+    import json
+
+    from tests.support.cli import cli
+    from vitedge.targets import measured
+
+    keep_board(board_cpu(PI5, "aarch64"), "vitedge-cifar10", "ssh://pi@raspberrypi.local")
+    store = measured.load_store()
+    (good,) = store
+    rows = store[good]["models"]["vitedge-cifar10"]["rows"]
+    damaged = {
+        "not a board": 5,
+        "models a list": {"cpu": {}, "models": [1, 2]},
+        "a row without its runtime": {"cpu": {}, "models": {"m": {"rows": [{"format": "onnx", "precision": "fp32"}]}}},
+        "a speed as text": {"cpu": {}, "models": {"m": {"rows": [{**rows[0], "it_per_s_b1": "fast"}]}}},
+    }
+    measured.store_path().write_text(json.dumps({**store, **damaged}))
+    assert list(measured.load_store()) == [good]
+    code, out, err = cli(capsys, monkeypatch, "targets")
+    assert code == 0 and "raspberrypi.local" in out, out + err
+
+
 def test_an_emulated_boards_speeds_are_not_kept_as_advice(own_cache):
     """A board under qemu-user (an arm64 container on an x86 laptop): `vitedge bench` still
     prints its rows, but says the speeds are the emulator's and keeps nothing for `targets`."""
