@@ -19,7 +19,7 @@ from typing import Any
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError, first_line
 from ..core.io import atomic_folder
-from ..core.manifest import write_manifest
+from ..core.manifest import MANIFEST, write_manifest
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from ..models import LoadedModel, require_vit
 from .class_token import trimmed
@@ -373,7 +373,7 @@ def export_artifact(
             "build the calibration set with the model's DataConfig",
         )
     used_calibration = calibration if (to, precision) in NEEDS_CALIBRATION else None
-    with atomic_folder(Path(out), force=force) as staging:
+    with atomic_folder(Path(out), marker=MANIFEST, force=force) as staging:
         with trimmed(loaded.module, options.class_token_only, to) as trim:
             written = EXPORTERS[(to, precision)](loaded, staging, used_calibration, options, embedded_metadata(loaded))
         manifest = {

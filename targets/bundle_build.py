@@ -136,7 +136,7 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
     if out.resolve() == artifact.resolve() or out.resolve().is_relative_to(artifact.resolve()):
         raise VitedgeError(f"--out {out} is inside the artifact {artifact}", "choose a folder outside the artifact")
     labels = tuple(manifest["data_config"].get("labels") or ())
-    with atomic_folder(out, force=force) as staging:
+    with atomic_folder(out, marker=MANIFEST, force=force) as staging:
         for entry in manifest["files"]:
             if entry["path"] in BUNDLE_FILES:
                 continue  # rebundling a bundle: take the runner files fresh from this vitedge

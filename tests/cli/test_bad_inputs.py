@@ -474,6 +474,27 @@ CASES = [
         ("manifest.json is a file, not a vitedge artifact folder",),
     ),
     Case(
+        "compress-over-an-existing-file",
+        lambda tmp, a: (
+            (tmp / "small.safetensors").write_text("mine"),
+            ["compress", str(a.checkpoint), "--step", "fp16", "--out", "small.safetensors"],
+        )[1],
+        ("output file small.safetensors already exists",),
+    ),
+    Case(
+        "compress-over-its-own-input-forced",
+        lambda tmp, a: (
+            shutil.copyfile(a.checkpoint, tmp / "m.safetensors"),
+            ["compress", "m.safetensors", "--step", "fp16", "--out", "./m.safetensors", "--force"],
+        )[1],
+        ("is a model this command reads",),
+    ),
+    Case(
+        "train-over-an-existing-file",
+        lambda tmp, a: ((tmp / "t.safetensors").write_text("mine"), train_on_four_images(tmp))[1],
+        ("output file t.safetensors already exists",),
+    ),
+    Case(
         "train-zero-epochs",
         lambda tmp, a: train_on_four_images(tmp, "--epochs", "0"),
         ("training epochs 0", "at least 1"),
@@ -636,6 +657,28 @@ def test_existing_output_is_refused_and_left_untouched(assets: Assets, tmp_path:
     done = vitedge(export_of(str(assets.checkpoint)), cwd=tmp_path, env=cli_env(assets))
     assert_user_error(done, ("art", "already exists"))
     assert listing(tmp_path) == before and (tmp_path / "art" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["file", "folder-of-other-files", "empty-folder"])
+def test_force_replaces_only_a_folder_vitedge_wrote(assets: Assets, tmp_path: Path, kind: str) -> None:
+    """`--force` replaces an earlier output (its manifest.json inside) or an empty folder, never a
+    file or a folder of the user's own (before: `--out mydocs --force` deleted mydocs/thesis.tex
+    and wrote the artifact there; `--out notes.txt --force` ended in a NotADirectoryError
+    traceback)."""
+    if kind == "file":
+        (tmp_path / "art").write_text("mine")
+    else:
+        (tmp_path / "art").mkdir()
+    if kind == "folder-of-other-files":
+        (tmp_path / "art" / "thesis.tex").write_text("mine")
+    before = listing(tmp_path)
+    done = vitedge([*export_of(str(assets.checkpoint)), "--force"], cwd=tmp_path, env=cli_env(assets))
+    if kind == "empty-folder":
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "art" / MANIFEST).is_file()
+        return
+    assert_user_error(done, ("--out art", "is a file" if kind == "file" else "holds files vitedge did not write"))
+    assert listing(tmp_path) == before and not leftovers(tmp_path)
 
 
 class _UnwritableFile:

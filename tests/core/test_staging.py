@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vitedge.core.io import _owner_tag, atomic_folder, write_bytes_atomic
+from vitedge.core.manifest import MANIFEST
 
 
 def _dead_pid() -> int:
@@ -44,7 +45,7 @@ def test_stale_staging_of_a_dead_run_is_removed_and_a_live_one_kept(tmp_path, sl
     live = _staging(tmp_path, "art", f"{sleeper.pid}@{host}")
     other_output = _staging(tmp_path, "art2", f"{_dead_pid()}@{host}")
     with pytest.warns(UserWarning, match=r"removed 1 staging folder\(s\) of .*art left by killed runs"):
-        with atomic_folder(tmp_path / "art") as staging:
+        with atomic_folder(tmp_path / "art", marker=MANIFEST) as staging:
             assert staging.name.startswith(f".art.{os.getpid()}@{host}.")
             (staging / "model.onnx").write_bytes(b"new")
     assert not dead.exists()
@@ -55,7 +56,7 @@ def test_stale_staging_of_a_dead_run_is_removed_and_a_live_one_kept(tmp_path, sl
 
 def test_staging_of_another_host_is_never_judged_by_a_local_pid(tmp_path):
     elsewhere = _staging(tmp_path, "art", f"{_dead_pid()}@00000000")
-    with atomic_folder(tmp_path / "art") as staging:
+    with atomic_folder(tmp_path / "art", marker=MANIFEST) as staging:
         (staging / "f").write_text("ok")
     assert elsewhere.is_dir()
 
@@ -63,7 +64,7 @@ def test_staging_of_another_host_is_never_judged_by_a_local_pid(tmp_path):
 def test_final_folder_and_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        with atomic_folder(tmp_path / "art") as staging:
+        with atomic_folder(tmp_path / "art", marker=MANIFEST) as staging:
             assert stat.S_IMODE(staging.stat().st_mode) == 0o700  # private while it is written
             write_bytes_atomic(staging / "manifest.json", b"{}")
             (staging / "sub").mkdir()

@@ -21,7 +21,7 @@ from tests.support import make_tiny_vit
 from vitedge.calibration import preprocess
 from vitedge.calibration.preprocess import preprocess_batch
 from vitedge.core.io import atomic_folder
-from vitedge.core.manifest import read_manifest, write_manifest
+from vitedge.core.manifest import MANIFEST, read_manifest, write_manifest
 from vitedge.targets.runners import open_artifact
 from vitedge.workflows.parity import compare_logits
 
@@ -39,7 +39,7 @@ def make_onnx_artifact(folder: Path, *, seed: int = 0) -> Path:
     """The tiny ViT exported to ONNX fp32 by torch alone, with a minimal manifest: the
     bundle must accept an artifact that carries no more than that."""
     loaded = make_tiny_vit(seed)
-    with atomic_folder(folder) as staging:
+    with atomic_folder(folder, marker=MANIFEST) as staging:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(

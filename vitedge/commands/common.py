@@ -3,6 +3,9 @@ has random weights, and the line printed per training epoch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from ..cli import console
 from ..core.errors import VitedgeError
 
@@ -20,6 +23,20 @@ def parse_samples(value: str) -> int | None:
     if count <= 0:
         raise VitedgeError(f"--samples must be positive, got {count}", "e.g. --samples 1000")
     return count
+
+
+def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None] = ()) -> None:
+    """A model file is written only where nothing is, or with --force; never over a model the
+    command reads (`reads`), which --force would lose (the write is atomic, the original gone)."""
+    target = out_path.expanduser().resolve()
+    if any(spec and Path(spec).expanduser().resolve() == target for spec in reads):
+        raise VitedgeError(f"--out {out_path} is a model this command reads", "write the result to another file")
+    if out_path.is_dir():
+        raise VitedgeError(f"--out {out_path} is a folder", "name a .safetensors file, e.g. --out small.safetensors")
+    if out_path.exists() and not force:
+        raise VitedgeError(
+            f"output file {out_path} already exists", "pass --force to replace it, or choose another --out"
+        )
 
 
 def print_epoch(log) -> None:  # noqa: ANN001 - compress.train.EpochLog

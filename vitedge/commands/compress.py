@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import COMPRESSION, app, console, out
-from .common import print_epoch
+from .common import check_output_file, print_epoch
 
 
 @app.command("compress", rich_help_panel=COMPRESSION)
@@ -27,11 +27,13 @@ def compress_command(
     ),
     data_count: int = typer.Option(0, min=0, help="Use this many images of --data, class-balanced (0: all)."),
     arch: str | None = typer.Option(None, help="timm architecture of a .pth/.safetensors without metadata."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Compress a model with one or more steps; the result loads anywhere a model is accepted."""
     from ..compress.pipeline import compress_to_file
     from ..models import count_weights
 
+    check_output_file(out_path, force=force, reads=[model])
     command = "vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     compressed = compress_to_file(
         model, step, out_path, data=data, data_count=data_count or None, arch=arch, command=command
@@ -72,8 +74,10 @@ def distill_command(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Train a student against a teacher (DeiT-style knowledge distillation)."""
+    check_output_file(out_path, force=force, reads=[teacher, student])
     from ..compress.distill import DistillConfig, distill_to_file
     from ..compress.train import TrainConfig
 

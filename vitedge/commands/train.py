@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import TRAINING, app, out
-from .common import print_epoch
+from .common import check_output_file, print_epoch
 
 
 @app.command("train", rich_help_panel=TRAINING)
@@ -38,8 +38,10 @@ def train_command(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Train a small timm ViT from scratch (this made the embedded vitedge-cifar10)."""
+    check_output_file(out_path, force=force)
     from ..compress.train import TrainConfig, cifar_vit_architecture, train_classifier
 
     architecture = cifar_vit_architecture(

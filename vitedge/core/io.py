@@ -175,14 +175,23 @@ def remove_stale_staging(target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: Path, *, force: bool = False) -> Iterator[Path]:
+def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
     umask gives), on any error (Ctrl-C included) it is deleted, so no half-written artifact is
-    ever left behind; what a killed run could not delete, the next write of `target` removes."""
+    ever left behind; what a killed run could not delete, the next write of `target` removes.
+    `marker` is the file every output of this kind holds (manifest.json, results.json): `force`
+    replaces only such a folder, or an empty one, never a file or a folder of the user's own."""
     target = Path(target)
     if target.exists() and not force:
         raise VitedgeError(
             f"output folder {target} already exists", "pass --force to replace it, or choose another --out"
+        )
+    if target.exists() and not target.is_dir():
+        raise VitedgeError(f"--out {target} is a file, not a folder", "choose another --out")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise VitedgeError(
+            f"--out {target} holds files vitedge did not write (no {marker}): --force replaces only a folder it wrote",
+            "choose another --out, or move those files away first",
         )
     parent = target.parent if str(target.parent) else Path(".")
     try:

@@ -301,7 +301,7 @@ def write_artifact(
         manifest = json.loads((base / MANIFEST).read_text())
     for key in ("files", "created"):
         manifest.pop(key, None)
-    with atomic_folder(Path(out), force=force) as staging:
+    with atomic_folder(Path(out), marker=MANIFEST, force=force) as staging:
         if backend.format == "onnx":
             settings = backend.quantize(outcome.kept_nodes, staging / ONNX_FILE)
             check_onnx(staging / ONNX_FILE)

@@ -37,7 +37,7 @@ from ..targets.measure import (
     measure_isolated,
 )
 from .recipe import ROW_KINDS, Recipe, rows_for
-from .report import Parity, ResultRow, progress_bar, write_reports
+from .report import RESULTS_JSON, Parity, ResultRow, progress_bar, write_reports
 
 REFERENCE_ROW = "torch:fp32"
 
@@ -188,7 +188,7 @@ def run_pipeline(
     calibrated = any(needs_calibration(kind) for kind in kinds)
     rows: list[ResultRow] = []
     with (
-        atomic_folder(out, force=force) as staging,
+        atomic_folder(out, marker=RESULTS_JSON, force=force) as staging,
         progress_bar(console) as progress,
     ):
         calibration = _calibration_set(recipe, loaded, eval_data) if calibrated else None

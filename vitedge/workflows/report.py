@@ -59,6 +59,7 @@ class ResultRow:
 
 
 DASH = "—"
+RESULTS_JSON = "results.json"  # every `vitedge run` folder holds it
 
 
 def fmt(value: float | None, kind: str) -> str:
@@ -443,7 +444,7 @@ def write_reports(
     notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "results.json", "markdown": folder / "report.md", "plot": folder / "pareto.png"}
+    paths = {"json": folder / RESULTS_JSON, "markdown": folder / "report.md", "plot": folder / "pareto.png"}
     write_json_atomic(paths["json"], {"title": title, "rows": [row.to_dict() for row in rows], **(extra or {})})
     write_text_atomic(paths["markdown"], markdown(rows, title, notes))
     pareto_plot(rows, paths["plot"], title=title)

@@ -42,7 +42,7 @@ from .pipeline import needs_calibration, runner_spec
 from .recipe import ROW_KINDS
 from .report import DASH, progress_bar
 from .study_recipe import NO_GPU_PATH, StudyRecipe, StudyRow
-from .study_report import Study, StudyResult, cpu_b1_of, top1_of, write_study
+from .study_report import STUDY_JSON, Study, StudyResult, cpu_b1_of, top1_of, write_study
 
 TRAINING_STEPS = ("distill", "finetune")  # change weights only: skipped at the speed scale
 
@@ -248,7 +248,7 @@ def run_study(
         )
     notes: list[str] = []
     with (
-        atomic_folder(Path(out), force=force) as staging,
+        atomic_folder(Path(out), marker=STUDY_JSON, force=force) as staging,
         tempfile.TemporaryDirectory(prefix="vitedge-study-") as scratch,
     ):
         student, student_info = distilled_student(recipe, accuracy_model, console) if uses_student else (None, {})

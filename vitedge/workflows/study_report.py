@@ -87,6 +87,7 @@ def cpu_b1_of(result: StudyResult) -> float:
     return timing.it_per_s
 
 
+STUDY_JSON = "study.json"  # every `vitedge study` folder holds it
 COLUMNS = (
     "row",
     "top-1 %",
@@ -288,7 +289,7 @@ def speedup_plot(study: Study, path: Path) -> Path:
 
 
 def write_study(study: Study, folder: Path, *, extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    paths = {"json": folder / "study.json", "markdown": folder / "study.md", "plot": folder / "study.png"}
+    paths = {"json": folder / STUDY_JSON, "markdown": folder / "study.md", "plot": folder / "study.png"}
     recipe = dataclasses.asdict(study.recipe)
     write_json_atomic(
         paths["json"],
