@@ -495,6 +495,22 @@ CASES = [
         ("output file t.safetensors already exists",),
     ),
     Case(
+        "sensitivity-report-into-a-file",
+        lambda tmp, a: (
+            (tmp / "notes.txt").write_text("mine"),
+            ["sensitivity", str(a.checkpoint), "--samples", "8", "--out", "notes.txt"],
+        )[1],
+        ("--out notes.txt is a file, not a folder",),
+    ),
+    Case(
+        "sweep-report-into-a-file",
+        lambda tmp, a: (
+            (tmp / "notes.txt").write_text("mine"),
+            ["calibrate-sweep", str(a.checkpoint), "--samples", "8", "--counts", "4", "--out", "notes.txt"],
+        )[1],
+        ("--out notes.txt is a file, not a folder",),
+    ),
+    Case(
         "train-zero-epochs",
         lambda tmp, a: train_on_four_images(tmp, "--epochs", "0"),
         ("training epochs 0", "at least 1"),
