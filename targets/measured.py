@@ -52,15 +52,12 @@ def _usable_row(row: Any) -> bool:
 
 
 def _usable_board(board: Any) -> bool:
-    models = board.get("models", {}) if isinstance(board, dict) else None
-    return (
-        isinstance(board, dict)
-        and isinstance(board.get("cpu"), dict)
-        and isinstance(models, dict)
-        and all(
-            isinstance(m, dict) and isinstance(m.get("rows", []), list) and all(map(_usable_row, m.get("rows", [])))
-            for m in models.values()
-        )
+    if not isinstance(board, dict) or not isinstance(board.get("cpu"), dict):
+        return False
+    models = board.get("models", {})
+    return isinstance(models, dict) and all(
+        isinstance(m, dict) and isinstance(m.get("rows", []), list) and all(map(_usable_row, m.get("rows", [])))
+        for m in models.values()
     )
 
 

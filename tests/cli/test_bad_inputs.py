@@ -421,6 +421,16 @@ def train_on_four_images(tmp: Path, *options: str) -> list[str]:
     return ["train", "--data", "four.npz", "--test-data", "", "--epochs", "1", *options, "--out", "t.safetensors"]
 
 
+def beside_own_file(name: str, command: Setup) -> Setup:
+    """`command` run where the user already has a file `name` (the matrix checks it survives)."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        (tmp / name).write_text("mine")
+        return command(tmp, a)
+
+    return setup
+
+
 def recipe(text: str) -> Setup:
     def setup(tmp: Path, a: Assets) -> list[str]:
         (tmp / "bad.toml").write_text(text)
@@ -475,10 +485,10 @@ CASES = [
     ),
     Case(
         "compress-over-an-existing-file",
-        lambda tmp, a: (
-            (tmp / "small.safetensors").write_text("mine"),
-            ["compress", str(a.checkpoint), "--step", "fp16", "--out", "small.safetensors"],
-        )[1],
+        beside_own_file(
+            "small.safetensors",
+            lambda tmp, a: ["compress", str(a.checkpoint), "--step", "fp16", "--out", "small.safetensors"],
+        ),
         ("output file small.safetensors already exists",),
     ),
     Case(
@@ -491,23 +501,31 @@ CASES = [
     ),
     Case(
         "train-over-an-existing-file",
-        lambda tmp, a: ((tmp / "t.safetensors").write_text("mine"), train_on_four_images(tmp))[1],
+        beside_own_file("t.safetensors", lambda tmp, a: train_on_four_images(tmp)),
         ("output file t.safetensors already exists",),
     ),
     Case(
         "sensitivity-report-into-a-file",
-        lambda tmp, a: (
-            (tmp / "notes.txt").write_text("mine"),
-            ["sensitivity", str(a.checkpoint), "--samples", "8", "--out", "notes.txt"],
-        )[1],
+        beside_own_file(
+            "notes.txt", lambda tmp, a: ["sensitivity", str(a.checkpoint), "--samples", "8", "--out", "notes.txt"]
+        ),
         ("--out notes.txt is a file, not a folder",),
     ),
     Case(
         "sweep-report-into-a-file",
-        lambda tmp, a: (
-            (tmp / "notes.txt").write_text("mine"),
-            ["calibrate-sweep", str(a.checkpoint), "--samples", "8", "--counts", "4", "--out", "notes.txt"],
-        )[1],
+        beside_own_file(
+            "notes.txt",
+            lambda tmp, a: [
+                "calibrate-sweep",
+                str(a.checkpoint),
+                "--samples",
+                "8",
+                "--counts",
+                "4",
+                "--out",
+                "notes.txt",
+            ],
+        ),
         ("--out notes.txt is a file, not a folder",),
     ),
     Case(

@@ -39,15 +39,6 @@ def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None
         )
 
 
-def check_report_folder(out_dir: Path) -> None:
-    """A report folder (`sensitivity`, `calibrate-sweep`: their own named files written into it)
-    must not be a file: said before the work, not after it."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise VitedgeError(
-            f"--out {out_dir} is a file, not a folder", "name a folder for the report, e.g. --out report"
-        )
-
-
 def print_epoch(log) -> None:  # noqa: ANN001 - compress.train.EpochLog
     """One line per epoch, for `train` and `distill` alike."""
     test = f" test top-1 {log.test_top1:.2f}%" if log.test_top1 is not None else ""

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
-from .common import PRETRAINED_HELP, check_report_folder, load_cli_model
+from ..core.io import refuse_a_file_as_folder
+from .common import PRETRAINED_HELP, load_cli_model
 
 FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
@@ -164,7 +165,7 @@ def sensitivity_command(
     from ..workflows.sensitivity import run_sensitivity, write_report
 
     to = _format(to)
-    check_report_folder(out_dir)
+    refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
     loaded, calibration, evalset = _setup(
         model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
     )
@@ -402,7 +403,7 @@ def calibrate_sweep_command(
     )
 
     formats = [_format(f) for f in _names(to)]
-    check_report_folder(out_dir)
+    refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
     if threads:
         torch.set_num_threads(threads)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)

@@ -174,6 +174,12 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return stale
 
 
+def refuse_a_file_as_folder(target: Path) -> None:
+    """An output folder named where a file is: refused before any work, the file untouched."""
+    if target.exists() and not target.is_dir():
+        raise VitedgeError(f"--out {target} is a file, not a folder", "choose another --out, e.g. a new folder name")
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
@@ -186,8 +192,7 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
         raise VitedgeError(
             f"output folder {target} already exists", "pass --force to replace it, or choose another --out"
         )
-    if target.exists() and not target.is_dir():
-        raise VitedgeError(f"--out {target} is a file, not a folder", "choose another --out")
+    refuse_a_file_as_folder(target)
     if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise VitedgeError(
             f"--out {target} holds files vitedge did not write (no {marker}): --force replaces only a folder it wrote",
