@@ -351,6 +351,9 @@ def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Mea
     except Exception as exc:  # noqa: BLE001 - queue.Empty or a dead child
         process.kill()
         raise RuntimeError(f"measuring {request.spec.name} produced no result (exit code {process.exitcode})") from exc
+    except BaseException:  # Ctrl-C or a stop signal: the row is not finished on the CPU alone
+        process.kill()
+        raise
     finally:
         process.join(timeout=30)
     if status == "user":

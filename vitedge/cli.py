@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 import warnings
 
 import typer
@@ -69,11 +71,52 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (click.ClickException, vendored) if vendored is not None else (click.ClickException,)
 
 
+class Stopped(BaseException):
+    """SIGTERM (`kill`, `timeout`, a job scheduler) or SIGHUP (a closed terminal or ssh
+    session) raised where Python is, like Ctrl-C: every `finally` runs, so a half-written output
+    folder is deleted and a measuring process is stopped instead of left running on the CPU
+    the next measurement needs. A BaseException, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+    raise Stopped(signum)
+
+
+def _stop_cleanly_on_signals() -> dict[int, object]:
+    """Only signals left at their default (`nohup` sets SIGHUP to ignored, and that is kept);
+    returns what to restore, so an in-process caller (a test, a notebook) keeps its own."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, object] = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            previous[number] = signal.signal(number, _raise_stopped)
+    return previous
+
+
 def run() -> None:
     """Console-script entry: user errors become one red line and exit code 2."""
     warnings.showwarning = _one_line_warning
+    previous = _stop_cleanly_on_signals()
+    try:
+        _run_app()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run_app() -> None:
     try:
         code = app(standalone_mode=False)
+    except Stopped as exc:
+        console.print(f"[red]stopped by {signal.Signals(exc.signum).name}[/]")
+        sys.exit(128 + exc.signum)
     except VitedgeError as exc:
         if _state["debug"]:
             raise
