@@ -23,7 +23,7 @@ import numpy as np
 from ..core.errors import VitedgeError
 from ..core.io import write_bytes_atomic
 from .preprocess import DataConfig, preprocess_image
-from .sources import ImageSet, cache_dir, subset_indices
+from .sources import UNREADABLE_NPZ, ImageSet, cache_dir, subset_indices
 
 CACHE_VERSION = 1
 DEFAULT_CALIB_SAMPLES = 256  # what a calibration draws when nobody asked for a count, if the source has them
@@ -200,7 +200,7 @@ def _read_cache(path: Path, source: str, seed: int) -> CalibrationSet | None:
                 seed=seed,
                 indices=tuple(int(i) for i in data["indices"]),
             )
-    except (OSError, ValueError, KeyError, EOFError):
+    except (*UNREADABLE_NPZ, KeyError):
         return None
     count = len(calib.inputs)
     if (

@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,20 +169,27 @@ def folder_image_set(folder: Path) -> ImageSet:
     )
 
 
-def npz_image_set(path: Path) -> ImageSet:
+# What numpy raises for a .npz that is damaged or not one, by where the file breaks: a cut
+# zip (BadZipFile), a cut member (EOFError, ValueError), pickled or foreign bytes (ValueError).
+UNREADABLE_NPZ = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def read_npz_images(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The `x` (and `y`, when stored) of a .npz, or one line naming the file and `hint`."""
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data:
-                raise VitedgeError(
-                    f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})",
-                    "store images as x (uint8 N×H×W×3) and labels as y",
-                )
-            pixels = data["x"]
-            labels = data["y"] if "y" in data else None
-    except (OSError, ValueError) as exc:
-        raise VitedgeError(
-            f"cannot read {path}: {exc}", "pass a .npz written by numpy.savez with arrays x and y"
-        ) from None
+                raise VitedgeError(f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})", hint)
+            return data["x"], (data["y"] if "y" in data else None)
+    except UNREADABLE_NPZ as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VitedgeError(f"cannot read {path}: {reason}", hint) from None
+
+
+def npz_image_set(path: Path) -> ImageSet:
+    pixels, labels = read_npz_images(
+        path, "pass a .npz written by numpy.savez with x (uint8 N×H×W×3 images) and y (labels, optional)"
+    )
     return array_image_set(str(path), pixels, labels, ())
 
 
@@ -191,7 +199,12 @@ def cifar10_search_paths() -> list[Path]:
     is read from, or downloaded into, the user cache after that."""
     paths = []
     if os.environ.get("VITEDGE_DATA"):
-        root = Path(os.environ["VITEDGE_DATA"])
+        root = Path(os.environ["VITEDGE_DATA"]).expanduser()
+        if not root.is_dir():
+            raise VitedgeError(
+                f"VITEDGE_DATA={os.environ['VITEDGE_DATA']} is not a folder",
+                "point it at the folder that holds cifar10_test.npz (or its cifar10/ folder), or unset it",
+            )
         paths += [root / "cifar10", root]
     return paths + [cache_dir() / "cifar10"]
 
@@ -280,8 +293,11 @@ def cifar10_arrays(split: str = "test", *, download: bool = True) -> tuple[np.nd
     for folder in cifar10_search_paths():
         npz = folder / f"cifar10_{split}.npz"
         if npz.is_file():
-            with np.load(npz, allow_pickle=False) as data:
-                return data["x"], data["y"].astype(np.int64)
+            hint = f"replace {npz.name} with CIFAR-10's arrays (x: uint8 N×32×32×3, y: labels) or remove it"
+            pixels, labels = read_npz_images(npz, hint)
+            if labels is None:
+                raise VitedgeError(f"{npz} has no labels (array 'y')", hint)
+            return pixels, labels
     tarball = cache_dir() / "cifar-10-python.tar.gz"
     if not tarball.is_file():
         if not download:

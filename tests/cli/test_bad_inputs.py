@@ -414,6 +414,24 @@ def npz_labelled(labels: list[int] | list[float]) -> Setup:
     return setup
 
 
+def damaged_npz(damage: str) -> Setup:
+    """`vitedge eval` on a real .npz of four (black) images cut in half, or with 64 bytes in its middle overwritten."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        buffer = io.BytesIO()
+        np.savez(buffer, x=np.zeros((4, 32, 32, 3), np.uint8), y=np.arange(4))
+        data = bytearray(buffer.getvalue())
+        middle = len(data) // 2
+        if damage == "cut":
+            del data[middle:]
+        else:
+            data[middle : middle + 64] = b"\xff" * 64
+        (tmp / "set.npz").write_bytes(bytes(data))
+        return ["eval", str(a.checkpoint), "--data", "set.npz"]
+
+    return setup
+
+
 def train_on_four_images(tmp: Path, *options: str) -> list[str]:
     """`vitedge train` on four black images, one epoch unless `options` say otherwise: seconds
     if a bad option is let through."""
@@ -588,6 +606,8 @@ CASES = [
     Case("npz-negative-labels", npz_labelled([0, -1]), ("set.npz", "not class indices", "from -1 to 0")),
     Case("npz-fractional-labels", npz_labelled([0.5, 1.0]), ("set.npz", "not class indices")),
     Case("labels-beyond-the-model", npz_labelled([0, 99]), ("labels run from 0 to 99", "10 classes")),
+    Case("truncated-npz", damaged_npz("cut"), ("cannot read set.npz", "not a zip file")),
+    Case("npz-with-overwritten-bytes", damaged_npz("overwritten"), ("cannot read set.npz", "crc")),
     Case("more-calibration-samples-than-images", too_few_images, ("5 images", "only 4")),
     Case("eval-samples-zero", lambda tmp, a: ["eval", str(a.checkpoint), "--samples", "0"], ("--samples", "positive")),
     Case(
@@ -1099,6 +1119,47 @@ def test_nan_weights_are_refused_before_export(assets: Assets, tmp_path: Path) -
     done = vitedge(export_of("nan.safetensors"), cwd=tmp_path, env=cli_env(assets))
     assert_user_error(done, ("nan.safetensors", "nan"))
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("problem", ["not-a-folder", "cut-arrays", "no-labels"])
+def test_a_vitedge_data_the_product_cannot_use_is_named(assets: Assets, tmp_path: Path, problem: str) -> None:
+    """VITEDGE_DATA is the user's own setting: a wrong one is named, not downloaded around
+    (before: "the download failed") nor a numpy traceback."""
+    data = tmp_path / "data"
+    if problem != "not-a-folder":
+        (data / "cifar10").mkdir(parents=True)
+        buffer = io.BytesIO()
+        arrays = {"x": np.zeros((4, 32, 32, 3), np.uint8)} | ({"y": np.arange(4)} if problem == "cut-arrays" else {})
+        np.savez(buffer, **arrays)
+        whole = buffer.getvalue()
+        (data / "cifar10" / "cifar10_test.npz").write_bytes(
+            whole[: len(whole) // 2] if problem == "cut-arrays" else whole
+        )
+    env = cli_env(assets) | {"VITEDGE_DATA": str(data)}
+    before = listing(tmp_path)
+    done = vitedge(["eval", str(assets.checkpoint), "--samples", "2"], cwd=tmp_path, env=env)
+    words = {
+        "not-a-folder": (f"VITEDGE_DATA={data}", "not a folder"),
+        "cut-arrays": ("cannot read", "cifar10_test.npz"),
+        "no-labels": ("cifar10_test.npz", "no labels"),
+    }[problem]
+    assert_user_error(done, words)
+    assert listing(tmp_path) == before
+
+
+def test_a_cut_calibration_cache_entry_is_rebuilt(tmp_path: Path, monkeypatch, cifar_test) -> None:
+    """A cache file cut short (a full disk, a copied cache) is rebuilt, not a zipfile traceback."""
+    from vitedge.calibration.calibset import build_calibration_set
+
+    monkeypatch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
+    config = make_tiny_vit().data_config
+    first = build_calibration_set(cifar_test, config, 4, seed=0)
+    [entry] = list((tmp_path / "cache" / "calibration").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    again = build_calibration_set(cifar_test, config, 4, seed=0)
+    assert np.array_equal(again.inputs, first.inputs)
+    with np.load(entry, allow_pickle=False) as data:  # and the entry is whole again
+        assert np.array_equal(data["inputs"], first.inputs)
 
 
 def test_damaged_calibration_cache_with_nan_is_rebuilt(tmp_path: Path, monkeypatch, cifar_test) -> None:
