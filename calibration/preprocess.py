@@ -52,6 +52,12 @@ class DataConfig:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if not all(math.isfinite(s) and s > 0 for s in self.std):
             raise ValueError(f"std must be positive numbers (normalize divides by it), got {tuple(self.std)}")
+        if len(self.input_size) != 3 or self.input_size[0] != 3 or not all(int(v) == v > 0 for v in self.input_size):
+            raise ValueError(f"input_size must be (3, height, width) with positive sizes, got {tuple(self.input_size)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(
+                f"mean and std need one finite number per RGB channel, got {tuple(self.mean)} and {tuple(self.std)}"
+            )
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -138,5 +138,40 @@ def test_transformers_folders_that_cannot_be_exported_are_refused(tmp_path):
     no_processor = tmp_path / "bare"
     hf_folder(no_processor, "vit")
     (no_processor / "preprocessor_config.json").unlink()
-    with pytest.raises(VitedgeError, match="has no usable image processor config"):
+    with pytest.raises(VitedgeError, match="bare has no preprocessor_config.json"):
         load_model(str(no_processor))
+
+
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        ({"image_mean": [0.5, 0.5]}, "mean and std need one finite number per RGB channel"),
+        ({"image_std": [0, 0.5, 0.5]}, "std must be positive"),
+        ({"size": {"height": -5, "width": 32}}, "input_size must be (3, height, width) with positive sizes"),
+        ({"size": {"height": "big", "width": 32}}, "invalid literal"),
+        ({"resample": 99}, "99 is not a valid Resampling"),
+        (None, "not a valid JSON file"),
+    ],
+    ids=["two-means", "zero-std", "negative-size", "text-size", "unknown-resample", "not-json"],
+)
+def test_a_hand_edited_image_processor_is_named_not_a_traceback(tmp_path, edit, refused):
+    """Every value is checked where a transformers folder is read (before: two means exported as
+    if right, the others ended in a ValueError traceback)."""
+    import json
+
+    folder = hf_folder(tmp_path / "edited", "vit")
+    config = folder / "preprocessor_config.json"
+    config.write_text("{oops" if edit is None else json.dumps(json.loads(config.read_text()) | edit))
+    with pytest.raises(VitedgeError) as error:
+        load_model(str(folder))
+    assert refused in error.value.message and "edited" in error.value.message
+
+
+def test_a_cut_transformers_weights_file_is_named_not_a_traceback(tmp_path):
+    folder = hf_folder(tmp_path / "cut", "vit")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(
+        VitedgeError, match="cannot load the transformers model .*cut: Error while deserializing header"
+    ):
+        load_model(str(folder))

@@ -122,6 +122,7 @@ def load_transformers(source: str, *, spec: str, pretrained: bool = True) -> Loa
     safetensors only (`use_safetensors=True`, never a pickle), or random weights from the config
     when `pretrained` is false; preprocessing from its image processor config."""
     import transformers
+    from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -130,7 +131,7 @@ def load_transformers(source: str, *, spec: str, pretrained: bool = True) -> Loa
         config = transformers.AutoConfig.from_pretrained(source)
         model_class = _classifier_class(config, spec)
         model = model_class.from_pretrained(source, use_safetensors=True) if pretrained else model_class(config)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a cut or damaged weights file
         raise VitedgeError(
             f"cannot load the transformers model {spec}: {str(exc).splitlines()[0][:200]}",
             "a folder needs config.json and model.safetensors (save_pretrained's default); a hub id needs the network or the HF cache",

@@ -4,12 +4,13 @@ published weights transforms, or a transformers image processor config."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from ..calibration.preprocess import DataConfig
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from .families import TORCHVISION_PREFIX, HFImageClassifier, vit_family
 from .types import Architecture
 
@@ -90,15 +91,30 @@ def hf_data_config(source: str, config: Any) -> DataConfig:
     """A transformers model's own image processor (preprocessor_config.json, read through
     AutoImageProcessor) as our DataConfig; labels from the model config's id2label."""
     import transformers
-    from PIL import Image
 
+    hint = "save the model's processor beside it: AutoImageProcessor.from_pretrained(...).save_pretrained(folder)"
+    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
+        raise VitedgeError(
+            f"{source} has no preprocessor_config.json (how its images are resized and normalized)", hint
+        )
     try:
         settings = transformers.AutoImageProcessor.from_pretrained(source).to_dict()
     except (OSError, ValueError, KeyError) as exc:
         raise VitedgeError(
-            f"{source} has no usable image processor config ({str(exc).splitlines()[0][:160]})",
-            "save the model's processor beside it: AutoImageProcessor.from_pretrained(...).save_pretrained(folder)",
+            f"{source} has no usable image processor config ({str(exc).splitlines()[0][:160]})", hint
         ) from None
+    try:
+        return _processor_data_config(settings, config, source)
+    except (ValueError, TypeError, KeyError) as exc:  # a hand-edited value: a string size, 2 means, std 0
+        raise VitedgeError(
+            f"the image processor of {source} is not usable: {first_line(exc)[:200]}",
+            "fix its preprocessor_config.json, or save the model's processor again",
+        ) from None
+
+
+def _processor_data_config(settings: dict[str, Any], config: Any, source: str) -> DataConfig:
+    from PIL import Image
+
     if (
         settings.get("do_rescale", True) is False
         or abs(float(settings.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9
