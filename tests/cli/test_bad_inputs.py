@@ -280,6 +280,35 @@ def compressed(step: str, command: str = "export") -> Setup:
     return setup
 
 
+def record_edited(edit: Callable[[dict], object] | str) -> Setup:
+    """`vitedge export` of a head-pruned checkpoint whose recorded metadata is edited in place
+    (`edit` changes the parsed record) or replaced by the text `edit`; the weights are untouched."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        from vitedge.compress.registry import apply_steps, load_model
+
+        save_checkpoint(apply_steps(load_model(str(a.checkpoint)), [("prune-heads", {})]), tmp / "small.safetensors")
+        with safe_open(str(tmp / "small.safetensors"), framework="pt") as handle:
+            header, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+        if isinstance(edit, str):
+            text = edit
+        else:
+            record = json.loads(header["vitedge"])
+            edit(record)
+            text = json.dumps(record)
+        save_file(tensors, str(tmp / "small.safetensors"), metadata={**header, "vitedge": text})
+        return export_of("small.safetensors")
+
+    return setup
+
+
+def _first_pruned_block(record: dict) -> dict:
+    return next(iter(v for v in record["steps"][0]["structure"].values() if isinstance(v, dict)))
+
+
 def empty_folder(tmp: Path, a: Assets) -> list[str]:
     (tmp / "empty").mkdir()
     return calibrate_on("empty")(tmp, a)
@@ -391,6 +420,22 @@ def manifest_not_json(tmp: Path, a: Assets) -> list[str]:
     shutil.copytree(a.onnx, tmp / "art1")
     (tmp / "art1" / MANIFEST).write_text('{"format": "onnx", ')
     return ["verify", "art1", "--samples", "8"]
+
+
+def manifest_edited(command: str, **fields: object) -> Setup:
+    """`vitedge COMMAND` on an artifact whose manifest has `fields` hand-edited; `data_config`
+    entries are merged into the recorded one unless the value is not a dict."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        shutil.copytree(a.onnx, tmp / "art1")
+        manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+        for key, value in fields.items():
+            merged = key == "data_config" and isinstance(value, dict)
+            manifest[key] = {**manifest[key], **value} if merged else value
+        (tmp / "art1" / MANIFEST).write_text(json.dumps(manifest))
+        return bench_of("art1") if command == "bench" else ["bundle", "art1", "--out", "b"]
+
+    return setup
 
 
 def verified_against_a_model_name(tmp: Path, a: Assets) -> list[str]:
@@ -646,6 +691,45 @@ CASES = [
         ("names the file '../elsewhere.onnx', outside the artifact folder",),
     ),
     Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
+    Case("record-not-json", record_edited("{broken"), ("metadata recorded in small.safetensors", "not valid JSON")),
+    Case("record-a-list", record_edited("[1, 2]"), ("small.safetensors", "a JSON list, not an object")),
+    Case(
+        "record-steps-not-a-list",
+        record_edited(lambda r: r.update(steps="prune-heads")),
+        ("small.safetensors", "'steps' must be a list"),
+    ),
+    Case(
+        "record-step-without-options",
+        record_edited(lambda r: r["steps"].append({"name": "tokens"})),
+        ("small.safetensors", "'steps' must be a list"),
+    ),
+    Case(
+        "record-architecture-not-an-object",
+        record_edited(lambda r: r["architecture"].update(kwargs="x")),
+        ("small.safetensors", "'architecture' must be {name, kwargs}"),
+    ),
+    Case(
+        "record-kept-head-past-the-width",
+        record_edited(lambda r: _first_pruned_block(r).update(heads=[0, 1, 99])),
+        ("small.safetensors", "cannot be rebuilt", "out of bounds"),
+    ),
+    Case(
+        "manifest-std-zero",
+        manifest_edited("bench", data_config={"std": [0, 1, 1]}),
+        ("data_config recorded in art1/manifest.json is invalid", "std must be positive"),
+    ),
+    Case(
+        "manifest-two-means",
+        manifest_edited("bench", data_config={"mean": [0.5, 0.5]}),
+        ("art1/manifest.json", "one finite number per RGB channel"),
+    ),
+    Case(
+        "manifest-data-config-not-an-object",
+        manifest_edited("bundle", data_config="imagenet"),
+        ("art1/manifest.json", "a JSON str, not an object"),
+    ),
+    Case("manifest-labels-not-a-list", manifest_edited("bundle", labels=5), ("'labels' must be a list",)),
+    Case("manifest-batch-not-a-number", manifest_edited("bench", batch="many"), ("'batch' must be", "'many'")),
     Case(
         "verify-against-a-model-name",
         verified_against_a_model_name,

@@ -72,6 +72,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     for name in [manifest["model_file"], *(e["path"] for e in files)]:
         _check_relative(name, path)
+    labels, batch = manifest.get("labels", []), manifest.get("batch", "dynamic")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise VitedgeError(f"{path}: 'labels' must be a list of class names", "re-export the artifact")
+    if batch != "dynamic" and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise VitedgeError(
+            f"{path}: 'batch' must be \"dynamic\" or a whole number >= 1, not {batch!r}", "re-export the artifact"
+        )
     return manifest
 
 

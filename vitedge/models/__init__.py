@@ -21,7 +21,7 @@ from .loading import (
     save_checkpoint,
     unknown_model_hint,
 )
-from .preprocessing import data_config_for, hf_data_config
+from .preprocessing import artifact_data_config, data_config_for, hf_data_config
 from .types import Architecture, LoadedModel, StepRecord, count_weights
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "build_architecture",
     "checkpoint_metadata",
     "count_weights",
+    "artifact_data_config",
     "data_config_for",
     "has_random_weights",
     "is_transformers_folder",

@@ -10,9 +10,10 @@ the header) or `.pth`/`.pt` (loaded with `weights_only=True`, never as arbitrary
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..calibration.preprocess import DataConfig
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..core.manifest import is_artifact, sha256_file
 from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
-from .preprocessing import data_config_for, hf_data_config
+from .preprocessing import data_config_for, hf_data_config, recorded_data_config
 from .types import Architecture, LoadedModel, StepRecord
 
 DEFAULT_MODEL = "vitedge-cifar10"
@@ -193,28 +193,64 @@ def _refuse_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
         )
 
 
-def _recorded_data_config(metadata: dict[str, Any], path: Path) -> DataConfig:
-    """The DataConfig saved with the weights; a hand-edited one (std 0, crop_pct 2, ...) is
-    a user error that names the file, not a traceback."""
-    try:
-        return DataConfig.from_dict(metadata["data_config"])
-    except (TypeError, ValueError) as exc:
-        raise VitedgeError(
-            f"the data_config recorded with {path} is invalid: {exc}",
-            "fix the checkpoint's metadata (mean, std, crop_pct, interpolation)",
-        ) from None
-
-
 def _sidecar_metadata(path: Path) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
         return {}
     try:
         return json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VitedgeError(
             f"{sidecar} is not valid JSON: {exc}", "fix or delete the metadata file beside the weights"
         ) from None
+
+
+RECORD_HINT = "re-save the checkpoint with vitedge (compress, train), or restore the metadata it was saved with"
+
+
+def _recorded_metadata(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VitedgeError(f"the metadata recorded in {path.name} is not valid JSON: {exc}", RECORD_HINT) from None
+
+
+def _check_recorded(metadata: object, path: Path) -> None:
+    """What a checkpoint says about itself, in the shape the loader reads it: a damaged or
+    hand-edited record is one line naming the file (before the weights are built on it)."""
+    problem = None
+    architecture, steps = (
+        (metadata.get("architecture"), metadata.get("steps", [])) if isinstance(metadata, dict) else (None, [])
+    )
+    if not isinstance(metadata, dict):
+        problem = f"a JSON {type(metadata).__name__}, not an object"
+    elif architecture is not None and not (
+        isinstance(architecture, dict)
+        and isinstance(architecture.get("name"), str)
+        and isinstance(architecture.get("kwargs", {}), dict)
+    ):
+        problem = "'architecture' must be {name, kwargs}"
+    elif not isinstance(steps, list) or not all(
+        isinstance(step, dict) and isinstance(step.get("name"), str) and isinstance(step.get("options"), dict)
+        for step in steps
+    ):
+        problem = "'steps' must be a list of {name, options, structure} records"
+    if problem:
+        raise VitedgeError(f"the metadata recorded in {path.name} is invalid: {problem}", RECORD_HINT)
+
+
+@contextlib.contextmanager
+def _replaying(path: Path) -> Iterator[None]:
+    """Building the recorded architecture and replaying the recorded steps read values a
+    hand-edited record can break (a head index past the width, a text depth): one line naming
+    the file; `--debug` shows the cause."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise VitedgeError(
+            f"the architecture or compression steps recorded in {path.name} cannot be rebuilt: {first_line(exc)[:200]}",
+            RECORD_HINT,
+        ) from exc
 
 
 def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: Architecture) -> None:
@@ -272,10 +308,11 @@ def load_checkpoint(
         )
     if path.suffix == ".safetensors":
         state, header = _read_safetensors(path)
-        metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else _sidecar_metadata(path)
+        metadata = _recorded_metadata(header[METADATA_KEY], path) if METADATA_KEY in header else _sidecar_metadata(path)
     else:
         state = _read_torch_checkpoint(path)
         metadata = _sidecar_metadata(path)
+    _check_recorded(metadata, path)
     _refuse_non_finite(state, path)
     if "architecture" in metadata:
         arch = Architecture.from_dict(metadata["architecture"])
@@ -296,10 +333,18 @@ def load_checkpoint(
         raise ValueError(
             f"{path.name} records compression steps: load it with compress.registry.load_model, which replays them"
         )
-    module = replay.before_load(build_architecture(arch), records) if records else build_architecture(arch)
+    with _replaying(path):
+        module = replay.before_load(build_architecture(arch), records) if records else build_architecture(arch)
     _load_weights(module, state, path, arch)
-    module = (replay.after_load(module, records) if records else module).eval()
-    config = _recorded_data_config(metadata, path) if "data_config" in metadata else data_config_for(module, arch=arch)
+    with _replaying(path):
+        module = (replay.after_load(module, records) if records else module).eval()
+    config = (
+        recorded_data_config(
+            metadata["data_config"], str(path), "fix the checkpoint's metadata (mean, std, crop_pct, interpolation)"
+        )
+        if "data_config" in metadata
+        else data_config_for(module, arch=arch)
+    )
     return LoadedModel(module, config, spec or str(path), arch, tuple(records), sha256_file(path))
 
 

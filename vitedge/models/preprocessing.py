@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError, first_line
+from ..core.manifest import MANIFEST
 from .families import TORCHVISION_PREFIX, HFImageClassifier, vit_family
 from .types import Architecture
 
@@ -171,4 +172,22 @@ def data_config_for(module: nn.Module, labels: tuple[str, ...] = (), *, arch: Ar
         crop_mode=str(resolved.get("crop_mode", "center")),
         num_classes=num_classes,
         labels=labels or _imagenet_labels(num_classes),
+    )
+
+
+def recorded_data_config(data: object, where: str, hint: str) -> DataConfig:
+    """A DataConfig read back from a file (a checkpoint's metadata, an artifact's manifest):
+    a damaged or hand-edited one is one user error naming `where`, not a traceback."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return DataConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise VitedgeError(f"the data_config recorded in {where} is invalid: {first_line(exc)}", hint) from None
+
+
+def artifact_data_config(folder: Path, manifest: dict[str, Any]) -> DataConfig:
+    """The preprocessing an exported artifact records in its manifest (`read_manifest`'s)."""
+    return recorded_data_config(
+        manifest["data_config"], str(Path(folder) / MANIFEST), "re-export the artifact with `vitedge export`"
     )

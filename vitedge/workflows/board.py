@@ -27,6 +27,7 @@ from rich.console import Console
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note
 from ..core.errors import VitedgeError
+from ..models import artifact_data_config
 from ..targets.measure import Accuracy, Measurement, Timing, disk_size_mb, top_k_accuracy
 from .report import Parity, ResultRow
 
@@ -148,7 +149,7 @@ def board_row(entry: dict[str, Any], folder: Path | None, cache: dict[str, Any])
     notes, parity = [], None
     source = Path(entry["source"])
     if scored is not None and scored.get("logits") and folder is not None:
-        config = DataConfig.from_dict(manifest["data_config"])
+        config = artifact_data_config(source, manifest)
         found = _reference_logits(manifest.get("source", {}), folder, scored["images"], config, cache)
         if isinstance(found, str):
             notes.append(f"{source.name}: no parity check: {found}")

@@ -17,7 +17,7 @@ from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, has_cifar10_labels
 from ..core.cpu import CpuInfo, onednn_cap_note, probe_cpu
 from ..core.errors import VitedgeError
-from ..models import LoadedModel
+from ..models import LoadedModel, artifact_data_config
 
 # per precision family; a bound named max_*/mean_* is an upper limit, any other a lower one
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
@@ -485,7 +485,7 @@ def verify_folder(
     from ..core.manifest import read_manifest
 
     manifest = read_manifest(folder)
-    config = DataConfig.from_dict(manifest["data_config"])  # the artifact's own preprocessing
+    config = artifact_data_config(folder, manifest)  # the artifact's own preprocessing
     calibration = manifest.get("calibration")
     labels = manifest.get("labels", ())
     plan = data if isinstance(data, ParityData) else None

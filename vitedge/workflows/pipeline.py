@@ -28,7 +28,7 @@ from ..calibration.sources import (
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder
-from ..models import LoadedModel, is_transformers_folder, save_checkpoint
+from ..models import LoadedModel, artifact_data_config, is_transformers_folder, save_checkpoint
 from ..targets.measure import (
     Accuracy,
     Measurement,
@@ -325,7 +325,7 @@ def _bench_spec(item: str, target: str, threads: int) -> tuple[RunnerSpec, DataC
         manifest = read_manifest(path)
         return RunnerSpec(
             path.name, "artifact", str(path), precision=manifest["precision"], target=target, threads=threads
-        ), DataConfig.from_dict(manifest["data_config"])
+        ), artifact_data_config(path, manifest)
     from ..compress.quantize import stored_precision
 
     loaded = load_model(item)
