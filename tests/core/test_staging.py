@@ -79,3 +79,53 @@ def test_final_folder_and_files_follow_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def _artifact(folder: Path, content: bytes) -> Path:
+    folder.mkdir()
+    (folder / MANIFEST).write_text("{}")
+    (folder / "model.onnx").write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("out", [".", "", ".."])
+def test_the_working_folder_is_never_replaced(tmp_path, monkeypatch, out):
+    """`--out . --force` inside an old artifact folder deleted it, then failed to move the new
+    one into place (a traceback, both lost); the working folder or one above it is refused."""
+    from vitedge.core.errors import VitedgeError
+
+    inner = _artifact(_artifact(tmp_path / "old", b"outer") / "inner", b"inner")
+    monkeypatch.chdir(inner)
+    with pytest.raises(VitedgeError, match="is the folder this command runs in"):
+        with atomic_folder(Path(out), marker=MANIFEST, force=True) as staging:
+            (staging / "model.onnx").write_bytes(b"new")
+    assert (inner / "model.onnx").read_bytes() == b"inner"
+    assert (tmp_path / "old" / "model.onnx").read_bytes() == b"outer"
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted([MANIFEST, "inner", "model.onnx"])
+
+
+def test_a_replacement_that_cannot_be_moved_into_place_keeps_the_old_folder(tmp_path, monkeypatch):
+    import vitedge.core.io as io
+
+    old = _artifact(tmp_path / "art", b"old")
+    moves: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace(source, target):  # noqa: ANN001 - os.replace's
+        moves.append((Path(source).name, Path(target).name))
+        if Path(source).name.endswith(".partial") and Path(target) == old and "-replaced" not in str(source):
+            raise OSError(5, "Input/output error")  # the new folder's move fails
+        real_replace(source, target)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        with atomic_folder(old, marker=MANIFEST, force=True) as staging:
+            (staging / "model.onnx").write_bytes(b"new")
+    assert (old / "model.onnx").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # nothing aside, no staging left
+    assert len(moves) == 3  # aside, the failed move, back
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    with atomic_folder(old, marker=MANIFEST, force=True) as staging:
+        (staging / "model.onnx").write_bytes(b"new")
+    assert (old / "model.onnx").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

@@ -180,6 +180,24 @@ def refuse_a_file_as_folder(target: Path) -> None:
         raise VitedgeError(f"--out {target} is a file, not a folder", "choose another --out, e.g. a new folder name")
 
 
+def _move_into_place(staging: Path, target: Path) -> None:
+    """The old folder (a `--force` replacement) is renamed aside first and deleted only once
+    the new one is in place: if the move fails, the old one is put back, so it is never lost to
+    an output that was not written. The aside name is a staging name, so what a killed run
+    leaves there the next write removes."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = staging.with_name(staging.name[: -len(STAGING_SUFFIX)] + "-replaced" + STAGING_SUFFIX)
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
@@ -193,6 +211,13 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
             f"output folder {target} already exists", "pass --force to replace it, or choose another --out"
         )
     refuse_a_file_as_folder(target)
+    here = Path.cwd().resolve()
+    if target.resolve() in (here, *here.parents):
+        raise VitedgeError(
+            f"--out {target} is the folder this command runs in{'' if target.resolve() == here else ' (or one above it)'}: "
+            "an output goes to a new folder, or replaces one vitedge wrote elsewhere",
+            "name a new folder, e.g. --out out",
+        )
     if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise VitedgeError(
             f"--out {target} holds files vitedge did not write (no {marker}): --force replaces only a folder it wrote",
@@ -208,9 +233,7 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
     try:
         yield staging
         apply_umask_mode(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        _move_into_place(staging, target)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
