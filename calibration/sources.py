@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from .preprocess import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -126,7 +126,7 @@ def decode_image(data: bytes | Path) -> np.ndarray:
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
-        raise ImageDecodeError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, source) from None
+        raise ImageDecodeError(first_line(exc), source) from None
 
 
 def folder_image_set(folder: Path) -> ImageSet:
@@ -182,7 +182,7 @@ def read_npz_images(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray | Non
                 raise VitedgeError(f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})", hint)
             return data["x"], (data["y"] if "y" in data else None)
     except UNREADABLE_NPZ as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise VitedgeError(f"cannot read {path}: {reason}", hint) from None
 
 

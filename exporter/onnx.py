@@ -129,7 +129,7 @@ def check_onnx(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=False)
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
         raise VitedgeError(
-            f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}",
+            f"{Path(path).name} fails onnx.checker: {first_line(exc)[:200]}",
             "the file is corrupt or truncated; re-export it",
         ) from None
 

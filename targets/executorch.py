@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.precision import float_precision
 from .base import RunnerInfo
 from .bundle.run_bundle import execution_text
@@ -127,7 +127,7 @@ def open_executorch(
     except (RuntimeError, ValueError) as exc:
         said = f" ({log[-1].strip()[:160]})" if log else ""
         raise VitedgeError(
-            f"ExecuTorch cannot load {model_path}: {str(exc).splitlines()[0][:200]}{said}",
+            f"ExecuTorch cannot load {model_path}: {first_line(exc)[:200]}{said}",
             "the file is corrupt, truncated or from another ExecuTorch release; re-export it",
         ) from None
     info = RunnerInfo(

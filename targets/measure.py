@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -342,6 +343,10 @@ def _child(request: MeasureRequest, queue: multiprocessing.Queue[Any]) -> None:
 
 def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Measurement:
     """Measure one runner in a fresh process (clean peak RSS, no shared thread pools)."""
+    from ..core.cpu import oversubscription
+
+    if note := oversubscription(request.spec.threads):
+        warnings.warn(note, stacklevel=2)  # once per run: the same line from the same place
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(request, queue), daemon=True)

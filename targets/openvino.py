@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from .base import RunnerInfo
 from .bundle.run_bundle import openvino_batch_compiler as batch_compiler
@@ -134,7 +134,7 @@ def open_openvino(
         )
     except RuntimeError as exc:
         raise VitedgeError(
-            f"OpenVINO cannot load {model_path}: {str(exc).splitlines()[0][:200]}",
+            f"OpenVINO cannot load {model_path}: {first_line(exc)[:200]}",
             "the IR is corrupt or truncated; re-export it",
         ) from None
 

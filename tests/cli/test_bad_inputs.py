@@ -397,6 +397,15 @@ def xml_without_bin_resigned(tmp: Path, a: Assets) -> list[str]:
     return bench_of("ov")
 
 
+def bin_cut_resigned(tmp: Path, a: Assets) -> list[str]:
+    """OpenVINO's error opens with two lines of where it was raised; the reason is the third."""
+    shutil.copytree(a.openvino, tmp / "ov")
+    weights = tmp / "ov" / "model.bin"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    resign_manifest(tmp / "ov")
+    return bench_of("ov")
+
+
 def model_file_not_listed(tmp: Path, a: Assets) -> list[str]:
     """A second model dropped into the artifact and named by a hand-edited manifest, with no
     checksum: loading it would run unverified weights."""
@@ -689,6 +698,11 @@ CASES = [
         "manifest-path-outside",
         manifest_path_outside,
         ("names the file '../elsewhere.onnx', outside the artifact folder",),
+    ),
+    Case(
+        "openvino-bin-cut-resigned",
+        bin_cut_resigned,
+        ("OpenVINO cannot load ov/model.xml", "Incorrect weights in bin file"),
     ),
     Case("manifest-not-json", manifest_not_json, ("manifest.json", "not valid json")),
     Case("record-not-json", record_edited("{broken"), ("metadata recorded in small.safetensors", "not valid JSON")),

@@ -36,6 +36,13 @@ run()
 """
 
 
+def _as_from_a_terminal() -> None:
+    """The child starts with SIGTERM and SIGHUP at their defaults, as from a login shell: under
+    `nohup` (a CI job) the test runner's ignored SIGHUP would be inherited, and kept by design."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _wait_for(condition, timeout_s: float = 120.0) -> None:  # noqa: ANN001 - a callable
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -64,6 +71,7 @@ def test_a_stopped_export_leaves_no_output_and_no_staging_folder(tmp_path: Path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         _wait_for(lambda: parked.exists() or process.poll() is not None)
@@ -102,6 +110,7 @@ def test_a_stopped_bench_stops_its_measuring_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         parent = psutil.Process(process.pid)

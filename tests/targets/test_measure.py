@@ -118,3 +118,30 @@ def test_measure_a_torch_checkpoint_in_a_child_process(tiny_vit, cifar_batch, tm
         assert "timed_on" in isolated.machine and isolated.machine["timed_on"] is None
     else:
         assert isolated.machine["timed_on"]["cpus"] == list(expected)
+
+
+def test_more_threads_than_usable_cpus_is_said_once_beside_the_figures(tmp_path: Path) -> None:
+    """A 4-core board told 8 threads times contention, not the runtime at 8 threads: the run
+    says so, once however many rows and batch sizes it times."""
+    import subprocess
+    import sys
+
+    from vitedge.core.cpu import oversubscription
+
+    usable = len(os.sched_getaffinity(0))
+    assert oversubscription(usable) is None and oversubscription(None) is None
+    done = subprocess.run(
+        [sys.executable, "-m", "vitedge", "bench", "vitedge-cifar10", "--threads", str(usable + 1)]
+        + ["--runs", "1", "--samples", "2", "--batch", "1,2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "CPUs this process may use" in line]
+    assert said == [
+        f"warning: threads {usable + 1} is more than the {usable} CPUs this process may use: "
+        f"the timings measure {usable + 1} threads sharing {usable} cores"
+    ], done.stderr

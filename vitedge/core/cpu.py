@@ -384,6 +384,20 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
     return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
 
 
+def oversubscription(threads: int | None) -> str | None:
+    """More runtime threads than CPUs this process may use share cores: a timing then measures
+    their contention, not the runtime at that thread count (a 4-core board told 8 threads)."""
+    if not threads or not hasattr(os, "sched_getaffinity"):
+        return None
+    usable = len(os.sched_getaffinity(0))
+    if threads <= usable:
+        return None
+    return (
+        f"threads {threads} is more than the {usable} CPUs this process may use: "
+        f"the timings measure {threads} threads sharing {usable} cores"
+    )
+
+
 @contextmanager
 def on_fastest_cpus(threads: int | None) -> Iterator[dict[str, Any] | None]:
     """`pin_to_fastest` for the span of a block, this process's CPUs given back after it: for a

@@ -1,5 +1,7 @@
 """The one exception type for mistakes a user can fix; the CLI turns it into one red line."""
 
+import re
+
 
 class VitedgeError(Exception):
     """A user error: what is wrong (message) and how to fix it (hint)."""
@@ -13,7 +15,14 @@ class VitedgeError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+# OpenVINO's errors open with where they were raised ("Exception from src/…/core.cpp:84:",
+# "Check '…' failed at src/…:900:"); the reason is the line after them.
+_SOURCE_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S*:\d+:?")
+
+
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (a library's multi-line error in
-    one line), or its type's name when the message is empty."""
-    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    """The first non-empty line of an exception's message that says what went wrong (a
+    library's multi-line error in one line), or its type's name when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not _SOURCE_LOCATION.fullmatch(line)]
+    return (reasons or lines or [type(exc).__name__])[0]

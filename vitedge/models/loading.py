@@ -95,7 +95,7 @@ def build_architecture(arch: Architecture, *, pretrained: bool = False) -> nn.Mo
         if not pretrained:
             raise
         raise VitedgeError(
-            f"could not fetch pretrained weights for {arch.name} (offline and not in the cache?): {str(exc).splitlines()[0]}",
+            f"could not fetch pretrained weights for {arch.name} (offline and not in the cache?): {first_line(exc)}",
             f"pass a local file instead: --model weights.safetensors --arch {arch.name}",
         ) from None
 
@@ -133,7 +133,7 @@ def load_transformers(source: str, *, spec: str, pretrained: bool = True) -> Loa
         model = model_class.from_pretrained(source, use_safetensors=True) if pretrained else model_class(config)
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a cut or damaged weights file
         raise VitedgeError(
-            f"cannot load the transformers model {spec}: {str(exc).splitlines()[0][:200]}",
+            f"cannot load the transformers model {spec}: {first_line(exc)[:200]}",
             "a folder needs config.json and model.safetensors (save_pretrained's default); a hub id needs the network or the HF cache",
         ) from None
     finally:
@@ -168,7 +168,7 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; all mean "refused"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = first_line(exc)[:200]
         raise VitedgeError(
             f"refused to load {path}: not a plain weights file ({reason})",
             "vitedge loads .pth files with weights_only=True; re-save the state_dict, or convert to .safetensors",
