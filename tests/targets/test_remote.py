@@ -393,11 +393,13 @@ def test_one_bench_call_runs_all_three_runtimes_on_the_board(server, three_runti
         assert m["machine"]["cores"] == cpu.cores and "temperature_c" in m["machine"]
     # the same images, so the same top-1 from all three fp32 runtimes
     assert len({r["measurement"]["accuracy"]["top1"] for r in rows}) == 1
-    code, table, _ = cli(
+    code, table, told = cli(
         capsys, monkeypatch, "bench", *map(str, artifacts), "--target", server.target,
         "--identity", str(server.identity), "--known-hosts", str(server.known_hosts), "--python", str(python),
-        "--batch", "1", "--seconds", "0.2", "--samples", "16",
+        "--batch", "1", "--seconds", "0.2", "--samples", "16", "--threads", str(cpu.cores + 1),
     )  # fmt: skip
+    oversubscribed = f"threads {cpu.cores + 1} is more than the {cpu.cores} CPUs the board has"
+    assert f"{oversubscribed}: the timings measure {cpu.cores + 1} threads sharing {cpu.cores} cores" in told, told
     assert code == 0 and "on the board" in table and "p99 ms" in table and "°C before→after" in table
     assert table.count("pass") >= 3 and f"board: {cpu.model}" in " ".join(table.split())
     board = measured.board_for(cpu, measured.load_store())

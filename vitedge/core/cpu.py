@@ -384,16 +384,16 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
     return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
 
 
-def oversubscription(threads: int | None) -> str | None:
-    """More runtime threads than CPUs this process may use share cores: a timing then measures
-    their contention, not the runtime at that thread count (a 4-core board told 8 threads)."""
-    if not threads or not hasattr(os, "sched_getaffinity"):
-        return None
-    usable = len(os.sched_getaffinity(0))
-    if threads <= usable:
+def oversubscription(threads: int | None, usable: int | None = None, of: str = "this process may use") -> str | None:
+    """More runtime threads than CPUs share cores: a timing then measures their contention, not
+    the runtime at that thread count (a 4-core board told 8 threads). `usable`: a board's CPU
+    count; by default the CPUs this process may run on here."""
+    if usable is None and hasattr(os, "sched_getaffinity"):
+        usable = len(os.sched_getaffinity(0))
+    if not threads or not usable or threads <= usable:
         return None
     return (
-        f"threads {threads} is more than the {usable} CPUs this process may use: "
+        f"threads {threads} is more than the {usable} CPUs {of}: "
         f"the timings measure {threads} threads sharing {usable} cores"
     )
 

@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note
+from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note, oversubscription
 from ..core.errors import VitedgeError
 from ..models import artifact_data_config
 from ..targets.measure import Accuracy, Measurement, Timing, disk_size_mb, top_k_accuracy
@@ -139,7 +139,7 @@ def board_row(entry: dict[str, Any], folder: Path | None, cache: dict[str, Any])
 
     manifest, benches, scored = entry["manifest"], entry["benches"], entry["eval"]
     first = benches[0]
-    _, machine = board_facts(first["board"])
+    cpu, machine = board_facts(first["board"])
     machine["timed_on"] = first.get("timed_on")
     machine["temperature_c"] = {
         "before": (first.get("thermal") or {}).get("before", {}).get("temperature_c"),
@@ -182,6 +182,8 @@ def board_row(entry: dict[str, Any], folder: Path | None, cache: dict[str, Any])
         execution_precision=str(detail.get("execution_precision", "")),
         first_inference_ms=first.get("first_inference_ms"),
     )
+    if note := oversubscription(measurement.threads, cpu.cores, "the board has"):
+        notes.append(f"{source.name}: {note}")
     return ResultRow(measurement, parity, scale=f"board {entry['target']}"), notes
 
 
