@@ -336,6 +336,12 @@ def open_source(spec: str) -> ImageSet:
                 f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)})",
             )
         return images
+    if path.is_file():
+        what = "one image" if path.suffix.lower() in IMAGE_SUFFIXES else "a file vitedge does not read images from"
+        raise VitedgeError(
+            f"data source {spec!r} is {what}, not a set of images",
+            "pass a folder of images (one image goes in a folder too), a .npz with x/y, cifar10 or cifar10:train",
+        )
     raise VitedgeError(
         f"data source {spec!r} does not exist", "pass cifar10, cifar10:train, a folder of images, or a .npz with x/y"
     )

@@ -503,9 +503,9 @@ def beside_own_file(name: str, command: Setup) -> Setup:
     return setup
 
 
-def recipe(text: str) -> Setup:
+def recipe(text: str, encoding: str = "utf-8") -> Setup:
     def setup(tmp: Path, a: Assets) -> list[str]:
-        (tmp / "bad.toml").write_text(text)
+        (tmp / "bad.toml").write_text(text, encoding=encoding)
         return ["run", "bad.toml", "--out", "run-out"]
 
     return setup
@@ -661,6 +661,21 @@ CASES = [
     Case("npz-fractional-labels", npz_labelled([0.5, 1.0]), ("set.npz", "not class indices")),
     Case("labels-beyond-the-model", npz_labelled([0, 99]), ("labels run from 0 to 99", "10 classes")),
     Case("truncated-npz", damaged_npz("cut"), ("cannot read set.npz", "not a zip file")),
+    Case(
+        "data-one-image",
+        lambda tmp, a: (
+            shutil.copyfile(next((a.images / "class0").iterdir()), tmp / "one.png"),
+            ["eval", str(a.checkpoint), "--data", "one.png"],
+        )[1],
+        ("'one.png' is one image, not a set of images",),
+    ),
+    Case(
+        "data-a-zip-file",
+        lambda tmp, a: ((tmp / "images.zip").write_bytes(b"PK"), ["eval", str(a.checkpoint), "--data", "images.zip"])[
+            1
+        ],
+        ("'images.zip' is a file vitedge does not read images from",),
+    ),
     Case("npz-with-overwritten-bytes", damaged_npz("overwritten"), ("cannot read set.npz", "crc")),
     Case("more-calibration-samples-than-images", too_few_images, ("5 images", "only 4")),
     Case("eval-samples-zero", lambda tmp, a: ["eval", str(a.checkpoint), "--samples", "0"], ("--samples", "positive")),
@@ -678,6 +693,14 @@ CASES = [
         "recipe-typo-step-option", recipe('[[compress]]\nstep = "prune-heads"\nratoi = 0.25\n'), ("bad.toml:3", "ratoi")
     ),
     Case("recipe-not-toml", recipe('[model\nspec = "x"\n'), ("bad.toml", "not valid toml")),
+    Case("recipe-utf-16", recipe('[model]\nspec = "vitedge-cifar10"\n', "utf-16"), ("bad.toml", "not UTF-8 text")),
+    # a byte-order mark (Windows editors write one) is dropped: the error is the typo on line 2
+    Case("recipe-with-a-bom", recipe("\ufeff[run]\nbogus = 1\n"), ("bad.toml:2", "unknown key", "bogus")),
+    Case(
+        "recipe-a-folder",
+        lambda tmp, a: ((tmp / "recipes").mkdir(), ["run", "recipes", "--out", "run-out"])[1],
+        ("recipe recipes is a folder, not a TOML file",),
+    ),
     Case("recipe-wrong-type", recipe('[data]\nsamples = "lots"\n'), ("bad.toml:2", "[data] samples")),
     # artifacts
     Case("manifest-checksum-mismatch", flipped_byte, ("model.onnx", "sha256")),

@@ -8,7 +8,7 @@ raises VitedgeError (one red line), never anything else.
 
 CI runs about 2,600 generated cases in well under a minute, derandomized so the run is the
 same every time. For a longer, randomized hunt set VITEDGE_FUZZ_EXAMPLES (examples per
-test), e.g. `VITEDGE_FUZZ_EXAMPLES=20000 python -m pytest tests/test_fuzz.py`.
+test), e.g. `VITEDGE_FUZZ_EXAMPLES=20000 python -m pytest tests/cli/test_fuzz.py`.
 """
 
 from __future__ import annotations

@@ -295,6 +295,21 @@ def load_recipe(path: Path | None) -> Recipe:
     if path is None:
         return Recipe()
     path = Path(path)
+    return parse_recipe(read_recipe_text(path, "recipe", f"pass a TOML file; examples are in {RECIPES_DIR}"), str(path))
+
+
+def read_recipe_text(path: Path, kind: str, hint: str) -> str:
+    """A recipe file's text. TOML is UTF-8: a byte-order mark (Windows editors write one) is
+    dropped; a file in another encoding (Notepad's "Unicode" is UTF-16), a folder or a missing
+    path is one line naming it."""
+    if path.is_dir():
+        raise VitedgeError(f"{kind} {path} is a folder, not a TOML file", hint)
     if not path.is_file():
-        raise VitedgeError(f"recipe {path} does not exist", f"pass a TOML file; examples are in {RECIPES_DIR}")
-    return parse_recipe(path.read_text(), str(path))
+        raise VitedgeError(f"{kind} {path} does not exist", hint)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VitedgeError(
+            f"{kind} {path} is not UTF-8 text, as TOML must be (byte {exc.start} is {exc.object[exc.start]:#04x})",
+            "save it as UTF-8",
+        ) from None

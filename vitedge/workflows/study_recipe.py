@@ -18,6 +18,7 @@ from .recipe import (
     check_keys,
     check_tables,
     count_or_all,
+    read_recipe_text,
     read_toml,
     require_at_least_one,
 )
@@ -273,12 +274,8 @@ def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe
 def load_study_recipe(path: Path | None = None, *, quick: bool = False) -> StudyRecipe:
     """The committed study (`vitedge/recipes/study.toml`), its quick variant, or any recipe file."""
     path = Path(path) if path is not None else (QUICK_RECIPE if quick else STUDY_RECIPE)
-    if not path.is_file():
-        raise VitedgeError(
-            f"study recipe {path} does not exist",
-            f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}",
-        )
-    return parse_study_recipe(path.read_text(), str(path))
+    hint = f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}"
+    return parse_study_recipe(read_recipe_text(path, "study recipe", hint), str(path))
 
 
 def with_overrides(recipe: StudyRecipe, **overrides: Any) -> StudyRecipe:
