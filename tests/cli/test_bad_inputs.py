@@ -693,6 +693,11 @@ CASES = [
         "recipe-typo-step-option", recipe('[[compress]]\nstep = "prune-heads"\nratoi = 0.25\n'), ("bad.toml:3", "ratoi")
     ),
     Case("recipe-not-toml", recipe('[model\nspec = "x"\n'), ("bad.toml", "not valid toml")),
+    Case(
+        "recipe-negative-seed",
+        recipe("[calibration]\nseed = -1\n"),
+        ("bad.toml:2", "[calibration] seed must be at least 0, got -1"),
+    ),
     Case("recipe-utf-16", recipe('[model]\nspec = "vitedge-cifar10"\n', "utf-16"), ("bad.toml", "not UTF-8 text")),
     # a byte-order mark (Windows editors write one) is dropped: the error is the typo on line 2
     Case("recipe-with-a-bom", recipe("\ufeff[run]\nbogus = 1\n"), ("bad.toml:2", "unknown key", "bogus")),
@@ -1370,6 +1375,13 @@ def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
         (["verify", "x", "--min-top1", "5"], "--min-top1"),
         (["verify", "x", "--max-abs", "-1"], "--max-abs"),
         (["compress", "vitedge-cifar10", "--step", "fp16", "--data-count", "-1", "--out", "x"], "--data-count"),
+        (
+            ["export", "vitedge-cifar10", "--to", "onnx", "--precision", "int8-static", "--calib", "cifar10:train"]
+            + ["--calib-seed", "-1", "--out", "x"],
+            "--calib-seed",
+        ),
+        (["quantize", "vitedge-cifar10", "--to", "onnx", "--calib-seed", "-1", "--out", "x"], "--calib-seed"),
+        (["train", "--seed", "-1", "--out", "t.safetensors"], "--seed"),
     ],
     ids=[
         "export-threads",
@@ -1380,6 +1392,9 @@ def test_unknown_model_name_suggests_the_closest_timm_name() -> None:
         "min-top1",
         "max-abs",
         "data-count",
+        "export-calib-seed",
+        "quantize-calib-seed",
+        "train-seed",
     ],
 )
 def test_a_number_out_of_its_range_is_refused_before_any_work(

@@ -79,6 +79,7 @@ BASE = '[[row]]\nlabel = "Vanilla fp32"\n'
         ("[calibration]\nsamples = 0\n" + BASE, "\\[calibration\\] samples must be at least 1"),
         ("[distill]\nepochs = 0\n" + BASE, "\\[distill\\] epochs must be at least 1"),
         ("[study]\ntrain_samples = -5\n" + BASE, "\\[study\\] train_samples must be at least 1"),
+        ("[study]\nseed = -1\n" + BASE, "bad.toml:2: \\[study\\] seed must be at least 0, got -1"),
         (BASE + '[[published]]\nlabel = "X"\nrole = "worst"\nit_per_s_cpu = 1.0\nmb = 1.0\n', "unknown published role"),
         (BASE + '[[published]]\nlabel = "X"\nrole = "dq"\nit_per_s_cpu = 1.0\n', "has no mb"),
         (BASE + '[[published]]\nlabel = "X"\nrole = "dq"\nit_per_s_cpu = "fast"\nmb = 1.0\n', "wrong type"),

@@ -70,7 +70,7 @@ def distill_command(
     kind: str = typer.Option("soft", help="soft (KL with temperature) or hard (teacher's argmax)."),
     alpha: float = typer.Option(0.5, help="Weight of the teacher term."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft term."),
-    seed: int = typer.Option(0, help="Seed for initialization, order and augmentation."),
+    seed: int = typer.Option(0, min=0, help="Seed for initialization, order and augmentation."),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),

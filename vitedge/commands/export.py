@@ -104,7 +104,7 @@ def export_command(
         help="Number of calibration images (class-balanced when labelled); default: up to 256, as many as --calib can spare.",
     ),
     calib_method: str = typer.Option("minmax", help="ONNX static calibration: minmax, entropy or percentile."),
-    calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
+    calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draw."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     batch: str = typer.Option(
         "dynamic", help="Batch axis: dynamic (executorch: 1 to 32 images a call), or a fixed size N."

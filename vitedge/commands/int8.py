@@ -153,7 +153,7 @@ def sensitivity_command(
     calib_samples: int | None = typer.Option(
         None, min=1, help="Number of calibration images; default: up to 256, as many as --calib can spare."
     ),
-    calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
+    calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
@@ -220,7 +220,7 @@ def quantize_command(
     calib_samples: int | None = typer.Option(
         None, min=1, help="Number of calibration images; default: up to 256, as many as --calib can spare."
     ),
-    calib_seed: int = typer.Option(0, help="Seed of the calibration draw."),
+    calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
     timing_runs: int = typer.Option(20, min=0, help="Batch-1 timed runs per exclusion for its speed cost (0: skip)."),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
@@ -378,7 +378,7 @@ def calibrate_sweep_command(
     data: str = typer.Option("cifar10", "--data", help="Held-out evaluation images (never a calibration image)."),
     samples: int = typer.Option(1000, min=1, help="Number of evaluation images."),
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
-    calib_seed: int = typer.Option(0, help="Seed of the calibration draws."),
+    calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draws."),
     out_dir: Path = typer.Option(
         Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md."
     ),

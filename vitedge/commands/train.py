@@ -34,7 +34,7 @@ def train_command(
     depth: int = typer.Option(6, help="Transformer blocks."),
     num_heads: int = typer.Option(4, help="Attention heads."),
     mlp_ratio: float = typer.Option(2.0, help="MLP hidden width / token width."),
-    seed: int = typer.Option(0, help="Seed for initialization, order and augmentation."),
+    seed: int = typer.Option(0, min=0, help="Seed for initialization, order and augmentation."),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),

@@ -187,14 +187,15 @@ def check_tables(data: dict[str, Any], schema: Schema, arrays: frozenset[str], s
         check_keys(body, schema[table], f"[{table}]", source, text)
 
 
-def require_at_least_one(entries: Iterable[tuple[str, str, int]], source: str, text: str) -> None:
-    """Counts a recipe gives (table, key, value) that must be 1 or more: a thread count or a number
-    of runs, images or epochs below that fails hours into a run, or runs as something else."""
+def require_at_least(least: int, entries: Iterable[tuple[str, str, int]], source: str, text: str) -> None:
+    """Numbers a recipe gives (table, key, value) that must be `least` or more: a thread count or a
+    number of runs, images or epochs below 1, or a seed below 0, fails hours into a run, or runs
+    as something else."""
     for table, key, value in entries:
-        if value < 1:
+        if value < least:
             raise VitedgeError(
-                f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least 1, got {value}",
-                "use a whole number of at least 1",
+                f"{source}:{_line_of(text, key) or '?'}: [{table}] {key} must be at least {least}, got {value}",
+                f"use a whole number of at least {least}",
             )
 
 
@@ -225,7 +226,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             f'{source}:{_line_of(text, "samples") or "?"}: [data] samples must be a number or "all"',
             'e.g. samples = 1000 or samples = "all"',
         )
-    require_at_least_one(
+    require_at_least(0, (("calibration", "seed", calibration.get("seed", 0)),), source, text)
+    require_at_least(
+        1,
         (
             ("data", "samples", samples if samples != "all" else 1),
             ("calibration", "samples", calibration.get("samples", 1)),

@@ -20,7 +20,7 @@ from .recipe import (
     count_or_all,
     read_recipe_text,
     read_toml,
-    require_at_least_one,
+    require_at_least,
 )
 
 STUDY_RECIPE = RECIPES_DIR / "study.toml"
@@ -247,9 +247,13 @@ def parse_study_recipe(text: str, source: str = "<study recipe>") -> StudyRecipe
         "distill": (data.get("distill", {}), ("epochs", "batch_size")),
         "bench": (bench, ("threads", "runs")),
     }
-    require_at_least_one(
-        [(table, key, body[key]) for table, (body, keys) in counts.items() for key in keys if key in body], source, text
+    require_at_least(
+        1,
+        [(table, key, body[key]) for table, (body, keys) in counts.items() for key in keys if key in body],
+        source,
+        text,
     )
+    require_at_least(0, [("study", "seed", study["seed"])] if "seed" in study else [], source, text)
     study_keys = ("name", "model", "speed_model", "student_speed_model", "pretrained", "data", "speed_samples")
     return dataclasses.replace(
         defaults,
