@@ -799,6 +799,28 @@ CASES = [
         ("bad host name",),
     ),
     Case(
+        "calib-on-an-fp32-export",
+        lambda tmp, a: ["export", str(a.checkpoint), "--to", "onnx", "--calib", "cifar10:train", "--out", "art"],
+        ("--calib is for a calibrated int8 export, not onnx fp32",),
+    ),
+    Case(
+        "calib-options-on-int8-dynamic",
+        lambda tmp, a: export_of(
+            str(a.checkpoint), "--precision", "int8-dynamic", "--calib-samples", "8", "--calib-seed", "3"
+        ),
+        ("--calib-samples, --calib-seed are for a calibrated int8 export, not onnx int8-dynamic",),
+    ),
+    Case(
+        "ssh-option-on-a-local-bench",
+        lambda tmp, a: ["bench", str(a.onnx), "--seconds", "5", "--data", ""],
+        ("--seconds is for an ssh:// board, not --target cpu",),
+    ),
+    Case(
+        "ssh-options-on-a-local-bench",
+        lambda tmp, a: ["bench", str(a.onnx), "--python", "python3.11", "--accept-new-host-key", "--data", ""],
+        ("--accept-new-host-key, --python are for an ssh:// board",),
+    ),
+    Case(
         "board-timeout-not-positive",
         lambda tmp, a: [
             "bench",

@@ -25,6 +25,19 @@ def parse_samples(value: str) -> int | None:
     return count
 
 
+def refuse_options_given(ctx, names: Sequence[str], why: str, hint: str) -> None:  # noqa: ANN001 - click.Context
+    """Options the user typed that do nothing here (an ssh:// option on a local run) are refused,
+    not ignored: a figure measured without them would be read as measured with them."""
+    sources = {name: ctx.get_parameter_source(name) for name in names}  # Typer's own Click's enum: compared by name
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name, source in sources.items()
+        if getattr(source, "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise VitedgeError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} {why}", hint)
+
+
 def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None] = ()) -> None:
     """A model file is written only where nothing is, or with --force; never over a model the
     command reads (`reads`), which --force would lose (the write is atomic, the original gone)."""

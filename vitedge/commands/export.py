@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
-from .common import PRETRAINED_HELP, load_cli_model
+from .common import PRETRAINED_HELP, load_cli_model, refuse_options_given
 
 if TYPE_CHECKING:  # the CLI imports its heavy modules inside the commands: it starts fast
     from ..calibration.calibset import CalibrationSet
@@ -83,6 +83,7 @@ def _show(report, folder: Path, as_json: bool, extra: dict | None = None) -> Non
 
 @app.command("export", rich_help_panel=EXPORT)
 def export_command(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ...,
         help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth (e.g. from `vitedge compress`).",
@@ -181,6 +182,13 @@ def export_command(
     )
     needs_calibration = (to, precision) in NEEDS_CALIBRATION
     check_request(to, precision, calib is not None)
+    if not needs_calibration:  # else a forgotten --precision gives an fp32 file the user took for int8
+        refuse_options_given(
+            ctx,
+            ("calib", "calib_samples", "calib_seed"),
+            f"for a calibrated int8 export, not {to} {precision}",
+            "add --precision int8-static (onnx) or int8 (openvino, executorch), or drop those options",
+        )
     if max_drop is not None or min_cosine is not None:
         _export_to_budget(
             model,

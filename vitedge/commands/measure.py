@@ -11,7 +11,7 @@ import typer
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
 from ..targets.remote import RUN_TIMEOUT_S
-from .common import parse_samples
+from .common import parse_samples, refuse_options_given
 
 
 def _batches(value: str) -> tuple[int, ...]:
@@ -55,6 +55,7 @@ def eval_command(
 
 @app.command("bench", rich_help_panel=EXPORT)
 def bench_command(
+    ctx: typer.Context,
     items: list[str] = typer.Argument(
         ..., help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes)."
     ),
@@ -79,6 +80,14 @@ def bench_command(
 ) -> None:
     """Measure accuracy, it/s, latency, size and peak memory of artifacts or models; on an ssh:// board, all of them in one session, with parity, p50/p90/p99 and the board's CPU facts."""
     from ..workflows.pipeline import bench
+
+    if not target.startswith("ssh://"):
+        refuse_options_given(
+            ctx,
+            ("identity", "accept_new_host_key", "known_hosts", "seconds", "python", "board_timeout"),
+            f"for an ssh:// board, not --target {target}",
+            "drop those options (--runs sets how long a local row is timed), or pass --target ssh://user@host",
+        )
     from ..workflows.report import print_board_table, print_table
 
     rows = bench(
