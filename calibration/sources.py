@@ -182,8 +182,7 @@ def read_npz_images(path: Path, hint: str) -> tuple[np.ndarray, np.ndarray | Non
                 raise VitedgeError(f"{path} has no array 'x' (found: {', '.join(data.files) or 'none'})", hint)
             return data["x"], (data["y"] if "y" in data else None)
     except UNREADABLE_NPZ as exc:
-        reason = first_line(exc)
-        raise VitedgeError(f"cannot read {path}: {reason}", hint) from None
+        raise VitedgeError(f"cannot read {path}: {first_line(exc)}", hint) from None
 
 
 def npz_image_set(path: Path) -> ImageSet:

@@ -28,11 +28,10 @@ def parse_samples(value: str) -> int | None:
 def refuse_options_given(ctx, names: Sequence[str], why: str, hint: str) -> None:  # noqa: ANN001 - click.Context
     """Options the user typed that do nothing here (an ssh:// option on a local run) are refused,
     not ignored: a figure measured without them would be read as measured with them."""
-    sources = {name: ctx.get_parameter_source(name) for name in names}  # Typer's own Click's enum: compared by name
-    given = [
+    given = [  # Typer's own Click's ParameterSource: compared by name
         f"--{name.replace('_', '-')}"
-        for name, source in sources.items()
-        if getattr(source, "name", "") == "COMMANDLINE"
+        for name in names
+        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
     ]
     if given:
         raise VitedgeError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} {why}", hint)

@@ -79,8 +79,6 @@ def bench_command(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Measure accuracy, it/s, latency, size and peak memory of artifacts or models; on an ssh:// board, all of them in one session, with parity, p50/p90/p99 and the board's CPU facts."""
-    from ..workflows.pipeline import bench
-
     if not target.startswith("ssh://"):
         refuse_options_given(
             ctx,
@@ -88,6 +86,7 @@ def bench_command(
             f"for an ssh:// board, not --target {target}",
             "drop those options (--runs sets how long a local row is timed), or pass --target ssh://user@host",
         )
+    from ..workflows.pipeline import bench
     from ..workflows.report import print_board_table, print_table
 
     rows = bench(

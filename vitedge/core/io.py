@@ -206,18 +206,18 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
     `marker` is the file every output of this kind holds (manifest.json, results.json): `force`
     replaces only such a folder, or an empty one, never a file or a folder of the user's own."""
     target = Path(target)
+    here, resolved = Path.cwd().resolve(), target.resolve()
+    if resolved in (here, *here.parents):  # checked first: "pass --force" would be the wrong hint
+        raise VitedgeError(
+            f"--out {target} is the folder this command runs in{'' if resolved == here else ' (or one above it)'}: "
+            "an output goes to a new folder, or replaces one vitedge wrote elsewhere",
+            "name a new folder, e.g. --out out",
+        )
     if target.exists() and not force:
         raise VitedgeError(
             f"output folder {target} already exists", "pass --force to replace it, or choose another --out"
         )
     refuse_a_file_as_folder(target)
-    here = Path.cwd().resolve()
-    if target.resolve() in (here, *here.parents):
-        raise VitedgeError(
-            f"--out {target} is the folder this command runs in{'' if target.resolve() == here else ' (or one above it)'}: "
-            "an output goes to a new folder, or replaces one vitedge wrote elsewhere",
-            "name a new folder, e.g. --out out",
-        )
     if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise VitedgeError(
             f"--out {target} holds files vitedge did not write (no {marker}): --force replaces only a folder it wrote",

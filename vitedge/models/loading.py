@@ -193,49 +193,47 @@ def _refuse_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
         )
 
 
+RECORD_HINT = "re-save the checkpoint with vitedge (compress, train), or restore the metadata it was saved with"
+
+
 def _sidecar_metadata(path: Path) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
         return {}
-    try:
-        return json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VitedgeError(
-            f"{sidecar} is not valid JSON: {exc}", "fix or delete the metadata file beside the weights"
-        ) from None
+    return _parsed_metadata(sidecar.read_bytes(), sidecar, "fix or delete the metadata file beside the weights")
 
 
-RECORD_HINT = "re-save the checkpoint with vitedge (compress, train), or restore the metadata it was saved with"
-
-
-def _recorded_metadata(text: str, path: Path) -> Any:
+def _parsed_metadata(text: str | bytes, where: Path, hint: str = RECORD_HINT) -> Any:
+    """A checkpoint's recorded metadata (its safetensors header entry, or a .json beside a .pth)."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VitedgeError(f"the metadata recorded in {path.name} is not valid JSON: {exc}", RECORD_HINT) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VitedgeError(f"the metadata recorded in {where.name} is not valid JSON: {exc}", hint) from None
 
 
-def _check_recorded(metadata: object, path: Path) -> None:
-    """What a checkpoint says about itself, in the shape the loader reads it: a damaged or
-    hand-edited record is one line naming the file (before the weights are built on it)."""
-    problem = None
-    architecture, steps = (
-        (metadata.get("architecture"), metadata.get("steps", [])) if isinstance(metadata, dict) else (None, [])
-    )
+def _record_problem(metadata: object) -> str | None:
+    """What is wrong with a record the loader reads, in the shape it reads it; None if nothing."""
     if not isinstance(metadata, dict):
-        problem = f"a JSON {type(metadata).__name__}, not an object"
-    elif architecture is not None and not (
+        return f"a JSON {type(metadata).__name__}, not an object"
+    architecture, steps = metadata.get("architecture"), metadata.get("steps", [])
+    if architecture is not None and not (
         isinstance(architecture, dict)
         and isinstance(architecture.get("name"), str)
         and isinstance(architecture.get("kwargs", {}), dict)
     ):
-        problem = "'architecture' must be {name, kwargs}"
-    elif not isinstance(steps, list) or not all(
+        return "'architecture' must be {name, kwargs}"
+    if not isinstance(steps, list) or not all(
         isinstance(step, dict) and isinstance(step.get("name"), str) and isinstance(step.get("options"), dict)
         for step in steps
     ):
-        problem = "'steps' must be a list of {name, options, structure} records"
-    if problem:
+        return "'steps' must be a list of {name, options, structure} records"
+    return None
+
+
+def _check_recorded(metadata: object, path: Path) -> None:
+    """What a checkpoint says about itself: a damaged or hand-edited record is one line naming
+    the file, before the weights are built on it."""
+    if problem := _record_problem(metadata):
         raise VitedgeError(f"the metadata recorded in {path.name} is invalid: {problem}", RECORD_HINT)
 
 
@@ -308,7 +306,7 @@ def load_checkpoint(
         )
     if path.suffix == ".safetensors":
         state, header = _read_safetensors(path)
-        metadata = _recorded_metadata(header[METADATA_KEY], path) if METADATA_KEY in header else _sidecar_metadata(path)
+        metadata = _parsed_metadata(header[METADATA_KEY], path) if METADATA_KEY in header else _sidecar_metadata(path)
     else:
         state = _read_torch_checkpoint(path)
         metadata = _sidecar_metadata(path)
