@@ -141,7 +141,7 @@ def draw_indices(images: ImageSet, count: int, *, seed: int = 0, exclude: Sequen
     if count < 1:
         raise VitedgeError(f"asked for {count} images from {images.name}", "ask for at least 1 image")
     if count > len(allowed):
-        skipped = f", {len(images.skipped)} unreadable file(s) skipped" if images.skipped else ""
+        skipped = f", {len(images.skipped)} file(s) skipped" if images.skipped else ""
         held = f", {len(excluded)} held out for calibration" if len(excluded) else ""
         raise VitedgeError(
             f"asked for {count} images but {images.name} has only {len(allowed)} usable readable images ({images.count} found{skipped}{held})",

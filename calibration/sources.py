@@ -129,13 +129,34 @@ def decode_image(data: bytes | Path) -> np.ndarray:
         raise ImageDecodeError(first_line(exc), source) from None
 
 
+def _outside_reason(path: Path, root: Path) -> str | None:
+    """Why `path` is not read as part of the folder `root` (already resolved), or None.
+    A link is followed only while it stays inside the folder: the user named a folder, and
+    vitedge reads nothing outside it. Links to folders are never followed (pathlib's walk
+    does not enter them), so such a folder is named rather than taken for an empty class."""
+    if path.is_symlink() and path.is_dir():
+        return "a link to a folder, which vitedge does not follow"
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        return f"a link to {resolved}, outside the folder"
+    return None
+
+
 def folder_image_set(folder: Path) -> ImageSet:
     """A folder of images: flat, or one subfolder per class (labels sorted by folder name)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = folder.resolve()
+    entries = sorted(p for p in folder.rglob("*") if not p.name.startswith("."))
+    skipped: list[tuple[str, str]] = []
+    for path in entries:
+        if (reason := _outside_reason(path, root)) is not None:
+            skipped.append((str(path), reason))
+    left_out = {path for path, _ in skipped}
+    files = [p for p in entries if str(p) not in left_out and p.is_file()]
+    subdirs = sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and str(p) not in left_out
+    )
     class_names = tuple(subdirs) if subdirs else ()
     good: list[Path] = []
-    skipped: list[tuple[str, str]] = []
     for path in files:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append((str(path), "not an image file"))
@@ -149,7 +170,7 @@ def folder_image_set(folder: Path) -> ImageSet:
     if skipped:
         shown = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:SHOWN_SKIPPED])
         more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {shown}{more}", stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} file(s) in {folder}: {shown}{more}", stacklevel=2)
     labels = None
     if class_names:
         index = {name: i for i, name in enumerate(class_names)}
@@ -329,10 +350,11 @@ def open_source(spec: str) -> ImageSet:
     if path.is_dir():
         images = folder_image_set(path)
         if images.count == 0:
-            found = f"{len(images.skipped)} unreadable or non-image file(s)" if images.skipped else "no files"
+            first = images.skipped[0] if images.skipped else None
+            found = f"{len(images.skipped)} skipped, e.g. {Path(first[0]).name}: {first[1]}" if first else "no files"
             raise VitedgeError(
                 f"no readable images in {path} ({found})",
-                f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)})",
+                f"put JPEG/PNG/WebP/BMP files in it ({', '.join(IMAGE_SUFFIXES)}), not links to files elsewhere",
             )
         return images
     if path.is_file():

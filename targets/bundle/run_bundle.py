@@ -689,12 +689,23 @@ def bench(args, manifest: dict) -> dict:
     }
 
 
-def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int]]:
+def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int], list[str]]:
     """An ImageFolder: one subfolder per class. Folder names that are all model labels map by
-    name; otherwise classes are numbered in sorted folder order (torchvision's convention)."""
+    name; otherwise classes are numbered in sorted folder order (torchvision's convention).
+    Links that lead outside the folder, and links to folders, are left out and named (the
+    fourth item): eval reads nothing outside the folder it is given."""
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder (eval takes a folder with one subfolder per class)")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = folder.resolve()
+    left_out: list[str] = []
+    classes = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        if path.is_symlink():
+            left_out.append(f"{path}: a link to a folder, which eval does not follow")
+        else:
+            classes.append(path.name)
     if not classes:
         raise BundleError(f"{folder} has no class subfolders (expected FOLDER/<class>/<image>)")
     mapping = (
@@ -707,17 +718,21 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     for name in classes:
         for path in sorted((folder / name).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                if not path.resolve().is_relative_to(root):
+                    left_out.append(f"{path}: a link to {path.resolve()}, outside the folder")
+                    continue
                 files.append(path)
                 targets.append(mapping[name])
     if not files:
-        raise BundleError(f"{folder} holds no {'/'.join(IMAGE_SUFFIXES)} images in its class subfolders")
-    return files, targets, mapping
+        found = f" ({len(left_out)} left out, e.g. {left_out[0]})" if left_out else ""
+        raise BundleError(f"{folder} holds no {'/'.join(IMAGE_SUFFIXES)} images in its class subfolders{found}")
+    return files, targets, mapping, left_out
 
 
 def evaluate(args, manifest: dict) -> dict:
     np, Image, preprocess = _import_base()
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
-    files, targets, mapping = image_folder(Path(args.folder), config.labels)
+    files, targets, mapping, left_out = image_folder(Path(args.folder), config.labels)
     if args.limit:
         files, targets = files[: args.limit], targets[: args.limit]
     model = Model(HERE, manifest, args.threads)
@@ -725,7 +740,7 @@ def evaluate(args, manifest: dict) -> dict:
     hits: list[bool] = []  # per image, in file order: pairs two runs of the same folder
     scored: list[str] = []  # the images scored, relative to the folder, in the same order
     logits: list[list[float]] = []
-    skipped: list[str] = []
+    skipped: list[str] = list(left_out)
     next_report = time.perf_counter() + 5.0
     for start in range(0, len(files), args.batch):
         arrays, wanted, names = [], [], []
@@ -750,7 +765,7 @@ def evaluate(args, manifest: dict) -> dict:
             progress(f"eval: {start + len(arrays)}/{len(files)} images, top-1 so far {100.0 * correct / seen:.2f}%")
             next_report = time.perf_counter() + 5.0
     if skipped:
-        progress(f"eval: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}")
+        progress(f"eval: skipped {len(skipped)} file(s), e.g. {skipped[0]}")
     if not seen:
         raise BundleError(f"no readable images in {args.folder}")
     result = {

@@ -52,7 +52,7 @@ def test_messy_folder_loads_good_images_and_reports_bad_ones(tmp_path: Path, cif
     assert images.count == 5
     skipped = {Path(p).name for p, _ in images.skipped}
     assert skipped == {"broken.jpg", "notes.txt"}
-    assert any("skipped 2 unreadable" in str(w.message) for w in caught)
+    assert any("skipped 2 file(s)" in str(w.message) for w in caught)
     by_name = {Path(images.identity(i)).name: images.get(i) for i in range(images.count)}
     assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in by_name.values())
     assert by_name["rotated.jpg"].shape == (32, 48, 3)  # EXIF orientation applied
@@ -68,6 +68,41 @@ def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
     images = open_source(str(tmp_path))
     assert images.class_names == ("cat", "dog")
     assert images.labels.tolist() == [0, 1]
+
+
+def test_links_that_leave_the_folder_are_not_read(tmp_path: Path, cifar_test) -> None:
+    """The user named a folder: a link to an image elsewhere, or to a folder (a class of images
+    kept elsewhere), is named and not read; a link between the folder's own files is."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(cifar_test.get(1)).save(elsewhere / "secret.png")
+    folder = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        Image.fromarray(cifar_test.get(0)).save(folder / label / "a.png")
+    (folder / "cat" / "alias.png").symlink_to(folder / "dog" / "a.png")
+    (folder / "dog" / "secret.png").symlink_to(elsewhere / "secret.png")
+    (folder / "bird").symlink_to(elsewhere, target_is_directory=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = open_source(str(folder))
+    assert images.class_names == ("cat", "dog")
+    assert sorted(Path(i).relative_to(folder).as_posix() for i in images.identities) == [
+        "cat/a.png",
+        "cat/alias.png",
+        "dog/a.png",
+    ]
+    reasons = {Path(p).name: why for p, why in images.skipped}
+    assert reasons == {
+        "secret.png": f"a link to {(elsewhere / 'secret.png').resolve()}, outside the folder",
+        "bird": "a link to a folder, which vitedge does not follow",
+    }
+    assert any("skipped 2 file(s)" in str(w.message) for w in caught)
+    only_links = tmp_path / "only_links"
+    only_links.mkdir()
+    (only_links / "x.png").symlink_to(elsewhere / "secret.png")
+    with pytest.raises(VitedgeError, match=r"no readable images in .*only_links \(1 skipped, e.g. x.png: a link to"):
+        open_source(str(only_links))
 
 
 def test_empty_and_missing_sources_are_user_errors(tmp_path: Path) -> None:

@@ -339,3 +339,35 @@ def test_board_session_turns_off_the_graph_passes_the_host_runner_does(onnx_arti
     run_bundle.Model(bundle, read_manifest(bundle), threads=1)
     open_onnx(onnx_artifact / "model.onnx", precision="fp32", threads=1)
     assert asked == [("CommonSubexpressionElimination",)] * 2
+
+
+def test_board_eval_reads_nothing_outside_its_folder(tmp_path):
+    """The board runner's ImageFolder: a class folder that is a link, and an image that is a
+    link to a file elsewhere, are left out and named; a link between the folder's own files is
+    read. Without this, eval on a board scored images the user never put in the folder."""
+    from vitedge.targets.bundle import run_bundle as runner
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.png").write_bytes(b"png")
+    folder = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        (folder / label / "a.png").write_bytes(b"png")
+    (folder / "cat" / "alias.png").symlink_to(folder / "dog" / "a.png")
+    (folder / "dog" / "x.png").symlink_to(elsewhere / "x.png")
+    (folder / "bird").symlink_to(elsewhere, target_is_directory=True)
+    files, targets, mapping, left_out = runner.image_folder(folder, ("bird", "cat", "dog"))
+    assert [p.relative_to(folder).as_posix() for p in files] == ["cat/a.png", "cat/alias.png", "dog/a.png"]
+    assert targets == [1, 1, 2] and mapping == {"cat": 1, "dog": 2}
+    assert left_out == [
+        f"{folder / 'bird'}: a link to a folder, which eval does not follow",
+        f"{folder / 'dog' / 'x.png'}: a link to {(elsewhere / 'x.png').resolve()}, outside the folder",
+    ]
+    only_links = tmp_path / "only_links"
+    (only_links / "cat").mkdir(parents=True)
+    (only_links / "cat" / "x.png").symlink_to(elsewhere / "x.png")
+    with pytest.raises(
+        runner.BundleError, match=r"images in its class subfolders \(1 left out, e.g. .*outside the folder"
+    ):
+        runner.image_folder(only_links, ("cat",))
