@@ -2,10 +2,11 @@
 them without torch or vitedge.
 
 The bundle is still an artifact (its manifest lists every file with its sha256, so
-`open_artifact` and `verify_checksums` accept it), with four files added:
+`open_artifact` and `verify_checksums` accept it), with these files added:
 `run_bundle.py` (the standalone runner), `preprocess.py` (vitedge's own
 `calibration/preprocess.py`, copied byte for byte rather than rewritten, so the board
-prepares pixels exactly as the desktop did), `requirements.txt` and `labels.txt`.
+prepares pixels exactly as the desktop did), `cpu.py` and `errors.py` (vitedge's CPU facts and
+its one-line error reader, likewise copied), `requirements.txt` and `labels.txt`.
 
 An ExecuTorch bundle is the one that needs torch on the board: ExecuTorch's Python runtime
 (the pybindings in its wheel) links libtorch and exchanges torch tensors. Its requirements
@@ -24,7 +25,7 @@ import numpy as np
 import PIL
 
 from ..calibration import preprocess
-from ..core import cpu
+from ..core import cpu, errors
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder
 from ..core.manifest import (
@@ -41,9 +42,10 @@ BUNDLE_SOURCE = Path(__file__).with_name("bundle")
 RUNNER = "run_bundle.py"
 PREPROCESS = "preprocess.py"
 CPU = "cpu.py"
+ERRORS = "errors.py"
 REQUIREMENTS = "requirements.txt"
 LABELS = "labels.txt"
-BUNDLE_FILES = (RUNNER, PREPROCESS, CPU, REQUIREMENTS, LABELS)
+BUNDLE_FILES = (RUNNER, PREPROCESS, CPU, ERRORS, REQUIREMENTS, LABELS)
 # Oldest releases with aarch64 + x86_64 wheels for Python 3.9-3.12 that read our exports
 # (opset 17, QDQ int8); the board may well have newer ones. ExecuTorch reads programs of its
 # own minor release only, and its 1.5 wheels are built against torch 2.14.
@@ -147,6 +149,7 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
         shutil.copyfile(BUNDLE_SOURCE / RUNNER, staging / RUNNER)
         shutil.copyfile(preprocess.__file__, staging / PREPROCESS)
         shutil.copyfile(cpu.__file__, staging / CPU)
+        shutil.copyfile(errors.__file__, staging / ERRORS)
         (staging / REQUIREMENTS).write_text(requirements_text(runtime))
         if labels:
             (staging / LABELS).write_text("".join(f"{label}\n" for label in labels))

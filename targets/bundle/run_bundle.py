@@ -6,7 +6,8 @@ This file is copied into every bundle and runs with numpy, Pillow and one runtim
 ExecuTorch program, whose Python runtime links libtorch (requirements.txt says what to
 install). A Raspberry Pi gets these from pip wheels in a minute. The pixels are prepared by
 `preprocess.py` beside this file, a verbatim copy of vitedge's own
-`calibration/preprocess.py`, so the board sees exactly the inputs the desktop saw.
+`calibration/preprocess.py`, so the board sees exactly the inputs the desktop saw (cpu.py
+and errors.py are vitedge's own too: the CPU facts, and a library's error in one line).
 
     python3 run_bundle.py classify cat.jpg dog.png [--top 5] [--json]
     python3 run_bundle.py bench [--batch 1] [--seconds 10] [--json]
@@ -231,6 +232,12 @@ def _vendored(name: str):
     return module
 
 
+def reason(exc: BaseException) -> str:
+    """A runtime's or Pillow's error in one line that says why (vitedge's own `first_line`,
+    shipped as errors.py): OpenVINO opens with where it raised, and a message can be empty."""
+    return _vendored("errors").first_line(exc)
+
+
 # ---------------------------------------------------------------- manifest and checksums
 
 
@@ -357,9 +364,7 @@ class Model:
         try:
             profiled = ProfiledSession(ort, model_path, options, ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises untyped errors for bad or too-new models
-            raise BundleError(
-                f"onnxruntime {ort.__version__} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise BundleError(f"onnxruntime {ort.__version__} cannot load {model_path.name}: {reason(exc)}") from None
         session = profiled.session
         input_name = session.get_inputs()[0].name
         self.versions = {"onnxruntime": ort.__version__}
@@ -401,9 +406,7 @@ class Model:
             compile_for = openvino_batch_compiler(core, model, "CPU", config)
             compiled = compile_for(1) if compile_for else core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
-            raise BundleError(
-                f"openvino {ov.get_version()} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise BundleError(f"openvino {ov.get_version()} cannot load {model_path.name}: {reason(exc)}") from None
         self.versions = {"openvino": ov.get_version()}
         self.detail = {
             "hint": config["PERFORMANCE_HINT"],
@@ -448,7 +451,7 @@ class Model:
             method = runtime.load_program(model_path).load_method("forward")
         except (RuntimeError, ValueError) as exc:
             raise BundleError(
-                f"executorch {metadata.version('executorch')} cannot load {model_path.name}: {str(exc).splitlines()[0][:200]}"
+                f"executorch {metadata.version('executorch')} cannot load {model_path.name}: {reason(exc)}"
             ) from None
         self.versions = {"executorch": metadata.version("executorch"), "torch": torch.__version__}
         # XNNPACK has no precision switch: a program lowered in fp32 computes f32 (vitedge's
@@ -470,9 +473,7 @@ class Model:
             outputs = [np.array(self._run(batch[i : i + step]), dtype=np.float32) for i in range(0, len(batch), step)]
             return np.concatenate(outputs)
         except Exception as exc:  # noqa: BLE001 - runtimes raise untyped errors on bad shapes
-            raise BundleError(
-                f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise BundleError(f"{self.runtime} failed on a batch shaped {tuple(batch.shape)}: {reason(exc)}") from None
 
 
 # ---------------------------------------------------------------- board description
@@ -576,9 +577,7 @@ def load_image(path: Path, Image, preprocess, config):
     except IsADirectoryError:
         raise BundleError(f"{path} is a folder: classify takes image files (use `eval FOLDER` for a folder)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise BundleError(
-            f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
+        raise BundleError(f"{path}: not a readable image ({reason(exc)})") from None
 
 
 def softmax(logits):

@@ -15,7 +15,7 @@ import pytest
 from tests.support.boards import check_against_vitedge, one_line_error, run_bundle, vitedge_logits
 from vitedge.calibration import preprocess
 from vitedge.calibration.sources import CIFAR10_CLASSES
-from vitedge.core import cpu
+from vitedge.core import cpu, errors
 from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import read_manifest, verify_checksums
 from vitedge.targets.bundle_build import build_bundle, is_bundle
@@ -27,6 +27,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
     assert is_bundle(bundle) and not is_bundle(onnx_artifact)
     assert sorted(p.name for p in bundle.iterdir()) == [
         "cpu.py",
+        "errors.py",
         "labels.txt",
         "manifest.json",
         "model.onnx",
@@ -36,6 +37,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
     ]
     assert (bundle / "preprocess.py").read_bytes() == Path(preprocess.__file__).read_bytes()
     assert (bundle / "cpu.py").read_bytes() == Path(cpu.__file__).read_bytes()
+    assert (bundle / "errors.py").read_bytes() == Path(errors.__file__).read_bytes()
     assert (bundle / "model.onnx").read_bytes() == (onnx_artifact / "model.onnx").read_bytes()
     assert (bundle / "labels.txt").read_text().split("\n")[:10] == list(CIFAR10_CLASSES)
     requirements = [
@@ -47,6 +49,7 @@ def test_bundle_holds_artifact_runner_and_verbatim_preprocessing(onnx_artifact, 
     assert manifest["bundle"]["runtime"] == "onnxruntime" and manifest["precision"] == "fp32"
     assert {e["path"] for e in manifest["files"]} == {
         "cpu.py",
+        "errors.py",
         "labels.txt",
         "model.onnx",
         "preprocess.py",
@@ -371,3 +374,19 @@ def test_board_eval_reads_nothing_outside_its_folder(tmp_path):
         runner.BundleError, match=r"images in its class subfolders \(1 left out, e.g. .*outside the folder"
     ):
         runner.image_folder(only_links, ("cat",))
+
+
+def test_board_runner_shortens_a_runtime_error_to_its_reason(onnx_artifact, tmp_path):
+    """The runner inside a built bundle (loaded from the bundle, with the errors.py shipped
+    beside it) gives the line that says why: OpenVINO's errors open with where they were
+    raised, and an error without a message was an IndexError before it."""
+    import importlib.util
+
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
+    spec = importlib.util.spec_from_file_location("bundled_runner", bundle / "run_bundle.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    located = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nIncorrect weights in bin file!\n")
+    assert runner.reason(located) == "Incorrect weights in bin file!"
+    assert runner.reason(RuntimeError()) == "RuntimeError"
+    assert runner._vendored("errors").__file__ == str(bundle / "errors.py")

@@ -27,6 +27,7 @@ def test_bundle_names_what_the_board_installs(executorch_artifact, tmp_path):
     bundle = build_bundle(executorch_artifact, tmp_path / "bundle")
     assert sorted(p.name for p in bundle.iterdir()) == [
         "cpu.py",
+        "errors.py",
         "labels.txt",
         "manifest.json",
         "model.pte",
