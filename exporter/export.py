@@ -31,6 +31,16 @@ FORMATS = {
     "executorch": ("fp32", "int8"),
 }
 NEEDS_CALIBRATION = {("onnx", "int8-static"), ("openvino", "int8"), ("openvino", "int8-bf16"), ("executorch", "int8")}
+# ExportOptions that act on some exports only, with the exports they act on (by name, for a
+# message): typed for any other, they would change nothing while the user believed they had.
+OPTION_SCOPE: dict[str, tuple[str, frozenset[tuple[str, str]]]] = {
+    "opset": ("onnx", frozenset(("onnx", p) for p in FORMATS["onnx"])),
+    "calib_method": ("onnx int8-static", frozenset({("onnx", "int8-static")})),
+    "per_channel": ("onnx int8", frozenset({("onnx", "int8-dynamic"), ("onnx", "int8-static")})),
+    "reduce_range": ("onnx int8", frozenset({("onnx", "int8-dynamic"), ("onnx", "int8-static")})),
+    "ort_fusions": ("onnx int8-dynamic", frozenset({("onnx", "int8-dynamic")})),
+    "smooth_quant": ("openvino int8", frozenset({("openvino", "int8"), ("openvino", "int8-bf16")})),
+}
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 VERSIONED = (

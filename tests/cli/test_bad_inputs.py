@@ -811,6 +811,36 @@ CASES = [
         ("--calib-samples, --calib-seed are for a calibrated int8 export, not onnx int8-dynamic",),
     ),
     Case(
+        "per-tensor-on-an-openvino-export",
+        lambda tmp, a: ["export", str(a.checkpoint), "--to", "openvino", "--per-tensor", "--out", "art"],
+        ("--per-tensor is for onnx int8, not openvino fp32",),
+    ),
+    Case(
+        "smooth-quant-on-an-onnx-export",
+        lambda tmp, a: export_of(str(a.checkpoint), "--precision", "int8-dynamic", "--no-smooth-quant"),
+        ("--no-smooth-quant is for openvino int8, not onnx int8-dynamic",),
+    ),
+    Case(
+        "calib-method-on-int8-dynamic",
+        lambda tmp, a: export_of(str(a.checkpoint), "--precision", "int8-dynamic", "--calib-method", "entropy"),
+        ("--calib-method is for onnx int8-static, not onnx int8-dynamic",),
+    ),
+    Case(
+        "opset-on-an-openvino-export",
+        lambda tmp, a: ["export", str(a.checkpoint), "--to", "openvino", "--opset", "18", "--out", "art"],
+        ("--opset is for onnx, not openvino fp32",),
+    ),
+    Case(
+        "calib-method-on-an-openvino-quantize",
+        lambda tmp, a: ["quantize", str(a.checkpoint), "--to", "openvino", "--calib-method", "entropy", "--out", "q"],
+        ("--calib-method is for onnx int8-static, not openvino",),
+    ),
+    Case(
+        "parity-options-with-no-verify",
+        lambda tmp, a: export_of(str(a.checkpoint), "--no-verify", "--verify-samples", "8", "--threads", "1"),
+        ("--verify-samples, --threads are for the parity check, which --no-verify skips",),
+    ),
+    Case(
         "ssh-option-on-a-local-bench",
         lambda tmp, a: ["bench", str(a.onnx), "--seconds", "5", "--data", ""],
         ("--seconds is for an ssh:// board, not --target cpu",),

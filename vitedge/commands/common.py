@@ -29,12 +29,17 @@ def refuse_options_given(ctx, names: Sequence[str], why: str, hint: str) -> None
     """Options the user typed that do nothing here (an ssh:// option on a local run) are refused,
     not ignored: a figure measured without them would be read as measured with them."""
     given = [  # Typer's own Click's ParameterSource: compared by name
-        f"--{name.replace('_', '-')}"
-        for name in names
-        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        _typed(ctx, name) for name in names if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
     ]
     if given:
         raise VitedgeError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} {why}", hint)
+
+
+def _typed(ctx, name: str) -> str:  # noqa: ANN001 - click.Context
+    """The option as the user typed it: `--per-tensor`, not the parameter's `--per-channel`."""
+    option = next(param for param in ctx.command.params if param.name == name)
+    off = getattr(option, "secondary_opts", None) and ctx.params.get(name) is False
+    return (option.secondary_opts if off else option.opts)[0]
 
 
 def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None] = ()) -> None:

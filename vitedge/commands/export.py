@@ -160,6 +160,7 @@ def export_command(
     from ..core.manifest import read_manifest
     from ..exporter.export import (
         NEEDS_CALIBRATION,
+        OPTION_SCOPE,
         ExportOptions,
         check_request,
         export_artifact,
@@ -189,7 +190,18 @@ def export_command(
             f"for a calibrated int8 export, not {to} {precision}",
             "add --precision int8-static (onnx) or int8 (openvino, executorch), or drop those options",
         )
-    if max_drop is not None or min_cosine is not None:
+    for name, (scope, exports) in OPTION_SCOPE.items():
+        if (to, precision) not in exports:
+            refuse_options_given(ctx, (name,), f"for {scope}, not {to} {precision}", "drop it: it changes nothing here")
+    budget = max_drop is not None or min_cosine is not None
+    if not verify and not budget:  # the budget is judged on the parity images, so it uses them
+        refuse_options_given(
+            ctx,
+            ("verify_data", "verify_samples", "threads"),
+            "for the parity check, which --no-verify skips",
+            "drop --no-verify to check parity on them, or drop those options",
+        )
+    if budget:
         _export_to_budget(
             model,
             to,

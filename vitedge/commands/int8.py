@@ -18,7 +18,7 @@ from rich.table import Table
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
 from ..core.io import refuse_a_file_as_folder
-from .common import PRETRAINED_HELP, load_cli_model
+from .common import PRETRAINED_HELP, load_cli_model, refuse_options_given
 
 FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
@@ -200,6 +200,7 @@ def sensitivity_command(
 
 @app.command("quantize", rich_help_panel=INT8)
 def quantize_command(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
@@ -229,11 +230,16 @@ def quantize_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's accuracy_budget as JSON."),
 ) -> None:
     """int8 within an accuracy budget: keep the most sensitive nodes in float until it holds."""
-    from ..exporter.export import ExportOptions
+    from ..exporter.export import OPTION_SCOPE, ExportOptions
+    from ..workflows.budget import PRECISION
 
+    to = _format(to)
+    scope, exports = OPTION_SCOPE["calib_method"]
+    if (to, PRECISION[to]) not in exports:
+        refuse_options_given(ctx, ("calib_method",), f"for {scope}, not {to}", "drop it: it changes nothing here")
     run_budget(
         model,
-        to=_format(to),
+        to=to,
         out_dir=out_dir,
         max_drop=max_drop,
         min_cosine=min_cosine,
