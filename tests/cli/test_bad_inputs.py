@@ -851,6 +851,16 @@ CASES = [
         ("--accept-new-host-key, --python are for an ssh:// board",),
     ),
     Case(
+        "runs-on-a-board-bench",
+        lambda tmp, a: ["bench", str(a.onnx), "--target", "ssh://root@127.0.0.1:9", "--runs", "50", "--data", ""],
+        ("--runs is for a row timed here, not on an ssh:// board",),
+    ),
+    Case(
+        "samples-without-data",
+        lambda tmp, a: ["bench", str(a.onnx), "--data", "", "--samples", "all"],
+        ("--samples is for accuracy, which --data '' skips",),
+    ),
+    Case(
         "board-timeout-not-positive",
         lambda tmp, a: [
             "bench",

@@ -86,6 +86,12 @@ def bench_command(
             f"for an ssh:// board, not --target {target}",
             "drop those options (--runs sets how long a local row is timed), or pass --target ssh://user@host",
         )
+    else:
+        refuse_options_given(
+            ctx, ("runs",), "for a row timed here, not on an ssh:// board", "drop it: --seconds sets a board's timing"
+        )
+    if not data:
+        refuse_options_given(ctx, ("samples",), "for accuracy, which --data '' skips", "drop it, or name --data")
     from ..workflows.pipeline import bench
     from ..workflows.report import print_board_table, print_table
 
