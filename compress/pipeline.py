@@ -12,7 +12,7 @@ import torch
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, save_checkpoint
-from .registry import apply_steps, load_model, parse_step_spec
+from .registry import apply_steps, get_step, load_model, parse_step_spec
 from .step import StepData
 
 
@@ -52,6 +52,13 @@ def compress_to_file(
     specs = [parse_step_spec(spec) for spec in steps]
     if not specs:
         raise VitedgeError("no --step given", "e.g. --step prune-structured:ratio=0.25 --step tokens:r=4")
+    if data_count and not data:
+        raise VitedgeError("--data-count is for the images of --data, and no --data is given", "add --data SOURCE")
+    if data and not any("data" in get_step(name).uses for name, _ in specs):
+        raise VitedgeError(  # else the file would record images that no step looked at
+            f"--data {data} is for steps that use images, and no step of {', '.join(name for name, _ in specs)} does",
+            "drop --data, or add a step that uses it (prune-taylor, prune-* importance=taylor, distill, finetune)",
+        )
     loaded = load_model(model, arch=arch)
     inputs = step_data(data, loaded.data_config, data_count) if data else None
     compressed = apply_steps(loaded, specs, data=inputs)

@@ -147,3 +147,13 @@ def test_compress_to_file_and_cli(tiny_vit, cifar_test, tmp_path) -> None:
     assert isinstance(typo.exception, VitedgeError) and not (tmp_path / "c.safetensors").exists()
     with pytest.raises(VitedgeError, match="needs images"):
         compress_to_file(str(source), ["prune-taylor:ratio=0.5"], tmp_path / "d.safetensors")
+    # images no step looks at are refused, not recorded in the file as if used
+    with pytest.raises(
+        VitedgeError, match=r"--data .*calib.npz is for steps that use images, and no step of tokens, fp16"
+    ):
+        compress_to_file(
+            str(source), ["tokens:r=4", "fp16"], tmp_path / "e.safetensors", data=str(tmp_path / "calib.npz")
+        )
+    with pytest.raises(VitedgeError, match="--data-count is for the images of --data"):
+        compress_to_file(str(source), ["tokens:r=4"], tmp_path / "e.safetensors", data_count=8)
+    assert not (tmp_path / "e.safetensors").exists()
