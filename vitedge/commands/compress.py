@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import COMPRESSION, app, console, out
-from .common import check_output_file, print_epoch
+from .common import check_output_file, print_epoch, refuse_options_given
 
 
 @app.command("compress", rich_help_panel=COMPRESSION)
@@ -49,6 +49,7 @@ def compress_command(
 
 @app.command("distill", rich_help_panel=COMPRESSION)
 def distill_command(
+    ctx: typer.Context,
     teacher: str = typer.Option(..., help="Teacher model spec (e.g. vitedge-cifar10)."),
     student: str | None = typer.Option(
         None, help="Student model spec to train further (default: the teacher's architecture at --student-width)."
@@ -77,6 +78,17 @@ def distill_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Train a student against a teacher (DeiT-style knowledge distillation)."""
+    if student is not None:
+        refuse_options_given(
+            ctx,
+            ("student_width", "distill_token"),
+            f"for a fresh student, not --student {student}",
+            "drop them: the student is the model --student names",
+        )
+    if kind == "hard":
+        refuse_options_given(
+            ctx, ("temperature",), "for --kind soft (the teacher's argmax has none)", "drop it, or use --kind soft"
+        )
     check_output_file(out_path, force=force, reads=[teacher, student])
     from ..compress.distill import DistillConfig, distill_to_file
     from ..compress.train import TrainConfig
