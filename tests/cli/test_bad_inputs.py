@@ -836,6 +836,21 @@ CASES = [
         ("--calib-method is for onnx int8-static, not openvino",),
     ),
     Case(
+        "calib-method-on-an-openvino-sensitivity",
+        lambda tmp, a: ["sensitivity", str(a.checkpoint), "--to", "openvino", "--calib-method", "percentile"],
+        ("--calib-method is for onnx int8-static, not openvino",),
+    ),
+    Case(
+        "variants-on-an-onnx-sweep",
+        lambda tmp, a: ["calibrate-sweep", str(a.checkpoint), "--to", "onnx", "--variants", "mixed"],
+        ("--variants is for the openvino sweep, not --to onnx",),
+    ),
+    Case(
+        "methods-on-an-openvino-sweep",
+        lambda tmp, a: ["calibrate-sweep", str(a.checkpoint), "--to", "openvino", "--methods", "entropy"],
+        ("--methods is for the onnx sweep, not --to openvino",),
+    ),
+    Case(
         "parity-options-with-no-verify",
         lambda tmp, a: export_of(str(a.checkpoint), "--no-verify", "--verify-samples", "8", "--threads", "1"),
         ("--verify-samples, --threads are for the parity check, which --no-verify skips",),

@@ -24,6 +24,16 @@ FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
 
 
+def _refuse_calib_method_unless_onnx(ctx: typer.Context, to: str) -> None:
+    """--calib-method picks ONNX Runtime's calibrator; NNCF's int8 has none to pick."""
+    from ..exporter.export import OPTION_SCOPE
+    from ..workflows.budget import PRECISION
+
+    scope, exports = OPTION_SCOPE["calib_method"]
+    if (to, PRECISION[to]) not in exports:
+        refuse_options_given(ctx, ("calib_method",), f"for {scope}, not {to}", "drop it: it changes nothing here")
+
+
 def _format(value: str) -> str:
     if value not in FORMATS:
         raise VitedgeError(
@@ -134,6 +144,7 @@ def _score_cells(score, reference_top1: float | None) -> list[str]:  # noqa: ANN
 
 @app.command("sensitivity", rich_help_panel=INT8)
 def sensitivity_command(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
@@ -165,6 +176,7 @@ def sensitivity_command(
     from ..workflows.sensitivity import run_sensitivity, write_report
 
     to = _format(to)
+    _refuse_calib_method_unless_onnx(ctx, to)
     refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
     loaded, calibration, evalset = _setup(
         model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
@@ -230,13 +242,10 @@ def quantize_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's accuracy_budget as JSON."),
 ) -> None:
     """int8 within an accuracy budget: keep the most sensitive nodes in float until it holds."""
-    from ..exporter.export import OPTION_SCOPE, ExportOptions
-    from ..workflows.budget import PRECISION
+    from ..exporter.export import ExportOptions
 
     to = _format(to)
-    scope, exports = OPTION_SCOPE["calib_method"]
-    if (to, PRECISION[to]) not in exports:
-        refuse_options_given(ctx, ("calib_method",), f"for {scope}, not {to}", "drop it: it changes nothing here")
+    _refuse_calib_method_unless_onnx(ctx, to)
     run_budget(
         model,
         to=to,
@@ -368,6 +377,7 @@ def sweep_markdown(points, recommendations: dict, reference_top1: float | None) 
 
 @app.command("calibrate-sweep", rich_help_panel=INT8)
 def calibrate_sweep_command(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ..., help="Model spec: vitedge-cifar10, a timm name, hf-hub:org/name, or a .safetensors/.pth."
     ),
@@ -409,6 +419,11 @@ def calibrate_sweep_command(
     )
 
     formats = [_format(f) for f in _names(to)]
+    for name, sweep in (("methods", "onnx"), ("variants", "openvino")):
+        if sweep not in formats:
+            refuse_options_given(
+                ctx, (name,), f"for the {sweep} sweep, not --to {to}", f"drop it, or add {sweep} to --to"
+            )
     refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
     if threads:
         torch.set_num_threads(threads)
