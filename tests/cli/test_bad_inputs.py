@@ -851,6 +851,11 @@ CASES = [
         ("--methods is for the onnx sweep, not --to openvino",),
     ),
     Case(
+        "study-quick-and-a-recipe",
+        lambda tmp, a: ((tmp / "mine.toml").write_text("[study]\n"), ["study", "--quick", "--recipe", "mine.toml"])[1],
+        ("--quick and --recipe mine.toml name two recipes",),
+    ),
+    Case(
         "parity-options-with-no-verify",
         lambda tmp, a: export_of(str(a.checkpoint), "--no-verify", "--verify-samples", "8", "--threads", "1"),
         ("--verify-samples, --threads are for the parity check, which --no-verify skips",),

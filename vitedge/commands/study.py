@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cli import MAIN_JOB, app, console, out
+from ..core.errors import VitedgeError
 
 
 @app.command("study", rich_help_panel=MAIN_JOB)
@@ -41,6 +42,10 @@ def study_command(
     from ..workflows.study_recipe import load_study_recipe, with_overrides
     from ..workflows.study_report import markdown
 
+    if quick and recipe is not None:
+        raise VitedgeError(
+            f"--quick and --recipe {recipe} name two recipes", "pass one: --quick is the committed quick recipe"
+        )
     plan = load_study_recipe(recipe, quick=quick)
     plan = with_overrides(
         plan,
