@@ -856,6 +856,16 @@ CASES = [
         ("--quick and --recipe mine.toml name two recipes",),
     ),
     Case(
+        "arch-for-the-embedded-model",
+        lambda tmp, a: export_of("vitedge-cifar10", "--arch", "deit_tiny_patch16_224"),
+        ("architecture 'deit_tiny_patch16_224' is given for vitedge-cifar10, which is vitedge's embedded model",),
+    ),
+    Case(
+        "arch-for-a-timm-name",
+        lambda tmp, a: export_of("vit_tiny_patch16_224", "--arch", "deit_tiny_patch16_224"),
+        ("is given for vit_tiny_patch16_224, which is a name: only a checkpoint file takes one",),
+    ),
+    Case(
         "parity-options-with-no-verify",
         lambda tmp, a: export_of(str(a.checkpoint), "--no-verify", "--verify-samples", "8", "--threads", "1"),
         ("--verify-samples, --threads are for the parity check, which --no-verify skips",),

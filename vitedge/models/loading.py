@@ -364,7 +364,17 @@ def has_random_weights(spec: str, *, pretrained: bool) -> bool:
 def load_model(
     spec: str, *, pretrained: bool = False, arch: str | None = None, replay: StepReplay | None = None
 ) -> LoadedModel:
-    """Resolve any model spec the CLI accepts (`replay`: see StepReplay)."""
+    """Resolve any model spec the CLI accepts (`replay`: see StepReplay). `arch` names the
+    architecture of a checkpoint file that does not record it; for any other spec it would
+    change nothing, so it is refused rather than ignored."""
+    path = Path(spec).expanduser()
+    is_file = spec not in EMBEDDED and not is_transformers_folder(path)
+    if arch and not (is_file and (path.suffix in CHECKPOINT_SUFFIXES or path.exists())):
+        what = "vitedge's embedded model" if spec in EMBEDDED else "a transformers folder" if not is_file else "a name"
+        raise VitedgeError(
+            f"architecture {arch!r} is given for {spec}, which is {what}: only a checkpoint file takes one",
+            "drop --arch (in a recipe, [model] arch); a name builds its own architecture",
+        )
     if spec in EMBEDDED:
         if not EMBEDDED[spec].is_file():
             raise VitedgeError(
@@ -372,7 +382,6 @@ def load_model(
                 "reinstall vitedge, or train them with `vitedge train`",
             )
         return load_checkpoint(EMBEDDED[spec], spec=spec, replay=replay)
-    path = Path(spec).expanduser()
     if is_transformers_folder(path):
         return load_transformers(str(path), spec=spec)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
