@@ -31,7 +31,7 @@ from rich.progress import (
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..calibration.sources import ImageSet, open_source
-from ..core.errors import VitedgeError
+from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
 
@@ -204,11 +204,17 @@ def train(
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     start_epoch, logs = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        logs = [EpochLog(**log) for log in state["logs"]]
+        try:  # weights_only: tensors and plain containers, never code
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"])
+            logs = [EpochLog(**log) for log in state["logs"]]
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
+            raise VitedgeError(
+                f"cannot resume from {checkpoint}: {first_line(exc)}",
+                "it is damaged or belongs to another model or run: --force starts over and replaces it",
+            ) from None
     local = config.batch_size // size
     with Progress(
         TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),

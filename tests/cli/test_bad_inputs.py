@@ -601,6 +601,21 @@ CASES = [
         ("--out notes.txt is a file, not a folder",),
     ),
     Case(
+        "train-over-an-earlier-checkpoint",
+        beside_own_file("t.ckpt", lambda tmp, a: train_on_four_images(tmp, "--batch-size", "4")),
+        ("checkpoint t.ckpt exists (an earlier run's state", "--resume to continue it"),
+    ),
+    Case(
+        "distill-over-an-earlier-checkpoint",
+        beside_own_file("s.ckpt", lambda tmp, a: ["distill", "--teacher", str(a.checkpoint), "--out", "s.safetensors"]),
+        ("checkpoint s.ckpt exists",),
+    ),
+    Case(
+        "train-resume-from-a-damaged-checkpoint",
+        beside_own_file("t.ckpt", lambda tmp, a: train_on_four_images(tmp, "--batch-size", "4", "--resume")),
+        ("cannot resume from t.ckpt", "--force starts over"),
+    ),
+    Case(
         "train-zero-epochs",
         lambda tmp, a: train_on_four_images(tmp, "--epochs", "0"),
         ("training epochs 0", "at least 1"),
@@ -1545,3 +1560,11 @@ def test_usage_errors_are_one_message_not_a_traceback(args: list[str], capsys, m
     assert code == 2 and "Traceback" not in stderr, stderr
     assert "No such option: --samples" in stderr or "Missing argument" in stderr, stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_resume_without_a_checkpoint_starts_at_epoch_one_and_says_so(assets: Assets, tmp_path: Path) -> None:
+    """A job that always passes --resume (a preemptible queue) starts and restarts alike."""
+    done = vitedge(train_on_four_images(tmp_path, "--batch-size", "4", "--resume"), cwd=tmp_path, env=cli_env(assets))
+    assert done.returncode == 0, done.stderr
+    assert "no checkpoint at t.ckpt to resume from: training starts at epoch 1" in done.stdout + done.stderr
+    assert (tmp_path / "t.safetensors").is_file() and (tmp_path / "t.ckpt").is_file()

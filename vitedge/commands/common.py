@@ -56,6 +56,25 @@ def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None
         )
 
 
+def check_resume_checkpoint(checkpoint: Path, *, resume: bool, force: bool) -> None:
+    """The checkpoint a training run writes after every epoch is that run's state: an earlier
+    one is continued (--resume) or replaced (--force), never overwritten by a fresh run's
+    first epoch. --resume with none yet starts at epoch 1 and says so (a job that always
+    passes --resume can start and restart alike)."""
+    if checkpoint.is_dir():
+        raise VitedgeError(f"--checkpoint {checkpoint} is a folder", "name a file, e.g. --checkpoint run.ckpt")
+    if resume and not checkpoint.exists():
+        console.print(
+            f"[yellow]warning:[/] no checkpoint at {checkpoint} to resume from: training starts at epoch 1",
+            highlight=False,
+        )
+    elif checkpoint.exists() and not resume and not force:
+        raise VitedgeError(
+            f"checkpoint {checkpoint} exists (an earlier run's state, saved after each epoch)",
+            "pass --resume to continue it, --force to start over and replace it, or --checkpoint elsewhere",
+        )
+
+
 def print_epoch(log) -> None:  # noqa: ANN001 - compress.train.EpochLog
     """One line per epoch, for `train` and `distill` alike."""
     test = f" test top-1 {log.test_top1:.2f}%" if log.test_top1 is not None else ""

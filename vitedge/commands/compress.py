@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import COMPRESSION, app, console, out
-from .common import check_output_file, print_epoch, refuse_options_given
+from .common import check_output_file, check_resume_checkpoint, print_epoch, refuse_options_given
 
 
 @app.command("compress", rich_help_panel=COMPRESSION)
@@ -75,7 +75,7 @@ def distill_command(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file and checkpoint."),
 ) -> None:
     """Train a student against a teacher (DeiT-style knowledge distillation)."""
     if student is not None:
@@ -90,6 +90,8 @@ def distill_command(
             ctx, ("temperature",), "for --kind soft (the teacher's argmax has none)", "drop it, or use --kind soft"
         )
     check_output_file(out_path, force=force, reads=[teacher, student])
+    checkpoint = checkpoint or out_path.with_suffix(".ckpt")
+    check_resume_checkpoint(checkpoint, resume=resume, force=force)
     from ..compress.distill import DistillConfig, distill_to_file
     from ..compress.train import TrainConfig
 
@@ -105,7 +107,7 @@ def distill_command(
         test_data=test_data or None,
         config=config,
         distill_config=DistillConfig(kind, alpha, temperature),
-        checkpoint=checkpoint or out_path.with_suffix(".ckpt"),
+        checkpoint=checkpoint,
         resume=resume,
         on_epoch=print_epoch,
         command="vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import TRAINING, app, out
-from .common import check_output_file, print_epoch
+from .common import check_output_file, check_resume_checkpoint, print_epoch
 
 
 @app.command("train", rich_help_panel=TRAINING)
@@ -38,10 +38,12 @@ def train_command(
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file and checkpoint."),
 ) -> None:
     """Train a small timm ViT from scratch (this made the embedded vitedge-cifar10)."""
     check_output_file(out_path, force=force)
+    checkpoint = checkpoint or out_path.with_suffix(".ckpt")
+    check_resume_checkpoint(checkpoint, resume=resume, force=force)
     from ..compress.train import TrainConfig, cifar_vit_architecture, train_classifier
 
     architecture = cifar_vit_architecture(
@@ -70,7 +72,7 @@ def train_command(
         test_data=test_data or None,
         config=config,
         out=out_path,
-        checkpoint=checkpoint or out_path.with_suffix(".ckpt"),
+        checkpoint=checkpoint,
         resume=resume,
         command=command,
         on_epoch=print_epoch,
