@@ -493,6 +493,16 @@ def train_on_four_images(tmp: Path, *options: str) -> list[str]:
     return ["train", "--data", "four.npz", "--test-data", "", "--epochs", "1", *options, "--out", "t.safetensors"]
 
 
+def distill_on_four_images(tmp: Path, a: Assets, *options: str) -> list[str]:
+    """`vitedge distill` from the test checkpoint on four black images, one epoch: seconds if a
+    bad option is let through."""
+    np.savez(tmp / "four.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=np.arange(4))
+    return [
+        "distill", "--teacher", str(a.checkpoint), "--data", "four.npz", "--test-data", "", "--epochs", "1",
+        "--batch-size", "4", *options, "--out", "s.safetensors",
+    ]  # fmt: skip
+
+
 def beside_own_file(name: str, command: Setup) -> Setup:
     """`command` run where the user already has a file `name` (the matrix checks it survives)."""
 
@@ -603,17 +613,17 @@ CASES = [
     Case(
         "train-over-an-earlier-checkpoint",
         beside_own_file("t.ckpt", lambda tmp, a: train_on_four_images(tmp, "--batch-size", "4")),
-        ("checkpoint t.ckpt exists (an earlier run's state", "--resume to continue it"),
+        ("checkpoint t.ckpt exists (an earlier run's state",),
     ),
     Case(
         "distill-over-an-earlier-checkpoint",
-        beside_own_file("s.ckpt", lambda tmp, a: ["distill", "--teacher", str(a.checkpoint), "--out", "s.safetensors"]),
+        beside_own_file("s.ckpt", lambda tmp, a: distill_on_four_images(tmp, a)),
         ("checkpoint s.ckpt exists",),
     ),
     Case(
         "train-resume-from-a-damaged-checkpoint",
         beside_own_file("t.ckpt", lambda tmp, a: train_on_four_images(tmp, "--batch-size", "4", "--resume")),
-        ("cannot resume from t.ckpt", "--force starts over"),
+        ("cannot resume from t.ckpt",),
     ),
     Case(
         "train-zero-epochs",
@@ -897,32 +907,12 @@ CASES = [
     ),
     Case(
         "fresh-student-options-with-a-student",
-        lambda tmp, a: [
-            "distill",
-            "--teacher",
-            str(a.checkpoint),
-            "--student",
-            str(a.checkpoint),
-            "--student-width",
-            "0.25",
-            "--out",
-            "s.safetensors",
-        ],
+        lambda tmp, a: distill_on_four_images(tmp, a, "--student", str(a.checkpoint), "--student-width", "0.25"),
         ("--student-width is for a fresh student, not --student",),
     ),
     Case(
         "temperature-with-hard-distillation",
-        lambda tmp, a: [
-            "distill",
-            "--teacher",
-            str(a.checkpoint),
-            "--kind",
-            "hard",
-            "--temperature",
-            "4",
-            "--out",
-            "s.safetensors",
-        ],
+        lambda tmp, a: distill_on_four_images(tmp, a, "--kind", "hard", "--temperature", "4"),
         ("--temperature is for --kind soft",),
     ),
     Case(
