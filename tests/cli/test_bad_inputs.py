@@ -891,6 +891,13 @@ CASES = [
         ("is given for vit_tiny_patch16_224, which is a name: only a checkpoint file takes one",),
     ),
     Case(
+        "no-verify-with-an-accuracy-budget",
+        lambda tmp, a: export_of(
+            str(a.checkpoint), "--precision", "int8-static", "--calib", "cifar10:train", "--max-drop", "1"
+        ),
+        ("--no-verify is not for --max-drop/--min-cosine, whose budget is the parity check",),
+    ),
+    Case(
         "parity-options-with-no-verify",
         lambda tmp, a: export_of(str(a.checkpoint), "--no-verify", "--verify-samples", "8", "--threads", "1"),
         ("--verify-samples, --threads are for the parity check, which --no-verify skips",),
