@@ -194,7 +194,7 @@ def export_command(
         if (to, precision) not in exports:
             refuse_options_given(ctx, (name,), f"for {scope}, not {to} {precision}", "drop it: it changes nothing here")
     budget = max_drop is not None or min_cosine is not None
-    if budget:  # the budget is judged on the parity images: it always checks them
+    if budget and not verify:  # the budget is judged on the parity images: it always checks them
         refuse_options_given(
             ctx, ("verify",), "not for --max-drop/--min-cosine, whose budget is the parity check", "drop it"
         )
