@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -160,6 +161,31 @@ def default_loss(label_smoothing: float) -> LossFn:
     return loss
 
 
+def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[EpochLog]]:
+    """The epoch to go on from and the logs so far, with model and optimizer restored; a file
+    that is not such a checkpoint is one line (torch's own advice for a refused pickle is to
+    load it unsafely, which vitedge never does)."""
+    try:  # weights_only: tensors and plain containers, never code
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "not a training checkpoint (vitedge loads tensors from it, never code)"
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut file
+        reason = first_line(exc)
+    else:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            return int(state["epoch"]), [EpochLog(**log) for log in state["logs"]]
+        except (KeyError, TypeError, AttributeError, IndexError):
+            reason = "not a training checkpoint (it lacks the model, optimizer, epoch or logs)"
+        except (RuntimeError, ValueError):  # load_state_dict: missing keys, other shapes
+            reason = "its weights do not fit this model (another architecture or size)"
+    raise VitedgeError(
+        f"cannot resume from {checkpoint}: {reason}",
+        "it is damaged or belongs to another model or run: --force starts over and replaces it",
+    )
+
+
 def train(
     model: nn.Module,
     train_x: torch.Tensor,
@@ -204,17 +230,7 @@ def train(
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     start_epoch, logs = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
-        try:  # weights_only: tensors and plain containers, never code
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            logs = [EpochLog(**log) for log in state["logs"]]
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut or foreign file
-            raise VitedgeError(
-                f"cannot resume from {checkpoint}: {first_line(exc)}",
-                "it is damaged or belongs to another model or run: --force starts over and replaces it",
-            ) from None
+        start_epoch, logs = _resume(checkpoint, model, optimizer)
     local = config.batch_size // size
     with Progress(
         TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),

@@ -80,3 +80,39 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     resumed, resumed_logs = train(_model(), *_data(), config, checkpoint=first_epoch, resume=True, show_progress=False)
     assert [log.epoch for log in resumed_logs] == [1, 2] and resumed_logs[0] == logs[0]
     assert all(torch.equal(resumed.state_dict()[key], value) for key, value in straight.state_dict().items())
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_named(tmp_path: Path) -> None:
+    """--resume from a file that is not this run's checkpoint: one line saying which way it is
+    not (torch's own message for a refused pickle advises loading it unsafely)."""
+    import pytest
+
+    from vitedge.compress.train import _resume
+    from vitedge.core.errors import VitedgeError
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    other = torch.nn.Linear(4, 3)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3, "logs": []},
+        tmp_path / "own.ckpt",
+    )
+    torch.save(
+        {"model": other.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1, "logs": []},
+        tmp_path / "other.ckpt",
+    )
+    torch.save({"weights": model.state_dict()}, tmp_path / "dict.ckpt")
+    (tmp_path / "text.ckpt").write_text("mine")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "own.ckpt").read_bytes()[:200])
+    assert _resume(tmp_path / "own.ckpt", model, optimizer) == (3, [])
+    for name, reason in {
+        "other": "its weights do not fit this model (another architecture or size)",
+        "dict": "not a training checkpoint (it lacks the model, optimizer, epoch or logs)",
+        "text": "not a training checkpoint (vitedge loads tensors from it, never code)",
+        "cut": "PytorchStreamReader failed reading zip archive",
+    }.items():
+        with pytest.raises(
+            VitedgeError,
+            match="cannot resume from .*" + name + r"\.ckpt: " + reason.replace("(", r"\(").replace(")", r"\)"),
+        ):
+            _resume(tmp_path / f"{name}.ckpt", model, optimizer)
