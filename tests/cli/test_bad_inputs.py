@@ -626,6 +626,15 @@ CASES = [
         ("cannot resume from t.ckpt",),
     ),
     Case(
+        "sensitivity-over-an-earlier-report",
+        lambda tmp, a: (
+            (tmp / "sens").mkdir(),
+            (tmp / "sens" / "sensitivity.json").write_text("{}"),
+            ["sensitivity", str(a.checkpoint), "--samples", "8", "--out", "sens"],
+        )[2],
+        ("output folder sens already exists",),
+    ),
+    Case(
         "train-zero-epochs",
         lambda tmp, a: train_on_four_images(tmp, "--epochs", "0"),
         ("training epochs 0", "at least 1"),

@@ -3,6 +3,7 @@ command line. Each test names the item it guards."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -161,3 +162,13 @@ def test_calibrate_sweep_prints_a_table_not_raw_markdown(tmp_path, tiny_checkpoi
     assert code == 0, stderr
     assert "**←**" not in stdout and "|---|" not in stdout and "recommended for onnx: 8 images" in stdout
     assert "minmax" in stdout and "**←**" in (tmp_path / "s" / "sweep.md").read_text()
+    # an earlier report is replaced only with --force, as every output folder is, and whole
+    (tmp_path / "s" / "sweep.md").write_text("the first run's, annotated")
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--samples", "32", "--out", str(tmp_path / "s"))
+    assert code == 2 and "already exists" in stderr
+    assert (tmp_path / "s" / "sweep.md").read_text() == "the first run's, annotated"
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--samples", "16", "--out", str(tmp_path / "s"), "--force")
+    assert code == 0, stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["sweep.json", "sweep.md", "sweep.png"]
+    assert "**←**" in (tmp_path / "s" / "sweep.md").read_text()
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["evaluation"]["count"] == 16

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
-from ..core.io import refuse_a_file_as_folder
+from ..core.io import atomic_folder, refuse_a_file_as_folder
 from .common import PRETRAINED_HELP, load_cli_model, refuse_options_given
 
 FORMATS = ("onnx", "openvino")
@@ -169,6 +169,7 @@ def sensitivity_command(
     out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     threads: int | None = typer.Option(1, min=1, help="CPU threads."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if an earlier report is there."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Rank MODEL's quantizable nodes by how much int8 accuracy they cost; table + bar plot."""
@@ -177,23 +178,24 @@ def sensitivity_command(
 
     to = _format(to)
     _refuse_calib_method_unless_onnx(ctx, to)
-    refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
-    loaded, calibration, evalset = _setup(
-        model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
-    )
-    with _progress() as progress:
-        report = run_sensitivity(
-            loaded,
-            to=to,
-            calibration=calibration,
-            evalset=evalset,
-            options=ExportOptions(calib_method=calib_method),
-            mode=mode,
-            group=group,
-            threads=threads,
-            progress=_tracker(progress, "sensitivity"),
+    refuse_a_file_as_folder(out_dir)  # before atomic_folder's "already exists": the file is named
+    with atomic_folder(out_dir, marker="sensitivity.json", force=force) as staging:
+        loaded, calibration, evalset = _setup(
+            model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
         )
-    paths = write_report(report, out_dir)
+        with _progress() as progress:
+            report = run_sensitivity(
+                loaded,
+                to=to,
+                calibration=calibration,
+                evalset=evalset,
+                options=ExportOptions(calib_method=calib_method),
+                mode=mode,
+                group=group,
+                threads=threads,
+                progress=_tracker(progress, "sensitivity"),
+            )
+        paths = {kind: out_dir / path.name for kind, path in write_report(report, staging).items()}
     if as_json:
         out.print_json(json.dumps({**report.to_dict(), "files": {k: str(v) for k, v in paths.items()}}))
         return
@@ -400,23 +402,12 @@ def calibrate_sweep_command(
     ),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     threads: int | None = typer.Option(1, min=1, help="CPU threads."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if an earlier report is there."),
     as_json: bool = typer.Option(False, "--json", help="Print the sweep as JSON."),
 ) -> None:
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
-    import torch
-
     from ..core.io import write_text_atomic
-    from ..exporter.export import preflight
-    from ..models import require_vit
-    from ..workflows.int8_eval import calibration_record, evaluation_set
-    from ..workflows.sweep import (
-        calibration_draws,
-        openvino_variants,
-        recommend,
-        sweep_onnx,
-        sweep_openvino,
-        write_sweep,
-    )
+    from ..workflows.sweep import write_sweep
 
     formats = [_format(f) for f in _names(to)]
     for name, sweep in (("methods", "onnx"), ("variants", "openvino")):
@@ -424,7 +415,47 @@ def calibrate_sweep_command(
             refuse_options_given(
                 ctx, (name,), f"for the {sweep} sweep, not --to {to}", f"drop it, or add {sweep} to --to"
             )
-    refuse_a_file_as_folder(out_dir)  # the report's own files go into it, after the whole run
+    refuse_a_file_as_folder(out_dir)  # before atomic_folder's "already exists": the file is named
+    with atomic_folder(out_dir, marker="sweep.json", force=force) as staging:
+        points, recommendations, evalset, record = _sweep(
+            model, formats, counts, methods, variants, data, samples, calib, calib_seed, arch, threads, pretrained
+        )
+        paths = write_sweep(points, staging, evalset=evalset, calibration=record)
+        write_text_atomic(staging / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))
+    paths = {kind: out_dir / path.name for kind, path in paths.items()}
+    if as_json:
+        out.print_json(paths["json"].read_text())
+        return
+    from rich.markdown import Markdown
+
+    out.print(Markdown(sweep_markdown(points, recommendations, evalset.reference_top1)))  # a table, not raw markdown
+    for fmt_, point in recommendations.items():
+        out.print(f"recommended for {fmt_}: {point.count} images, {point.method}")
+    out.print(f"wrote {paths['json']}, {paths['plot']} and {out_dir / 'sweep.md'}")
+
+
+def _sweep(
+    model: str,
+    formats: list[str],
+    counts: str | None,
+    methods: str,
+    variants: str,
+    data: str,
+    samples: int,
+    calib: str,
+    calib_seed: int,
+    arch: str | None,
+    threads: int | None,
+    pretrained: bool,
+):  # noqa: ANN202 - (points, recommendations, evalset, calibration record)
+    """The sweep's measurements: every calibration draw through every method and variant."""
+    import torch
+
+    from ..exporter.export import preflight
+    from ..models import require_vit
+    from ..workflows.int8_eval import calibration_record, evaluation_set
+    from ..workflows.sweep import calibration_draws, openvino_variants, recommend, sweep_onnx, sweep_openvino
+
     if threads:
         torch.set_num_threads(threads)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
@@ -460,15 +491,5 @@ def calibrate_sweep_command(
                 threads=threads,
                 progress=_tracker(progress, "sweep openvino"),
             )
-    paths = write_sweep(points, out_dir, evalset=evalset, calibration=record)
     recommendations = {fmt_: recommend([p for p in points if p.format == fmt_]) for fmt_ in formats}
-    write_text_atomic(Path(out_dir) / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))
-    if as_json:
-        out.print_json(paths["json"].read_text())
-        return
-    from rich.markdown import Markdown
-
-    out.print(Markdown(sweep_markdown(points, recommendations, evalset.reference_top1)))  # a table, not raw markdown
-    for fmt_, point in recommendations.items():
-        out.print(f"recommended for {fmt_}: {point.count} images, {point.method}")
-    out.print(f"wrote {paths['json']}, {paths['plot']} and {Path(out_dir) / 'sweep.md'}")
+    return points, recommendations, evalset, record
