@@ -341,6 +341,37 @@ def _child(request: MeasureRequest, queue: multiprocessing.Queue[Any]) -> None:
         queue.put(("bug", f"{type(exc).__name__}: {exc}"))
 
 
+def _result_or_death(process, queue, request: MeasureRequest, timeout_s: float) -> tuple[str, Any]:  # noqa: ANN001 - multiprocessing's
+    """The child's message, or why none will come: a child that died (the kernel's
+    out-of-memory killer sends SIGKILL, which no handler sees) is noticed within a second,
+    not after `timeout_s`."""
+    import queue as queues
+    import signal
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return queue.get(timeout=1.0)
+        except queues.Empty:
+            pass
+        if not process.is_alive():
+            try:  # the message may have been put just before the child ended
+                return queue.get(timeout=1.0)
+            except queues.Empty:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"measuring {request.spec.name} gave no result in {timeout_s:.0f} s")
+    code, name = process.exitcode, request.spec.name
+    if code == -signal.SIGKILL:
+        raise VitedgeError(
+            f"measuring {name} was killed (SIGKILL, most often the kernel's out-of-memory killer) "
+            f"at batch sizes {', '.join(map(str, request.batches))}",
+            "time smaller batches (--batch 1,8) or fewer --samples, or free memory for it",
+        )
+    ending = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    raise RuntimeError(f"measuring {name} ended without a result ({ending})")
+
+
 def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Measurement:
     """Measure one runner in a fresh process (clean peak RSS, no shared thread pools)."""
     from ..core.cpu import oversubscription
@@ -352,11 +383,8 @@ def measure_isolated(request: MeasureRequest, *, timeout_s: float = 1800) -> Mea
     process = context.Process(target=_child, args=(request, queue), daemon=True)
     process.start()
     try:
-        status, payload = queue.get(timeout=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - queue.Empty or a dead child
-        process.kill()
-        raise RuntimeError(f"measuring {request.spec.name} produced no result (exit code {process.exitcode})") from exc
-    except BaseException:  # Ctrl-C or a stop signal: the row is not finished on the CPU alone
+        status, payload = _result_or_death(process, queue, request, timeout_s)
+    except BaseException:  # Ctrl-C, a stop signal, a dead child: the row is not finished on the CPU alone
         process.kill()
         raise
     finally:

@@ -145,3 +145,45 @@ def test_more_threads_than_usable_cpus_is_said_once_beside_the_figures(tmp_path:
         f"warning: threads {usable + 1} is more than the {usable} CPUs this process may use: "
         f"the timings measure {usable + 1} threads sharing {usable} cores"
     ], done.stderr
+
+
+@pytest.mark.parametrize("sent", ["SIGKILL", "SIGTERM"])
+def test_a_measuring_process_that_dies_is_named_within_seconds(sent, tiny_vit, tmp_path: Path) -> None:
+    """A row's process ended from outside: SIGKILL is what the kernel's out-of-memory killer
+    sends (a batch too big for a small board), and no handler sees it. The parent says so at
+    once, in one line for SIGKILL (before: it waited its 1800 s for a result that would never
+    come, then raised a bare RuntimeError)."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from vitedge.core.errors import VitedgeError
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), dtype=np.float32))
+    path = save_checkpoint(tiny_vit, tmp_path / "tiny.safetensors")
+    request = MeasureRequest(
+        RunnerSpec("tiny", "torch", str(path), threads=1), str(tmp_path / "x.npy"), None, (1, 2), runs=10**8
+    )
+
+    def end_the_child() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not multiprocessing.active_children():
+            time.sleep(0.05)
+        time.sleep(3)  # inside the timed loop by now
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, getattr(signal, sent))
+
+    threading.Thread(target=end_the_child, daemon=True).start()
+    began = time.monotonic()
+    if sent == "SIGKILL":
+        expected = (
+            r"measuring tiny was killed \(SIGKILL, most often the kernel's out-of-memory killer\) at batch sizes 1, 2"
+        )
+        with pytest.raises(VitedgeError, match=expected):
+            measure_isolated(request, timeout_s=120)
+    else:
+        with pytest.raises(RuntimeError, match=r"measuring tiny ended without a result \(signal 15\)"):
+            measure_isolated(request, timeout_s=120)
+    assert time.monotonic() - began < 60, "the parent waited for a child that had died"
+    assert not multiprocessing.active_children()
