@@ -49,6 +49,7 @@ from .bundle_build import REQUIREMENTS, build_bundle, is_bundle
 
 EXIT_NO_PYTHON = 127
 EXIT_NO_RUNTIME = 3  # run_bundle.py's exit code when numpy, Pillow or the runtime is missing
+EXIT_KILLED = 128 + 9  # the shell's status of a command ended by SIGKILL (the kernel's OOM killer)
 PROGRESS_PREFIXES = ("bench:", "eval:", "vitedge-remote:")
 DATA_PLACEHOLDER = "@DATA@"  # an argument that names the data folder unpacked on the board
 RUN_TIMEOUT_S = 1800.0  # ViT-B scoring 1,000 images on a Raspberry Pi 4 takes most of this
@@ -408,6 +409,14 @@ def _bundle_result(
             "error": VitedgeError(
                 f"{ssh_target}: {missing}",
                 f"on the board run: {_pip_command(python, bundle)}  (on Raspberry Pi OS inside a venv: python3 -m venv ~/vitedge-env, then use --python ~/vitedge-env/bin/python)",
+            )
+        }
+    if failed == EXIT_KILLED:
+        return {
+            "error": VitedgeError(
+                f"{ssh_target}: the bundle was killed on the board (exit {failed}: SIGKILL, most often its "
+                "out-of-memory killer)",
+                "time smaller batches (--batch 1,8), or free the board's memory; `dmesg` there names the killer",
             )
         }
     if failed is not None:

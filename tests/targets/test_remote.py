@@ -224,6 +224,21 @@ def test_a_failing_bundle_names_the_boards_own_python(server, onnx_artifact, tmp
     assert f"run `{python} run_bundle.py bench` there" in caught.value.hint
 
 
+def test_a_bundle_killed_on_the_board_is_named(server, onnx_artifact, tmp_path):
+    """SIGKILL on the board (its out-of-memory killer, for a batch that does not fit) is said as
+    such, not as a failure with the last progress line for its reason."""
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "bench: batch 8, warming up" >&2\nkill -9 $$\n')
+    python.chmod(0o755)
+    with pytest.raises(
+        VitedgeError,
+        match=r"the bundle was killed on the board \(exit 137: SIGKILL, most often its out-of-memory killer\)",
+    ) as caught:
+        bench(server, onnx_artifact, python)
+    assert "--batch 1,8" in caught.value.hint
+
+
 def test_a_board_that_never_answers_is_cut_off_with_what_finished_kept():
     """The client's own limit (the board's did not fire: frozen, or its clock jumped): bundles
     that ended keep their results (or their own error: a failed command ends a bundle's turn),
