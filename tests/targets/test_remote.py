@@ -226,7 +226,7 @@ def test_a_failing_bundle_names_the_boards_own_python(server, onnx_artifact, tmp
 
 def test_a_bundle_killed_on_the_board_is_named(server, onnx_artifact, tmp_path):
     """SIGKILL on the board (its out-of-memory killer, for a batch that does not fit) is said as
-    such, not as a failure with the last progress line for its reason."""
+    such, with what to change (before: "the bundle failed (exit 137): Killed")."""
     python = tmp_path / "env" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text('#!/bin/sh\necho "bench: batch 8, warming up" >&2\nkill -9 $$\n')
