@@ -406,8 +406,20 @@ def calibrate_sweep_command(
     as_json: bool = typer.Option(False, "--json", help="Print the sweep as JSON."),
 ) -> None:
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
+    import torch
+
     from ..core.io import write_text_atomic
-    from ..workflows.sweep import write_sweep
+    from ..exporter.export import preflight
+    from ..models import require_vit
+    from ..workflows.int8_eval import calibration_record, evaluation_set
+    from ..workflows.sweep import (
+        calibration_draws,
+        openvino_variants,
+        recommend,
+        sweep_onnx,
+        sweep_openvino,
+        write_sweep,
+    )
 
     formats = [_format(f) for f in _names(to)]
     for name, sweep in (("methods", "onnx"), ("variants", "openvino")):
@@ -417,9 +429,44 @@ def calibrate_sweep_command(
             )
     refuse_a_file_as_folder(out_dir)  # before atomic_folder's "already exists": the file is named
     with atomic_folder(out_dir, marker="sweep.json", force=force) as staging:
-        points, recommendations, evalset, record = _sweep(
-            model, formats, counts, methods, variants, data, samples, calib, calib_seed, arch, threads, pretrained
-        )
+        if threads:
+            torch.set_num_threads(threads)
+        loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
+        require_vit(loaded, "int8 quantization")
+        preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
+        all_variants = openvino_variants()
+        if variants != "all":
+            unknown = [v for v in _names(variants) if v not in all_variants]
+            if unknown:
+                raise VitedgeError(
+                    f"unknown OpenVINO variant(s) {', '.join(unknown)}", f"use {', '.join(all_variants)}"
+                )
+            all_variants = {v: all_variants[v] for v in _names(variants)}
+        with console.status(f"preparing calibration draws from {calib} and {samples} evaluation images from {data}"):
+            draws = calibration_draws(loaded, calib, _sweep_counts(counts, calib), seed=calib_seed)
+            record = calibration_record(list(draws.values()))
+            evalset = evaluation_set(loaded, data, samples, record, threads=threads)
+        points = []
+        with _progress() as progress:
+            if "onnx" in formats:
+                points += sweep_onnx(
+                    loaded,
+                    draws,
+                    evalset,
+                    methods=_names(methods),
+                    threads=threads,
+                    progress=_tracker(progress, "sweep onnx"),
+                )
+            if "openvino" in formats:
+                points += sweep_openvino(
+                    loaded,
+                    draws,
+                    evalset,
+                    variants=all_variants,
+                    threads=threads,
+                    progress=_tracker(progress, "sweep openvino"),
+                )
+        recommendations = {fmt_: recommend([p for p in points if p.format == fmt_]) for fmt_ in formats}
         paths = write_sweep(points, staging, evalset=evalset, calibration=record)
         write_text_atomic(staging / "sweep.md", sweep_markdown(points, recommendations, evalset.reference_top1))
     paths = {kind: out_dir / path.name for kind, path in paths.items()}
@@ -432,64 +479,3 @@ def calibrate_sweep_command(
     for fmt_, point in recommendations.items():
         out.print(f"recommended for {fmt_}: {point.count} images, {point.method}")
     out.print(f"wrote {paths['json']}, {paths['plot']} and {out_dir / 'sweep.md'}")
-
-
-def _sweep(
-    model: str,
-    formats: list[str],
-    counts: str | None,
-    methods: str,
-    variants: str,
-    data: str,
-    samples: int,
-    calib: str,
-    calib_seed: int,
-    arch: str | None,
-    threads: int | None,
-    pretrained: bool,
-):  # noqa: ANN202 - (points, recommendations, evalset, calibration record)
-    """The sweep's measurements: every calibration draw through every method and variant."""
-    import torch
-
-    from ..exporter.export import preflight
-    from ..models import require_vit
-    from ..workflows.int8_eval import calibration_record, evaluation_set
-    from ..workflows.sweep import calibration_draws, openvino_variants, recommend, sweep_onnx, sweep_openvino
-
-    if threads:
-        torch.set_num_threads(threads)
-    loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
-    require_vit(loaded, "int8 quantization")
-    preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
-    all_variants = openvino_variants()
-    if variants != "all":
-        unknown = [v for v in _names(variants) if v not in all_variants]
-        if unknown:
-            raise VitedgeError(f"unknown OpenVINO variant(s) {', '.join(unknown)}", f"use {', '.join(all_variants)}")
-        all_variants = {v: all_variants[v] for v in _names(variants)}
-    with console.status(f"preparing calibration draws from {calib} and {samples} evaluation images from {data}"):
-        draws = calibration_draws(loaded, calib, _sweep_counts(counts, calib), seed=calib_seed)
-        record = calibration_record(list(draws.values()))
-        evalset = evaluation_set(loaded, data, samples, record, threads=threads)
-    points = []
-    with _progress() as progress:
-        if "onnx" in formats:
-            points += sweep_onnx(
-                loaded,
-                draws,
-                evalset,
-                methods=_names(methods),
-                threads=threads,
-                progress=_tracker(progress, "sweep onnx"),
-            )
-        if "openvino" in formats:
-            points += sweep_openvino(
-                loaded,
-                draws,
-                evalset,
-                variants=all_variants,
-                threads=threads,
-                progress=_tracker(progress, "sweep openvino"),
-            )
-    recommendations = {fmt_: recommend([p for p in points if p.format == fmt_]) for fmt_ in formats}
-    return points, recommendations, evalset, record
