@@ -152,9 +152,7 @@ def folder_image_set(folder: Path) -> ImageSet:
             skipped.append((str(path), reason))
     left_out = {path for path, _ in skipped}
     files = [p for p in entries if str(p) not in left_out and p.is_file()]
-    subdirs = sorted(
-        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and str(p) not in left_out
-    )
+    subdirs = [p.name for p in entries if p.parent == folder and str(p) not in left_out and p.is_dir()]
     class_names = tuple(subdirs) if subdirs else ()
     good: list[Path] = []
     for path in files:

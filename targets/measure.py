@@ -11,7 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import platform
+import queue as queues
 import resource
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -345,9 +347,6 @@ def _result_or_death(process, queue, request: MeasureRequest, timeout_s: float) 
     """The child's message, or why none will come: a child that died (the kernel's
     out-of-memory killer sends SIGKILL, which no handler sees) is noticed within a second,
     not after `timeout_s`."""
-    import queue as queues
-    import signal
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:

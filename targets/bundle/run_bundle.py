@@ -717,8 +717,8 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     for name in classes:
         for path in sorted((folder / name).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-                if not path.resolve().is_relative_to(root):
-                    left_out.append(f"{path}: a link to {path.resolve()}, outside the folder")
+                if not (resolved := path.resolve()).is_relative_to(root):
+                    left_out.append(f"{path}: a link to {resolved}, outside the folder")
                     continue
                 files.append(path)
                 targets.append(mapping[name])

@@ -367,30 +367,34 @@ def load_model(
     """Resolve any model spec the CLI accepts (`replay`: see StepReplay). `arch` names the
     architecture of a checkpoint file that does not record it; for any other spec it would
     change nothing, so it is refused rather than ignored."""
-    path = Path(spec).expanduser()
-    is_file = spec not in EMBEDDED and not is_transformers_folder(path)
-    if arch and not (is_file and (path.suffix in CHECKPOINT_SUFFIXES or path.exists())):
-        what = "vitedge's embedded model" if spec in EMBEDDED else "a transformers folder" if not is_file else "a name"
-        raise VitedgeError(
-            f"architecture {arch!r} is given for {spec}, which is {what}: only a checkpoint file takes one",
-            "drop --arch (in a recipe, [model] arch); a name builds its own architecture",
-        )
     if spec in EMBEDDED:
+        _refuse_arch(arch, spec, "vitedge's embedded model")
         if not EMBEDDED[spec].is_file():
             raise VitedgeError(
                 f"the embedded weights of {spec} are missing ({EMBEDDED[spec]})",
                 "reinstall vitedge, or train them with `vitedge train`",
             )
         return load_checkpoint(EMBEDDED[spec], spec=spec, replay=replay)
+    path = Path(spec).expanduser()
     if is_transformers_folder(path):
+        _refuse_arch(arch, spec, "a transformers folder")
         return load_transformers(str(path), spec=spec)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         return load_checkpoint(path, arch_name=arch, replay=replay)
+    _refuse_arch(arch, spec, "a name")
     if spec.startswith(HF_PREFIX) and "/" in spec:  # a hub id: weights with pretrained, else the config only
         return load_transformers(spec.removeprefix(HF_PREFIX), spec=spec, pretrained=pretrained)
     architecture = Architecture(spec, {})
     module = build_architecture(architecture, pretrained=pretrained or spec.startswith("hf-hub:")).eval()
     return LoadedModel(module, data_config_for(module, arch=architecture), spec, architecture)
+
+
+def _refuse_arch(arch: str | None, spec: str, what: str) -> None:
+    if arch:
+        raise VitedgeError(
+            f"architecture {arch!r} is given for {spec}, which is {what}: only a checkpoint file takes one",
+            "drop --arch (in a recipe, [model] arch); a name builds its own architecture",
+        )
 
 
 def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
