@@ -12,7 +12,9 @@ TRANSFORMER model type (it keeps LayerNorm, GELU and Softmax in float). SmoothQu
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import re
 import sys
 import warnings
@@ -170,5 +172,32 @@ def save_openvino(model, path: Path, *, compress_to_fp16: bool, metadata: dict[s
     for key, value in metadata.items():
         model.set_rt_info(value, ["vitedge", key])
     stable_names(model)
-    ov.save_model(model, str(path), compress_to_fp16=compress_to_fp16)
+    try:
+        ov.save_model(model, str(path), compress_to_fp16=compress_to_fp16)
+    except RuntimeError as exc:
+        if "iostream error" not in str(exc):
+            raise
+        raise _write_error(model, path) from None
     return path
+
+
+def _write_error(model, path: Path) -> OSError:  # noqa: ANN001 - ov.Model
+    """What OpenVINO's bare "basic_ios::clear: iostream error" meant. It deletes what it wrote
+    before raising, so a full disk no longer looks full: its free space is compared with the
+    weights the .bin would have held; the .xml beside it is not known in advance, so short of
+    that the free space is named."""
+    import shutil
+
+    weights = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return OSError(errno.EIO, f"OpenVINO's write of {path.name} failed part-way", str(path))
+    if free < weights:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(
+        errno.EIO,
+        f"OpenVINO's write of {path.name} failed part-way with {free / 1e6:.1f} MB free there "
+        f"(its weights alone are {weights / 1e6:.1f} MB)",
+        str(path),
+    )

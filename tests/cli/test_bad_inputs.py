@@ -587,6 +587,21 @@ CASES = [
         ("output file t.safetensors already exists",),
     ),
     Case(
+        "train-out-under-a-file",
+        beside_own_file("notes", lambda tmp, a: [*train_on_four_images(tmp)[:-2], "--out", "notes/t.safetensors"]),
+        ("cannot write --out notes/t.safetensors", "notes is a file, not a folder"),
+    ),
+    Case(
+        "distill-checkpoint-under-a-file",
+        beside_own_file("notes", lambda tmp, a: [*distill_on_four_images(tmp, a), "--checkpoint", "notes/s.ckpt"]),
+        ("cannot write --checkpoint notes/s.ckpt", "notes is a file, not a folder"),
+    ),
+    Case(
+        "export-out-under-a-file",
+        beside_own_file("notes", lambda tmp, a: export_of(str(a.checkpoint), "--out", "notes/art")),
+        ("cannot write to notes", "notes is a file, not a folder"),
+    ),
+    Case(
         "sensitivity-report-into-a-file",
         beside_own_file(
             "notes.txt", lambda tmp, a: ["sensitivity", str(a.checkpoint), "--samples", "8", "--out", "notes.txt"]
@@ -1124,17 +1139,55 @@ def test_read_only_output_folder(assets: Assets, tmp_path: Path) -> None:
         assert listing(folder) == {}
 
 
-@pytest.mark.parametrize("command", ["export", "compress"])
+def writing_into_a_full_disk(command: str, folder: Path, assets: Assets, tmp_path: Path) -> list[str]:
+    """The commands whose writers are not Python's own file objects: OpenVINO's `save_model`
+    (a bare "iostream error", its partial files deleted before it raises) and `vitedge run`'s
+    `np.save` of the images ("N requested and M written", no errno)."""
+    if command == "openvino":
+        return ["export", str(assets.checkpoint), "--to", "openvino", "--out", str(folder / "art"), "--no-verify"]
+    if command == "run":
+        # 16 images: 196 KB as the float inputs `vitedge run` saves
+        np.savez(tmp_path / "images.npz", x=np.zeros((16, 32, 32, 3), np.uint8), y=np.arange(16) % 10)
+        recipe = tmp_path / "r.toml"
+        recipe.write_text(
+            f'[model]\nspec = "{assets.checkpoint}"\n[data]\nsource = "{tmp_path / "images.npz"}"\nsamples = 16\n'
+            '[export]\nrows = ["torch:fp32"]\n[bench]\nbatches = [1]\nruns = 1\nthreads = 1\n'
+        )
+        return ["run", str(recipe), "--out", str(folder / "run")]
+    return command_writing_into(command, folder, assets)
+
+
+@pytest.mark.parametrize("command", ["export", "compress", "openvino", "run"])
 def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
     """A real 64 KiB tmpfs (root only; test_write_errors_without_root is the unprivileged
-    twin): the tiny ViT's model file (~0.4 MB) cannot fit, so the write fails with ENOSPC
-    part-way; the user must get "disk full" and no partial file or folder."""
-    with tmpfs(tmp_path / "full", "size=64k") as folder:
+    twin): the tiny ViT's model file (~0.4 MB), or `vitedge run`'s images, cannot fit, so the
+    write fails part-way; the user must get "disk full" and no partial file or folder. OpenVINO
+    deletes what it wrote before it raises, so its disk is left with more free than the 64 KiB
+    under which a failed write counts as out of space: only its own check can tell."""
+    with tmpfs(tmp_path / "full", "size=256k" if command == "openvino" else "size=64k") as folder:
         (folder / "other.txt").write_text("already here\n")
         before = listing(folder)
-        done = vitedge(command_writing_into(command, folder, assets), cwd=tmp_path, env=cli_env(assets))
+        args = writing_into_a_full_disk(command, folder, assets, tmp_path)
+        done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
         assert_user_error(done, ("disk full",))
         assert listing(folder) == before
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+def test_a_model_file_on_a_read_only_disk_is_refused_before_any_work(
+    assets: Assets, tmp_path: Path, command: str
+) -> None:
+    """`vitedge train --out ro/t.safetensors` trained a whole epoch before its first checkpoint
+    write failed; the place is now checked first (`os.access` knows a read-only mount)."""
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as folder:
+        out = str(folder / "m.safetensors")
+        if command == "train":
+            args = [*train_on_four_images(tmp_path)[:-2], "--out", out]
+        else:
+            args = ["compress", str(assets.checkpoint), "--step", "fp16", "--out", out]
+        done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
+        assert_user_error(done, (f"cannot write --out {out}", "read-only file system"))
+        assert "epoch" not in done.stdout + done.stderr
 
 
 def _default_sigint() -> None:

@@ -129,3 +129,23 @@ def test_a_replacement_that_cannot_be_moved_into_place_keeps_the_old_folder(tmp_
         (staging / "model.onnx").write_bytes(b"new")
     assert (old / "model.onnx").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_a_write_that_fails_inside_the_output_is_one_line_and_other_errors_pass(tmp_path):
+    """A writer's OSError about a file in the staging folder (OpenVINO's failed stream, say)
+    is this output's write failing: one line naming the output, the staging folder gone. An
+    OSError about any other file (an input that could not be read) is not called a write
+    failure: it passes as it was."""
+    import errno
+
+    from vitedge.core.errors import VitedgeError
+
+    with pytest.raises(VitedgeError, match=r"cannot write .*art: the stream failed"):
+        with atomic_folder(tmp_path / "art", marker=MANIFEST) as staging:
+            raise OSError(errno.EIO, "the stream failed", str(staging / "model.xml"))
+    elsewhere = tmp_path / "input.bin"
+    with pytest.raises(OSError, match="unreadable") as raised:
+        with atomic_folder(tmp_path / "art", marker=MANIFEST):
+            raise OSError(errno.EIO, "unreadable", str(elsewhere))
+    assert not isinstance(raised.value, VitedgeError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

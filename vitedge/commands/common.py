@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cli import console
 from ..core.errors import VitedgeError
+from ..core.io import refuse_an_unwritable_place
 
 
 def parse_samples(value: str) -> int | None:
@@ -54,6 +55,7 @@ def check_output_file(out_path: Path, *, force: bool, reads: Sequence[str | None
         raise VitedgeError(
             f"output file {out_path} already exists", "pass --force to replace it, or choose another --out"
         )
+    refuse_an_unwritable_place(out_path, "--out")
 
 
 def check_resume_checkpoint(checkpoint: Path, *, resume: bool, force: bool) -> None:
@@ -63,6 +65,7 @@ def check_resume_checkpoint(checkpoint: Path, *, resume: bool, force: bool) -> N
     passes --resume can start and restart alike)."""
     if checkpoint.is_dir():
         raise VitedgeError(f"--checkpoint {checkpoint} is a folder", "name a file, e.g. --checkpoint run.ckpt")
+    refuse_an_unwritable_place(checkpoint, "--checkpoint")
     if resume and not checkpoint.exists():
         console.print(
             f"[yellow]warning:[/] no checkpoint at {checkpoint} to resume from: training starts at epoch 1",

@@ -60,6 +60,23 @@ def apply_umask_mode(path: Path, umask: int | None = None) -> None:
         os.chmod(item, (0o777 if executable else 0o666) & ~mask)
 
 
+FULL_BELOW_BYTES = 64 << 10  # a write that failed with less than this left on its file system ran out of space
+
+
+def ran_out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space. Python's own writers say so (ENOSPC, EDQUOT);
+    others do not: numpy's `np.save` raises "N requested and M written" with no errno, and
+    OpenVINO's `save_model` "basic_ios::clear: iostream error". So where the error does not
+    say, the file system `folder` is on is asked: a partial write fills it to the last block.
+    Checked before the partial files are removed, which would free the space again."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path` and rename it into place: a reader never sees
     half a file, a full disk or an unwritable folder becomes one line, and no partial file is
@@ -76,10 +93,22 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise VitedgeError(f"disk full while writing {path}", "free some space or choose another --out") from None
-        raise VitedgeError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out folder") from None
+        raise VitedgeError(f"cannot write {path}: {_why_not(path, exc)}", "choose a writable --out folder") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _why_not(path: Path, exc: OSError) -> str:
+    """Why `path` could not be written: a file where a folder of its path should be is named
+    ("File exists" said nothing of which), else the OS's reason."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        for above in reversed(Path(path).parents):
+            if above.exists() and not above.is_dir():
+                return f"{above} is a file, not a folder"
+        if Path(path).exists() and not Path(path).is_dir():
+            return f"{path} is a file, not a folder"
+    return str(exc.strerror or exc)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -174,6 +203,19 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return stale
 
 
+def refuse_an_unwritable_place(path: Path, option: str) -> None:
+    """Before any work (a training run's first epoch, say): the folder `path` goes into exists
+    or can be made, and can be written (`os.access` knows read-only mounts too)."""
+    path = Path(path)
+    above = next((folder for folder in path.parents if folder.exists()), Path("."))
+    if not above.is_dir():
+        raise VitedgeError(f"cannot write {option} {path}: {above} is a file, not a folder", f"choose another {option}")
+    if not os.access(above, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(above).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable for this user"
+        raise VitedgeError(f"cannot write {option} {path}: {above} {why}", f"choose another {option}")
+
+
 def refuse_a_file_as_folder(target: Path) -> None:
     """An output folder named where a file is: refused before any work, the file untouched."""
     if target.exists() and not target.is_dir():
@@ -229,16 +271,23 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
         remove_stale_staging(target)
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.{_owner_tag()}.", suffix=STAGING_SUFFIX))
     except OSError as exc:
-        raise VitedgeError(f"cannot write to {parent}: {exc.strerror}", "choose a writable --out folder") from None
+        raise VitedgeError(
+            f"cannot write to {parent}: {_why_not(parent, exc)}", "choose a writable --out folder"
+        ) from None
     try:
         yield staging
         apply_umask_mode(staging)
         _move_into_place(staging, target)
-    except OSError as exc:
+    except (VitedgeError, KeyboardInterrupt):
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise VitedgeError(f"disk full while writing {target}", "free some space or choose another --out") from None
         raise
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and ran_out_of_space(exc, staging)
         shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise VitedgeError(f"disk full while writing {target}", "free some space or choose another --out") from None
+        if isinstance(exc, OSError) and exc.filename and Path(exc.filename).resolve().is_relative_to(staging.resolve()):
+            raise VitedgeError(
+                f"cannot write {target}: {exc.strerror or exc}", "choose a writable --out folder"
+            ) from None
         raise
