@@ -18,9 +18,9 @@ from .step import StepData
 
 def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
     """Labelled images from any source, preprocessed for the model: (inputs, labels)."""
-    from ..calibration.sources import open_source, subset_indices
+    from ..calibration.sources import labels_for_model, open_source, subset_indices
 
-    images = open_source(spec)
+    images = labels_for_model(open_source(spec), config.labels)
     if images.labels is None:
         raise VitedgeError(
             f"{images.name} has no labels",

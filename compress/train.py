@@ -31,7 +31,7 @@ from rich.progress import (
 )
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..calibration.sources import ImageSet, open_source
+from ..calibration.sources import ImageSet, labels_for_model, open_source
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
@@ -361,6 +361,7 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
 
 
 def images_to_tensors(images: ImageSet, config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    images = labels_for_model(images, config.labels)
     if images.labels is None:
         raise VitedgeError(
             f"{images.name} has no labels",

@@ -690,7 +690,8 @@ def bench(args, manifest: dict) -> dict:
 
 def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int], list[str]]:
     """An ImageFolder: one subfolder per class. Folder names that are all model labels map by
-    name; otherwise classes are numbered in sorted folder order (torchvision's convention).
+    name; none of them, classes are numbered in sorted folder order (torchvision's convention);
+    some of them is refused (vitedge's `calibration.sources.labels_for_model`, the same rule).
     Links that lead outside the folder, and links to folders, are left out and named (the
     fourth item): eval reads nothing outside the folder it is given."""
     if not folder.is_dir():
@@ -707,11 +708,15 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
             classes.append(path.name)
     if not classes:
         raise BundleError(f"{folder} has no class subfolders (expected FOLDER/<class>/<image>)")
-    mapping = (
-        {name: labels.index(name) for name in classes}
-        if set(classes) <= set(labels)
-        else {name: i for i, name in enumerate(classes)}
-    )
+    known = [name for name in classes if name in labels]
+    if known and len(known) < len(classes):
+        strangers = [name for name in classes if name not in labels]
+        raise BundleError(
+            f"{folder}: class folders {', '.join(known[:3])} are the model's labels but {', '.join(strangers[:3])} "
+            f"{'is' if len(strangers) == 1 else 'are'} not, so no numbering of them is the model's "
+            "(name every class folder by one of its labels)"
+        )
+    mapping = {name: labels.index(name) for name in classes} if known else {name: i for i, name in enumerate(classes)}
     files: list[Path] = []
     targets: list[int] = []
     for name in classes:

@@ -70,6 +70,26 @@ def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
     assert images.labels.tolist() == [0, 1]
 
 
+def test_class_folders_named_by_the_models_labels_are_numbered_by_name(tmp_path: Path, cifar_test) -> None:
+    """cat/ and dog/ are CIFAR-10's 3 and 5 for a CIFAR-10 model (sorted folder order said 0
+    and 1, airplane and automobile: a folder of its own classes scored 0%); folders none of
+    which is a model label keep the sorted order (ImageNet's synset folders); a mix is refused."""
+    from vitedge.calibration.sources import labels_for_model
+
+    for label in ("cat", "dog"):
+        (tmp_path / "named" / label).mkdir(parents=True)
+        Image.fromarray(cifar_test.get(0)).save(tmp_path / "named" / label / "a.png")
+    named = labels_for_model(open_source(str(tmp_path / "named")), CIFAR10_CLASSES)
+    assert named.labels.tolist() == [3, 5] and named.class_names == CIFAR10_CLASSES
+    unnamed = labels_for_model(open_source(str(tmp_path / "named")), ("n01440764", "n01443537"))
+    assert unnamed.labels.tolist() == [0, 1]
+    assert labels_for_model(open_source(str(tmp_path / "named")), ()).labels.tolist() == [0, 1]
+    (tmp_path / "named" / "other").mkdir()
+    Image.fromarray(cifar_test.get(1)).save(tmp_path / "named" / "other" / "b.png")
+    with pytest.raises(VitedgeError, match="class folders cat, dog are the model's labels but other is not"):
+        labels_for_model(open_source(str(tmp_path / "named")), CIFAR10_CLASSES)
+
+
 def test_links_that_leave_the_folder_are_not_read(tmp_path: Path, cifar_test) -> None:
     """The user named a folder: a link to an image elsewhere, or to a folder (a class of images
     kept elsewhere), is named and not read; a link between the folder's own files is."""

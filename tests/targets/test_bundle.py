@@ -376,6 +376,30 @@ def test_board_eval_reads_nothing_outside_its_folder(tmp_path):
         runner.image_folder(only_links, ("cat",))
 
 
+def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
+    """The board runner and the desktop number one folder's classes alike: by name where every
+    class folder is a model label, in sorted order where none is, refused where some are (the
+    board used sorted order for a mix, scoring cat/ as airplane)."""
+    from PIL import Image
+
+    from vitedge.calibration.sources import labels_for_model, open_source
+    from vitedge.targets.bundle import run_bundle as runner
+
+    folder = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        Image.fromarray(cifar_test.get(0)).save(folder / label / "a.png")
+    for labels in (CIFAR10_CLASSES, ("n01", "n02")):
+        _, targets, _, _ = runner.image_folder(folder, labels)
+        assert targets == labels_for_model(open_source(str(folder)), labels).labels.tolist()
+    (folder / "other").mkdir()
+    Image.fromarray(cifar_test.get(1)).save(folder / "other" / "b.png")
+    with pytest.raises(VitedgeError, match="cat, dog are the model's labels but other is not"):
+        labels_for_model(open_source(str(folder)), CIFAR10_CLASSES)
+    with pytest.raises(runner.BundleError, match="cat, dog are the model's labels but other is not"):
+        runner.image_folder(folder, CIFAR10_CLASSES)
+
+
 def test_board_runner_shortens_a_runtime_error_to_its_reason(onnx_artifact, tmp_path):
     """The runner inside a built bundle (loaded from the bundle, with the errors.py shipped
     beside it) gives the line that says why: OpenVINO's errors open with where they were

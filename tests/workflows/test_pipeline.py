@@ -384,3 +384,39 @@ def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> No
         rows[1]["measurement"]["accuracy"]["top1"]
     )
     assert np.isfinite(rows[0]["measurement"]["timings"][0]["it_per_s"])
+
+
+def test_a_folder_of_the_models_classes_scores_as_the_same_images_labelled_by_number(
+    tmp_path: Path, cifar_test
+) -> None:
+    """`vitedge eval vitedge-cifar10 --data pets/` (pets/cat/*.png, pets/dog/*.png: real CIFAR-10
+    test images) scored 0% top-1: the folders were numbered 0 and 1 (airplane, automobile). Now
+    the folder scores exactly as a .npz of the same images with CIFAR-10's labels 3 and 5, and
+    so do the held-out set `vitedge quantize`/`sensitivity` judge int8 on, a step's data and a
+    distillation's."""
+    from PIL import Image
+
+    from vitedge.compress.pipeline import step_data
+    from vitedge.calibration.sources import open_source
+    from vitedge.compress.registry import load_model
+    from vitedge.compress.train import images_to_tensors
+    from vitedge.workflows.int8_eval import evaluation_set
+    from vitedge.workflows.pipeline import evaluate
+
+    chosen = [int(i) for c in (3, 5) for i in np.flatnonzero(cifar_test.labels == c)[:12]]
+    for index in chosen:
+        folder = tmp_path / "pets" / cifar_test.class_names[int(cifar_test.labels[index])]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(cifar_test.get(index)).save(folder / f"{index:05d}.png")
+    np.savez(tmp_path / "pets.npz", x=np.stack([cifar_test.get(i) for i in chosen]), y=cifar_test.labels[chosen])
+    by_folder = evaluate("vitedge-cifar10", str(tmp_path / "pets"), samples=None)
+    by_number = evaluate("vitedge-cifar10", str(tmp_path / "pets.npz"), samples=None)
+    assert by_folder.samples == by_number.samples == 24
+    assert by_folder.top1 == by_number.top1 > 30, (by_folder, by_number)
+    loaded = load_model("vitedge-cifar10")
+    held_out = evaluation_set(loaded, str(tmp_path / "pets"), 24, {}, threads=1)
+    assert sorted(held_out.labels.tolist()) == [3] * 12 + [5] * 12
+    _, labels = step_data(str(tmp_path / "pets"), loaded.data_config)
+    assert sorted(labels.tolist()) == [3] * 12 + [5] * 12
+    _, labels = images_to_tensors(open_source(str(tmp_path / "pets")), loaded.data_config)  # a distillation's
+    assert sorted(labels.tolist()) == [3] * 12 + [5] * 12

@@ -86,12 +86,12 @@ def evaluation_set(
 ) -> EvalSet:
     """`samples` images of `data` none of which is a calibration image (by name within one
     source, and by pixel sha256 across sources: workflows/parity.py's `verification_set`)."""
-    from ..calibration.sources import open_source
+    from ..calibration.sources import labels_for_model, open_source
     from ..targets.measure import batched_logits
     from ..targets.torch import open_torch
     from .parity import verification_set
 
-    images = open_source(data)
+    images = labels_for_model(open_source(data), loaded.data_config.labels)
     chosen = verification_set(data, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed)
     labels = None if images.labels is None else np.asarray(images.labels)[list(chosen.indices)].astype(np.int64)
     reference = batched_logits(

@@ -20,6 +20,7 @@ from rich.console import Console
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..calibration.sources import (
     ImageSet,
+    labels_for_model,
     open_source,
     require_labels_within,
     scores_other_classes,
@@ -51,6 +52,7 @@ class EvalData:
 
 
 def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
+    images = labels_for_model(images, config.labels)
     if images.labels is not None:
         require_labels_within(images.labels, config.num_classes)
         if scores_other_classes(images.class_names, config.labels):
