@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core.errors import VitedgeError, first_line
+from ..core.errors import VitedgeError, first_line, printable
 from .preprocess import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -189,7 +189,7 @@ def folder_image_set(folder: Path) -> ImageSet:
             continue
         good.append(path)
     if skipped:
-        shown = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:SHOWN_SKIPPED])
+        shown = "; ".join(f"{printable(Path(p).name)}: {why}" for p, why in skipped[:SHOWN_SKIPPED])
         more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
         warnings.warn(f"skipped {len(skipped)} file(s) in {folder}: {shown}{more}", stacklevel=2)
     labels = None

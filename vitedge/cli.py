@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .core.errors import VitedgeError
+from .core.errors import VitedgeError, printable
 from .core.verbosity import set_verbose
 
 app = typer.Typer(
@@ -120,9 +120,9 @@ def _run_app() -> None:
     except VitedgeError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(printable(exc.message))}", highlight=False, soft_wrap=True)
         if exc.hint:
-            console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
+            console.print(f"[dim]hint:[/] {escape(printable(exc.hint))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

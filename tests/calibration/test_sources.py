@@ -90,6 +90,17 @@ def test_class_folders_named_by_the_models_labels_are_numbered_by_name(tmp_path:
         labels_for_model(open_source(str(tmp_path / "named")), CIFAR10_CLASSES)
 
 
+def test_a_skipped_file_named_with_a_line_break_stays_on_the_one_line(tmp_path: Path, cifar_test) -> None:
+    """The skipped-files note is one line (the CLI prints a warning's first line only): a file
+    named "line\nbreak.png" is shown escaped, not cut at its line break."""
+    Image.fromarray(cifar_test.get(0)).save(tmp_path / "good.png")
+    (tmp_path / "line\nbreak.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning) as caught:
+        open_source(str(tmp_path))
+    (message,) = [str(w.message) for w in caught]
+    assert "\n" not in message and "line\\nbreak.png: " in message, message
+
+
 def test_links_that_leave_the_folder_are_not_read(tmp_path: Path, cifar_test) -> None:
     """The user named a folder: a link to an image elsewhere, or to a folder (a class of images
     kept elsewhere), is named and not read; a link between the folder's own files is."""

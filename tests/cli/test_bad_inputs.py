@@ -587,6 +587,11 @@ CASES = [
         ("output file t.safetensors already exists",),
     ),
     Case(
+        "data-folder-named-with-a-line-break",
+        lambda tmp, a: ((tmp / "we\nird").mkdir(), ["eval", str(a.checkpoint), "--data", "we\nird"])[1],
+        ("no readable images in we\\nird",),
+    ),
+    Case(
         "train-out-under-a-file",
         beside_own_file("notes", lambda tmp, a: [*train_on_four_images(tmp)[:-2], "--out", "notes/t.safetensors"]),
         ("cannot write --out notes/t.safetensors", "notes is a file, not a folder"),

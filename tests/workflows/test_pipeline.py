@@ -396,8 +396,8 @@ def test_a_folder_of_the_models_classes_scores_as_the_same_images_labelled_by_nu
     distillation's."""
     from PIL import Image
 
-    from vitedge.compress.pipeline import step_data
     from vitedge.calibration.sources import open_source
+    from vitedge.compress.pipeline import step_data
     from vitedge.compress.registry import load_model
     from vitedge.compress.train import images_to_tensors
     from vitedge.workflows.int8_eval import evaluation_set

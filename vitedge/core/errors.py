@@ -18,6 +18,12 @@ class VitedgeError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+def printable(text: str) -> str:
+    """`text` with what a terminal would not print as itself escaped: a file named with a line
+    break (or undecodable bytes) kept in one line, so an error or a skipped-files note stays one."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text)
+
+
 # OpenVINO's errors open with where they were raised ("Exception from src/…/core.cpp:84:",
 # "Check '…' failed at src/…:900:"); the reason is the line after them.
 _SOURCE_LOCATION = re.compile(r"(Exception from |Check '.*' failed at )\S*:\d+:?")
