@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.cpu import batch_outgrows_memory
 from ..core.errors import VitedgeError
 from .base import Runner
 
@@ -295,6 +296,8 @@ def measure(request: MeasureRequest, *, clock: Clock = time.perf_counter) -> Mea
     inputs = np.load(request.inputs_path, mmap_mode="r")
     runner, first_inference_s = open_and_first_call(spec, np.asarray(inputs[:1]), clock)
     check_timing_batches(runner, spec.name, request.batches)
+    if too_big := batch_outgrows_memory(max(request.batches), inputs.shape[1:]):
+        raise VitedgeError(f"cannot time {spec.name}: {too_big}", "time smaller batches, e.g. --batch 1,8")
     result_accuracy = None
     if request.labels_path is not None or request.logits_path:
         logits = batched_logits(runner, inputs)

@@ -630,6 +630,8 @@ def bench(args, manifest: dict) -> dict:
         raise BundleError("--batch must be ≥ 1 and --seconds > 0")
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
     height, width = config.image_size
+    if too_big := _vendored("cpu").batch_outgrows_memory(args.batch, (3, height, width)):
+        raise BundleError(f"{too_big} (time a smaller --batch)")
     inputs = np.random.default_rng(0).standard_normal((args.batch, 3, height, width)).astype(np.float32)
     fixed = manifest.get("batch", "dynamic")
     first = inputs[:1] if fixed == "dynamic" else np.repeat(inputs[:1], int(fixed), axis=0)

@@ -587,6 +587,11 @@ CASES = [
         ("output file t.safetensors already exists",),
     ),
     Case(
+        "bench-batch-beyond-memory",
+        lambda tmp, a: ["bench", str(a.checkpoint), "--data", "", "--batch", "1,1000000000"],
+        ("cannot time", "batch 1000000000 needs", "for its float32 3×32×32 inputs alone", "GB available"),
+    ),
+    Case(
         "data-folder-named-with-a-line-break",
         lambda tmp, a: ((tmp / "we\nird").mkdir(), ["eval", str(a.checkpoint), "--data", "we\nird"])[1],
         ("no readable images in we\\nird",),

@@ -400,6 +400,15 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
         runner.image_folder(folder, CIFAR10_CLASSES)
 
 
+def test_a_board_batch_beyond_its_memory_is_refused_before_any_work(onnx_artifact, tmp_path):
+    """The board runner refuses a `bench --batch` whose inputs alone outgrow the board's free
+    memory (a 4 GB board's out-of-memory killer otherwise ends it minutes in, as exit 137)."""
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
+    done = run_bundle(Path(sys.executable), bundle, "bench", "--batch", "1000000000", "--seconds", "1", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "batch 1000000000 needs" in one_line_error(done) and "time a smaller --batch" in done.stderr
+
+
 def test_board_runner_shortens_a_runtime_error_to_its_reason(onnx_artifact, tmp_path):
     """The runner inside a built bundle (loaded from the bundle, with the errors.py shipped
     beside it) gives the line that says why: OpenVINO's errors open with where they were

@@ -187,3 +187,26 @@ def test_a_measuring_process_that_dies_is_named_within_seconds(sent, tiny_vit, t
             measure_isolated(request, timeout_s=120)
     assert time.monotonic() - began < 60, "the parent waited for a child that had died"
     assert not multiprocessing.active_children()
+
+
+def test_memory_available_is_the_smaller_of_the_kernels_and_the_containers(tmp_path: Path) -> None:
+    """MemAvailable, or what a container's cgroup limit leaves (v2, then v1) where that is less;
+    None where neither is known. A batch whose float32 inputs alone exceed it is named."""
+    from vitedge.core.cpu import batch_outgrows_memory, memory_available
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal: 33554432 kB\nMemAvailable: 8388608 kB\n")
+    assert memory_available(str(tmp_path)) == 8 << 30
+    (tmp_path / "sys" / "fs" / "cgroup").mkdir(parents=True)
+    (tmp_path / "sys" / "fs" / "cgroup" / "memory.max").write_text("max\n")
+    (tmp_path / "sys" / "fs" / "cgroup" / "memory.current").write_text("1000\n")
+    assert memory_available(str(tmp_path)) == 8 << 30
+    (tmp_path / "sys" / "fs" / "cgroup" / "memory.max").write_text(f"{3 << 30}\n")
+    (tmp_path / "sys" / "fs" / "cgroup" / "memory.current").write_text(f"{1 << 30}\n")
+    assert memory_available(str(tmp_path)) == 2 << 30
+    assert memory_available(str(tmp_path / "nothing")) is None
+    image = (3, 224, 224)  # 602,112 bytes as float32
+    assert batch_outgrows_memory(3566, image, available=2 << 30) is None
+    assert batch_outgrows_memory(3567, image, available=2 << 30) == (
+        "batch 3567 needs 2.1 GB for its float32 3×224×224 inputs alone, and this machine has 2.1 GB available"
+    )

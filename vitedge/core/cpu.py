@@ -15,6 +15,7 @@ nothing outside the standard library at import time (numpy is asked where it is 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Iterator, Sequence
@@ -395,6 +396,38 @@ def oversubscription(threads: int | None, usable: int | None = None, of: str = "
     return (
         f"threads {threads} is more than the {usable} CPUs {of}: "
         f"the timings measure {threads} threads sharing {usable} cores"
+    )
+
+
+def memory_available(root: str = "/") -> int | None:
+    """Bytes a new allocation can have without swapping: the kernel's MemAvailable, or less
+    where this process's cgroup (a container's limit) leaves less; None where neither is known."""
+    found: list[int] = []
+    for line in _read(os.path.join(root, "proc/meminfo")).splitlines():
+        if line.startswith("MemAvailable:"):
+            found.append(int(line.split()[1]) * 1024)
+    for limit_file, used_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        limit, used = (_read(os.path.join(root, "sys/fs/cgroup", name)).strip() for name in (limit_file, used_file))
+        if limit.isdigit() and used.isdigit():  # cgroup v2, then v1; "max": no limit
+            found.append(max(int(limit) - int(used), 0))
+    return min(found) if found else None
+
+
+def batch_outgrows_memory(batch: int, image_shape: Sequence[int], available: int | None = None) -> str | None:
+    """Why a timing batch cannot fit, judged by its float32 inputs alone (a lower bound: the
+    activations come on top): such a batch is killed by the out-of-memory killer after minutes
+    of work, or swaps and times the disk. None where it may fit, or memory is not known."""
+    available = memory_available() if available is None else available
+    need = 4 * batch * math.prod(image_shape)
+    if available is None or need <= available:
+        return None
+    shape = "×".join(map(str, image_shape))
+    return (
+        f"batch {batch} needs {need / 1e9:.1f} GB for its float32 {shape} inputs alone, "
+        f"and this machine has {available / 1e9:.1f} GB available"
     )
 
 
