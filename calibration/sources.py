@@ -77,8 +77,9 @@ def labels_for_model(images: ImageSet, model_labels: Sequence[str]) -> ImageSet:
     """`images` with its labels in the model's numbering. A folder's classes are numbered in
     sorted folder order (torchvision's ImageFolder); where every class folder is one of the
     model's labels they map by name instead, so `cat/` and `dog/` score as CIFAR-10's 3 and 5,
-    not 0 and 1 — the rule the board runner applies (`run_bundle.image_folder`). Some folders
-    named by the model's labels and some not is refused: neither numbering can be right."""
+    not 0 and 1 — the rule the board runner applies (`run_bundle.image_folder`). Some classes
+    named by the model's labels and some not (cat/, dog/ and other/; CIFAR-10 for a model
+    trained on cat/ and dog/) is refused: neither numbering can be right."""
     if images.labels is None or not images.class_names or not model_labels:
         return images
     known = [name for name in images.class_names if name in model_labels]
@@ -87,10 +88,10 @@ def labels_for_model(images: ImageSet, model_labels: Sequence[str]) -> ImageSet:
     if len(known) < len(images.class_names):
         strangers = [name for name in images.class_names if name not in model_labels]
         raise VitedgeError(
-            f"{images.name}: class folders {', '.join(known[:3])}{' …' if len(known) > 3 else ''} are the model's "
+            f"{images.name}: its classes {', '.join(known[:3])}{' …' if len(known) > 3 else ''} are the model's "
             f"labels but {', '.join(strangers[:3])}{' …' if len(strangers) > 3 else ''} "
             f"{'is' if len(strangers) == 1 else 'are'} not, so no numbering of them is the model's",
-            "name every class folder by one of the model's labels, or number them all in the model's order",
+            "use images of the model's own classes (a folder's class subfolders named by its labels)",
         )
     numbering = np.array([list(model_labels).index(name) for name in images.class_names], dtype=np.int64)
     return replace(images, labels=numbering[images.labels], class_names=tuple(model_labels))

@@ -714,7 +714,7 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     if known and len(known) < len(classes):
         strangers = [name for name in classes if name not in labels]
         raise BundleError(
-            f"{folder}: class folders {', '.join(known[:3])} are the model's labels but {', '.join(strangers[:3])} "
+            f"{folder}: its classes {', '.join(known[:3])} are the model's labels but {', '.join(strangers[:3])} "
             f"{'is' if len(strangers) == 1 else 'are'} not, so no numbering of them is the model's "
             "(name every class folder by one of its labels)"
         )

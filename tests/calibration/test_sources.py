@@ -86,7 +86,7 @@ def test_class_folders_named_by_the_models_labels_are_numbered_by_name(tmp_path:
     assert labels_for_model(open_source(str(tmp_path / "named")), ()).labels.tolist() == [0, 1]
     (tmp_path / "named" / "other").mkdir()
     Image.fromarray(cifar_test.get(1)).save(tmp_path / "named" / "other" / "b.png")
-    with pytest.raises(VitedgeError, match="class folders cat, dog are the model's labels but other is not"):
+    with pytest.raises(VitedgeError, match="its classes cat, dog are the model's labels but other is not"):
         labels_for_model(open_source(str(tmp_path / "named")), CIFAR10_CLASSES)
 
 

@@ -394,9 +394,9 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
         assert targets == labels_for_model(open_source(str(folder)), labels).labels.tolist()
     (folder / "other").mkdir()
     Image.fromarray(cifar_test.get(1)).save(folder / "other" / "b.png")
-    with pytest.raises(VitedgeError, match="cat, dog are the model's labels but other is not"):
+    with pytest.raises(VitedgeError, match="its classes cat, dog are the model's labels but other is not"):
         labels_for_model(open_source(str(folder)), CIFAR10_CLASSES)
-    with pytest.raises(runner.BundleError, match="cat, dog are the model's labels but other is not"):
+    with pytest.raises(runner.BundleError, match="its classes cat, dog are the model's labels but other is not"):
         runner.image_folder(folder, CIFAR10_CLASSES)
 
 
