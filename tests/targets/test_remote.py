@@ -105,13 +105,13 @@ def test_hostile_file_names_execute_nothing(server, onnx_artifact, bundle_python
         "a b  c.png",
         f"| touch {SENTINEL} &.png",
     ]
-    for label in ("cat", f"dog $(cd;touch {SENTINEL})"):
+    for label in ("kitten", f"dog $(cd;touch {SENTINEL})"):  # neither a model label: numbered in sorted order
         (data / label).mkdir(parents=True)
     from PIL import Image
 
     pixels = np.zeros((32, 32, 3), np.uint8)
     for name in names:
-        Image.fromarray(pixels).save(data / "cat" / name, format="PNG")
+        Image.fromarray(pixels).save(data / "kitten" / name, format="PNG")
         Image.fromarray(pixels).save(data / f"dog $(cd;touch {SENTINEL})" / name, format="PNG")
     hostile_dir = tmp_path / f"my $(cd;touch {SENTINEL}) 'bundle'"
     bundle = build_bundle(onnx_artifact, hostile_dir / "b;touch x")

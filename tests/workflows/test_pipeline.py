@@ -420,3 +420,26 @@ def test_a_folder_of_the_models_classes_scores_as_the_same_images_labelled_by_nu
     assert sorted(labels.tolist()) == [3] * 12 + [5] * 12
     _, labels = images_to_tensors(open_source(str(tmp_path / "pets")), loaded.data_config)  # a distillation's
     assert sorted(labels.tolist()) == [3] * 12 + [5] * 12
+
+
+def test_a_folder_sent_to_a_board_is_the_draw_of_samples_asked_for(tmp_path: Path, cifar_test) -> None:
+    """`vitedge bench ART --target ssh://… --data pets/ --samples 4` sent the whole folder (all
+    its images evaluated on the board, --samples ignored); now a class-balanced draw of that
+    many of its files, copied byte for byte into the same class subfolders; all of them sends
+    the folder itself."""
+    from PIL import Image
+
+    from vitedge.workflows.pipeline import _image_folder
+
+    source = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        (source / label).mkdir(parents=True)
+        for index in range(5):
+            Image.fromarray(cifar_test.get(index)).save(source / label / f"{index}.png")
+    sent = _image_folder(str(source), 4, tmp_path / "scratch")
+    copies = sorted(p.relative_to(sent) for p in sent.rglob("*.png"))
+    assert sent == tmp_path / "scratch" and len(copies) == 4
+    assert sorted(p.parts[0] for p in copies) == ["cat", "cat", "dog", "dog"]
+    assert all((sent / p).read_bytes() == (source / p).read_bytes() for p in copies)
+    assert _image_folder(str(source), None, tmp_path / "unused") == source
+    assert _image_folder(str(source), 10, tmp_path / "unused") == source

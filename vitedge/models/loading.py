@@ -25,6 +25,7 @@ from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..core.manifest import is_artifact, sha256_file
 from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
+from .hub import hub_or_cache
 from .preprocessing import data_config_for, hf_data_config, recorded_data_config
 from .types import Architecture, LoadedModel, StepRecord
 
@@ -51,7 +52,9 @@ def _build_timm(arch: Architecture, pretrained: bool) -> nn.Module:
 
     if not arch.name.startswith("hf-hub:") and not timm.is_model(arch.name):
         raise VitedgeError(f"unknown model {arch.name!r}", unknown_model_hint(arch.name))
-    return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
+    reaches_hub = pretrained or arch.name.startswith("hf-hub:")  # an hf-hub: name fetches its config too
+    with hub_or_cache(arch.name) if reaches_hub else contextlib.nullcontext():
+        return timm.create_model(arch.name, pretrained=pretrained, **arch.kwargs)
 
 
 def _build_torchvision(arch: Architecture, pretrained: bool) -> nn.Module:
@@ -383,7 +386,8 @@ def load_model(
         return load_checkpoint(path, arch_name=arch, replay=replay)
     _refuse_arch(arch, spec, "a name")
     if spec.startswith(HF_PREFIX) and "/" in spec:  # a hub id: weights with pretrained, else the config only
-        return load_transformers(spec.removeprefix(HF_PREFIX), spec=spec, pretrained=pretrained)
+        with hub_or_cache(spec):
+            return load_transformers(spec.removeprefix(HF_PREFIX), spec=spec, pretrained=pretrained)
     architecture = Architecture(spec, {})
     module = build_architecture(architecture, pretrained=pretrained or spec.startswith("hf-hub:")).eval()
     return LoadedModel(module, data_config_for(module, arch=architecture), spec, architecture)

@@ -422,12 +422,22 @@ def _with_torch_yardstick(rows: list[ResultRow]) -> list[ResultRow]:
 
 def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
     """A labelled source as a PNG ImageFolder (one subfolder per class), the form a board's
-    torch-free runner reads."""
+    torch-free runner reads. A folder is that form already: sent whole, or, where `samples`
+    asks for fewer, as a class-balanced draw of its files, copied as they are."""
+    import shutil
+
     from PIL import Image
 
     images = open_source(source)
     if Path(source).is_dir():
-        return Path(source)
+        if samples is None or samples >= images.count:
+            return Path(source)
+        for index in subset_indices(images, samples):
+            original = Path(images.identity(int(index)))
+            copy = folder / original.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(original, copy)
+        return folder
     if images.labels is None:
         raise VitedgeError(f"{source} has no labels", "pass a folder with one subfolder per class, or cifar10")
     names = images.class_names or tuple(str(i) for i in range(int(images.labels.max()) + 1))
