@@ -5,7 +5,7 @@ to the files it cached: 27 s and ten lines of retry messages for a model it held
 the same again for a `--arch hf-hub:…` checkpoint, whose config timm fetches). So before a load
 that may reach the hub, one TCP connection to the hub's endpoint is tried; where none is made
 within `PROBE_S`, the load runs as `HF_HUB_OFFLINE=1` would make it: from the cache, or failing
-at once with the hub's own "not in the cache" error. Behind a proxy a direct connection says
+at once, in one line naming the cache looked in. Behind a proxy a direct connection says
 nothing about the client's, so there the probe is skipped and the client left to its retries.
 """
 
@@ -17,6 +17,8 @@ import os
 import socket
 from collections.abc import Iterator
 from urllib.parse import urlparse
+
+from ..core.errors import VitedgeError
 
 PROBE_S = 3.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -51,8 +53,7 @@ def hub_or_cache(spec: str) -> Iterator[bool]:
     from the cache, yielding whether it went offline; `spec` missing from the cache then is one
     line saying so."""
     import huggingface_hub.constants as hub
-
-    from ..core.errors import VitedgeError
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     quiet = logging.getLogger("huggingface_hub")
     level = quiet.level
@@ -64,9 +65,7 @@ def hub_or_cache(spec: str) -> Iterator[bool]:
         hub.HF_HUB_OFFLINE = True
     try:
         yield told or unanswered
-    except VitedgeError:
-        raise
-    except Exception:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # what the client raises for a file it has not cached
         if not (told or unanswered):
             raise
         host = urlparse(hub.ENDPOINT).hostname or hub.ENDPOINT
