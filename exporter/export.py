@@ -8,7 +8,6 @@ into a staging folder and returns what the manifest should say about them.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError, first_line
-from ..core.io import atomic_folder
+from ..core.io import atomic_folder, scratch_folder
 from ..core.manifest import MANIFEST, write_manifest
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from ..models import LoadedModel, require_vit
@@ -160,7 +159,7 @@ def _onnx_int8(kind: str) -> Writer:
         from .onnx import check_onnx
         from .quantize import quantize_dynamic_onnx, quantize_static_onnx
 
-        with tempfile.TemporaryDirectory(prefix="vitedge-onnx-") as tmp:
+        with scratch_folder("vitedge-onnx-") as tmp:
             fp32 = export_onnx(
                 loaded.module,
                 Path(tmp) / ONNX_FILE,

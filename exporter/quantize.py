@@ -27,13 +27,13 @@ import contextlib
 import dataclasses
 import io
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
+from ..core.io import scratch_folder
 
 DEFAULT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 # Static QDQ placement, for the kernels ONNX Runtime has. Only products with a constant weight
@@ -248,7 +248,7 @@ def quantize_static_onnx(
 
     if method not in CALIB_METHODS:
         raise VitedgeError(f"unknown calibration method {method!r}", f"use one of {', '.join(CALIB_METHODS)}")
-    with quiet_ort(), tempfile.TemporaryDirectory(prefix="vitedge-quant-") as tmp:
+    with quiet_ort(), scratch_folder("vitedge-quant-") as tmp:
         work = Path(tmp)
         prepared = pre_process(src, work / "prepared.onnx")
         _, ranges = calibration_ranges(prepared, calibration, input_name, method, op_types, work, calib_batch)

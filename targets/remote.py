@@ -34,7 +34,6 @@ import re
 import shlex
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.errors import VitedgeError
+from ..core.io import scratch_folder
 from ..core.manifest import read_manifest, verify_checksums
 from .bundle_build import REQUIREMENTS, build_bundle, is_bundle
 
@@ -495,7 +495,7 @@ def bench_board(
             ["eval", DATA_PLACEHOLDER, "--json", *(["--threads", str(threads)] if threads else [])]
             + (["--logits"] if logits else [])
         )
-    with tempfile.TemporaryDirectory(prefix="vitedge-remote-") as scratch:
+    with scratch_folder("vitedge-remote-") as scratch:
         bundles = []
         for number, source in enumerate(Path(s) for s in sources):
             if is_bundle(source):

@@ -1183,6 +1183,28 @@ def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
         assert listing(folder) == before
 
 
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_a_full_temp_folder_is_named_as_the_temp_folder(assets: Assets, tmp_path: Path, command: str) -> None:
+    """TMPDIR on a full disk (a real 64 KiB tmpfs): an int8 export writes its float model there
+    first, and `vitedge bench` the images a row is timed on (numpy's short write: no errno).
+    Before: "disk full while writing art" (--out, which had room) and a traceback. Now the
+    place that is full is named, with TMPDIR as the fix, and nothing is left in either."""
+    with tmpfs(tmp_path / "tmp", "size=64k") as scratch:
+        if command == "export":
+            args = ["export", str(assets.checkpoint), "--to", "onnx", "--precision", "int8-dynamic", "--out", "art"]
+        else:
+            np.savez(tmp_path / "images.npz", x=np.zeros((16, 32, 32, 3), np.uint8), y=np.arange(16) % 10)
+            args = ["bench", str(assets.checkpoint), "--data", "images.npz", "--samples", "all", "--batch", "1"]
+        done = vitedge(
+            [*args, "--no-verify"] if command == "export" else args,
+            cwd=tmp_path,
+            env={**cli_env(assets), "TMPDIR": str(scratch)},
+        )
+        assert_user_error(done, (f"disk full in the temp folder {scratch}",))
+        assert "TMPDIR" in done.stderr and listing(scratch) == {}
+    assert not (tmp_path / "art").exists() and not leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("command", ["train", "compress"])
 def test_a_model_file_on_a_read_only_disk_is_refused_before_any_work(
     assets: Assets, tmp_path: Path, command: str

@@ -77,6 +77,25 @@ def ran_out_of_space(exc: BaseException, folder: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A temp folder for a command's intermediate files (a float model to quantize, the images
+    a row is timed on), removed after. It lies in the temp folder (TMPDIR), not in --out, so a
+    write that runs out of space in it says so in one line naming that place, whatever wrote."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            yield Path(tmp)
+        except (VitedgeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ran_out_of_space(exc, Path(tmp)):
+                raise VitedgeError(
+                    f"disk full in the temp folder {tempfile.gettempdir()}",
+                    "free some space there, or point TMPDIR at a folder with room",
+                ) from None
+            raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path` and rename it into place: a reader never sees
     half a file, a full disk or an unwritable folder becomes one line, and no partial file is

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from rich.console import Console
 from ..calibration.preprocess import DataConfig, preprocess_batch
 from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note, oversubscription
 from ..core.errors import VitedgeError
+from ..core.io import scratch_folder
 from ..models import artifact_data_config
 from ..targets.measure import Accuracy, Measurement, Timing, disk_size_mb, top_k_accuracy
 from .report import Parity, ResultRow
@@ -237,7 +237,7 @@ def bench_board_rows(
 
     checked_board_request(target, batches, seconds, threads, run_timeout)  # before the images are written
     console = console or Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="vitedge-board-data-") as scratch:
+    with scratch_folder("vitedge-board-data-") as scratch:
         folder = folder_for(data, samples, Path(scratch)) if data else None
         entries = bench_board(
             [Path(item) for item in items],

@@ -16,7 +16,6 @@ include a calibration image (the manifest's `accuracy_budget.evaluation` says ho
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
+from ..core.io import scratch_folder
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
 from .int8_eval import Backend, EvalSet, Progress, Score, open_backend, score_runner
@@ -296,7 +296,7 @@ def write_artifact(
     )
     from ..exporter.onnx import check_onnx
 
-    with tempfile.TemporaryDirectory(prefix="vitedge-budget-") as tmp:
+    with scratch_folder("vitedge-budget-") as tmp:
         base = export_artifact(loaded, to=backend.format, precision="fp32", out=Path(tmp) / "fp32", options=options)
         manifest = json.loads((base / MANIFEST).read_text())
     for key in ("files", "created"):
@@ -343,7 +343,7 @@ def quantize_to_budget(
     budget.check(evalset)
     if Path(out).exists() and not force:
         raise VitedgeError(f"output folder {out} already exists", "pass --force to replace it, or choose another --out")
-    with tempfile.TemporaryDirectory(prefix="vitedge-budget-") as tmp:
+    with scratch_folder("vitedge-budget-") as tmp:
         backend = open_backend(loaded, to, calibration, options, Path(tmp))
         outcome = fit_budget(
             backend,

@@ -28,7 +28,7 @@ from ..calibration.sources import (
 )
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
-from ..core.io import atomic_folder
+from ..core.io import atomic_folder, scratch_folder
 from ..models import LoadedModel, artifact_data_config, is_transformers_folder, save_checkpoint
 from ..targets.measure import (
     Accuracy,
@@ -359,7 +359,6 @@ def bench(
     on an ssh:// board all of them in one session (workflows.board), `seconds` of timed
     calls per batch size there, run by the board's `python`, the whole session stopped after
     `board_timeout` seconds (targets.remote's default when None)."""
-    import tempfile
 
     if target.startswith("ssh://"):
         from .board import bench_board_rows
@@ -382,7 +381,7 @@ def bench(
         )
     images = open_source(data) if data else None
     rows = []
-    with tempfile.TemporaryDirectory(prefix="vitedge-bench-") as scratch:
+    with scratch_folder("vitedge-bench-") as scratch:
         for number, item in enumerate(items):
             spec, config = _bench_spec(item, target, threads)
             if images is not None:

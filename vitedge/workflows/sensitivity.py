@@ -17,7 +17,6 @@ budget uses); `int8-one` quantizes only that unit (its own error, free of intera
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
-from ..core.io import save_figure_atomic
+from ..core.io import save_figure_atomic, scratch_folder
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
 from .int8_eval import Backend, EvalSet, Progress, Score, open_backend, score_runner
@@ -207,6 +206,6 @@ def run_sensitivity(
     progress: Progress | None = None,
 ) -> SensitivityReport:
     """The whole analysis in a temp folder (`vitedge sensitivity`)."""
-    with tempfile.TemporaryDirectory(prefix="vitedge-sensitivity-") as tmp:
+    with scratch_folder("vitedge-sensitivity-") as tmp:
         backend = open_backend(loaded, to, calibration, options, Path(tmp))
         return analyse(backend, evalset, mode=mode, group=group, threads=threads, progress=progress)

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from rich.console import Console
 from ..calibration.sources import cache_dir, open_source
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
-from ..core.io import atomic_folder
+from ..core.io import atomic_folder, scratch_folder
 from ..models import LoadedModel, count_weights, save_checkpoint
 from ..targets.measure import Measurement, MeasureRequest, RunnerSpec, measure_isolated
 from .pipeline import needs_calibration, runner_spec
@@ -249,7 +248,7 @@ def run_study(
     notes: list[str] = []
     with (
         atomic_folder(Path(out), marker=STUDY_JSON, force=force) as staging,
-        tempfile.TemporaryDirectory(prefix="vitedge-study-") as scratch,
+        scratch_folder("vitedge-study-") as scratch,
     ):
         student, student_info = distilled_student(recipe, accuracy_model, console) if uses_student else (None, {})
         work = Path(scratch)

@@ -14,7 +14,6 @@ seeded per-class permutations), so a larger count only adds images.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from ..calibration.calibset import CalibrationSet
 from ..core.errors import VitedgeError
-from ..core.io import save_figure_atomic
+from ..core.io import save_figure_atomic, scratch_folder
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
 from .int8_eval import (
@@ -116,7 +115,7 @@ def sweep_onnx(
         raise VitedgeError(f"unknown calibration method(s) {', '.join(unknown)}", f"use {', '.join(CALIB_METHODS)}")
     points = []
     total = len(draws) * len(methods)
-    with tempfile.TemporaryDirectory(prefix="vitedge-sweep-") as tmp:
+    with scratch_folder("vitedge-sweep-") as tmp:
         work = Path(tmp)
         prepared = prepare_onnx(loaded, options, work)
         for count, calibration in sorted(draws.items()):
@@ -148,7 +147,7 @@ def sweep_openvino(
     fp32 = openvino_graph(loaded, options)
     points = []
     total = len(draws) * len(variants)
-    with tempfile.TemporaryDirectory(prefix="vitedge-sweep-") as tmp:
+    with scratch_folder("vitedge-sweep-") as tmp:
         for count, calibration in sorted(draws.items()):
             for name, variant in variants.items():
                 backend = openvino_backend(loaded, calibration, options, Path(tmp), variant=variant, model=fp32)
