@@ -1155,6 +1155,8 @@ def writing_into_a_full_disk(command: str, folder: Path, assets: Assets, tmp_pat
     `np.save` of the images ("N requested and M written", no errno)."""
     if command == "openvino":
         return ["export", str(assets.checkpoint), "--to", "openvino", "--out", str(folder / "art"), "--no-verify"]
+    if command == "int8":  # written inside a temp folder's block, on a disk with room: --out is what is full
+        return [*command_writing_into("export", folder, assets), "--precision", "int8-dynamic"]
     if command == "run":
         # 16 images: 196 KB as the float inputs `vitedge run` saves
         np.savez(tmp_path / "images.npz", x=np.zeros((16, 32, 32, 3), np.uint8), y=np.arange(16) % 10)
@@ -1167,7 +1169,7 @@ def writing_into_a_full_disk(command: str, folder: Path, assets: Assets, tmp_pat
     return command_writing_into(command, folder, assets)
 
 
-@pytest.mark.parametrize("command", ["export", "compress", "openvino", "run"])
+@pytest.mark.parametrize("command", ["export", "compress", "openvino", "run", "int8"])
 def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
     """A real 64 KiB tmpfs (root only; test_write_errors_without_root is the unprivileged
     twin): the tiny ViT's model file (~0.4 MB), or `vitedge run`'s images, cannot fit, so the
@@ -1179,7 +1181,7 @@ def test_disk_full(assets: Assets, tmp_path: Path, command: str) -> None:
         before = listing(folder)
         args = writing_into_a_full_disk(command, folder, assets, tmp_path)
         done = vitedge(args, cwd=tmp_path, env=cli_env(assets))
-        assert_user_error(done, ("disk full",))
+        assert_user_error(done, (f"disk full while writing {folder}",))
         assert listing(folder) == before
 
 

@@ -71,6 +71,10 @@ def ran_out_of_space(exc: BaseException, folder: Path) -> bool:
     Checked before the partial files are removed, which would free the space again."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
+    return _nearly_full(folder)
+
+
+def _nearly_full(folder: Path) -> bool:
     try:
         return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
     except OSError:
@@ -81,14 +85,18 @@ def ran_out_of_space(exc: BaseException, folder: Path) -> bool:
 def scratch_folder(prefix: str) -> Iterator[Path]:
     """A temp folder for a command's intermediate files (a float model to quantize, the images
     a row is timed on), removed after. It lies in the temp folder (TMPDIR), not in --out, so a
-    write that runs out of space in it says so in one line naming that place, whatever wrote."""
+    write that runs out of space in it says so in one line naming that place, whatever wrote.
+    ENOSPC alone does not say which disk is full (an --out written inside this block raises it
+    too): only a failure while this folder's own file system is full is called its."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
             yield Path(tmp)
         except (VitedgeError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if ran_out_of_space(exc, Path(tmp)):
+            named = getattr(exc, "filename", None)
+            elsewhere = bool(named) and not Path(named).resolve().is_relative_to(Path(tmp).resolve())
+            if not elsewhere and _nearly_full(Path(tmp)):
                 raise VitedgeError(
                     f"disk full in the temp folder {tempfile.gettempdir()}",
                     "free some space there, or point TMPDIR at a folder with room",
