@@ -129,13 +129,14 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def _why_not(path: Path, exc: OSError) -> str:
     """Why `path` could not be written: a file where a folder of its path should be is named
     ("File exists" said nothing of which), else the OS's reason."""
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        for above in reversed(Path(path).parents):
-            if above.exists() and not above.is_dir():
-                return f"{above} is a file, not a folder"
-        if Path(path).exists() and not Path(path).is_dir():
-            return f"{path} is a file, not a folder"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and not (found := _nearest_existing(Path(path))).is_dir():
+        return f"{found} is a file, not a folder"
     return str(exc.strerror or exc)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists ("." for a relative path)."""
+    return next((place for place in (path, *path.parents) if place.exists()), Path("."))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -234,7 +235,7 @@ def refuse_an_unwritable_place(path: Path, option: str) -> None:
     """Before any work (a training run's first epoch, say): the folder `path` goes into exists
     or can be made, and can be written (`os.access` knows read-only mounts too)."""
     path = Path(path)
-    above = next((folder for folder in path.parents if folder.exists()), Path("."))
+    above = _nearest_existing(path.parent)
     if not above.is_dir():
         raise VitedgeError(f"cannot write {option} {path}: {above} is a file, not a folder", f"choose another {option}")
     if not os.access(above, os.W_OK | os.X_OK):

@@ -39,9 +39,8 @@ def answers(endpoint: str, timeout: float = PROBE_S) -> bool:
 
 def offline_hint(spec: str, host: str) -> str:
     """How to load `spec` without the hub: a timm repo's model is a timm name (`--arch` builds
-    it from timm's own registry, no config to fetch); a transformers one is a saved folder."""
-    if spec.startswith("transformers:"):
-        return f"load it once where {host} answers (it is cached then), or pass a save_pretrained folder"
+    it from timm's own registry, no config to fetch). (A `transformers:` id never gets here:
+    `load_transformers` turns the client's error into its own one line first.)"""
     name = spec.removeprefix("hf-hub:").removeprefix("timm/")
     local = f"--arch {name.split('.')[0]}" if "/" not in name else "--arch NAME (its timm architecture)"
     return f"load it once where {host} answers (it is cached then), or pass its weights: --model weights.safetensors {local}"
