@@ -766,6 +766,16 @@ CASES = [
         ("recipe recipes is a folder, not a TOML file",),
     ),
     Case("recipe-wrong-type", recipe('[data]\nsamples = "lots"\n'), ("bad.toml:2", "[data] samples")),
+    # a relative path is read from the recipe's folder; one found there and in the working folder is a guess
+    Case(
+        "recipe-path-beside-it-and-here",
+        lambda tmp, a: (
+            [(tmp / p).mkdir(parents=True) for p in ("conf/imgs", "imgs")],
+            (tmp / "conf" / "pi.toml").write_text('[data]\nsource = "imgs"\n'),
+            ["run", "conf/pi.toml", "--out", "run-out"],
+        )[-1],
+        ("conf/pi.toml:2", "names both", "beside the recipe"),
+    ),
     # artifacts
     Case("manifest-checksum-mismatch", flipped_byte, ("model.onnx", "sha256")),
     Case("truncated-onnx", truncated_onnx, ("model.onnx", "sha256")),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,3 +121,79 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         parse_recipe("[data\n", "bad.toml")
     with pytest.raises(VitedgeError, match="does not exist"):
         load_recipe(tmp_path / "nope.toml")
+
+
+RECIPE_WITH_PATHS = """\
+[model]
+spec = "student.safetensors"
+[[compress]]
+step = "distill"
+teacher = "teacher.safetensors"
+[data]
+source = "imgs"
+[calibration]
+source = "cal.npz"
+"""
+
+
+def _beside_a_recipe(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """conf/ holding a recipe and the files it names (empty: only where they are matters)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for name in names:
+        (conf / name).mkdir() if "." not in name else (conf / name).touch()
+    return conf
+
+
+def test_a_recipes_paths_are_read_from_its_own_folder(tmp_path: Path, monkeypatch) -> None:
+    """`vitedge run conf/pi.toml` whose recipe names `imgs` beside it read `imgs` from the folder
+    the command started in ("data source 'imgs' does not exist"), or another folder of that name."""
+    conf = _beside_a_recipe(tmp_path, ("student.safetensors", "teacher.safetensors", "imgs", "cal.npz"))
+    (conf / "pi.toml").write_text(RECIPE_WITH_PATHS)
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(Path("conf/pi.toml"))
+    assert recipe.model == str(Path("conf/student.safetensors"))
+    assert recipe.data == str(Path("conf/imgs"))
+    assert recipe.calibration == str(Path("conf/cal.npz"))
+    assert recipe.steps == (("distill", {"teacher": str(Path("conf/teacher.safetensors"))}),)
+    monkeypatch.chdir(conf)  # started beside the recipe: the same files, named as written
+    assert load_recipe(Path("pi.toml")).data == "imgs"
+
+
+def test_names_and_paths_found_only_from_the_working_folder_are_kept(tmp_path: Path, monkeypatch) -> None:
+    conf = _beside_a_recipe(tmp_path, ("cifar10", "vitedge-cifar10"))  # folders named like the built-in names
+    (conf / "pi.toml").write_text(
+        '[model]\nspec = "vitedge-cifar10"\n[data]\nsource = "cifar10"\n[calibration]\nsource = "here"\n'
+    )
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(Path("conf/pi.toml"))
+    assert (recipe.model, recipe.data, recipe.calibration) == ("vitedge-cifar10", "cifar10", "here")
+
+
+def test_a_recipe_path_found_beside_it_and_in_the_working_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    conf = _beside_a_recipe(tmp_path, ("imgs",))
+    (conf / "pi.toml").write_text(RECIPE_WITH_PATHS)
+    (tmp_path / "imgs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VitedgeError) as info:
+        load_recipe(Path("conf/pi.toml"))
+    assert "conf/pi.toml:7" in info.value.message and "names both" in info.value.message
+    assert "absolute path" in info.value.hint
+
+
+def test_a_study_recipes_paths_are_read_from_its_own_folder(tmp_path: Path, monkeypatch) -> None:
+    from vitedge.workflows.study_recipe import load_study_recipe
+
+    conf = _beside_a_recipe(tmp_path, ("small.safetensors", "imgs", "train", "student.safetensors"))
+    quick = (RECIPES_DIR / "study-quick.toml").read_text()
+    for key, value in (("model", "small.safetensors"), ("data", "imgs"), ("train_data", "train")):
+        assert f'\n{key} = "' in quick
+        quick = re.sub(rf'\n{key} = "[^"]*"', f'\n{key} = "{value}"', quick, count=1)
+    (conf / "study.toml").write_text(quick.replace("[distill]\n", '[distill]\nstudent = "student.safetensors"\n'))
+    monkeypatch.chdir(tmp_path)
+    recipe = load_study_recipe(Path("conf/study.toml"))
+    assert recipe.model == str(Path("conf/small.safetensors"))
+    assert (recipe.data, recipe.train_data) == (str(Path("conf/imgs")), str(Path("conf/train")))
+    assert recipe.distill.student == str(Path("conf/student.safetensors"))
+    assert recipe.speed_model == load_study_recipe(quick=True).speed_model  # a timm name, kept

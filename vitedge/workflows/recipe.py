@@ -4,9 +4,11 @@ the valid choices, because a typo that silently falls back to a default wastes a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,7 +300,51 @@ def load_recipe(path: Path | None) -> Recipe:
     if path is None:
         return Recipe()
     path = Path(path)
-    return parse_recipe(read_recipe_text(path, "recipe", f"pass a TOML file; examples are in {RECIPES_DIR}"), str(path))
+    text = read_recipe_text(path, "recipe", f"pass a TOML file; examples are in {RECIPES_DIR}")
+    recipe = parse_recipe(text, str(path))
+    from ..calibration.sources import CIFAR10_SPECS
+    from ..models import EMBEDDED
+
+    beside = functools.partial(beside_recipe, path, text)
+    return dataclasses.replace(
+        recipe,
+        model=beside(recipe.model, "spec", EMBEDDED),
+        data=beside(recipe.data, "source", CIFAR10_SPECS),
+        calibration=beside(recipe.calibration, "source", CIFAR10_SPECS),
+        steps=teachers_beside(recipe.steps, beside, EMBEDDED),
+    )
+
+
+def beside_recipe(recipe: Path, text: str, value: str, key: str, names: Collection[str]) -> str:
+    """A relative path in a recipe is read from the recipe's own folder, as one kept beside its
+    images and checkpoints expects whichever folder the command starts in. A value found only
+    from the working folder, or a name (`names`, a timm name), is kept as written; found from
+    both and not the same file, it is refused: reading either would be a guess."""
+    path = Path(value).expanduser()
+    here = recipe.parent / path
+    if not value or value in names or path.is_absolute() or not here.exists():
+        return value
+    if path.exists() and not path.samefile(here):
+        raise VitedgeError(
+            f"{recipe}:{_line_of(text, value) or _line_of(text, key) or '?'}: {key} = {value!r} names both "
+            f"{here} (beside the recipe) and {path.resolve()} (the working folder)",
+            "write the one meant as an absolute path",
+        )
+    return str(here)
+
+
+def teachers_beside(
+    steps: Iterable[tuple[str, dict[str, Any]]],
+    beside: Callable[[str, str, Collection[str]], str],
+    names: Collection[str],
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The steps, a distill step's `teacher` path read from the recipe's folder like every path."""
+    return tuple(
+        (name, {**options, "teacher": beside(str(options["teacher"]), "teacher", names)})
+        if "teacher" in options
+        else (name, options)
+        for name, options in steps
+    )
 
 
 def read_recipe_text(path: Path, kind: str, hint: str) -> str:

@@ -5,6 +5,7 @@ published figures as [[published]] data beside them, so no figure lives in code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from .recipe import (
     ROW_KINDS,
     _line_of,
     _unknown,
+    beside_recipe,
     check_keys,
     check_tables,
     count_or_all,
     read_recipe_text,
     read_toml,
     require_at_least,
+    teachers_beside,
 )
 
 STUDY_RECIPE = RECIPES_DIR / "study.toml"
@@ -279,7 +282,21 @@ def load_study_recipe(path: Path | None = None, *, quick: bool = False) -> Study
     """The committed study (`vitedge/recipes/study.toml`), its quick variant, or any recipe file."""
     path = Path(path) if path is not None else (QUICK_RECIPE if quick else STUDY_RECIPE)
     hint = f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}"
-    return parse_study_recipe(read_recipe_text(path, "study recipe", hint), str(path))
+    text = read_recipe_text(path, "study recipe", hint)
+    recipe = parse_study_recipe(text, str(path))
+    from ..calibration.sources import CIFAR10_SPECS
+    from ..models import EMBEDDED
+
+    beside = functools.partial(beside_recipe, path, text)
+
+    return dataclasses.replace(
+        recipe,
+        **{key: beside(getattr(recipe, key), key, EMBEDDED) for key in ("model", "speed_model", "student_speed_model")},
+        data=beside(recipe.data, "data", CIFAR10_SPECS),
+        train_data=beside(recipe.train_data, "train_data", CIFAR10_SPECS),
+        distill=dataclasses.replace(recipe.distill, student=beside(recipe.distill.student, "student", EMBEDDED)),
+        rows=tuple(dataclasses.replace(row, steps=teachers_beside(row.steps, beside, EMBEDDED)) for row in recipe.rows),
+    )
 
 
 def with_overrides(recipe: StudyRecipe, **overrides: Any) -> StudyRecipe:
