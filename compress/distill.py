@@ -287,6 +287,7 @@ def distill_to_file(
     resume: bool = False,
     on_epoch: Callable[[EpochLog], None] | None = None,
     command: str = "vitedge distill",
+    replace: bool = True,
 ) -> tuple[LoadedModel, list[EpochLog]]:
     """`vitedge distill`: train a student against a teacher on `data`, save it to `out`."""
     from ..calibration.sources import open_source
@@ -316,6 +317,7 @@ def distill_to_file(
     save_checkpoint(
         trained,
         out,
+        replace=replace,
         made_by=command,
         teacher=teacher_spec,
         distill_config=distill_config.__dict__,

@@ -40,6 +40,7 @@ def compress_to_file(
     data: str | None = None,
     data_count: int | None = None,
     arch: str | None = None,
+    replace: bool = True,
     **extra: Any,
 ) -> LoadedModel:
     """`vitedge compress`: load `model`, apply `steps` (spec strings), save to `out`."""
@@ -62,5 +63,5 @@ def compress_to_file(
     loaded = load_model(model, arch=arch)
     inputs = step_data(data, loaded.data_config, data_count) if data else None
     compressed = apply_steps(loaded, specs, data=inputs)
-    save_checkpoint(compressed, out, made_by="vitedge compress", compress_data=data, **extra)
+    save_checkpoint(compressed, out, replace=replace, made_by="vitedge compress", compress_data=data, **extra)
     return compressed

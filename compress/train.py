@@ -384,6 +384,7 @@ def train_classifier(
     mean: tuple[float, float, float] = CIFAR10_MEAN,
     std: tuple[float, float, float] = CIFAR10_STD,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    replace: bool = True,
 ) -> tuple[LoadedModel, list[EpochLog]]:
     train_images = open_source(data)
     img_size = int(architecture.kwargs.get("img_size", 224))
@@ -411,6 +412,7 @@ def train_classifier(
     save_checkpoint(
         loaded,
         out,
+        replace=replace,
         made_by=command,
         train_config=config.__dict__,
         test_top1=final.test_top1 if final else None,

@@ -37,6 +37,7 @@ from PIL import Image
 
 from tests.support import make_tiny_vit
 from vitedge.calibration.sources import decode_image
+from vitedge.core.errors import VitedgeError
 from vitedge.core.manifest import (
     MANIFEST,
     read_manifest,
@@ -1671,3 +1672,45 @@ def test_resume_without_a_checkpoint_starts_at_epoch_one_and_says_so(assets: Ass
     assert done.returncode == 0, done.stderr
     assert "no checkpoint at t.ckpt to resume from: training starts at epoch 1" in done.stdout + done.stderr
     assert (tmp_path / "t.safetensors").is_file() and (tmp_path / "t.ckpt").is_file()
+
+
+@pytest.mark.parametrize("command", ["compress", "train", "distill"])
+@pytest.mark.parametrize("force", [False, True], ids=["no-force", "force"])
+def test_a_model_file_written_meanwhile_is_replaced_only_with_force(
+    assets: Assets, tmp_path: Path, monkeypatch, command: str, force: bool
+) -> None:
+    """Two `vitedge compress … --out small.safetensors` (or train, distill) at once: the second
+    to finish replaced the first's file without --force, both exiting 0. Here the other
+    command's file appears just after this one checked --out, as it does when both start
+    together; without --force it is kept and this one's goes beside it."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from vitedge.cli import app
+    from vitedge.compress.registry import load_model
+
+    module = importlib.import_module(f"vitedge.commands.{'train' if command == 'train' else 'compress'}")
+    checked = module.check_output_file
+
+    def check_then_the_other_finishes(path: Path, **options) -> None:
+        checked(path, **options)
+        path.write_bytes(b"theirs")
+
+    monkeypatch.setattr(module, "check_output_file", check_then_the_other_finishes)
+    monkeypatch.chdir(tmp_path)
+    args = {
+        "compress": ["compress", str(assets.checkpoint), "--step", "prune-heads:ratio=0.5", "--out", "m.safetensors"],
+        "train": [*train_on_four_images(tmp_path)[:-2], "--batch-size", "4", "--out", "m.safetensors"],
+        "distill": [*distill_on_four_images(tmp_path, assets)[:-2], "--out", "m.safetensors"],
+    }[command]
+    done = CliRunner().invoke(app, [*args, *(["--force"] if force else [])])
+    mine = tmp_path / ("m.safetensors" if force else "m-2.safetensors")
+    assert load_model(str(mine)).module is not None, done.output  # whole, and replays its steps
+    if force:
+        assert done.exit_code == 0, done.output
+    else:  # the CLI's entry point turns this VitedgeError into its one line and exit 2
+        assert isinstance(done.exception, VitedgeError), done.output
+        assert "m.safetensors was written by another command while this one ran" in done.exception.message
+        assert "m-2.safetensors" in done.exception.message
+        assert (tmp_path / "m.safetensors").read_bytes() == b"theirs"

@@ -5,6 +5,7 @@ the umask gives, not the 0700/0600 of a temporary folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vitedge.core.io import _owner_tag, atomic_folder, write_bytes_atomic
+from vitedge.core.errors import VitedgeError
+from vitedge.core.io import _owner_tag, atomic_folder, claimed_folder, write_bytes_atomic
 from vitedge.core.manifest import MANIFEST
 
 
@@ -149,3 +151,58 @@ def test_a_write_that_fails_inside_the_output_is_one_line_and_other_errors_pass(
             raise OSError(errno.EIO, "unreadable", str(elsewhere))
     assert not isinstance(raised.value, VitedgeError)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- two commands, one output
+
+
+def test_an_output_written_meanwhile_is_kept_and_this_one_goes_beside_it(tmp_path):
+    """Two `vitedge export … --out art` started together (a script's loop, two terminals): the
+    second to finish replaced the first's artifact without --force and both exited 0."""
+    target = tmp_path / "art"
+    with pytest.raises(VitedgeError) as info:
+        with atomic_folder(target, marker=MANIFEST) as staging:
+            (staging / MANIFEST).write_text("mine")
+            target.mkdir()  # the other command finishes first
+            (target / MANIFEST).write_text("theirs")
+    assert f"{target} was written by another command" in info.value.message
+    assert f"output is in {tmp_path / 'art-2'}" in info.value.message
+    assert (target / MANIFEST).read_text() == "theirs"
+    assert (tmp_path / "art-2" / MANIFEST).read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "art-2"]  # no staging left
+    with atomic_folder(target, marker=MANIFEST, force=True) as staging:  # asked to replace: replaced
+        (staging / MANIFEST).write_text("forced")
+    assert (target / MANIFEST).read_text() == "forced"
+
+
+@pytest.mark.parametrize("links", ["hard links", "no hard links"])
+def test_a_file_written_meanwhile_is_kept_and_this_one_goes_beside_it(tmp_path, monkeypatch, links):
+    """The same for `vitedge compress/train/distill --out small.safetensors`; on a file system
+    without hard links (FAT on a memory card) the same outcome by a check then a rename."""
+    if links == "no hard links":
+
+        def no_link(*args, **kwargs):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    path = tmp_path / "small.safetensors"
+    write_bytes_atomic(path, b"first", replace=False)
+    with pytest.raises(VitedgeError) as info:
+        write_bytes_atomic(path, b"second", replace=False)
+    assert f"output is in {tmp_path / 'small-2.safetensors'}" in info.value.message
+    assert path.read_bytes() == b"first" and (tmp_path / "small-2.safetensors").read_bytes() == b"second"
+    write_bytes_atomic(path, b"third")  # --force
+    assert path.read_bytes() == b"third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small-2.safetensors", "small.safetensors"]
+
+
+def test_a_default_output_name_is_never_shared_and_a_refused_run_leaves_no_folder(tmp_path):
+    """`vitedge run` with no --out names its folder by the second: two runs started in the same
+    second shared it, the second to finish replacing the first's results."""
+    base = tmp_path / "vitedge-out" / "run-20261207-081500"
+    with claimed_folder(base) as first, claimed_folder(base) as second:
+        assert (first, second) == (base, tmp_path / "vitedge-out" / "run-20261207-081500-2")
+        assert first.is_dir() and second.is_dir()
+    with pytest.raises(VitedgeError), claimed_folder(tmp_path / "new" / "run-1"):
+        raise VitedgeError("refused", "")
+    assert not (tmp_path / "new").exists()

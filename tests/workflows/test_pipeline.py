@@ -443,3 +443,31 @@ def test_a_folder_sent_to_a_board_is_the_draw_of_samples_asked_for(tmp_path: Pat
     assert all((sent / p).read_bytes() == (source / p).read_bytes() for p in copies)
     assert _image_folder(str(source), None, tmp_path / "unused") == source
     assert _image_folder(str(source), 10, tmp_path / "unused") == source
+
+
+def test_two_runs_started_the_same_second_keep_both_results(tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    """`vitedge run` without --out names its folder by the second: a run started in the same
+    second as another was refused ("already exists") or, finishing second, replaced it."""
+    import datetime
+    import types
+
+    from vitedge.cli import app
+    from vitedge.commands import run as run_command
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 7, 8, 15, 0)
+
+    monkeypatch.setattr(run_command, "dt", types.SimpleNamespace(datetime=Frozen))  # this module's clock only
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'[model]\nspec = "{tiny_checkpoint}"\n[export]\nrows = ["torch:fp32"]\n[data]\nsamples = 8\n[bench]\nbatches = [1]\nruns = 1\nthreads = 1\n'
+    )
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["run", str(recipe)])
+        assert result.exit_code == 0, result.output
+    runs = sorted(p.name for p in (tmp_path / "vitedge-out").iterdir())
+    assert runs == ["run-20261207-081500", "run-20261207-081500-2"]
+    assert all((tmp_path / "vitedge-out" / name / "results.json").is_file() for name in runs)

@@ -36,7 +36,14 @@ def compress_command(
     check_output_file(out_path, force=force, reads=[model])
     command = "vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     compressed = compress_to_file(
-        model, step, out_path, data=data, data_count=data_count or None, arch=arch, command=command
+        model,
+        step,
+        out_path,
+        data=data,
+        data_count=data_count or None,
+        arch=arch,
+        replace=force,
+        command=command,
     )
     weights = count_weights(compressed.module)
     for record in compressed.steps:
@@ -111,5 +118,6 @@ def distill_command(
         resume=resume,
         on_epoch=print_epoch,
         command="vitedge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        replace=force,
     )
     out.print(f"saved {out_path} ({len(logs)} epochs)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ..cli import MAIN_JOB, app, console, out
+from ..core.io import claimed_folder
 from .common import parse_samples
 
 
@@ -37,8 +38,11 @@ def run_command(
     if samples is not None:
         overrides["samples"] = parse_samples(samples)
     plan = dataclasses.replace(plan, **overrides)
-    folder = out_dir or Path("vitedge-out") / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    rows = run_pipeline(plan, folder, console=console, force=force)
+    if out_dir is not None:
+        folder, rows = out_dir, run_pipeline(plan, out_dir, console=console, force=force)
+    else:  # a folder of its own, even beside a run started the same second
+        with claimed_folder(Path("vitedge-out") / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}") as folder:
+            rows = run_pipeline(plan, folder, console=console, force=True)
     if plan.target == "cpu":
         from ..workflows.board import record_run
 

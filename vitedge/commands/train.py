@@ -76,5 +76,6 @@ def train_command(
         resume=resume,
         command=command,
         on_epoch=print_epoch,
+        replace=force,
     )
     out.print(f"saved {out_path} ({len(logs)} epochs)")

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import glob
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 from .errors import VitedgeError
 
 STAGING_SUFFIX = ".partial"
+TAKEN = (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR)  # what a rename onto an existing output raises
 LEGACY_STALE_S = 24 * 3600  # a staging folder without an owner in its name, untouched this long, is a dead run's
 
 
@@ -104,10 +106,12 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
             raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, replace: bool = True) -> None:
     """Write `data` to a temp file beside `path` and rename it into place: a reader never sees
     half a file, a full disk or an unwritable folder becomes one line, and no partial file is
-    left either way."""
+    left either way. Without `replace` (an output the user did not ask to --force), a file
+    another command wrote at `path` meanwhile is kept: this one goes to the first free
+    `NAME-N.SUFFIX` and the command ends in one line naming both."""
     path = Path(path)
     tmp: str | None = None
     try:
@@ -116,7 +120,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         apply_umask_mode(Path(tmp))
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_without_replacing(Path(tmp), path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise VitedgeError(f"disk full while writing {path}", "free some space or choose another --out") from None
@@ -124,6 +131,28 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _link_without_replacing(tmp: Path, path: Path) -> None:
+    """A hard link fails where a file is (atomically, unlike a check then a rename); where
+    the file system has no hard links (FAT on a memory card), the check then the rename."""
+    for candidate in itertools.chain((path,), _numbered(path, keep_suffix=True)):
+        try:
+            os.link(tmp, candidate)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if candidate.exists():
+                continue
+            os.replace(tmp, candidate)
+        if candidate != path:
+            raise VitedgeError(
+                f"{path} was written by another command while this one ran; this one's output is in {candidate}",
+                "compare the two and keep one, or give each command its own --out",
+            )
+        return
 
 
 def _why_not(path: Path, exc: OSError) -> str:
@@ -250,14 +279,26 @@ def refuse_a_file_as_folder(target: Path) -> None:
         raise VitedgeError(f"--out {target} is a file, not a folder", "choose another --out, e.g. a new folder name")
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def _move_into_place(staging: Path, target: Path, *, force: bool) -> None:
     """The old folder (a `--force` replacement) is renamed aside first and deleted only once
     the new one is in place: if the move fails, the old one is put back, so it is never lost to
     an output that was not written. The aside name is a staging name, so what a killed run
-    leaves there the next write removes."""
+    leaves there the next write removes. Without `force`, an output another command wrote at
+    `target` while this one ran (two scripts given one --out) is never replaced: this one's
+    output goes to the first free `target-N` and the command ends in one line naming both."""
     if not target.exists():
-        os.replace(staging, target)
-        return
+        try:
+            os.rename(staging, target)
+            return
+        except OSError as exc:
+            if exc.errno not in TAKEN:
+                raise
+    if not force:
+        kept = _rename_to_a_free_sibling(staging, target)
+        raise VitedgeError(
+            f"{target} was written by another command while this one ran; this one's output is in {kept}",
+            "compare the two and keep one, or give each command its own --out",
+        )
     aside = staging.with_name(staging.name[: -len(STAGING_SUFFIX)] + "-replaced" + STAGING_SUFFIX)
     os.replace(target, aside)
     try:
@@ -266,6 +307,49 @@ def _move_into_place(staging: Path, target: Path) -> None:
         os.replace(aside, target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _numbered(base: Path, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """`base-2`, `base-3`, … (a file's `NAME-2.SUFFIX`): the names an output takes beside one
+    already there."""
+    stem, suffix = (base.stem, base.suffix) if keep_suffix else (base.name, "")
+    return (base.with_name(f"{stem}-{number}{suffix}") for number in itertools.count(2))
+
+
+def _rename_to_a_free_sibling(folder: Path, target: Path) -> Path:
+    for candidate in _numbered(target):
+        if candidate.exists():
+            continue
+        try:
+            os.rename(folder, candidate)
+            return candidate
+        except OSError as exc:
+            if exc.errno not in TAKEN:
+                raise
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def claimed_folder(base: Path) -> Iterator[Path]:
+    """`base`, or `base-2`, `base-3`… whichever this process creates first (mkdir is atomic),
+    for a default output name (a time to the second) that two commands started together must
+    not share. It is empty; the output written there with `force` replaces it. On any error it
+    is removed, with the parents made for it, so a refused command leaves no empty folders."""
+    made = [folder for folder in (base.parent, *base.parent.parents) if not folder.exists()]
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for folder in itertools.chain((base,), _numbered(base)):
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield folder
+    except BaseException:
+        for empty in (folder, *made):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+        raise
 
 
 @contextlib.contextmanager
@@ -305,7 +389,7 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
     try:
         yield staging
         apply_umask_mode(staging)
-        _move_into_place(staging, target)
+        _move_into_place(staging, target, force=force)
     except (VitedgeError, KeyboardInterrupt):
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -411,10 +411,11 @@ def checkpoint_metadata(loaded: LoadedModel, **extra: Any) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
+def save_checkpoint(loaded: LoadedModel, path: Path, *, replace: bool = True, **extra: Any) -> Path:
     """Write weights + our metadata as .safetensors, atomically (temp file, then rename).
     Serialized in memory first (one extra copy of the weights) so that a write error is
-    Python's OSError with its errno, not safetensors' opaque serializing error."""
+    Python's OSError with its errno, not safetensors' opaque serializing error. `replace`:
+    see `write_bytes_atomic` (a command's --out replaces a file only with --force)."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -424,5 +425,5 @@ def save_checkpoint(loaded: LoadedModel, path: Path, **extra: Any) -> Path:
         if isinstance(value, torch.Tensor)
     }
     metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(loaded, **extra), sort_keys=True)}
-    write_bytes_atomic(path, save(state, metadata=metadata))
+    write_bytes_atomic(path, save(state, metadata=metadata), replace=replace)
     return path
