@@ -30,13 +30,16 @@ FAMILIES_SUPPORTED = ("timm-vit", "timm-eva", "hf-vit")
 @lru_cache(maxsize=64)
 def segment_means(tokens: int, landmarks: int) -> torch.Tensor:
     """An m×N matrix whose row i averages the i-th of m contiguous, near-equal segments
-    (cached: built once per shape, a constant in traced exports; never modified)."""
+    (cached: built once per shape, a constant in traced exports; never modified). Built
+    outside inference mode even when first asked for inside it (a measurement), since the
+    cached tensor would otherwise fail every later training step of that shape."""
     bounds = [(i * tokens) // landmarks for i in range(landmarks + 1)]
     rows = [
         [1.0 / (bounds[i + 1] - bounds[i]) if bounds[i] <= t < bounds[i + 1] else 0.0 for t in range(tokens)]
         for i in range(landmarks)
     ]
-    return torch.tensor(rows)
+    with torch.inference_mode(False):
+        return torch.tensor(rows)
 
 
 def iterative_pinv(matrix: torch.Tensor, iterations: int = 6) -> torch.Tensor:

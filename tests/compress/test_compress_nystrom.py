@@ -53,6 +53,19 @@ def test_nystrom_keeps_weights_and_tracks_exact_attention(tiny_vit) -> None:
         assert torch.allclose(exact(inputs), reference, atol=1e-5)
 
 
+def test_a_nystrom_model_measured_first_still_trains(tiny_vit) -> None:
+    """A study recipe's Nyström row measured (PyTorch's runner: inference mode), then a row
+    fine-tuning the same shape: the landmark matrix cached under inference mode failed the
+    training step ("Inference tensors cannot be saved for backward")."""
+    segment_means.cache_clear()
+    model = nystrom(tiny_vit.module, landmarks=8).model
+    inputs = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        model.eval()(inputs)
+    model.train()(inputs).sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
+
+
 def test_as_many_landmarks_as_tokens_is_refused(tiny_vit, tmp_path) -> None:
     """A no-op recorded as compression (before: `nystrom:landmarks=1000` on the 64-token model
     saved a model whose attention is exact, no faster). The count is read from the model: 64
