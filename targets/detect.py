@@ -17,6 +17,7 @@ cpuinfo (e.g. one fetched over SSH) as well as this machine's.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class Machine:
     ort_providers: tuple[str, ...] = ()
     openvino_devices: dict[str, str] = field(default_factory=dict)  # "GPU" -> full name
     cuda_devices: tuple[str, ...] = ()  # "NVIDIA H100 80GB HBM3 (sm_90)"
+    versions: dict[str, str] = field(default_factory=dict)  # runtime -> installed version, as its runner names it
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def named_generation(model: str, generation: str) -> str:
 def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[TargetInfo]:
     """One entry per target vitedge can run: whether it is here, and what to export for it;
     `measured` (targets.measured.load_store()) adds what was measured on boards."""
-    from .measured import ARM, board_for, board_key, figures, latest, recommendation
+    from .measured import ARM, board_for, board_key, figures, latest, recommendation, runtimes_changed
 
     cpu = machine.cpu
     store = measured or {}
@@ -119,6 +121,12 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
     found = recommendation(here) if here else None
     if found is not None:
         what, why, warnings = found
+        changed = runtimes_changed(here, machine.versions)
+        if changed:
+            warnings += (
+                f"measured with another runtime version ({'; '.join(changed)}): the figures may not hold "
+                "until `vitedge run` measures again",
+            )
     else:
         what, why, warnings = cpu_recommendation(cpu)
         more_what, more_why = bf16_advice(cpu)
@@ -223,9 +231,11 @@ def probe_machine() -> Machine:
     import onnxruntime
 
     devices: dict[str, str] = {}
+    versions = {"onnxruntime": onnxruntime.__version__}
     try:
         import openvino as ov
 
+        versions["openvino"] = ov.get_version()
         core = ov.Core()
         devices = {name: str(core.get_property(name, "FULL_DEVICE_NAME")) for name in core.available_devices}
     except (ImportError, RuntimeError):
@@ -233,12 +243,17 @@ def probe_machine() -> Machine:
     cuda: tuple[str, ...] = ()
     import torch
 
+    versions["torch"] = torch.__version__
+    with contextlib.suppress(ImportError):
+        from executorch import version as executorch_version
+
+        versions["executorch"] = executorch_version.__version__
     if torch.cuda.is_available():
         cuda = tuple(
             f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
             for i in range(torch.cuda.device_count())
         )
-    return Machine(probe_cpu(), tuple(onnxruntime.get_available_providers()), devices, cuda)
+    return Machine(probe_cpu(), tuple(onnxruntime.get_available_providers()), devices, cuda, versions)
 
 
 def detect_targets(machine: Machine | None = None) -> list[TargetInfo]:
@@ -263,4 +278,5 @@ def machine_dict(machine: Machine) -> dict[str, Any]:
         "onnxruntime_providers": list(machine.ort_providers),
         "openvino_devices": machine.openvino_devices,
         "cuda_devices": list(machine.cuda_devices),
+        "runtime_versions": machine.versions,
     }

@@ -142,6 +142,27 @@ def figures(board: dict[str, Any]) -> str:
     return f"measured {measured.get('measured', '?')[:10]} ({measured.get('where', '?')}) on {model}, batch 1, threads {'/'.join(threads)}: {listed}"
 
 
+def runtimes_changed(board: dict[str, Any], installed: dict[str, str]) -> tuple[str, ...]:
+    """ "onnxruntime 1.31.0, installed now 1.32.0" for each runtime whose version measured the
+    board's latest rows on this machine itself ("local" runs, not a board benched over ssh)
+    and differs from `installed` (this machine's now): its kernels, fusions and defaults may
+    differ, and the figures with them. Rows kept before versions were recorded say nothing."""
+    found = latest(board)
+    if found is None or not str(found[1].get("where", "")).startswith("local"):
+        return ()
+    then = {
+        runtime: version
+        for row in found[1].get("rows", [])
+        if isinstance(row.get("versions"), dict)
+        for runtime, version in row["versions"].items()
+    }
+    return tuple(
+        f"{runtime} {version}, installed now {installed[runtime]}"
+        for runtime, version in sorted(then.items())
+        if installed.get(runtime) not in (None, version)
+    )
+
+
 def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:
     """(what to export, why, warnings) from the board's latest measurements: the row the bench
     chose (workflows.report.recommended: the fastest at batch 1 that passed parity), with the

@@ -427,6 +427,43 @@ def test_any_cpu_recommends_from_its_last_vitedge_run(own_cache):
     assert "measure it instead: vitedge run here" in recommend(other, measured.load_store())[0].why  # its own rule
 
 
+def test_a_run_measured_by_another_runtime_version_says_so(own_cache):
+    """`pip install -U onnxruntime` after `vitedge run`: `vitedge targets` went on naming the
+    old version's fastest row with its figures, as if measured with the kernels installed now."""
+    import dataclasses
+
+    from vitedge.targets import measured
+    from vitedge.workflows.board import record_run
+
+    then = {"torch": "2.14.1", "onnxruntime": "1.31.0", "openvino": "2026.3.0"}
+    rows = [
+        dataclasses.replace(row, measurement=dataclasses.replace(row.measurement, versions={runtime: then[runtime]}))
+        for row, runtime in zip(run_rows(), ("torch", "onnxruntime", "onnxruntime", "openvino"), strict=True)
+    ]
+    record_run(rows, RUN_KINDS, "vitedge-cifar10")
+    same = recommend(Machine(probe_cpu(), versions=then), measured.load_store())[0]
+    assert same.recommend == "onnx int8-dynamic on onnxruntime"
+    assert not any("runtime version" in warning for warning in same.warnings)
+    now = recommend(Machine(probe_cpu(), versions={**then, "onnxruntime": "1.32.0"}), measured.load_store())[0]
+    assert now.recommend == "onnx int8-dynamic on onnxruntime"  # still the advice, with its caveat
+    assert now.warnings[-1] == (
+        "measured with another runtime version (onnxruntime 1.31.0, installed now 1.32.0): "
+        "the figures may not hold until `vitedge run` measures again"
+    )
+    board = measured.board_for(probe_cpu(), measured.load_store())
+    board["models"]["vitedge-cifar10"]["where"] = "ssh://pi@board"  # a board's versions are its own
+    assert measured.runtimes_changed(board, {"onnxruntime": "1.32.0"}) == ()
+
+
+def test_this_machines_runtime_versions_are_the_ones_its_runners_name(onnx_artifact):
+    """What `vitedge targets` compares with is spelled as a measurement records it."""
+    import openvino
+
+    versions = probe_machine().versions
+    assert open_artifact(onnx_artifact, target="cpu").info.versions == {"onnxruntime": versions["onnxruntime"]}
+    assert versions["openvino"] == openvino.get_version() and versions["torch"] == torch.__version__
+
+
 def test_one_cpu_name_is_not_one_cpu_kind(own_cache):
     """A cloud VM names a Zen 3 without AVX-512 and a Zen 5 with it alike, "AMD EPYC" on 2
     logical CPUs: what was measured on one is never the other's advice, nor a Zen 4's that

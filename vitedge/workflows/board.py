@@ -210,6 +210,7 @@ def board_summary(row: ResultRow, fmt: str | None = None) -> dict[str, Any]:
         "top1_agreement": row.parity.top1_agreement if row.parity else None,
         "peak_rss_mb": number(m.peak_rss_mb),
         "first_inference_ms": number(m.first_inference_ms),
+        "versions": dict(m.versions),  # the runtime that measured it: another version may not run as fast
     }
 
 
