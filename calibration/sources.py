@@ -44,6 +44,7 @@ class ImageSet:
     class_names: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...] = ()
     identities: tuple[str, ...] = ()  # a stable name per image (file path or "name[index]")
+    unlabelled_because: str = ""  # why a folder of class folders has no labels after all
 
     def __len__(self) -> int:
         return self.count
@@ -193,14 +194,16 @@ def folder_image_set(folder: Path) -> ImageSet:
         shown = "; ".join(f"{printable(Path(p).name)}: {why}" for p, why in skipped[:SHOWN_SKIPPED])
         more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
         warnings.warn(f"skipped {len(skipped)} file(s) in {folder}: {shown}{more}", stacklevel=2)
-    labels = None
+    labels, because = None, ""
     if class_names:
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array(
             [index[p.relative_to(folder).parts[0]] if len(p.relative_to(folder).parts) > 1 else -1 for p in good]
         )
-        if (labels < 0).any():
-            labels = None  # loose files beside class folders: no trustworthy labels
+        if (labels < 0).any():  # loose images beside class folders: no trustworthy labels
+            loose = [p for p, label in zip(good, labels, strict=True) if label < 0]
+            because = f"{len(loose)} image(s) lie beside its class folders, e.g. {printable(loose[0].name)}"
+            labels = None
     return ImageSet(
         name=str(folder),
         count=len(good),
@@ -209,7 +212,22 @@ def folder_image_set(folder: Path) -> ImageSet:
         class_names=class_names,
         skipped=tuple(skipped),
         identities=tuple(str(p) for p in good),
+        unlabelled_because=because,
     )
+
+
+def require_labels(images: ImageSet, needs: str, hint: str) -> None:
+    """Labelled images, or one line saying what `needs` them; a folder of class folders that
+    has none names the loose images that cost them, as "use a folder with one subfolder per
+    class" would send its user looking for a fault they do not have."""
+    if images.labels is not None:
+        return
+    if images.unlabelled_because:
+        raise VitedgeError(
+            f"{images.name} has no labels ({images.unlabelled_because}), {needs}",
+            "move those images into their class folders, or out of the folder",
+        )
+    raise VitedgeError(f"{images.name} has no labels, {needs}", hint)
 
 
 # What numpy raises for a .npz that is damaged or not one, by where the file breaks: a cut

@@ -18,14 +18,14 @@ from .step import StepData
 
 def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
     """Labelled images from any source, preprocessed for the model: (inputs, labels)."""
-    from ..calibration.sources import labels_for_model, open_source, subset_indices
+    from ..calibration.sources import labels_for_model, open_source, require_labels, subset_indices
 
     images = labels_for_model(open_source(spec), config.labels)
-    if images.labels is None:
-        raise VitedgeError(
-            f"{images.name} has no labels",
-            "steps that use data need labels: cifar10:train, a .npz with y, or one subfolder per class",
-        )
+    require_labels(
+        images,
+        "which steps that use data need",
+        "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class",
+    )
     indices = subset_indices(images, count or None, seed=seed)
     inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
     labels = np.asarray(images.labels, dtype=np.int64)[indices]

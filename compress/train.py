@@ -31,7 +31,7 @@ from rich.progress import (
 )
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..calibration.sources import ImageSet, labels_for_model, open_source
+from ..calibration.sources import ImageSet, labels_for_model, open_source, require_labels
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
@@ -362,11 +362,11 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
 
 def images_to_tensors(images: ImageSet, config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     images = labels_for_model(images, config.labels)
-    if images.labels is None:
-        raise VitedgeError(
-            f"{images.name} has no labels",
-            "training needs labelled data: cifar10:train, a .npz with y, or one subfolder per class",
-        )
+    require_labels(
+        images,
+        "which training needs",
+        "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class",
+    )
     inputs = preprocess_batch((images.get(i) for i in range(images.count)), config)
     return torch.from_numpy(inputs), torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
 

@@ -693,7 +693,8 @@ def bench(args, manifest: dict) -> dict:
 def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int], list[str]]:
     """An ImageFolder: one subfolder per class. Folder names that are all model labels map by
     name; none of them, classes are numbered in sorted folder order (torchvision's convention);
-    some of them is refused (vitedge's `calibration.sources.labels_for_model`, the same rule).
+    some of them is refused (vitedge's `calibration.sources.labels_for_model`, the same rule),
+    as are images beside the class folders, which have no class (`require_labels`'s rule).
     Links that lead outside the folder, and links to folders, are left out and named (the
     fourth item): eval reads nothing outside the folder it is given."""
     if not folder.is_dir():
@@ -701,7 +702,10 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     root = folder.resolve()
     left_out: list[str] = []
     classes = []
+    loose = []  # images beside the class folders: no class, so no label (the desktop refuses them too)
     for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            loose.append(path.name)
         if not path.is_dir() or path.name.startswith("."):
             continue
         if path.is_symlink():
@@ -710,6 +714,11 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
             classes.append(path.name)
     if not classes:
         raise BundleError(f"{folder} has no class subfolders (expected FOLDER/<class>/<image>)")
+    if loose:
+        raise BundleError(
+            f"{folder} has no labels ({len(loose)} image(s) lie beside its class folders, e.g. {loose[0]}): "
+            "move those images into their class folders, or out of the folder"
+        )
     known = [name for name in classes if name in labels]
     if known and len(known) < len(classes):
         strangers = [name for name in classes if name not in labels]

@@ -15,6 +15,7 @@ from vitedge.calibration.sources import (
     decode_image,
     open_source,
     read_cifar10_tarball,
+    require_labels,
     subset_indices,
 )
 from vitedge.core.errors import VitedgeError
@@ -68,6 +69,33 @@ def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
     images = open_source(str(tmp_path))
     assert images.class_names == ("cat", "dog")
     assert images.labels.tolist() == [0, 1]
+
+
+def test_loose_images_beside_class_folders_are_named_as_why_there_are_no_labels(tmp_path: Path, cifar_test) -> None:
+    """cat/, dog/ and one stray.png beside them: "has no labels … use a folder with one
+    subfolder per class" sent a user who has exactly that looking for a fault elsewhere."""
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(cifar_test.get(0)).save(tmp_path / label / "a.png")
+    Image.fromarray(cifar_test.get(1)).save(tmp_path / "stray.png")
+    images = open_source(str(tmp_path))
+    assert images.labels is None and images.count == 3  # still three images to calibrate on
+    assert images.unlabelled_because == "1 image(s) lie beside its class folders, e.g. stray.png"
+    with pytest.raises(VitedgeError) as info:
+        require_labels(images, "so accuracy cannot be measured", "use labelled images")
+    assert info.value.message.endswith(f"({images.unlabelled_because}), so accuracy cannot be measured")
+    assert "into their class folders" in info.value.hint
+    (tmp_path / "stray.png").unlink()
+    require_labels(open_source(str(tmp_path)), "so", "use labelled images")  # labelled now: no error
+    (tmp_path / "cat" / "a.png").rename(tmp_path / "a.png")
+    (tmp_path / "cat").rmdir()
+    (tmp_path / "dog" / "a.png").rename(tmp_path / "b.png")
+    (tmp_path / "dog").rmdir()
+    flat = open_source(str(tmp_path))  # a flat folder: no labels, and nothing to blame
+    assert flat.unlabelled_because == ""
+    with pytest.raises(VitedgeError) as info:
+        require_labels(flat, "so", "use labelled images")
+    assert info.value.message.endswith("has no labels, so") and info.value.hint == "use labelled images"
 
 
 def test_class_folders_named_by_the_models_labels_are_numbered_by_name(tmp_path: Path, cifar_test) -> None:

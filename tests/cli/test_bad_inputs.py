@@ -722,6 +722,15 @@ CASES = [
     Case("labels-beyond-the-model", npz_labelled([0, 99]), ("labels run from 0 to 99", "10 classes")),
     Case("truncated-npz", damaged_npz("cut"), ("cannot read set.npz", "not a zip file")),
     Case(
+        "data-loose-images-beside-class-folders",
+        lambda tmp, a: (
+            shutil.copytree(a.images, tmp / "pets"),
+            shutil.copyfile(next((a.images / "class0").iterdir()), tmp / "pets" / "stray.png"),
+            ["eval", str(a.checkpoint), "--data", "pets"],
+        )[-1],
+        ("pets has no labels (1 image(s) lie beside its class folders, e.g. stray.png)",),
+    ),
+    Case(
         "data-one-image",
         lambda tmp, a: (
             shutil.copyfile(next((a.images / "class0").iterdir()), tmp / "one.png"),

@@ -382,7 +382,7 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
     board used sorted order for a mix, scoring cat/ as airplane)."""
     from PIL import Image
 
-    from vitedge.calibration.sources import labels_for_model, open_source
+    from vitedge.calibration.sources import labels_for_model, open_source, require_labels
     from vitedge.targets.bundle import run_bundle as runner
 
     folder = tmp_path / "data"
@@ -397,6 +397,13 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
     with pytest.raises(VitedgeError, match="its classes cat, dog are the model's labels but other is not"):
         labels_for_model(open_source(str(folder)), CIFAR10_CLASSES)
     with pytest.raises(runner.BundleError, match="its classes cat, dog are the model's labels but other is not"):
+        runner.image_folder(folder, CIFAR10_CLASSES)
+    (folder / "other" / "b.png").rename(folder / "stray.png")  # an image beside the class folders
+    (folder / "other").rmdir()
+    loose = r"has no labels \(1 image\(s\) lie beside its class folders, e.g. stray.png\)"
+    with pytest.raises(VitedgeError, match=loose):
+        require_labels(open_source(str(folder)), "so", "")
+    with pytest.raises(runner.BundleError, match=loose):
         runner.image_folder(folder, CIFAR10_CLASSES)
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +339,26 @@ def test_cifar10_labels_scored_by_a_model_of_other_classes_are_warned_not_refuse
         warnings.simplefilter("error")
         prepare_eval_data(images, DataConfig((3, 32, 32), num_classes=10, labels=CIFAR10_CLASSES), None)
         prepare_eval_data(images, DataConfig((3, 32, 32)), None)
+
+
+def test_a_run_on_class_folders_with_a_loose_image_says_why_it_has_no_top1(tmp_path: Path) -> None:
+    """`vitedge run`/`bench --data pets/` where pets/ holds cat/, dog/ and one stray image: the
+    top-1 column was empty without a word."""
+    from PIL import Image
+
+    from vitedge.calibration.preprocess import DataConfig
+    from vitedge.calibration.sources import open_source
+    from vitedge.workflows.pipeline import prepare_eval_data
+
+    for name in ("cat/a.png", "dog/b.png", "stray.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
+    images = open_source(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"has no labels \(1 image\(s\) lie beside .*stray.png\): no top-1"):
+        assert prepare_eval_data(images, DataConfig((3, 32, 32)), None).labels is None
+    with warnings.catch_warnings():  # a flat folder is unlabelled as meant: no warning
+        warnings.simplefilter("error")
+        prepare_eval_data(dataclasses.replace(images, unlabelled_because=""), DataConfig((3, 32, 32)), None)
 
 
 def test_cli_run_and_eval_and_bench(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -137,9 +137,13 @@ class Budget:
 
     def check(self, evalset: EvalSet) -> None:
         if self.metric == "top1" and evalset.labels is None:
+            because = evalset.record.get("unlabelled_because")
             raise VitedgeError(
-                f"--max-drop needs labelled images, but {evalset.record['source']} has no labels",
-                "pass --min-cosine 0.999 instead, or labelled --data",
+                f"--max-drop needs labelled images, but {evalset.record['source']} has no labels"
+                + (f" ({because})" if because else ""),
+                "move those images into their class folders, or out of the folder"
+                if because
+                else "pass --min-cosine 0.999 instead, or labelled --data",
             )
 
     def to_dict(self) -> dict[str, Any]:

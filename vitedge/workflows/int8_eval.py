@@ -103,6 +103,7 @@ def evaluation_set(
         "count": len(chosen),
         "seed": seed,
         "labelled": labels is not None,
+        **({"unlabelled_because": images.unlabelled_because} if images.unlabelled_because else {}),
         "calibration_source": calibration.get("source"),
         "calibration_count": calibration.get("count"),
         "disjoint_from_calibration": True,

@@ -22,6 +22,7 @@ from ..calibration.sources import (
     ImageSet,
     labels_for_model,
     open_source,
+    require_labels,
     require_labels_within,
     scores_other_classes,
     subset_indices,
@@ -61,6 +62,12 @@ def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None,
                 f"({config.labels[0]}, …): its top-1 here is not an accuracy (parity and speed still hold)",
                 stacklevel=2,
             )
+    elif images.unlabelled_because:  # a folder of class folders: its user expects a top-1
+        warnings.warn(
+            f"{images.name} has no labels ({images.unlabelled_because}): no top-1 is measured "
+            "(move those images into their class folders, or out of the folder)",
+            stacklevel=2,
+        )
     indices = subset_indices(images, samples, seed=seed)
     inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
     labels = np.asarray(images.labels)[indices] if images.labels is not None else None
@@ -303,11 +310,9 @@ def evaluate(
 
     loaded = load_model(spec, pretrained=pretrained, arch=arch)
     images = open_source(source)
-    if images.labels is None:
-        raise VitedgeError(
-            f"{source} has no labels, so accuracy cannot be measured",
-            "use cifar10, a .npz with y, or a folder with one subfolder per class",
-        )
+    require_labels(
+        images, "so accuracy cannot be measured", "use cifar10, a .npz with y, or a folder with one subfolder per class"
+    )
     data = prepare_eval_data(images, loaded.data_config, samples, seed=seed)
     runner = open_torch(loaded.module, threads=threads)
     chunks = []
@@ -437,8 +442,7 @@ def _image_folder(source: str, samples: int | None, folder: Path) -> Path:
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(original, copy)
         return folder
-    if images.labels is None:
-        raise VitedgeError(f"{source} has no labels", "pass a folder with one subfolder per class, or cifar10")
+    require_labels(images, "which a board's eval needs", "pass a folder with one subfolder per class, or cifar10")
     names = images.class_names or tuple(str(i) for i in range(int(images.labels.max()) + 1))
     for index in subset_indices(images, samples):
         target = folder / names[int(images.labels[index])]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ..calibration.sources import cache_dir, open_source
+from ..calibration.sources import cache_dir, open_source, require_labels
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder, scratch_folder
@@ -229,11 +229,11 @@ def run_study(
     console = console or Console(stderr=True)
     use_gpu = (recipe.gpu and torch.cuda.is_available()) if gpu is None else gpu
     images = open_source(recipe.data)
-    if images.labels is None:
-        raise VitedgeError(
-            f"{recipe.data} has no labels, so the study cannot measure top-1",
-            "use cifar10, a .npz with y, or a folder with one subfolder per class",
-        )
+    require_labels(
+        images,
+        "so the study cannot measure top-1",
+        "use cifar10, a .npz with y, or a folder with one subfolder per class",
+    )
     accuracy_model = load_model(recipe.model)
     speed_model = load_model(recipe.speed_model, pretrained=recipe.pretrained)
     uses_student = any(row.student for row in recipe.rows)
