@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -302,16 +301,25 @@ def load_recipe(path: Path | None) -> Recipe:
     path = Path(path)
     text = read_recipe_text(path, "recipe", f"pass a TOML file; examples are in {RECIPES_DIR}")
     recipe = parse_recipe(text, str(path))
+    model, data = readers_beside(path, text)
+    return dataclasses.replace(
+        recipe,
+        model=model(recipe.model, "spec"),
+        data=data(recipe.data, "source"),
+        calibration=data(recipe.calibration, "source"),
+        steps=teachers_beside(recipe.steps, model),
+    )
+
+
+def readers_beside(recipe: Path, text: str) -> tuple[Callable[[str, str], str], Callable[[str, str], str]]:
+    """(model, data): a recipe's model spec or image source, given with its key, as
+    `beside_recipe` reads it; vitedge's own names are names wherever they stand."""
     from ..calibration.sources import CIFAR10_SPECS
     from ..models import EMBEDDED
 
-    beside = functools.partial(beside_recipe, path, text)
-    return dataclasses.replace(
-        recipe,
-        model=beside(recipe.model, "spec", EMBEDDED),
-        data=beside(recipe.data, "source", CIFAR10_SPECS),
-        calibration=beside(recipe.calibration, "source", CIFAR10_SPECS),
-        steps=teachers_beside(recipe.steps, beside, EMBEDDED),
+    return (
+        lambda value, key: beside_recipe(recipe, text, value, key, EMBEDDED),
+        lambda value, key: beside_recipe(recipe, text, value, key, CIFAR10_SPECS),
     )
 
 
@@ -334,13 +342,11 @@ def beside_recipe(recipe: Path, text: str, value: str, key: str, names: Collecti
 
 
 def teachers_beside(
-    steps: Iterable[tuple[str, dict[str, Any]]],
-    beside: Callable[[str, str, Collection[str]], str],
-    names: Collection[str],
+    steps: Iterable[tuple[str, dict[str, Any]]], model: Callable[[str, str], str]
 ) -> tuple[tuple[str, dict[str, Any]], ...]:
     """The steps, a distill step's `teacher` path read from the recipe's folder like every path."""
     return tuple(
-        (name, {**options, "teacher": beside(str(options["teacher"]), "teacher", names)})
+        (name, {**options, "teacher": model(str(options["teacher"]), "teacher")})
         if "teacher" in options
         else (name, options)
         for name, options in steps

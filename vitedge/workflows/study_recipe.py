@@ -5,7 +5,6 @@ published figures as [[published]] data beside them, so no figure lives in code.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from .recipe import (
     ROW_KINDS,
     _line_of,
     _unknown,
-    beside_recipe,
     check_keys,
     check_tables,
     count_or_all,
     read_recipe_text,
     read_toml,
+    readers_beside,
     require_at_least,
     teachers_beside,
 )
@@ -284,18 +283,14 @@ def load_study_recipe(path: Path | None = None, *, quick: bool = False) -> Study
     hint = f"pass a TOML file; the committed ones are {STUDY_RECIPE} and {QUICK_RECIPE}"
     text = read_recipe_text(path, "study recipe", hint)
     recipe = parse_study_recipe(text, str(path))
-    from ..calibration.sources import CIFAR10_SPECS
-    from ..models import EMBEDDED
-
-    beside = functools.partial(beside_recipe, path, text)
-
+    model, data = readers_beside(path, text)
     return dataclasses.replace(
         recipe,
-        **{key: beside(getattr(recipe, key), key, EMBEDDED) for key in ("model", "speed_model", "student_speed_model")},
-        data=beside(recipe.data, "data", CIFAR10_SPECS),
-        train_data=beside(recipe.train_data, "train_data", CIFAR10_SPECS),
-        distill=dataclasses.replace(recipe.distill, student=beside(recipe.distill.student, "student", EMBEDDED)),
-        rows=tuple(dataclasses.replace(row, steps=teachers_beside(row.steps, beside, EMBEDDED)) for row in recipe.rows),
+        **{key: model(getattr(recipe, key), key) for key in ("model", "speed_model", "student_speed_model")},
+        data=data(recipe.data, "data"),
+        train_data=data(recipe.train_data, "train_data"),
+        distill=dataclasses.replace(recipe.distill, student=model(recipe.distill.student, "student")),
+        rows=tuple(dataclasses.replace(row, steps=teachers_beside(row.steps, model)) for row in recipe.rows),
     )
 
 
