@@ -13,13 +13,14 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.cpu import batch_outgrows_memory
 from ..core.errors import VitedgeError
 from ..core.io import write_bytes_atomic
 from .preprocess import DataConfig, preprocess_image
@@ -257,6 +258,27 @@ def build_calibration_set(
     return calib
 
 
+def input_array(count: int, config: DataConfig) -> np.ndarray:
+    """Room for `count` preprocessed images, or one line before any work where their float32
+    inputs alone outgrow this machine's memory (`--samples all` of a 224-pixel model is 6 GB
+    for CIFAR-10's test set; the out-of-memory killer otherwise ends the command minutes in)."""
+    height, width = config.image_size
+    if too_big := batch_outgrows_memory(count, (3, height, width), what=f"{count} images"):
+        raise VitedgeError(
+            too_big,
+            "ask for fewer images: --samples, --verify-samples, --calib-samples or --data-count (in a recipe, samples)",
+        )
+    return np.empty((count, 3, height, width), dtype=np.float32)
+
+
+def preprocess_images(images: Iterable[np.ndarray], count: int, config: DataConfig) -> np.ndarray:
+    """`count` images → float32 N×3×H×W, filled in place (no second copy, as stacking makes)."""
+    inputs = input_array(count, config)
+    for row, pixels in enumerate(images):
+        inputs[row] = preprocess_image(pixels, config)
+    return inputs
+
+
 def _build(
     images: ImageSet, config: DataConfig, count: int, *, seed: int, exclude: Sequence[int], cache: bool
 ) -> CalibrationSet:
@@ -266,8 +288,7 @@ def _build(
         if cached is not None:
             return cached
     indices = draw_indices(images, count, seed=seed, exclude=exclude)
-    height, width = config.image_size
-    inputs = np.empty((len(indices), 3, height, width), dtype=np.float32)
+    inputs = input_array(len(indices), config)
     digests = []
     for row, index in enumerate(indices):
         pixels = images.get(int(index))

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..calibration.calibset import preprocess_images
+from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, save_checkpoint
 from .registry import apply_steps, get_step, load_model, parse_step_spec
@@ -27,7 +28,7 @@ def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: 
         "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class",
     )
     indices = subset_indices(images, count or None, seed=seed)
-    inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
+    inputs = preprocess_images((images.get(int(i)) for i in indices), len(indices), config)
     labels = np.asarray(images.labels, dtype=np.int64)[indices]
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 

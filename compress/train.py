@@ -30,7 +30,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..calibration.calibset import preprocess_images
+from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, labels_for_model, open_source, require_labels
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
@@ -367,7 +368,7 @@ def images_to_tensors(images: ImageSet, config: DataConfig) -> tuple[torch.Tenso
         "which training needs",
         "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class",
     )
-    inputs = preprocess_batch((images.get(i) for i in range(images.count)), config)
+    inputs = preprocess_images((images.get(i) for i in range(images.count)), images.count, config)
     return torch.from_numpy(inputs), torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
 
 

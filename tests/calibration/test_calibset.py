@@ -16,6 +16,7 @@ from vitedge.calibration.calibset import (
     build_calibration_set,
     draw_indices,
     indices_of,
+    input_array,
 )
 from vitedge.calibration.preprocess import preprocess_batch
 from vitedge.calibration.sources import ImageSet, open_source
@@ -147,3 +148,32 @@ def test_damaged_cache_entry_is_rebuilt(cifar_test, tmp_path):
         assert np.array_equal(rebuilt.inputs, first.inputs) and source.calls == 6
         with np.load(entry) as data:
             assert np.array_equal(data["inputs"], first.inputs)  # the entry was rewritten clean
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_images_beyond_memory_are_refused_before_any_work(monkeypatch, tmp_path, command):
+    """`vitedge eval vit_base_patch16_224 --samples all` holds 10,000 float32 224-pixel inputs
+    (6 GB; twice that while they were stacked): on a machine with less, the out-of-memory
+    killer ended it minutes in. Here the machine has 50 MB and CIFAR-10's 10,000 32-pixel test
+    images need 123 MB (the calibration set's 5,000 training images, 61 MB)."""
+    from typer.testing import CliRunner
+
+    from vitedge.cli import app
+
+    monkeypatch.setattr("vitedge.core.cpu.memory_available", lambda root="/": 50_000_000)
+    monkeypatch.chdir(tmp_path)
+    args = {
+        "eval": ["eval", "vitedge-cifar10", "--samples", "all"],
+        "export": [
+            "export", "vitedge-cifar10", "--to", "onnx", "--precision", "int8-static", "--calib", "cifar10:train",
+            "--calib-samples", "5000", "--out", "art",
+        ],
+    }[command]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert isinstance(done.exception, VitedgeError), done.output
+    need = "10000 images need 123 MB" if command == "eval" else "5000 images need 61 MB"
+    assert done.exception.message == (
+        f"{need} for their float32 3×32×32 inputs alone, and this machine has 50 MB available"
+    )
+    assert "--samples" in done.exception.hint and not (tmp_path / "art").exists()
+    assert input_array(4, CONFIG).shape == (4, 3, 32, 32)  # what fits is allocated

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from ..calibration.preprocess import DataConfig, preprocess_batch
+from ..calibration.calibset import preprocess_images
+from ..calibration.preprocess import DataConfig
 from ..calibration.sources import (
     ImageSet,
     labels_for_model,
@@ -69,7 +70,7 @@ def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None,
             stacklevel=2,
         )
     indices = subset_indices(images, samples, seed=seed)
-    inputs = preprocess_batch((images.get(int(i)) for i in indices), config)
+    inputs = preprocess_images((images.get(int(i)) for i in indices), len(indices), config)
     labels = np.asarray(images.labels)[indices] if images.labels is not None else None
     return EvalData(inputs, labels, tuple(images.identity(int(i)) for i in indices), indices)
 
