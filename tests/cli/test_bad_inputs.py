@@ -1244,6 +1244,21 @@ def test_a_model_file_on_a_read_only_disk_is_refused_before_any_work(
         assert "epoch" not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("place", ["read-only-disk", "a-file-in-the-way"])
+def test_a_run_whose_default_folder_cannot_be_made_is_one_line(assets: Assets, tmp_path: Path, place: str) -> None:
+    """`vitedge run` without --out makes `vitedge-out/run-<time>` where it starts: on a
+    read-only disk, or with a file named vitedge-out there, one line before any work."""
+    if place == "a-file-in-the-way":
+        (tmp_path / "vitedge-out").write_text("mine")
+        done = vitedge(["run"], cwd=tmp_path, env=cli_env(assets))
+        assert_user_error(done, ("cannot write to vitedge-out", "vitedge-out is a file, not a folder"))
+        assert listing(tmp_path) == {"vitedge-out": 4}
+        return
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as folder:
+        done = vitedge(["run"], cwd=folder, env=cli_env(assets))
+        assert_user_error(done, ("cannot write to .", "read-only file system"))
+
+
 def _default_sigint() -> None:
     """In the child before exec: SIGINT unblocked and at its default, so Python installs its
     KeyboardInterrupt handler whatever mask or disposition the test process carries."""

@@ -336,13 +336,19 @@ def claimed_folder(base: Path) -> Iterator[Path]:
     not share. It is empty; the output written there with `force` replaces it. On any error it
     is removed, with the parents made for it, so a refused command leaves no empty folders."""
     made = [folder for folder in (base.parent, *base.parent.parents) if not folder.exists()]
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for folder in itertools.chain((base,), _numbered(base)):
-        try:
-            folder.mkdir()
-            break
-        except FileExistsError:
-            continue
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for folder in itertools.chain((base,), _numbered(base)):
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        where = _nearest_existing(base)
+        raise VitedgeError(
+            f"cannot write to {where}: {_why_not(where, exc)}", "choose a writable --out folder"
+        ) from None
     try:
         yield folder
     except BaseException:
