@@ -148,11 +148,15 @@ def _link_without_replacing(tmp: Path, path: Path) -> None:
                 continue
             os.replace(tmp, candidate)
         if candidate != path:
-            raise VitedgeError(
-                f"{path} was written by another command while this one ran; this one's output is in {candidate}",
-                "compare the two and keep one, or give each command its own --out",
-            )
+            raise _written_meanwhile(path, candidate)
         return
+
+
+def _written_meanwhile(target: Path, kept: Path) -> VitedgeError:
+    return VitedgeError(
+        f"{target} was written by another command while this one ran; this one's output is in {kept}",
+        "compare the two and keep one, or give each command its own --out",
+    )
 
 
 def _why_not(path: Path, exc: OSError) -> str:
@@ -294,11 +298,7 @@ def _move_into_place(staging: Path, target: Path, *, force: bool) -> None:
             if exc.errno not in TAKEN:
                 raise
     if not force:
-        kept = _rename_to_a_free_sibling(staging, target)
-        raise VitedgeError(
-            f"{target} was written by another command while this one ran; this one's output is in {kept}",
-            "compare the two and keep one, or give each command its own --out",
-        )
+        raise _written_meanwhile(target, _rename_to_a_free_sibling(staging, target))
     aside = staging.with_name(staging.name[: -len(STAGING_SUFFIX)] + "-replaced" + STAGING_SUFFIX)
     os.replace(target, aside)
     try:
@@ -347,7 +347,7 @@ def claimed_folder(base: Path) -> Iterator[Path]:
     except OSError as exc:
         where = _nearest_existing(base)
         raise VitedgeError(
-            f"cannot write to {where}: {_why_not(where, exc)}", "choose a writable --out folder"
+            f"cannot write to {where}: {_why_not(where, exc)}", "run it from a writable folder, or pass --out"
         ) from None
     try:
         yield folder
