@@ -85,8 +85,20 @@ def record(
 ) -> Path:
     """Keep `rows` (plain dicts, see `workflows.board.board_summary`) as the latest
     measurements of `model` on the board `cpu`, reached as `where` (ssh://… or "local"), with
-    the name of the row the bench recommended (None: it recommended none)."""
+    the name of the row the bench recommended (None: it recommended none). Read, changed and
+    written under a lock: two runs recording at once each keep their rows (without it, the
+    later write dropped the model the other had just recorded)."""
+    from filelock import FileLock
+
     path = path or store_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        return _record(cpu, model, rows, where=where, recommended=recommended, path=path)
+
+
+def _record(
+    cpu: CpuInfo, model: str, rows: list[dict[str, Any]], *, where: str, recommended: str | None, path: Path
+) -> Path:
     store = load_store(path)
     board = store.setdefault(
         board_key(cpu),
@@ -109,7 +121,6 @@ def record(
         "rows": rows,
         "recommended": recommended,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, store)
     return path
 

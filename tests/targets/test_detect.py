@@ -551,6 +551,37 @@ def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):
     assert recommend(Machine(pi5), measured.load_store())[0].recommend == "openvino int8 on openvino"
 
 
+def test_two_runs_recording_at_once_keep_both_models(own_cache, monkeypatch):
+    """Two `vitedge run`s (each in a folder of its own) finishing together: both read the
+    store, then each wrote it with its own model added, the later dropping the other's rows.
+    Here each read is held open long enough for the other run to write in between."""
+    import threading
+    import time
+
+    from vitedge.targets import measured
+
+    read = measured.load_store
+
+    def slow_read(path=None):
+        store = read(path)
+        time.sleep(0.3)
+        return store
+
+    monkeypatch.setattr(measured, "load_store", slow_read)
+    row = {"name": "a", "runtime": "onnxruntime", "format": "onnx", "precision": "int8-dynamic", "threads": 2,
+           "it_per_s_b1": 50.0, "p50_ms_b1": 20.0, "parity_passed": True}  # fmt: skip
+    runs = [
+        threading.Thread(target=measured.record, args=(probe_cpu(), model, [row]), kwargs={"where": "local"})
+        for model in ("first.safetensors", "second.safetensors")
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    board = measured.board_for(probe_cpu(), read())
+    assert sorted(board["models"]) == ["first.safetensors", "second.safetensors"]
+
+
 def test_arm_measurements_without_parity_recommend_nothing(own_cache):
     """Speed alone (a local bench of artifacts checks no parity) is shown, not recommended."""
     from vitedge.targets import measured
