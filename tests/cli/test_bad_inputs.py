@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -383,6 +384,24 @@ def resign_manifest(folder: Path) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
     (folder / MANIFEST).unlink()
     write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "created")})
+
+
+def verify_recorded_relative(other_file: bool) -> Setup:
+    """`vitedge verify art1` where export recorded its source as the relative `m.safetensors` it
+    was given in another folder: here none, or another model of that name (before: compared
+    with that one, "outside tolerance", exit 1, as if the export were wrong)."""
+
+    def setup(tmp: Path, a: Assets) -> list[str]:
+        shutil.copytree(a.onnx, tmp / "art1")
+        manifest = json.loads((tmp / "art1" / MANIFEST).read_text())
+        manifest["source"].update(spec="m.safetensors", sha256=hashlib.sha256(a.checkpoint.read_bytes()).hexdigest())
+        (tmp / "art1" / MANIFEST).write_text(json.dumps(manifest))
+        resign_manifest(tmp / "art1")
+        if other_file:
+            save_checkpoint(make_tiny_vit(seed=1), tmp / "m.safetensors")
+        return ["verify", "art1", "--samples", "4"]
+
+    return setup
 
 
 def xml_without_bin(tmp: Path, a: Assets) -> list[str]:
@@ -791,6 +810,16 @@ CASES = [
     Case("truncated-onnx", truncated_onnx, ("model.onnx", "sha256")),
     Case("truncated-onnx-resigned-manifest", truncated_onnx_resigned, ("onnx runtime cannot load", "model.onnx")),
     Case("xml-without-bin", xml_without_bin, ("model.bin", "missing")),
+    Case(
+        "verify-recorded-source-another-file",
+        verify_recorded_relative(other_file=True),
+        ("m.safetensors here is not the file art1 was exported from",),
+    ),
+    Case(
+        "verify-recorded-source-missing",
+        verify_recorded_relative(other_file=False),
+        ("art1's recorded source m.safetensors cannot be loaded here", "does not exist"),
+    ),
     Case(
         "xml-without-bin-resigned-manifest",
         xml_without_bin_resigned,

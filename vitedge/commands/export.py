@@ -392,9 +392,25 @@ def verify_command(
             f"the reference {spec} is a model name: loading it builds new random weights, not those {artifact} was exported from",
             "pass --model with the checkpoint file or hf-hub: name it was exported from (export from a checkpoint to keep one)",
         )
-    reference = load_model(spec, arch=arch)
+    # The recorded spec is what export was given, relative to the folder export ran in: from
+    # another folder it may name nothing, or another file of that name, which is refused rather
+    # than compared (an "outside tolerance" that says nothing of the artifact). A --model the
+    # user names is theirs to compare with: a different file is only warned about.
+    hint = f"pass --model with the file {artifact} was exported from"
+    try:
+        reference = load_model(spec, arch=arch)
+    except VitedgeError as exc:
+        if model:
+            raise
+        raise VitedgeError(f"{artifact}'s recorded source {spec} cannot be loaded here: {exc.message}", hint) from None
     recorded = manifest.get("source", {}).get("sha256")
     if recorded and reference.source_sha256 and recorded != reference.source_sha256:
+        if not model:
+            raise VitedgeError(
+                f"{spec} here is not the file {artifact} was exported from (sha256 {reference.source_sha256[:12]}…, "
+                f"recorded {recorded[:12]}…): the manifest names it as export was given it",
+                hint,
+            )
         console.print(
             f"[yellow]warning:[/] {spec} is not the file this artifact was exported from (sha256 differs)",
             highlight=False,
