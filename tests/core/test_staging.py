@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from vitedge.core.errors import VitedgeError
-from vitedge.core.io import _owner_tag, atomic_folder, claimed_folder, write_bytes_atomic
+from vitedge.core.io import _owner_tag, _temp_stem, atomic_folder, claimed_folder, write_bytes_atomic
 from vitedge.core.manifest import MANIFEST
 
 
@@ -206,3 +206,18 @@ def test_a_default_output_name_is_never_shared_and_a_refused_run_leaves_no_folde
     with pytest.raises(VitedgeError), claimed_folder(tmp_path / "new" / "run-1"):
         raise VitedgeError("refused", "")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_long_output_name_is_written_and_its_dead_staging_removed(tmp_path):
+    """`--out` of 230 bytes is a legal name, but the temp name beside it (name, owner, random
+    part, suffix) passed 255 bytes: `cannot write to .: File name too long`."""
+    name = "a" * 230
+    host = _owner_tag().split("@")[1]
+    dead = _staging(tmp_path, _temp_stem(name), f"{_dead_pid()}@{host}")
+    other = _staging(tmp_path, _temp_stem("a" * 229 + "b"), f"{_dead_pid()}@{host}")  # another long name's
+    with pytest.warns(UserWarning, match=r"removed 1 staging folder"):
+        with atomic_folder(tmp_path / name, marker=MANIFEST) as staging:
+            (staging / MANIFEST).write_text("x")
+    assert (tmp_path / name / MANIFEST).read_text() == "x" and not dead.exists() and other.is_dir()
+    write_bytes_atomic(tmp_path / f"{name}.onnx", b"x", replace=False)
+    assert (tmp_path / f"{name}.onnx").read_bytes() == b"x"

@@ -116,7 +116,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, replace: bool = True) -> None
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_temp_stem(path.name)}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         apply_umask_mode(Path(tmp))
@@ -187,7 +187,7 @@ def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_temp_stem(path.name)}.", suffix=".png")
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=dpi)
@@ -197,6 +197,16 @@ def save_figure_atomic(figure: Any, path: Path, *, dpi: int = 120) -> Path:
         plt.close(figure)
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _temp_stem(name: str) -> str:
+    """`name` as a temp file or staging folder beside it spells it: whole, or, where the temp
+    name would pass the file system's 255 bytes (a 230-byte --out is a legal name), its first
+    100 bytes and 8 hex digits of its hash, so two long names keep temp names of their own."""
+    if len(name.encode()) <= 150:
+        return name
+    head = name.encode()[:100].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _host_tag() -> str:
@@ -248,10 +258,12 @@ def remove_stale_staging(target: Path) -> list[Path]:
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
     try:
-        candidates = [p for p in parent.glob(f".{glob.escape(target.name)}.*{STAGING_SUFFIX}") if p.is_dir()]
+        candidates = [
+            p for p in parent.glob(f".{glob.escape(_temp_stem(target.name))}.*{STAGING_SUFFIX}") if p.is_dir()
+        ]
     except OSError:
         return []
-    stale = [p for p in candidates if _is_stale(p, target.name)]
+    stale = [p for p in candidates if _is_stale(p, _temp_stem(target.name))]
     freed = 0
     for folder in stale:
         freed += _folder_bytes(folder)
@@ -387,7 +399,9 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
     try:
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.{_owner_tag()}.", suffix=STAGING_SUFFIX))
+        staging = Path(
+            tempfile.mkdtemp(dir=parent, prefix=f".{_temp_stem(target.name)}.{_owner_tag()}.", suffix=STAGING_SUFFIX)
+        )
     except OSError as exc:
         raise VitedgeError(
             f"cannot write to {parent}: {_why_not(parent, exc)}", "choose a writable --out folder"
