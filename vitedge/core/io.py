@@ -24,7 +24,7 @@ import stat
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,20 +136,20 @@ def write_bytes_atomic(path: Path, data: bytes, *, replace: bool = True) -> None
 def _link_without_replacing(tmp: Path, path: Path) -> None:
     """A hard link fails where a file is (atomically, unlike a check then a rename); where
     the file system has no hard links (FAT on a memory card), the check then the rename."""
-    for candidate in itertools.chain((path,), _numbered(path, keep_suffix=True)):
+
+    def link(candidate: Path) -> None:
         try:
             os.link(tmp, candidate)
-        except FileExistsError:
-            continue
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             if candidate.exists():
-                continue
+                raise FileExistsError(errno.EEXIST, "exists", str(candidate)) from None
             os.replace(tmp, candidate)
-        if candidate != path:
-            raise _written_meanwhile(path, candidate)
-        return
+
+    kept = _first_free(itertools.chain((path,), _numbered(path, keep_suffix=True)), link)
+    if kept != path:
+        raise _written_meanwhile(path, kept)
 
 
 def _written_meanwhile(target: Path, kept: Path) -> VitedgeError:
@@ -257,13 +257,12 @@ def remove_stale_staging(target: Path) -> list[Path]:
     concurrent writes of one output must not delete each other's work); one warning line says so."""
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
+    stem = _temp_stem(target.name)
     try:
-        candidates = [
-            p for p in parent.glob(f".{glob.escape(_temp_stem(target.name))}.*{STAGING_SUFFIX}") if p.is_dir()
-        ]
+        candidates = [p for p in parent.glob(f".{glob.escape(stem)}.*{STAGING_SUFFIX}") if p.is_dir()]
     except OSError:
         return []
-    stale = [p for p in candidates if _is_stale(p, _temp_stem(target.name))]
+    stale = [p for p in candidates if _is_stale(p, stem)]
     freed = 0
     for folder in stale:
         freed += _folder_bytes(folder)
@@ -310,7 +309,8 @@ def _move_into_place(staging: Path, target: Path, *, force: bool) -> None:
             if exc.errno not in TAKEN:
                 raise
     if not force:
-        raise _written_meanwhile(target, _rename_to_a_free_sibling(staging, target))
+        free = (name for name in _numbered(target) if not name.exists())  # an empty folder there is left as it is
+        raise _written_meanwhile(target, _first_free(free, lambda name: os.rename(staging, name)))
     aside = staging.with_name(staging.name[: -len(STAGING_SUFFIX)] + "-replaced" + STAGING_SUFFIX)
     os.replace(target, aside)
     try:
@@ -328,17 +328,17 @@ def _numbered(base: Path, *, keep_suffix: bool = False) -> Iterator[Path]:
     return (base.with_name(f"{stem}-{number}{suffix}") for number in itertools.count(2))
 
 
-def _rename_to_a_free_sibling(folder: Path, target: Path) -> Path:
-    for candidate in _numbered(target):
-        if candidate.exists():
-            continue
+def _first_free(candidates: Iterable[Path], place: Callable[[Path], None]) -> Path:
+    """The first of `candidates` that `place` (a link, rename or mkdir: each fails atomically
+    where something is) puts an output at."""
+    for candidate in candidates:
         try:
-            os.rename(folder, candidate)
+            place(candidate)
             return candidate
         except OSError as exc:
             if exc.errno not in TAKEN:
                 raise
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the candidates are endless")
 
 
 @contextlib.contextmanager
@@ -350,12 +350,7 @@ def claimed_folder(base: Path) -> Iterator[Path]:
     made = [folder for folder in (base.parent, *base.parent.parents) if not folder.exists()]
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
-        for folder in itertools.chain((base,), _numbered(base)):
-            try:
-                folder.mkdir()
-                break
-            except FileExistsError:
-                continue
+        folder = _first_free(itertools.chain((base,), _numbered(base)), Path.mkdir)
     except OSError as exc:
         where = _nearest_existing(base)
         raise VitedgeError(
