@@ -216,6 +216,9 @@ def folder_image_set(folder: Path) -> ImageSet:
     )
 
 
+LOOSE_IMAGES_HINT = "move those images into their class folders, or out of the folder"
+
+
 def require_labels(images: ImageSet, needs: str, hint: str) -> None:
     """Labelled images, or one line saying what `needs` them; a folder of class folders that
     has none names the loose images that cost them, as "use a folder with one subfolder per
@@ -223,10 +226,7 @@ def require_labels(images: ImageSet, needs: str, hint: str) -> None:
     if images.labels is not None:
         return
     if images.unlabelled_because:
-        raise VitedgeError(
-            f"{images.name} has no labels ({images.unlabelled_because}), {needs}",
-            "move those images into their class folders, or out of the folder",
-        )
+        raise VitedgeError(f"{images.name} has no labels ({images.unlabelled_because}), {needs}", LOOSE_IMAGES_HINT)
     raise VitedgeError(f"{images.name} has no labels, {needs}", hint)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.calibset import CalibrationSet
+from ..calibration.sources import LOOSE_IMAGES_HINT
 from ..core.errors import VitedgeError
 from ..core.io import scratch_folder
 from ..exporter.export import ExportOptions
@@ -141,9 +142,7 @@ class Budget:
             raise VitedgeError(
                 f"--max-drop needs labelled images, but {evalset.record['source']} has no labels"
                 + (f" ({because})" if because else ""),
-                "move those images into their class folders, or out of the folder"
-                if because
-                else "pass --min-cosine 0.999 instead, or labelled --data",
+                LOOSE_IMAGES_HINT if because else "pass --min-cosine 0.999 instead, or labelled --data",
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from rich.console import Console
 from ..calibration.calibset import preprocess_images
 from ..calibration.preprocess import DataConfig
 from ..calibration.sources import (
+    LOOSE_IMAGES_HINT,
     ImageSet,
     labels_for_model,
     open_source,
@@ -65,8 +66,7 @@ def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None,
             )
     elif images.unlabelled_because:  # a folder of class folders: its user expects a top-1
         warnings.warn(
-            f"{images.name} has no labels ({images.unlabelled_because}): no top-1 is measured "
-            "(move those images into their class folders, or out of the folder)",
+            f"{images.name} has no labels ({images.unlabelled_because}): no top-1 is measured ({LOOSE_IMAGES_HINT})",
             stacklevel=2,
         )
     indices = subset_indices(images, samples, seed=seed)
