@@ -21,7 +21,7 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..core.cpu import CpuInfo, probe_cpu
+from ..core.cpu import CpuInfo, probe_cpu, usable_cpus
 from ..core.precision import bf16_missing
 
 
@@ -32,6 +32,10 @@ class Machine:
     openvino_devices: dict[str, str] = field(default_factory=dict)  # "GPU" -> full name
     cuda_devices: tuple[str, ...] = ()  # "NVIDIA H100 80GB HBM3 (sm_90)"
     versions: dict[str, str] = field(default_factory=dict)  # runtime -> installed version, as its runner names it
+    usable_cpus: tuple[int | None, float | None] = (
+        None,
+        None,
+    )  # core.cpu.usable_cpus: how many, the quota bounding them
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,8 @@ def probe_machine() -> Machine:
             f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
             for i in range(torch.cuda.device_count())
         )
-    return Machine(probe_cpu(), tuple(onnxruntime.get_available_providers()), devices, cuda, versions)
+    providers = tuple(onnxruntime.get_available_providers())
+    return Machine(probe_cpu(), providers, devices, cuda, versions, usable_cpus())
 
 
 def detect_targets(machine: Machine | None = None) -> list[TargetInfo]:
@@ -274,6 +279,8 @@ def machine_dict(machine: Machine) -> dict[str, Any]:
             "bf16_native": list(cpu.bf16),
             "onednn_cap": cpu.onednn_cap or None,
             "onednn_denied": list(cpu.onednn_denied),
+            "usable_cpus": machine.usable_cpus[0],
+            "cpu_quota": machine.usable_cpus[1],
         },
         "onnxruntime_providers": list(machine.ort_providers),
         "openvino_devices": machine.openvino_devices,

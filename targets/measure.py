@@ -182,7 +182,7 @@ def burst_median_s(runner: Runner, batch: np.ndarray, seconds: float) -> float:
 
 def machine_facts() -> dict[str, Any]:
     """What every row records about the machine; the CPU facts come from targets.detect."""
-    from ..core.cpu import probe_cpu
+    from ..core.cpu import cpu_quota, probe_cpu, usable_cpus
 
     cpu = probe_cpu()
     return {
@@ -191,6 +191,8 @@ def machine_facts() -> dict[str, Any]:
         "emulated": cpu.emulated,
         "onednn_cap": cpu.onednn_cap or None,
         "cores": os.cpu_count(),
+        "usable_cpus": usable_cpus()[0],
+        "cpu_quota": cpu_quota(),
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),

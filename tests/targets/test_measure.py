@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,127 @@ def test_memory_available_is_the_smaller_of_the_kernels_and_the_containers(tmp_p
     assert batch_outgrows_memory(3567, image, available=2 << 30) == (
         "batch 3567 needs 2.1 GB for its float32 3×224×224 inputs alone, and this machine has 2.1 GB available"
     )
+
+
+def _made_up_cgroups(root: Path, own: str, files: dict[str, str]) -> None:
+    """A /proc/self/cgroup naming `own` (cgroup v1: "N:controller:/path"; v2: "0::/path"), and
+    the limit files under a made-up /sys/fs/cgroup."""
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "cgroup").write_text(own)
+    for name, text in files.items():
+        path = root / "sys" / "fs" / "cgroup" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "own, files, quota",
+    [
+        pytest.param(
+            "4:memory:/\n3:cpu,cpuacct:/ci/job\n0::/\n",
+            {"cpu/ci/job/cpu.cfs_quota_us": "-1\n", "cpu/ci/job/cpu.cfs_period_us": "100000\n"}
+            | {"cpu/ci/cpu.cfs_quota_us": "150000\n", "cpu/ci/cpu.cfs_period_us": "100000\n"},
+            1.5,
+            id="v1-set-on-the-parent",
+        ),
+        pytest.param(
+            "0::/system.slice/ci.service\n",
+            {"system.slice/cpu.max": "max 100000\n", "system.slice/ci.service/cpu.max": "50000 100000\n"},
+            0.5,
+            id="v2-set-on-its-own",
+        ),
+        pytest.param("0::/\n", {"cpu.max": "200000 100000\n"}, 2.0, id="v2-inside-a-container"),
+        pytest.param("0::/\n", {"cpu.max": "max 100000\n"}, None, id="v2-no-quota"),
+        pytest.param(
+            "1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, id="v1-no-quota"
+        ),
+    ],
+)
+def test_a_cgroup_cpu_quota_is_read_from_the_processs_own_cgroup_and_those_above_it(
+    own: str, files: dict[str, str], quota: float | None, tmp_path: Path
+) -> None:
+    """`docker --cpus`, a Kubernetes CPU limit or systemd's CPUQuota leave every CPU visible
+    and allowed, and stop the process's threads for the rest of each period once they have used
+    the quota: the limit that binds may be set on the process's own cgroup or any above it."""
+    from vitedge.core.cpu import cpu_quota
+
+    _made_up_cgroups(tmp_path, own, files)
+    assert cpu_quota(str(tmp_path)) == quota
+
+
+def test_threads_beyond_a_cpu_quota_are_said_and_memory_is_read_from_the_own_cgroup(tmp_path: Path) -> None:
+    """Two threads under a quota of 1.5 CPUs are throttled although both CPUs are allowed; and a
+    memory limit set on the process's own (nested) cgroup binds as one set at the top does."""
+    from vitedge.core.cpu import memory_available, oversubscription, usable_cpus
+
+    allowed = len(os.sched_getaffinity(0))
+    _made_up_cgroups(
+        tmp_path,
+        "5:memory:/ci/job\n3:cpu:/ci\n",
+        {"cpu/ci/cpu.cfs_quota_us": "50000\n", "cpu/ci/cpu.cfs_period_us": "100000\n"}
+        | {
+            "memory/ci/job/memory.limit_in_bytes": f"{3 << 30}\n",
+            "memory/ci/job/memory.usage_in_bytes": f"{1 << 30}\n",
+        },
+    )
+    (tmp_path / "proc" / "meminfo").write_text("MemAvailable: 8388608 kB\n")
+    root = str(tmp_path)
+    assert usable_cpus(root) == (1, 0.5)
+    assert oversubscription(1, root=root) == (
+        "threads 1 is more than this process's cgroup CPU quota of 0.5 CPUs: the kernel stops them for part "
+        "of every period, and the timings measure that, not the runtime"
+    )
+    assert memory_available(root) == 2 << 30
+    (tmp_path / "sys/fs/cgroup/cpu/ci/cpu.cfs_quota_us").write_text(f"{100000 * allowed}\n")
+    assert usable_cpus(root) == (allowed, None) and oversubscription(allowed, root=root) is None
+
+
+@pytest.fixture
+def cpu_quota_cgroup() -> Iterator[Path]:
+    """A real cgroup v1 `cpu` group with a quota of half a CPU (root on a host that mounts v1's
+    cpu controller, as the CI machines do); skipped where none can be made."""
+    import uuid
+
+    base = Path("/sys/fs/cgroup/cpu")
+    group = base / f"vitedge-test-{uuid.uuid4().hex[:8]}"
+    try:
+        group.mkdir()
+        (group / "cpu.cfs_quota_us").write_text("50000")
+    except OSError as error:
+        if group.is_dir():
+            group.rmdir()
+        pytest.skip(f"no cgroup v1 cpu group can be made here: {error}")
+    try:
+        yield group
+    finally:
+        group.rmdir()  # empty again: its processes have ended
+
+
+def test_a_real_cpu_quota_is_named_by_targets_and_beside_the_timings(cpu_quota_cgroup: Path, tmp_path: Path) -> None:
+    """The commands run in a real cgroup allowed half a CPU: `vitedge targets` names the quota
+    beside the CPU count, and a bench at 2 threads says its timings measure the throttling (before:
+    nothing said, and a container's figures read as the CPU's)."""
+    import subprocess
+    import sys
+
+    def in_the_group() -> None:
+        (cpu_quota_cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    def vitedge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vitedge", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "COLUMNS": "400"},
+            preexec_fn=in_the_group,
+        )
+
+    shown = vitedge("targets")
+    assert shown.returncode == 0, shown.stderr
+    assert ", 1 usable (a cgroup CPU quota of 0.5 CPUs); ISA:" in shown.stdout.splitlines()[0]
+    done = vitedge("bench", "vitedge-cifar10", "--threads", "2", "--runs", "1", "--samples", "2")
+    assert done.returncode == 0, done.stderr
+    assert "warning: threads 2 is more than this process's cgroup CPU quota of 0.5 CPUs" in done.stderr
+    assert "(2 cores, a cgroup CPU quota of 0.5 CPUs;" in done.stdout.replace("\n", "")

@@ -385,18 +385,75 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
     return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
 
 
-def oversubscription(threads: int | None, usable: int | None = None, of: str = "this process may use") -> str | None:
+def oversubscription(threads: int | None, usable: int | None = None, of: str = "", root: str = "/") -> str | None:
     """More runtime threads than CPUs share cores: a timing then measures their contention, not
-    the runtime at that thread count (a 4-core board told 8 threads). `usable`: a board's CPU
-    count; by default the CPUs this process may run on here."""
-    if usable is None and hasattr(os, "sched_getaffinity"):
-        usable = len(os.sched_getaffinity(0))
+    the runtime at that thread count (a 4-core board told 8 threads, or 2 threads in a container
+    allowed 1.5 CPUs' worth of time). `usable`: a board's CPU count, `of` what bounds it; by
+    default the CPUs this process may run on here, and its cgroup's CPU quota."""
+    if usable is None:
+        usable, quota = usable_cpus(root)
+        if threads and quota is not None and threads > quota:
+            return (
+                f"threads {threads} is more than this process's cgroup CPU quota of {quota:g} CPUs: the kernel stops "
+                "them for part of every period, and the timings measure that, not the runtime"
+            )
+        of = "this process may use"
     if not threads or not usable or threads <= usable:
         return None
+    cpus, cores = ("CPUs", "cores") if usable > 1 else ("CPU", "core")
     return (
-        f"threads {threads} is more than the {usable} CPUs {of}: "
-        f"the timings measure {threads} threads sharing {usable} cores"
+        f"threads {threads} is more than the {usable} {cpus} {of}: "
+        f"the timings measure {threads} threads sharing {usable} {cores}"
     )
+
+
+def _cgroup_dirs(controller: str, root: str = "/") -> list[str]:
+    """The folders holding this process's cgroup limits for `controller` ("cpu", "memory"), its
+    own cgroup first, then each one above it (a limit set on a parent binds too, as a systemd
+    slice's does): cgroup v2's unified tree, then v1's per-controller tree. Inside a container
+    the mount is the container's own cgroup, so its root folder is read as well."""
+    found = []
+    for line in _read(os.path.join(root, "proc/self/cgroup")).splitlines():
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        base = os.path.join(root, "sys/fs/cgroup", "" if controllers == "" else controller)
+        if controllers != "" and controller not in controllers.split(","):
+            continue
+        parts = [p for p in path.split("/") if p]
+        found += [os.path.join(base, *parts[:depth]) for depth in range(len(parts), -1, -1)]
+    return found or [os.path.join(root, "sys/fs/cgroup"), os.path.join(root, "sys/fs/cgroup", controller)]
+
+
+def cpu_quota(root: str = "/") -> float | None:
+    """CPUs' worth of time per period that this process's cgroup allows (`docker --cpus 1.5`, a
+    Kubernetes CPU limit, systemd's CPUQuota): the CPUs stay visible and affinity allows them
+    all, but threads beyond the quota are stopped each period, so a timing at more threads
+    measures the throttling. None where no quota is set."""
+    quotas = []
+    for folder in _cgroup_dirs("cpu", root):
+        v2 = _read(os.path.join(folder, "cpu.max")).split()
+        if len(v2) == 2 and v2[0].isdigit() and v2[1].isdigit() and int(v2[1]):
+            quotas.append(int(v2[0]) / int(v2[1]))
+        quota, period = (_read(os.path.join(folder, f"cpu.cfs_{n}_us")).strip() for n in ("quota", "period"))
+        if quota.isdigit() and period.isdigit() and int(period):  # v1; -1: no quota
+            quotas.append(int(quota) / int(period))
+    return min(quotas) if quotas else None
+
+
+def usable_cpus(root: str = "/") -> tuple[int | None, float | None]:
+    """How many CPUs this process can keep busy at once: those its affinity allows (`taskset`, a
+    container's cpuset), or fewer where its cgroup's CPU quota allows less time; then that
+    quota where it is what bounds the count (None where the affinity does)."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cpu_quota(root)
+    if quota is not None and (allowed is None or quota < allowed):
+        return max(math.ceil(quota), 1), quota
+    return allowed, None
+
+
+def quota_words(quota: float) -> str:
+    return f"a cgroup CPU quota of {quota:g} CPUs"
 
 
 def memory_available(root: str = "/") -> int | None:
@@ -406,13 +463,14 @@ def memory_available(root: str = "/") -> int | None:
     for line in _read(os.path.join(root, "proc/meminfo")).splitlines():
         if line.startswith("MemAvailable:"):
             found.append(int(line.split()[1]) * 1024)
-    for limit_file, used_file in (
-        ("memory.max", "memory.current"),
-        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
-    ):
-        limit, used = (_read(os.path.join(root, "sys/fs/cgroup", name)).strip() for name in (limit_file, used_file))
-        if limit.isdigit() and used.isdigit():  # cgroup v2, then v1; "max": no limit
-            found.append(max(int(limit) - int(used), 0))
+    for folder in _cgroup_dirs("memory", root):
+        for limit_file, used_file in (
+            ("memory.max", "memory.current"),
+            ("memory.limit_in_bytes", "memory.usage_in_bytes"),
+        ):
+            limit, used = (_read(os.path.join(folder, name)).strip() for name in (limit_file, used_file))
+            if limit.isdigit() and used.isdigit():  # cgroup v2, then v1; "max": no limit
+                found.append(max(int(limit) - int(used), 0))
     return min(found) if found else None
 
 
