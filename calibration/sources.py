@@ -167,6 +167,15 @@ def _outside_reason(path: Path, root: Path) -> str | None:
     return None
 
 
+def not_read_because(path: Path) -> str:
+    """Why a file with a suffix vitedge does not read is skipped: a TIFF scan or an iPhone's HEIC
+    photo is an image, in a format vitedge leaves out, and saying "not an image" would send the
+    user looking for a broken file."""
+    suffix = path.suffix.lower()
+    kind = Image.registered_extensions().get(suffix) or {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF"}.get(suffix)
+    return f"a {kind} image (vitedge reads JPEG, PNG, WebP, BMP)" if kind else "not an image file"
+
+
 def folder_image_set(folder: Path) -> ImageSet:
     """A folder of images: flat, or one subfolder per class (labels sorted by folder name)."""
     root = folder.resolve()
@@ -182,7 +191,7 @@ def folder_image_set(folder: Path) -> ImageSet:
     good: list[Path] = []
     for path in files:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((str(path), "not an image file"))
+            skipped.append((str(path), not_read_because(path)))
             continue
         try:
             decode_image(path)

@@ -62,6 +62,28 @@ def test_messy_folder_loads_good_images_and_reports_bad_ones(tmp_path: Path, cif
     assert np.abs(by_name["cmyk.jpg"].astype(int) - made["rgb"].astype(int)).mean() < 6
 
 
+def test_an_image_in_a_format_vitedge_leaves_out_is_named_as_that_image(tmp_path: Path, cifar_test) -> None:
+    """A scanner's TIFF, a GIF and an iPhone's HEIC photo are images in formats vitedge does not
+    read: the skip names the format and the ones it reads (before: "not an image file", which
+    sends the user looking for a broken file); a file of no image format is still "not an image"."""
+    rgb = _real_pixels(cifar_test, 0)
+    Image.fromarray(rgb).save(tmp_path / "scan.tiff")
+    Image.fromarray(rgb).save(tmp_path / "anim.gif")
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    (tmp_path / "Thumbs.db").write_bytes(bytes(64))
+    Image.fromarray(rgb).save(tmp_path / "kept.png")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        images = open_source(str(tmp_path))
+    assert images.count == 1
+    assert {Path(p).name: why for p, why in images.skipped} == {
+        "scan.tiff": "a TIFF image (vitedge reads JPEG, PNG, WebP, BMP)",
+        "anim.gif": "a GIF image (vitedge reads JPEG, PNG, WebP, BMP)",
+        "IMG_0001.HEIC": "a HEIC image (vitedge reads JPEG, PNG, WebP, BMP)",
+        "Thumbs.db": "not an image file",
+    }
+
+
 def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
     for label in ("cat", "dog"):
         (tmp_path / label).mkdir()
