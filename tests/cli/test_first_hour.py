@@ -172,3 +172,32 @@ def test_calibrate_sweep_prints_a_table_not_raw_markdown(tmp_path, tiny_checkpoi
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["sweep.json", "sweep.md", "sweep.png"]
     assert "**←**" in (tmp_path / "s" / "sweep.md").read_text()
     assert json.loads((tmp_path / "s" / "sweep.json").read_text())["evaluation"]["count"] == 16
+
+
+def test_a_quoted_home_path_names_the_home_folder_for_every_command(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """ "~/art" in quotes (a script, a recipe tool, a Windows habit) reaches vitedge unexpanded.
+    Models and images already read it as the home folder; now every path option does too (before:
+    `export --out "~/art"` wrote a folder named "~" in the working folder, the one a user then
+    removes with `rm -rf ~`; `verify "~/art"` said it was no artifact; `bench "~/art"` called it
+    "not a PyTorch model")."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    code, _, stderr = cli(capsys, monkeypatch, "export", str(tiny_checkpoint), "--to", "onnx", "--out", "~/art")
+    assert code == 0, stderr
+    assert (home / "art" / "manifest.json").is_file()
+    code, _, stderr = cli(capsys, monkeypatch, "verify", "~/art", "--samples", "8")
+    assert code == 0, stderr
+    args = ["bench", "~/art", "--samples", "8", "--batch", "1", "--runs", "1", "--threads", "1", "--json"]
+    code, stdout, stderr = cli(capsys, monkeypatch, *args)
+    assert code == 0, stderr
+    assert [row["measurement"]["name"] for row in json.loads(stdout)] == ["art"]
+    code, _, stderr = cli(capsys, monkeypatch, "bundle", "~/art", "--out", "~/bundle")
+    assert code == 0, stderr
+    assert (home / "bundle" / "run_bundle.py").is_file()
+    args = ["compress", str(tiny_checkpoint), "--step", "fp16", "--out", "~/small.safetensors"]
+    code, _, stderr = cli(capsys, monkeypatch, *args)
+    assert code == 0, stderr
+    assert (home / "small.safetensors").is_file()
+    assert list(work.iterdir()) == []

@@ -3,12 +3,28 @@ has random weights, and the line printed per training epoch."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from ..cli import console
 from ..core.errors import VitedgeError
 from ..core.io import refuse_an_unwritable_place
+
+PathLike = TypeVar("PathLike", Path, str, list, None)
+
+
+def home_expanded(value: PathLike) -> PathLike:
+    """A path the shell left as typed ("~/art" in quotes, from a script or a recipe tool) names
+    the home folder, as it already does wherever vitedge reads a model or images: without this
+    `--out "~/art"` wrote a folder named "~" here, and `verify "~/art"` called an artifact none.
+    The Typer callback of every option and argument that names a path."""
+    if value is None:
+        return value
+    if isinstance(value, list):
+        return [home_expanded(item) for item in value]
+    return type(value)(os.path.expanduser(value))
 
 
 def parse_samples(value: str) -> int | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..cli import COMPRESSION, app, console, out
-from .common import check_output_file, check_resume_checkpoint, print_epoch, refuse_options_given
+from .common import check_output_file, check_resume_checkpoint, home_expanded, print_epoch, refuse_options_given
 
 
 @app.command("compress", rich_help_panel=COMPRESSION)
@@ -20,7 +20,9 @@ def compress_command(
         "--step",
         help="A step NAME:key=value,... (repeat to chain), e.g. prune-heads:ratio=0.25 (an unknown name lists the valid ones).",
     ),
-    out_path: Path = typer.Option(..., "--out", help="Where to write the compressed .safetensors."),
+    out_path: Path = typer.Option(
+        ..., "--out", help="Where to write the compressed .safetensors.", callback=home_expanded
+    ),
     data: str | None = typer.Option(
         None,
         help="Labelled images for steps that use data (prune-taylor, importance=taylor, distill, finetune): cifar10:train, a folder, a .npz.",
@@ -67,7 +69,9 @@ def distill_command(
     distill_token: bool = typer.Option(
         False, "--distill-token", help="Give a fresh student a DeiT distillation token and head."
     ),
-    out_path: Path = typer.Option(..., "--out", help="Where to write the student .safetensors."),
+    out_path: Path = typer.Option(
+        ..., "--out", help="Where to write the student .safetensors.", callback=home_expanded
+    ),
     data: str = typer.Option("cifar10:train", help="Training images with labels."),
     test_data: str | None = typer.Option(
         "cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."
@@ -80,7 +84,9 @@ def distill_command(
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft term."),
     seed: int = typer.Option(0, min=0, help="Seed for initialization, order and augmentation."),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads."),
-    checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
+    checkpoint: Path | None = typer.Option(
+        None, help="Checkpoint written after every epoch (default: OUT.ckpt).", callback=home_expanded
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file and checkpoint."),
 ) -> None:

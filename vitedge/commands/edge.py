@@ -8,14 +8,17 @@ from pathlib import Path
 import typer
 
 from ..cli import EDGE, app, console, out
+from .common import home_expanded
 
 
 @app.command("bundle", rich_help_panel=EDGE)
 def bundle_command(
     artifact: Path = typer.Argument(
-        ..., help="An artifact folder written by `vitedge export` (ONNX, OpenVINO or ExecuTorch)."
+        ...,
+        help="An artifact folder written by `vitedge export` (ONNX, OpenVINO or ExecuTorch).",
+        callback=home_expanded,
     ),
-    out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write."),
+    out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write.", callback=home_expanded),
     runtime: str | None = typer.Option(
         None, help="Runtime on the board: onnxruntime, openvino or executorch (default: the artifact's own)."
     ),

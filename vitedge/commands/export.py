@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
-from .common import PRETRAINED_HELP, load_cli_model, refuse_options_given
+from .common import PRETRAINED_HELP, home_expanded, load_cli_model, refuse_options_given
 
 if TYPE_CHECKING:  # the CLI imports its heavy modules inside the commands: it starts fast
     from ..calibration.calibset import CalibrationSet
@@ -94,7 +94,9 @@ def export_command(
         "fp32",
         help="onnx: fp32, int8-dynamic, int8-static; openvino: fp32, fp16, bf16 (CPUs with native bf16 only), int8, int8-bf16 (int8, float parts in bf16; CPUs with native bf16 only); executorch: fp32, int8.",
     ),
-    out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (model file(s) + manifest.json)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Artifact folder to write (model file(s) + manifest.json).", callback=home_expanded
+    ),
     calib: str | None = typer.Option(
         None,
         help="Calibration images for int8-static / openvino int8, int8-bf16 / executorch int8: cifar10:train, a folder, a .npz.",
@@ -355,7 +357,7 @@ def _export_to_budget(
 
 @app.command("verify", rich_help_panel=EXPORT)
 def verify_command(
-    artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`."),
+    artifact: Path = typer.Argument(..., help="Artifact folder written by `vitedge export`.", callback=home_expanded),
     model: str | None = typer.Option(None, help="Reference model (default: the source recorded in the manifest)."),
     arch: str | None = typer.Option(None, help="timm architecture of a reference checkpoint that does not record it."),
     data: str | None = typer.Option(

@@ -18,7 +18,7 @@ from rich.table import Table
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder, refuse_a_file_as_folder
-from .common import PRETRAINED_HELP, load_cli_model, refuse_options_given
+from .common import PRETRAINED_HELP, home_expanded, load_cli_model, refuse_options_given
 
 FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
@@ -166,7 +166,9 @@ def sensitivity_command(
     ),
     calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draw."),
     calib_method: str = typer.Option("minmax", help="ONNX calibration: minmax, entropy, percentile."),
-    out_dir: Path = typer.Option(Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png."),
+    out_dir: Path = typer.Option(
+        Path("sensitivity"), "--out", help="Folder for sensitivity.json and sensitivity.png.", callback=home_expanded
+    ),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     threads: int | None = typer.Option(1, min=1, help="CPU threads."),
     force: bool = typer.Option(False, "--force", help="Replace --out if an earlier report is there."),
@@ -220,7 +222,9 @@ def quantize_command(
     ),
     pretrained: bool = typer.Option(False, "--pretrained", help=PRETRAINED_HELP),
     to: str = typer.Option(..., "--to", help="onnx (ORT static QDQ int8) or openvino (NNCF int8)."),
-    out_dir: Path = typer.Option(..., "--out", help="Artifact folder to write (as `vitedge export` writes it)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Artifact folder to write (as `vitedge export` writes it).", callback=home_expanded
+    ),
     max_drop: float | None = typer.Option(
         None, "--max-drop", help="Largest allowed top-1 drop below fp32, in points (labelled --data)."
     ),
@@ -398,7 +402,7 @@ def calibrate_sweep_command(
     calib: str = typer.Option("cifar10:train", help="Calibration images."),
     calib_seed: int = typer.Option(0, min=0, help="Seed of the calibration draws."),
     out_dir: Path = typer.Option(
-        Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md."
+        Path("calibrate-sweep"), "--out", help="Folder for sweep.json, sweep.png and sweep.md.", callback=home_expanded
     ),
     arch: str | None = typer.Option(None, help="timm architecture of a checkpoint that does not record it."),
     threads: int | None = typer.Option(1, min=1, help="CPU threads."),

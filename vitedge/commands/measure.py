@@ -11,7 +11,7 @@ import typer
 from ..cli import EXPORT, app, console, out
 from ..core.errors import VitedgeError
 from ..targets.remote import RUN_TIMEOUT_S
-from .common import parse_samples, refuse_options_given
+from .common import home_expanded, parse_samples, refuse_options_given
 
 
 def _batches(value: str) -> tuple[int, ...]:
@@ -57,7 +57,9 @@ def eval_command(
 def bench_command(
     ctx: typer.Context,
     items: list[str] = typer.Argument(
-        ..., help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes)."
+        ...,
+        help="Artifact folders (from `vitedge export`) and/or models (anything `eval` takes).",
+        callback=home_expanded,
     ),
     target: str = typer.Option("cpu", help="cpu, cuda, tensorrt, openvino-gpu, or ssh://user@host[:port] for a board."),
     data: str | None = typer.Option("cifar10", help="Labelled images for top-1 ('' to skip accuracy)."),
@@ -65,10 +67,12 @@ def bench_command(
     batch: str = typer.Option("1,8", help="Batch sizes to time, comma-separated."),
     threads: int = typer.Option(2, min=1, help="Intra-op threads for every runtime."),
     runs: int = typer.Option(20, min=1, help="Timed calls per batch size (at least 1 s), after warm-up."),
-    identity: Path | None = typer.Option(None, help="SSH private key for an ssh:// target."),
+    identity: Path | None = typer.Option(None, help="SSH private key for an ssh:// target.", callback=home_expanded),
     accept_new_host_key: bool = typer.Option(False, help="ssh:// only: trust a board's host key on first contact."),
     known_hosts: Path | None = typer.Option(
-        None, help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own)."
+        None,
+        help="ssh:// only: known_hosts file to check the board's key against (default: ssh's own).",
+        callback=home_expanded,
     ),
     seconds: float = typer.Option(10.0, help="ssh:// only: timed seconds per batch size on the board."),
     python: str = typer.Option("python3", help="ssh:// only: the board's Python (e.g. ~/vitedge-env/bin/python)."),

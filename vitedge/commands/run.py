@@ -11,7 +11,7 @@ import typer
 
 from ..cli import MAIN_JOB, app, console, out
 from ..core.io import claimed_folder
-from .common import parse_samples
+from .common import home_expanded, parse_samples
 
 
 @app.command("run", rich_help_panel=MAIN_JOB)
@@ -20,11 +20,14 @@ def run_command(
         None,
         help="Recipe TOML (see vitedge/recipes/default.toml); default: the built-in run, its 8 rows "
         "and openvino:int8-bf16 where the CPU computes bf16 natively.",
+        callback=home_expanded,
     ),
     model: str | None = typer.Option(None, help="Override the recipe's model."),
     data: str | None = typer.Option(None, help="Override the recipe's test images."),
     samples: str | None = typer.Option(None, help="Override how many test images (or 'all')."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default: vitedge-out/run-<time>)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Output folder (default: vitedge-out/run-<time>).", callback=home_expanded
+    ),
     force: bool = typer.Option(False, help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json's rows to stdout instead of the table."),
 ) -> None:

@@ -8,6 +8,7 @@ import typer
 
 from ..cli import MAIN_JOB, app, console, out
 from ..core.errors import VitedgeError
+from .common import home_expanded
 
 
 @app.command("study", rich_help_panel=MAIN_JOB)
@@ -20,13 +21,17 @@ def study_command(
         None, help="Speed/size-scale model of the distilled rows (default deit_small_patch16_224)."
     ),
     data: str | None = typer.Option(None, help="Labelled test images for top-1 (default cifar10)."),
-    out_dir: Path = typer.Option(Path("study"), "--out", help="Folder for study.md, study.json and study.png."),
+    out_dir: Path = typer.Option(
+        Path("study"), "--out", help="Folder for study.md, study.json and study.png.", callback=home_expanded
+    ),
     quick: bool = typer.Option(
         False,
         "--quick",
         help="The quick recipe (vitedge/recipes/study-quick.toml): fewer images and variants, deit_small; about 10 minutes on 2 cores.",
     ),
-    recipe: Path | None = typer.Option(None, help="A study recipe TOML (default vitedge/recipes/study.toml)."),
+    recipe: Path | None = typer.Option(
+        None, help="A study recipe TOML (default vitedge/recipes/study.toml).", callback=home_expanded
+    ),
     pretrained: bool = typer.Option(
         False,
         "--pretrained",

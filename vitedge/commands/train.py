@@ -9,12 +9,14 @@ from pathlib import Path
 import typer
 
 from ..cli import TRAINING, app, out
-from .common import check_output_file, check_resume_checkpoint, print_epoch
+from .common import check_output_file, check_resume_checkpoint, home_expanded, print_epoch
 
 
 @app.command("train", rich_help_panel=TRAINING)
 def train_command(
-    out_path: Path = typer.Option(..., "--out", help="Where to write the trained .safetensors."),
+    out_path: Path = typer.Option(
+        ..., "--out", help="Where to write the trained .safetensors.", callback=home_expanded
+    ),
     data: str = typer.Option(
         "cifar10:train",
         help="Training images: cifar10:train, a .npz with x/y, or a folder with one subfolder per class.",
@@ -36,7 +38,9 @@ def train_command(
     mlp_ratio: float = typer.Option(2.0, help="MLP hidden width / token width."),
     seed: int = typer.Option(0, min=0, help="Seed for initialization, order and augmentation."),
     threads: int | None = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice)."),
-    checkpoint: Path | None = typer.Option(None, help="Checkpoint written after every epoch (default: OUT.ckpt)."),
+    checkpoint: Path | None = typer.Option(
+        None, help="Checkpoint written after every epoch (default: OUT.ckpt).", callback=home_expanded
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file and checkpoint."),
 ) -> None:
