@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import VitedgeError, first_line, printable
+from ..core.io import shadowed_by_a_path
 from .preprocess import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -393,6 +394,7 @@ def open_source(spec: str) -> ImageSet:
     """`cifar10`, `cifar10:train`, a folder, a `.npz`, or a `cifar-10-python.tar.gz` path."""
     if spec in CIFAR10_SPECS:
         split = spec.partition(":")[2] or "test"
+        shadowed_by_a_path(spec, f"vitedge's CIFAR-10 {split} images")
         pixels, labels = cifar10_arrays(split)
         return array_image_set(spec, pixels, labels, CIFAR10_CLASSES)
     path = Path(spec).expanduser()

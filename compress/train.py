@@ -33,6 +33,7 @@ from rich.progress import (
 from ..calibration.calibset import preprocess_images
 from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, labels_for_model, open_source, require_labels
+from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
@@ -205,8 +206,8 @@ def train(
 
     init_distributed()
     rank, size = world()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if threads := runtime_threads(config.threads):
+        torch.set_num_threads(threads)
     if config.batch_size % size:
         raise VitedgeError(
             f"batch size {config.batch_size} does not split over {size} processes",

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
 from ..core.precision import F32
 from .base import RunnerInfo
@@ -122,7 +123,7 @@ def session_options(threads: int | None) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry(ARM_BF16_FASTMATH, "0")  # ignored off ARM; f32 GEMMs there too
-    if threads:
+    if threads := runtime_threads(threads):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
 from ..core.precision import NATIVE_BF16, float_precision, require_bf16
 from .base import RunnerInfo
@@ -75,7 +76,7 @@ def compile_config(precision: str, device: str, *, threads: int | None = None) -
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": float_precision(precision, device),
     }
-    if threads and DEVICES.get(device) == "CPU":
+    if DEVICES.get(device) == "CPU" and (threads := runtime_threads(threads)):
         config["INFERENCE_NUM_THREADS"] = threads
     return config
 

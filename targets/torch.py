@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..compress.quantize import stored_precision
+from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError
 from ..core.precision import BF16, F16, F32, require_bf16
 from .base import RunnerInfo
@@ -64,7 +65,7 @@ def open_torch(
     refuse_int8_off_cpu(runs, device)
     if precision == "bf16" and device == "cpu":
         require_bf16("PyTorch bf16")
-    if threads:
+    if threads := runtime_threads(threads):
         torch.set_num_threads(threads)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False

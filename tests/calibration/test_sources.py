@@ -114,6 +114,29 @@ def test_a_folder_is_checked_at_an_eighth_of_each_jpegs_size_and_cut_ones_still_
     assert images.get(0).shape == (304, 400, 3)
 
 
+def test_a_folder_named_like_a_built_in_name_is_said_not_read_silently(tmp_path: Path, cifar_test, monkeypatch) -> None:
+    """A user's own `cifar10/` folder of images (or a file named `vitedge-cifar10`) in the working
+    folder: the built-in name keeps its meaning, as scripts expect, and the user is told how to
+    read their own (before: their folder was passed over without a word); ./cifar10 reads it."""
+    from vitedge.models import load_model
+
+    (tmp_path / "cifar10" / "cat").mkdir(parents=True)
+    Image.fromarray(_real_pixels(cifar_test, 0)).save(tmp_path / "cifar10" / "cat" / "mine.png")
+    (tmp_path / "vitedge-cifar10").write_bytes(b"notes")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning) as said:
+        builtin = open_source("cifar10")
+        load_model("vitedge-cifar10")
+    assert builtin.count == 10000
+    assert [str(w.message) for w in said] == [
+        "cifar10 is read as vitedge's CIFAR-10 test images, not the folder cifar10 in the working folder: "
+        "pass ./cifar10 to read that",
+        "vitedge-cifar10 is read as vitedge's embedded model, not the file vitedge-cifar10 in the working "
+        "folder: pass ./vitedge-cifar10 to read that",
+    ]
+    assert open_source("./cifar10").count == 1
+
+
 def test_class_subfolders_give_labels(tmp_path: Path, cifar_test) -> None:
     for label in ("cat", "dog"):
         (tmp_path / label).mkdir()

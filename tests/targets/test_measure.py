@@ -286,6 +286,26 @@ def test_threads_beyond_a_cpu_quota_are_said_and_memory_is_read_from_the_own_cgr
     assert usable_cpus(root) == (allowed, None) and oversubscription(allowed, root=root) is None
 
 
+def test_a_runtime_left_to_its_own_thread_count_gets_the_cpus_a_quota_allows(tmp_path: Path, monkeypatch) -> None:
+    """A container allowed 2.5 CPUs of a 64-core host: a runtime given no thread count would
+    size its pool from the host's cores, so it is given 2 (rounded down: a thread more than the
+    quota runs is stopped each period); a count asked for is kept; with no quota and every CPU
+    allowed the runtime keeps its own choice."""
+    from vitedge.core.cpu import runtime_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    _made_up_cgroups(tmp_path, "0::/\n", {"cpu.max": "250000 100000\n"})
+    root = str(tmp_path)
+    assert runtime_threads(None, root) == 2 and runtime_threads(8, root) == 8
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("50000 100000\n")
+    assert runtime_threads(None, root) == 1
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("max 100000\n")
+    assert runtime_threads(None, root) is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # taskset -c 0-3
+    assert runtime_threads(None, root) == 4
+
+
 @pytest.fixture
 def cpu_quota_cgroup() -> Iterator[Path]:
     """A real cgroup v1 `cpu` group with a quota of half a CPU (root on a host that mounts v1's
@@ -309,8 +329,9 @@ def cpu_quota_cgroup() -> Iterator[Path]:
 
 def test_a_real_cpu_quota_is_named_by_targets_and_beside_the_timings(cpu_quota_cgroup: Path, tmp_path: Path) -> None:
     """The commands run in a real cgroup allowed half a CPU: `vitedge targets` names the quota
-    beside the CPU count, and a bench at 2 threads says its timings measure the throttling (before:
-    nothing said, and a container's figures read as the CPU's)."""
+    beside the CPU count, a runtime given no thread count gets one thread, and a bench at 2
+    threads says its timings measure the throttling (before: nothing said, and a container's
+    figures read as the CPU's)."""
     import subprocess
     import sys
 
@@ -331,6 +352,20 @@ def test_a_real_cpu_quota_is_named_by_targets_and_beside_the_timings(cpu_quota_c
     shown = vitedge("targets")
     assert shown.returncode == 0, shown.stderr
     assert ", 1 usable (a cgroup CPU quota of 0.5 CPUs); ISA:" in shown.stdout.splitlines()[0]
+    asked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vitedge.targets.onnxruntime import session_options; "
+            "from vitedge.targets.openvino import compile_config; "
+            "print(session_options(None).intra_op_num_threads, compile_config('fp32', 'cpu')['INFERENCE_NUM_THREADS'])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=in_the_group,
+    )
+    assert asked.stdout.split() == ["1", "1"], asked.stderr  # given, not left to the host's core count
     done = vitedge("bench", "vitedge-cifar10", "--threads", "2", "--runs", "1", "--samples", "2")
     assert done.returncode == 0, done.stderr
     assert "warning: threads 2 is more than this process's cgroup CPU quota of 0.5 CPUs" in done.stderr

@@ -452,6 +452,22 @@ def usable_cpus(root: str = "/") -> tuple[int | None, float | None]:
     return allowed, None
 
 
+def runtime_threads(threads: int | None, root: str = "/") -> int | None:
+    """The intra-op thread count a runtime is given: the one asked for; else, where this process
+    may keep fewer CPUs busy than the machine has (a cgroup CPU quota, rounded down, or an
+    affinity mask), that many; else None, the runtime's own choice (which knows SMT siblings
+    and efficiency cores). ONNX Runtime, PyTorch and OpenVINO size their pools from the host's
+    cores: in a container allowed 2 CPUs of a 64-core host they start dozens of threads that the
+    kernel stops for most of every period."""
+    if threads:
+        return threads
+    limits = [len(os.sched_getaffinity(0))] if hasattr(os, "sched_getaffinity") else []
+    if (quota := cpu_quota(root)) is not None:
+        limits.append(max(int(quota), 1))
+    bound = min(limits, default=None)
+    return bound if bound is not None and bound < (os.cpu_count() or 0) else None
+
+
 def quota_words(quota: float) -> str:
     return f"a cgroup CPU quota of {quota:g} CPUs"
 

@@ -275,6 +275,18 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return stale
 
 
+def shadowed_by_a_path(name: str, meaning: str) -> None:
+    """A built-in name (`cifar10`, `vitedge-cifar10`) stays that name where a file or folder of
+    the same name lies in the working folder, as every script using it expects; the user who
+    meant their own folder of CIFAR-10 images is told, not scored silently on other images."""
+    if Path(name).exists():
+        warnings.warn(
+            f"{name} is read as {meaning}, not the {'folder' if Path(name).is_dir() else 'file'} {name} "
+            f"in the working folder: pass ./{name} to read that",
+            stacklevel=3,
+        )
+
+
 def refuse_an_unwritable_place(path: Path, option: str) -> None:
     """Before any work (a training run's first epoch, say): the folder `path` goes into exists
     or can be made, and can be written (`os.access` knows read-only mounts too)."""

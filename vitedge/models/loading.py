@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import VitedgeError, first_line
-from ..core.io import write_bytes_atomic
+from ..core.io import shadowed_by_a_path, write_bytes_atomic
 from ..core.manifest import is_artifact, sha256_file
 from .families import HF_PREFIX, TORCHVISION_PREFIX, HFImageClassifier
 from .hub import hub_or_cache
@@ -372,6 +372,7 @@ def load_model(
     change nothing, so it is refused rather than ignored."""
     if spec in EMBEDDED:
         _refuse_arch(arch, spec, "vitedge's embedded model")
+        shadowed_by_a_path(spec, "vitedge's embedded model")
         if not EMBEDDED[spec].is_file():
             raise VitedgeError(
                 f"the embedded weights of {spec} are missing ({EMBEDDED[spec]})",
