@@ -140,7 +140,7 @@ class ImageDecodeError(VitedgeError, ValueError):
 def decode_image(data: bytes | Path, *, scaled_down: bool = False) -> np.ndarray:
     """Decode one image file to uint8 H×W×3 RGB; raises ImageDecodeError with a short reason.
     `scaled_down`: a JPEG decodes at 1/8 of its size, its whole stream still read, so a cut or
-    damaged file fails as it would in full: the check of every file in a folder, at a third of
+    damaged file fails as it would in full: the check of every file in a folder, at under a quarter of
     the cost for ImageNet-sized photos (the images a command uses are decoded in full later)."""
     source = None if isinstance(data, bytes) else Path(data)
     try:

@@ -182,17 +182,17 @@ def burst_median_s(runner: Runner, batch: np.ndarray, seconds: float) -> float:
 
 def machine_facts() -> dict[str, Any]:
     """What every row records about the machine; the CPU facts come from targets.detect."""
-    from ..core.cpu import cpu_quota, probe_cpu, usable_cpus
+    from ..core.cpu import probe_cpu, usable_cpus
 
-    cpu = probe_cpu()
+    cpu, (usable, quota) = probe_cpu(), usable_cpus()
     return {
         "cpu": cpu.model,
         "isa": list(cpu.isa),
         "emulated": cpu.emulated,
         "onednn_cap": cpu.onednn_cap or None,
         "cores": os.cpu_count(),
-        "usable_cpus": usable_cpus()[0],
-        "cpu_quota": cpu_quota(),
+        "usable_cpus": usable,
+        "cpu_quota": quota,  # where it bounds the CPUs this process may keep busy
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),

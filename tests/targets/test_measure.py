@@ -306,6 +306,43 @@ def test_a_runtime_left_to_its_own_thread_count_gets_the_cpus_a_quota_allows(tmp
     assert runtime_threads(None, root) == 4
 
 
+def test_a_taskset_is_named_beside_the_cpu_count_and_given_to_the_runtimes(tmp_path: Path) -> None:
+    """`taskset -c 0 vitedge targets` (a real affinity mask, set before exec): the CPU line names
+    the one CPU this process may use, and a runtime left to its own count is given 1, not the
+    machine's 2 or more (before: "2 logical CPUs" and the runtimes' own counts)."""
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU allowed already: no smaller mask to set")
+    first = min(os.sched_getaffinity(0))
+
+    def on_one_cpu() -> None:
+        os.sched_setaffinity(0, {first})
+
+    def run(*argv: str) -> str:
+        done = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=on_one_cpu,
+            env={**os.environ, "COLUMNS": "400"},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    line = run(sys.executable, "-m", "vitedge", "targets").splitlines()[0]
+    assert f"{os.cpu_count()} logical CPUs, 1 usable (its CPU affinity: taskset or a container's cpuset); ISA" in line
+    given = run(
+        sys.executable,
+        "-c",
+        "from vitedge.targets.onnxruntime import session_options; print(session_options(None).intra_op_num_threads)",
+    )
+    assert given.split() == ["1"]
+
+
 @pytest.fixture
 def cpu_quota_cgroup() -> Iterator[Path]:
     """A real cgroup v1 `cpu` group with a quota of half a CPU (root on a host that mounts v1's
@@ -369,4 +406,4 @@ def test_a_real_cpu_quota_is_named_by_targets_and_beside_the_timings(cpu_quota_c
     done = vitedge("bench", "vitedge-cifar10", "--threads", "2", "--runs", "1", "--samples", "2")
     assert done.returncode == 0, done.stderr
     assert "warning: threads 2 is more than this process's cgroup CPU quota of 0.5 CPUs" in done.stderr
-    assert "(2 cores, a cgroup CPU quota of 0.5 CPUs;" in done.stdout.replace("\n", "")
+    assert f"({os.cpu_count()} cores, 1 usable (a cgroup CPU quota of 0.5 CPUs);" in done.stdout.replace("\n", "")

@@ -45,7 +45,7 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target: from what the last `vitedge run` here (or `vitedge bench` on a board) measured, where it did; else from the CPU's ISA."""
     from rich.table import Table
 
-    from ..core.cpu import onednn_cap_note, quota_words
+    from ..core.cpu import onednn_cap_note, usable_words
     from ..targets.detect import machine_dict, probe_machine, recommend
     from ..targets.measured import load_store
 
@@ -56,8 +56,7 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         return
     cpu = machine.cpu
     capped = onednn_cap_note(cpu.onednn_cap, cpu.isa)
-    usable, quota = machine.usable_cpus
-    cores = f"{cpu.cores} logical CPUs" + (f", {usable} usable ({quota_words(quota)})" if quota else "")
+    cores = f"{cpu.cores} logical CPUs" + usable_words(cpu.cores, *machine.usable_cpus)
     out.print(
         f"CPU: {cpu.model}, {cpu.arch}, {cores}; ISA: {', '.join(cpu.isa) or 'none reported'}"
         + (f" ({capped})" if capped else ""),

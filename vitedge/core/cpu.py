@@ -461,11 +461,19 @@ def runtime_threads(threads: int | None, root: str = "/") -> int | None:
     kernel stops for most of every period."""
     if threads:
         return threads
-    limits = [len(os.sched_getaffinity(0))] if hasattr(os, "sched_getaffinity") else []
-    if (quota := cpu_quota(root)) is not None:
-        limits.append(max(int(quota), 1))
-    bound = min(limits, default=None)
-    return bound if bound is not None and bound < (os.cpu_count() or 0) else None
+    usable, quota = usable_cpus(root)
+    if quota is not None:
+        usable = max(int(quota), 1)  # a thread more than the quota runs is stopped each period
+    return usable if usable is not None and usable < (os.cpu_count() or 0) else None
+
+
+def usable_words(cores: int, usable: int | None, quota: float | None) -> str:
+    """What to write beside a CPU count where this process may keep fewer busy ("" where not)."""
+    if quota is not None:
+        return f", {usable} usable ({quota_words(quota)})"
+    if usable is not None and usable < cores:
+        return f", {usable} usable (its CPU affinity: taskset or a container's cpuset)"
+    return ""
 
 
 def quota_words(quota: float) -> str:

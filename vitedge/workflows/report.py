@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..core.cpu import onednn_cap_note, pinned_text, quota_words
+from ..core.cpu import onednn_cap_note, pinned_text, usable_words
 from ..core.io import save_figure_atomic, write_json_atomic, write_text_atomic
 from ..targets.measure import Measurement
 from ..targets.stats import PairedDelta, paired_delta
@@ -220,9 +220,8 @@ def machine_line(rows: Sequence[ResultRow]) -> str:
         + [text for text in (_capped(m), pinned_text(m.machine.get("timed_on"))) if text]
     )
     threads = sorted({str(r.measurement.threads) for r in rows})
-    cores = f"{m.machine.get('cores', '?')} cores"
-    if m.machine.get("cpu_quota") is not None:
-        cores += f", {quota_words(m.machine['cpu_quota'])}"
+    count = m.machine.get("cores")
+    cores = f"{count or '?'} cores" + usable_words(count or 0, m.machine.get("usable_cpus"), m.machine.get("cpu_quota"))
     return f"{m.machine.get('cpu', '?')} ({cores}; {isa}); threads {'/'.join(threads)}; Python {m.machine.get('python', '?')}"
 
 
