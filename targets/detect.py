@@ -32,10 +32,8 @@ class Machine:
     openvino_devices: dict[str, str] = field(default_factory=dict)  # "GPU" -> full name
     cuda_devices: tuple[str, ...] = ()  # "NVIDIA H100 80GB HBM3 (sm_90)"
     versions: dict[str, str] = field(default_factory=dict)  # runtime -> installed version, as its runner names it
-    usable_cpus: tuple[int | None, float | None] = (
-        None,
-        None,
-    )  # core.cpu.usable_cpus: how many, the quota bounding them
+    # core.cpu.usable_cpus: how many CPUs this process can keep busy, and the quota that bounds them
+    usable_cpus: tuple[int | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True)

@@ -385,7 +385,9 @@ def pin_to_fastest(threads: int | None, root: str | None = None) -> dict[str, An
     return {"cpus": list(chosen), "of": allowed, "rated_by": source, "ratings": {str(c): speeds[c] for c in allowed}}
 
 
-def oversubscription(threads: int | None, usable: int | None = None, of: str = "", root: str = "/") -> str | None:
+def oversubscription(
+    threads: int | None, usable: int | None = None, of: str = "this process may use", root: str = "/"
+) -> str | None:
     """More runtime threads than CPUs share cores: a timing then measures their contention, not
     the runtime at that thread count (a 4-core board told 8 threads, or 2 threads in a container
     allowed 1.5 CPUs' worth of time). `usable`: a board's CPU count, `of` what bounds it; by
@@ -397,7 +399,6 @@ def oversubscription(threads: int | None, usable: int | None = None, of: str = "
                 f"threads {threads} is more than this process's cgroup CPU quota of {quota:g} CPUs: the kernel stops "
                 "them for part of every period, and the timings measure that, not the runtime"
             )
-        of = "this process may use"
     if not threads or not usable or threads <= usable:
         return None
     cpus, cores = ("CPUs", "cores") if usable > 1 else ("CPU", "core")
