@@ -115,7 +115,7 @@ def named_generation(model: str, generation: str) -> str:
 def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[TargetInfo]:
     """One entry per target vitedge can run: whether it is here, and what to export for it;
     `measured` (targets.measured.load_store()) adds what was measured on boards."""
-    from .measured import ARM, board_for, board_key, figures, latest, recommendation, runtimes_changed
+    from .measured import ARM, board_for, board_key, figures, latest, recommendation, runtimes_changed, timed_crowded
 
     cpu = machine.cpu
     store = measured or {}
@@ -129,6 +129,8 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
                 f"measured with another runtime version ({'; '.join(changed)}): the figures may not hold "
                 "until `vitedge run` measures again",
             )
+        if crowded := timed_crowded(here):
+            warnings += (f"when measured, {crowded}",)
     else:
         what, why, warnings = cpu_recommendation(cpu)
         more_what, more_why = bf16_advice(cpu)

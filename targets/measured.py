@@ -81,11 +81,14 @@ def record(
     *,
     where: str,
     recommended: str | None = None,
+    crowded: str | None = None,
     path: Path | None = None,
 ) -> Path:
     """Keep `rows` (plain dicts, see `workflows.board.board_summary`) as the latest
     measurements of `model` on the board `cpu`, reached as `where` (ssh://… or "local"), with
-    the name of the row the bench recommended (None: it recommended none). Read, changed and
+    the name of the row the bench recommended (None: it recommended none) and, where the rows
+    were timed at more threads than the measuring process could keep busy (a container's CPU
+    quota, a taskset, a small board), the words saying so (`core.cpu.oversubscription`). Read, changed and
     written under a lock: two runs recording at once each keep their rows (without it, the
     later write dropped the model the other had just recorded)."""
     from filelock import FileLock
@@ -93,11 +96,18 @@ def record(
     path = path or store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        return _record(cpu, model, rows, where=where, recommended=recommended, path=path)
+        return _record(cpu, model, rows, where=where, recommended=recommended, crowded=crowded, path=path)
 
 
 def _record(
-    cpu: CpuInfo, model: str, rows: list[dict[str, Any]], *, where: str, recommended: str | None, path: Path
+    cpu: CpuInfo,
+    model: str,
+    rows: list[dict[str, Any]],
+    *,
+    where: str,
+    recommended: str | None,
+    crowded: str | None,
+    path: Path,
 ) -> Path:
     store = load_store(path)
     board = store.setdefault(
@@ -120,6 +130,7 @@ def _record(
         "where": where,
         "rows": rows,
         "recommended": recommended,
+        "crowded": crowded,
     }
     write_json_atomic(path, store)
     return path
@@ -172,6 +183,13 @@ def runtimes_changed(board: dict[str, Any], installed: dict[str, str]) -> tuple[
         for runtime, version in sorted(then.items())
         if installed.get(runtime) not in (None, version)
     )
+
+
+def timed_crowded(board: dict[str, Any]) -> str:
+    """Why the board's latest rows were timed at more threads than could run at once ("" where
+    they were not, or were kept before this was recorded): their figures are the throttling's."""
+    found = latest(board)
+    return str(found[1].get("crowded") or "") if found else ""
 
 
 def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:

@@ -368,7 +368,7 @@ def measured_row(runtime: str, fmt: str, precision: str, rate: float, passed: bo
     p50 = 1000.0 / rate
     timing = Timing(1, 100, p50 / 1000, p50, 1.1 * p50, 1.3 * p50, rate, rate)
     measurement = Measurement(
-        f"{fmt}-{precision}", runtime, where, precision, 4, None, (timing,), 6.0, 80.0, {}, {},
+        f"{fmt}-{precision}", runtime, where, precision, 1, None, (timing,), 6.0, 80.0, {}, {},
         detail={"format": fmt}, execution_precision="int8+f32", first_inference_ms=900.0,
     )  # fmt: skip
     return ResultRow(measurement, None if passed is None else Parity(0.999, 0.99, 0.99, 0.3, passed))
@@ -453,6 +453,26 @@ def test_a_run_measured_by_another_runtime_version_says_so(own_cache):
     board = measured.board_for(probe_cpu(), measured.load_store())
     board["models"]["vitedge-cifar10"]["where"] = "ssh://pi@board"  # a board's versions are its own
     assert measured.runtimes_changed(board, {"onnxruntime": "1.32.0"}) == ()
+
+
+def test_a_run_timed_under_a_cpu_quota_says_so_beside_its_advice(own_cache, monkeypatch):
+    """`vitedge run` in a container allowed half a CPU: its rows are kept (a small board's default
+    run is remembered too) and `vitedge targets` says, beside the advice, that they were timed
+    throttled (before: the figures were given as the CPU's). The rows are timed at 1 thread."""
+    from vitedge.targets import measured
+    from vitedge.workflows.board import record_run
+
+    record_run(run_rows(), RUN_KINDS, "vitedge-cifar10")
+    target = recommend(Machine(probe_cpu()), measured.load_store())[0]
+    assert not any("when measured" in warning for warning in target.warnings)
+    monkeypatch.setattr("vitedge.core.cpu.cpu_quota", lambda root="/": 0.5)
+    record_run(run_rows(), RUN_KINDS, "vitedge-cifar10")
+    target = recommend(Machine(probe_cpu()), measured.load_store())[0]
+    assert target.recommend == "onnx int8-dynamic on onnxruntime"
+    assert target.warnings[-1] == (
+        "when measured, threads 1 is more than this process's cgroup CPU quota of 0.5 CPUs: the kernel stops them "
+        "for part of every period, and the timings measure that, not the runtime"
+    )
 
 
 def test_this_machines_runtime_versions_are_the_ones_its_runners_name(onnx_artifact):
@@ -543,7 +563,7 @@ def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):
     keep_board(pi5, "vitedge-cifar10", "local")
     target = recommend(Machine(pi5), measured.load_store())[0]
     assert target.recommend == "executorch int8 on executorch"
-    assert "on vitedge-cifar10, batch 1, threads 4" in target.why
+    assert "on vitedge-cifar10, batch 1, threads 1" in target.why
     assert "executorch int8 on executorch 57.5 it/s (p50 17.39 ms, parity passed)" in target.why
     assert "openvino int8 on openvino 70.2 it/s (p50 14.25 ms, parity FAILED)" in target.why
     assert target.warnings == ("failed parity here, not recommended: openvino int8 on openvino",)

@@ -316,6 +316,12 @@ def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *
         warnings.warn(f"{where}: {not_its_own}, so `vitedge targets` keeps nothing from them", stacklevel=2)
         return
     best = recommended([row for row, _ in chosen])
+    threads = max((row.measurement.threads or 0 for row, _ in chosen), default=0)
+    crowded = (  # kept beside the rows: `vitedge targets` says their figures are the throttling's
+        oversubscription(threads)
+        if where.startswith("local")
+        else oversubscription(threads, cpu.cores, "the board has")
+    )
     try:
         measured.record(
             cpu,
@@ -323,6 +329,7 @@ def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *
             [board_summary(row, fmt) for row, fmt in chosen],
             where=where,
             recommended=best.measurement.name if best else None,
+            crowded=crowded,
         )
     except OSError as error:
         warnings.warn(f"`vitedge targets` will not recommend from these measurements: {error}", stacklevel=2)
