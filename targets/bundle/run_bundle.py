@@ -554,6 +554,7 @@ def board_info(model: Model | None = None) -> dict:
         "kernel_arch": _vendored("cpu").read_kernel_arch(),  # another family than `machine`: emulated
         "cpu_features": _vendored("cpu").read_cpu_features(),  # numpy's CPUID view (x86: what runs)
         "onednn_cap": _vendored("cpu").read_onednn_cap(),  # OpenVINO's kernels held below the CPU's ISA
+        "usable_cpus": list(_vendored("cpu").usable_cpus()),  # [count, cgroup CPU quota]: a taskset, a container
         "cpu_mhz": cpu_mhz(),
         "temperature_c": temperature_c(),
         "versions": {"numpy": np.__version__, "pillow": pillow_version},

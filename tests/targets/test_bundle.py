@@ -430,3 +430,35 @@ def test_board_runner_shortens_a_runtime_error_to_its_reason(onnx_artifact, tmp_
     assert runner.reason(located) == "Incorrect weights in bin file!"
     assert runner.reason(RuntimeError()) == "RuntimeError"
     assert runner._vendored("errors").__file__ == str(bundle / "errors.py")
+
+
+def test_a_board_runner_under_a_taskset_reports_the_cpus_it_may_use(onnx_artifact, bundle_python, tmp_path):
+    """The bundle's `info` run on one CPU (a real affinity mask, as `taskset -c 0` or a container's
+    cpuset gives a board's runner): it reports 1 usable CPU with the shipped `core/cpu.py`, the
+    desktop names it on the machine line and warns for 2 threads against it, not against the
+    board's core count; a quota reported by a board is named in the same words."""
+    import json
+    import os
+    import subprocess
+
+    from tests.support.boards import clean_env
+    from vitedge.workflows.board import board_cpus, board_facts
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU allowed already: no smaller mask to set")
+    bundle = build_bundle(onnx_artifact, tmp_path / "bundle")
+    first = min(os.sched_getaffinity(0))
+    done = subprocess.run(
+        [str(bundle_python), str(bundle / "run_bundle.py"), "info", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=120,
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    board = json.loads(done.stdout)["board"]
+    assert board["usable_cpus"] == [1, None]
+    cpu, machine = board_facts(board)
+    assert (machine["usable_cpus"], machine["cpu_quota"]) == (1, None)
+    assert board_cpus(cpu, machine) == (1, "the board's runner may use")
+    assert board_cpus(cpu, {**machine, "usable_cpus": None}) == (cpu.cores, "the board has")  # an older bundle
+    quota = board_cpus(cpu, {**machine, "usable_cpus": 1, "cpu_quota": 0.5})
+    assert quota == (1, "the board's runner may use (a cgroup CPU quota of 0.5 CPUs)")

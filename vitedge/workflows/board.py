@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from ..calibration.preprocess import DataConfig, preprocess_batch
-from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note, oversubscription
+from ..core.cpu import CpuInfo, board_cpu, onednn_cap_note, oversubscription, quota_words
 from ..core.errors import VitedgeError
 from ..core.io import scratch_folder
 from ..models import artifact_data_config
@@ -45,9 +45,12 @@ def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
     )
     if not board.get("cpuinfo"):  # a board without /proc/cpuinfo: what the bundle could name
         cpu = CpuInfo(board.get("machine") or "?", board.get("cpu", "?"), board.get("cpu_count") or 1, frozenset())
+    usable, quota = board.get("usable_cpus") or (None, None)  # bundles before the count said nothing
     machine = {
         "cpu": cpu.model,
         "cores": cpu.cores,
+        "usable_cpus": usable,
+        "cpu_quota": quota,
         "isa": list(cpu.isa),
         "int8_dot": list(cpu.int8_dot),
         "emulated": cpu.emulated,
@@ -58,6 +61,16 @@ def board_facts(board: dict[str, Any]) -> tuple[CpuInfo, dict[str, Any]]:
         "cpu_mhz": board.get("cpu_mhz"),
     }
     return cpu, machine
+
+
+def board_cpus(cpu: CpuInfo, machine: dict[str, Any]) -> tuple[int, str]:
+    """How many CPUs a board's runner could keep busy, and the words for them: its cores, or fewer
+    where the runner reported a taskset or a container's CPU quota (`core.cpu.usable_cpus`, which
+    the bundle ships and runs there)."""
+    usable, quota = machine.get("usable_cpus"), machine.get("cpu_quota")
+    if usable and (usable < cpu.cores or quota is not None):
+        return usable, "the board's runner may use" + (f" ({quota_words(quota)})" if quota is not None else "")
+    return cpu.cores, "the board has"
 
 
 def _reference_logits(
@@ -182,7 +195,7 @@ def board_row(entry: dict[str, Any], folder: Path | None, cache: dict[str, Any])
         execution_precision=str(detail.get("execution_precision", "")),
         first_inference_ms=first.get("first_inference_ms"),
     )
-    if note := oversubscription(measurement.threads, cpu.cores, "the board has"):
+    if note := oversubscription(measurement.threads, *board_cpus(cpu, machine)):
         notes.append(f"{source.name}: {note}")
     return ResultRow(measurement, parity, scale=f"board {entry['target']}"), notes
 
@@ -320,7 +333,7 @@ def _keep_model(cpu: CpuInfo, model: str, chosen: list[tuple[ResultRow, str]], *
     crowded = (  # kept beside the rows: `vitedge targets` says their figures are the throttling's
         oversubscription(threads)
         if where.startswith("local")
-        else oversubscription(threads, cpu.cores, "the board has")
+        else oversubscription(threads, *board_cpus(cpu, chosen[0][0].measurement.machine))
     )
     try:
         measured.record(
