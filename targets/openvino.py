@@ -70,8 +70,10 @@ def _fixed_batch(compiled: Any) -> int | None:
 
 
 def compile_config(precision: str, device: str, *, threads: int | None = None) -> dict[str, Any]:
-    """The properties every OpenVINO compile of an artifact gets; a pure function so what
-    each precision asks for can be checked on any machine."""
+    """The properties every OpenVINO compile of an artifact gets. What each precision asks for
+    depends on nothing else, so it can be checked on any machine; a thread count not asked for
+    is the CPUs this process may keep busy where a quota or an affinity mask leaves fewer than
+    the machine has (`core.cpu.runtime_threads`), else OpenVINO's own choice."""
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": float_precision(precision, device),
