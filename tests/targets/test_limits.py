@@ -96,6 +96,8 @@ def test_linear_chain_computes_every_product_with_a_weight_of_its_own():
         assert [w.shape for w in weights] == [(64, 32)] * 3 + [(32, 8)] * 2
         assert all(w.dtype == dtype for w in weights)
         assert len({w.tobytes() for w in weights}) == 5
+        # 7-bit weights, so a u8×s8 kernel's 16-bit pair sums cannot overflow on any x86 CPU
+        assert all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights)
         assert {name: x.shape for name, x in feeds.items()} == {"x16_64": (16, 64), "x1_32": (1, 32)}
         outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
         inputs = [feeds["x16_64"]] * 3 + [feeds["x1_32"]] * 2
@@ -135,6 +137,7 @@ def test_openvino_chain_runs_every_product_as_an_int8_fully_connected():
 
     weights = [weight(result) for result in model.get_results()]
     assert [w.shape for w in weights] == [(32, 64)] * 3 + [(8, 32)] * 2 and len({w.tobytes() for w in weights}) == 5
+    assert all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights)  # exact on CPUs without VNNI too
     compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", "cpu", threads=1))
     int8 = int8_products(compiled)
     if probe_cpu().arch in X86_ARCHES:
