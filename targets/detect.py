@@ -112,17 +112,32 @@ def named_generation(model: str, generation: str) -> str:
     return f"; {generation}" if generation and generation not in model else ""
 
 
-def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[TargetInfo]:
+def recommend(machine: Machine, measured: dict[str, Any] | None = None, model: str | None = None) -> list[TargetInfo]:
     """One entry per target vitedge can run: whether it is here, and what to export for it;
-    `measured` (targets.measured.load_store()) adds what was measured on boards."""
-    from .measured import ARM, board_for, board_key, figures, latest, recommendation, runtimes_changed, timed_crowded
+    `measured` (targets.measured.load_store()) adds what was measured on boards: each board's
+    latest model, or `model`'s only where one is named (the fastest format depends on the model)."""
+    from .measured import (
+        ARM,
+        board_for,
+        board_key,
+        figures,
+        for_model,
+        latest,
+        recommendation,
+        runtimes_changed,
+        timed_crowded,
+    )
 
     cpu = machine.cpu
     store = measured or {}
+    if model is not None:
+        store = {key: board for key, board in ((k, for_model(b, model)) for k, b in store.items()) if board}
     here = board_for(cpu, store)
     found = recommendation(here) if here else None
     if found is not None:
         what, why, warnings = found
+        if model is None and len(here.get("models") or {}) == 1:  # several: other_models_advice compares them
+            why += "; another model's fastest row can differ: vitedge run --model MODEL measures yours"
         changed = runtimes_changed(here, machine.versions)
         if changed:
             warnings += (
@@ -142,6 +157,8 @@ def recommend(machine: Machine, measured: dict[str, Any] | None = None) -> list[
                 "; measure it instead: vitedge bench ONNX OPENVINO EXECUTORCH --target ssh://THIS_BOARD (from a desktop),"
                 " or vitedge run on the board"
             )
+        elif model is not None:
+            why += f"; {model} was not measured here: vitedge run --model {model} measures it (its fastest row within parity becomes this advice)"
         else:
             why += "; measure it instead: vitedge run here (its fastest row within parity becomes this advice)"
     targets = [

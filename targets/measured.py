@@ -192,6 +192,42 @@ def timed_crowded(board: dict[str, Any]) -> str:
     return str(found[1].get("crowded") or "") if found else ""
 
 
+def for_model(board: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """`board` with `model`'s measurements only (None where it has none): every reading of a
+    board (its advice, figures, versions, throttling) then speaks of that model."""
+    measured = (board.get("models") or {}).get(model)
+    return None if measured is None else {**board, "models": {model: measured}}
+
+
+def recommended_label(measured: dict[str, Any]) -> str | None:
+    """The label of the row one model's measurements recommended (None: they recommended none)."""
+    chosen = next((r for r in measured.get("rows", []) if r.get("name") == measured.get("recommended")), None)
+    return None if chosen is None else row_label(chosen)
+
+
+def other_models_advice(board: dict[str, Any]) -> str:
+    """Where models measured on `board` before its latest ran fastest in another format, which:
+    the fastest format depends on the model as well as the CPU (on an AVX2-only EPYC ONNX fp32
+    was the fastest row for a 3 MB ViT at batch 1 and int8 1.7× fp32 for ViT-B), so one model's
+    advice must not read as every model's. "" where they agree or none was measured before."""
+    found = latest(board)
+    if found is None:
+        return ""
+    model, measured = found
+    advice = recommended_label(measured)
+    others = [
+        f"{name}: {label} ({str(earlier.get('measured', '?'))[:10]})"
+        for name, earlier in sorted((board.get("models") or {}).items())
+        if name != model and (label := recommended_label(earlier)) is not None and label != advice
+    ]
+    if not others:
+        return ""
+    return (
+        f"other models measured here ran fastest otherwise ({'; '.join(others)}): "
+        "`vitedge targets --model NAME` gives one model's advice"
+    )
+
+
 def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:
     """(what to export, why, warnings) from the board's latest measurements: the row the bench
     chose (workflows.report.recommended: the fastest at batch 1 that passed parity), with the
@@ -201,12 +237,14 @@ def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | 
     if found is None:
         return None
     _, measured = found
-    chosen = next((r for r in measured.get("rows", []) if r.get("name") == measured.get("recommended")), None)
-    if chosen is None:
+    advice = recommended_label(measured)
+    if advice is None:
         return None
     failed = [row_label(r) for r in measured.get("rows", []) if r.get("parity_passed") is False]
     warnings = (f"failed parity here, not recommended: {', '.join(failed)}",) if failed else ()
-    return row_label(chosen), figures(board), warnings
+    if others := other_models_advice(board):
+        warnings += (others,)
+    return advice, figures(board), warnings
 
 
 def board_for(cpu: CpuInfo, store: dict[str, Any]) -> dict[str, Any] | None:

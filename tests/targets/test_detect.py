@@ -427,6 +427,50 @@ def test_any_cpu_recommends_from_its_last_vitedge_run(own_cache):
     assert "measure it instead: vitedge run here" in recommend(other, measured.load_store())[0].why  # its own rule
 
 
+def test_one_models_advice_is_not_given_as_every_models(own_cache):
+    """On an AVX2-only EPYC (Zen 3) `vitedge run`'s 3 MB default model ran fastest in ONNX fp32 at
+    batch 1, while ViT-B's ONNX int8 ran 1.7× its fp32 there: `vitedge targets` advised fp32 for
+    every model, naming only the model measured. Now it says another model can differ, compares
+    the models measured here, and gives one model's advice with --model."""
+    from vitedge.targets import measured
+    from vitedge.workflows.board import record_run
+
+    here = Machine(probe_cpu())
+    record_run(run_rows(), RUN_KINDS, "vitedge-cifar10")
+    first = recommend(here, measured.load_store())[0]
+    assert first.recommend == "onnx int8-dynamic on onnxruntime"
+    assert "another model's fastest row can differ: vitedge run --model MODEL measures yours" in first.why
+    fp32_fastest = [
+        measured_row("torch", "torch", "fp32", 3.4, None),
+        measured_row("onnxruntime", "onnx", "fp32", 9.5, True),
+        measured_row("onnxruntime", "onnx", "int8-dynamic", 7.5, True),
+        measured_row("openvino", "openvino", "int8", 9.0, False),
+    ]
+    record_run(fp32_fastest, RUN_KINDS, "tiny_vit")
+    latest = recommend(here, measured.load_store())[0]
+    day = measured.load_store()[measured.board_key(here.cpu)]["models"]["vitedge-cifar10"]["measured"][:10]
+    assert latest.recommend == "onnx fp32 on onnxruntime" and "on tiny_vit, batch 1" in latest.why
+    assert latest.warnings[-1] == (
+        f"other models measured here ran fastest otherwise (vitedge-cifar10: onnx int8-dynamic on onnxruntime ({day})): "
+        "`vitedge targets --model NAME` gives one model's advice"
+    )
+    assert "another model's fastest row can differ" not in latest.why  # said once, by the comparison
+    one = recommend(here, measured.load_store(), model="vitedge-cifar10")[0]
+    assert one.recommend == "onnx int8-dynamic on onnxruntime" and "on vitedge-cifar10, batch 1" in one.why
+    assert not any("other models" in warning for warning in one.warnings)
+    record_run(run_rows(), RUN_KINDS, "vitedge-cifar10")  # measured again: the two now disagree the other way
+    assert "(tiny_vit: onnx fp32 on onnxruntime" in recommend(here, measured.load_store())[0].warnings[-1]
+    record_run(fp32_fastest, RUN_KINDS, "vitedge-cifar10")  # all agree: nothing to compare
+    assert not any("other models" in w for w in recommend(here, measured.load_store())[0].warnings)
+    unmeasured = recommend(here, measured.load_store(), model="vit_base_patch16_224")[0]
+    assert unmeasured.recommend == recommend(Machine(here.cpu), {})[0].recommend  # the ISA rule, not another model's
+    if here.cpu.arch not in measured.ARM:
+        assert "vit_base_patch16_224 was not measured here: vitedge run --model vit_base_patch16_224" in unmeasured.why
+    done = CliRunner().invoke(app, ["targets", "--json", "--model", "tiny_vit"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["targets"][0]["recommend"] == "onnx fp32 on onnxruntime"
+
+
 def test_a_run_measured_by_another_runtime_version_says_so(own_cache):
     """`pip install -U onnxruntime` after `vitedge run`: `vitedge targets` went on naming the
     old version's fastest row with its figures, as if measured with the kernels installed now."""
@@ -566,7 +610,8 @@ def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):
     assert "on vitedge-cifar10, batch 1, threads 1" in target.why
     assert "executorch int8 on executorch 57.5 it/s (p50 17.39 ms, parity passed)" in target.why
     assert "openvino int8 on openvino 70.2 it/s (p50 14.25 ms, parity FAILED)" in target.why
-    assert target.warnings == ("failed parity here, not recommended: openvino int8 on openvino",)
+    assert target.warnings[0] == "failed parity here, not recommended: openvino int8 on openvino"
+    assert target.warnings[1].startswith("other models measured here ran fastest otherwise (older.safetensors: openvino")
     keep_board(pi5, "older.safetensors", "local", openvino_parity=True)  # measured again: now the latest
     assert recommend(Machine(pi5), measured.load_store())[0].recommend == "openvino int8 on openvino"
 

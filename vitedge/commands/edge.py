@@ -41,8 +41,15 @@ def bundle_command(
 
 
 @app.command("targets", rich_help_panel=EDGE)
-def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target: from what the last `vitedge run` here (or `vitedge bench` on a board) measured, where it did; else from the CPU's ISA."""
+def targets_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Advise from this model's measurements (as `vitedge run --model` named it), not the latest.",
+    ),
+) -> None:
+    """What this machine offers (CPU ISA, ONNX Runtime providers, OpenVINO and CUDA devices) and the format to export for each target: from what the last `vitedge run` here (or `vitedge bench` on a board) measured, where it did, or from the runs of --model; else from the CPU's ISA."""
     from rich.table import Table
 
     from ..core.cpu import onednn_cap_note, usable_words
@@ -50,7 +57,7 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     from ..targets.measured import load_store
 
     machine = probe_machine()
-    targets = recommend(machine, load_store())
+    targets = recommend(machine, load_store(), model)
     if as_json:
         out.print_json(json.dumps({**machine_dict(machine), "targets": [t.to_dict() for t in targets]}))
         return
