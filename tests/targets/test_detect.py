@@ -611,7 +611,9 @@ def test_arm_targets_recommend_from_what_was_measured_on_the_board(own_cache):
     assert "executorch int8 on executorch 57.5 it/s (p50 17.39 ms, parity passed)" in target.why
     assert "openvino int8 on openvino 70.2 it/s (p50 14.25 ms, parity FAILED)" in target.why
     assert target.warnings[0] == "failed parity here, not recommended: openvino int8 on openvino"
-    assert target.warnings[1].startswith("other models measured here ran fastest otherwise (older.safetensors: openvino")
+    assert target.warnings[1].startswith(
+        "other models measured here ran fastest otherwise (older.safetensors: openvino"
+    )
     keep_board(pi5, "older.safetensors", "local", openvino_parity=True)  # measured again: now the latest
     assert recommend(Machine(pi5), measured.load_store())[0].recommend == "openvino int8 on openvino"
 
