@@ -205,16 +205,11 @@ def recommended_label(measured: dict[str, Any]) -> str | None:
     return None if chosen is None else row_label(chosen)
 
 
-def other_models_advice(board: dict[str, Any]) -> str:
-    """Where models measured on `board` before its latest ran fastest in another format, which:
-    the fastest format depends on the model as well as the CPU (on an AVX2-only EPYC ONNX fp32
-    was the fastest row for a 3 MB ViT at batch 1 and int8 1.7× fp32 for ViT-B), so one model's
-    advice must not read as every model's. "" where they agree or none was measured before."""
-    found = latest(board)
-    if found is None:
-        return ""
-    model, measured = found
-    advice = recommended_label(measured)
+def other_models_advice(board: dict[str, Any], model: str, advice: str) -> str:
+    """Where models measured on `board` other than `model` (its latest, advising `advice`) ran
+    fastest in another format, which: the fastest format depends on the model as well as the CPU
+    (on an AVX2-only EPYC ONNX fp32 was the fastest row for a 3 MB ViT at batch 1 and int8 1.7×
+    fp32 for ViT-B), so one model's advice must not read as every model's. "" where they agree."""
     others = [
         f"{name}: {label} ({str(earlier.get('measured', '?'))[:10]})"
         for name, earlier in sorted((board.get("models") or {}).items())
@@ -236,13 +231,13 @@ def recommendation(board: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | 
     found = latest(board)
     if found is None:
         return None
-    _, measured = found
+    model, measured = found
     advice = recommended_label(measured)
     if advice is None:
         return None
     failed = [row_label(r) for r in measured.get("rows", []) if r.get("parity_passed") is False]
     warnings = (f"failed parity here, not recommended: {', '.join(failed)}",) if failed else ()
-    if others := other_models_advice(board):
+    if others := other_models_advice(board, model, advice):
         warnings += (others,)
     return advice, figures(board), warnings
 
