@@ -18,6 +18,25 @@ from vitedge.models import LoadedModel
 
 torch.set_num_threads(1)
 
+MOST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """The worker count of pyproject's `-n auto`: one per CPU this process may keep busy (a
+    taskset's or a cgroup CPU quota's count, where xdist's own would count the host's cores), at
+    most MOST_WORKERS (each imports torch, ONNX Runtime and OpenVINO and builds its own session
+    fixtures, the board venvs among them); none (0: in this process) with one CPU. Every test
+    runs its models at one thread, so on two CPUs one worker each halves the suite's compute.
+    xdist's own PYTEST_XDIST_AUTO_NUM_WORKERS still decides where it is set."""
+    import os
+
+    from vitedge.core.cpu import usable_cpus
+
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    usable = usable_cpus()[0] or 1
+    return 0 if usable < 2 else min(usable, MOST_WORKERS)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_of_the_session(tmp_path_factory) -> Iterator[Path]:
