@@ -152,9 +152,8 @@ def delegation_summary(graph_module: Any) -> dict[str, Any]:
 
 
 def _lowering_error(exc: Exception, stage: str) -> VitedgeError:
-    first = first_line(exc)
     return VitedgeError(
-        f"ExecuTorch {stage} failed: {first[:300]}",
+        f"ExecuTorch {stage} failed: {first_line(exc, 300)}",
         "export the float model (the exporters quantize themselves); a model torch.export cannot trace does not lower",
     )
 

@@ -336,9 +336,8 @@ def preflight(loaded: LoadedModel) -> None:
         with torch.no_grad():
             logits = loaded.module.eval()(torch.zeros((1, *size)))
     except (AssertionError, RuntimeError, ValueError) as exc:
-        first = first_line(exc)
         raise VitedgeError(
-            f"{loaded.spec} cannot run on its DataConfig input size {size}: {first[:200]}",
+            f"{loaded.spec} cannot run on its DataConfig input size {size}: {first_line(exc, 200)}",
             "the recorded data_config does not match the network; fix the checkpoint's metadata",
         ) from None
     if not torch.isfinite(logits).all():

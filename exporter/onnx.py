@@ -63,9 +63,8 @@ def traceable(module: nn.Module) -> contextlib.AbstractContextManager[None]:
 
 
 def _export_error(exc: Exception) -> VitedgeError:
-    first = first_line(exc)
     return VitedgeError(
-        f"torch.onnx.export failed: {first[:300]}",
+        f"torch.onnx.export failed: {first_line(exc, 300)}",
         "the model's forward does not trace as ONNX; if a compression step rewrote it, export the model from before that step",
     )
 
@@ -129,7 +128,7 @@ def check_onnx(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=False)
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
         raise VitedgeError(
-            f"{Path(path).name} fails onnx.checker: {first_line(exc)[:200]}",
+            f"{Path(path).name} fails onnx.checker: {first_line(exc, 200)}",
             "the file is corrupt or truncated; re-export it",
         ) from None
 

@@ -64,9 +64,9 @@ def convert_openvino(module: nn.Module, *, input_size: tuple[int, int, int], bat
             warnings.simplefilter("ignore")  # tracer chatter; parity is checked on the result
             model = ov.convert_model(module.eval(), example_input=example, input=[(batch_dim, *input_size)])
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontends raise their own untyped errors
-        first = first_line(exc)
         raise VitedgeError(
-            f"OpenVINO cannot convert the model: {first[:300]}", "export the float model (before any PyTorch int8 step)"
+            f"OpenVINO cannot convert the model: {first_line(exc, 300)}",
+            "export the float model (before any PyTorch int8 step)",
         ) from None
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({"logits"})

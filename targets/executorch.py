@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import VitedgeError, first_line
+from ..core.errors import VitedgeError, first_line, shortened
 from ..core.precision import float_precision
 from .base import RunnerInfo
 from .bundle.run_bundle import execution_text
@@ -125,9 +125,9 @@ def open_executorch(
             program = runtime.load_program(Path(model_path))
             method = program.load_method("forward")
     except (RuntimeError, ValueError) as exc:
-        said = f" ({log[-1].strip()[:160]})" if log else ""
+        said = f" ({shortened(log[-1].strip(), 160)})" if log else ""
         raise VitedgeError(
-            f"ExecuTorch cannot load {model_path}: {first_line(exc)[:200]}{said}",
+            f"ExecuTorch cannot load {model_path}: {first_line(exc, 200)}{said}",
             "the file is corrupt, truncated or from another ExecuTorch release; re-export it",
         ) from None
     info = RunnerInfo(

@@ -158,7 +158,7 @@ def open_onnx(model_path: Path, *, precision: str, device: str = "cpu", threads:
         profiled = ProfiledSession(ort, model_path, session_options(threads), providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
         raise VitedgeError(
-            f"ONNX Runtime cannot load {model_path}: {first_line(exc)[:200]}",
+            f"ONNX Runtime cannot load {model_path}: {first_line(exc, 200)}",
             "the file is corrupt or truncated; re-export it",
         ) from None
     session = profiled.session

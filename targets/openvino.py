@@ -137,7 +137,7 @@ def open_openvino(
         )
     except RuntimeError as exc:
         raise VitedgeError(
-            f"OpenVINO cannot load {model_path}: {first_line(exc)[:200]}",
+            f"OpenVINO cannot load {model_path}: {first_line(exc, 200)}",
             "the IR is corrupt or truncated; re-export it",
         ) from None
 

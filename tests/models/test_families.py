@@ -156,10 +156,12 @@ def test_transformers_folders_that_cannot_be_exported_are_refused(tmp_path):
 )
 def test_a_hand_edited_image_processor_is_named_not_a_traceback(tmp_path, edit, refused):
     """Every value is checked where a transformers folder is read (before: two means exported as
-    if right, the others ended in a ValueError traceback)."""
+    if right, the others ended in a ValueError traceback). The folder is a deep one: the reason
+    transformers gives names the path first and what is wrong last, which a long path once cut off
+    ("...preprocessor_config.json' is not a valid JSON f")."""
     import json
 
-    folder = hf_folder(tmp_path / "edited", "vit")
+    folder = hf_folder(tmp_path.joinpath(*["a-folder-some-levels-down"] * 4, "edited"), "vit")
     config = folder / "preprocessor_config.json"
     config.write_text("{oops" if edit is None else json.dumps(json.loads(config.read_text()) | edit))
     with pytest.raises(VitedgeError) as error:

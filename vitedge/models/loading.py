@@ -136,7 +136,7 @@ def load_transformers(source: str, *, spec: str, pretrained: bool = True) -> Loa
         model = model_class.from_pretrained(source, use_safetensors=True) if pretrained else model_class(config)
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a cut or damaged weights file
         raise VitedgeError(
-            f"cannot load the transformers model {spec}: {first_line(exc)[:200]}",
+            f"cannot load the transformers model {spec}: {first_line(exc, 200)}",
             "a folder needs config.json and model.safetensors (save_pretrained's default); a hub id needs the network or the HF cache",
         ) from None
     finally:
@@ -171,7 +171,7 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; all mean "refused"
-        reason = first_line(exc)[:200]
+        reason = first_line(exc, 200)
         raise VitedgeError(
             f"refused to load {path}: not a plain weights file ({reason})",
             "vitedge loads .pth files with weights_only=True; re-save the state_dict, or convert to .safetensors",
@@ -249,7 +249,7 @@ def _replaying(path: Path) -> Iterator[None]:
         yield
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise VitedgeError(
-            f"the architecture or compression steps recorded in {path.name} cannot be rebuilt: {first_line(exc)[:200]}",
+            f"the architecture or compression steps recorded in {path.name} cannot be rebuilt: {first_line(exc, 200)}",
             RECORD_HINT,
         ) from exc
 
@@ -264,7 +264,7 @@ def _load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
                 for line in str(exc).splitlines()
                 if "size mismatch" in line or "Missing" in line or "Unexpected" in line
             ),
-            str(exc)[:200],
+            first_line(exc, 200),
         )
         raise VitedgeError(
             f"the weights in {path.name} do not fit {arch.name}: {first}",

@@ -101,12 +101,12 @@ def hf_data_config(source: str, config: Any) -> DataConfig:
     try:
         settings = transformers.AutoImageProcessor.from_pretrained(source).to_dict()
     except (OSError, ValueError, KeyError) as exc:
-        raise VitedgeError(f"{source} has no usable image processor config ({first_line(exc)[:160]})", hint) from None
+        raise VitedgeError(f"{source} has no usable image processor config ({first_line(exc, 160)})", hint) from None
     try:
         return _processor_data_config(settings, config, source)
     except (ValueError, TypeError, KeyError) as exc:  # a hand-edited value: a string size, 2 means, std 0
         raise VitedgeError(
-            f"the image processor of {source} is not usable: {first_line(exc)[:200]}",
+            f"the image processor of {source} is not usable: {first_line(exc, 200)}",
             "fix its preprocessor_config.json, or save the model's processor again",
         ) from None
 
