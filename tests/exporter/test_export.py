@@ -437,6 +437,48 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        (["--to", "onnx", "--out", "taken"], "output folder taken already exists"),
+        (["--to", "onnx", "--precision", "int8-static", "--calib", "no-such-folder", "--out", "new"], "does not exist"),
+        (
+            [
+                "--to",
+                "onnx",
+                "--precision",
+                "int8-static",
+                "--calib",
+                "cifar10:train",
+                "--max-drop",
+                "1",
+                "--out",
+                "taken",
+            ],
+            "already exists",
+        ),
+    ],
+    ids=["taken-out", "mistyped-calib", "budget-taken-out"],
+)
+def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
+    """A taken --out or a mistyped --calib is named before the model loads (ViT-B: seconds, a
+    hub download on a first run), not after."""
+    import vitedge.commands.export
+    import vitedge.commands.int8
+
+    def no_loading(*_args, **_kwargs):  # noqa: ANN202 - never returns
+        raise AssertionError("the model was loaded before the refusal")
+
+    for module in (vitedge.commands.export, vitedge.commands.int8):
+        monkeypatch.setattr(module, "load_cli_model", no_loading)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "manifest.json").write_text("{}")
+    code, _, stderr = cli(capsys, monkeypatch, "export", "vit_base_patch16_224", *command)
+    assert code == 2 and refused in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(tmp_path, calib, capsys):
     """ORT's entropy calibrator with its default bin counts returned exactly the MinMax scales
     (FIELD-NOTES); ours must not, and ORT's print() progress must not reach stdout (--json)."""

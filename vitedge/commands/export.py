@@ -15,6 +15,7 @@ from .common import PRETRAINED_HELP, home_expanded, load_cli_model, refuse_optio
 
 if TYPE_CHECKING:  # the CLI imports its heavy modules inside the commands: it starts fast
     from ..calibration.calibset import CalibrationSet
+    from ..calibration.sources import ImageSet
     from ..models import LoadedModel
     from ..workflows.parity import ParityData
 
@@ -159,7 +160,9 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and parity as JSON."),
 ) -> None:
     """Export MODEL to an ONNX, OpenVINO or ExecuTorch artifact folder, then verify it against PyTorch."""
-    from ..core.manifest import read_manifest
+    from ..calibration.sources import open_source
+    from ..core.io import check_output_folder
+    from ..core.manifest import MANIFEST, read_manifest
     from ..exporter.export import (
         NEEDS_CALIBRATION,
         OPTION_SCOPE,
@@ -228,11 +231,14 @@ def export_command(
             pretrained=pretrained,
         )
         return
+    # what needs no model is refused before one loads (seconds for ViT-B): a taken --out, a mistyped --calib
+    check_output_folder(out_dir, marker=MANIFEST, force=force)
+    images = open_source(calib) if needs_calibration else None
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "export")
     calibration, parity_data = None, None
-    if needs_calibration:
-        calibration, parity_data = _calibrate(loaded, calib, calib_samples, calib_seed, verify, verify_data)
+    if images is not None:
+        calibration, parity_data = _calibrate(loaded, images, calib_samples, calib_seed, verify, verify_data)
     elif verify:
         parity_data = plan_parity_data(verify_data, calibration_source=None, labels=loaded.data_config.labels)
     with console.status(f"exporting {model} to {to} {precision}"):
@@ -267,19 +273,22 @@ def export_command(
 
 
 def _calibrate(
-    loaded: LoadedModel, calib: str, calib_samples: int | None, calib_seed: int, verify: bool, verify_data: str | None
+    loaded: LoadedModel,
+    images: ImageSet,
+    calib_samples: int | None,
+    calib_seed: int,
+    verify: bool,
+    verify_data: str | None,
 ) -> tuple[CalibrationSet, ParityData | None]:
     """The calibration draw and the parity images, chosen together: a parity check on held-out
     images of --calib needs a defaulted draw to leave some of them out (`held_out_reserve`)."""
     from ..calibration.calibset import build_calibration_set
-    from ..calibration.sources import open_source
     from ..workflows.parity import held_out_reserve, plan_parity_data, settle_parity_data
 
     labels = loaded.data_config.labels
-    images = open_source(calib)
     plan = plan_parity_data(verify_data, calibration_source=images.name, labels=labels) if verify else None
     hold_out = held_out_reserve(images.count) if plan is not None and plan.held_out else 0
-    with console.status(f"preparing calibration images from {calib}"):
+    with console.status(f"preparing calibration images from {images.name}"):
         calibration = build_calibration_set(
             images, loaded.data_config, calib_samples, seed=calib_seed, hold_out=hold_out
         )

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from ..cli import INT8, app, console, out
 from ..core.errors import VitedgeError
-from ..core.io import atomic_folder, refuse_a_file_as_folder
+from ..core.io import atomic_folder, check_output_folder, refuse_a_file_as_folder
+from ..core.manifest import MANIFEST
 from .common import PRETRAINED_HELP, home_expanded, load_cli_model, refuse_options_given
 
 FORMATS = ("onnx", "openvino")
@@ -302,10 +303,7 @@ def run_budget(
     from ..workflows.report import fmt
 
     budget = Budget(max_drop=max_drop, cosine_floor=min_cosine)
-    if Path(out_dir).exists() and not force:
-        raise VitedgeError(
-            f"output folder {out_dir} already exists", "pass --force to replace it, or choose another --out"
-        )
+    check_output_folder(Path(out_dir), marker=MANIFEST, force=force)  # before the model loads
     loaded, calibration, evalset = _setup(
         model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
     )

@@ -377,13 +377,11 @@ def claimed_folder(base: Path) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
-    umask gives), on any error (Ctrl-C included) it is deleted, so no half-written artifact is
-    ever left behind; what a killed run could not delete, the next write of `target` removes.
-    `marker` is the file every output of this kind holds (manifest.json, results.json): `force`
-    replaces only such a folder, or an empty one, never a file or a folder of the user's own."""
+def check_output_folder(target: Path, *, marker: str, force: bool = False) -> None:
+    """Why the output folder `target` may not be written, raised before any work (a command
+    checks it before loading a model, so a taken --out costs no wait) and again by
+    `atomic_folder`: the folder the command runs in, an existing output without --force, a
+    file, a folder of the user's own (no `marker` in it)."""
     target = Path(target)
     here, resolved = Path.cwd().resolve(), target.resolve()
     if resolved in (here, *here.parents):  # checked first: "pass --force" would be the wrong hint
@@ -402,6 +400,17 @@ def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator
             f"--out {target} holds files vitedge did not write (no {marker}): --force replaces only a folder it wrote",
             "choose another --out, or move those files away first",
         )
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path, *, marker: str, force: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside `target`; on success it replaces `target` (with the mode the
+    umask gives), on any error (Ctrl-C included) it is deleted, so no half-written artifact is
+    ever left behind; what a killed run could not delete, the next write of `target` removes.
+    `marker` is the file every output of this kind holds (manifest.json, results.json): `force`
+    replaces only such a folder, or an empty one, never a file or a folder of the user's own."""
+    target = Path(target)
+    check_output_folder(target, marker=marker, force=force)
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)

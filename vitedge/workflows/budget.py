@@ -24,7 +24,8 @@ from typing import Any
 from ..calibration.calibset import CalibrationSet
 from ..calibration.sources import LOOSE_IMAGES_HINT
 from ..core.errors import VitedgeError
-from ..core.io import scratch_folder
+from ..core.io import check_output_folder, scratch_folder
+from ..core.manifest import MANIFEST
 from ..exporter.export import ExportOptions
 from ..models import LoadedModel
 from .int8_eval import Backend, EvalSet, Progress, Score, open_backend, score_runner
@@ -290,7 +291,7 @@ def write_artifact(
     import json
 
     from ..core.io import atomic_folder
-    from ..core.manifest import MANIFEST, write_manifest
+    from ..core.manifest import write_manifest
     from ..exporter.export import (
         ONNX_FILE,
         OPENVINO_FILE,
@@ -344,8 +345,7 @@ def quantize_to_budget(
 
     require_vit(loaded, "int8 quantization")
     budget.check(evalset)
-    if Path(out).exists() and not force:
-        raise VitedgeError(f"output folder {out} already exists", "pass --force to replace it, or choose another --out")
+    check_output_folder(Path(out), marker=MANIFEST, force=force)
     with scratch_folder("vitedge-budget-") as tmp:
         backend = open_backend(loaded, to, calibration, options, Path(tmp))
         outcome = fit_budget(

@@ -31,7 +31,7 @@ from ..calibration.sources import (
 )
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
-from ..core.io import atomic_folder, scratch_folder
+from ..core.io import atomic_folder, check_output_folder, scratch_folder
 from ..models import LoadedModel, artifact_data_config, is_transformers_folder, save_checkpoint
 from ..targets.measure import (
     Accuracy,
@@ -191,10 +191,12 @@ def run_pipeline(
     console = console or Console(stderr=True)
     if chosen.added:
         console.print(f"rows: {chosen.why}")
+    check_output_folder(out, marker=RESULTS_JSON, force=force)  # what needs no model, before it loads
+    images = open_source(recipe.data)
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
         loaded = _apply_steps(loaded, recipe.steps)
-    eval_data = prepare_eval_data(open_source(recipe.data), loaded.data_config, recipe.samples, seed=recipe.seed)
+    eval_data = prepare_eval_data(images, loaded.data_config, recipe.samples, seed=recipe.seed)
     calibrated = any(needs_calibration(kind) for kind in kinds)
     rows: list[ResultRow] = []
     with (

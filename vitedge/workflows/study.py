@@ -34,7 +34,7 @@ from rich.console import Console
 from ..calibration.sources import cache_dir, open_source, require_labels
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
-from ..core.io import atomic_folder, scratch_folder
+from ..core.io import atomic_folder, check_output_folder, scratch_folder
 from ..models import LoadedModel, count_weights, save_checkpoint
 from ..targets.measure import Measurement, MeasureRequest, RunnerSpec, measure_isolated
 from .pipeline import needs_calibration, runner_spec
@@ -228,6 +228,7 @@ def run_study(
     into `out`, whole or not at all. `gpu` None: measure on CUDA when torch sees a device."""
     console = console or Console(stderr=True)
     use_gpu = (recipe.gpu and torch.cuda.is_available()) if gpu is None else gpu
+    check_output_folder(Path(out), marker=STUDY_JSON, force=force)  # before three models load
     images = open_source(recipe.data)
     require_labels(
         images,
