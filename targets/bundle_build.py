@@ -36,7 +36,6 @@ from ..core.manifest import (
     write_manifest,
 )
 from ..core.precision import float_precision
-from ..models import artifact_data_config
 
 BUNDLE_SOURCE = Path(__file__).with_name("bundle")
 RUNNER = "run_bundle.py"
@@ -138,6 +137,8 @@ def build_bundle(artifact: Path, out: Path, *, runtime: str | None = None, force
     runtime = _choose_runtime(manifest, runtime)
     if out.resolve() == artifact.resolve() or out.resolve().is_relative_to(artifact.resolve()):
         raise VitedgeError(f"--out {out} is inside the artifact {artifact}", "choose a folder outside the artifact")
+    from ..models import artifact_data_config
+
     labels = artifact_data_config(artifact, manifest).labels
     with atomic_folder(out, marker=MANIFEST, force=force) as staging:
         for entry in manifest["files"]:

@@ -111,7 +111,17 @@ def run() -> None:
             signal.signal(number, handler)
 
 
+def _in_help_order() -> None:
+    """`app`'s commands in COMMAND_MODULES' order, each module's as it registered them: a module
+    imported before `vitedge.cli` (`from vitedge.commands.int8 import ...` in a script) registers
+    its commands last, after the loop below has run, and would move its panel to the end."""
+    app.registered_commands.sort(
+        key=lambda command: COMMAND_MODULES.index(command.callback.__module__.rpartition(".")[2])
+    )
+
+
 def _run_app() -> None:
+    _in_help_order()
     try:
         code = app(standalone_mode=False)
     except Stopped as exc:
