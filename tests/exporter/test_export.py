@@ -440,25 +440,13 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
 @pytest.mark.parametrize(
     ("command", "refused"),
     [
-        (["--to", "onnx", "--out", "taken"], "output folder taken already exists"),
-        (["--to", "onnx", "--precision", "int8-static", "--calib", "no-such-folder", "--out", "new"], "does not exist"),
-        (
-            [
-                "--to",
-                "onnx",
-                "--precision",
-                "int8-static",
-                "--calib",
-                "cifar10:train",
-                "--max-drop",
-                "1",
-                "--out",
-                "taken",
-            ],
-            "already exists",
-        ),
+        ("export --to onnx --out taken", "output folder taken already exists"),
+        ("export --to onnx --precision int8-static --calib no-such-folder --out new", "does not exist"),
+        ("export --to onnx --precision int8-static --calib cifar10:train --max-drop 1 --out taken", "already exists"),
+        ("quantize --to onnx --calib no-such-folder --max-drop 1 --out new", "does not exist"),
+        ("sensitivity --to onnx --calib no-such-folder --out new", "does not exist"),
     ],
-    ids=["taken-out", "mistyped-calib", "budget-taken-out"],
+    ids=["taken-out", "mistyped-calib", "budget-taken-out", "quantize-mistyped-calib", "sensitivity-mistyped-calib"],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
     """A taken --out or a mistyped --calib is named before the model loads (ViT-B: seconds, a
@@ -474,7 +462,8 @@ def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "manifest.json").write_text("{}")
-    code, _, stderr = cli(capsys, monkeypatch, "export", "vit_base_patch16_224", *command)
+    name, *options = command.split()
+    code, _, stderr = cli(capsys, monkeypatch, name, "vit_base_patch16_224", *options)
     assert code == 2 and refused in stderr, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 

@@ -115,10 +115,10 @@ def _setup(
 
     if threads:
         torch.set_num_threads(threads)
+    images = open_source(calib)  # a missing source is named before the model loads
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
-    images = open_source(calib)
     shared = same_source(data, calib)
     hold_out = held_out_reserve(images.count) if shared else 0
     with console.status(f"preparing calibration images from {calib} and evaluation images from {data}"):
