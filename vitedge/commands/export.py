@@ -231,9 +231,11 @@ def export_command(
             pretrained=pretrained,
         )
         return
-    # what needs no model is refused before one loads (seconds for ViT-B): a taken --out, a mistyped --calib
+    # what needs no model is refused before one loads (seconds for ViT-B): a taken --out, a mistyped source
     check_output_folder(out_dir, marker=MANIFEST, force=force)
     images = open_source(calib) if needs_calibration else None
+    if verify and verify_data:  # opened again to draw from: else a typo is named after the export, beside it
+        open_source(verify_data)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "export")
     calibration, parity_data = None, None
