@@ -25,8 +25,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """The worker count of pyproject's `-n auto`: one per CPU this process may keep busy (a
     taskset's or a cgroup CPU quota's count, where xdist's own would count the host's cores), at
     most MOST_WORKERS (each imports torch, ONNX Runtime and OpenVINO and builds its own session
-    fixtures, the board venvs among them); none (0: in this process) with one CPU. Every test
-    runs its models at one thread, so on two CPUs one worker each halves the suite's compute.
+    fixtures, the board venvs among them); none (0: in this process) with one CPU. In-process
+    tests run their models at one thread, so with one worker a second CPU mostly idled.
     xdist's own PYTEST_XDIST_AUTO_NUM_WORKERS still decides where it is set."""
     import os
 

@@ -114,10 +114,14 @@ def run() -> None:
 def _in_help_order() -> None:
     """`app`'s commands in COMMAND_MODULES' order, each module's as it registered them: a module
     imported before `vitedge.cli` (`from vitedge.commands.int8 import ...` in a script) registers
-    its commands last, after the loop below has run, and would move its panel to the end."""
-    app.registered_commands.sort(
-        key=lambda command: COMMAND_MODULES.index(command.callback.__module__.rpartition(".")[2])
-    )
+    its commands last, after the loop below has run, and would move its panel to the end. A
+    command registered from elsewhere goes after them."""
+
+    def place(command: typer.models.CommandInfo) -> int:
+        module = command.callback.__module__.rpartition(".")[2] if command.callback else ""
+        return COMMAND_MODULES.index(module) if module in COMMAND_MODULES else len(COMMAND_MODULES)
+
+    app.registered_commands.sort(key=place)
 
 
 def _run_app() -> None:
