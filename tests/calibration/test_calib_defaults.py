@@ -123,8 +123,8 @@ def test_int8_evaluation_on_the_calibration_folder_gets_held_out_images(
     assert len(seen["calibration"]) == 32 and seen["evalset"].record["count"] == 8
 
 
-def test_sweep_default_counts_stop_at_what_the_folder_has(image_folder):
+def test_sweep_default_counts_stop_at_what_the_folder_has():
     from vitedge.commands.int8 import _sweep_counts
 
-    assert _sweep_counts(None, str(image_folder)) == (16, 40)
-    assert _sweep_counts("8,64", str(image_folder)) == (8, 64)  # asked for: the draw refuses 64 itself
+    assert _sweep_counts(None, 40) == (16, 40)
+    assert _sweep_counts("8,64", 40) == (8, 64)  # asked for: the draw refuses 64 itself

@@ -446,6 +446,9 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
         ("export --to onnx --precision int8-static --calib cifar10:train --max-drop 1 --out taken", "already exists"),
         ("quantize --to onnx --calib no-such-folder --max-drop 1 --out new", "does not exist"),
         ("sensitivity --to onnx --calib no-such-folder --out new", "does not exist"),
+        ("quantize --to onnx --data no-such-folder --max-drop 1 --out new", "does not exist"),
+        ("calibrate-sweep --to onnx --calib no-such-folder --out new", "does not exist"),
+        ("calibrate-sweep --to onnx --data no-such-folder --out new", "does not exist"),
     ],
     ids=[
         "taken-out",
@@ -454,10 +457,13 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
         "budget-taken-out",
         "quantize-mistyped-calib",
         "sensitivity-mistyped-calib",
+        "quantize-mistyped-data",
+        "sweep-mistyped-calib",
+        "sweep-mistyped-data",
     ],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
-    """A taken --out or a mistyped --calib or --verify-data is named before the model loads
+    """A taken --out or a mistyped --calib, --data or --verify-data is named before the model loads
     (ViT-B: seconds, a hub download on a first run), not after (a mistyped --verify-data was named
     after the export, which stayed written beside the error, unverified)."""
     import vitedge.commands.export

@@ -73,3 +73,50 @@ def test_too_few_images_left_falls_back_only_for_a_cifar10_model(image_folder):
     assert fallback.spec == "cifar10" and "only 4 of the 40" in fallback.why
     enough = {"source": images.name, "identities": list(images.identities)[:32]}
     assert settle_parity_data(plan, calibration=enough, labels=OTHER_LABELS, images=images) == plan
+
+
+def test_each_source_is_opened_once_and_a_mistyped_one_before_the_model_loads(
+    tmp_path, tiny_checkpoint, image_folder, capsys, monkeypatch
+):
+    """`export` opens --calib and --verify-data before the model loads, so a typo is named in a
+    second, and its parity check draws from those same opened sets; `verify` opens its source
+    once too (a folder is listed and every image's header read on each opening)."""
+    import vitedge.calibration.sources as sources
+    import vitedge.compress.registry
+
+    opened: list[str] = []
+    real = sources.open_source
+
+    def counting(spec: str):  # noqa: ANN202 - an ImageSet
+        opened.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(sources, "open_source", counting)
+    out_dir, folder = tmp_path / "q", str(image_folder)
+    args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", folder]
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--out", str(out_dir), "--threads", "1")
+    assert code in (0, 1), stderr  # a random-weight model's int8 verdict is a coin toss on near-ties
+    assert opened == [folder], opened  # calibration and the held-out parity images: one listing
+
+    opened.clear()
+    code, stdout, stderr = cli(capsys, monkeypatch, "verify", str(out_dir), "--threads", "1")
+    assert code in (0, 1) and "held out from the calibration source" in stdout, stderr
+    assert opened == [folder], opened  # the held-out plan's check and its draw: one listing
+
+    opened.clear()
+    code, _, stderr = cli(capsys, monkeypatch, "verify", str(out_dir), "--data", "cifar10", "--samples", "8")
+    assert code in (0, 1), stderr
+    assert opened == ["cifar10"], opened
+
+    opened.clear()
+    verify = ["--verify-data", "cifar10", "--verify-samples", "8", "--threads", "1"]
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--out", str(tmp_path / "v"), *verify)
+    assert code in (0, 1), stderr
+    assert opened == [folder, "cifar10"], opened
+
+    def no_loading(*_args, **_kwargs):  # noqa: ANN202 - never returns
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(vitedge.compress.registry, "load_model", no_loading)
+    code, _, stderr = cli(capsys, monkeypatch, "verify", str(out_dir), "--data", str(tmp_path / "no-such-folder"))
+    assert code == 2 and "does not exist" in stderr, stderr

@@ -234,8 +234,8 @@ def export_command(
     # what needs no model is refused before one loads (seconds for ViT-B): a taken --out, a mistyped source
     check_output_folder(out_dir, marker=MANIFEST, force=force)
     images = open_source(calib) if needs_calibration else None
-    if verify and verify_data:  # opened again to draw from: else a typo is named after the export, beside it
-        open_source(verify_data)
+    # else a mistyped --verify-data is named after the export, beside an unverified artifact
+    verify_images = open_source(verify_data) if verify and verify_data else None
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "export")
     calibration, parity_data = None, None
@@ -270,6 +270,7 @@ def export_command(
             samples=verify_samples,
             threads=threads,
             random_weights=has_random_weights(model, pretrained=pretrained),
+            opened=[source for source in (images, verify_images) if source is not None],
         )
     _show(report, folder, as_json, summary)
 
@@ -390,6 +391,7 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the parity report as JSON."),
 ) -> None:
     """Compare an artifact's logits with PyTorch's on real images; exit 1 outside tolerance."""
+    from ..calibration.sources import open_source
     from ..compress.registry import load_model
     from ..core.manifest import read_manifest, verify_checksums
     from ..models import has_random_weights
@@ -397,6 +399,7 @@ def verify_command(
 
     manifest = read_manifest(artifact)
     verify_checksums(artifact, manifest)
+    images = open_source(data) if data else None  # a mistyped --data is named before the model loads
     spec = model or manifest.get("source", {}).get("spec")
     if not spec:
         raise VitedgeError(f"{artifact} does not record its source model", "pass --model REF")
@@ -442,5 +445,6 @@ def verify_command(
             samples=samples,
             tolerances={k: v for k, v in overrides.items() if v is not None},
             threads=threads,
+            opened=[images] if images is not None else [],
         )
     _show(report, artifact, as_json)

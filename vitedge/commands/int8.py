@@ -56,14 +56,11 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
     return numbers
 
 
-def _sweep_counts(counts: str | None, calib: str) -> tuple[int, ...]:
-    """--counts as given, or the default ladder cut to what `calib` holds (with all of it as the
-    last rung): a 100-image folder sweeps 16, 64 and 100 instead of failing at 256."""
-    from ..calibration.sources import open_source
-
+def _sweep_counts(counts: str | None, available: int) -> tuple[int, ...]:
+    """--counts as given, or the default ladder cut to the `available` calibration images (with
+    all of them as the last rung): a 100-image folder sweeps 16, 64 and 100 instead of failing at 256."""
     if counts is not None:
         return _ints(counts, "--counts")
-    available = open_source(calib).count
     return tuple(sorted({c for c in SWEEP_COUNTS if c < available} | {min(available, max(SWEEP_COUNTS))}))
 
 
@@ -116,10 +113,11 @@ def _setup(
     if threads:
         torch.set_num_threads(threads)
     images = open_source(calib)  # a missing source is named before the model loads
+    shared = same_source(data, calib)
+    evaluated = images if shared else open_source(data)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
-    shared = same_source(data, calib)
     hold_out = held_out_reserve(images.count) if shared else 0
     with console.status(f"preparing calibration images from {calib} and evaluation images from {data}"):
         calibration = build_calibration_set(
@@ -128,7 +126,7 @@ def _setup(
         console.print(calibration.summary(), highlight=False)
         if shared:  # what the draw left of the source, not the source's size
             samples = min(samples, images.count - len(calibration))
-        evalset = evaluation_set(loaded, data, samples, calibration.manifest(), threads=threads)
+        evalset = evaluation_set(loaded, evaluated, samples, calibration.manifest(), threads=threads)
     return loaded, calibration, evalset
 
 
@@ -410,10 +408,12 @@ def calibrate_sweep_command(
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
     import torch
 
+    from ..calibration.sources import open_source
     from ..core.io import write_text_atomic
     from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import calibration_record, evaluation_set
+    from ..workflows.parity import same_source
     from ..workflows.sweep import (
         calibration_draws,
         openvino_variants,
@@ -431,6 +431,8 @@ def calibrate_sweep_command(
             )
     refuse_a_file_as_folder(out_dir)  # before atomic_folder's "already exists": the file is named
     with atomic_folder(out_dir, marker="sweep.json", force=force) as staging:
+        calibrating = open_source(calib)  # a missing source is named before the model loads
+        evaluated = calibrating if same_source(data, calib) else open_source(data)
         if threads:
             torch.set_num_threads(threads)
         loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
@@ -445,9 +447,9 @@ def calibrate_sweep_command(
                 )
             all_variants = {v: all_variants[v] for v in _names(variants)}
         with console.status(f"preparing calibration draws from {calib} and {samples} evaluation images from {data}"):
-            draws = calibration_draws(loaded, calib, _sweep_counts(counts, calib), seed=calib_seed)
+            draws = calibration_draws(loaded, calibrating, _sweep_counts(counts, calibrating.count), seed=calib_seed)
             record = calibration_record(list(draws.values()))
-            evalset = evaluation_set(loaded, data, samples, record, threads=threads)
+            evalset = evaluation_set(loaded, evaluated, samples, record, threads=threads)
         points = []
         with _progress() as progress:
             if "onnx" in formats:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration.calibset import CalibrationSet
+from ..calibration.sources import ImageSet
 from ..core.errors import VitedgeError
 from ..exporter.export import ExportOptions, embedded_metadata
 from ..exporter.onnx import INPUT_NAME
@@ -82,17 +83,27 @@ def calibration_record(calibrations: Sequence[CalibrationSet]) -> dict[str, Any]
 
 
 def evaluation_set(
-    loaded: LoadedModel, data: str, samples: int, calibration: dict[str, Any], *, seed: int = 1, threads: int | None = 1
+    loaded: LoadedModel,
+    data: str | ImageSet,
+    samples: int,
+    calibration: dict[str, Any],
+    *,
+    seed: int = 1,
+    threads: int | None = 1,
 ) -> EvalSet:
-    """`samples` images of `data` none of which is a calibration image (by name within one
-    source, and by pixel sha256 across sources: workflows/parity.py's `verification_set`)."""
+    """`samples` images of `data` (a spec, or a source the caller opened to name a typo before
+    the model loaded) none of which is a calibration image (by name within one source, and by
+    pixel sha256 across sources: workflows/parity.py's `verification_set`)."""
     from ..calibration.sources import labels_for_model, open_source
     from ..targets.measure import batched_logits
     from ..targets.torch import open_torch
     from .parity import verification_set
 
-    images = labels_for_model(open_source(data), loaded.data_config.labels)
-    chosen = verification_set(data, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed)
+    source = open_source(data) if isinstance(data, str) else data
+    images = labels_for_model(source, loaded.data_config.labels)
+    chosen = verification_set(
+        source, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed
+    )
     labels = None if images.labels is None else np.asarray(images.labels)[list(chosen.indices)].astype(np.int64)
     reference = batched_logits(
         open_torch(loaded.module, precision="fp32", threads=threads), chosen.inputs, batch_size=EVAL_BATCH

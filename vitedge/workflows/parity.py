@@ -429,7 +429,7 @@ def saturation_advice(manifest: dict[str, Any], cpu: CpuInfo | None = None) -> t
 
 
 def verification_set(
-    data: str,
+    data: str | ImageSet,
     config: DataConfig,
     samples: int | None,
     *,
@@ -438,10 +438,11 @@ def verification_set(
 ) -> CalibrationSet:
     """`samples` real images from `data` (None: up to DEFAULT_VERIFY_SAMPLES, as many as there
     are), preprocessed by `config`, none of them an image the artifact was calibrated on
-    (matched by name within the same source, then by pixel sha256)."""
+    (matched by name within the same source, then by pixel sha256). `data` may be a source the
+    caller opened already: a folder is listed and its images' headers read once, not per use."""
     from ..calibration.sources import open_source
 
-    images = open_source(data)
+    images = open_source(data) if isinstance(data, str) else data
     exclude: list[int] = []
     if calibration and calibration.get("source") == images.name:
         exclude = indices_of(images, calibration.get("identities", ()))
@@ -479,21 +480,26 @@ def verify_folder(
     tolerances: dict[str, float] | None = None,
     threads: int | None = None,
     random_weights: bool = False,
+    opened: Sequence[ImageSet] = (),
 ) -> ParityReport:
     """`vitedge verify` and `vitedge export`'s check: choose the images (`plan_parity_data` when
-    `data` is None), draw them, compare, and report which images were used."""
+    `data` is None), draw them, compare, and report which images were used. `opened`: sources
+    the caller has open already (export opens --calib and --verify-data before the model
+    loads); the plan's source is taken from them, and any source is opened at most once."""
     from ..core.manifest import read_manifest
 
     manifest = read_manifest(folder)
     config = artifact_data_config(folder, manifest)  # the artifact's own preprocessing
     calibration = manifest.get("calibration")
     labels = manifest.get("labels", ())
+    sources = list(opened)
     plan = data if isinstance(data, ParityData) else None
     if plan is None:
         source = _existing_source(calibration.get("source")) if calibration else None
         plan = plan_parity_data(data, calibration_source=source, labels=labels)
-        plan = settle_parity_data(plan, calibration=calibration, labels=labels)
-    chosen = verification_set(plan.spec, config, samples, calibration=calibration)
+        images = _open_once(plan.spec, sources) if plan.held_out and not plan.asked else None
+        plan = settle_parity_data(plan, calibration=calibration, labels=labels, images=images)
+    chosen = verification_set(_open_once(plan.spec, sources), config, samples, calibration=calibration)
     report = verify_artifact(
         folder,
         reference,
@@ -504,6 +510,17 @@ def verify_folder(
         random_weights=random_weights,
     )
     return replace(report, data=data_record(plan, chosen, calibration))
+
+
+def _open_once(spec: str, opened: list[ImageSet]) -> ImageSet:
+    """The source `spec` names: one of `opened` when it is among them, else opened and added."""
+    from ..calibration.sources import open_source
+
+    for images in opened:
+        if same_source(images.name, spec):
+            return images
+    opened.append(open_source(spec))
+    return opened[-1]
 
 
 def _existing_source(source: str | None) -> str | None:

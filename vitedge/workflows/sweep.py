@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.calibset import CalibrationSet
+from ..calibration.sources import ImageSet
 from ..core.errors import VitedgeError
 from ..core.io import save_figure_atomic, scratch_folder
 from ..exporter.export import ExportOptions
@@ -86,13 +87,14 @@ def check_counts(counts: Sequence[int]) -> tuple[int, ...]:
 
 
 def calibration_draws(
-    loaded: LoadedModel, source: str, counts: Sequence[int], *, seed: int = 0
+    loaded: LoadedModel, source: str | ImageSet, counts: Sequence[int], *, seed: int = 0
 ) -> dict[int, CalibrationSet]:
-    """One seeded, class-balanced draw per count from `source` (cached on disk)."""
+    """One seeded, class-balanced draw per count from `source`, a spec or a source already open
+    (cached on disk)."""
     from ..calibration.calibset import build_calibration_set
     from ..calibration.sources import open_source
 
-    images = open_source(source)
+    images = open_source(source) if isinstance(source, str) else source
     return {
         count: build_calibration_set(images, loaded.data_config, count, seed=seed) for count in check_counts(counts)
     }
