@@ -294,10 +294,12 @@ def distill_to_file(
     from .registry import load_model
     from .train import images_to_tensors
 
+    train_images = open_source(data)  # a mistyped source is named before the teacher loads
+    test_images = open_source(test_data) if test_data else None
     teacher = load_model(teacher_spec)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
-    train_x, train_y = images_to_tensors(open_source(data), teacher.data_config)
-    test = images_to_tensors(open_source(test_data), teacher.data_config) if test_data else None
+    train_x, train_y = images_to_tensors(train_images, teacher.data_config)
+    test = images_to_tensors(test_images, teacher.data_config) if test_images is not None else None
     module, logs = distill(
         pupil.module,
         teacher.module,

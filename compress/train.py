@@ -389,6 +389,7 @@ def train_classifier(
     replace: bool = True,
 ) -> tuple[LoadedModel, list[EpochLog]]:
     train_images = open_source(data)
+    test_images = open_source(test_data) if test_data else None  # a typo named before the training set is read
     img_size = int(architecture.kwargs.get("img_size", 224))
     labels = train_images.class_names or tuple(
         str(i) for i in range(int(train_images.labels.max()) + 1 if train_images.labels is not None else 0)
@@ -404,7 +405,7 @@ def train_classifier(
     )
     architecture = Architecture(architecture.name, {**architecture.kwargs, "num_classes": len(labels)})
     train_x, train_y = images_to_tensors(train_images, data_config)
-    test = images_to_tensors(open_source(test_data), data_config) if test_data else None
+    test = images_to_tensors(test_images, data_config) if test_images is not None else None
     module = build_architecture(architecture)
     module, logs = train(
         module, train_x, train_y, config, checkpoint=checkpoint, resume=resume, test=test, on_epoch=on_epoch

@@ -437,18 +437,30 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
     ]
 
 
+MODEL = "vit_base_patch16_224"
+
+
 @pytest.mark.parametrize(
     ("command", "refused"),
     [
-        ("export --to onnx --out taken", "output folder taken already exists"),
-        ("export --to onnx --precision int8-static --calib no-such-folder --out new", "does not exist"),
-        ("export --to onnx --verify-data no-such-folder --out new", "does not exist"),
-        ("export --to onnx --precision int8-static --calib cifar10:train --max-drop 1 --out taken", "already exists"),
-        ("quantize --to onnx --calib no-such-folder --max-drop 1 --out new", "does not exist"),
-        ("sensitivity --to onnx --calib no-such-folder --out new", "does not exist"),
-        ("quantize --to onnx --data no-such-folder --max-drop 1 --out new", "does not exist"),
-        ("calibrate-sweep --to onnx --calib no-such-folder --out new", "does not exist"),
-        ("calibrate-sweep --to onnx --data no-such-folder --out new", "does not exist"),
+        (f"export {MODEL} --to onnx --out taken", "output folder taken already exists"),
+        (f"export {MODEL} --to onnx --precision int8-static --calib no-such-folder --out new", "does not exist"),
+        (f"export {MODEL} --to onnx --verify-data no-such-folder --out new", "does not exist"),
+        (
+            f"export {MODEL} --to onnx --precision int8-static --calib cifar10:train --max-drop 1 --out taken",
+            "already exists",
+        ),
+        (f"quantize {MODEL} --to onnx --calib no-such-folder --max-drop 1 --out new", "does not exist"),
+        (f"sensitivity {MODEL} --to onnx --calib no-such-folder --out new", "does not exist"),
+        (f"quantize {MODEL} --to onnx --data no-such-folder --max-drop 1 --out new", "does not exist"),
+        (f"calibrate-sweep {MODEL} --to onnx --calib no-such-folder --out new", "does not exist"),
+        (f"calibrate-sweep {MODEL} --to onnx --data no-such-folder --out new", "does not exist"),
+        (f"eval {MODEL} --data no-such-folder", "does not exist"),
+        ("run recipe.toml --out new", "does not exist"),
+        ("study --recipe study.toml --out new", "does not exist"),
+        (f"distill --teacher {MODEL} --data no-such-folder --out new.safetensors", "does not exist"),
+        (f"distill --teacher {MODEL} --test-data no-such-folder --out new.safetensors", "does not exist"),
+        ("train --test-data no-such-folder --out new.safetensors", "does not exist"),
     ],
     ids=[
         "taken-out",
@@ -460,27 +472,45 @@ def test_cli_errors_exit_2_without_output(tmp_path, tiny_checkpoint, capsys, mon
         "quantize-mistyped-data",
         "sweep-mistyped-calib",
         "sweep-mistyped-data",
+        "eval-mistyped-data",
+        "run-mistyped-calibration-source",
+        "study-mistyped-train-data",
+        "distill-mistyped-data",
+        "distill-mistyped-test-data",
+        "train-mistyped-test-data",
     ],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
-    """A taken --out or a mistyped --calib, --data or --verify-data is named before the model loads
-    (ViT-B: seconds, a hub download on a first run), not after (a mistyped --verify-data was named
-    after the export, which stayed written beside the error, unverified)."""
+    """A taken --out or a mistyped source (--calib, --data, --verify-data, --test-data, a
+    recipe's calibration or training images) is named before the model loads (ViT-B: seconds,
+    a hub download on a first run) or the training images are read, not after (a mistyped
+    --verify-data was named after the export, which stayed written beside the error, unverified)."""
     import vitedge.commands.export
     import vitedge.commands.int8
+    import vitedge.compress.registry
+    import vitedge.compress.train
+    import vitedge.workflows.pipeline
+    import vitedge.workflows.study
+    from vitedge.workflows.study_recipe import QUICK_RECIPE
 
     def no_loading(*_args, **_kwargs):  # noqa: ANN202 - never returns
-        raise AssertionError("the model was loaded before the refusal")
+        raise AssertionError("the model (or the training images) was loaded before the refusal")
 
     for module in (vitedge.commands.export, vitedge.commands.int8):
         monkeypatch.setattr(module, "load_cli_model", no_loading)
+    for module in (vitedge.workflows.pipeline, vitedge.workflows.study, vitedge.compress.registry):
+        monkeypatch.setattr(module, "load_model", no_loading)
+    monkeypatch.setattr(vitedge.compress.train, "images_to_tensors", no_loading)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "manifest.json").write_text("{}")
-    name, *options = command.split()
-    code, _, stderr = cli(capsys, monkeypatch, name, "vit_base_patch16_224", *options)
+    (tmp_path / "recipe.toml").write_text('[calibration]\nsource = "no-such-folder"\n')
+    study = QUICK_RECIPE.read_text().replace('train_data = "cifar10:train"', 'train_data = "no-such-folder"')
+    assert "no-such-folder" in study
+    (tmp_path / "study.toml").write_text(study)
+    code, _, stderr = cli(capsys, monkeypatch, *command.split())
     assert code == 2 and refused in stderr, stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml", "study.toml", "taken"]
 
 
 def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(tmp_path, calib, capsys):

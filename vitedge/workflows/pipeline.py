@@ -137,10 +137,14 @@ def needs_calibration(kind: str) -> bool:
     return tuple(kind.split(":", 1)) in NEEDS_CALIBRATION
 
 
-def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData) -> Any:
+def _calibration_images(recipe: Recipe, evaluated: ImageSet) -> ImageSet:
+    """The recipe's calibration source, opened before the model loads (a typo named in a second)."""
+    return evaluated if recipe.calibration == recipe.data else open_source(recipe.calibration)
+
+
+def _calibration_set(recipe: Recipe, loaded: LoadedModel, eval_data: EvalData, images: ImageSet) -> Any:
     from ..calibration.calibset import build_calibration_set
 
-    images = open_source(recipe.calibration)
     exclude = eval_data.indices if recipe.calibration == recipe.data else ()
     return build_calibration_set(
         images, loaded.data_config, recipe.calibration_samples, seed=recipe.seed, exclude=exclude
@@ -193,17 +197,18 @@ def run_pipeline(
         console.print(f"rows: {chosen.why}")
     check_output_folder(out, marker=RESULTS_JSON, force=force)  # what needs no model, before it loads
     images = open_source(recipe.data)
+    calibrated = any(needs_calibration(kind) for kind in kinds)
+    calibration_images = _calibration_images(recipe, images) if calibrated else None
     loaded = load_model(recipe.model, pretrained=recipe.pretrained, arch=recipe.arch)
     if recipe.steps:
         loaded = _apply_steps(loaded, recipe.steps)
     eval_data = prepare_eval_data(images, loaded.data_config, recipe.samples, seed=recipe.seed)
-    calibrated = any(needs_calibration(kind) for kind in kinds)
     rows: list[ResultRow] = []
     with (
         atomic_folder(out, marker=RESULTS_JSON, force=force) as staging,
         progress_bar(console) as progress,
     ):
-        calibration = _calibration_set(recipe, loaded, eval_data) if calibrated else None
+        calibration = _calibration_set(recipe, loaded, eval_data, calibration_images) if calibrated else None
         np.save(staging / "inputs.npy", eval_data.inputs)
         labels_path = None
         if eval_data.labels is not None:
@@ -311,11 +316,11 @@ def evaluate(
     from ..targets.measure import top_k_accuracy
     from ..targets.torch import open_torch
 
-    loaded = load_model(spec, pretrained=pretrained, arch=arch)
-    images = open_source(source)
+    images = open_source(source)  # what needs no model is refused before it loads
     require_labels(
         images, "so accuracy cannot be measured", "use cifar10, a .npz with y, or a folder with one subfolder per class"
     )
+    loaded = load_model(spec, pretrained=pretrained, arch=arch)
     data = prepare_eval_data(images, loaded.data_config, samples, seed=seed)
     runner = open_torch(loaded.module, threads=threads)
     chunks = []

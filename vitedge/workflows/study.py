@@ -235,6 +235,8 @@ def run_study(
         "so the study cannot measure top-1",
         "use cifar10, a .npz with y, or a folder with one subfolder per class",
     )
+    if recipe.train_data != recipe.data:  # a typo named now, not after three models load
+        open_source(recipe.train_data)
     accuracy_model = load_model(recipe.model)
     speed_model = load_model(recipe.speed_model, pretrained=recipe.pretrained)
     uses_student = any(row.student for row in recipe.rows)
