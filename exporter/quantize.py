@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.calibset import CalibrationSet
+from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError
 from ..core.io import scratch_folder
 
@@ -107,6 +108,7 @@ def calibration_ranges(
     op_types: Sequence[str],
     work: Path,
     batch_size: int,
+    threads: int | None = None,
 ):  # noqa: ANN202 - ORT TensorsData
     from onnxruntime.quantization.calibrate import create_calibrator
 
@@ -123,12 +125,32 @@ def calibration_ranges(
         calibrate_method=calib_method,
         extra_options=options,
     )
+    if count := runtime_threads(threads):
+        calibrator.infer_session = calibration_session(calibrator, count)
     for start in range(0, len(calibration), CALIB_CHUNK):
         chunk = dataclasses.replace(calibration, inputs=calibration.inputs[start : start + CALIB_CHUNK])
         calibrator.collect_data(chunk.ort_reader(input_name, batch_size=batch_size))
     ranges = calibrator.compute_data()
     del calibrator
     return calib_method, ranges
+
+
+def calibration_session(calibrator: Any, threads: int) -> Any:
+    """The calibrator's session at `threads` intra-op threads. ORT's calibrator opens its own
+    (`CalibraterBase.create_inference_session` takes no options) with ORT's default pool, sized
+    from the host's cores: in a container's CPU quota or under a taskset, more threads than can
+    run at once, each stopped every quota period. Unoptimized, as ORT opens it, so the outputs
+    the calibrator added stay as it wrote them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        calibrator.augmented_model_path, sess_options=options, providers=calibrator.execution_providers
+    )
 
 
 def write_qdq(

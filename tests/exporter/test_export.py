@@ -549,6 +549,50 @@ def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(t
     assert capsys.readouterr().out == ""
 
 
+def test_the_calibrator_runs_at_the_thread_count_every_runtime_gets(tmp_path, calib, monkeypatch):
+    """ORT's calibrator opens its own session with ORT's pool, sized from the host's cores: under a
+    taskset or a container's CPU quota, more threads than can run (calibration 1.26× slower in a
+    1-CPU quota on 2 cores: benchmarks/calibration_threads.py). It gets `runtime_threads`' count,
+    as every runtime does: the one asked for, else what the affinity allows; with every CPU usable,
+    ORT's own choice."""
+    import os
+
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    import vitedge.core.cpu
+    from vitedge.exporter.onnx import export_onnx
+    from vitedge.exporter.quantize import DEFAULT_OP_TYPES, calibration_ranges, pre_process, quiet_ort
+
+    seen: list[int] = []
+    collect = MinMaxCalibrater.collect_data
+
+    def recording(self, reader):  # noqa: ANN001, ANN202 - ORT's own signature
+        seen.append(self.infer_session.get_session_options().intra_op_num_threads)
+        return collect(self, reader)
+
+    monkeypatch.setattr(MinMaxCalibrater, "collect_data", recording)
+    loaded = make_tiny_vit()
+    fp32 = export_onnx(
+        loaded.module,
+        tmp_path / "fp32.onnx",
+        input_size=loaded.data_config.input_size,
+        opset=17,
+        batch="dynamic",
+        metadata={},
+    )
+    prepared = pre_process(fp32, tmp_path / "prepared.onnx")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(vitedge.core.cpu, "cpu_quota", lambda root="/": None)
+    found = {}
+    for name, affinity, threads in (("taskset", {0}, None), ("asked", {0}, 3), ("every CPU", set(range(64)), None)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=affinity: cpus)
+        seen.clear()
+        with quiet_ort():
+            calibration_ranges(prepared, calib, "input", "minmax", DEFAULT_OP_TYPES, tmp_path, 1, threads=threads)
+        found[name] = set(seen)
+    assert found == {"taskset": {1}, "asked": {3}, "every CPU": {0}}  # 0: ORT sizes its own pool
+
+
 def test_nncf_defaults_is_nncfs_own_recipe_not_ours(calib):
     """benchmarks/peers.py measures NNCF's documented ViT recipe through the one nncf.quantize
     call: with nncf_defaults none of our settings reach NNCF, and the int8 model differs."""
