@@ -280,6 +280,7 @@ def distill_to_file(
     width: float = 0.5,
     distill_token: bool = False,
     data: str = "cifar10:train",
+    data_count: int | None = None,
     test_data: str | None = "cifar10",
     config: TrainConfig = TrainConfig(),
     distill_config: DistillConfig = DistillConfig(),
@@ -289,7 +290,8 @@ def distill_to_file(
     command: str = "vitedge distill",
     replace: bool = True,
 ) -> tuple[LoadedModel, list[EpochLog]]:
-    """`vitedge distill`: train a student against a teacher on `data`, save it to `out`."""
+    """`vitedge distill`: train a student against a teacher on `data_count` images of `data`
+    (None: all), save it to `out`."""
     from ..calibration.sources import open_source
     from .registry import load_model
     from .train import images_to_tensors
@@ -298,7 +300,7 @@ def distill_to_file(
     test_images = open_source(test_data) if test_data else None
     teacher = load_model(teacher_spec)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
-    train_x, train_y = images_to_tensors(train_images, teacher.data_config)
+    train_x, train_y = images_to_tensors(train_images, teacher.data_config, data_count, seed=config.seed)
     test = images_to_tensors(test_images, teacher.data_config) if test_images is not None else None
     module, logs = distill(
         pupil.module,
@@ -325,6 +327,7 @@ def distill_to_file(
         distill_config=distill_config.__dict__,
         train_config=config.__dict__,
         train_data=data,
+        train_images=len(train_x),
         test_top1=final.test_top1 if final else None,
     )
     return trained, logs

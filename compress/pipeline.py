@@ -6,10 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from ..calibration.calibset import preprocess_images
 from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, save_checkpoint
@@ -19,18 +15,12 @@ from .step import StepData
 
 def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
     """Labelled images from any source, preprocessed for the model: (inputs, labels)."""
-    from ..calibration.sources import labels_for_model, open_source, require_labels, subset_indices
+    from ..calibration.sources import open_source
+    from .train import images_to_tensors
 
-    images = labels_for_model(open_source(spec), config.labels)
-    require_labels(
-        images,
-        "which steps that use data need",
-        "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class",
+    return images_to_tensors(
+        open_source(spec), config, count or None, seed=seed, needed_by="which steps that use data need"
     )
-    indices = subset_indices(images, count or None, seed=seed)
-    inputs = preprocess_images((images.get(int(i)) for i in indices), len(indices), config)
-    labels = np.asarray(images.labels, dtype=np.int64)[indices]
-    return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
 def compress_to_file(

@@ -3,12 +3,14 @@ step in a chain, and `vitedge distill`."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from typer.testing import CliRunner
 
 from vitedge.cli import app
@@ -23,6 +25,7 @@ from vitedge.compress.registry import apply_steps, load_model, parse_step_spec
 from vitedge.compress.train import TrainConfig
 from vitedge.core.errors import VitedgeError
 from vitedge.models import save_checkpoint
+from vitedge.models.loading import METADATA_KEY
 
 
 class _Fixed(torch.nn.Module):
@@ -125,6 +128,8 @@ def test_distill_command_trains_and_saves_a_student(tiny_vit, cifar_test, tmp_pa
         "0.5",
         "--data",
         str(tmp_path / "train.npz"),
+        "--data-count",
+        "40",
         "--test-data",
         "",
         "--epochs",
@@ -138,6 +143,9 @@ def test_distill_command_trains_and_saves_a_student(tiny_vit, cifar_test, tmp_pa
     assert result.exit_code == 0, result.output
     student = load_model(str(out))
     assert student.module.embed_dim == 32
+    with safe_open(out, "pt") as saved:  # --data-count: a 224-pixel teacher's data need not fit whole
+        recorded = json.loads(saved.metadata()[METADATA_KEY])
+    assert (recorded["train_data"], recorded["train_images"]) == (str(tmp_path / "train.npz"), 40)
     assert sum(p.numel() for p in student.module.parameters()) < 0.4 * sum(
         p.numel() for p in tiny_vit.module.parameters()
     )

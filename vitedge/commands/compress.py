@@ -73,6 +73,11 @@ def distill_command(
         ..., "--out", help="Where to write the student .safetensors.", callback=home_expanded
     ),
     data: str = typer.Option("cifar10:train", help="Training images with labels."),
+    data_count: int = typer.Option(
+        0,
+        min=0,
+        help="Train on this many images of --data, class-balanced, seeded (0: all); held in memory at the input size.",
+    ),
     test_data: str | None = typer.Option(
         "cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."
     ),
@@ -117,6 +122,7 @@ def distill_command(
         width=student_width,
         distill_token=distill_token,
         data=data,
+        data_count=data_count or None,
         test_data=test_data or None,
         config=config,
         distill_config=DistillConfig(kind, alpha, temperature),

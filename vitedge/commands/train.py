@@ -21,6 +21,11 @@ def train_command(
         "cifar10:train",
         help="Training images: cifar10:train, a .npz with x/y, or a folder with one subfolder per class.",
     ),
+    data_count: int = typer.Option(
+        0,
+        min=0,
+        help="Train on this many images of --data, class-balanced, seeded (0: all); held in memory at the input size.",
+    ),
     test_data: str | None = typer.Option(
         "cifar10", "--test-data", help="Images scored after every epoch ('' to skip)."
     ),
@@ -73,6 +78,7 @@ def train_command(
     _, logs = train_classifier(
         architecture,
         data=data,
+        data_count=data_count or None,
         test_data=test_data or None,
         config=config,
         out=out_path,
