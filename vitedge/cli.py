@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .core.cpu import bound_default_pools
 from .core.errors import VitedgeError, printable
 from .core.verbosity import set_verbose
 
@@ -102,6 +104,7 @@ def _stop_cleanly_on_signals() -> dict[int, object]:
 
 def run() -> None:
     """Console-script entry: user errors become one red line and exit code 2."""
+    bound_default_pools(os.environ)  # before any command imports torch
     warnings.showwarning = _one_line_warning
     previous = _stop_cleanly_on_signals()
     try:

@@ -307,6 +307,24 @@ def test_a_runtime_left_to_its_own_thread_count_gets_the_cpus_a_quota_allows(tmp
     assert runtime_threads(None, root) == 4
 
 
+def test_the_default_pools_get_the_cpus_a_quota_allows_unless_the_user_set_them(tmp_path: Path, monkeypatch) -> None:
+    """The CLI's first step: OMP_NUM_THREADS (torch's pool outside `open_torch`, OpenBLAS) is the
+    quota rounded down where a container allows 2.5 CPUs of a 64-core host; a value the user set
+    is theirs; with every CPU usable nothing is set (the runtimes' own choice)."""
+    from vitedge.core.cpu import bound_default_pools
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    _made_up_cgroups(tmp_path, "0::/\n", {"cpu.max": "250000 100000\n"})
+    environ: dict[str, str] = {}
+    assert bound_default_pools(environ, str(tmp_path)) == 2 and environ == {"OMP_NUM_THREADS": "2"}
+    asked = {"OMP_NUM_THREADS": "6"}
+    assert bound_default_pools(asked, str(tmp_path)) is None and asked == {"OMP_NUM_THREADS": "6"}
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("max 100000\n")
+    environ = {}
+    assert bound_default_pools(environ, str(tmp_path)) is None and environ == {}
+
+
 def test_a_taskset_is_named_beside_the_cpu_count_and_given_to_the_runtimes(tmp_path: Path) -> None:
     """`taskset -c 0 vitedge targets` (a real affinity mask, set before exec): the CPU line names
     the one CPU this process may use, and a runtime left to its own count is given 1, not the
@@ -417,6 +435,20 @@ def test_a_real_cpu_quota_is_named_by_targets_and_beside_the_timings(cpu_quota_c
         preexec_fn=in_the_group,
     )
     assert asked.stdout.split() == ["1", "1"], asked.stderr  # given, not left to the host's core count
+    entry = (  # torch where vitedge opens no session for it (a compression step, an export's trace)
+        "import os, sys\nsys.argv = ['vitedge', 'export', '--help']\nfrom vitedge.cli import run\n"
+        "try:\n    run()\nfinally:\n    import torch\n    print('torch threads', torch.get_num_threads())"
+    )
+    untouched = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    started = subprocess.run(
+        [sys.executable, "-c", entry],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=in_the_group,
+        env=untouched,
+    )
+    assert started.stdout.splitlines()[-1] == "torch threads 1", started.stderr
     done = vitedge("bench", "vitedge-cifar10", "--threads", "2", "--runs", "1", "--samples", "2")
     assert done.returncode == 0, done.stderr
     assert "warning: threads 2 is more than this process's cgroup CPU quota of 0.5 CPUs" in done.stderr

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -466,6 +466,20 @@ def runtime_threads(threads: int | None, root: str = "/") -> int | None:
     if quota is not None:
         usable = max(int(quota), 1)  # a thread more than the quota runs is stopped each period
     return usable if usable is not None and usable < (os.cpu_count() or 0) else None
+
+
+def bound_default_pools(environ: MutableMapping[str, str], root: str = "/") -> int | None:
+    """Set OMP_NUM_THREADS to `runtime_threads`' count where a quota or an affinity mask leaves
+    this process fewer CPUs than the machine has and the user set none; the count set, or None.
+    For the pools vitedge opens no session for: torch outside `open_torch` (a compression step,
+    an export's trace, NNCF's torch passes) and OpenBLAS under numpy, which in a container's CPU
+    quota start a thread per host core. It must run before torch is imported."""
+    if "OMP_NUM_THREADS" in environ:
+        return None
+    threads = runtime_threads(None, root)
+    if threads is not None:
+        environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
 
 
 def usable_words(cores: int, usable: int | None, quota: float | None) -> str:
