@@ -42,6 +42,21 @@ def calib():
     return build_calibration_set(open_source("cifar10:train"), make_tiny_vit().data_config, 32, seed=0, cache=False)
 
 
+def tiny_fp32_onnx(folder: Path) -> Path:
+    """The tiny ViT's fp32 ONNX export (dynamic batch), as static int8 export quantizes it."""
+    from vitedge.exporter.onnx import export_onnx
+
+    loaded = make_tiny_vit()
+    return export_onnx(
+        loaded.module,
+        folder / "fp32.onnx",
+        input_size=loaded.data_config.input_size,
+        opset=17,
+        batch="dynamic",
+        metadata={},
+    )
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, calib):
     """Every format and precision of one tiny ViT, exported once for the module."""
@@ -518,18 +533,9 @@ def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(t
     (FIELD-NOTES); ours must not, and ORT's print() progress must not reach stdout (--json)."""
     from onnx import numpy_helper
 
-    from vitedge.exporter.onnx import export_onnx
     from vitedge.exporter.quantize import quantize_static_onnx
 
-    loaded = make_tiny_vit()
-    fp32 = export_onnx(
-        loaded.module,
-        tmp_path / "fp32.onnx",
-        input_size=loaded.data_config.input_size,
-        opset=17,
-        batch="dynamic",
-        metadata={},
-    )
+    fp32 = tiny_fp32_onnx(tmp_path)
     scales = {}
     for method in ("minmax", "entropy"):
         quantize_static_onnx(
@@ -560,7 +566,6 @@ def test_the_calibrator_runs_at_the_thread_count_every_runtime_gets(tmp_path, ca
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
     import vitedge.core.cpu
-    from vitedge.exporter.onnx import export_onnx
     from vitedge.exporter.quantize import DEFAULT_OP_TYPES, calibration_ranges, pre_process, quiet_ort
 
     seen: list[int] = []
@@ -571,15 +576,7 @@ def test_the_calibrator_runs_at_the_thread_count_every_runtime_gets(tmp_path, ca
         return collect(self, reader)
 
     monkeypatch.setattr(MinMaxCalibrater, "collect_data", recording)
-    loaded = make_tiny_vit()
-    fp32 = export_onnx(
-        loaded.module,
-        tmp_path / "fp32.onnx",
-        input_size=loaded.data_config.input_size,
-        opset=17,
-        batch="dynamic",
-        metadata={},
-    )
+    fp32 = tiny_fp32_onnx(tmp_path)
     prepared = pre_process(fp32, tmp_path / "prepared.onnx")
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(vitedge.core.cpu, "cpu_quota", lambda root="/": None)
