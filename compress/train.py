@@ -9,6 +9,7 @@ update as one process with the whole batch.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -16,6 +17,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,10 +165,22 @@ def default_loss(label_smoothing: float) -> LossFn:
     return loss
 
 
-def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[EpochLog]]:
+def data_fingerprint(inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """What a resume checkpoint records of the images it trained on: how many, and a sha256 of
+    their labels and each image's first pixel row, in order (another --data, --data-count or
+    draw changes it; hashing every pixel would read 30 GB for CIFAR-10 at 224 pixels)."""
+    digest = hashlib.sha256(labels.numpy().tobytes())
+    digest.update(inputs[:, :, 0, :].contiguous().numpy().tobytes())
+    return {"images": len(labels), "sha256": digest.hexdigest()}
+
+
+def _resume(
+    checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, Any]
+) -> tuple[int, list[EpochLog]]:
     """The epoch to go on from and the logs so far, with model and optimizer restored; a file
     that is not such a checkpoint is one line (torch's own advice for a refused pickle is to
-    load it unsafely, which vitedge never does)."""
+    load it unsafely, which vitedge never does), and so is one trained on other images (`data`,
+    `data_fingerprint`; a checkpoint written before it was recorded is not checked)."""
     try:  # weights_only: tensors and plain containers, never code
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -174,6 +188,13 @@ def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a cut file
         reason = first_line(exc)
     else:
+        recorded = state.get("data") if isinstance(state, dict) else None
+        if recorded is not None and recorded != data:
+            raise VitedgeError(
+                f"cannot resume from {checkpoint}: it trained on {recorded.get('images')} images, this run has "
+                f"{data['images']}{'' if recorded.get('images') != data['images'] else ' other ones'}",
+                "pass the --data and --data-count it trained on, or --force to start over and replace it",
+            )
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -231,8 +252,9 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     start_epoch, logs = 0, []
+    data = data_fingerprint(train_x, train_y)
     if resume and checkpoint is not None and checkpoint.is_file():
-        start_epoch, logs = _resume(checkpoint, model, optimizer)
+        start_epoch, logs = _resume(checkpoint, model, optimizer, data)
     local = config.batch_size // size
     with Progress(
         TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
@@ -284,6 +306,7 @@ def train(
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch + 1,
                         "logs": [asdict(x) for x in logs],
+                        "data": data,
                     },
                     checkpoint,
                 )

@@ -82,6 +82,26 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(resumed.state_dict()[key], value) for key, value in straight.state_dict().items())
 
 
+def test_a_checkpoint_is_not_resumed_on_other_images(tmp_path: Path) -> None:
+    """`--resume` after changing --data or --data-count went on training the checkpoint's weights
+    and optimizer on other images, and said nothing; now one line names the mismatch (the
+    same images, as in test_resume_continues_exactly, resume)."""
+    import pytest
+
+    from vitedge.core.errors import VitedgeError
+
+    checkpoint = tmp_path / "run.ckpt"
+    inputs, labels = _data()
+    train(_model(), inputs, labels, CONFIG, checkpoint=checkpoint, show_progress=False)
+    fewer = (inputs[:16], labels[:16])
+    with pytest.raises(VitedgeError, match="it trained on 32 images, this run has 16") as refused:
+        train(_model(), *fewer, CONFIG, checkpoint=checkpoint, resume=True, show_progress=False)
+    assert refused.value.message.endswith("this run has 16") and "--data-count" in refused.value.hint
+    other = (torch.flip(inputs, dims=[0]), torch.flip(labels, dims=[0]))  # the same images, another order
+    with pytest.raises(VitedgeError, match="it trained on 32 images, this run has 32 other ones"):
+        train(_model(), *other, CONFIG, checkpoint=checkpoint, resume=True, show_progress=False)
+
+
 def test_a_checkpoint_that_cannot_be_resumed_is_named(tmp_path: Path) -> None:
     """--resume from a file that is not this run's checkpoint: one line saying which way it is
     not (torch's own message for a refused pickle advises loading it unsafely)."""
@@ -104,7 +124,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_named(tmp_path: Path) -> None:
     torch.save({"weights": model.state_dict()}, tmp_path / "dict.ckpt")
     (tmp_path / "text.ckpt").write_text("mine")
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "own.ckpt").read_bytes()[:200])
-    assert _resume(tmp_path / "own.ckpt", model, optimizer) == (3, [])
+    assert _resume(tmp_path / "own.ckpt", model, optimizer, {}) == (3, [])  # written before data was recorded
     for name, reason in {
         "other": "its weights do not fit this model (another architecture or size)",
         "dict": "not a training checkpoint (it lacks the model, optimizer, epoch or logs)",
@@ -115,7 +135,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_named(tmp_path: Path) -> None:
             VitedgeError,
             match="cannot resume from .*" + name + r"\.ckpt: " + reason.replace("(", r"\(").replace(")", r"\)"),
         ):
-            _resume(tmp_path / f"{name}.ckpt", model, optimizer)
+            _resume(tmp_path / f"{name}.ckpt", model, optimizer, {})
 
 
 def test_train_takes_a_class_balanced_draw_of_its_data(tmp_path: Path, cifar_test) -> None:
