@@ -33,21 +33,12 @@ MODES = ("ort-own-pool", "vitedge-threads")
 
 
 def prepare(model: str, work: Path) -> Path:
-    """The model's fp32 export, pre-processed as static int8 export calibrates it."""
+    """The model's fp32 export, pre-processed, as static int8 export calibrates it."""
     from vitedge.compress.registry import load_model
-    from vitedge.exporter.onnx import export_onnx
-    from vitedge.exporter.quantize import pre_process
+    from vitedge.exporter.export import ExportOptions
+    from vitedge.workflows.int8_eval import prepare_onnx
 
-    loaded = load_model(model)
-    fp32 = export_onnx(
-        loaded.module,
-        work / "fp32.onnx",
-        input_size=loaded.data_config.input_size,
-        opset=17,
-        batch="dynamic",
-        metadata={},
-    )
-    return pre_process(fp32, work / "prepared.onnx")
+    return prepare_onnx(load_model(model), ExportOptions(), work)
 
 
 def calibrate(model: str, prepared: Path, images: int, mode: str) -> dict[str, Any]:
