@@ -424,6 +424,12 @@ def open_source(spec: str) -> ImageSet:
     )
 
 
+def as_image_set(source: str | ImageSet) -> ImageSet:
+    """`source` opened, or as it is when the caller opened it already (to refuse a typo before
+    a model loads): a folder is listed and its images' headers read once per command."""
+    return open_source(source) if isinstance(source, str) else source
+
+
 def subset_indices(images: ImageSet, count: int | None, *, seed: int = 0) -> np.ndarray:
     """`count` indices drawn reproducibly; class-balanced when labels exist; all when None."""
     if count is None or count >= images.count:

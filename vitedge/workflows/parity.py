@@ -440,9 +440,9 @@ def verification_set(
     are), preprocessed by `config`, none of them an image the artifact was calibrated on
     (matched by name within the same source, then by pixel sha256). `data` may be a source the
     caller opened already: a folder is listed and its images' headers read once, not per use."""
-    from ..calibration.sources import open_source
+    from ..calibration.sources import as_image_set
 
-    images = open_source(data) if isinstance(data, str) else data
+    images = as_image_set(data)
     exclude: list[int] = []
     if calibration and calibration.get("source") == images.name:
         exclude = indices_of(images, calibration.get("identities", ()))

@@ -92,9 +92,9 @@ def calibration_draws(
     """One seeded, class-balanced draw per count from `source`, a spec or a source already open
     (cached on disk)."""
     from ..calibration.calibset import build_calibration_set
-    from ..calibration.sources import open_source
+    from ..calibration.sources import as_image_set
 
-    images = open_source(source) if isinstance(source, str) else source
+    images = as_image_set(source)
     return {
         count: build_calibration_set(images, loaded.data_config, count, seed=seed) for count in check_counts(counts)
     }
