@@ -390,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import openvino
 
+    from vitedge.calibration.sources import open_source
     from vitedge.compress.pipeline import step_data
 
     base = base_model(settings)
     log(f"model {settings.model}: loading {settings.train_count} train / {settings.test_count} test images")
-    train = step_data("cifar10:train", base.data_config, settings.train_count)
-    test = step_data("cifar10", base.data_config, settings.test_count)
+    train = step_data(open_source("cifar10:train"), base.data_config, settings.train_count)
+    test = step_data(open_source("cifar10"), base.data_config, settings.test_count)
     meta = {
         "settings": asdict(settings),
         "machine": {

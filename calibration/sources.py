@@ -390,8 +390,20 @@ def has_cifar10_labels(labels: Sequence[str]) -> bool:
     return tuple(labels) == CIFAR10_CLASSES
 
 
-def open_source(spec: str) -> ImageSet:
-    """`cifar10`, `cifar10:train`, a folder, a `.npz`, or a `cifar-10-python.tar.gz` path."""
+def same_source(a: str | None, b: str | None) -> bool:
+    """Whether two source specs name the same images (a path as typed or resolved)."""
+    if a is None or b is None:
+        return False
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def open_source(spec: str, *, opened: Sequence[ImageSet] = ()) -> ImageSet:
+    """`cifar10`, `cifar10:train`, a folder, a `.npz`, or a `cifar-10-python.tar.gz` path;
+    the one of `opened` that names the same source if there is one (a command opens each
+    source once: listing a folder reads every image's header)."""
+    for images in opened:
+        if same_source(images.name, spec):
+            return images
     if spec in CIFAR10_SPECS:
         split = spec.partition(":")[2] or "test"
         shadowed_by_a_path(spec, f"vitedge's CIFAR-10 {split} images")

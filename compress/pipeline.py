@@ -7,20 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration.preprocess import DataConfig
+from ..calibration.sources import ImageSet, open_source
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, save_checkpoint
 from .registry import apply_steps, get_step, load_model, parse_step_spec
 from .step import StepData
 
 
-def step_data(spec: str, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
-    """Labelled images from any source, preprocessed for the model: (inputs, labels)."""
-    from ..calibration.sources import open_source
+def step_data(images: ImageSet, config: DataConfig, count: int | None = None, *, seed: int = 0) -> StepData:
+    """Labelled images of an opened source (opened once per command, before the model loads),
+    preprocessed for the model: (inputs, labels)."""
     from .train import images_to_tensors
 
-    return images_to_tensors(
-        open_source(spec), config, count or None, seed=seed, needed_by="which steps that use data need"
-    )
+    return images_to_tensors(images, config, count or None, seed=seed, needed_by="which steps that use data need")
 
 
 def compress_to_file(
@@ -51,8 +50,9 @@ def compress_to_file(
             f"--data {data} is for steps that use images, and no step of {', '.join(name for name, _ in specs)} does",
             "drop --data, or add a step that uses it (prune-taylor, prune-* importance=taylor, distill, finetune)",
         )
+    images = open_source(data) if data else None  # a mistyped --data is named before the model loads
     loaded = load_model(model, arch=arch)
-    inputs = step_data(data, loaded.data_config, data_count) if data else None
+    inputs = step_data(images, loaded.data_config, data_count) if images is not None else None
     compressed = apply_steps(loaded, specs, data=inputs)
     save_checkpoint(compressed, out, replace=replace, made_by="vitedge compress", compress_data=data, **extra)
     return compressed

@@ -476,6 +476,7 @@ MODEL = "vit_base_patch16_224"
         (f"distill --teacher {MODEL} --data no-such-folder --out new.safetensors", "does not exist"),
         (f"distill --teacher {MODEL} --test-data no-such-folder --out new.safetensors", "does not exist"),
         ("train --test-data no-such-folder --out new.safetensors", "does not exist"),
+        (f"compress {MODEL} --step prune-taylor --data no-such-folder --out new.safetensors", "does not exist"),
     ],
     ids=[
         "taken-out",
@@ -493,6 +494,7 @@ MODEL = "vit_base_patch16_224"
         "distill-mistyped-data",
         "distill-mistyped-test-data",
         "train-mistyped-test-data",
+        "compress-mistyped-data",
     ],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
@@ -502,6 +504,7 @@ def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys,
     --verify-data was named after the export, which stayed written beside the error, unverified)."""
     import vitedge.commands.export
     import vitedge.commands.int8
+    import vitedge.compress.pipeline
     import vitedge.compress.registry
     import vitedge.compress.train
     import vitedge.workflows.pipeline
@@ -513,7 +516,12 @@ def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys,
 
     for module in (vitedge.commands.export, vitedge.commands.int8):
         monkeypatch.setattr(module, "load_cli_model", no_loading)
-    for module in (vitedge.workflows.pipeline, vitedge.workflows.study, vitedge.compress.registry):
+    for module in (
+        vitedge.workflows.pipeline,
+        vitedge.workflows.study,
+        vitedge.compress.registry,
+        vitedge.compress.pipeline,
+    ):
         monkeypatch.setattr(module, "load_model", no_loading)
     monkeypatch.setattr(vitedge.compress.train, "images_to_tensors", no_loading)
     monkeypatch.chdir(tmp_path)

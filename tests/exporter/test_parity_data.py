@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.support import count_openings
 from tests.support.cli import cli
 from vitedge.calibration.sources import CIFAR10_CLASSES
 from vitedge.core.errors import VitedgeError
@@ -81,17 +82,9 @@ def test_each_source_is_opened_once_and_a_mistyped_one_before_the_model_loads(
     """`export` opens --calib and --verify-data before the model loads, so a typo is named in a
     second, and its parity check draws from those same opened sets; `verify` opens its source
     once too (a folder is listed and every image's header read on each opening)."""
-    import vitedge.calibration.sources as sources
     import vitedge.compress.registry
 
-    opened: list[str] = []
-    real = sources.open_source
-
-    def counting(spec: str):  # noqa: ANN202 - an ImageSet
-        opened.append(spec)
-        return real(spec)
-
-    monkeypatch.setattr(sources, "open_source", counting)
+    opened = count_openings(monkeypatch)
     out_dir, folder = tmp_path / "q", str(image_folder)
     args = ["export", str(tiny_checkpoint), "--to", "onnx", "--precision", "int8-static", "--calib", folder]
     code, _, stderr = cli(capsys, monkeypatch, *args, "--out", str(out_dir), "--threads", "1")
@@ -113,6 +106,12 @@ def test_each_source_is_opened_once_and_a_mistyped_one_before_the_model_loads(
     code, _, stderr = cli(capsys, monkeypatch, *args, "--out", str(tmp_path / "v"), *verify)
     assert code in (0, 1), stderr
     assert opened == [folder, "cifar10"], opened
+
+    opened.clear()
+    verify = ["--verify-data", folder, "--verify-samples", "8", "--threads", "1"]
+    code, _, stderr = cli(capsys, monkeypatch, *args, "--calib-samples", "8", "--out", str(tmp_path / "c"), *verify)
+    assert code in (0, 1), stderr
+    assert opened == [folder], opened  # --verify-data naming --calib's images: one listing
 
     def no_loading(*_args, **_kwargs):  # noqa: ANN202 - never returns
         raise AssertionError("the model was loaded before the refusal")

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
 import torch
 
 from vitedge.compress.train import cifar_vit_architecture, tiny_cifar_vit
@@ -57,3 +60,23 @@ def label_numbers(labels: list[str]) -> list[str]:
 def key_names(key: list[str]) -> list[str]:
     """The row names of a plot's numbered key ("3. ONNX fp32 (front)" → "ONNX fp32")."""
     return [text.split(". ", 1)[1].removesuffix(" (front)") for text in key if text.split(". ", 1)[0].isdigit()]
+
+
+def count_openings(patch: pytest.MonkeyPatch, *importers: object) -> list[str]:
+    """The specs of the sources really opened from now on (one already opened and handed back
+    by `open_source(..., opened=...)` is not counted): each opening of a folder lists it and
+    reads every image's header. `importers`: modules that imported `open_source` by name."""
+    import vitedge.calibration.sources as sources
+
+    specs: list[str] = []
+    real = sources.open_source
+
+    def counting(spec: str, *, opened: Sequence[object] = ()) -> object:
+        images = real(spec, opened=opened)
+        if not any(images is known for known in opened):
+            specs.append(spec)
+        return images
+
+    for module in (sources, *importers):
+        patch.setattr(module, "open_source", counting)
+    return specs

@@ -437,7 +437,7 @@ def test_a_folder_of_the_models_classes_scores_as_the_same_images_labelled_by_nu
     loaded = load_model("vitedge-cifar10")
     held_out = evaluation_set(loaded, str(tmp_path / "pets"), 24, {}, threads=1)
     assert sorted(held_out.labels.tolist()) == [3] * 12 + [5] * 12
-    _, labels = step_data(str(tmp_path / "pets"), loaded.data_config)
+    _, labels = step_data(open_source(str(tmp_path / "pets")), loaded.data_config)
     assert sorted(labels.tolist()) == [3] * 12 + [5] * 12
     _, labels = images_to_tensors(open_source(str(tmp_path / "pets")), loaded.data_config)  # a distillation's
     assert sorted(labels.tolist()) == [3] * 12 + [5] * 12

@@ -11,7 +11,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import make_tiny_vit
+from tests.support import count_openings, make_tiny_vit
 from vitedge.core.errors import VitedgeError
 from vitedge.models import count_weights, save_checkpoint
 from vitedge.targets.measure import Measurement, MeasureRequest, measure
@@ -108,10 +108,10 @@ def tiny_study(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("study")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VITEDGE_CACHE", str(tmp_path / "cache"))
-        yield _run_tiny_study(tmp_path)
+        yield _run_tiny_study(tmp_path, patch)
 
 
-def _run_tiny_study(tmp_path):
+def _run_tiny_study(tmp_path, patch):
     """The committed quick recipe, every row of it, with the tiny ViT at both scales and its
     half-width counterpart as the distilled rows' speed model (as deit_small is to vit_base);
     few images, one fine-tune batch and three timed calls keep it to seconds of work."""
@@ -143,12 +143,15 @@ def _run_tiny_study(tmp_path):
         taken.append((request, result, step))
         return result
 
+    import vitedge.workflows.study
+
+    opened = count_openings(patch, vitedge.workflows.study)
     study = run_study(recipe, tmp_path / "study", measure=measured, gpu=False)
-    return recipe, study, taken, tmp_path / "study"
+    return recipe, study, taken, tmp_path / "study", opened
 
 
 def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> None:
-    recipe, study, taken, folder = tiny_study
+    recipe, study, taken, folder, opened = tiny_study
     assert [r.row.label for r in study.results] == [row.label for row in recipe.rows]
     assert len(taken) == 2 * len(recipe.rows)  # one accuracy and one speed measurement per row, no GPU
     base = study.baseline
@@ -186,10 +189,12 @@ def test_quick_study_on_tiny_model_reports_only_measured_figures(tiny_study) -> 
     assert student.params < tiny_params / 2 and student.speed_model == recipe.student_speed_model
     assert study.result("Dynamic Quantization (PyTorch)").speed.size_mb < base.speed.size_mb
     assert 0 < base.accuracy.accuracy.samples == 64
+    # the student, the steps and calibration at both scales draw from one opening of each source
+    assert opened == [recipe.data, recipe.train_data] == ["cifar10", "cifar10:train"], opened
 
 
 def test_study_files_come_from_the_same_rows(tiny_study) -> None:
-    recipe, study, _, folder = tiny_study
+    recipe, study, _, folder, _ = tiny_study
     data = json.loads((folder / "study.json").read_text())
     assert [row["label"] for row in data["rows"]] == [row.label for row in recipe.rows]
     for saved, result in zip(data["rows"], study.results, strict=True):
@@ -221,7 +226,7 @@ def test_published_figures_come_from_the_recipe(tiny_study) -> None:
     from vitedge.workflows.study_recipe import PublishedFigure
     from vitedge.workflows.study_report import comparison
 
-    recipe, study, _, _ = tiny_study
+    recipe, study, _, _, _ = tiny_study
     assert "Chen et al. 2024" in comparison(study)[0] and "2.34×" in comparison(study)[0]
     figures = (
         PublishedFigure("Base", "baseline", 1.0, 300.0, None, "elsewhere"),
@@ -288,7 +293,7 @@ def test_study_plot_puts_only_comparable_things_on_its_axes(tiny_study, tmp_path
     from tests.support import key_names, label_numbers, overlapping_labels
     from vitedge.workflows.study_report import cpu_b1_of, top1_of, write_study
 
-    recipe, study, _, _ = tiny_study
+    recipe, study, _, _, _ = tiny_study
     write_study(study, tmp_path)
     plot = figures["study.png"]
     base, rows = study.baseline, study.results[1:]

@@ -235,7 +235,8 @@ def export_command(
     check_output_folder(out_dir, marker=MANIFEST, force=force)
     images = open_source(calib) if needs_calibration else None
     # else a mistyped --verify-data is named after the export, beside an unverified artifact
-    verify_images = open_source(verify_data) if verify and verify_data else None
+    opened = [images] if images is not None else []  # --verify-data may name --calib's images
+    verify_images = open_source(verify_data, opened=opened) if verify and verify_data else None
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "export")
     calibration, parity_data = None, None

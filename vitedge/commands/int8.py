@@ -108,13 +108,13 @@ def _setup(
     from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import evaluation_set
-    from ..workflows.parity import held_out_reserve, same_source
+    from ..workflows.parity import held_out_reserve
 
     if threads:
         torch.set_num_threads(threads)
     images = open_source(calib)  # a missing source is named before the model loads
-    shared = same_source(data, calib)
-    evaluated = images if shared else open_source(data)
+    evaluated = open_source(data, opened=(images,))
+    shared = evaluated is images
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
@@ -413,7 +413,6 @@ def calibrate_sweep_command(
     from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import calibration_record, evaluation_set
-    from ..workflows.parity import same_source
     from ..workflows.sweep import (
         calibration_draws,
         openvino_variants,
@@ -432,7 +431,7 @@ def calibrate_sweep_command(
     refuse_a_file_as_folder(out_dir)  # before atomic_folder's "already exists": the file is named
     with atomic_folder(out_dir, marker="sweep.json", force=force) as staging:
         calibrating = open_source(calib)  # a missing source is named before the model loads
-        evaluated = calibrating if same_source(data, calib) else open_source(data)
+        evaluated = open_source(data, opened=(calibrating,))
         if threads:
             torch.set_num_threads(threads)
         loaded = load_cli_model(model, arch=arch, pretrained=pretrained)

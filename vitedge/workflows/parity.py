@@ -14,7 +14,7 @@ import numpy as np
 
 from ..calibration.calibset import CalibrationSet, build_calibration_set, indices_of
 from ..calibration.preprocess import DataConfig
-from ..calibration.sources import ImageSet, has_cifar10_labels
+from ..calibration.sources import ImageSet, has_cifar10_labels, same_source
 from ..core.cpu import CpuInfo, onednn_cap_note, probe_cpu
 from ..core.errors import VitedgeError
 from ..models import LoadedModel, artifact_data_config
@@ -71,12 +71,6 @@ def held_out_reserve(available: int) -> int:
     if available < 2 * MIN_HELD_OUT:
         return 0
     return max(MIN_HELD_OUT, int(np.ceil(HELD_OUT_SHARE * available)))
-
-
-def same_source(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def plan_parity_data(requested: str | None, *, calibration_source: str | None, labels: Sequence[str]) -> ParityData:
@@ -516,11 +510,10 @@ def _open_once(spec: str, opened: list[ImageSet]) -> ImageSet:
     """The source `spec` names: one of `opened` when it is among them, else opened and added."""
     from ..calibration.sources import open_source
 
-    for images in opened:
-        if same_source(images.name, spec):
-            return images
-    opened.append(open_source(spec))
-    return opened[-1]
+    images = open_source(spec, opened=opened)
+    if not any(images is known for known in opened):
+        opened.append(images)
+    return images
 
 
 def _existing_source(source: str | None) -> str | None:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ..calibration.sources import cache_dir, open_source, require_labels
+from ..calibration.sources import ImageSet, cache_dir, open_source, require_labels
 from ..compress.registry import load_model
 from ..core.errors import VitedgeError
 from ..core.io import atomic_folder, check_output_folder, scratch_folder
@@ -67,11 +67,11 @@ def _student_key(recipe: StudyRecipe, teacher: LoadedModel) -> str:
 
 
 def distilled_student(
-    recipe: StudyRecipe, teacher: LoadedModel, console: Console
+    recipe: StudyRecipe, teacher: LoadedModel, train_images: ImageSet, console: Console
 ) -> tuple[LoadedModel, dict[str, Any]]:
     """The accuracy-scale student: a given checkpoint, or the teacher's architecture at
-    `width`× distilled from the teacher (DeiT soft distillation), cached by its settings so a
-    rerun does not train it again."""
+    `width`× distilled from the teacher (DeiT soft distillation) on `train_images` (the
+    recipe's train_data, opened), cached by its settings so a rerun does not train it again."""
     from ..compress.distill import DistillConfig, distill, make_student
     from ..compress.pipeline import step_data
     from ..compress.train import TrainConfig
@@ -90,7 +90,7 @@ def distilled_student(
         console.print(f"[dim]distilled student from cache: {path}[/]")
         return load_model(str(path)), info
     pupil = make_student(teacher, student=None, width=spec.width, distill_token=False, seed=recipe.seed)
-    inputs, labels = step_data(recipe.train_data, teacher.data_config, spec.samples, seed=recipe.seed)
+    inputs, labels = step_data(train_images, teacher.data_config, spec.samples, seed=recipe.seed)
     config = TrainConfig(
         epochs=spec.epochs,
         batch_size=spec.batch_size,
@@ -131,7 +131,8 @@ class _Scale:
     model: LoadedModel
     student: LoadedModel | None
     recipe: StudyRecipe
-    images: Any  # the test ImageSet
+    images: ImageSet  # the recipe's data
+    train_images: ImageSet  # the recipe's train_data: the same set when it names the same source
     folder: Path
     eval_count: int | None
     labelled: bool
@@ -165,7 +166,7 @@ class _Scale:
         return self._once(
             "steps",
             loaded.data_config,
-            lambda: step_data(self.recipe.train_data, loaded.data_config, self.step_data_count, seed=self.recipe.seed),
+            lambda: step_data(self.train_images, loaded.data_config, self.step_data_count, seed=self.recipe.seed),
         )
 
     def calibration_for(self, loaded: LoadedModel) -> Any:
@@ -175,7 +176,7 @@ class _Scale:
             "calibration",
             loaded.data_config,
             lambda: build_calibration_set(
-                open_source(self.recipe.train_data), loaded.data_config, self.calibration_count, seed=self.recipe.seed
+                self.train_images, loaded.data_config, self.calibration_count, seed=self.recipe.seed
             ),
         )
 
@@ -235,8 +236,8 @@ def run_study(
         "so the study cannot measure top-1",
         "use cifar10, a .npz with y, or a folder with one subfolder per class",
     )
-    if recipe.train_data != recipe.data:  # a typo named now, not after three models load
-        open_source(recipe.train_data)
+    # opened once (a typo named now, not after three models load) for the student, steps and calibration
+    train_images = open_source(recipe.train_data, opened=(images,))
     accuracy_model = load_model(recipe.model)
     speed_model = load_model(recipe.speed_model, pretrained=recipe.pretrained)
     uses_student = any(row.student for row in recipe.rows)
@@ -253,7 +254,9 @@ def run_study(
         atomic_folder(Path(out), marker=STUDY_JSON, force=force) as staging,
         scratch_folder("vitedge-study-") as scratch,
     ):
-        student, student_info = distilled_student(recipe, accuracy_model, console) if uses_student else (None, {})
+        student, student_info = (
+            distilled_student(recipe, accuracy_model, train_images, console) if uses_student else (None, {})
+        )
         work = Path(scratch)
         (work / "accuracy").mkdir()
         (work / "speed").mkdir()
@@ -263,6 +266,7 @@ def run_study(
             student,
             recipe,
             images,
+            train_images,
             work / "accuracy",
             recipe.samples,
             True,
@@ -276,6 +280,7 @@ def run_study(
             speed_student,
             recipe,
             images,
+            train_images,
             work / "speed",
             speed_count,
             recipe.pretrained,
