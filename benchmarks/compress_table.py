@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from compress_table_report import checks, markdown  # noqa: E402 - beside this script
 
+from vitedge.compress.step import StepData
 from vitedge.core.cpu import probe_cpu
 from vitedge.core.io import write_text_atomic
 from vitedge.targets.base import Runner
@@ -125,9 +126,9 @@ def slug_of(name: str) -> str:
     return name.replace(" ", "_").replace("/", "_").replace("%", "pct").replace("+", "_")
 
 
-def top1(runner: Runner, test: tuple[torch.Tensor, torch.Tensor]) -> float:
+def top1(runner: Runner, test: StepData) -> float:
     """Test top-1 through a runner, as `vitedge eval` and `vitedge bench` compute it."""
-    return top_k_accuracy(batched_logits(runner, test[0].numpy(), batch_size=500), test[1].numpy()).top1
+    return top_k_accuracy(batched_logits(runner, test[0][:].numpy(), batch_size=500), test[1].numpy()).top1
 
 
 def export_runners(
@@ -158,7 +159,7 @@ def export_runners(
     return runners
 
 
-def prepare(variant: Variant, test: tuple[torch.Tensor, torch.Tensor], folder: Path, settings: Settings) -> None:
+def prepare(variant: Variant, test: StepData, folder: Path, settings: Settings) -> None:
     """Accuracy, weights, size, exports, parity, and the runners to time later."""
     from vitedge.models import count_weights, save_checkpoint
 

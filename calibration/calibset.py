@@ -23,7 +23,7 @@ import numpy as np
 from ..core.cpu import batch_outgrows_memory
 from ..core.errors import VitedgeError
 from ..core.io import write_bytes_atomic
-from .preprocess import DataConfig, preprocess_image
+from .preprocess import DataConfig, input_pixels, preprocess_image
 from .sources import UNREADABLE_NPZ, ImageSet, cache_dir, subset_indices
 
 CACHE_VERSION = 1
@@ -258,17 +258,19 @@ def build_calibration_set(
     return calib
 
 
-def input_array(count: int, config: DataConfig) -> np.ndarray:
-    """Room for `count` preprocessed images, or one line before any work where their float32
-    inputs alone outgrow this machine's memory (`--samples all` of a 224-pixel model is 6 GB
-    for CIFAR-10's test set; the out-of-memory killer otherwise ends the command minutes in)."""
+def input_array(count: int, config: DataConfig, dtype: str = "float32") -> np.ndarray:
+    """Room for `count` preprocessed images (float32 N×3×H×W network inputs, or uint8 N×H×W×3
+    pixels at the input size), or one line before any work where they alone outgrow this
+    machine's memory (`--samples all` of a 224-pixel model is 6 GB of float32 for CIFAR-10's
+    test set; the out-of-memory killer otherwise ends the command minutes in)."""
     height, width = config.image_size
-    if too_big := batch_outgrows_memory(count, (3, height, width), what=f"{count} images"):
+    shape = (count, 3, height, width) if dtype == "float32" else (count, height, width, 3)
+    if too_big := batch_outgrows_memory(count, shape[1:], what=f"{count} images", dtype=dtype):
         raise VitedgeError(
             too_big,
             "ask for fewer images: --samples, --verify-samples, --calib-samples or --data-count (in a recipe, samples)",
         )
-    return np.empty((count, 3, height, width), dtype=np.float32)
+    return np.empty(shape, dtype=dtype)
 
 
 def preprocess_images(images: Iterable[np.ndarray], count: int, config: DataConfig) -> np.ndarray:
@@ -277,6 +279,17 @@ def preprocess_images(images: Iterable[np.ndarray], count: int, config: DataConf
     for row, pixels in enumerate(images):
         inputs[row] = preprocess_image(pixels, config)
     return inputs
+
+
+def images_at_input_size(images: Iterable[np.ndarray], count: int, config: DataConfig) -> np.ndarray:
+    """`count` images → uint8 N×H×W×3 at the network's input size, filled in place: what
+    `preprocess_images` gives before normalization, for sets held in memory a batch of which
+    is normalized at a time (training: CIFAR-10's training set at 224 pixels is 7.5 GB so, 30 GB
+    as float32)."""
+    pixels = input_array(count, config, dtype="uint8")
+    for row, image in enumerate(images):
+        pixels[row] = input_pixels(image, config)
+    return pixels
 
 
 def _build(

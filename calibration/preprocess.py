@@ -144,13 +144,20 @@ def normalize(pixels: np.ndarray, config: DataConfig) -> np.ndarray:
     return np.ascontiguousarray(normalized.transpose(axes))
 
 
-def preprocess_image(image: Image.Image | np.ndarray, config: DataConfig) -> np.ndarray:
-    """One image (Pillow, or uint8 H×W×3 RGB array) → float32 3×H×W network input."""
+def input_pixels(image: Image.Image | np.ndarray, config: DataConfig) -> np.ndarray:
+    """One image (Pillow, or uint8 H×W×3 RGB array) → uint8 H×W×3 at the network's input size:
+    everything but normalization, which comes last, so these bytes normalize to exactly the
+    network input (a quarter of its float32 size to hold)."""
     if isinstance(image, np.ndarray):
         if image.shape[:2] == config.image_size and config.crop_pct == 1.0:
-            return normalize(image, config)
+            return image
         image = Image.fromarray(image, mode="RGB")
-    return normalize(np.asarray(resize_and_crop(to_rgb(image), config)), config)
+    return np.asarray(resize_and_crop(to_rgb(image), config))
+
+
+def preprocess_image(image: Image.Image | np.ndarray, config: DataConfig) -> np.ndarray:
+    """One image (Pillow, or uint8 H×W×3 RGB array) → float32 3×H×W network input."""
+    return normalize(input_pixels(image, config), config)
 
 
 def preprocess_batch(images: Iterable[Image.Image | np.ndarray], config: DataConfig) -> np.ndarray:

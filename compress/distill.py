@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..core.errors import VitedgeError
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
+from .images import Inputs
 from .step import Step, StepData, StepResult, clone, record, require_data, vit_blocks
 from .train import EpochLog, LossFn, TrainConfig, train
 
@@ -87,14 +88,14 @@ def _require_trainable(model: nn.Module, what: str) -> None:
 def distill(
     student: nn.Module,
     teacher: nn.Module,
-    train_x: torch.Tensor,
+    train_x: Inputs,
     train_y: torch.Tensor,
     config: TrainConfig,
     distill_config: DistillConfig = DistillConfig(),
     *,
     checkpoint: Path | None = None,
     resume: bool = False,
-    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    test: tuple[Inputs, torch.Tensor] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[nn.Module, list[EpochLog]]:

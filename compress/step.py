@@ -23,8 +23,9 @@ import torch.nn as nn
 
 from ..core.errors import VitedgeError
 from ..models import FAMILIES, StepRecord, model_kind, vit_family
+from .images import Inputs
 
-StepData = tuple[torch.Tensor, torch.Tensor]  # (normalized N×3×H×W float32 inputs, int64 labels)
+StepData = tuple[Inputs, torch.Tensor]  # (normalized N×3×H×W float32 inputs as indexed, int64 labels)
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..calibration.calibset import preprocess_images
+from ..calibration.calibset import images_at_input_size
 from ..calibration.preprocess import DataConfig
 from ..calibration.sources import ImageSet, labels_for_model, open_source, require_labels, subset_indices
 from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
+from .images import InputImages, Inputs, first_rows
 
 # (model output on this rank's batch, that batch's augmented inputs, its labels) -> loss; the
 # output is a tuple (class, distillation) for a model with a distillation token.
@@ -125,18 +126,8 @@ def augment(batch: torch.Tensor, generator: torch.Generator, padding: int, flip:
     return batch
 
 
-def to_normalized_tensor(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 N×H×W×3 → float32 N×3×H×W normalized (the same math as calibration.preprocess)."""
-    from ..calibration.preprocess import DataConfig, normalize
-
-    config = DataConfig(
-        input_size=(3, pixels.shape[1], pixels.shape[2]), mean=tuple(mean), std=tuple(std), crop_pct=1.0, num_classes=0
-    )
-    return torch.from_numpy(normalize(pixels, config))
-
-
 @torch.no_grad()
-def evaluate_top1(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+def evaluate_top1(model: nn.Module, inputs: Inputs, labels: torch.Tensor, batch_size: int = 500) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(inputs), batch_size):
@@ -165,12 +156,12 @@ def default_loss(label_smoothing: float) -> LossFn:
     return loss
 
 
-def data_fingerprint(inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+def data_fingerprint(inputs: Inputs, labels: torch.Tensor) -> dict[str, Any]:
     """What a resume checkpoint records of the images it trained on: how many, and a sha256 of
     their labels and each image's first pixel row, in order (another --data, --data-count or
-    draw changes it; hashing every pixel would read 30 GB for CIFAR-10 at 224 pixels)."""
+    draw changes it; hashing every pixel would read 7.5 GB for CIFAR-10 at 224 pixels)."""
     digest = hashlib.sha256(labels.numpy().tobytes())
-    digest.update(inputs[:, :, 0, :].contiguous().numpy().tobytes())
+    digest.update(first_rows(inputs).contiguous().numpy().tobytes())
     return {"images": len(labels), "sha256": digest.hexdigest()}
 
 
@@ -211,13 +202,13 @@ def _resume(
 
 def train(
     model: nn.Module,
-    train_x: torch.Tensor,
+    train_x: Inputs,
     train_y: torch.Tensor,
     config: TrainConfig,
     *,
     checkpoint: Path | None = None,
     resume: bool = False,
-    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    test: tuple[Inputs, torch.Tensor] | None = None,
     loss_fn: LossFn | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     show_progress: bool = True,
@@ -392,15 +383,15 @@ def images_to_tensors(
     *,
     seed: int = 0,
     needed_by: str = "which training needs",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` of the images (a seeded, class-balanced draw; None: all), preprocessed in memory
-    with their labels in the model's numbering: at a 224-pixel input, CIFAR-10's 50,000 training
-    images are 30 GB."""
+) -> tuple[InputImages, torch.Tensor]:
+    """`count` of the images (a seeded, class-balanced draw; None: all), held in memory at the
+    input size (normalized a batch at a time) with their labels in the model's numbering: at a
+    224-pixel input, CIFAR-10's 50,000 training images are 7.5 GB."""
     images = labels_for_model(images, config.labels)
     require_labels(images, needed_by, "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class")
     indices = subset_indices(images, count, seed=seed)
-    inputs = preprocess_images((images.get(int(i)) for i in indices), len(indices), config)
-    return torch.from_numpy(inputs), torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[indices])
+    pixels = images_at_input_size((images.get(int(i)) for i in indices), len(indices), config)
+    return InputImages(pixels, config), torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[indices])
 
 
 def train_classifier(

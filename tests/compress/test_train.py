@@ -140,7 +140,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_named(tmp_path: Path) -> None:
 
 def test_train_takes_a_class_balanced_draw_of_its_data(tmp_path: Path, cifar_test) -> None:
     """`vitedge train --data-count 20` trains on 20 of the 60 images (what it trains on is held in
-    memory at the input size: at 224 pixels CIFAR-10's training set is 30 GB)."""
+    memory at the input size: at 224 pixels CIFAR-10's training set is 7.5 GB as uint8)."""
     import json
 
     import numpy as np
@@ -160,3 +160,34 @@ def test_train_takes_a_class_balanced_draw_of_its_data(tmp_path: Path, cifar_tes
     with safe_open(out, "pt") as saved:
         recorded = json.loads(saved.metadata()[METADATA_KEY])
     assert recorded["train_images"] == 20, recorded
+
+
+def test_training_images_are_held_as_pixels_and_read_back_as_the_same_inputs(cifar_test) -> None:
+    """Training, distillation and the data-using steps hold their images as uint8 at the input
+    size (CIFAR-10's training set at 224 pixels: 7.5 GB; as float32 inputs 30 GB, refused on a
+    24 GB machine) and normalize a batch when it is taken: bit for bit the float32 inputs,
+    through a resize and a crop, by slice, by tensor of indices and in the resume fingerprint."""
+    import dataclasses
+
+    import numpy as np
+
+    from vitedge.calibration.calibset import preprocess_images
+    from vitedge.calibration.sources import subset_indices
+    from vitedge.compress.train import data_fingerprint, images_to_tensors, tiny_cifar_vit
+    from vitedge.core.cpu import batch_outgrows_memory
+
+    config = dataclasses.replace(tiny_cifar_vit().data_config, input_size=(3, 48, 48), crop_pct=0.875)
+    held, labels = images_to_tensors(cifar_test, config, 20, seed=3)
+    assert held.pixels.dtype == np.uint8 and held.pixels.nbytes == 20 * 48 * 48 * 3 and len(held) == 20
+    indices = subset_indices(cifar_test, 20, seed=3)
+    inputs = torch.from_numpy(preprocess_images((cifar_test.get(int(i)) for i in indices), 20, config))
+    assert torch.equal(labels, torch.from_numpy(cifar_test.labels[indices].astype(np.int64)))
+    assert held[:].dtype == torch.float32 and torch.equal(held[:], inputs)
+    order = torch.tensor([7, 0, 19, 7])
+    assert torch.equal(held[order], inputs[order]) and torch.equal(held[5], inputs[5])
+    assert data_fingerprint(held, labels) == data_fingerprint(inputs, labels)
+    assert batch_outgrows_memory(50_000, (224, 224, 3), available=24 << 30, dtype="uint8") is None
+    assert "30.1 GB for its float32 3×224×224 inputs" in batch_outgrows_memory(50_000, (3, 224, 224), 24 << 30)
+    assert batch_outgrows_memory(50_000, (224, 224, 3), available=4 << 30, dtype="uint8") == (
+        "batch 50000 needs 7.5 GB for its uint8 224×224×3 inputs alone, and this machine has 4.3 GB available"
+    )

@@ -513,21 +513,24 @@ def memory_available(root: str = "/") -> int | None:
     return min(found) if found else None
 
 
+VALUE_BYTES = {"float32": 4, "uint8": 1}
+
+
 def batch_outgrows_memory(
-    batch: int, image_shape: Sequence[int], available: int | None = None, what: str = ""
+    batch: int, image_shape: Sequence[int], available: int | None = None, what: str = "", dtype: str = "float32"
 ) -> str | None:
-    """Why a timing batch (or a set of `what` images) cannot fit, judged by its float32 inputs
-    alone (a lower bound: the activations come on top): such a batch is killed by the
+    """Why a timing batch (or a set of `what` images) cannot fit, judged by its inputs alone
+    (a lower bound: the activations come on top): such a batch is killed by the
     out-of-memory killer after minutes of work, or swaps and times the disk. None where it may
     fit, or memory is not known."""
     available = memory_available() if available is None else available
-    need = 4 * batch * math.prod(image_shape)
+    need = VALUE_BYTES[dtype] * batch * math.prod(image_shape)
     if available is None or need <= available:
         return None
     shape = "×".join(map(str, image_shape))
     return (
         f"{what or f'batch {batch}'} need{'' if what else 's'} {_amount(need)} for {'their' if what else 'its'} "
-        f"float32 {shape} inputs alone, and this machine has {_amount(available)} available"
+        f"{dtype} {shape} inputs alone, and this machine has {_amount(available)} available"
     )
 
 
