@@ -34,6 +34,8 @@ def compress_to_file(
     **extra: Any,
 ) -> LoadedModel:
     """`vitedge compress`: load `model`, apply `steps` (spec strings), save to `out`."""
+    from .train import check_training_images
+
     out = Path(out)
     if out.suffix != ".safetensors":
         raise VitedgeError(
@@ -51,6 +53,8 @@ def compress_to_file(
             "drop --data, or add a step that uses it (prune-taylor, prune-* importance=taylor, distill, finetune)",
         )
     images = open_source(data) if data else None  # a mistyped --data is named before the model loads
+    if images is not None:
+        check_training_images(images, data_count, None, needed_by="which steps that use data need")
     loaded = load_model(model, arch=arch)
     inputs = step_data(images, loaded.data_config, data_count) if images is not None else None
     compressed = apply_steps(loaded, specs, data=inputs)

@@ -234,12 +234,8 @@ def train(
         lr=config.lr,
     )
     wrapped: nn.Module = nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    refuse_fewer_than_a_batch(len(train_x), config.batch_size)
     steps_per_epoch = len(train_x) // config.batch_size
-    if steps_per_epoch == 0:
-        raise VitedgeError(
-            f"{len(train_x)} training images is fewer than one batch of {config.batch_size}",
-            "lower --batch-size or add data",
-        )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     start_epoch, logs = 0, []
@@ -376,6 +372,26 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
     return LoadedModel(build_architecture(architecture).eval(), config, "tiny-vit", architecture)
 
 
+LABELLED_HINT = "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class"
+
+
+def refuse_fewer_than_a_batch(images: int, batch_size: int) -> None:
+    if images < batch_size:
+        raise VitedgeError(
+            f"{images} training images is fewer than one batch of {batch_size}", "lower --batch-size or add data"
+        )
+
+
+def check_training_images(
+    images: ImageSet, count: int | None, batch_size: int | None, *, needed_by: str = "which training needs"
+) -> None:
+    """What the images alone decide, refused before a model loads or an image is read: no
+    labels, or fewer than one batch of them (`count`: the draw asked for, None: all)."""
+    require_labels(images, needed_by, LABELLED_HINT)
+    if batch_size is not None:
+        refuse_fewer_than_a_batch(images.count if count is None else min(count, images.count), batch_size)
+
+
 def images_to_tensors(
     images: ImageSet,
     config: DataConfig,
@@ -388,7 +404,7 @@ def images_to_tensors(
     input size (normalized a batch at a time) with their labels in the model's numbering: at a
     224-pixel input, CIFAR-10's 50,000 training images are 7.5 GB."""
     images = labels_for_model(images, config.labels)
-    require_labels(images, needed_by, "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class")
+    require_labels(images, needed_by, LABELLED_HINT)
     indices = subset_indices(images, count, seed=seed)
     pixels = images_at_input_size((images.get(int(i)) for i in indices), len(indices), config)
     return InputImages(pixels, config), torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[indices])
@@ -412,6 +428,7 @@ def train_classifier(
 ) -> tuple[LoadedModel, list[EpochLog]]:
     train_images = open_source(data)
     test_images = open_source(test_data) if test_data else None  # a typo named before the training set is read
+    check_training_images(train_images, data_count, config.batch_size)
     img_size = int(architecture.kwargs.get("img_size", 224))
     labels = train_images.class_names or tuple(
         str(i) for i in range(int(train_images.labels.max()) + 1 if train_images.labels is not None else 0)

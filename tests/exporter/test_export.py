@@ -477,6 +477,11 @@ MODEL = "vit_base_patch16_224"
         (f"distill --teacher {MODEL} --test-data no-such-folder --out new.safetensors", "does not exist"),
         ("train --test-data no-such-folder --out new.safetensors", "does not exist"),
         (f"compress {MODEL} --step prune-taylor --data no-such-folder --out new.safetensors", "does not exist"),
+        (f"distill --teacher {MODEL} --data flat --out new.safetensors", "flat has no labels"),
+        (f"distill --teacher {MODEL} --data cifar10 --data-count 3 --out new.safetensors", "fewer than one batch"),
+        ("train --data cifar10 --data-count 30 --batch-size 64 --out new.safetensors", "fewer than one batch"),
+        (f"compress {MODEL} --step finetune --data flat --out new.safetensors", "flat has no labels"),
+        ("study --recipe study-flat.toml --out new", "flat has no labels"),
     ],
     ids=[
         "taken-out",
@@ -495,13 +500,19 @@ MODEL = "vit_base_patch16_224"
         "distill-mistyped-test-data",
         "train-mistyped-test-data",
         "compress-mistyped-data",
+        "distill-unlabelled-data",
+        "distill-fewer-than-a-batch",
+        "train-fewer-than-a-batch",
+        "compress-unlabelled-data",
+        "study-unlabelled-train-data",
     ],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):
     """A taken --out or a mistyped source (--calib, --data, --verify-data, --test-data, a
     recipe's calibration or training images) is named before the model loads (ViT-B: seconds,
     a hub download on a first run) or the training images are read, not after (a mistyped
-    --verify-data was named after the export, which stayed written beside the error, unverified)."""
+    --verify-data was named after the export, which stayed written beside the error, unverified);
+    so are training images without labels, or fewer than one batch of them."""
     import vitedge.commands.export
     import vitedge.commands.int8
     import vitedge.compress.pipeline
@@ -531,9 +542,19 @@ def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys,
     study = QUICK_RECIPE.read_text().replace('train_data = "cifar10:train"', 'train_data = "no-such-folder"')
     assert "no-such-folder" in study
     (tmp_path / "study.toml").write_text(study)
+    (tmp_path / "study-flat.toml").write_text(study.replace('train_data = "no-such-folder"', 'train_data = "flat"'))
+    (tmp_path / "flat").mkdir()
+    for number in range(2):  # images, no class folders: no labels
+        Image.fromarray(np.full((8, 8, 3), 60 * number, dtype=np.uint8)).save(tmp_path / "flat" / f"{number}.png")
     code, _, stderr = cli(capsys, monkeypatch, *command.split())
     assert code == 2 and refused in stderr, stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml", "study.toml", "taken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "flat",
+        "recipe.toml",
+        "study-flat.toml",
+        "study.toml",
+        "taken",
+    ]
 
 
 def test_entropy_calibration_gives_other_scales_than_minmax_and_prints_nothing(tmp_path, calib, capsys):

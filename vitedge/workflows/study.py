@@ -56,6 +56,19 @@ def _needs_data(steps: Sequence[tuple[str, dict[str, Any]]]) -> bool:
     return any("data" in STEPS[name].uses for name, _ in steps)
 
 
+def _check_train_data(recipe: StudyRecipe, train_images: ImageSet, *, distills: bool) -> None:
+    """Unlabelled train_data, or fewer images than one distillation batch, refused before three
+    models load (the student is distilled and the data-using steps run minutes in)."""
+    from ..compress.train import check_training_images
+
+    needed_by = "which the study's distilled student and data-using steps need"
+    if distills:
+        spec = recipe.distill
+        check_training_images(train_images, spec.samples, spec.batch_size, needed_by=needed_by)
+    elif any(_needs_data(row.steps) for row in recipe.rows):
+        check_training_images(train_images, None, None, needed_by=needed_by)
+
+
 def _student_key(recipe: StudyRecipe, teacher: LoadedModel) -> str:
     spec = {
         "teacher": teacher.source_sha256 or teacher.spec,
@@ -238,9 +251,10 @@ def run_study(
     )
     # opened once (a typo named now, not after three models load) for the student, steps and calibration
     train_images = open_source(recipe.train_data, opened=(images,))
+    uses_student = any(row.student for row in recipe.rows)
+    _check_train_data(recipe, train_images, distills=uses_student and not recipe.distill.student)
     accuracy_model = load_model(recipe.model)
     speed_model = load_model(recipe.speed_model, pretrained=recipe.pretrained)
-    uses_student = any(row.student for row in recipe.rows)
     speed_student = load_model(recipe.student_speed_model, pretrained=recipe.pretrained) if uses_student else None
     if speed_student is not None and tuple(speed_student.data_config.input_size) != tuple(
         speed_model.data_config.input_size
