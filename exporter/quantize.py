@@ -35,6 +35,7 @@ from ..calibration.calibset import CalibrationSet
 from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError
 from ..core.io import scratch_folder
+from ..core.precision import ORT_ARM_BF16_FASTMATH
 
 DEFAULT_OP_TYPES = ("MatMul", "Gemm", "Conv")
 # Static QDQ placement, for the kernels ONNX Runtime has. Only products with a constant weight
@@ -125,8 +126,8 @@ def calibration_ranges(
         calibrate_method=calib_method,
         extra_options=options,
     )
-    if count := runtime_threads(threads):
-        calibrator.infer_session = calibration_session(calibrator, count)
+    calibrator.infer_session = None  # ORT's own session, freed before ours opens (ViT-B: 0.5 s to open)
+    calibrator.infer_session = calibration_session(calibrator, runtime_threads(threads))
     for start in range(0, len(calibration), CALIB_CHUNK):
         chunk = dataclasses.replace(calibration, inputs=calibration.inputs[start : start + CALIB_CHUNK])
         calibrator.collect_data(chunk.ort_reader(input_name, batch_size=batch_size))
@@ -135,19 +136,23 @@ def calibration_ranges(
     return calib_method, ranges
 
 
-def calibration_session(calibrator: Any, threads: int) -> Any:
-    """The calibrator's session at `threads` intra-op threads. ORT's calibrator opens its own
-    (`CalibraterBase.create_inference_session` takes no options) with ORT's default pool, sized
-    from the host's cores: in a container's CPU quota or under a taskset, more threads than can
-    run at once, each stopped every quota period. Unoptimized, as ORT opens it, so the outputs
-    the calibrator added stay as it wrote them."""
+def calibration_session(calibrator: Any, threads: int | None) -> Any:
+    """The calibrator's session with vitedge's options set, not ORT's defaults: ORT's calibrator
+    opens its own (`CalibraterBase.create_inference_session` takes no options) with ORT's default
+    pool, sized from the host's cores (in a container's CPU quota or under a taskset, more
+    threads than can run at once, each stopped every quota period), and leaves the ARM bf16
+    fast-math GEMM to ORT's default, which would set the ranges from bf16 products where it is
+    on. `threads`: `runtime_threads`' count (None: every CPU is usable, ORT's pool). Unoptimized,
+    as ORT opens it, so the outputs the calibrator added stay as it wrote them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options.add_session_config_entry(ORT_ARM_BF16_FASTMATH, "0")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return ort.InferenceSession(
         calibrator.augmented_model_path, sess_options=options, providers=calibrator.execution_providers
     )

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
-from ..core.precision import F32
+from ..core.precision import F32, ORT_ARM_BF16_FASTMATH
 from .base import RunnerInfo
 from .bundle.run_bundle import ProfiledSession, onnxruntime_label
 
@@ -28,7 +28,6 @@ QDQ_PRECISIONS = ("int8-static",)  # explicit QuantizeLinear/DequantizeLinear pa
 
 ProviderList = list[tuple[str, dict[str, Any]]]
 CUDA = "CUDAExecutionProvider"
-ARM_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
 
 
 def tensorrt_options(precision: str, cache_dir: Path) -> dict[str, Any]:
@@ -122,7 +121,7 @@ def session_options(threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    options.add_session_config_entry(ARM_BF16_FASTMATH, "0")  # ignored off ARM; f32 GEMMs there too
+    options.add_session_config_entry(ORT_ARM_BF16_FASTMATH, "0")  # ignored off ARM; f32 GEMMs there too
     if threads := runtime_threads(threads):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

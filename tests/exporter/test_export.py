@@ -589,19 +589,22 @@ def test_the_calibrator_runs_at_the_thread_count_every_runtime_gets(tmp_path, ca
     taskset or a container's CPU quota, more threads than can run (calibration 1.26× slower in a
     1-CPU quota on 2 cores: benchmarks/calibration_threads.py). It gets `runtime_threads`' count,
     as every runtime does: the one asked for, else what the affinity allows; with every CPU usable,
-    ORT's own choice."""
+    ORT's own choice. The ARM bf16 fast-math GEMM is set off in each (ORT's default is left to
+    ORT's calibrator), as in every timed session: the ranges come from f32 products on ARM too."""
     import os
 
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
     import vitedge.core.cpu
+    from vitedge.core.precision import ORT_ARM_BF16_FASTMATH
     from vitedge.exporter.quantize import DEFAULT_OP_TYPES, calibration_ranges, pre_process, quiet_ort
 
-    seen: list[int] = []
+    seen: list[tuple[int, str]] = []
     collect = MinMaxCalibrater.collect_data
 
     def recording(self, reader):  # noqa: ANN001, ANN202 - ORT's own signature
-        seen.append(self.infer_session.get_session_options().intra_op_num_threads)
+        options = self.infer_session.get_session_options()
+        seen.append((options.intra_op_num_threads, options.get_session_config_entry(ORT_ARM_BF16_FASTMATH)))
         return collect(self, reader)
 
     monkeypatch.setattr(MinMaxCalibrater, "collect_data", recording)
@@ -616,7 +619,7 @@ def test_the_calibrator_runs_at_the_thread_count_every_runtime_gets(tmp_path, ca
         with quiet_ort():
             calibration_ranges(prepared, calib, "input", "minmax", DEFAULT_OP_TYPES, tmp_path, 1, threads=threads)
         found[name] = set(seen)
-    assert found == {"taskset": {1}, "asked": {3}, "every CPU": {0}}  # 0: ORT sizes its own pool
+    assert found == {"taskset": {(1, "0")}, "asked": {(3, "0")}, "every CPU": {(0, "0")}}  # 0: ORT sizes its pool
 
 
 def test_nncf_defaults_is_nncfs_own_recipe_not_ours(calib):

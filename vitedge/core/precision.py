@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .cpu import CpuInfo
 
 F32, BF16, F16 = "f32", "bf16", "f16"
+# ONNX Runtime's CPU provider computes f32 GEMMs in bf16 on ARM where this session entry is "1"
+# (off by default today): every vitedge ORT session, timed or calibrating, sets it "0"
+ORT_ARM_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
 GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
 NATIVE_BF16 = ("bf16", "int8-bf16")  # artifact precisions that compute bf16: refused on CPUs without it
 
