@@ -482,6 +482,11 @@ MODEL = "vit_base_patch16_224"
         ("train --data cifar10 --data-count 30 --batch-size 64 --out new.safetensors", "fewer than one batch"),
         (f"compress {MODEL} --step finetune --data flat --out new.safetensors", "flat has no labels"),
         ("study --recipe study-flat.toml --out new", "flat has no labels"),
+        (f"quantize {MODEL} --to onnx --calib cifar10:train --data flat --max-drop 1 --out new", "flat has no labels"),
+        (
+            f"export {MODEL} --to onnx --precision int8-static --calib cifar10:train --verify-data flat --max-drop 1 --out new",
+            "flat has no labels",
+        ),
     ],
     ids=[
         "taken-out",
@@ -505,6 +510,8 @@ MODEL = "vit_base_patch16_224"
         "train-fewer-than-a-batch",
         "compress-unlabelled-data",
         "study-unlabelled-train-data",
+        "quantize-max-drop-unlabelled-data",
+        "export-max-drop-unlabelled-verify-data",
     ],
 )
 def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, command, refused):

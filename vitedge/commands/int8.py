@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -20,6 +22,9 @@ from ..core.errors import VitedgeError
 from ..core.io import atomic_folder, check_output_folder, refuse_a_file_as_folder
 from ..core.manifest import MANIFEST
 from .common import PRETRAINED_HELP, home_expanded, load_cli_model, refuse_options_given
+
+if TYPE_CHECKING:
+    from ..calibration.sources import ImageSet
 
 FORMATS = ("onnx", "openvino")
 SWEEP_COUNTS = (16, 64, 256, 1024)
@@ -98,9 +103,11 @@ def _setup(
     samples: int,
     threads: int | None,
     pretrained: bool = False,
+    check_data: Callable[[ImageSet], None] | None = None,
 ):  # noqa: ANN202
     """Model, calibration draw, and held-out evaluation images (disjoint from the draw). When
-    both come from one source, a defaulted draw leaves part of it for the evaluation."""
+    both come from one source, a defaulted draw leaves part of it for the evaluation.
+    `check_data`: what the evaluation images must be, checked before the model loads."""
     import torch
 
     from ..calibration.calibset import build_calibration_set
@@ -115,6 +122,8 @@ def _setup(
     images = open_source(calib)  # a missing source is named before the model loads
     evaluated = open_source(data, opened=(images,))
     shared = evaluated is images
+    if check_data is not None:
+        check_data(evaluated)
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
@@ -303,9 +312,8 @@ def run_budget(
     budget = Budget(max_drop=max_drop, cosine_floor=min_cosine)
     check_output_folder(Path(out_dir), marker=MANIFEST, force=force)  # before the model loads
     loaded, calibration, evalset = _setup(
-        model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained
+        model, arch, calib, calib_samples, calib_seed, data, samples, threads, pretrained, budget.check_source
     )
-    budget.check(evalset)
     with _progress() as progress:
         outcome = quantize_to_budget(
             loaded,
