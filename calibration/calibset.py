@@ -284,8 +284,8 @@ def preprocess_images(images: Iterable[np.ndarray], count: int, config: DataConf
 def images_at_input_size(images: Iterable[np.ndarray], count: int, config: DataConfig) -> np.ndarray:
     """`count` images → uint8 N×H×W×3 at the network's input size, filled in place: what
     `preprocess_images` gives before normalization, for sets held in memory a batch of which
-    is normalized at a time (training: CIFAR-10's training set at 224 pixels is 7.5 GB so, 30 GB
-    as float32)."""
+    is normalized at a time (training: CIFAR-10's training set at 224 pixels is 7.5 GB as
+    uint8, 30 GB as float32 inputs)."""
     pixels = input_array(count, config, dtype="uint8")
     for row, image in enumerate(images):
         pixels[row] = input_pixels(image, config)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 F32, BF16, F16 = "f32", "bf16", "f16"
 # ONNX Runtime's CPU provider computes f32 GEMMs in bf16 on ARM where this session entry is "1"
-# (off by default today): every vitedge ORT session, timed or calibrating, sets it "0"
+# (ORT's default is "0" in the versions installed here): every vitedge ORT session, timed or
+# calibrating, sets it "0" rather than trust a default
 ORT_ARM_BF16_FASTMATH = "mlas.enable_gemm_fastmath_arm64_bfloat16"
 GPU_DEVICES = ("openvino-gpu", "cuda", "tensorrt")
 NATIVE_BF16 = ("bf16", "int8-bf16")  # artifact precisions that compute bf16: refused on CPUs without it
