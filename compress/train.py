@@ -373,6 +373,8 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
 
 
 LABELLED_HINT = "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class"
+TEST_TOP1_NEEDS = "which --test-data's top-1 needs"
+TEST_LABELLED_HINT = "pass labelled test images (cifar10, a .npz with y, or one subfolder per class), or --test-data ''"
 
 
 def refuse_fewer_than_a_batch(images: int, batch_size: int) -> None:
@@ -390,6 +392,13 @@ def check_training_images(
     require_labels(images, needed_by, LABELLED_HINT)
     if batch_size is not None:
         refuse_fewer_than_a_batch(images.count if count is None else min(count, images.count), batch_size)
+
+
+def check_test_images(images: ImageSet | None) -> None:
+    """Test images scored after every epoch need labels; refused with the training images, not
+    after an epoch's worth of reading."""
+    if images is not None:
+        require_labels(images, TEST_TOP1_NEEDS, TEST_LABELLED_HINT)
 
 
 def images_to_tensors(
@@ -429,6 +438,7 @@ def train_classifier(
     train_images = open_source(data)
     test_images = open_source(test_data) if test_data else None  # a typo named before the training set is read
     check_training_images(train_images, data_count, config.batch_size)
+    check_test_images(test_images)
     img_size = int(architecture.kwargs.get("img_size", 224))
     labels = train_images.class_names or tuple(
         str(i) for i in range(int(train_images.labels.max()) + 1 if train_images.labels is not None else 0)
@@ -444,7 +454,7 @@ def train_classifier(
     )
     architecture = Architecture(architecture.name, {**architecture.kwargs, "num_classes": len(labels)})
     train_x, train_y = images_to_tensors(train_images, data_config, data_count, seed=config.seed)
-    test = images_to_tensors(test_images, data_config) if test_images is not None else None
+    test = images_to_tensors(test_images, data_config, needed_by=TEST_TOP1_NEEDS) if test_images is not None else None
     module = build_architecture(architecture)
     module, logs = train(
         module, train_x, train_y, config, checkpoint=checkpoint, resume=resume, test=test, on_epoch=on_epoch

@@ -480,6 +480,11 @@ MODEL = "vit_base_patch16_224"
         (f"distill --teacher {MODEL} --data flat --out new.safetensors", "flat has no labels"),
         (f"distill --teacher {MODEL} --data cifar10 --data-count 3 --out new.safetensors", "fewer than one batch"),
         ("train --data cifar10 --data-count 30 --batch-size 64 --out new.safetensors", "fewer than one batch"),
+        ("train --test-data flat --out new.safetensors", "flat has no labels, which --test-data's top-1 needs"),
+        (
+            f"distill --teacher {MODEL} --test-data flat --out new.safetensors",
+            "flat has no labels, which --test-data's top-1 needs",
+        ),
         (f"compress {MODEL} --step finetune --data flat --out new.safetensors", "flat has no labels"),
         ("study --recipe study-flat.toml --out new", "flat has no labels"),
         (f"quantize {MODEL} --to onnx --calib cifar10:train --data flat --max-drop 1 --out new", "flat has no labels"),
@@ -508,6 +513,8 @@ MODEL = "vit_base_patch16_224"
         "distill-unlabelled-data",
         "distill-fewer-than-a-batch",
         "train-fewer-than-a-batch",
+        "train-unlabelled-test-data",
+        "distill-unlabelled-test-data",
         "compress-unlabelled-data",
         "study-unlabelled-train-data",
         "quantize-max-drop-unlabelled-data",
@@ -519,7 +526,7 @@ def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, capsys,
     recipe's calibration or training images) is named before the model loads (ViT-B: seconds,
     a hub download on a first run) or the training images are read, not after (a mistyped
     --verify-data was named after the export, which stayed written beside the error, unverified);
-    so are training images without labels, or fewer than one batch of them."""
+    so are training or test images without labels, or fewer than one batch of training images."""
     import vitedge.commands.export
     import vitedge.commands.int8
     import vitedge.compress.pipeline
