@@ -99,13 +99,14 @@ def labels_for_model(images: ImageSet, model_labels: Sequence[str]) -> ImageSet:
     return replace(images, labels=numbering[images.labels], class_names=tuple(model_labels))
 
 
-def require_labels_within(labels: np.ndarray, classes: int) -> None:
+def require_labels_within(labels: np.ndarray, classes: int, name: str = "") -> None:
     """Labels that index no output of a `classes`-way model (a .npz or folder from another label
-    set) would score 0% as if the model were wrong: refused instead."""
+    set) would score 0% as if the model were wrong, or stop training mid-epoch: refused instead."""
     if classes and len(labels) and int(labels.max()) >= classes:
         raise VitedgeError(
-            f"the labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes (0 to {classes - 1})",
-            "score it on labelled images of its own classes, labels 0 to the class count - 1",
+            f"{name + ': ' if name else ''}the labels run from {labels.min()} to {labels.max()}, "
+            f"but the model has {classes} classes (0 to {classes - 1})",
+            "use labelled images of the model's own classes, labels 0 to the class count - 1",
         )
 
 
