@@ -110,6 +110,16 @@ def require_labels_within(labels: np.ndarray, classes: int, name: str = "") -> N
         )
 
 
+def in_model_numbering(images: ImageSet, model_labels: Sequence[str], classes: int) -> ImageSet:
+    """`images` with labels in the model's numbering (`labels_for_model`), refused where a label
+    names no output of a `classes`-way model: a loss would stop training mid-epoch, top-1 would
+    count it wrong on every image. Labels are known when a source opens, before an image is read."""
+    images = labels_for_model(images, model_labels)
+    if images.labels is not None:
+        require_labels_within(images.labels, classes, images.name)
+    return images
+
+
 def array_image_set(name: str, pixels: np.ndarray, labels: np.ndarray | None, class_names: tuple[str, ...]) -> ImageSet:
     """An ImageSet over an in-memory uint8 N×H×W×3 array."""
     if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:

@@ -293,9 +293,9 @@ def distill_to_file(
 ) -> tuple[LoadedModel, list[EpochLog]]:
     """`vitedge distill`: train a student against a teacher on `data_count` images of `data`
     (None: all), save it to `out`."""
-    from ..calibration.sources import open_source
+    from ..calibration.sources import in_model_numbering, open_source
     from .registry import load_model
-    from .train import TEST_TOP1_NEEDS, check_test_images, check_training_images, images_to_tensors, in_model_numbering
+    from .train import TEST_TOP1_NEEDS, check_test_images, check_training_images, images_to_tensors
 
     train_images = open_source(data)  # a mistyped source is named before the teacher loads
     test_images = open_source(test_data) if test_data else None
@@ -304,7 +304,7 @@ def distill_to_file(
     teacher = load_model(teacher_spec)
     for images in (train_images, test_images):  # the labels fit the teacher, before an image is read
         if images is not None:
-            in_model_numbering(images, teacher.data_config)
+            in_model_numbering(images, teacher.data_config.labels, teacher.data_config.num_classes)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
     train_x, train_y = images_to_tensors(train_images, teacher.data_config, data_count, seed=config.seed)
     test = (

@@ -34,14 +34,7 @@ from rich.progress import (
 
 from ..calibration.calibset import images_at_input_size
 from ..calibration.preprocess import DataConfig
-from ..calibration.sources import (
-    ImageSet,
-    labels_for_model,
-    open_source,
-    require_labels,
-    require_labels_within,
-    subset_indices,
-)
+from ..calibration.sources import ImageSet, in_model_numbering, open_source, require_labels, subset_indices
 from ..core.cpu import runtime_threads
 from ..core.errors import VitedgeError, first_line
 from ..core.io import write_bytes_atomic
@@ -408,16 +401,6 @@ def check_test_images(images: ImageSet | None) -> None:
         require_labels(images, TEST_TOP1_NEEDS, TEST_LABELLED_HINT)
 
 
-def in_model_numbering(images: ImageSet, config: DataConfig) -> ImageSet:
-    """`images` with labels in the model's numbering (`labels_for_model`), refused where a label
-    names no output of the model: the loss would stop training mid-epoch, top-1 would count it
-    wrong on every image. Labels are known before any image is read."""
-    images = labels_for_model(images, config.labels)
-    if images.labels is not None:
-        require_labels_within(images.labels, config.num_classes, images.name)
-    return images
-
-
 def images_to_tensors(
     images: ImageSet,
     config: DataConfig,
@@ -430,7 +413,7 @@ def images_to_tensors(
     input size (normalized a batch at a time) with their labels in the model's numbering: at a
     224-pixel input, CIFAR-10's 50,000 training images are 7.5 GB."""
     require_labels(images, needed_by, LABELLED_HINT)
-    images = in_model_numbering(images, config)
+    images = in_model_numbering(images, config.labels, config.num_classes)
     indices = subset_indices(images, count, seed=seed)
     pixels = images_at_input_size((images.get(int(i)) for i in indices), len(indices), config)
     return InputImages(pixels, config), torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[indices])
@@ -471,7 +454,7 @@ def train_classifier(
     )
     architecture = Architecture(architecture.name, {**architecture.kwargs, "num_classes": len(labels)})
     if test_images is not None:
-        in_model_numbering(test_images, data_config)  # refused before the training set is read
+        in_model_numbering(test_images, labels, len(labels))  # refused before the training set is read
     train_x, train_y = images_to_tensors(train_images, data_config, data_count, seed=config.seed)
     test = images_to_tensors(test_images, data_config, needed_by=TEST_TOP1_NEEDS) if test_images is not None else None
     module = build_architecture(architecture)

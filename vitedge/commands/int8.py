@@ -111,7 +111,7 @@ def _setup(
     import torch
 
     from ..calibration.calibset import build_calibration_set
-    from ..calibration.sources import open_source
+    from ..calibration.sources import in_model_numbering, open_source
     from ..exporter.export import preflight
     from ..models import require_vit
     from ..workflows.int8_eval import evaluation_set
@@ -127,6 +127,7 @@ def _setup(
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
+    in_model_numbering(evaluated, loaded.data_config.labels, loaded.data_config.num_classes)  # before a draw is read
     hold_out = held_out_reserve(images.count) if shared else 0
     with console.status(f"preparing calibration images from {calib} and evaluation images from {data}"):
         calibration = build_calibration_set(
@@ -416,7 +417,7 @@ def calibrate_sweep_command(
     """Calibration image count × method (ORT) / NNCF settings (OpenVINO) → top-1, cosine; plot and recommendation."""
     import torch
 
-    from ..calibration.sources import open_source
+    from ..calibration.sources import in_model_numbering, open_source
     from ..core.io import write_text_atomic
     from ..exporter.export import preflight
     from ..models import require_vit
@@ -445,6 +446,7 @@ def calibrate_sweep_command(
         loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
         require_vit(loaded, "int8 quantization")
         preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
+        in_model_numbering(evaluated, loaded.data_config.labels, loaded.data_config.num_classes)  # before a draw
         all_variants = openvino_variants()
         if variants != "all":
             unknown = [v for v in _names(variants) if v not in all_variants]

@@ -94,13 +94,13 @@ def evaluation_set(
     """`samples` images of `data` (a spec, or a source the caller opened to name a typo before
     the model loaded) none of which is a calibration image (by name within one source, and by
     pixel sha256 across sources: workflows/parity.py's `verification_set`)."""
-    from ..calibration.sources import as_image_set, labels_for_model
+    from ..calibration.sources import as_image_set, in_model_numbering
     from ..targets.measure import batched_logits
     from ..targets.torch import open_torch
     from .parity import verification_set
 
     source = as_image_set(data)
-    images = labels_for_model(source, loaded.data_config.labels)
+    images = in_model_numbering(source, loaded.data_config.labels, loaded.data_config.num_classes)
     chosen = verification_set(
         source, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed
     )

@@ -22,10 +22,9 @@ from ..calibration.preprocess import DataConfig
 from ..calibration.sources import (
     LOOSE_IMAGES_HINT,
     ImageSet,
-    labels_for_model,
+    in_model_numbering,
     open_source,
     require_labels,
-    require_labels_within,
     scores_other_classes,
     subset_indices,
 )
@@ -55,9 +54,8 @@ class EvalData:
 
 
 def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
-    images = labels_for_model(images, config.labels)
+    images = in_model_numbering(images, config.labels, config.num_classes)
     if images.labels is not None:
-        require_labels_within(images.labels, config.num_classes)
         if scores_other_classes(images.class_names, config.labels):
             warnings.warn(
                 f"{images.name} has CIFAR-10's labels and the model has its own {len(config.labels)} classes "
