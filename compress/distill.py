@@ -13,6 +13,7 @@ The same loop is the short "recovery" fine-tune after pruning, low-rank or Nystr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..calibration.preprocess import DataConfig
 from ..core.errors import VitedgeError
 from ..models import Architecture, LoadedModel, build_architecture, save_checkpoint
 from .images import Inputs
@@ -247,6 +249,26 @@ STEPS: dict[str, Step] = {
 }
 
 
+def _comparable(value: object) -> object:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def data_config_differences(student: DataConfig, teacher: DataConfig) -> list[str]:
+    """Where a given student's DataConfig is not the teacher's. Both see the same preprocessed
+    images in training, and the student is saved with its own config: any difference in the
+    preprocessing would deploy it on other pixels than it learned on, and other classes would
+    leave its outputs unmatched to the teacher's. Labels are compared where both models name them."""
+    found = []
+    for spec in dataclasses.fields(DataConfig):
+        mine, theirs = getattr(student, spec.name), getattr(teacher, spec.name)
+        if spec.name == "labels":
+            if mine and theirs and tuple(mine) != tuple(theirs):
+                found.append("its class names")
+        elif _comparable(mine) != _comparable(theirs):
+            found.append(f"{spec.name} {mine} (the teacher's {theirs})")
+    return found
+
+
 def make_student(
     teacher: LoadedModel, *, student: str | None, width: float, distill_token: bool, seed: int = 0
 ) -> LoadedModel:
@@ -256,10 +278,12 @@ def make_student(
         from .registry import load_model  # the registry gathers this module's STEPS
 
         loaded = load_model(student)
-        if tuple(loaded.data_config.input_size) != tuple(teacher.data_config.input_size):
+        differences = data_config_differences(loaded.data_config, teacher.data_config)
+        if differences:
             raise VitedgeError(
-                f"student input {loaded.data_config.input_size} differs from the teacher's {teacher.data_config.input_size}",
-                "distil between models that take the same images",
+                f"--student {student} differs from the teacher in {'; '.join(differences)}",
+                "distil between models that take the same input pixels and predict the same classes, "
+                "or leave --student out for a fresh one",
             )
         return loaded
     vit_blocks(teacher.module, "distill")

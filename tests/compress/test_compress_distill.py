@@ -149,3 +149,37 @@ def test_distill_command_trains_and_saves_a_student(tiny_vit, cifar_test, tmp_pa
     assert sum(p.numel() for p in student.module.parameters()) < 0.4 * sum(
         p.numel() for p in tiny_vit.module.parameters()
     )
+
+
+@pytest.mark.parametrize(
+    ("architecture", "config", "named"),
+    [
+        ({}, {"mean": (0.5, 0.5, 0.5)}, "mean (0.5, 0.5, 0.5) (the teacher's (0.4914, 0.4822, 0.4465))"),
+        ({}, {"interpolation": "bilinear"}, "interpolation bilinear (the teacher's bicubic)"),
+        (
+            {"num_classes": 3},
+            {"num_classes": 3, "labels": ("a", "b", "c")},
+            "num_classes 3 (the teacher's 10); its class names",
+        ),
+        ({"img_size": 48}, {"input_size": (3, 48, 48)}, "input_size (3, 48, 48) (the teacher's (3, 32, 32))"),
+    ],
+    ids=["mean", "interpolation", "classes", "input-size"],
+)
+def test_a_given_student_that_sees_other_pixels_or_predicts_other_classes_is_refused(
+    tiny_vit, tmp_path, architecture, config, named
+) -> None:
+    """A --student is trained on the teacher's preprocessed images and saved with its own
+    DataConfig: another mean, std, interpolation or crop would deploy it on other pixels than it
+    learned on (silently), other classes stopped training with torch's IndexError (a traceback)."""
+    import dataclasses
+
+    from tests.support import make_tiny_vit
+
+    other = make_tiny_vit(seed=1, **architecture)
+    other = dataclasses.replace(other, data_config=dataclasses.replace(other.data_config, **config))
+    path = save_checkpoint(other, tmp_path / "student.safetensors")
+    with pytest.raises(VitedgeError, match=r"differs from the teacher in ") as refused:
+        make_student(tiny_vit, student=str(path), width=0.5, distill_token=False)
+    assert named in refused.value.message, refused.value.message
+    same = save_checkpoint(make_tiny_vit(seed=1), tmp_path / "same.safetensors")
+    assert make_student(tiny_vit, student=str(same), width=0.5, distill_token=False).data_config == tiny_vit.data_config
