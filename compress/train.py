@@ -200,6 +200,18 @@ def _resume(
     )
 
 
+def refuse_diverged(model: nn.Module, mean_loss: float, epoch: int, lr: float) -> None:
+    """Weights that are no longer finite end training before the epoch is checkpointed or the
+    model saved: NaN weights saved as a trained model passed for one (exit 0) until export
+    refused them. Checked on the weights, not this process's loss: torchrun's processes hold the
+    same weights, so all of them stop here together."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise VitedgeError(
+            f"training diverged in epoch {epoch}: the weights are no longer finite (mean loss {mean_loss:.4g})",
+            f"lower the learning rate (it was {lr:g}) or warm up for longer; nothing of this epoch was saved",
+        )
+
+
 def train(
     model: nn.Module,
     train_x: Inputs,
@@ -281,6 +293,7 @@ def train(
                 correct += int((_prediction_logits(logits).argmax(-1) == labels[mine]).sum())
                 seen += local
                 progress.update(task, advance=1, epoch=epoch + 1, loss=loss_sum / seen)
+            refuse_diverged(model, loss_sum / seen, epoch + 1, config.lr)
             test_top1 = evaluate_top1(model, *test) if test is not None and rank == 0 else None
             log = EpochLog(
                 epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_top1, lr, time.perf_counter() - began

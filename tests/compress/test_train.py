@@ -190,3 +190,24 @@ def test_training_images_are_held_as_pixels_and_read_back_as_the_same_inputs(cif
     assert batch_outgrows_memory(50_000, (224, 224, 3), available=4 << 30, dtype="uint8") == (
         "batch 50000 needs 7.5 GB for its uint8 224×224×3 inputs alone, and this machine has 4.3 GB available"
     )
+
+
+def test_training_that_diverges_stops_before_the_epoch_is_saved(tmp_path: Path) -> None:
+    """A learning rate that blows the weights up to NaN saved them as a trained model, exit 0
+    (until export refused them); now the epoch that diverged ends training with one line, and
+    the checkpoint keeps the last finite epoch."""
+    import dataclasses
+
+    from vitedge.core.errors import VitedgeError
+
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_epochs=0.0, seed=0)
+    checkpoint = tmp_path / "run.ckpt"
+    train(_model(), *_data(), config, checkpoint=checkpoint, show_progress=False)
+    finite = checkpoint.read_bytes()
+    wild = dataclasses.replace(config, epochs=2, lr=1e6)
+    with pytest.raises(
+        VitedgeError, match=r"training diverged in epoch 2: the weights are no longer finite"
+    ) as refused:
+        train(_model(), *_data(), wild, checkpoint=checkpoint, resume=True, show_progress=False)
+    assert "it was 1e+06" in refused.value.hint
+    assert checkpoint.read_bytes() == finite
