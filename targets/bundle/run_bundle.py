@@ -691,10 +691,13 @@ def bench(args, manifest: dict) -> dict:
     }
 
 
-def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict[str, int], list[str]]:
+def image_folder(
+    folder: Path, labels: tuple[str, ...], outputs: int = 0
+) -> tuple[list[Path], list[int], dict[str, int], list[str]]:
     """An ImageFolder: one subfolder per class. Folder names that are all model labels map by
-    name; none of them, classes are numbered in sorted folder order (torchvision's convention);
-    some of them is refused (vitedge's `calibration.sources.labels_for_model`, the same rule),
+    name; none of them, classes are numbered in sorted folder order (torchvision's convention),
+    refused where that numbering passes the model's `outputs` (0: not known); some of them is
+    refused (vitedge's `calibration.sources.in_model_numbering`, the same rules),
     as are images beside the class folders, which have no class (`require_labels`'s rule).
     Links that lead outside the folder, and links to folders, are left out and named (the
     fourth item): eval reads nothing outside the folder it is given."""
@@ -728,6 +731,12 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
             f"{'is' if len(strangers) == 1 else 'are'} not, so no numbering of them is the model's "
             "(name every class folder by one of its labels)"
         )
+    if not known and outputs and len(classes) > outputs:
+        raise BundleError(
+            f"{folder}: the labels run from 0 to {len(classes) - 1} (its {len(classes)} class folders in sorted order), "
+            f"but the model has {outputs} classes (0 to {outputs - 1}) "
+            "(use labelled images of the model's own classes, one class folder per output at the most)"
+        )
     mapping = {name: labels.index(name) for name in classes} if known else {name: i for i, name in enumerate(classes)}
     files: list[Path] = []
     targets: list[int] = []
@@ -748,7 +757,7 @@ def image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
 def evaluate(args, manifest: dict) -> dict:
     np, Image, preprocess = _import_base()
     config = preprocess.DataConfig.from_dict(manifest["data_config"])
-    files, targets, mapping, left_out = image_folder(Path(args.folder), config.labels)
+    files, targets, mapping, left_out = image_folder(Path(args.folder), config.labels, config.num_classes)
     if args.limit:
         files, targets = files[: args.limit], targets[: args.limit]
     model = Model(HERE, manifest, args.threads)

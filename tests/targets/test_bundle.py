@@ -379,10 +379,11 @@ def test_board_eval_reads_nothing_outside_its_folder(tmp_path):
 def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
     """The board runner and the desktop number one folder's classes alike: by name where every
     class folder is a model label, in sorted order where none is, refused where some are (the
-    board used sorted order for a mix, scoring cat/ as airplane)."""
+    board used sorted order for a mix, scoring cat/ as airplane) and where sorted order passes
+    the model's outputs (the board scored the 11th folder's images as all wrong)."""
     from PIL import Image
 
-    from vitedge.calibration.sources import labels_for_model, open_source, require_labels
+    from vitedge.calibration.sources import in_model_numbering, labels_for_model, open_source, require_labels
     from vitedge.targets.bundle import run_bundle as runner
 
     folder = tmp_path / "data"
@@ -405,6 +406,18 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
         require_labels(open_source(str(folder)), "so", "")
     with pytest.raises(runner.BundleError, match=loose):
         runner.image_folder(folder, CIFAR10_CLASSES)
+    numbered = tmp_path / "numbered"  # 11 class folders named by none of the 10 labels
+    for number in range(11):
+        (numbered / f"{number:02d}").mkdir(parents=True)
+        Image.fromarray(cifar_test.get(number)).save(numbered / f"{number:02d}" / "a.png")
+    beyond = r"the labels run from 0 to 10.*but the model has 10 classes \(0 to 9\)"
+    with pytest.raises(VitedgeError, match=beyond):
+        in_model_numbering(open_source(str(numbered)), CIFAR10_CLASSES, 10)
+    with pytest.raises(runner.BundleError, match=beyond):
+        runner.image_folder(numbered, CIFAR10_CLASSES, 10)
+    shutil.rmtree(numbered / "10")
+    _, targets, _, _ = runner.image_folder(numbered, CIFAR10_CLASSES, 10)
+    assert targets == in_model_numbering(open_source(str(numbered)), CIFAR10_CLASSES, 10).labels.tolist()
 
 
 def test_a_board_batch_beyond_its_memory_is_refused_before_any_work(onnx_artifact, tmp_path):
