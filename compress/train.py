@@ -456,6 +456,11 @@ def train_classifier(
     labels = train_images.class_names or tuple(
         str(i) for i in range(int(train_images.labels.max()) + 1 if train_images.labels is not None else 0)
     )
+    if len(labels) < 2:  # one output: the loss is 0 from the start and every prediction right
+        raise VitedgeError(
+            f"{train_images.name} has one class ({labels[0] if labels else 'none'}); a classifier learns from two or more",
+            "pass images of every class: one subfolder per class, or a .npz whose y holds two or more labels",
+        )
     data_config = DataConfig(
         input_size=(3, img_size, img_size),
         interpolation="bicubic",

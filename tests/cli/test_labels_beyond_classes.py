@@ -1,6 +1,7 @@
 """Labels the model has no output for (a .npz numbered to 19 for a 10-class model, CIFAR-10's
-ten for a model of three class folders): every command that trains on labels or scores them
-refuses them when the source opens, before an image is read or a calibration draw is made."""
+ten for a model of three class folders), and training data of one class: every command that
+trains on labels or scores them refuses them when the source opens, before an image is read or
+a calibration draw is made."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ TWENTY = "many.npz: the labels run from 0 to 19, but the model has 10 classes (0
             TWENTY,
         ),
         ("compress tiny.safetensors --step finetune --data many.npz --out new.safetensors", TWENTY),
+        ("train --data one --test-data '' --batch-size 2 --out new.safetensors", "one has one class (a); a classifier"),
         ("quantize tiny.safetensors --to onnx --calib cifar10:train --data many.npz --max-drop 1 --out new", TWENTY),
         ("sensitivity tiny.safetensors --to onnx --calib cifar10:train --data many.npz --out new", TWENTY),
         ("calibrate-sweep tiny.safetensors --to onnx --calib cifar10:train --data many.npz --out new", TWENTY),
@@ -41,6 +43,7 @@ TWENTY = "many.npz: the labels run from 0 to 19, but the model has 10 classes (0
         "distill-data",
         "distill-test-data",
         "finetune-data",
+        "train-one-class",
         "quantize-data",
         "sensitivity-data",
         "sweep-data",
@@ -51,7 +54,8 @@ def test_labels_beyond_the_models_classes_are_refused_before_an_image_is_read(
 ) -> None:
     """Before: `distill` and a fine-tune stopped with torch's IndexError (a traceback) after every
     training image was read; `train` scored a 3-class model on CIFAR-10's ten labels (7.93% test
-    top-1, as if it had learned little); the int8 commands refused, unnamed, after calibrating.
+    top-1, as if it had learned little); the int8 commands refused, unnamed, after calibrating;
+    `train` on one class folder saved a one-output model (loss 0, every prediction right).
     Now one line naming the source, exit 2, nothing written."""
     import vitedge.calibration.calibset
     import vitedge.compress.train
@@ -69,6 +73,9 @@ def test_labels_beyond_the_models_classes_are_refused_before_an_image_is_read(
         for copy in range(2):
             pixels = np.full((8, 8, 3), 60 * number + copy, dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "three" / name / f"{copy}.png")
+    (tmp_path / "one" / "a").mkdir(parents=True)  # one class: nothing to tell apart
+    for copy in range(2):
+        Image.fromarray(np.full((8, 8, 3), copy, dtype=np.uint8)).save(tmp_path / "one" / "a" / f"{copy}.png")
     np.savez(tmp_path / "many.npz", x=np.zeros((4, 8, 8, 3), dtype=np.uint8), y=np.array([0, 5, 19, 3]))
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, stderr = cli(capsys, monkeypatch, *shlex.split(command))
