@@ -322,7 +322,7 @@ def distill_to_file(
     from .train import TEST_TOP1_NEEDS, check_test_images, check_training_images, images_to_tensors
 
     train_images = open_source(data)  # a mistyped source is named before the teacher loads
-    test_images = open_source(test_data) if test_data else None
+    test_images = open_source(test_data, opened=(train_images,)) if test_data else None
     check_training_images(train_images, data_count, config.batch_size)
     check_test_images(test_images)
     teacher = load_model(teacher_spec)

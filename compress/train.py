@@ -449,7 +449,8 @@ def train_classifier(
     replace: bool = True,
 ) -> tuple[LoadedModel, list[EpochLog]]:
     train_images = open_source(data)
-    test_images = open_source(test_data) if test_data else None  # a typo named before the training set is read
+    # a typo named before the training set is read; the training set itself handed back, not listed again
+    test_images = open_source(test_data, opened=(train_images,)) if test_data else None
     check_training_images(train_images, data_count, config.batch_size)
     check_test_images(test_images)
     img_size = int(architecture.kwargs.get("img_size", 224))

@@ -211,3 +211,47 @@ def test_training_that_diverges_stops_before_the_epoch_is_saved(tmp_path: Path) 
         train(_model(), *_data(), wild, checkpoint=checkpoint, resume=True, show_progress=False)
     assert "it was 1e+06" in refused.value.hint
     assert checkpoint.read_bytes() == finite
+
+
+def test_training_and_test_images_from_one_source_are_opened_once(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`train`/`distill --data DIR --test-data DIR` listed DIR (every image's header read) twice;
+    the test images are now the training set handed back."""
+    import numpy as np
+    from PIL import Image
+
+    import vitedge.compress.train
+    from tests.support import count_openings
+    from tests.support.cli import cli
+
+    folder = tmp_path / "pets"
+    for number, name in enumerate(("cat", "dog")):
+        (folder / name).mkdir(parents=True)
+        for copy in range(4):
+            Image.fromarray(np.full((8, 8, 3), 90 * number + copy, dtype=np.uint8)).save(folder / name / f"{copy}.png")
+    opened = count_openings(monkeypatch, vitedge.compress.train)
+    small = ["--embed-dim", "32", "--depth", "1", "--num-heads", "2", "--epochs", "1", "--batch-size", "4"]
+    out = tmp_path / "t.safetensors"
+    code, _, stderr = cli(
+        capsys, monkeypatch, "train", "--data", str(folder), "--test-data", str(folder), *small, "--out", str(out)
+    )
+    assert code == 0 and out.is_file(), stderr
+    assert opened == [str(folder)]
+    code, _, stderr = cli(
+        capsys,
+        monkeypatch,
+        "distill",
+        "--teacher",
+        str(out),
+        "--data",
+        str(folder),
+        "--test-data",
+        str(folder),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "s.safetensors"),
+    )
+    assert code == 0, stderr
+    assert opened == [str(folder), str(folder)]
