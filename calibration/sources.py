@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..core.errors import VitedgeError, first_line, printable
 from ..core.io import shadowed_by_a_path
-from .preprocess import to_rgb
+from .preprocess import DataConfig, to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -110,13 +110,13 @@ def require_labels_within(labels: np.ndarray, classes: int, name: str = "") -> N
         )
 
 
-def in_model_numbering(images: ImageSet, model_labels: Sequence[str], classes: int) -> ImageSet:
+def in_model_numbering(images: ImageSet, config: DataConfig) -> ImageSet:
     """`images` with labels in the model's numbering (`labels_for_model`), refused where a label
-    names no output of a `classes`-way model: a loss would stop training mid-epoch, top-1 would
-    count it wrong on every image. Labels are known when a source opens, before an image is read."""
-    images = labels_for_model(images, model_labels)
+    names no output of the model: a loss would stop training mid-epoch, top-1 would count it
+    wrong on every image. Labels are known when a source opens, before an image is read."""
+    images = labels_for_model(images, config.labels)
     if images.labels is not None:
-        require_labels_within(images.labels, classes, images.name)
+        require_labels_within(images.labels, config.num_classes, images.name)
     return images
 
 

@@ -328,7 +328,7 @@ def distill_to_file(
     teacher = load_model(teacher_spec)
     for images in (train_images, test_images):  # the labels fit the teacher, before an image is read
         if images is not None:
-            in_model_numbering(images, teacher.data_config.labels, teacher.data_config.num_classes)
+            in_model_numbering(images, teacher.data_config)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
     train_x, train_y = images_to_tensors(train_images, teacher.data_config, data_count, seed=config.seed)
     test = (

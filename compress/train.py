@@ -426,7 +426,7 @@ def images_to_tensors(
     input size (normalized a batch at a time) with their labels in the model's numbering: at a
     224-pixel input, CIFAR-10's 50,000 training images are 7.5 GB."""
     require_labels(images, needed_by, LABELLED_HINT)
-    images = in_model_numbering(images, config.labels, config.num_classes)
+    images = in_model_numbering(images, config)
     indices = subset_indices(images, count, seed=seed)
     pixels = images_at_input_size((images.get(int(i)) for i in indices), len(indices), config)
     return InputImages(pixels, config), torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[indices])
@@ -473,7 +473,7 @@ def train_classifier(
     )
     architecture = Architecture(architecture.name, {**architecture.kwargs, "num_classes": len(labels)})
     if test_images is not None:
-        in_model_numbering(test_images, labels, len(labels))  # refused before the training set is read
+        in_model_numbering(test_images, data_config)  # refused before the training set is read
     train_x, train_y = images_to_tensors(train_images, data_config, data_count, seed=config.seed)
     test = images_to_tensors(test_images, data_config, needed_by=TEST_TOP1_NEEDS) if test_images is not None else None
     module = build_architecture(architecture)

@@ -410,14 +410,15 @@ def test_board_eval_numbers_classes_as_the_desktop_does(tmp_path, cifar_test):
     for number in range(11):
         (numbered / f"{number:02d}").mkdir(parents=True)
         Image.fromarray(cifar_test.get(number)).save(numbered / f"{number:02d}" / "a.png")
+    ten = preprocess.DataConfig(num_classes=10, labels=CIFAR10_CLASSES)
     beyond = r"the labels run from 0 to 10.*but the model has 10 classes \(0 to 9\)"
     with pytest.raises(VitedgeError, match=beyond):
-        in_model_numbering(open_source(str(numbered)), CIFAR10_CLASSES, 10)
+        in_model_numbering(open_source(str(numbered)), ten)
     with pytest.raises(runner.BundleError, match=beyond):
         runner.image_folder(numbered, CIFAR10_CLASSES, 10)
     shutil.rmtree(numbered / "10")
     _, targets, _, _ = runner.image_folder(numbered, CIFAR10_CLASSES, 10)
-    assert targets == in_model_numbering(open_source(str(numbered)), CIFAR10_CLASSES, 10).labels.tolist()
+    assert targets == in_model_numbering(open_source(str(numbered)), ten).labels.tolist()
 
 
 def test_a_board_batch_beyond_its_memory_is_refused_before_any_work(onnx_artifact, tmp_path):

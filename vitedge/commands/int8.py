@@ -127,7 +127,7 @@ def _setup(
     loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
     require_vit(loaded, "int8 quantization")
     preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
-    in_model_numbering(evaluated, loaded.data_config.labels, loaded.data_config.num_classes)  # before a draw is read
+    in_model_numbering(evaluated, loaded.data_config)  # before a draw is read
     hold_out = held_out_reserve(images.count) if shared else 0
     with console.status(f"preparing calibration images from {calib} and evaluation images from {data}"):
         calibration = build_calibration_set(
@@ -446,7 +446,7 @@ def calibrate_sweep_command(
         loaded = load_cli_model(model, arch=arch, pretrained=pretrained)
         require_vit(loaded, "int8 quantization")
         preflight(loaded)  # what `vitedge export` refuses: compressed int8/fp16 weights, NaN, a wrong input size
-        in_model_numbering(evaluated, loaded.data_config.labels, loaded.data_config.num_classes)  # before a draw
+        in_model_numbering(evaluated, loaded.data_config)  # before a draw
         all_variants = openvino_variants()
         if variants != "all":
             unknown = [v for v in _names(variants) if v not in all_variants]

@@ -100,7 +100,7 @@ def evaluation_set(
     from .parity import verification_set
 
     source = as_image_set(data)
-    images = in_model_numbering(source, loaded.data_config.labels, loaded.data_config.num_classes)
+    images = in_model_numbering(source, loaded.data_config)
     chosen = verification_set(
         source, loaded.data_config, min(samples, images.count), calibration=calibration, seed=seed
     )

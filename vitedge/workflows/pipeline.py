@@ -54,7 +54,7 @@ class EvalData:
 
 
 def prepare_eval_data(images: ImageSet, config: DataConfig, samples: int | None, *, seed: int = 0) -> EvalData:
-    images = in_model_numbering(images, config.labels, config.num_classes)
+    images = in_model_numbering(images, config)
     if images.labels is not None:
         if scores_other_classes(images.class_names, config.labels):
             warnings.warn(
