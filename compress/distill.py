@@ -319,7 +319,7 @@ def distill_to_file(
     (None: all), save it to `out`."""
     from ..calibration.sources import in_model_numbering, open_source
     from .registry import load_model
-    from .train import TEST_TOP1_NEEDS, check_test_images, check_training_images, images_to_tensors
+    from .train import check_test_images, check_training_images, images_to_tensors
 
     train_images = open_source(data)  # a mistyped source is named before the teacher loads
     test_images = open_source(test_data, opened=(train_images,)) if test_data else None
@@ -331,11 +331,7 @@ def distill_to_file(
             in_model_numbering(images, teacher.data_config)
     pupil = make_student(teacher, student=student, width=width, distill_token=distill_token, seed=config.seed)
     train_x, train_y = images_to_tensors(train_images, teacher.data_config, data_count, seed=config.seed)
-    test = (
-        images_to_tensors(test_images, teacher.data_config, needed_by=TEST_TOP1_NEEDS)
-        if test_images is not None
-        else None
-    )
+    test = images_to_tensors(test_images, teacher.data_config) if test_images is not None else None
     module, logs = distill(
         pupil.module,
         teacher.module,

@@ -386,7 +386,6 @@ def tiny_cifar_vit(seed: int = 0, **overrides: object) -> LoadedModel:
 
 
 LABELLED_HINT = "pass labelled images: cifar10:train, a .npz with y, or one subfolder per class"
-TEST_TOP1_NEEDS = "which --test-data's top-1 needs"
 TEST_LABELLED_HINT = "pass labelled test images (cifar10, a .npz with y, or one subfolder per class), or --test-data ''"
 
 
@@ -411,7 +410,7 @@ def check_test_images(images: ImageSet | None) -> None:
     """Test images scored after every epoch need labels; refused with the training images, not
     after an epoch's worth of reading."""
     if images is not None:
-        require_labels(images, TEST_TOP1_NEEDS, TEST_LABELLED_HINT)
+        require_labels(images, "which --test-data's top-1 needs", TEST_LABELLED_HINT)
 
 
 def images_to_tensors(
@@ -475,7 +474,7 @@ def train_classifier(
     if test_images is not None:
         in_model_numbering(test_images, data_config)  # refused before the training set is read
     train_x, train_y = images_to_tensors(train_images, data_config, data_count, seed=config.seed)
-    test = images_to_tensors(test_images, data_config, needed_by=TEST_TOP1_NEEDS) if test_images is not None else None
+    test = images_to_tensors(test_images, data_config) if test_images is not None else None
     module = build_architecture(architecture)
     module, logs = train(
         module, train_x, train_y, config, checkpoint=checkpoint, resume=resume, test=test, on_epoch=on_epoch
